@@ -1,0 +1,1 @@
+"""The HTTP layer: a litestar app of thin controllers over ``loyalty``."""

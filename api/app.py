@@ -1,0 +1,95 @@
+"""``create_app``: the one place the litestar application is built."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.problem_details import ProblemDetailsPlugin
+
+from api.admin import StaffController, StoresController, TerminalsController
+from api.auth import AuthenticationMiddleware
+from api.deps import Services
+from api.errors import problem_details_config
+from api.health import HealthController
+from api.members import MeController, StaffMembersController
+from api.metrics import MetricsMiddleware
+from api.pos import PosController
+from api.sessions import SessionController
+from loyalty.auth import Passwords, TokenSigner, load_or_create_signing_key
+from loyalty.db import create_pool
+from loyalty.ratelimit import RateLimiter
+from loyalty.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+CONTROLLERS = [
+    HealthController,
+    SessionController,
+    MeController,
+    StaffMembersController,
+    PosController,
+    TerminalsController,
+    StaffController,
+    StoresController,
+]
+
+
+def build_signer(settings: Settings) -> TokenSigner:
+    private_pem = settings.jwt_private_key or load_or_create_signing_key(settings.data_path)
+    return TokenSigner(
+        private_pem, issuer=settings.jwt_issuer, access_ttl=settings.access_token_ttl_seconds,
+        previous_public_pems=settings.jwt_previous_public_keys,
+    )
+
+
+def build_passwords(settings: Settings) -> Passwords:
+    return Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
+                     parallelism=settings.argon2_parallelism)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """The API. ``settings`` must carry the database and Redis URLs (``loyalty serve`` resolves
+    the embedded ones before building the app)."""
+    settings = settings or load_settings()
+    if not settings.database_url or not settings.redis_url:
+        raise RuntimeError("create_app needs LOYALTY_DATABASE_URL and LOYALTY_REDIS_URL; "
+                           "`loyalty serve` starts embedded servers when they are unset")
+    signer = build_signer(settings)
+    passwords = build_passwords(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        assert settings.database_url
+        assert settings.redis_url
+        pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
+                                 max_size=settings.db_pool_max)
+        client = aioredis.from_url(settings.redis_url, socket_timeout=2,
+                                   socket_connect_timeout=2)
+        app.state.services = Services(
+            settings=settings, pool=pool, redis=client, signer=signer, passwords=passwords,
+            limiter=RateLimiter(client),
+        )
+        try:
+            yield
+        finally:
+            await client.aclose()
+            await pool.close()
+
+    return Litestar(
+        route_handlers=CONTROLLERS,
+        lifespan=[lifespan],
+        middleware=[MetricsMiddleware(), AuthenticationMiddleware()],
+        plugins=[ProblemDetailsPlugin(problem_details_config())],
+        request_max_body_size=settings.max_request_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Loyalty API", version="1", path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,132 @@
+"""Who is calling: bearer credentials to a principal, per-principal rate limits, and guards.
+
+One middleware reads ``Authorization: Bearer …``: an API key (``lk_…``) is a terminal, a JWT is
+a member or staff by its audience. A credential that is present but wrong is a 401 on any route;
+no credential leaves ``request.user`` None and the guards decide.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from api.deps import services_of
+from loyalty.auth import (
+    MemberPrincipal,
+    Principal,
+    StaffPrincipal,
+    TerminalPrincipal,
+    authenticate_terminal,
+    is_api_key,
+)
+from loyalty.errors import AuthenticationFailed, PermissionDenied, RateLimited
+
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+NO_RATE_LIMIT = {"rate_limit": False}
+
+
+def bearer_credential(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, credential = value.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not credential.strip():
+                raise AuthenticationFailed("use Authorization: Bearer <token>")
+            return credential.strip()
+    return None
+
+
+def client_address(scope: Scope, trusted_proxies: Iterable[str]) -> str:
+    """The peer address, or the nearest untrusted hop in X-Forwarded-For behind a trusted proxy."""
+    client = scope.get("client")
+    peer = client[0] if client else "unknown"
+    trusted = set(trusted_proxies)
+    if peer not in trusted:
+        return peer
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":
+            hops = [hop.strip() for hop in value.decode("latin-1").split(",") if hop.strip()]
+            for hop in reversed(hops):
+                if hop not in trusted:
+                    try:
+                        return str(ipaddress.ip_address(hop))
+                    except ValueError:
+                        return peer
+    return peer
+
+
+def rate_limit_key(principal: Principal | None, address: str) -> str:
+    match principal:
+        case MemberPrincipal(member_id=member_id):
+            return f"member:{member_id}"
+        case StaffPrincipal(staff_id=staff_id):
+            return f"staff:{staff_id}"
+        case TerminalPrincipal(terminal_id=terminal_id):
+            return f"terminal:{terminal_id}"
+        case None:
+            return f"address:{address}"
+
+
+class AuthenticationMiddleware(ASGIMiddleware):
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        services = services_of(scope["litestar_app"].state)
+        credential = bearer_credential(scope)
+        principal: Principal | None = None
+        if credential is not None:
+            if is_api_key(credential):
+                async with services.pool.acquire() as conn:
+                    principal = await authenticate_terminal(conn, credential)
+            else:
+                principal = services.signer.principal(credential)
+        scope["user"] = principal
+        if scope["route_handler"].opt.get("rate_limit", True):
+            address = client_address(scope, services.settings.trusted_proxies)
+            wait = await services.limiter.hit(
+                rate_limit_key(principal, address),
+                limit=services.settings.rate_limit_per_minute, period_seconds=60,
+            )
+            if wait:
+                raise RateLimited("too many requests", retry_after=wait)
+        await next_app(scope, receive, send)
+
+
+def _principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    user: Principal | None = connection.scope.get("user")
+    return user
+
+
+def members_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    principal = _principal(connection)
+    if principal is None:
+        raise AuthenticationFailed("a member token is required")
+    if not isinstance(principal, MemberPrincipal):
+        raise PermissionDenied("only members may do this")
+
+
+def terminals_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    principal = _principal(connection)
+    if principal is None:
+        raise AuthenticationFailed("a terminal API key is required")
+    if not isinstance(principal, TerminalPrincipal):
+        raise PermissionDenied("only store terminals may do this")
+
+
+def staff_with(*roles: str) -> Guard:
+    """A guard letting in staff whose role is one of ``roles``."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = _principal(connection)
+        if principal is None:
+            raise AuthenticationFailed("a staff token is required")
+        if not isinstance(principal, StaffPrincipal) or principal.role not in roles:
+            raise PermissionDenied(f"requires staff role {' or '.join(roles)}")
+
+    return guard

@@ -1,0 +1,90 @@
+"""What a request depends on: process-wide services, a connection in a transaction, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, TypeAlias
+
+import redis.asyncio as aioredis
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import Dependency
+
+from loyalty.auth import (
+    MemberPrincipal,
+    Passwords,
+    Principal,
+    StaffPrincipal,
+    TerminalPrincipal,
+    TokenSigner,
+)
+from loyalty.db import Connection, Pool
+from loyalty.ratelimit import RateLimiter
+from loyalty.settings import Settings
+
+
+@dataclass
+class Services:
+    """Built once per process in the app's lifespan."""
+
+    settings: Settings
+    pool: Pool
+    redis: aioredis.Redis
+    signer: TokenSigner
+    passwords: Passwords
+    limiter: RateLimiter
+
+
+# Handler parameters filled by name from the providers below (litestar's explicit style).
+_named = Dependency(kind="named")
+Db: TypeAlias = Annotated[Connection, _named]
+Svc: TypeAlias = Annotated[Services, _named]
+Me: TypeAlias = Annotated[MemberPrincipal, _named]
+Staff: TypeAlias = Annotated[StaffPrincipal, _named]
+Till: TypeAlias = Annotated[TerminalPrincipal, _named]
+
+
+def services_of(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+async def provide_services(state: State) -> Services:
+    return services_of(state)
+
+
+async def provide_conn(state: State) -> AsyncIterator[Connection]:
+    """One connection in one transaction per request: commit on return, roll back on raise."""
+    async with services_of(state).pool.acquire() as conn, conn.transaction():
+        yield conn
+
+
+def member_of(request: Request) -> MemberPrincipal:  # type: ignore[type-arg]
+    principal: Principal = request.user
+    assert isinstance(principal, MemberPrincipal)  # the guard let only members in
+    return principal
+
+
+def staff_of(request: Request) -> StaffPrincipal:  # type: ignore[type-arg]
+    principal: Principal = request.user
+    assert isinstance(principal, StaffPrincipal)
+    return principal
+
+
+def terminal_of(request: Request) -> TerminalPrincipal:  # type: ignore[type-arg]
+    principal: Principal = request.user
+    assert isinstance(principal, TerminalPrincipal)
+    return principal
+
+
+async def provide_member(request: Request) -> MemberPrincipal:  # type: ignore[type-arg]
+    return member_of(request)
+
+
+async def provide_staff(request: Request) -> StaffPrincipal:  # type: ignore[type-arg]
+    return staff_of(request)
+
+
+async def provide_terminal(request: Request) -> TerminalPrincipal:  # type: ignore[type-arg]
+    return terminal_of(request)

@@ -1,0 +1,83 @@
+"""Every error leaves as application/problem+json (RFC 9457) with a stable ``type``; mapped once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
+
+from loyalty import errors
+
+log = logging.getLogger(__name__)
+
+PROBLEM_BASE = "urn:loyalty:problem:"
+
+_STATUS: dict[type[errors.LoyaltyError], int] = {
+    errors.InvalidInput: 422,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.AuthenticationFailed: 401,
+    errors.PermissionDenied: 403,
+    errors.RateLimited: 429,
+}
+_TITLES = {
+    400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found",
+    405: "Method not allowed", 409: "Conflict", 413: "Request body too large",
+    415: "Unsupported media type", 422: "Unprocessable input", 429: "Too many requests",
+    500: "Internal error", 503: "Service unavailable",
+}
+_HTTP_CODES = {
+    400: "bad_request", 401: "authentication_failed", 403: "permission_denied", 404: "not_found",
+    405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+    429: "rate_limited", 500: "internal_error", 503: "unavailable",
+}
+
+
+def problem(status: int, code: str, detail: str, *, headers: dict[str, str] | None = None,
+            extra: dict[str, Any] | None = None) -> ProblemDetailsException:
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="loyalty"', **(headers or {})}
+    return ProblemDetailsException(
+        status_code=status, type_=PROBLEM_BASE + code, title=_TITLES.get(status, "Error"),
+        detail=detail, headers=headers, extra=extra or None,
+    )
+
+
+def _from_domain(exc: errors.LoyaltyError) -> ProblemDetailsException:
+    status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 500)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, errors.RateLimited) else None
+    extra = {"field": exc.field} if exc.field else None
+    return problem(status, exc.code, exc.detail, headers=headers, extra=extra)
+
+
+def _from_http(exc: HTTPException) -> ProblemDetailsException:
+    if isinstance(exc, ProblemDetailsException):
+        return exc
+    status = exc.status_code
+    if isinstance(exc, ValidationException) or status == 400:
+        errors_ = exc.extra if isinstance(exc.extra, list) else None
+        detail = "; ".join(str(e.get("message")) for e in errors_ or [] if isinstance(e, Mapping))
+        return problem(400, "validation_failed", detail or exc.detail,
+                       extra={"errors": errors_} if errors_ else None)
+    if status >= 500:
+        log.error("HTTP %s: %s", status, exc.detail)
+        return problem(status, _HTTP_CODES.get(status, "internal_error"),
+                       "the server could not complete the request")
+    return problem(status, _HTTP_CODES.get(status, "http_error"), exc.detail, headers=exc.headers)
+
+
+def _from_unexpected(exc: Exception) -> ProblemDetailsException:
+    log.exception("unhandled error", exc_info=exc)
+    return problem(500, "internal_error", "the server could not complete the request")
+
+
+def problem_details_config() -> ProblemDetailsConfig:
+    mapping: dict[type[Exception], Callable[[Any], ProblemDetailsException]] = {
+        errors.LoyaltyError: _from_domain,
+        HTTPException: _from_http,
+        Exception: _from_unexpected,
+    }
+    return ProblemDetailsConfig(exception_to_problem_detail_map=mapping)

@@ -1,0 +1,68 @@
+"""Liveness, readiness, Prometheus metrics and the JWKS: public, not rate limited."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.auth import NO_RATE_LIMIT
+from api.deps import services_of
+from api.errors import problem
+from schemas.auth import Jwks
+from schemas.base import Output
+
+log = logging.getLogger(__name__)
+
+
+class Health(Output):
+    status: str
+    checks: dict[str, str] = {}
+
+
+class HealthController(Controller):
+    path = ""
+    tags = ["operations"]
+    opt = NO_RATE_LIMIT
+
+    @get("/health/live", operation_id="live")
+    async def live(self) -> Health:
+        """The process is up."""
+        return Health(status="ok")
+
+    @get("/health/ready", operation_id="ready")
+    async def ready(self, state: State) -> Health:
+        """PostgreSQL and Redis both answer; 503 otherwise."""
+        services = services_of(state)
+        checks: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(2):
+                await services.pool.fetchval("select 1")
+            checks["postgres"] = "ok"
+        except Exception as exc:
+            log.warning("readiness: PostgreSQL: %s", exc)
+            checks["postgres"] = "unavailable"
+        try:
+            async with asyncio.timeout(2):
+                await services.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            log.warning("readiness: Redis: %s", exc)
+            checks["redis"] = "unavailable"
+        if any(v != "ok" for v in checks.values()):
+            raise problem(503, "unavailable", "a dependency is unavailable",
+                          extra={"checks": checks})
+        return Health(status="ok", checks=checks)
+
+    @get("/metrics", operation_id="metrics", media_type=CONTENT_TYPE_LATEST)
+    async def metrics(self) -> Response[bytes]:
+        """Prometheus exposition format."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @get("/.well-known/jwks.json", operation_id="jwks")
+    async def jwks(self, state: State) -> Jwks:
+        """Public keys that verify member and staff tokens, by ``kid``."""
+        return Jwks(keys=services_of(state).signer.jwks()["keys"])

@@ -1,0 +1,137 @@
+"""Members' own profile and consents (member token), and the staff view of members."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, get, patch, put
+from litestar.di import Provide
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from msgspec import UNSET
+
+from api.auth import members_only, staff_with
+from api.deps import (
+    Db,
+    Me,
+    Staff,
+    Svc,
+    provide_conn,
+    provide_member,
+    provide_services,
+    provide_staff,
+)
+from loyalty.audit import record_audit
+from loyalty.members import (
+    get_consents,
+    get_member,
+    record_consents,
+    search_members,
+    update_member,
+)
+from schemas.base import Page
+from schemas.members import (
+    Consents,
+    ConsentUpdate,
+    Member,
+    MemberProfileUpdate,
+    MemberStatus,
+    StaffMemberUpdate,
+)
+
+# Who may see personal data: JSONBody[analysts] work on aggregates only.
+MEMBER_READERS = ("admin", "support", "marketer")
+MEMBER_EDITORS = ("admin", "support")
+
+
+class MeController(Controller):
+    path = "/v1/me"
+    tags = ["member app"]
+    guards = [members_only]
+    dependencies = {
+        "services": Provide(provide_services),
+        "conn": Provide(provide_conn),
+        "me": Provide(provide_member),
+    }
+
+    @get("", operation_id="getMe")
+    async def get_me(self, me: Me, conn: Db) -> Member:
+        """The signed-in member's profile."""
+        return await get_member(conn, me.member_id)
+
+    @patch("", operation_id="updateMe")
+    async def update_me(
+        self, me: Me, data: JSONBody[MemberProfileUpdate], conn: Db,
+        services: Svc,
+    ) -> Member:
+        """Change one's own profile; omitted fields stay as they are."""
+        return await update_member(conn, me.member_id, data,
+                                   region=services.settings.default_region)
+
+    @get("/consents", operation_id="getMyConsents")
+    async def get_my_consents(self, me: Me, conn: Db) -> Consents:
+        """Current consent per purpose, and its history."""
+        return await get_consents(conn, me.member_id)
+
+    @put("/consents", operation_id="setMyConsents")
+    async def set_my_consents(
+        self, me: Me, data: JSONBody[ConsentUpdate], conn: Db
+    ) -> Consents:
+        """Give or withdraw consent per purpose, under the text version shown to the member."""
+        return await record_consents(conn, me.member_id, data.consents, actor_kind="member",
+                                     actor_id=me.member_id)
+
+
+class StaffMembersController(Controller):
+    path = "/v1/members"
+    tags = ["members (staff)"]
+    guards = [staff_with(*MEMBER_READERS)]
+    dependencies = {
+        "services": Provide(provide_services),
+        "conn": Provide(provide_conn),
+        "staff": Provide(provide_staff),
+    }
+
+    @get("", operation_id="searchMembers")
+    async def search(
+        self, staff: Staff, conn: Db, services: Svc,
+        q: Annotated[str | None, QueryParameter(max_length=100)] = None,
+        status: FromQuery[MemberStatus | None] = None,
+        joined_from: FromQuery[dt.datetime | None] = None,
+        joined_to: FromQuery[dt.datetime | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
+    ) -> Page[Member]:
+        """Find members by e-mail, phone, member number, or the start of name or kana."""
+        page = await search_members(
+            conn, q=q, status=status, joined_from=joined_from, joined_to=joined_to, limit=limit,
+            cursor=cursor, region=services.settings.default_region,
+        )
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="members.search", subject_kind="member", subject_id=None,
+                           details={"q": q, "status": status, "results": len(page.items)})
+        return page
+
+    @get("/{member_id:uuid}", operation_id="getMember")
+    async def read(self, member_id: FromPath[UUID], staff: Staff, conn: Db) -> Member:
+        """One member's profile; the read is audited."""
+        member = await get_member(conn, member_id)
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="members.read", subject_kind="member", subject_id=member_id)
+        return member
+
+    @patch("/{member_id:uuid}", operation_id="updateMember",
+           guards=[staff_with(*MEMBER_EDITORS)])
+    async def update(
+        self, member_id: FromPath[UUID], data: JSONBody[StaffMemberUpdate], staff: Staff,
+        conn: Db, services: Svc,
+    ) -> Member:
+        """Correct a member's profile, or suspend and reinstate them."""
+        member = await update_member(conn, member_id, data,
+                                     region=services.settings.default_region)
+        changed = [f for f in data.__struct_fields__ if getattr(data, f) is not UNSET]
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="members.update", subject_kind="member", subject_id=member_id,
+                           details={"fields": changed})
+        return member

@@ -1,0 +1,138 @@
+"""Sign-up, log-in, token refresh and log-out for members and staff."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, post
+from litestar.di import Provide
+from litestar.params import JSONBody
+
+from api.auth import client_address
+from api.deps import Db, Svc, provide_conn, provide_services
+from loyalty.auth import (
+    MEMBER_AUDIENCE,
+    STAFF_AUDIENCE,
+    revoke_refresh_token_family,
+    rotate_refresh_token,
+    start_session,
+)
+from loyalty.db import transaction
+from loyalty.errors import AuthenticationFailed, InvalidInput, RateLimited
+from loyalty.members import find_login, register_member
+from loyalty.normalize import normalize_text
+from loyalty.staff import find_staff_login, staff_role
+from schemas.auth import LogoutRequest, MemberLogin, RefreshRequest, StaffLogin, Tokens
+from schemas.members import MemberRegistration, Registered
+
+_WRONG = "the e-mail address, phone number or password is wrong"
+
+
+async def _limit_address(request: Request[Any, Any, Any], services: Svc) -> None:
+    """Sign-in endpoints are limited per client address, whoever the caller claims to be."""
+    address = client_address(request.scope, services.settings.trusted_proxies)
+    wait = await services.limiter.hit(
+        f"sign-in:{address}", limit=services.settings.login_rate_limit_per_minute,
+        period_seconds=60,
+    )
+    if wait:
+        raise RateLimited("too many sign-in attempts from this address", retry_after=wait)
+
+
+async def _verify_password(
+    services: Svc, account_key: str, stored_hash: str | None, password: str
+) -> None:
+    """Check a password under the per-account failure limit that stops guessing."""
+    settings = services.settings
+    window = dict(limit=settings.login_failures_per_account,
+                  period_seconds=settings.login_failure_window_seconds)
+    wait = await services.limiter.peek(account_key, **window)
+    if wait:
+        raise RateLimited("too many failed attempts for this account", retry_after=wait)
+    if not await services.passwords.verify(stored_hash, password) or stored_hash is None:
+        await services.limiter.hit(account_key, **window)
+        raise AuthenticationFailed(_WRONG, code="invalid_credentials")
+
+
+class SessionController(Controller):
+    path = "/v1/auth"
+    tags = ["auth"]
+    dependencies = {"services": Provide(provide_services), "conn": Provide(provide_conn)}
+
+    @post("/member/register", operation_id="registerMember", status_code=201)
+    async def register(
+        self, request: Request[Any, Any, Any], data: JSONBody[MemberRegistration], services: Svc,
+        conn: Db,
+    ) -> Registered:
+        """Create a member account and sign it in."""
+        await _limit_address(request, services)
+        password_hash = await services.passwords.hash(data.password)
+        member = await register_member(conn, data, password_hash=password_hash,
+                                       region=services.settings.default_region)
+        tokens = await start_session(conn, services.signer, member_id=member.member_id,
+                                     refresh_ttl=services.settings.refresh_token_ttl_seconds)
+        return Registered(member=member, tokens=tokens)
+
+    @post("/member/login", operation_id="loginMember", status_code=200)
+    async def member_login(
+        self, request: Request[Any, Any, Any], data: JSONBody[MemberLogin], services: Svc,
+        conn: Db,
+    ) -> Tokens:
+        """Log a member in with e-mail or phone and password."""
+        if (data.email is None) == (data.phone is None):
+            raise InvalidInput("give either email or phone", field="email")
+        await _limit_address(request, services)
+        identifier = normalize_text(data.email or data.phone or "").lower()
+        found = await find_login(conn, email=data.email, phone=data.phone,
+                                 region=services.settings.default_region)
+        await _verify_password(services, f"login:member:{identifier}",
+                               found[1] if found else None, data.password)
+        assert found is not None
+        return await start_session(conn, services.signer, member_id=found[0],
+                                   refresh_ttl=services.settings.refresh_token_ttl_seconds)
+
+    @post("/staff/login", operation_id="loginStaff", status_code=200)
+    async def staff_login(
+        self, request: Request[Any, Any, Any], data: JSONBody[StaffLogin], services: Svc,
+        conn: Db,
+    ) -> Tokens:
+        """Log a staff account in; the access token carries its role."""
+        await _limit_address(request, services)
+        row = await find_staff_login(conn, data.email)
+        await _verify_password(services, f"login:staff:{normalize_text(data.email).lower()}",
+                               row["password_hash"] if row else None, data.password)
+        return await start_session(conn, services.signer, staff=(row["staff_id"], row["role"]),
+                                   refresh_ttl=services.settings.refresh_token_ttl_seconds)
+
+    @post("/refresh", operation_id="refreshTokens", status_code=200)
+    async def refresh(
+        self, request: Request[Any, Any, Any], data: JSONBody[RefreshRequest], services: Svc
+    ) -> Tokens:
+        """Spend a refresh token for new tokens. A token spent twice revokes its whole family."""
+        await _limit_address(request, services)
+        ttl = services.settings.refresh_token_ttl_seconds
+        # Its own transaction, not the request's: a detected reuse must commit the revocation
+        # even though the answer is a 401.
+        async with transaction(services.pool) as conn:
+            rotation = await rotate_refresh_token(conn, data.refresh_token, ttl_seconds=ttl)
+            role = None
+            if rotation.kind == "staff" and rotation.subject_id is not None:
+                role = await staff_role(conn, rotation.subject_id)
+        if rotation.outcome == "reused":
+            raise AuthenticationFailed(
+                "this refresh token was already used; its session is revoked",
+                                       code="refresh_token_reused")
+        if rotation.outcome != "rotated" or rotation.subject_id is None:
+            raise AuthenticationFailed("refresh token is not valid", code="invalid_refresh_token")
+        assert rotation.refresh_token is not None
+        if rotation.kind == "member":
+            access = services.signer.issue(rotation.subject_id, MEMBER_AUDIENCE)
+        else:
+            access = services.signer.issue(rotation.subject_id, STAFF_AUDIENCE, role=role)
+        return Tokens(access_token=access, refresh_token=rotation.refresh_token,
+                      expires_in=services.signer.access_ttl)
+
+    @post("/logout", operation_id="logout", status_code=204)
+    async def logout(self, data: JSONBody[LogoutRequest], conn: Db) -> None:
+        """End the session the refresh token belongs to. An unknown token changes nothing."""
+        await revoke_refresh_token_family(conn, data.refresh_token)

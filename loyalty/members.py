@@ -1,0 +1,300 @@
+"""Members: registration, profile, consents and staff search."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import datetime as dt
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from loyalty.db import Connection
+from loyalty.errors import Conflict, InvalidInput, LoyaltyError, NotFound
+from loyalty.normalize import (
+    looks_like_phone,
+    normalize_email,
+    normalize_kana,
+    normalize_phone,
+    normalize_text,
+    search_key,
+)
+from schemas.base import Page
+from schemas.members import (
+    Consent,
+    ConsentChoice,
+    Consents,
+    Member,
+    MemberProfileUpdate,
+    MemberRegistration,
+)
+
+MEMBER_COLUMNS = """
+    member_id, member_number, name, name_kana, email, phone, birth_date, postal_code,
+    attributes, status, joined_at, last_activity_at
+"""
+# Unique indexes whose violation means "someone already has this".
+_TAKEN = {"members_email": ("email", "email_taken"), "members_phone": ("phone", "phone_taken")}
+
+
+def _member(row: Any) -> Member:
+    return msgspec.convert(dict(row), Member, from_attributes=False)
+
+
+def _raise_taken(exc: asyncpg.UniqueViolationError) -> None:
+    field, code = _TAKEN.get(exc.constraint_name or "", (None, None))
+    if code is None:
+        raise exc
+    raise Conflict(f"this {field} belongs to another member", field=field, code=code) from None
+
+
+def _normalized_contact(email: str | None, phone: str | None, region: str) -> tuple[
+    str | None, str | None
+]:
+    return (
+        normalize_email(email) if email is not None else None,
+        normalize_phone(phone, region) if phone is not None else None,
+    )
+
+
+async def register_member(
+    conn: Connection, registration: MemberRegistration, *, password_hash: str, region: str
+) -> Member:
+    """Create a member from normalised input; a taken e-mail or phone is a Conflict."""
+    email, phone = _normalized_contact(registration.email, registration.phone, region)
+    if email is None and phone is None:
+        raise InvalidInput("an e-mail address or a phone number is required", field="email")
+    name = normalize_text(registration.name)
+    if not name:
+        raise InvalidInput("name must not be blank", field="name")
+    kana = normalize_kana(registration.name_kana or "")
+    try:
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                f"""
+                insert into members (email, phone, password_hash, name, name_kana, name_key,
+                                     kana_key, birth_date, postal_code, attributes)
+                values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                returning {MEMBER_COLUMNS}
+                """,
+                email, phone, password_hash, name, kana, search_key(name), search_key(kana),
+                registration.birth_date,
+                normalize_text(registration.postal_code) if registration.postal_code else None,
+                registration.attributes,
+            )
+    except asyncpg.UniqueViolationError as exc:
+        _raise_taken(exc)
+    member = _member(row)
+    if registration.consents:
+        await record_consents(conn, member.member_id, registration.consents, actor_kind="member",
+                              actor_id=member.member_id)
+    return member
+
+
+async def get_member(conn: Connection, member_id: UUID) -> Member:
+    row = await conn.fetchrow(
+        f"select {MEMBER_COLUMNS} from members where member_id = $1", member_id
+    )
+    if row is None:
+        raise NotFound("no such member")
+    return _member(row)
+
+
+async def update_member(
+    conn: Connection, member_id: UUID, changes: MemberProfileUpdate, *, region: str
+) -> Member:
+    """Apply the fields present in ``changes`` (normalised); returns the member as stored."""
+    values: dict[str, Any] = {}
+    for field in changes.__struct_fields__:
+        value = getattr(changes, field)
+        if value is msgspec.UNSET:
+            continue
+        match field:
+            case "name":
+                values["name"] = normalize_text(value)
+                if not values["name"]:
+                    raise InvalidInput("name must not be blank", field="name")
+                values["name_key"] = search_key(values["name"])
+            case "name_kana":
+                values["name_kana"] = normalize_kana(value or "")
+                values["kana_key"] = search_key(values["name_kana"])
+            case "email":
+                values["email"] = normalize_email(value) if value is not None else None
+            case "phone":
+                values["phone"] = normalize_phone(value, region) if value is not None else None
+            case "postal_code":
+                values["postal_code"] = normalize_text(value) if value is not None else None
+            case "status":
+                values["status"] = value
+            case _:
+                values[field] = value
+    if not values:
+        return await get_member(conn, member_id)
+    # Column names come from the Struct's own fields above, never from the request.
+    assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(values, start=2))
+    status_change = ""
+    if "status" in values:
+        n = list(values).index("status") + 2
+        status_change = f", status_changed_at = case when status <> ${n} then now()" \
+                        " else status_changed_at end"
+    try:
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                f"""
+                update members set {assignments}{status_change}, updated_at = now()
+                 where member_id = $1 and status <> 'erased'
+                returning {MEMBER_COLUMNS}, email is null and phone is null as no_contact
+                """,
+                member_id, *values.values(),
+            )
+            if row is not None and row["no_contact"]:
+                raise InvalidInput("a member keeps an e-mail address or a phone number",
+                                   field="email")
+    except asyncpg.UniqueViolationError as exc:
+        _raise_taken(exc)
+    if row is None:
+        raise NotFound("no such member")
+    return msgspec.convert({k: v for k, v in row.items() if k != "no_contact"}, Member)
+
+
+async def find_login(conn: Connection, *, email: str | None, phone: str | None,
+                     region: str) -> tuple[UUID, str | None] | None:
+    """The member id and password hash for a login identifier, if such a member may log in."""
+    try:
+        email, phone = _normalized_contact(email, phone, region)
+    except InvalidInput:
+        return None
+    if email is not None:
+        row = await conn.fetchrow(
+            "select member_id, password_hash from members where email = $1"
+            " and status in ('active', 'dormant')", email)
+    elif phone is not None:
+        row = await conn.fetchrow(
+            "select member_id, password_hash from members where phone = $1"
+            " and status in ('active', 'dormant')", phone)
+    else:
+        return None
+    return (row["member_id"], row["password_hash"]) if row else None
+
+
+# -- consents ---------------------------------------------------------------------------------
+
+
+_CONSENT_COLUMNS = "purpose, granted, text_version, channel, recorded_at, actor_kind"
+
+
+async def get_consents(conn: Connection, member_id: UUID) -> Consents:
+    rows = await conn.fetch(
+        f"""
+        select {_CONSENT_COLUMNS} from member_consents
+         where member_id = $1 order by recorded_at desc, consent_id desc
+        """,
+        member_id,
+    )
+    history = [msgspec.convert(dict(row), Consent) for row in rows]
+    current: dict[str, Consent] = {}
+    for consent in history:
+        current.setdefault(consent.purpose, consent)
+    return Consents(current=sorted(current.values(), key=lambda c: c.purpose), history=history)
+
+
+async def record_consents(
+    conn: Connection, member_id: UUID, choices: list[ConsentChoice], *, actor_kind: str,
+    actor_id: UUID | None,
+) -> Consents:
+    """Append a history row for each purpose whose choice or text version changes."""
+    purposes = [c.purpose for c in choices]
+    if len(set(purposes)) != len(purposes):
+        raise InvalidInput("each purpose at most once", field="consents")
+    await conn.execute(
+        """
+        insert into member_consents (member_id, purpose, granted, text_version, channel,
+                                     actor_kind, actor_id)
+        select $1, c.purpose, c.granted, c.text_version, c.channel, $6, $7
+          from unnest($2::text[], $3::bool[], $4::text[], $5::text[])
+               as c(purpose, granted, text_version, channel)
+         where not exists (
+               select 1 from (
+                   select granted, text_version from member_consents
+                    where member_id = $1 and purpose = c.purpose
+                    order by recorded_at desc, consent_id desc limit 1) latest
+                where latest.granted = c.granted and latest.text_version = c.text_version)
+        """,
+        member_id, purposes, [c.granted for c in choices],
+        [normalize_text(c.text_version) for c in choices], [c.channel for c in choices],
+        actor_kind, actor_id,
+    )
+    return await get_consents(conn, member_id)
+
+
+# -- staff search -----------------------------------------------------------------------------
+
+
+def encode_cursor(member_id: UUID) -> str:
+    return base64.urlsafe_b64encode(member_id.bytes).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> UUID:
+    try:
+        return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        raise InvalidInput("cursor is not valid", field="cursor") from None
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def search_members(
+    conn: Connection, *, q: str | None = None, status: str | None = None,
+    joined_from: dt.datetime | None = None, joined_to: dt.datetime | None = None,
+    limit: int = 50, cursor: str | None = None, region: str = "JP",
+) -> Page[Member]:
+    """Members matching ``q`` (e-mail, phone, member number, or the start of name or kana),
+    newest first, one keyset page at a time."""
+    where: list[str] = []
+    params: list[Any] = []
+
+    def param(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    if q is not None and normalize_text(q):
+        where.append(f"({_match_query(normalize_text(q), param, region)})")
+    if status is not None:
+        where.append(f"status = {param(status)}")
+    if joined_from is not None:
+        where.append(f"joined_at >= {param(joined_from)}")
+    if joined_to is not None:
+        where.append(f"joined_at < {param(joined_to)}")
+    if cursor is not None:
+        where.append(f"member_id < {param(decode_cursor(cursor))}")
+    sql = f"select {MEMBER_COLUMNS} from members"
+    if where:
+        sql += " where " + " and ".join(where)
+    sql += f" order by member_id desc limit {param(limit + 1)}"
+    rows = await conn.fetch(sql, *params)
+    items = [_member(row) for row in rows[:limit]]
+    next_cursor = encode_cursor(items[-1].member_id) if len(rows) > limit else None
+    return Page(items=items, next_cursor=next_cursor)
+
+
+def _match_query(q: str, param: Any, region: str) -> str:
+    if "@" in q:
+        try:
+            return f"email = {param(normalize_email(q))}"
+        except LoyaltyError:
+            return "false"
+    matches = []
+    if q.isdigit():
+        matches.append(f"member_number = {param(q)}")
+    if looks_like_phone(q):
+        with contextlib.suppress(LoyaltyError):
+            matches.append(f"phone = {param(normalize_phone(q, region))}")
+    key = _like_prefix(search_key(q))
+    matches.append(f"name_key like {param(key)}")
+    matches.append(f"kana_key like {param(key)}")
+    return " or ".join(matches)

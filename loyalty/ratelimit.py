@@ -1,0 +1,66 @@
+"""Rate limits counted atomically in Redis (GCRA: one key, one script call per check).
+
+Redis only holds counters that may be lost: if it is unreachable the request is allowed
+and a warning logged, so the API degrades instead of failing (SPEC.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+# The theoretical arrival time (TAT) of the next request is stored per key. A request is
+# allowed while TAT - period <= now, i.e. at most ``limit`` requests in any ``period``.
+# ``cost`` 0 only asks whether the next request would pass.
+_GCRA = """
+local limit = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local interval = period / limit
+local next_tat = tat + interval * math.max(cost, 1)
+local allow_at = next_tat - period
+if allow_at > now then
+    return allow_at - now
+end
+if cost > 0 then
+    redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil(next_tat - now))
+end
+return 0
+"""
+
+
+class RateLimiter:
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "rl:") -> None:
+        self._client = client
+        self._prefix = prefix
+        self._script = client.register_script(_GCRA)
+
+    async def hit(self, key: str, *, limit: int, period_seconds: int, cost: int = 1) -> int:
+        """Count a request under ``key``; 0 when allowed, else seconds until it would be."""
+        try:
+            wait_ms = await self._script(
+                keys=[self._prefix + key], args=[limit, period_seconds * 1000, cost]
+            )
+        except RedisError as exc:
+            log.warning("rate limit not checked, Redis unavailable: %s", exc)
+            return 0
+        return math.ceil(int(wait_ms) / 1000) if int(wait_ms) > 0 else 0
+
+    async def peek(self, key: str, *, limit: int, period_seconds: int) -> int:
+        """Seconds until a request under ``key`` would pass, without counting one."""
+        return await self.hit(key, limit=limit, period_seconds=period_seconds, cost=0)
+
+    async def clear(self, key: str) -> None:
+        try:
+            await self._client.delete(self._prefix + key)
+        except RedisError as exc:
+            log.warning("rate limit not cleared, Redis unavailable: %s", exc)

@@ -1,0 +1,114 @@
+"""Settings: one msgspec Struct read from ``LOYALTY_*`` environment variables, one loader."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from loyalty.errors import ConfigurationError
+
+PREFIX = "LOYALTY_"
+
+Port = Annotated[int, Meta(ge=1, le=65535)]
+Positive = Annotated[int, Meta(ge=1)]
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Everything the service reads from its environment. Field ``x`` is ``LOYALTY_X``."""
+
+    # Where things run. No URL means the embedded server under ``data_dir``.
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: str = ".loyalty"
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    workers: Annotated[int, Meta(ge=1, le=64)] = 1
+    db_pool_min: Annotated[int, Meta(ge=0)] = 2
+    db_pool_max: Positive = 20
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    migrate_on_start: bool = True
+
+    # Tokens. With no key configured one is generated into ``data_dir`` on first run.
+    jwt_issuer: str = "loyalty"
+    jwt_private_key: str | None = None
+    jwt_previous_public_keys: str | None = None
+    access_token_ttl_seconds: Annotated[int, Meta(ge=30, le=86_400)] = 900
+    refresh_token_ttl_seconds: Annotated[int, Meta(ge=300)] = 30 * 86_400
+    argon2_time_cost: Annotated[int, Meta(ge=1, le=20)] = 3
+    argon2_memory_kib: Annotated[int, Meta(ge=8, le=4_194_304)] = 65_536
+    argon2_parallelism: Annotated[int, Meta(ge=1, le=16)] = 4
+
+    # Abuse limits, per minute; counted atomically in Redis.
+    rate_limit_per_minute: Positive = 1200
+    login_rate_limit_per_minute: Positive = 20
+    login_failures_per_account: Positive = 10
+    login_failure_window_seconds: Positive = 900
+    trusted_proxies: tuple[str, ...] = ()
+    max_request_bytes: Annotated[int, Meta(ge=1024, le=100_000_000)] = 1_048_576
+
+    # The programme.
+    default_region: Annotated[str, Meta(pattern=r"^[A-Z]{2}$")] = "JP"
+    currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] = "JPY"
+    timezone: str = "Asia/Tokyo"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+
+_TUPLE_FIELDS = {"trusted_proxies"}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read ``LOYALTY_*`` variables into ``Settings``; a bad value fails naming its variable."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    for name in Settings.__struct_fields__:
+        value = env.get(PREFIX + name.upper())
+        if value is None or value == "":
+            continue
+        if name in _TUPLE_FIELDS:
+            raw[name] = tuple(part.strip() for part in value.split(",") if part.strip())
+        else:
+            raw[name] = value
+    unknown = sorted(
+        key
+        for key in env
+        if key.startswith(PREFIX) and key[len(PREFIX) :].lower() not in Settings.__struct_fields__
+        and not key.startswith(PREFIX + "TEST_")
+        and not key.startswith(PREFIX + "BENCH_")
+    )
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting {unknown[0]}: see the README's configuration table")
+    raw.update(overrides)
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigurationError(_name_the_variable(str(exc))) from None
+    _check_timezone(settings.timezone)
+    return settings
+
+
+def _name_the_variable(message: str) -> str:
+    match = re.search(r"at `\$\.(\w+)", message)
+    if not match:
+        return f"invalid settings: {message}"
+    variable = PREFIX + match.group(1).upper()
+    reason = message.split(" - at ")[0]
+    return f"{variable}: {reason}"
+
+
+def _check_timezone(name: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(f"{PREFIX}TIMEZONE: unknown time zone {name!r}") from None

@@ -1,0 +1,1 @@
+"""msgspec Structs that cross a boundary: request and response bodies, one module per area."""

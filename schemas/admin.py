@@ -1,0 +1,66 @@
+"""Stores, staff accounts and terminals."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+from uuid import UUID
+
+from schemas.base import Code, Email, Input, Name, Output, Password, ShortText
+
+StaffRole = Literal["admin", "marketer", "analyst", "support"]
+
+
+class StoreCreate(Input):
+    code: Code
+    name: Name
+
+
+class Store(Output):
+    store_id: UUID
+    code: str
+    name: str
+    created_at: dt.datetime
+
+
+class StaffCreate(Input):
+    email: Email
+    password: Password
+    role: StaffRole
+    display_name: ShortText = ""
+
+
+class StaffAccount(Output):
+    staff_id: UUID
+    email: str
+    role: StaffRole
+    display_name: str
+    active: bool
+    created_at: dt.datetime
+
+
+class TerminalCreate(Input):
+    store_code: Code
+    name: ShortText = ""
+
+
+class Terminal(Output):
+    terminal_id: UUID
+    name: str
+    key_prefix: str
+    store: Store
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+class TerminalCreated(Output):
+    """The only time the key is shown: it is stored hashed."""
+
+    terminal: Terminal
+    api_key: str
+
+
+class WhoAmI(Output):
+    terminal_id: UUID
+    name: str
+    store: Store

@@ -1,0 +1,44 @@
+"""Bodies of the authentication endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta
+
+from schemas.base import Email, Input, Output, Phone, Token
+
+# At login any length up to the cap is checked; the policy applies when a password is set.
+LoginPassword = Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class MemberLogin(Input):
+    """Either ``email`` or ``phone``, with the password."""
+
+    password: LoginPassword
+    email: Email | None = None
+    phone: Phone | None = None
+
+
+class StaffLogin(Input):
+    email: Email
+    password: LoginPassword
+
+
+class RefreshRequest(Input):
+    refresh_token: Token
+
+
+class LogoutRequest(Input):
+    refresh_token: Token
+
+
+class Tokens(Output):
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: Literal["Bearer"] = "Bearer"
+
+
+class Jwks(Output):
+    keys: list[dict[str, str]]

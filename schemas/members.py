@@ -1,0 +1,105 @@
+"""Members: registration, profile, consents, and the staff view."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+from uuid import UUID
+
+import msgspec
+
+from schemas.auth import Tokens
+from schemas.base import (
+    Attributes,
+    Email,
+    Input,
+    Name,
+    Output,
+    Password,
+    Phone,
+    PostalCode,
+    ShortText,
+)
+
+MemberStatus = Literal["active", "dormant", "suspended", "erased"]
+ConsentPurpose = Literal["marketing_email", "push", "data_analysis"]
+ConsentChannel = Literal["app", "web", "store", "staff", "import"]
+
+
+class ConsentChoice(Input):
+    purpose: ConsentPurpose
+    granted: bool
+    text_version: ShortText
+    channel: ConsentChannel = "app"
+
+
+class MemberRegistration(Input):
+    """One of ``email`` or ``phone`` is required; both may be given."""
+
+    password: Password
+    name: Name
+    email: Email | None = None
+    phone: Phone | None = None
+    name_kana: ShortText | None = None
+    birth_date: dt.date | None = None
+    postal_code: PostalCode | None = None
+    attributes: Attributes = msgspec.field(default_factory=dict)
+    consents: list[ConsentChoice] = msgspec.field(default_factory=list)
+
+
+class MemberProfileUpdate(Input):
+    """What a member may change about themselves. Omitted fields stay; null clears."""
+
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    name_kana: ShortText | msgspec.UnsetType | None = msgspec.UNSET
+    email: Email | msgspec.UnsetType | None = msgspec.UNSET
+    phone: Phone | msgspec.UnsetType | None = msgspec.UNSET
+    birth_date: dt.date | msgspec.UnsetType | None = msgspec.UNSET
+    postal_code: PostalCode | msgspec.UnsetType | None = msgspec.UNSET
+    attributes: Attributes | msgspec.UnsetType = msgspec.UNSET
+
+
+class StaffMemberUpdate(MemberProfileUpdate):
+    """Staff may also suspend or reinstate. ``dormant`` and ``erased`` are set by the system."""
+
+    status: Literal["active", "suspended"] | msgspec.UnsetType = msgspec.UNSET
+
+
+class Member(Output):
+    member_id: UUID
+    member_number: str
+    name: str
+    name_kana: str
+    email: str | None
+    phone: str | None
+    birth_date: dt.date | None
+    postal_code: str | None
+    attributes: dict[str, object]
+    status: MemberStatus
+    joined_at: dt.datetime
+    last_activity_at: dt.datetime
+
+
+class Registered(Output):
+    member: Member
+    tokens: Tokens
+
+
+class Consent(Output):
+    purpose: ConsentPurpose
+    granted: bool
+    text_version: str
+    channel: str
+    recorded_at: dt.datetime
+    actor_kind: str
+
+
+class ConsentUpdate(Input):
+    consents: list[ConsentChoice] = msgspec.field(default_factory=list)
+
+
+class Consents(Output):
+    """Current choice per purpose (absent: never asked, treated as not granted) and history."""
+
+    current: list[Consent]
+    history: list[Consent]

@@ -1,0 +1,89 @@
+"""Factories for API tests: members signed up through the API, staff and terminals made the way
+the CLI makes them, each returning the credential a client would send."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from loyalty.auth import Passwords
+from loyalty.settings import Settings
+from loyalty.staff import create_staff
+from loyalty.stores import create_terminal, ensure_store
+
+PASSWORD = "correct horse battery"
+_numbers = itertools.count(1)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class SignedUp:
+    member: dict[str, Any]
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.access_token)
+
+    @property
+    def member_id(self) -> str:
+        return str(self.member["member_id"])
+
+
+class Actors:
+    """Makes the principals a test needs, against the test's own database."""
+
+    def __init__(self, client: AsyncTestClient[Litestar], settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self._passwords = Passwords(time_cost=1, memory_kib=8, parallelism=1)
+
+    async def member(self, **fields: Any) -> SignedUp:
+        n = next(_numbers)
+        body = {"name": f"Member {n}", "password": PASSWORD, **fields}
+        if "email" not in fields and "phone" not in fields:
+            body["email"] = f"member{n}@example.com"
+        response = await self.client.post("/v1/auth/member/register", json=body)
+        assert response.status_code == 201, response.text
+        data = response.json()
+        return SignedUp(data["member"], data["tokens"]["access_token"],
+                        data["tokens"]["refresh_token"])
+
+    async def staff(self, role: str, *, email: str | None = None) -> str:
+        """An access token for a new staff account with ``role``."""
+        email = email or f"{role}{next(_numbers)}@staff.example"
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            password_hash = await self._passwords.hash(PASSWORD)
+            await create_staff(conn, email=email, password_hash=password_hash, role=role)
+        finally:
+            await conn.close()
+        response = await self.client.post("/v1/auth/staff/login",
+                                          json={"email": email, "password": PASSWORD})
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+    async def terminal(self, store_code: str = "STORE-X") -> tuple[str, str]:
+        """(api_key, terminal_id) for a new terminal of ``store_code``."""
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            store = await ensure_store(conn, code=store_code)
+            created = await create_terminal(conn, store=store)
+        finally:
+            await conn.close()
+        return created.api_key, str(created.terminal.terminal_id)
+
+
+@pytest.fixture
+def actors(client: AsyncTestClient[Litestar], settings: Settings) -> Actors:
+    return Actors(client, settings)

@@ -1,0 +1,155 @@
+"""Fixtures on real PostgreSQL and Redis, never mocks.
+
+``LOYALTY_TEST_DATABASE_URL`` and ``LOYALTY_TEST_REDIS_URL`` point the suite at servers of your
+choosing (the database named in the URL is only used to connect: the suite creates and drops
+its own; the Redis database in the URL is flushed before each API test). Without them the suite
+starts the embedded servers under ``.loyalty/test``, exactly as ``make run`` does.
+
+Isolation: the production migration runner builds one template database per session. A domain
+test (``db``) runs in a transaction on a shared copy and rolls it back; an API test (``client``)
+gets a database of its own, cloned from the template, so it may commit and use many connections
+at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+from loyalty.db import Connection, migrate
+from loyalty.embedded import ServiceUrls, service_urls
+from loyalty.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+_PREFIX = f"loyalty_test_{os.getpid()}"
+_clone_numbers = itertools.count()
+
+
+def database_url(url: str, name: str) -> str:
+    """``url`` with its database replaced by ``name`` (works for host and socket URLs)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[ServiceUrls]:
+    with service_urls(
+        os.environ.get("LOYALTY_TEST_DATABASE_URL") or None,
+        os.environ.get("LOYALTY_TEST_REDIS_URL") or None,
+        ROOT / ".loyalty" / "test",
+    ) as urls:
+        yield urls
+
+
+@pytest.fixture(scope="session")
+async def maintenance(servers: ServiceUrls) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the ``postgres`` database, for creating and dropping test databases."""
+    conn = await asyncpg.connect(database_url(servers.database_url, "postgres"))
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def template_db(maintenance: asyncpg.Connection, servers: ServiceUrls) -> AsyncIterator[str]:
+    """A database migrated once per session by the production runner; never used directly."""
+    name = f"{_PREFIX}_template"
+    await maintenance.execute(f'drop database if exists "{name}" with (force)')
+    await maintenance.execute(f'create database "{name}"')
+    await migrate(database_url(servers.database_url, name))
+    yield name
+    await maintenance.execute(f'drop database if exists "{name}" with (force)')
+
+
+async def clone_database(maintenance: asyncpg.Connection, template: str) -> str:
+    name = f"{_PREFIX}_{next(_clone_numbers)}"
+    await maintenance.execute(
+        f'create database "{name}" template "{template}" strategy file_copy'
+    )
+    return name
+
+
+@pytest.fixture
+async def fresh_database(
+    maintenance: asyncpg.Connection, template_db: str, servers: ServiceUrls
+) -> AsyncIterator[str]:
+    """The URL of a database of this test's own, migrated, dropped afterwards."""
+    name = await clone_database(maintenance, template_db)
+    yield database_url(servers.database_url, name)
+    await maintenance.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(scope="session")
+async def shared_database(
+    maintenance: asyncpg.Connection, template_db: str, servers: ServiceUrls
+) -> AsyncIterator[str]:
+    name = await clone_database(maintenance, template_db)
+    yield database_url(servers.database_url, name)
+    await maintenance.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+async def db(shared_database: str) -> AsyncIterator[Connection]:
+    """A connection inside a transaction that is rolled back when the test ends."""
+    conn = await asyncpg.connect(shared_database)
+    from loyalty.db import _init_connection
+
+    await _init_connection(conn)
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        yield conn
+    finally:
+        await transaction.rollback()
+        await conn.close()
+
+
+@pytest.fixture
+async def redis_url(servers: ServiceUrls) -> str:
+    """The test Redis, emptied first: Redis holds only what may be lost (SPEC.md)."""
+    client = aioredis.from_url(servers.redis_url)
+    await client.flushdb()
+    await client.aclose()
+    return servers.redis_url
+
+
+def make_settings(database: str, redis: str, data_dir: Path, **overrides: object) -> Settings:
+    """Settings for a test: cheap password hashing, limits high enough not to get in the way."""
+    values: dict[str, object] = {
+        "database_url": database,
+        "redis_url": redis,
+        "data_dir": str(data_dir),
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 8,
+        "argon2_parallelism": 1,
+        "db_pool_min": 1,
+        "login_rate_limit_per_minute": 10_000,
+        "rate_limit_per_minute": 100_000,
+    }
+    values.update(overrides)
+    return load_settings({}, **values)
+
+
+@pytest.fixture
+def settings(fresh_database: str, redis_url: str, tmp_path: Path) -> Settings:
+    return make_settings(fresh_database, redis_url, tmp_path)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Litestar:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=app) as client:
+        yield client
