@@ -70,6 +70,9 @@ def _from_http(exc: HTTPException) -> ProblemDetailsException:
 
 
 def _from_unexpected(exc: Exception) -> ProblemDetailsException:
+    if isinstance(exc, RecursionError) and "deserializing" in str(exc):
+        # msgspec stops decoding JSON nested deeper than the stack allows: the client's doing.
+        return problem(400, "validation_failed", "JSON nested too deeply")
     log.exception("unhandled error", exc_info=exc)
     return problem(500, "internal_error", "the server could not complete the request")
 

@@ -35,7 +35,7 @@ class HealthController(Controller):
 
     @get("/health/ready", operation_id="ready")
     async def ready(self, state: State) -> Health:
-        """PostgreSQL and Redis both answer; 503 otherwise."""
+        """200 while PostgreSQL answers (``degraded`` when Redis does not); 503 otherwise."""
         services = services_of(state)
         checks: dict[str, str] = {}
         try:
@@ -52,10 +52,13 @@ class HealthController(Controller):
         except Exception as exc:
             log.warning("readiness: Redis: %s", exc)
             checks["redis"] = "unavailable"
-        if any(v != "ok" for v in checks.values()):
-            raise problem(503, "unavailable", "a dependency is unavailable",
+        # Without Redis the API still answers (no cache, limits unenforced): it stays in
+        # rotation, flagged degraded. Every instance shares one Redis, so taking them out of
+        # the load balancer for it would turn a degradation into an outage.
+        if checks["postgres"] != "ok":
+            raise problem(503, "unavailable", "PostgreSQL is unavailable",
                           extra={"checks": checks})
-        return Health(status="ok", checks=checks)
+        return Health(status="ok" if checks["redis"] == "ok" else "degraded", checks=checks)
 
     @get("/metrics", operation_id="metrics", media_type=CONTENT_TYPE_LATEST)
     async def metrics(self) -> Response[bytes]:

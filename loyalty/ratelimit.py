@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -39,28 +40,35 @@ return 0
 
 
 class RateLimiter:
+    # After a failure Redis is left alone this long: an unreachable host would otherwise cost
+    # every request a connect timeout.
+    RETRY_AFTER_FAILURE_SECONDS = 5.0
+
     def __init__(self, client: aioredis.Redis, *, prefix: str = "rl:") -> None:
         self._client = client
         self._prefix = prefix
         self._script = client.register_script(_GCRA)
+        self._warned_at = -math.inf
+        self._skip_until = -math.inf
 
     async def hit(self, key: str, *, limit: int, period_seconds: int, cost: int = 1) -> int:
         """Count a request under ``key``; 0 when allowed, else seconds until it would be."""
+        if time.monotonic() < self._skip_until:
+            return 0
         try:
             wait_ms = await self._script(
                 keys=[self._prefix + key], args=[limit, period_seconds * 1000, cost]
             )
         except RedisError as exc:
-            log.warning("rate limit not checked, Redis unavailable: %s", exc)
+            now = time.monotonic()
+            self._skip_until = now + self.RETRY_AFTER_FAILURE_SECONDS
+            # Once a minute, not once a request: an outage must not flood the log.
+            if now - self._warned_at > 60:
+                self._warned_at = now
+                log.warning("rate limits not enforced, Redis unavailable: %s", exc)
             return 0
         return math.ceil(int(wait_ms) / 1000) if int(wait_ms) > 0 else 0
 
     async def peek(self, key: str, *, limit: int, period_seconds: int) -> int:
         """Seconds until a request under ``key`` would pass, without counting one."""
         return await self.hit(key, limit=limit, period_seconds=period_seconds, cost=0)
-
-    async def clear(self, key: str) -> None:
-        try:
-            await self._client.delete(self._prefix + key)
-        except RedisError as exc:
-            log.warning("rate limit not cleared, Redis unavailable: %s", exc)

