@@ -57,7 +57,9 @@ def normalize_kana(value: str) -> str:
 
 def search_key(value: str) -> str:
     """The form a name is searched by: normalised, kana unified, no spaces, case-folded."""
-    return normalize_text(value).translate(_HIRAGANA_TO_KATAKANA).replace(" ", "").casefold()
+    key = normalize_text(value).translate(_HIRAGANA_TO_KATAKANA).replace(" ", "").casefold()
+    # Again after dropping spaces and folding: "か゛" (NFKC "か ゙") must key like "が".
+    return unicodedata.normalize("NFKC", key)
 
 
 def looks_like_phone(value: str) -> bool:

@@ -63,6 +63,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _TUPLE_FIELDS = {"trusted_proxies"}
+_VARIABLES = {PREFIX + name.upper() for name in Settings.__struct_fields__}
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -77,10 +78,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
             raw[name] = tuple(part.strip() for part in value.split(",") if part.strip())
         else:
             raw[name] = value
+    # Exact names: a mis-cased LOYALTY_Port is never read, so it must not pass silently.
     unknown = sorted(
         key
         for key in env
-        if key.startswith(PREFIX) and key[len(PREFIX) :].lower() not in Settings.__struct_fields__
+        if key.startswith(PREFIX) and key not in _VARIABLES
         and not key.startswith(PREFIX + "TEST_")
         and not key.startswith(PREFIX + "BENCH_")
     )
@@ -93,6 +95,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     except msgspec.ValidationError as exc:
         raise ConfigurationError(_name_the_variable(str(exc))) from None
     _check_timezone(settings.timezone)
+    _check_networks(settings.trusted_proxies)
+    if settings.argon2_memory_kib < 8 * settings.argon2_parallelism:
+        # argon2 itself refuses this, but only at the first password hashed.
+        raise ConfigurationError(
+            f"{PREFIX}ARGON2_MEMORY_KIB: must be at least 8 × {PREFIX}ARGON2_PARALLELISM"
+            f" ({8 * settings.argon2_parallelism})")
     return settings
 
 
@@ -103,6 +111,17 @@ def _name_the_variable(message: str) -> str:
     variable = PREFIX + match.group(1).upper()
     reason = message.split(" - at ")[0]
     return f"{variable}: {reason}"
+
+
+def _check_networks(entries: tuple[str, ...]) -> None:
+    import ipaddress
+
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigurationError(
+                f"{PREFIX}TRUSTED_PROXIES: {entry!r} is not an address or network") from None
 
 
 def _check_timezone(name: str) -> None:
