@@ -137,13 +137,21 @@ def load_or_create_signing_key(data_dir: Path) -> str:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        # O_EXCL: two processes starting together keep whichever key was written first.
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_text()
+        # Written whole under a private name, then linked into place: link() fails if the
+        # key exists, so processes starting together all end up reading the first complete
+        # key, never a half-written file.
+        draft = data_dir / f".jwt-signing-key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     return path.read_text()
 
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from loyalty.auth import Passwords
+from loyalty.auth import Passwords, load_or_create_signing_key
 from loyalty.db import Connection, create_pool, migrate, transaction
 from loyalty.embedded import ServiceUrls, export, service_urls
 from loyalty.errors import ConfigurationError, LoyaltyError
@@ -67,6 +67,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
     with _services(settings, need_redis=True) as urls:
         export(urls)
+        if settings.jwt_private_key is None:
+            # Made once here, before the workers start, rather than raced for by each.
+            load_or_create_signing_key(settings.data_path)
         if settings.migrate_on_start:
             for name in asyncio.run(migrate(urls.database_url)):
                 log.info("migrated: %s", name)

@@ -308,3 +308,13 @@ async def test_account_without_a_password_never_verifies(
 )
 async def test_garbage_stored_hash_never_verifies(passwords: Passwords, stored: str) -> None:
     assert await passwords.verify(stored, "secret") is False
+
+
+def test_processes_creating_the_key_together_all_read_one_complete_key(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    with concurrent.futures.ProcessPoolExecutor(max_workers=6) as pool:
+        pems = list(pool.map(load_or_create_signing_key, [tmp_path] * 12))
+    assert len(set(pems)) == 1
+    assert pems[0].startswith("-----BEGIN PRIVATE KEY-----")
+    assert [p.name for p in tmp_path.iterdir()] == ["jwt-signing-key.pem"]
