@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,11 @@ class ServiceUrls:
 @contextlib.contextmanager
 def embedded_postgres(data_dir: Path, database: str = DATABASE_NAME) -> Iterator[str]:
     """Start (or join) the PostgreSQL under ``data_dir/postgres``; yield a URL to ``database``."""
-    import pgserver
+    with warnings.catch_warnings():
+        # platformdirs, imported by pgserver, warns when XDG_RUNTIME_DIR is unset (any
+        # container or su shell); pgserver does not use that directory.
+        warnings.simplefilter("ignore")
+        import pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server: Any = pgserver.get_server(  # type: ignore[attr-defined]
