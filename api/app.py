@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
 from litestar import Litestar
@@ -19,11 +20,15 @@ from api.errors import problem_details_config
 from api.health import HealthController
 from api.members import MeController, StaffMembersController
 from api.metrics import MetricsMiddleware
+from api.points import MyPointsController, StaffPointsController
 from api.pos import PosController
+from api.rules import EarningRulesController
 from api.sessions import SessionController
 from loyalty.auth import Passwords, TokenSigner, load_or_create_signing_key
 from loyalty.db import create_pool
+from loyalty.purchases import Programme
 from loyalty.ratelimit import RateLimiter
+from loyalty.rules import RuleBook
 from loyalty.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,9 @@ CONTROLLERS = [
     MeController,
     StaffMembersController,
     PosController,
+    MyPointsController,
+    StaffPointsController,
+    EarningRulesController,
     TerminalsController,
     StaffController,
     StoresController,
@@ -73,7 +81,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
                                    socket_connect_timeout=2)
         app.state.services = Services(
             settings=settings, pool=pool, redis=client, signer=signer, passwords=passwords,
-            limiter=RateLimiter(client),
+            limiter=RateLimiter(client), rulebook=RuleBook(),
+            programme=Programme(currency=settings.currency,
+                                timezone=ZoneInfo(settings.timezone)),
         )
         try:
             yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, TypeAlias
@@ -20,7 +21,9 @@ from loyalty.auth import (
     TokenSigner,
 )
 from loyalty.db import Connection, Pool
+from loyalty.purchases import Programme
 from loyalty.ratelimit import RateLimiter
+from loyalty.rules import RuleBook
 from loyalty.settings import Settings
 
 
@@ -34,15 +37,23 @@ class Services:
     signer: TokenSigner
     passwords: Passwords
     limiter: RateLimiter
+    rulebook: RuleBook
+    programme: Programme
 
 
 # Handler parameters filled by name from the providers below (litestar's explicit style).
 _named = Dependency(kind="named")
 Db: TypeAlias = Annotated[Connection, _named]
+Ledger: TypeAlias = Annotated[Connection, _named]
 Svc: TypeAlias = Annotated[Services, _named]
 Me: TypeAlias = Annotated[MemberPrincipal, _named]
 Staff: TypeAlias = Annotated[StaffPrincipal, _named]
 Till: TypeAlias = Annotated[TerminalPrincipal, _named]
+
+
+def utc_now() -> dt.datetime:
+    """The one clock handlers read; the domain takes ``now`` as an argument."""
+    return dt.datetime.now(dt.UTC)
 
 
 def services_of(state: State) -> Services:
@@ -57,6 +68,13 @@ async def provide_services(state: State) -> Services:
 async def provide_conn(state: State) -> AsyncIterator[Connection]:
     """One connection in one transaction per request: commit on return, roll back on raise."""
     async with services_of(state).pool.acquire() as conn, conn.transaction():
+        yield conn
+
+
+async def provide_ledger_conn(state: State) -> AsyncIterator[Connection]:
+    """A connection outside any transaction, for ledger writes: each is one statement, its own
+    transaction, and ``loyalty.ledger.post`` opens one itself when it must wait for a lock."""
+    async with services_of(state).pool.acquire() as conn:
         yield conn
 
 

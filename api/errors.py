@@ -22,6 +22,7 @@ _STATUS: dict[type[errors.LoyaltyError], int] = {
     errors.AuthenticationFailed: 401,
     errors.PermissionDenied: 403,
     errors.RateLimited: 429,
+    errors.ServiceUnavailable: 503,
 }
 _TITLES = {
     400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found",

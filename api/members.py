@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, get, patch, put
+from litestar import Controller, get, patch, post, put
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import UNSET
@@ -14,13 +14,16 @@ from msgspec import UNSET
 from api.auth import members_only, staff_with
 from api.deps import (
     Db,
+    Ledger,
     Me,
     Staff,
     Svc,
     provide_conn,
+    provide_ledger_conn,
     provide_member,
     provide_services,
     provide_staff,
+    utc_now,
 )
 from loyalty.audit import record_audit
 from loyalty.members import (
@@ -30,17 +33,20 @@ from loyalty.members import (
     search_members,
     update_member,
 )
+from loyalty.merge import find_duplicates, merge_members
 from schemas.base import Page
 from schemas.members import (
     Consents,
     ConsentUpdate,
+    DuplicatePage,
     Member,
     MemberProfileUpdate,
     MemberStatus,
+    MergeRequest,
     StaffMemberUpdate,
 )
 
-# Who may see personal data: JSONBody[analysts] work on aggregates only.
+# Who may see personal data: analysts work on aggregates only.
 MEMBER_READERS = ("admin", "support", "marketer")
 MEMBER_EDITORS = ("admin", "support")
 
@@ -90,6 +96,7 @@ class StaffMembersController(Controller):
     dependencies = {
         "services": Provide(provide_services),
         "conn": Provide(provide_conn),
+        "ledger": Provide(provide_ledger_conn),
         "staff": Provide(provide_staff),
     }
 
@@ -112,6 +119,31 @@ class StaffMembersController(Controller):
                            action="members.search", subject_kind="member", subject_id=None,
                            details={"q": q, "status": status, "results": len(page.items)})
         return page
+
+    @get("/duplicates", operation_id="findDuplicateMembers",
+         guards=[staff_with(*MEMBER_EDITORS)])
+    async def duplicates(
+        self, staff: Staff, conn: Db,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+        cursor: Annotated[UUID | None, QueryParameter()] = None,
+    ) -> DuplicatePage:
+        """Members that may be one person (same name or reading and birth date, same name and
+        postal code, same mailbox), to check and merge."""
+        groups, after = await find_duplicates(conn, limit=limit, after=cursor)
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="members.duplicates", subject_kind="member", subject_id=None,
+                           details={"groups": len(groups)})
+        return DuplicatePage(items=groups, next_cursor=str(after) if after else None)
+
+    @post("/{member_id:uuid}/merge", operation_id="mergeMembers", status_code=200,
+          guards=[staff_with(*MEMBER_EDITORS)])
+    async def merge(self, member_id: FromPath[UUID], data: JSONBody[MergeRequest],
+                    staff: Staff, ledger: Ledger) -> Member:
+        """Merge ``from_member_id`` into this member: points, totals and consents move, and
+        the merged member answers with ``merged_into`` from then on. Audited."""
+        return await merge_members(ledger, survivor_id=member_id,
+                                   merged_id=data.from_member_id, staff_id=staff.staff_id,
+                                   now=utc_now())
 
     @get("/{member_id:uuid}", operation_id="getMember")
     async def read(self, member_id: FromPath[UUID], staff: Staff, conn: Db) -> Member:

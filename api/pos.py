@@ -1,28 +1,161 @@
-"""The checkout terminal's API (terminal API key)."""
+"""The checkout terminal's API (terminal API key): who is paying, what a purchase earns,
+recording purchases and returns. Every write takes an ``Idempotency-Key``."""
 
 from __future__ import annotations
 
+from typing import Annotated
+from uuid import UUID
+
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from api.auth import terminals_only
-from api.deps import Db, Till, provide_conn, provide_terminal
+from api.deps import (
+    Db,
+    Ledger,
+    Svc,
+    Till,
+    provide_conn,
+    provide_ledger_conn,
+    provide_services,
+    provide_terminal,
+    utc_now,
+)
+from loyalty.cards import CardExpired, member_from_card
+from loyalty.errors import InvalidInput, NotFound
+from loyalty.ledger import Idempotency, Outcome, recorded_outcome
+from loyalty.normalize import normalize_phone
+from loyalty.points import points_summary
+from loyalty.purchases import quote_purchase, record_purchase, record_return, request_hash
 from loyalty.stores import get_terminal
 from schemas.admin import WhoAmI
+from schemas.points import (
+    CardToken,
+    MemberNumber,
+    MemberRef,
+    Purchase,
+    PurchaseRecorded,
+    Quote,
+    ReturnRecorded,
+    ReturnRequest,
+    TillMember,
+)
+
+IdempotencyKey = Annotated[str, HeaderParameter(
+    name="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+    description="Unique per intended write; a retry sends the same key and body.")]
+
+
+def _created(struct: type[msgspec.Struct]) -> ResponseSpec:
+    """OpenAPI for a handler that answers with stored bytes (the first response, replayed)."""
+    return ResponseSpec(data_container=struct, description="Recorded, or replayed")
+
+
+def _respond(outcome: Outcome) -> Response[bytes]:
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    return Response(outcome.body, status_code=outcome.status, media_type="application/json",
+                    headers=headers)
+
+
+def _member(ref: MemberRef, services: Svc) -> UUID | str:
+    given = [v for v in (ref.id, ref.card, ref.number) if v is not None]
+    if len(given) != 1:
+        raise InvalidInput("identify the member by exactly one of id, card or number",
+                           field="member")
+    if ref.card is not None:
+        return member_from_card(services.signer, ref.card)
+    return ref.id if ref.id is not None else str(ref.number)
 
 
 class PosController(Controller):
     path = "/v1/pos"
     tags = ["point of sale"]
     guards = [terminals_only]
-    dependencies = {"conn": Provide(provide_conn), "terminal": Provide(provide_terminal)}
+    dependencies = {
+        "conn": Provide(provide_conn),
+        "ledger": Provide(provide_ledger_conn),
+        "terminal": Provide(provide_terminal),
+        "services": Provide(provide_services),
+    }
 
     @get("/whoami", operation_id="posWhoAmI")
     async def whoami(self, terminal: Till, conn: Db) -> WhoAmI:
         """The terminal this key belongs to, and its store."""
         found = await get_terminal(conn, terminal.terminal_id)
-        return msgspec.convert(
-            {"terminal_id": found.terminal_id, "name": found.name, "store": found.store}, WhoAmI,
-            from_attributes=True,
-        )
+        return WhoAmI(terminal_id=found.terminal_id, name=found.name, store=found.store)
+
+    @get("/members/lookup", operation_id="posLookupMember")
+    async def lookup(
+        self, conn: Db, services: Svc,
+        card: Annotated[CardToken | None, QueryParameter()] = None,
+        number: Annotated[MemberNumber | None, QueryParameter()] = None,
+        phone: Annotated[str | None, QueryParameter(max_length=32)] = None,
+    ) -> TillMember:
+        """Who is paying, by scanned card, member number or phone: name, tier and points."""
+        given = [v for v in (card, number, phone) if v is not None]
+        if len(given) != 1:
+            raise InvalidInput("look up by exactly one of card, number or phone", field="card")
+        if card is not None:
+            member_id = member_from_card(services.signer, card)
+        else:
+            column, value = ("member_number", number) if number is not None else (
+                "phone", normalize_phone(str(phone), services.settings.default_region))
+            found = await conn.fetchval(
+                f"select member_id from members where {column} = $1"
+                " and status in ('active', 'dormant', 'merged')", value)
+            if found is None:
+                raise NotFound("no such member", field=column, code="member_not_found")
+            member_id = found
+        summary = await points_summary(conn, member_id, rulebook=services.rulebook,
+                                       programme=services.programme, now=utc_now())
+        name = await conn.fetchval("select name from members where member_id = $1",
+                                   summary.member_id)
+        return TillMember(member_id=summary.member_id, display_name=name, tier=None,
+                          available_points=summary.available)
+
+    @post("/quotes", operation_id="posQuote", status_code=200)
+    async def quote(self, data: JSONBody[Purchase], terminal: Till, conn: Db,
+                    services: Svc) -> Quote:
+        """What the purchase would earn and may redeem, with the trace; nothing is written."""
+        return await quote_purchase(
+            conn, member=_member(data.member, services), purchase=data, terminal=terminal,
+            rulebook=services.rulebook, programme=services.programme, now=utc_now())
+
+    @post("/purchases", operation_id="posRecordPurchase", status_code=201,
+          responses={201: _created(PurchaseRecorded)})
+    async def purchase(
+        self, request: Request, data: JSONBody[Purchase], terminal: Till,  # type: ignore[type-arg]
+        ledger: Ledger, services: Svc, idempotency_key: IdempotencyKey,
+    ) -> Response[bytes]:
+        """Record a purchase: earn and redeem in one transaction, exactly once per key."""
+        idempotency = Idempotency(terminal.terminal_id, idempotency_key,
+                                  request_hash("POST", request.url.path, data))
+        try:
+            member = _member(data.member, services)
+        except CardExpired:
+            replay = await recorded_outcome(ledger, idempotency)
+            if replay is None:
+                raise
+            return _respond(replay)
+        outcome = await record_purchase(
+            ledger, member=member, purchase=data, terminal=terminal, idempotency=idempotency,
+            rulebook=services.rulebook, programme=services.programme, now=utc_now())
+        return _respond(outcome)
+
+    @post("/purchases/{purchase_id:uuid}/returns", operation_id="posRecordReturn",
+          status_code=201, responses={201: _created(ReturnRecorded)})
+    async def return_(
+        self, request: Request, purchase_id: FromPath[UUID],  # type: ignore[type-arg]
+        data: JSONBody[ReturnRequest], terminal: Till, ledger: Ledger,
+        idempotency_key: IdempotencyKey,
+    ) -> Response[bytes]:
+        """Return lines or an amount of a purchase made at this store, exactly once per key."""
+        idempotency = Idempotency(terminal.terminal_id, idempotency_key,
+                                  request_hash("POST", request.url.path, data))
+        outcome = await record_return(ledger, purchase_id=purchase_id, request=data,
+                                      terminal=terminal, idempotency=idempotency, now=utc_now())
+        return _respond(outcome)
+

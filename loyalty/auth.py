@@ -178,23 +178,27 @@ class TokenSigner:
     def jwks(self) -> dict[str, Any]:
         return {"keys": list(self._jwks)}
 
-    def issue(self, subject: UUID, audience: str, **claims: Any) -> str:
+    def issue(self, subject: UUID, audience: str, *, ttl: int | None = None,
+              **claims: Any) -> str:
         now = int(time.time())
         payload = {
             "iss": self.issuer, "aud": audience, "sub": str(subject), "iat": now,
-            "exp": now + self.access_ttl, **claims,
+            "exp": now + (self.access_ttl if ttl is None else ttl), **claims,
         }
         return jwt.encode(payload, self._private, algorithm=ALGORITHM, headers={"kid": self.kid})
 
-    def verify(self, token: str) -> dict[str, Any]:
-        """The claims of a valid member or staff token; anything else is AuthenticationFailed."""
+    def verify(
+        self, token: str, audiences: tuple[str, ...] = (MEMBER_AUDIENCE, STAFF_AUDIENCE)
+    ) -> dict[str, Any]:
+        """The claims of a valid token for one of ``audiences`` (member or staff unless told);
+        anything else is AuthenticationFailed."""
         try:
             header = jwt.get_unverified_header(token)
             key = self._verifiers.get(str(header.get("kid")))
             if key is None or header.get("alg") != ALGORITHM:
                 raise AuthenticationFailed("token is not signed by a known key")
             claims: dict[str, Any] = jwt.decode(
-                token, key, algorithms=[ALGORITHM], audience=[MEMBER_AUDIENCE, STAFF_AUDIENCE],
+                token, key, algorithms=[ALGORITHM], audience=list(audiences),
                 issuer=self.issuer,
                 options={"require": ["exp", "iat", "iss", "aud", "sub"], "strict_aud": False},
             )

@@ -145,6 +145,31 @@ def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> None:
     print(summary)
 
 
+def cmd_points(settings: Settings, args: argparse.Namespace) -> None:
+    import datetime as dt
+
+    from loyalty.points import expire_points, release_points
+
+    now = dt.datetime.fromisoformat(args.now) if args.now else dt.datetime.now(dt.UTC)
+    if now.tzinfo is None:
+        sys.exit("loyalty: --now needs a time zone offset, e.g. 2026-12-01T00:00:00+09:00")
+    work = expire_points if args.points_command == "expire" else release_points
+
+    async def run(dsn: str) -> dict[str, int]:
+        await migrate(dsn)
+        pool = await create_pool(dsn, min_size=1, max_size=2)
+        try:
+            return await work(pool, now=now, batch_size=args.batch_size)
+        finally:
+            await pool.close()
+
+    with _services(settings, need_redis=False) as urls:
+        totals = asyncio.run(run(urls.database_url))
+    done = "expired" if args.points_command == "expire" else "released"
+    print(f"{totals['points']} points {done} from {totals['lots']} lots of "
+          f"{totals['members']} members")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loyalty", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -172,6 +197,16 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", help="name of the terminal")
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(run=cmd_terminal_create)
+
+    points = commands.add_parser("points", help="batch work on points").add_subparsers(
+        dest="points_command", required=True)
+    for name, text in [("expire", "expire every lot past its expiry"),
+                       ("release", "release pending points whose return window has passed")]:
+        command = points.add_parser(name, help=text)
+        command.add_argument("--now", help="the moment to act as of (ISO 8601, default now)")
+        command.add_argument("--batch-size", type=int, default=5_000,
+                             help="members per transaction")
+        command.set_defaults(run=cmd_points)
 
     commands.add_parser("seed-demo", help="a few stores, staff and members to try the API").\
         set_defaults(run=cmd_seed_demo)

@@ -56,3 +56,15 @@ class ConfigurationError(LoyaltyError):
     """A setting is missing or malformed; raised at start, naming the variable."""
 
     code = "configuration_error"
+
+
+class InsufficientPoints(Conflict):
+    """A redemption or deduction larger than the points available."""
+
+    code = "insufficient_points"
+
+
+class ServiceUnavailable(LoyaltyError):
+    """A dependency failed mid-request (the database connection was lost); safe to retry."""
+
+    code = "unavailable"

@@ -34,7 +34,7 @@ from schemas.members import (
 
 MEMBER_COLUMNS = """
     member_id, member_number, name, name_kana, email, phone, birth_date, postal_code,
-    attributes, status, joined_at, last_activity_at
+    attributes, status, joined_at, last_activity_at, merged_into
 """
 # Unique indexes whose violation means "someone already has this".
 _TAKEN = {"members_email": ("email", "email_taken"), "members_phone": ("phone", "phone_taken")}
@@ -75,10 +75,15 @@ async def register_member(
         async with conn.transaction():
             row = await conn.fetchrow(
                 f"""
-                insert into members (email, phone, password_hash, name, name_kana, name_key,
-                                     kana_key, birth_date, postal_code, attributes)
-                values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                returning {MEMBER_COLUMNS}
+                with member as (
+                    insert into members (email, phone, password_hash, name, name_kana, name_key,
+                                         kana_key, birth_date, postal_code, attributes)
+                    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                    returning {MEMBER_COLUMNS}
+                ), balance as (
+                    insert into point_balances (member_id) select member_id from member
+                )
+                select * from member
                 """,
                 email, phone, password_hash, name, kana, search_key(name), search_key(kana),
                 registration.birth_date,
@@ -145,7 +150,7 @@ async def update_member(
             row = await conn.fetchrow(
                 f"""
                 update members set {assignments}{status_change}, updated_at = now()
-                 where member_id = $1 and status <> 'erased'
+                 where member_id = $1 and status not in ('erased', 'merged')
                 returning {MEMBER_COLUMNS}, email is null and phone is null as no_contact
                 """,
                 member_id, *values.values(),

@@ -21,7 +21,7 @@ from schemas.base import (
     ShortText,
 )
 
-MemberStatus = Literal["active", "dormant", "suspended", "erased"]
+MemberStatus = Literal["active", "dormant", "suspended", "erased", "merged"]
 ConsentPurpose = Literal["marketing_email", "push", "data_analysis"]
 ConsentChannel = Literal["app", "web", "store", "staff", "import"]
 
@@ -78,6 +78,7 @@ class Member(Output):
     status: MemberStatus
     joined_at: dt.datetime
     last_activity_at: dt.datetime
+    merged_into: UUID | None = None
 
 
 class Registered(Output):
@@ -103,3 +104,19 @@ class Consents(Output):
 
     current: list[Consent]
     history: list[Consent]
+
+
+class DuplicateGroup(Output):
+    """Members that may be one person, and what they share."""
+
+    reason: str
+    members: list[Member]
+
+
+class DuplicatePage(Output):
+    items: list[DuplicateGroup]
+    next_cursor: str | None = None
+
+
+class MergeRequest(Input):
+    from_member_id: UUID

@@ -148,7 +148,10 @@ json_values = st.recursive(
 field_names = st.sampled_from([
     "email", "phone", "password", "name", "name_kana", "birth_date", "postal_code",
     "attributes", "consents", "status", "refresh_token", "code", "store_code", "role",
-    "display_name", "purpose", "granted", "text_version", "channel",
+    "display_name", "purpose", "granted", "text_version", "channel", "member", "receipt_id",
+    "occurred_at", "total", "currency", "lines", "redeem_points", "amount", "type", "target",
+    "points", "reason", "from_member_id", "base", "multipliers", "bonuses", "actions",
+    "expiry", "purchase", "action", "rules",
 ])
 bodies = st.one_of(json_values, st.dictionaries(field_names, json_values, max_size=6))
 
@@ -158,15 +161,28 @@ BODY_ROUTES = [
     ("POST", "/v1/auth/logout", None), ("PATCH", "/v1/me", "member"),
     ("PUT", "/v1/me/consents", "member"), ("PATCH", "/v1/members/{id}", "admin"),
     ("POST", "/v1/terminals", "admin"), ("POST", "/v1/staff", "admin"),
-    ("POST", "/v1/stores", "admin"),
+    ("POST", "/v1/stores", "admin"), ("POST", "/v1/pos/quotes", "terminal"),
+    ("POST", "/v1/pos/purchases", "terminal"),
+    ("POST", "/v1/pos/purchases/{purchase}/returns", "terminal"),
+    ("POST", "/v1/me/actions", "member"), ("POST", "/v1/members/{id}/adjustments", "admin"),
+    ("POST", "/v1/members/{id}/merge", "admin"), ("PUT", "/v1/earning-rules", "admin"),
+    ("POST", "/v1/earning-rules/simulate", "admin"),
 ]
 
 
 @pytest.fixture
-async def fuzz_callers(actors: Actors) -> dict[str, Any]:
+async def fuzz_callers(client: Client, actors: Actors) -> dict[str, Any]:
     member: SignedUp = await actors.member()
+    key, _ = await actors.terminal("FUZZ")
+    bought = await client.post("/v1/pos/purchases", headers={
+        **bearer(key), "Idempotency-Key": "fuzz-setup"}, json={
+        "member": {"id": member.member_id}, "receipt_id": "F-1", "total": 1000,
+        "occurred_at": "2026-01-05T10:00:00+09:00", "currency": "JPY",
+        "lines": [{"sku": "S", "unit_price": 1000}]})
+    assert bought.status_code == 201, bought.text
     return {"member": member.headers, "admin": bearer(await actors.staff("admin")),
-            "member_id": member.member_id}
+            "terminal": {**bearer(key), "Idempotency-Key": "fuzz"},
+            "member_id": member.member_id, "purchase": bought.json()["purchase_id"]}
 
 
 @pytest.mark.parametrize(("method", "path", "caller"), BODY_ROUTES)
@@ -178,6 +194,7 @@ async def test_no_body_makes_a_500(
     body: Any,
 ) -> None:
     headers = fuzz_callers[caller] if caller else {}
-    response = await client.request(method, path.replace("{id}", fuzz_callers["member_id"]),
-                                    headers=headers, json=body)
+    path = path.replace("{id}", fuzz_callers["member_id"]).replace(
+        "{purchase}", fuzz_callers["purchase"])
+    response = await client.request(method, path, headers=headers, json=body)
     assert response.status_code < 500, response.text

@@ -1,0 +1,134 @@
+"""Points in the member app (member token) and for staff (balance, history, adjustments)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, get, post
+from litestar.di import Provide
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from api.auth import members_only, staff_with
+from api.deps import (
+    Db,
+    Ledger,
+    Me,
+    Staff,
+    Svc,
+    provide_conn,
+    provide_ledger_conn,
+    provide_member,
+    provide_services,
+    provide_staff,
+    utc_now,
+)
+from loyalty.audit import record_audit
+from loyalty.cards import issue_card
+from loyalty.points import (
+    adjust_points,
+    entry_detail,
+    points_history,
+    points_summary,
+    record_action,
+)
+from schemas.base import Page
+from schemas.points import (
+    ActionRequest,
+    ActionResult,
+    Adjustment,
+    AdjustmentRecorded,
+    Entry,
+    EntryDetail,
+    MemberCard,
+    PointsSummary,
+)
+
+Limit = Annotated[int, QueryParameter(ge=1, le=200)]
+Cursor = Annotated[str | None, QueryParameter(max_length=200)]
+MEMBER_READERS = ("admin", "support", "marketer")
+ADJUSTERS = ("admin", "support")
+
+
+class MyPointsController(Controller):
+    path = "/v1/me"
+    tags = ["member app"]
+    guards = [members_only]
+    dependencies = {
+        "services": Provide(provide_services),
+        "conn": Provide(provide_conn),
+        "ledger": Provide(provide_ledger_conn),
+        "me": Provide(provide_member),
+    }
+
+    @get("/points", operation_id="getMyPoints")
+    async def points(self, me: Me, conn: Db, services: Svc) -> PointsSummary:
+        """Available and pending points, release dates, what expires in the next 90 days."""
+        return await points_summary(conn, me.member_id, rulebook=services.rulebook,
+                                    programme=services.programme, now=utc_now())
+
+    @get("/points/history", operation_id="getMyPointsHistory")
+    async def history(self, me: Me, conn: Db, limit: Limit = 50,
+                      cursor: Cursor = None) -> Page[Entry]:
+        """Every change of points, newest first, each with its reason."""
+        return await points_history(conn, me.member_id, limit=limit, cursor=cursor)
+
+    @get("/points/entries/{entry_id:uuid}", operation_id="getMyPointsEntry")
+    async def entry(self, me: Me, conn: Db, entry_id: FromPath[UUID]) -> EntryDetail:
+        """One entry and why it has these points: the rules that applied, step by step."""
+        return await entry_detail(conn, me.member_id, entry_id)
+
+    @get("/card", operation_id="getMyCard")
+    async def card(self, me: Me, services: Svc) -> MemberCard:
+        """A member card to show at the till: valid for about a minute, then ask again."""
+        token, expires = issue_card(services.signer, me.member_id)
+        return MemberCard(token=token, expires_at=expires)
+
+    @post("/actions", operation_id="recordMyAction", status_code=200)
+    async def action(self, me: Me, data: JSONBody[ActionRequest], ledger: Ledger,
+                     services: Svc) -> ActionResult:
+        """Points for a site visit, a share, a check-in...: 0 with the reason once a cap is
+        reached."""
+        return await record_action(ledger, member_id=me.member_id, action=data.type,
+                                   target=data.target, rulebook=services.rulebook,
+                                   programme=services.programme, now=utc_now())
+
+
+class StaffPointsController(Controller):
+    path = "/v1/members/{member_id:uuid}"
+    tags = ["members (staff)"]
+    guards = [staff_with(*MEMBER_READERS)]
+    dependencies = {
+        "services": Provide(provide_services),
+        "conn": Provide(provide_conn),
+        "ledger": Provide(provide_ledger_conn),
+        "staff": Provide(provide_staff),
+    }
+
+    @get("/points", operation_id="getMemberPoints")
+    async def points(self, member_id: FromPath[UUID], staff: Staff, conn: Db,
+                     services: Svc) -> PointsSummary:
+        """A member's balance as the member sees it."""
+        return await points_summary(conn, member_id, rulebook=services.rulebook,
+                                    programme=services.programme, now=utc_now())
+
+    @get("/points/history", operation_id="getMemberPointsHistory")
+    async def history(self, member_id: FromPath[UUID], staff: Staff, conn: Db,
+                      limit: Limit = 50, cursor: Cursor = None) -> Page[Entry]:
+        """A member's entries, newest first."""
+        return await points_history(conn, member_id, limit=limit, cursor=cursor)
+
+    @post("/adjustments", operation_id="adjustMemberPoints", status_code=201,
+          guards=[staff_with(*ADJUSTERS)])
+    async def adjust(self, member_id: FromPath[UUID], data: JSONBody[Adjustment], staff: Staff,
+                     ledger: Ledger, services: Svc) -> AdjustmentRecorded:
+        """Add or take away points, with the reason; audited."""
+        recorded = await adjust_points(
+            ledger, member_id=member_id, points=data.points, reason=data.reason,
+            staff_id=staff.staff_id, rulebook=services.rulebook, programme=services.programme,
+            now=utc_now())
+        await record_audit(ledger, actor_kind="staff", actor_id=staff.staff_id,
+                           action="points.adjust", subject_kind="member", subject_id=member_id,
+                           details={"points": data.points, "reason": data.reason,
+                                    "entry_id": str(recorded.entry_id)})
+        return recorded

@@ -1,0 +1,78 @@
+"""Earning rules for marketing staff: read, replace (a new version), simulate."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post, put
+from litestar.di import Provide
+from litestar.params import JSONBody
+
+from api.auth import staff_with
+from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff, utc_now
+from loyalty.audit import record_audit
+from loyalty.earning import ActionCounts, PurchaseFacts, action_points, purchase_points
+from loyalty.errors import InvalidInput
+from loyalty.rules import current_rules, rule_history, save_rules
+from schemas.points import Simulation, SimulationResult
+from schemas.rules import EarningRules, RuleSet
+
+RULE_EDITORS = ("admin", "marketer")
+
+
+class EarningRulesController(Controller):
+    path = "/v1/earning-rules"
+    tags = ["earning rules"]
+    guards = [staff_with(*RULE_EDITORS)]
+    dependencies = {
+        "services": Provide(provide_services),
+        "conn": Provide(provide_conn),
+        "staff": Provide(provide_staff),
+    }
+
+    @get("", operation_id="getEarningRules")
+    async def current(self, conn: Db) -> RuleSet:
+        """The rules in force and their version."""
+        return await current_rules(conn)
+
+    @get("/versions", operation_id="listEarningRuleVersions")
+    async def versions(self, conn: Db) -> list[RuleSet]:
+        """Every version, newest first: old entries are explained by the version they name."""
+        return await rule_history(conn)
+
+    @put("", operation_id="replaceEarningRules")
+    async def replace(self, data: JSONBody[EarningRules], staff: Staff, conn: Db) -> RuleSet:
+        """A new version of the rules, in force from the next purchase; the old one stays."""
+        saved = await save_rules(conn, data, staff_id=staff.staff_id)
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="earning_rules.replace", subject_kind="earning_rules",
+                           subject_id=None, details={"version": saved.version})
+        return saved
+
+    @post("/simulate", operation_id="simulateEarning", status_code=200)
+    async def simulate(self, data: JSONBody[Simulation], conn: Db,
+                       services: Svc) -> SimulationResult:
+        """Points and trace for a purchase or an action under the current (or given) rules;
+        nothing is written."""
+        if (data.purchase is None) == (data.action is None):
+            raise InvalidInput("simulate either a purchase or an action", field="purchase")
+        if data.rules is not None:
+            version, rules = 0, data.rules
+        else:
+            current = await current_rules(conn)
+            version, rules = current.version, current.rules
+        tz = services.programme.timezone
+        if data.purchase is not None:
+            p = data.purchase
+            facts = PurchaseFacts(
+                occurred_at=p.occurred_at or utc_now(), store_code=p.store_code, total=p.total,
+                lines=p.lines, redeem_points=p.redeem_points, first_purchase=p.first_purchase,
+                birth_date=p.birth_date,
+                birthday_bonus_year=(p.occurred_at or utc_now()).astimezone(tz).year
+                if p.birthday_bonus_given_this_year else None,
+            )
+            earned = purchase_points(rules, version, facts, tz)
+            return SimulationResult(points=earned.points, trace=earned.trace)
+        assert data.action is not None
+        a = data.action
+        award = action_points(rules, version, a.type, a.target,
+                              ActionCounts(a.today, a.this_month, a.for_target))
+        return SimulationResult(points=award.points, trace=award.trace, reason=award.reason)

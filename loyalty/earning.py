@@ -1,0 +1,260 @@
+"""How many points a purchase or an action earns, and when points expire: pure rules, no I/O.
+
+Every result carries its trace, the steps a member or a marketer reads to see why. Arithmetic is
+integer throughout: amounts in minor units, multipliers in percent, one rounding at the end.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from loyalty.errors import InvalidInput
+from schemas.points import PurchaseLine
+from schemas.rules import (
+    WEEKDAYS,
+    BirthdayMonth,
+    BirthdayMonthBonus,
+    CategoryIs,
+    Condition,
+    EarningRules,
+    Expiry,
+    FirstPurchaseBonus,
+    Multiplier,
+    NoExpiry,
+    PeriodEndExpiry,
+    RollingExpiry,
+    SkuIs,
+    StoreIs,
+    TimeWindow,
+    Trace,
+    TraceLine,
+    TraceStep,
+    WeekdayIs,
+)
+
+
+@dataclass(frozen=True)
+class PurchaseFacts:
+    """What the rules may look at: the purchase, and the little they need of the member."""
+
+    occurred_at: dt.datetime
+    store_code: str
+    total: int
+    lines: Sequence[PurchaseLine]
+    redeem_points: int = 0
+    first_purchase: bool = False
+    birth_date: dt.date | None = None
+    birthday_bonus_year: int | None = None
+
+
+@dataclass(frozen=True)
+class Earned:
+    points: int
+    trace: Trace
+    birthday_bonus_year: int | None = None
+
+
+@dataclass(frozen=True)
+class ActionCounts:
+    """Awards of this action already made: today, this month, for this target."""
+
+    today: int = 0
+    this_month: int = 0
+    for_target: int = 0
+
+
+@dataclass(frozen=True)
+class ActionAward:
+    points: int
+    reason: str
+    trace: Trace
+
+
+def business_date(instant: dt.datetime, tz: ZoneInfo) -> dt.date:
+    return instant.astimezone(tz).date()
+
+
+def paid_amount(rules: EarningRules, total: int, redeem_points: int) -> int:
+    """The part of ``total`` paid with money: points spent earn no points."""
+    return max(0, total - redeem_points * rules.point_value)
+
+
+def redeemable_points(rules: EarningRules, total: int, available: int) -> int:
+    """The most points a purchase of ``total`` can take: the balance, or the whole bill."""
+    return max(0, min(available, total // rules.point_value))
+
+
+def purchase_points(
+    rules: EarningRules, version: int, facts: PurchaseFacts, tz: ZoneInfo
+) -> Earned:
+    """Points for a purchase under ``rules``, with the trace of how they were reached."""
+    local = facts.occurred_at.astimezone(tz)
+    paid = paid_amount(rules, facts.total, facts.redeem_points)
+    shares = _allocate(paid, [line.quantity * line.unit_price for line in facts.lines])
+    steps: list[TraceStep] = []
+    trace_lines: list[TraceLine] = []
+    units = 0
+    for index, (line, share) in enumerate(zip(facts.lines, shares, strict=True)):
+        applied = [m for m in rules.multipliers
+                   if _active(m, facts.occurred_at) and _matches(m.when, line, facts, local)]
+        percent = _combine([m.percent for m in applied], rules.stacking)
+        units += share * percent
+        trace_lines.append(TraceLine(line=index, sku=line.sku, category=line.category,
+                                     amount=share, percent=percent,
+                                     multipliers=[m.name for m in applied]))
+    numerator = units * rules.base.points
+    denominator = rules.base.per_amount * 100
+    base_points = _round(numerator, denominator, rules.rounding)
+    detail = (f"{paid} paid" + (f" ({facts.redeem_points} points used do not earn)"
+                                if facts.redeem_points else "")
+              + f": {rules.base.points} per {rules.base.per_amount}")
+    if any(line.percent != 100 for line in trace_lines):
+        detail += ", multipliers per line"
+    detail += f", rounded {rules.rounding}" if numerator % denominator else ""
+    steps.append(TraceStep(rule="base", detail=detail, points=base_points))
+    points = base_points
+    birthday_year = None
+    for bonus in rules.bonuses:
+        match bonus:
+            case FirstPurchaseBonus(points=bonus_points) if facts.first_purchase:
+                steps.append(TraceStep(rule="first_purchase", detail="first purchase bonus",
+                                       points=bonus_points))
+                points += bonus_points
+            case BirthdayMonthBonus(points=bonus_points) if (
+                facts.birth_date is not None and facts.birth_date.month == local.month
+                and facts.birthday_bonus_year != local.year
+            ):
+                steps.append(TraceStep(rule="birthday_month",
+                                       detail=f"birthday month bonus {local.year}",
+                                       points=bonus_points))
+                points += bonus_points
+                birthday_year = local.year
+    return Earned(points, Trace(rule_version=version, steps=steps, lines=trace_lines),
+                  birthday_year)
+
+
+def action_points(
+    rules: EarningRules, version: int, action: str, target: str | None, counts: ActionCounts
+) -> ActionAward:
+    """Points for an engagement action, or 0 with the reason when a cap is reached."""
+    rule = rules.actions.get(action)
+    if rule is None:
+        raise InvalidInput(f"no action {action!r} earns points in this programme",
+                           field="type", code="unknown_action")
+    if rule.requires_target and target is None:
+        raise InvalidInput(f"{action} needs a target (what was shared or reviewed)",
+                           field="target")
+    caps = [
+        (rule.per_day, counts.today, "a day"),
+        (rule.per_month, counts.this_month, "a month"),
+        (rule.per_target if target is not None else None, counts.for_target, "per target"),
+    ]
+    for cap, used, period in caps:
+        if cap is not None and used >= cap:
+            reason = f"{action}: limit of {cap} {period} reached"
+            trace = Trace(rule_version=version,
+                          steps=[TraceStep(rule=f"actions.{action}", detail=reason, points=0)])
+            return ActionAward(0, reason, trace)
+    reason = f"{action}" + (f" ({target})" if target else "")
+    trace = Trace(rule_version=version, steps=[
+        TraceStep(rule=f"actions.{action}", detail=f"{rule.points} points per {action}",
+                  points=rule.points)])
+    return ActionAward(rule.points, reason, trace)
+
+
+def expires_at(expiry: Expiry, earned_at: dt.datetime, tz: ZoneInfo) -> dt.datetime | None:
+    """When points earned at ``earned_at`` expire: always at a business-day boundary."""
+    day = business_date(earned_at, tz)
+    match expiry:
+        case NoExpiry():
+            return None
+        case RollingExpiry(months=months):
+            last_day = _add_months(day, months)
+            return _midnight(last_day + dt.timedelta(days=1), tz)
+        case PeriodEndExpiry(first_month=first_month, extra_periods=extra):
+            start_year = day.year if day.month >= first_month else day.year - 1
+            return _midnight(dt.date(start_year + 1 + extra, first_month, 1), tz)
+    raise AssertionError(f"unknown expiry {expiry!r}")
+
+
+def available_at(rules: EarningRules, earned_at: dt.datetime) -> dt.datetime:
+    """Points stay pending through the return window."""
+    return earned_at + dt.timedelta(days=rules.pending_days)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _allocate(total: int, weights: list[int]) -> list[int]:
+    """Split ``total`` in proportion to ``weights`` exactly (largest remainders)."""
+    weight_sum = sum(weights)
+    if weight_sum == 0:
+        return [total] + [0] * (len(weights) - 1)
+    shares = [total * w // weight_sum for w in weights]
+    remainders = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % weight_sum), i))
+    for i in remainders[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def _combine(percents: list[int], stacking: str) -> int:
+    if not percents:
+        return 100
+    if stacking == "highest":
+        return max(percents)
+    combined = 100
+    for percent in percents:
+        combined = combined * percent // 100
+    return combined
+
+
+def _round(numerator: int, denominator: int, mode: str) -> int:
+    if mode == "floor":
+        return numerator // denominator
+    if mode == "ceil":
+        return -(-numerator // denominator)
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def _active(multiplier: Multiplier, instant: dt.datetime) -> bool:
+    if multiplier.valid_from is not None and instant < multiplier.valid_from:
+        return False
+    return multiplier.valid_until is None or instant < multiplier.valid_until
+
+
+def _matches(conditions: list[Condition], line: PurchaseLine, facts: PurchaseFacts,
+             local: dt.datetime) -> bool:
+    return all(_holds(condition, line, facts, local) for condition in conditions)
+
+
+def _holds(condition: Condition, line: PurchaseLine, facts: PurchaseFacts,
+           local: dt.datetime) -> bool:
+    match condition:
+        case CategoryIs(categories=categories):
+            return line.category in categories
+        case SkuIs(skus=skus):
+            return line.sku in skus
+        case StoreIs(stores=stores):
+            return facts.store_code in stores
+        case WeekdayIs(days=days):
+            return WEEKDAYS[local.weekday()] in days
+        case TimeWindow(start=start, end=end):
+            now = local.time().replace(tzinfo=None)
+            return start <= now < end if start <= end else now >= start or now < end
+        case BirthdayMonth():
+            return facts.birth_date is not None and facts.birth_date.month == local.month
+    raise AssertionError(f"unknown condition {condition!r}")
+
+
+def _add_months(day: dt.date, months: int) -> dt.date:
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def _midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.UTC)

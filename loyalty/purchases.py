@@ -1,0 +1,451 @@
+"""Purchases and returns at the till: quote, record, return, each through the ledger's ``post``.
+
+A terminal's write is idempotent by its ``Idempotency-Key``: the key is written in the same
+statement as the points, with the response, so a retry after any failure either finds the
+stored response or finds nothing done. A receipt is recorded once per store whatever the key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import msgspec
+
+from loyalty.auth import TerminalPrincipal
+from loyalty.db import Connection
+from loyalty.earning import (
+    PurchaseFacts,
+    available_at,
+    expires_at,
+    purchase_points,
+    redeemable_points,
+)
+from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, NotFound
+from loyalty.ids import uuid7
+from loyalty.ledger import (
+    Idempotency,
+    Links,
+    MemberLedger,
+    Outcome,
+    Planned,
+    Posting,
+    event_statement,
+    ledger_query,
+    post,
+    read_ledger,
+)
+from loyalty.rules import RuleBook
+from schemas.points import (
+    Balance,
+    Purchase,
+    PurchaseLine,
+    PurchaseRecorded,
+    Quote,
+    ReturnRecorded,
+    ReturnRequest,
+)
+
+_encode = msgspec.json.Encoder().encode
+# A till's clock may run a little ahead; a purchase further in the future is a mistake.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+MERGE_HOPS = 5
+
+
+@dataclass(frozen=True)
+class Programme:
+    """What the domain needs to know of the programme's settings."""
+
+    currency: str
+    timezone: ZoneInfo
+
+
+def request_hash(method: str, path: str, body: msgspec.Struct) -> bytes:
+    """What makes two requests the same: method, path and the decoded body re-encoded, so
+    white space and key order do not count."""
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + _encode(body)).digest()
+
+
+async def read_member_ledger(
+    conn: Connection, member: UUID | str, *, idempotency: Idempotency | None = None,
+    query: str | None = None, extra_args: tuple[Any, ...] = (),
+) -> MemberLedger:
+    """The ledger of ``member`` (id or number), following merges to the surviving member."""
+    terminal_id = idempotency.terminal_id if idempotency else None
+    key = idempotency.key if idempotency else None
+    if isinstance(member, str):
+        ledger = await read_ledger(conn, member, terminal_id=terminal_id, idempotency_key=key)
+        if query is not None:
+            ledger = await read_ledger(conn, ledger.member_id, terminal_id=terminal_id,
+                                       idempotency_key=key, query=query, extra_args=extra_args)
+    else:
+        ledger = await read_ledger(conn, member, terminal_id=terminal_id, idempotency_key=key,
+                                   query=query, extra_args=extra_args)
+    for _ in range(MERGE_HOPS):
+        if ledger.status != "merged" or ledger.merged_into is None:
+            break
+        ledger = await read_ledger(conn, ledger.merged_into, terminal_id=terminal_id,
+                                   idempotency_key=key, query=query, extra_args=extra_args)
+    if ledger.status in ("erased", "merged"):
+        raise NotFound("no such member", field="member", code="member_not_found")
+    return ledger
+
+
+def _check_can_transact(ledger: MemberLedger) -> None:
+    if ledger.status == "suspended":
+        raise Conflict("this member is suspended and cannot earn or spend points",
+                       field="member", code="member_suspended")
+
+
+def _check_purchase(purchase: Purchase, programme: Programme, now: dt.datetime) -> None:
+    if purchase.currency != programme.currency:
+        raise InvalidInput(f"this programme runs in {programme.currency}", field="currency",
+                           code="currency_mismatch")
+    if purchase.occurred_at.tzinfo is None:
+        raise InvalidInput("occurred_at needs a time zone offset", field="occurred_at")
+    if purchase.occurred_at > now + CLOCK_SKEW:
+        raise InvalidInput("occurred_at is in the future", field="occurred_at")
+
+
+# -- quote and record ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    version: int
+    points: int
+    redeemable: int
+    earned_trace: Any
+    birthday_year: int | None
+    expires_at: dt.datetime | None
+    available_at: dt.datetime
+
+
+async def _evaluate(
+    conn: Connection, ledger: MemberLedger, purchase: Purchase, store_code: str,
+    rulebook: RuleBook, programme: Programme, now: dt.datetime,
+) -> tuple[_Evaluation, Posting]:
+    version, rules = await rulebook.at(conn, ledger.rules_version)
+    posting = Posting(ledger, now)
+    redeemable = redeemable_points(rules, purchase.total, posting.available)
+    if purchase.redeem_points * rules.point_value > purchase.total:
+        raise InvalidInput("cannot redeem more points than the bill is worth",
+                           field="redeem_points", code="redeem_exceeds_total")
+    if purchase.redeem_points > posting.available:
+        raise InsufficientPoints(
+            f"{purchase.redeem_points} points asked for, {posting.available} available",
+            field="redeem_points")
+    facts = PurchaseFacts(
+        occurred_at=purchase.occurred_at, store_code=store_code, total=purchase.total,
+        lines=purchase.lines, redeem_points=purchase.redeem_points,
+        first_purchase=ledger.purchase_count == 0, birth_date=ledger.birth_date,
+        birthday_bonus_year=ledger.birthday_bonus_year,
+    )
+    earned = purchase_points(rules, version, facts, programme.timezone)
+    evaluation = _Evaluation(
+        version, earned.points, redeemable, earned.trace, earned.birthday_bonus_year,
+        expires_at(rules.expiry, purchase.occurred_at, programme.timezone),
+        available_at(rules, purchase.occurred_at),
+    )
+    return evaluation, posting
+
+
+async def quote_purchase(
+    conn: Connection, *, member: UUID | str, purchase: Purchase, terminal: TerminalPrincipal,
+    rulebook: RuleBook, programme: Programme, now: dt.datetime,
+) -> Quote:
+    """What ``purchase`` would earn and may redeem; nothing is written."""
+    _check_purchase(purchase, programme, now)
+    ledger = await read_member_ledger(conn, member)
+    _check_can_transact(ledger)
+    evaluation, posting = await _evaluate(conn, ledger, purchase, terminal.store_code,
+                                          rulebook, programme, now)
+    return Quote(
+        member_id=ledger.member_id, points_earned=evaluation.points,
+        points_redeemable=evaluation.redeemable, redeem_points=purchase.redeem_points,
+        balance=Balance(available=posting.available, pending=posting.pending),
+        rule_version=evaluation.version, trace=evaluation.earned_trace,
+    )
+
+
+_PURCHASE_EVENT = event_statement("""
+, purchase as (
+    insert into purchases (member_id, purchase_id, store_id, terminal_id, receipt_id,
+                           occurred_at, currency, total, lines, points_earned, points_redeemed,
+                           rule_version, recorded_at)
+    select $1, {0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, $2
+     where exists (select 1 from bal)
+), activity as (
+    update members set last_activity_at = greatest(last_activity_at, {4})
+     where member_id = $1 and exists (select 1 from bal)
+)""", 11)
+
+
+async def record_purchase(
+    conn: Connection, *, member: UUID | str, purchase: Purchase, terminal: TerminalPrincipal,
+    idempotency: Idempotency, rulebook: RuleBook, programme: Programme, now: dt.datetime,
+) -> Outcome:
+    """Earn and redeem for ``purchase`` in one statement, exactly once per idempotency key."""
+    _check_purchase(purchase, programme, now)
+
+    async def read(conn: Connection) -> MemberLedger:
+        return await read_member_ledger(conn, member, idempotency=idempotency)
+
+    async def build(ledger: MemberLedger) -> Planned:
+        _check_can_transact(ledger)
+        evaluation, posting = await _evaluate(conn, ledger, purchase, terminal.store_code,
+                                              rulebook, programme, now)
+        purchase_id = uuid7()
+        links = Links(purchase_id=purchase_id)
+        where = f"{terminal.store_code}, receipt {purchase.receipt_id}"
+        if purchase.redeem_points:
+            posting.draw(kind="redeem", points=purchase.redeem_points,
+                         reason=f"Points used at {where}", source="purchase", links=links)
+        if evaluation.points:
+            posting.earn(kind="earn", points=evaluation.points,
+                         reason=f"Purchase at {where}", source="purchase", links=links,
+                         earned_at=purchase.occurred_at, available_at=evaluation.available_at,
+                         expires_at=evaluation.expires_at, rule_version=evaluation.version,
+                         trace=evaluation.earned_trace)
+        posting.purchases = 1
+        posting.birthday_bonus_year = evaluation.birthday_year
+        recorded = PurchaseRecorded(
+            purchase_id=purchase_id, member_id=ledger.member_id, receipt_id=purchase.receipt_id,
+            points_earned=evaluation.points, points_redeemed=purchase.redeem_points,
+            balance=Balance(available=posting.available, pending=posting.pending),
+            rule_version=evaluation.version, trace=evaluation.earned_trace,
+        )
+        return Planned(
+            posting, 201, _encode(recorded), _PURCHASE_EVENT,
+            (purchase_id, terminal.store_id, terminal.terminal_id, purchase.receipt_id,
+             purchase.occurred_at, purchase.currency, purchase.total, purchase.lines,
+             evaluation.points, purchase.redeem_points, evaluation.version),
+        )
+
+    try:
+        return await post(conn, read=read, build=build, idempotency=idempotency)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "purchases_receipt":
+            raise Conflict(
+                f"receipt {purchase.receipt_id} is already recorded at this store",
+                field="receipt_id", code="receipt_already_recorded") from None
+        raise
+
+
+# -- returns ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Bought:
+    """The parts of a purchase that never change after it is recorded."""
+
+    member_id: UUID
+    purchase_id: UUID
+    store_id: UUID
+    receipt_id: str
+    total: int
+    lines: list[PurchaseLine]
+    points_earned: int
+    points_redeemed: int
+    earn_lot_id: UUID | None
+    redeemed_from: list[tuple[UUID, int, dt.datetime | None]]
+
+
+async def _find_purchase(conn: Connection, purchase_id: UUID, store_id: UUID) -> _Bought:
+    row = await conn.fetchrow(
+        """
+        select p.member_id, p.purchase_id, p.store_id, p.receipt_id, p.total, p.lines,
+               p.points_earned, p.points_redeemed,
+               (select l.lot_id from point_entries e
+                  join point_lots l on l.member_id = e.member_id and l.entry_id = e.entry_id
+                 where e.member_id = p.member_id and e.purchase_id = p.purchase_id
+                   and e.kind = 'earn' limit 1) as earn_lot_id,
+               (select array_agg((a.lot_id, -a.points, l.expires_at)
+                                 order by l.expires_at nulls last, l.earned_at, l.lot_id)
+                  from point_entries e
+                  join point_allocations a on a.member_id = e.member_id
+                                          and a.entry_id = e.entry_id
+                  join point_lots l on l.member_id = a.member_id and l.lot_id = a.lot_id
+                 where e.member_id = p.member_id and e.purchase_id = p.purchase_id
+                   and e.kind = 'redeem') as redeemed_from
+          from purchases p
+         where p.purchase_id = $1 and p.store_id = $2
+        """,
+        purchase_id, store_id,
+    )
+    if row is None:
+        # Another store's purchase is not this terminal's to see, so it is not found either.
+        raise NotFound("no such purchase at this store", field="purchase_id",
+                       code="purchase_not_found")
+    return _Bought(
+        row["member_id"], row["purchase_id"], row["store_id"], row["receipt_id"], row["total"],
+        msgspec.convert(row["lines"], list[PurchaseLine]), row["points_earned"],
+        row["points_redeemed"], row["earn_lot_id"],
+        [tuple(r) for r in row["redeemed_from"] or ()],
+    )
+
+
+# What has been returned so far, read in the same statement as the ledger it changes.
+_RETURN_LEDGER = ledger_query("id", extra=""",
+       (select returned_amount from purchases where member_id = $4 and purchase_id = $5)
+           as returned_amount,
+       (select coalesce(sum(points_reversed + points_shortfall), 0) from purchase_returns
+         where member_id = $4 and purchase_id = $5) as reversed_so_far,
+       (select coalesce(sum(points_restored + points_not_restored), 0) from purchase_returns
+         where member_id = $4 and purchase_id = $5) as restored_so_far,
+       (select coalesce(jsonb_agg(lines), '[]') from purchase_returns
+         where member_id = $4 and purchase_id = $5) as returned_lines,
+       (select array_agg(lot_id) from point_lots
+         where member_id = m.member_id and (lot_id = $6 or origin_lot_id = $6)) as earn_lots""")
+
+_RETURN_EVENT = event_statement("""
+, returned as (
+    insert into purchase_returns (member_id, return_id, purchase_id, terminal_id, amount, lines,
+                                  points_reversed, points_restored, points_shortfall,
+                                  points_not_restored, recorded_at)
+    select {0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, $2
+     where exists (select 1 from bal)
+), purchase as (
+    update purchases set returned_amount = returned_amount + {4}
+     where member_id = {0} and purchase_id = {2} and exists (select 1 from bal)
+)""", 10)
+
+
+def _returned_quantities(bought: _Bought, returned_lines: list[Any]) -> list[int]:
+    quantities = [0] * len(bought.lines)
+    for lines in returned_lines:
+        for line in lines or ():
+            quantities[line["line"]] += line["quantity"]
+    return quantities
+
+
+def _amount_of_lines(bought: _Bought, request: ReturnRequest, already: list[int]) -> int:
+    """The share of the total paid for the returned units, exact to the last unit: the
+    amount for the first q units of a line is share × q // quantity, cumulatively."""
+    from loyalty.earning import _allocate
+
+    shares = _allocate(bought.total, [li.quantity * li.unit_price for li in bought.lines])
+    wanted = [0] * len(bought.lines)
+    for returned in request.lines or ():
+        if returned.line >= len(bought.lines):
+            raise InvalidInput(f"the purchase has no line {returned.line}", field="lines",
+                               code="no_such_line")
+        wanted[returned.line] += returned.quantity
+    amount = 0
+    for index, line in enumerate(bought.lines):
+        if not wanted[index]:
+            continue
+        if already[index] + wanted[index] > line.quantity:
+            raise InvalidInput(
+                f"line {index} ({line.sku}): {line.quantity} bought, {already[index]} already "
+                f"returned, {wanted[index]} more asked", field="lines",
+                code="return_exceeds_purchase")
+        before = shares[index] * already[index] // line.quantity
+        after = shares[index] * (already[index] + wanted[index]) // line.quantity
+        amount += after - before
+    return amount
+
+
+def _fill(amount: int, capacities: list[int]) -> list[int]:
+    """``amount`` poured into ``capacities`` in order."""
+    out = []
+    for capacity in capacities:
+        take = min(amount, capacity)
+        out.append(take)
+        amount -= take
+    return out
+
+
+async def record_return(
+    conn: Connection, *, purchase_id: UUID, request: ReturnRequest, terminal: TerminalPrincipal,
+    idempotency: Idempotency, now: dt.datetime,
+) -> Outcome:
+    """Reverse earned points and give back redeemed ones in proportion to what is returned.
+
+    Earned points come back first from the purchase's own lot, then from the member's other
+    spendable points; what is already spent beyond that is a shortfall, written off and
+    reported. Redeemed points are given back with the expiry they had; points whose expiry
+    has passed are not given back, and the response says so.
+    """
+    if (request.lines is None) == (request.amount is None):
+        raise InvalidInput("give either lines or amount", field="lines")
+    bought: _Bought | None = None
+
+    async def read(conn: Connection) -> MemberLedger:
+        nonlocal bought
+        bought = await _find_purchase(conn, purchase_id, terminal.store_id)
+        return await read_member_ledger(
+            conn, bought.member_id, idempotency=idempotency, query=_RETURN_LEDGER,
+            extra_args=(bought.member_id, bought.purchase_id, bought.earn_lot_id))
+
+    async def build(ledger: MemberLedger) -> Planned:
+        assert bought is not None
+        extra = ledger.extra
+        already = _returned_quantities(bought, extra["returned_lines"])
+        if request.lines is not None:
+            amount = _amount_of_lines(bought, request, already)
+        else:
+            amount = request.amount or 0
+        returned_before = int(extra["returned_amount"])
+        if amount <= 0 or returned_before + amount > bought.total:
+            raise InvalidInput(
+                f"{bought.total} was paid and {returned_before} already returned: "
+                f"{amount} more is more than was bought", field="amount",
+                code="return_exceeds_purchase")
+        cumulative = returned_before + amount
+        reverse = bought.points_earned * cumulative // bought.total - int(
+            extra["reversed_so_far"]) if bought.total else 0
+        restore_target = bought.points_redeemed * cumulative // bought.total if bought.total \
+            else 0
+        restore = restore_target - int(extra["restored_so_far"])
+
+        return_id = uuid7()
+        links = Links(purchase_id=bought.purchase_id, return_id=return_id)
+        posting = Posting(ledger, now)
+        what = f"Return at {terminal.store_code}, receipt {bought.receipt_id}"
+        reversed_points, shortfall = posting.take_back(
+            points=reverse, first_from=list(extra["earn_lots"] or ()), reason=what,
+            source="return", links=links)
+        restored = not_restored = 0
+        previous = _fill(int(extra["restored_so_far"]), [p for _, p, _ in bought.redeemed_from])
+        now_filled = _fill(restore_target, [p for _, p, _ in bought.redeemed_from])
+        restore_entry = uuid7()
+        for (_, _, lot_expiry), before, after in zip(
+                bought.redeemed_from, previous, now_filled, strict=True):
+            points = after - before
+            if points <= 0:
+                continue
+            if lot_expiry is not None and lot_expiry <= now:
+                not_restored += points
+                continue
+            posting.earn(kind="reverse", points=points, reason=f"Points given back: {what}",
+                         source="return", links=links, earned_at=now, available_at=now,
+                         expires_at=lot_expiry, entry_id=restore_entry)
+            restored += points
+        posting.redeemed -= restored
+        assert restored + not_restored == restore
+        notes = []
+        if shortfall:
+            notes.append(f"{shortfall} of the points to reverse were already spent: written off")
+        if not_restored:
+            notes.append(f"{not_restored} points used on this purchase had expired and were "
+                         "not given back")
+        body = ReturnRecorded(
+            return_id=return_id, purchase_id=bought.purchase_id, member_id=ledger.member_id,
+            amount=amount, points_reversed=reversed_points, points_restored=restored,
+            points_shortfall=shortfall, points_not_restored=not_restored,
+            balance=Balance(available=posting.available, pending=posting.pending), notes=notes,
+        )
+        returned = [{"line": li.line, "quantity": li.quantity} for li in request.lines or ()]
+        return Planned(
+            posting, 201, _encode(body), _RETURN_EVENT,
+            (bought.member_id, return_id, bought.purchase_id, terminal.terminal_id, amount,
+             returned, reversed_points, restored, shortfall, not_restored),
+        )
+
+    return await post(conn, read=read, build=build, idempotency=idempotency)

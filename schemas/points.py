@@ -1,0 +1,234 @@
+"""Points on the wire: purchases and returns at the till, the member's balance and history,
+engagement actions, staff adjustments."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+from uuid import UUID
+
+import msgspec
+from msgspec import Meta
+
+from schemas.base import Input, Output, ShortText
+from schemas.rules import ActionName, Category, EarningRules, Sku, Trace
+
+Money = Annotated[int, Meta(ge=0, le=10_000_000_000)]
+Quantity = Annotated[int, Meta(ge=1, le=100_000)]
+PointAmount = Annotated[int, Meta(ge=0, le=100_000_000)]
+ReceiptId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
+CardToken = Annotated[str, Meta(min_length=16, max_length=1024)]
+MemberNumber = Annotated[str, Meta(min_length=1, max_length=20, pattern=r"^[0-9]+$")]
+Target = Annotated[str, Meta(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Reason = Annotated[str, Meta(min_length=3, max_length=500,
+                             pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$")]
+EntryKind = Literal["earn", "redeem", "expire", "adjust", "reverse", "transfer"]
+
+
+class MemberRef(Input):
+    """Exactly one of ``id``, ``card`` (the token the app shows) or ``number``."""
+
+    id: UUID | None = None
+    card: CardToken | None = None
+    number: MemberNumber | None = None
+
+
+class PurchaseLine(Input):
+    sku: Sku
+    unit_price: Money
+    category: Category = "uncategorised"
+    quantity: Quantity = 1
+
+
+class Purchase(Input):
+    """A purchase as the till records it; ``total`` is what was charged after discounts."""
+
+    member: MemberRef
+    receipt_id: ReceiptId
+    occurred_at: dt.datetime
+    total: Money
+    currency: Currency
+    lines: Annotated[list[PurchaseLine], Meta(min_length=1, max_length=500)]
+    redeem_points: PointAmount = 0
+
+
+class Balance(Output):
+    available: int
+    pending: int
+
+
+class PurchaseRecorded(Output):
+    purchase_id: UUID
+    member_id: UUID
+    receipt_id: str
+    points_earned: int
+    points_redeemed: int
+    balance: Balance
+    rule_version: int
+    trace: Trace
+
+
+class Quote(Output):
+    """What a purchase would do; nothing is written."""
+
+    member_id: UUID
+    points_earned: int
+    points_redeemable: int
+    redeem_points: int
+    balance: Balance
+    rule_version: int
+    trace: Trace
+
+
+class ReturnLine(Input):
+    """``line`` is the index of the purchase line (from 0)."""
+
+    line: Annotated[int, Meta(ge=0, le=499)]
+    quantity: Quantity
+
+
+class ReturnRequest(Input):
+    """Either ``lines`` or ``amount`` (in the currency's minor units)."""
+
+    lines: Annotated[list[ReturnLine], Meta(max_length=500)] | None = None
+    amount: Annotated[int, Meta(ge=1, le=10_000_000_000)] | None = None
+
+
+class ReturnRecorded(Output):
+    return_id: UUID
+    purchase_id: UUID
+    member_id: UUID
+    amount: int
+    points_reversed: int
+    points_restored: int
+    points_shortfall: int
+    points_not_restored: int
+    balance: Balance
+    notes: list[str]
+
+
+class Expiring(Output):
+    points: int
+    expires_at: dt.datetime
+
+
+class PendingPoints(Output):
+    points: int
+    available_at: dt.datetime
+
+
+class PointsSummary(Output):
+    member_id: UUID
+    available: int
+    pending: int
+    pending_release: list[PendingPoints]
+    expiring: list[Expiring]
+    lifetime_earned: int
+    lifetime_redeemed: int
+    lifetime_expired: int
+    point_value: int
+    currency: str
+
+
+class Entry(Output):
+    entry_id: UUID
+    member_id: UUID
+    kind: EntryKind
+    amount: int
+    reason: str
+    source: str
+    created_at: dt.datetime
+    purchase_id: UUID | None = None
+    return_id: UUID | None = None
+    action_id: UUID | None = None
+
+
+class LotMovement(Output):
+    lot_id: UUID
+    points: int
+    expires_at: dt.datetime | None
+
+
+class EntryDetail(Entry):
+    """An entry with its rule trace and the lots it created or drew on."""
+
+    rule_version: int | None = None
+    trace: Trace | None = None
+    lots: list[LotMovement] = msgspec.field(default_factory=list)
+
+
+class ActionRequest(Input):
+    type: ActionName
+    target: Target | None = None
+
+
+class ActionResult(Output):
+    type: str
+    points: int
+    reason: str
+    balance: Balance
+    action_id: UUID | None = None
+
+
+class Adjustment(Input):
+    """Points to add (positive) or take away (negative), and why."""
+
+    points: Annotated[int, Meta(ge=-100_000_000, le=100_000_000)]
+    reason: Reason
+
+
+class AdjustmentRecorded(Output):
+    entry_id: UUID
+    points: int
+    balance: Balance
+
+
+class MemberCard(Output):
+    token: str
+    expires_at: dt.datetime
+
+
+class TillMember(Output):
+    """What the cashier sees: enough to greet and serve, never the profile."""
+
+    member_id: UUID
+    display_name: str
+    tier: str | None
+    available_points: int
+
+
+class SimulatedPurchase(Input):
+    kind: Literal["purchase"] = "purchase"
+    store_code: ShortText = ""
+    occurred_at: dt.datetime | None = None
+    total: Money = 0
+    lines: Annotated[list[PurchaseLine], Meta(min_length=1, max_length=500)] = msgspec.field(
+        default_factory=lambda: [PurchaseLine(sku="sample", unit_price=0)])
+    redeem_points: PointAmount = 0
+    first_purchase: bool = False
+    birth_date: dt.date | None = None
+    birthday_bonus_given_this_year: bool = False
+
+
+class SimulatedAction(Input):
+    kind: Literal["action"] = "action"
+    type: ActionName = "site_visit"
+    target: Target | None = None
+    today: int = 0
+    this_month: int = 0
+    for_target: int = 0
+
+
+class Simulation(Input):
+    """A purchase or an action, evaluated under ``rules`` (default: the current rules)."""
+
+    purchase: SimulatedPurchase | None = None
+    action: SimulatedAction | None = None
+    rules: EarningRules | None = None
+
+
+class SimulationResult(Output):
+    points: int
+    trace: Trace
+    reason: str = ""

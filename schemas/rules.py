@@ -1,0 +1,186 @@
+"""Earning rules as data: what staff edit, what each ledger entry's trace points back to.
+
+A rule set is one versioned document. Amounts are integers in the currency's minor units;
+multipliers are integer percentages (150 = ×1.5), so point arithmetic never touches a float.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from schemas.base import Code, Input, Output, ShortText
+
+Percent = Annotated[int, Meta(ge=0, le=100_000)]
+PointCount = Annotated[int, Meta(ge=0, le=100_000_000)]
+Cap = Annotated[int, Meta(ge=1, le=1_000_000)]
+ActionName = Annotated[str, Meta(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
+Sku = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Category = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class BaseRate(Input):
+    """``points`` for every full ``per_amount`` of the amount paid."""
+
+    points: Annotated[int, Meta(ge=0, le=1_000_000)] = 1
+    per_amount: Annotated[int, Meta(ge=1, le=100_000_000)] = 100
+
+
+# -- multiplier conditions: every condition of a multiplier must hold for a line -------------
+
+
+class CategoryIs(Input, tag="category"):
+    categories: Annotated[list[Category], Meta(min_length=1, max_length=500)]
+
+
+class SkuIs(Input, tag="sku"):
+    skus: Annotated[list[Sku], Meta(min_length=1, max_length=5_000)]
+
+
+class StoreIs(Input, tag="store"):
+    stores: Annotated[list[Code], Meta(min_length=1, max_length=5_000)]
+
+
+class WeekdayIs(Input, tag="weekday"):
+    """Days of the week in the programme's business time zone."""
+
+    days: Annotated[list[Weekday], Meta(min_length=1, max_length=7)]
+
+
+class TimeWindow(Input, tag="time_window"):
+    """Local business time from ``start`` (inclusive) to ``end`` (exclusive); may cross
+    midnight (22:00 to 02:00)."""
+
+    start: dt.time
+    end: dt.time
+
+
+class BirthdayMonth(Input, tag="birthday_month"):
+    """The member's birth month, in the business time zone."""
+
+
+Condition = CategoryIs | SkuIs | StoreIs | WeekdayIs | TimeWindow | BirthdayMonth
+
+
+class Multiplier(Input):
+    name: ShortText
+    percent: Percent
+    when: Annotated[list[Condition], Meta(max_length=20)] = msgspec.field(default_factory=list)
+    valid_from: dt.datetime | None = None
+    valid_until: dt.datetime | None = None
+
+
+# -- fixed bonuses ---------------------------------------------------------------------------
+
+
+class FirstPurchaseBonus(Input, tag="first_purchase"):
+    points: PointCount
+
+
+class BirthdayMonthBonus(Input, tag="birthday_month"):
+    """Once a year, on the member's first purchase in their birth month."""
+
+    points: PointCount
+
+
+Bonus = FirstPurchaseBonus | BirthdayMonthBonus
+
+
+# -- engagement actions ----------------------------------------------------------------------
+
+
+class ActionRule(Input):
+    """Points for an engagement action, with caps per business day, per calendar month (in the
+    business time zone) and per target (one share per URL)."""
+
+    points: PointCount
+    per_day: Cap | None = None
+    per_month: Cap | None = None
+    per_target: Cap | None = None
+    requires_target: bool = False
+
+
+# -- expiry ----------------------------------------------------------------------------------
+
+
+class RollingExpiry(Input, tag="rolling"):
+    """Points expire ``months`` after the business day they were earned, at its end."""
+
+    months: Annotated[int, Meta(ge=1, le=120)] = 12
+
+
+class PeriodEndExpiry(Input, tag="period_end"):
+    """Points expire at the end of the year-long period they were earned in, plus
+    ``extra_periods`` more; periods start on day 1 of ``first_month`` (4 = April)."""
+
+    first_month: Annotated[int, Meta(ge=1, le=12)] = 1
+    extra_periods: Annotated[int, Meta(ge=0, le=10)] = 1
+
+
+class NoExpiry(Input, tag="never"):
+    pass
+
+
+Expiry = RollingExpiry | PeriodEndExpiry | NoExpiry
+
+
+def _default_actions() -> dict[str, ActionRule]:
+    return {
+        "site_visit": ActionRule(points=1, per_day=1),
+        "sns_share": ActionRule(points=5, per_day=3, per_target=1, requires_target=True),
+        "app_checkin": ActionRule(points=1, per_day=1),
+        "review": ActionRule(points=10, per_month=5, per_target=1, requires_target=True),
+    }
+
+
+class EarningRules(Input):
+    """The programme's earning rules. Omitted fields take the defaults of a fresh install."""
+
+    base: BaseRate = msgspec.field(default_factory=BaseRate)
+    rounding: Literal["floor", "round", "ceil"] = "floor"
+    stacking: Literal["highest", "multiply"] = "highest"
+    multipliers: Annotated[list[Multiplier], Meta(max_length=200)] = msgspec.field(
+        default_factory=list)
+    bonuses: Annotated[list[Bonus], Meta(max_length=20)] = msgspec.field(default_factory=list)
+    actions: Annotated[dict[ActionName, ActionRule], Meta(max_length=100)] = msgspec.field(
+        default_factory=_default_actions)
+    expiry: Expiry = msgspec.field(default_factory=RollingExpiry)
+    pending_days: Annotated[int, Meta(ge=0, le=365)] = 0
+    point_value: Annotated[int, Meta(ge=1, le=1_000_000)] = 1
+
+
+class RuleSet(Output):
+    version: int
+    rules: EarningRules
+    created_at: dt.datetime
+
+
+# -- simulation ------------------------------------------------------------------------------
+
+
+class TraceLine(Output):
+    line: int
+    sku: str
+    category: str
+    amount: int
+    percent: int
+    multipliers: list[str]
+
+
+class TraceStep(Output):
+    rule: str
+    detail: str
+    points: int
+
+
+class Trace(Output):
+    """Why an entry has the points it has, step by step, under ``rule_version``."""
+
+    rule_version: int
+    steps: list[TraceStep]
+    lines: list[TraceLine] = msgspec.field(default_factory=list)
