@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import asyncpg
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
 
@@ -78,10 +79,30 @@ def _from_unexpected(exc: Exception) -> ProblemDetailsException:
     return problem(500, "internal_error", "the server could not complete the request")
 
 
+def _from_lost_connection(exc: Exception) -> ProblemDetailsException:
+    # The database went away mid-request (restart, failover, a killed backend). Whatever was
+    # under way was one transaction and is rolled back; a retry with the same key is safe.
+    log.warning("database connection lost: %r", exc)
+    return problem(503, "unavailable", "the database connection was lost; retry the request",
+                   headers={"Retry-After": "1"})
+
+
+# What asyncpg raises when the connection, not the query, failed.
+LOST_CONNECTION: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+)
+
+
 def problem_details_config() -> ProblemDetailsConfig:
     mapping: dict[type[Exception], Callable[[Any], ProblemDetailsException]] = {
         errors.LoyaltyError: _from_domain,
         HTTPException: _from_http,
+        **dict.fromkeys(LOST_CONNECTION, _from_lost_connection),
         Exception: _from_unexpected,
     }
     return ProblemDetailsConfig(exception_to_problem_detail_map=mapping)

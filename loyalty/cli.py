@@ -16,6 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import asyncpg
 import msgspec
 
 from loyalty.auth import Passwords, load_or_create_signing_key
@@ -157,11 +158,11 @@ def cmd_points(settings: Settings, args: argparse.Namespace) -> None:
 
     async def run(dsn: str) -> dict[str, int]:
         await migrate(dsn)
-        pool = await create_pool(dsn, min_size=1, max_size=2)
+        conn = await asyncpg.connect(dsn)
         try:
-            return await work(pool, now=now, batch_size=args.batch_size)
+            return await work(conn, now=now, batch_size=args.batch_size)
         finally:
-            await pool.close()
+            await conn.close()
 
     with _services(settings, need_redis=False) as urls:
         totals = asyncio.run(run(urls.database_url))

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import msgspec
 
-from loyalty.db import Connection, Pool
+from loyalty.db import Connection
 from loyalty.earning import ActionCounts, action_points, business_date, expires_at
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ids import uuid7
@@ -265,10 +265,11 @@ async def adjust_points(
 
 # -- batch: expiry and release ---------------------------------------------------------------
 
+# The last member id of the next batch (uuid has no max() aggregate).
 _BATCH_END = """
-select max(member_id) from (
+select member_id from (
     select member_id from point_balances where member_id > $1 order by member_id limit $2
-) batch
+) batch order by member_id desc limit 1
 """
 
 _EXPIRE_LOCK = """
@@ -348,36 +349,37 @@ select coalesce(sum(lots), 0) as lots, coalesce(sum(points), 0) as points, count
 
 
 async def _in_member_batches(
-    pool: Pool, lock_sql: str, write_sql: str, now: dt.datetime, batch_size: int,
+    conn: Connection, lock_sql: str, write_sql: str, now: dt.datetime, batch_size: int,
 ) -> dict[str, int]:
     totals = {"lots": 0, "points": 0, "members": 0}
     after = UUID(int=0)
-    async with pool.acquire() as conn:
-        while True:
-            end = await conn.fetchval(_BATCH_END, after, batch_size)
-            if end is None:
-                return totals
-            async with conn.transaction():
-                # Lock the balances first, in member order like every other writer, then
-                # write from a fresh snapshot: nothing can move these lots in between.
-                members = [r["member_id"] for r in await conn.fetch(lock_sql, after, end, now)]
-                if members:
-                    row = await conn.fetchrow(write_sql, members, now)
-                    assert row is not None
-                    for name in totals:
-                        totals[name] += int(row[name])
-            after = end
+    while True:
+        end = await conn.fetchval(_BATCH_END, after, batch_size)
+        if end is None:
+            return totals
+        async with conn.transaction():
+            # Lock the balances first, in member order like every other writer, then write
+            # from a fresh snapshot: nothing can move these members' lots in between.
+            members = [r["member_id"] for r in await conn.fetch(lock_sql, after, end, now)]
+            if members:
+                row = await conn.fetchrow(write_sql, members, now)
+                assert row is not None
+                for name in totals:
+                    totals[name] += int(row[name])
+        after = end
 
 
-async def expire_points(pool: Pool, *, now: dt.datetime, batch_size: int = 5_000) -> dict[str, int]:
+async def expire_points(
+    conn: Connection, *, now: dt.datetime, batch_size: int = 5_000
+) -> dict[str, int]:
     """Expire every lot past its expiry: one entry per member, allocations per lot. Batched by
     member id, each batch one transaction; running it again finds nothing left to do."""
-    return await _in_member_batches(pool, _EXPIRE_LOCK, _EXPIRE, now, batch_size)
+    return await _in_member_batches(conn, _EXPIRE_LOCK, _EXPIRE, now, batch_size)
 
 
 async def release_points(
-    pool: Pool, *, now: dt.datetime, batch_size: int = 5_000
+    conn: Connection, *, now: dt.datetime, batch_size: int = 5_000
 ) -> dict[str, int]:
     """Make pending points available once their return window has passed."""
-    return await _in_member_batches(pool, _RELEASE_LOCK, _RELEASE, now, batch_size)
+    return await _in_member_batches(conn, _RELEASE_LOCK, _RELEASE, now, batch_size)
 

@@ -173,6 +173,11 @@ async def quote_purchase(
     )
 
 
+# A receipt recorded before (under another key) is refused before anything is evaluated.
+_PURCHASE_LEDGER = ledger_query("id", extra=""",
+       exists (select 1 from purchases where store_id = $4 and receipt_id = $5)
+           as receipt_taken""")
+
 _PURCHASE_EVENT = event_statement("""
 , purchase as (
     insert into purchases (member_id, purchase_id, store_id, terminal_id, receipt_id,
@@ -194,9 +199,13 @@ async def record_purchase(
     _check_purchase(purchase, programme, now)
 
     async def read(conn: Connection) -> MemberLedger:
-        return await read_member_ledger(conn, member, idempotency=idempotency)
+        return await read_member_ledger(conn, member, idempotency=idempotency,
+                                        query=_PURCHASE_LEDGER,
+                                        extra_args=(terminal.store_id, purchase.receipt_id))
 
     async def build(ledger: MemberLedger) -> Planned:
+        if ledger.extra["receipt_taken"]:
+            raise _receipt_taken(purchase)
         _check_can_transact(ledger)
         evaluation, posting = await _evaluate(conn, ledger, purchase, terminal.store_code,
                                               rulebook, programme, now)
@@ -230,11 +239,15 @@ async def record_purchase(
     try:
         return await post(conn, read=read, build=build, idempotency=idempotency)
     except asyncpg.UniqueViolationError as exc:
+        # Two different keys for one receipt at the same moment: the index decides.
         if exc.constraint_name == "purchases_receipt":
-            raise Conflict(
-                f"receipt {purchase.receipt_id} is already recorded at this store",
-                field="receipt_id", code="receipt_already_recorded") from None
+            raise _receipt_taken(purchase) from None
         raise
+
+
+def _receipt_taken(purchase: Purchase) -> Conflict:
+    return Conflict(f"receipt {purchase.receipt_id} is already recorded at this store",
+                    field="receipt_id", code="receipt_already_recorded")
 
 
 # -- returns ---------------------------------------------------------------------------------

@@ -13,17 +13,20 @@ at once.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from loyalty.db import Connection, migrate
@@ -31,6 +34,7 @@ from loyalty.embedded import ServiceUrls, service_urls
 from loyalty.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 _PREFIX = f"loyalty_test_{os.getpid()}"
 _clone_numbers = itertools.count()
 
@@ -149,7 +153,47 @@ def app(settings: Settings) -> Litestar:
     return create_app(settings)
 
 
+@asynccontextmanager
+async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for ``app`` running in the test's own event loop, lifespan included.
+
+    Not litestar's AsyncTestClient: that one runs each request to completion on a separate
+    thread while the caller's loop waits, so requests sent together never overlap, and the
+    concurrency tests need them to.
+    """
+    transport = httpx.ASGITransport(app=app, client=("testclient", 50000))
+    async with app.lifespan(), httpx.AsyncClient(
+        transport=transport, base_url="http://testserver.local"
+    ) as client:
+        yield client
+
+
+async def held(manager: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
+    """``async with manager`` for a fixture: entered and exited in one task of its own, since
+    pytest-asyncio may tear a fixture down in another task than set it up, and anyio's cancel
+    scopes (in the app's lifespan) must be left where they were entered."""
+    entered: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    done = asyncio.Event()
+
+    async def hold() -> None:
+        try:
+            async with manager as value:
+                entered.set_result(value)
+                await done.wait()
+        except BaseException as exc:
+            if not entered.done():
+                entered.set_exception(exc)
+            raise
+
+    task = asyncio.create_task(hold())
+    try:
+        yield await entered
+    finally:
+        done.set()
+        await task
+
+
 @pytest.fixture
-async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(app=app) as client:
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in held(serve(app)):
         yield client

@@ -6,11 +6,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import asyncpg
+import httpx
 import pytest
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 from loyalty.auth import Passwords
 from loyalty.settings import Settings
@@ -39,11 +39,15 @@ class SignedUp:
     def member_id(self) -> str:
         return str(self.member["member_id"])
 
+    @property
+    def member_uuid(self) -> UUID:
+        return UUID(self.member_id)
+
 
 class Actors:
     """Makes the principals a test needs, against the test's own database."""
 
-    def __init__(self, client: AsyncTestClient[Litestar], settings: Settings) -> None:
+    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
         self.client = client
         self.settings = settings
         self._passwords = Passwords(time_cost=1, memory_kib=8, parallelism=1)
@@ -85,5 +89,5 @@ class Actors:
 
 
 @pytest.fixture
-def actors(client: AsyncTestClient[Litestar], settings: Settings) -> Actors:
+def actors(client: httpx.AsyncClient, settings: Settings) -> Actors:
     return Actors(client, settings)

@@ -7,19 +7,18 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from loyalty.auth import MEMBER_AUDIENCE, STAFF_AUDIENCE, load_or_create_signing_key
 from loyalty.settings import Settings
 from tests.api.conftest import PASSWORD, Actors, bearer
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve
 
-Client = AsyncTestClient[Litestar]
+Client = httpx.AsyncClient
 
 
 def _b64(data: dict[str, object]) -> str:
@@ -150,7 +149,7 @@ async def test_password_guessing_is_stopped_per_account(
     fresh_database: str, redis_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(fresh_database, redis_url, tmp_path, login_failures_per_account=3)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with serve(create_app(settings)) as client:
         actors = Actors(client, settings)
         await actors.member(email="victim@example.com")
         statuses = []
@@ -170,7 +169,7 @@ async def test_sign_in_is_limited_per_client_address(
     fresh_database: str, redis_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(fresh_database, redis_url, tmp_path, login_rate_limit_per_minute=4)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with serve(create_app(settings)) as client:
         statuses = [
             (await client.post("/v1/auth/member/login",
                                json={"email": f"x{i}@example.com", "password": "whatever"}
@@ -184,7 +183,7 @@ async def test_requests_are_limited_per_principal_with_retry_after(
     fresh_database: str, redis_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(fresh_database, redis_url, tmp_path, rate_limit_per_minute=5)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with serve(create_app(settings)) as client:
         actors = Actors(client, settings)
         first, second = await actors.member(), await actors.member()
         statuses = [(await client.get("/v1/me", headers=first.headers)).status_code

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 from tests.api.conftest import PASSWORD, Actors, bearer
 
-Client = AsyncTestClient[Litestar]
+Client = httpx.AsyncClient
 
 CALLERS = ("anonymous", "member_a", "member_b", "terminal_x", "admin", "marketer", "analyst",
            "support")

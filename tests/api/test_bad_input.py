@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 from loyalty.settings import Settings
 from tests.api.conftest import PASSWORD, Actors, SignedUp, bearer
 
-Client = AsyncTestClient[Litestar]
+Client = httpx.AsyncClient
 
 TABLES = ("members", "member_consents", "staff", "stores", "terminals", "refresh_tokens")
 

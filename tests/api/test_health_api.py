@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
+import httpx
 
 from api.app import create_app
 from tests.api.conftest import PASSWORD
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve
 
-Client = AsyncTestClient[Litestar]
+Client = httpx.AsyncClient
 
 
 async def test_ready_checks_postgres_and_redis(client: Client) -> None:
@@ -41,7 +40,7 @@ async def test_without_redis_the_api_degrades_but_answers(
     fresh_database: str, tmp_path: Path
 ) -> None:
     settings = make_settings(fresh_database, "redis://127.0.0.1:1/0", tmp_path)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with serve(create_app(settings)) as client:
         ready = await client.get("/health/ready")
         assert ready.status_code == 200
         assert ready.json() == {"status": "degraded",
@@ -57,7 +56,7 @@ async def test_without_redis_the_api_degrades_but_answers(
 async def test_without_postgres_ready_is_503(redis_url: str, tmp_path: Path) -> None:
     settings = make_settings("postgresql://postgres@127.0.0.1:1/none", redis_url, tmp_path,
                              db_pool_min=0)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with serve(create_app(settings)) as client:
         ready = await client.get("/health/ready")
         assert ready.status_code == 503
         assert ready.json()["checks"] == {"postgres": "unavailable", "redis": "ok"}

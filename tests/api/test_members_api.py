@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncpg
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
+import httpx
 
 from loyalty.settings import Settings
 from tests.api.conftest import PASSWORD, Actors, bearer
 
-Client = AsyncTestClient[Litestar]
+Client = httpx.AsyncClient
 
 
 async def count_members(settings: Settings) -> int:

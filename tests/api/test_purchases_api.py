@@ -6,15 +6,14 @@ import datetime as dt
 import itertools
 from typing import Any
 
+import httpx
 import pytest
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 from loyalty.settings import Settings
 from tests.api.conftest import Actors, SignedUp, bearer
 from tests.ledger_checks import ledger_rows
 
-Client = AsyncTestClient[Litestar]
+Client = httpx.AsyncClient
 _keys = itertools.count()
 
 
