@@ -1,15 +1,20 @@
 """How many points a purchase or an action earns, and when points expire: pure rules, no I/O.
 
 Every result carries its trace, the steps a member or a marketer reads to see why. Arithmetic is
-integer throughout: amounts in minor units, multipliers in percent, one rounding at the end.
+exact throughout: amounts in minor units, multipliers in percent, fractions (never floats) in
+between, and one rounding at the end.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import decimal
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 from loyalty.errors import InvalidInput
@@ -97,24 +102,23 @@ def purchase_points(
     shares = _allocate(paid, [line.quantity * line.unit_price for line in facts.lines])
     steps: list[TraceStep] = []
     trace_lines: list[TraceLine] = []
-    units = 0
+    units = Fraction(0)
     for index, (line, share) in enumerate(zip(facts.lines, shares, strict=True)):
         applied = [m for m in rules.multipliers
                    if _active(m, facts.occurred_at) and _matches(m.when, line, facts, local)]
         percent = _combine([m.percent for m in applied], rules.stacking)
         units += share * percent
         trace_lines.append(TraceLine(line=index, sku=line.sku, category=line.category,
-                                     amount=share, percent=percent,
+                                     amount=share, percent=_decimal(percent),
                                      multipliers=[m.name for m in applied]))
-    numerator = units * rules.base.points
-    denominator = rules.base.per_amount * 100
-    base_points = _round(numerator, denominator, rules.rounding)
+    exact = units * rules.base.points / (rules.base.per_amount * 100)
+    base_points = _round(exact, rules.rounding)
     detail = (f"{paid} paid" + (f" ({facts.redeem_points} points used do not earn)"
                                 if facts.redeem_points else "")
               + f": {rules.base.points} per {rules.base.per_amount}")
-    if any(line.percent != 100 for line in trace_lines):
+    if any(line.percent != "100" for line in trace_lines):
         detail += ", multipliers per line"
-    detail += f", rounded {rules.rounding}" if numerator % denominator else ""
+    detail += f", rounded {rules.rounding}" if exact.denominator != 1 else ""
     steps.append(TraceStep(rule="base", detail=detail, points=base_points))
     points = base_points
     birthday_year = None
@@ -201,23 +205,32 @@ def _allocate(total: int, weights: list[int]) -> list[int]:
     return shares
 
 
-def _combine(percents: list[int], stacking: str) -> int:
+def _combine(percents: list[int], stacking: str) -> Fraction:
+    """The line's percent, exact: stacked multipliers are multiplied without rounding."""
     if not percents:
-        return 100
+        return Fraction(100)
     if stacking == "highest":
-        return max(percents)
-    combined = 100
+        return Fraction(max(percents))
+    combined = Fraction(100)
     for percent in percents:
-        combined = combined * percent // 100
+        combined = combined * percent / 100
     return combined
 
 
-def _round(numerator: int, denominator: int, mode: str) -> int:
+def _round(value: Fraction, mode: str) -> int:
     if mode == "floor":
-        return numerator // denominator
+        return math.floor(value)
     if mode == "ceil":
-        return -(-numerator // denominator)
-    return (2 * numerator + denominator) // (2 * denominator)
+        return math.ceil(value)
+    return math.floor(value + Fraction(1, 2))
+
+
+def _decimal(value: Fraction) -> str:
+    """A percent for the trace, exact: products of whole percents always end (110.25)."""
+    with decimal.localcontext() as context:
+        context.prec = 400
+        text = format(Decimal(value.numerator) / Decimal(value.denominator), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _active(multiplier: Multiplier, instant: dt.datetime) -> bool:

@@ -59,6 +59,12 @@ class TimeWindow(Input, tag="time_window"):
     start: dt.time
     end: dt.time
 
+    def __post_init__(self) -> None:
+        if self.start == self.end:
+            raise ValueError("a time window needs start and end to differ")
+        if self.start.tzinfo is not None or self.end.tzinfo is not None:
+            raise ValueError("time window times are local business time, without an offset")
+
 
 class BirthdayMonth(Input, tag="birthday_month"):
     """The member's birth month, in the business time zone."""
@@ -164,11 +170,14 @@ class RuleSet(Output):
 
 
 class TraceLine(Output):
+    """A line's share of the amount paid and the percent it earns at (exact, as a decimal
+    string: stacked multipliers of 105 and 105 give "110.25")."""
+
     line: int
     sku: str
     category: str
     amount: int
-    percent: int
+    percent: str
     multipliers: list[str]
 
 

@@ -442,8 +442,8 @@ def test_trace_lines_carry_each_lines_share_percent_and_multiplier_names() -> No
 
     assert [(tl.line, tl.sku, tl.category, tl.amount, tl.percent, tl.multipliers)
             for tl in trace.lines] == [
-        (0, "A", "food", 1_500, 200, ["Food x2", "Store S1"]),
-        (1, "B", "drink", 500, 150, ["Store S1"]),
+        (0, "A", "food", 1_500, "200", ["Food x2", "Store S1"]),
+        (1, "B", "drink", 500, "150", ["Store S1"]),
     ]
     assert trace.steps[0].points == 37  # 15 x 2 + 5 x 1.5 = 37.5, floored
     assert "multipliers per line" in trace.steps[0].detail
@@ -467,7 +467,8 @@ conditions = st.one_of(
     st.builds(SkuIs, skus=st.lists(st.sampled_from(SKUS), min_size=1)),
     st.builds(StoreIs, stores=st.lists(st.sampled_from(STORES), min_size=1)),
     st.builds(WeekdayIs, days=st.lists(st.sampled_from(WEEKDAYS), min_size=1)),
-    st.builds(TimeWindow, start=st.times(), end=st.times()),
+    st.tuples(st.times(), st.times()).filter(lambda t: t[0] != t[1]).map(
+        lambda t: TimeWindow(start=t[0], end=t[1])),
     st.just(BirthdayMonth()),
 )
 instants = st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2035, 1, 1),
@@ -523,22 +524,20 @@ def test_trace_explains_every_point_of_any_purchase(
     assert [tl.line for tl in trace.lines] == list(range(len(facts.lines)))
     assert sum(tl.amount for tl in trace.lines) == paid_amount(
         rules, facts.total, facts.redeem_points)
-    exact = Fraction(sum(tl.amount * tl.percent for tl in trace.lines) * rules.base.points,
-                     rules.base.per_amount * 100)
+    exact = (sum(tl.amount * Fraction(tl.percent) for tl in trace.lines) * rules.base.points
+             / (rules.base.per_amount * 100))
     assert trace.steps[0].points == exactly_rounded(exact, rules.rounding)
     percent_of = {m.name: m.percent for m in rules.multipliers}
     for tl in trace.lines:
         applied = [percent_of[name] for name in tl.multipliers]
         if not applied:
-            assert tl.percent == 100
+            assert tl.percent == "100"
         elif rules.stacking == "highest":
-            assert tl.percent == max(applied)
+            assert tl.percent == str(max(applied))
         else:
-            # Percent stays an integer: each product is rounded down, so never above the exact.
+            # Stacked multipliers are multiplied exactly; the trace shows the exact percent.
             product = Fraction(math.prod(applied), 100 ** (len(applied) - 1))
-            assert tl.percent <= product
-            if len(applied) <= 2:
-                assert product - 1 < tl.percent
+            assert Fraction(tl.percent) == product
 
 
 # -- engagement actions -----------------------------------------------------------------------
@@ -692,3 +691,19 @@ def test_points_become_available_after_the_pending_days(
     rules = EarningRules(pending_days=pending_days)
 
     assert available_at(rules, TUESDAY_MORNING) == available
+
+
+def test_stacked_multipliers_multiply_exactly_and_round_once() -> None:
+    rules = with_multipliers(times(105, name="a"), times(105, name="b"), stacking="multiply")
+    earned = purchase_points(rules, RULE_VERSION, purchase(line("A", 1_000_000),
+                                                         total=1_000_000), TOKYO)
+    assert earned.trace.lines[0].percent == "110.25"
+    assert earned.points == 11_025
+
+
+def test_a_time_window_that_starts_where_it_ends_is_refused() -> None:
+    import msgspec
+
+    with pytest.raises(msgspec.ValidationError, match="start and end to differ"):
+        msgspec.json.decode(b'{"type": "time_window", "start": "10:00:00", "end": "10:00:00"}',
+                            type=TimeWindow)
