@@ -44,10 +44,20 @@ async def _init_connection(conn: Connection) -> None:
     )
 
 
+async def _keep_session(conn: Connection) -> None:
+    """What the pool does to a connection handed back, beyond rolling back an open
+    transaction (asyncpg always does that): nothing. asyncpg's default sends a reset query
+    (unlisten, unlock advisory locks, reset settings) with every release, a round trip per
+    request; pool connections never change session state here (no LISTEN, no SET, no
+    session-level advisory locks, which only the dedicated connections of the migration
+    runner and the scheduler's leader take)."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> Pool:
     """One pool per process, with the jsonb codec on every connection."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
