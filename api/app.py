@@ -7,11 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from zoneinfo import ZoneInfo
 
+import msgspec
 import redis.asyncio as aioredis
-from litestar import Litestar
+from litestar import Litestar, Request
+from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.problem_details import ProblemDetailsPlugin
+from litestar.types import Empty
 
 from api.admin import StaffController, StoresController, TerminalsController
 from api.auth import AuthenticationMiddleware
@@ -46,6 +49,28 @@ CONTROLLERS = [
     StaffController,
     StoresController,
 ]
+
+
+class StrictJSONRequest(Request):  # type: ignore[type-arg]
+    """Decodes a JSON body straight into the handler's ``data`` Struct, strictly.
+
+    Litestar converts bodies in lax mode (meant for query strings), which would take
+    ``"percent": "150"`` for 150; JSON has numbers, so a string where one belongs is refused.
+    """
+
+    async def json(self) -> object:
+        if self._json is Empty and self._connection_state.json is Empty:
+            data = self.route_handler.parsed_fn_signature.parameters.get("data")
+            target = data.annotation if data is not None else None
+            if isinstance(target, type) and issubclass(target, msgspec.Struct):
+                try:
+                    decoded = msgspec.json.decode(await self.body() or b"null", type=target)
+                except msgspec.DecodeError as exc:
+                    raise ValidationException(
+                        f"Validation failed for {self.method} {self.url.path}",
+                        extra=[{"message": str(exc), "source": "body"}]) from None
+                self._json = self._connection_state.json = decoded
+        return await super().json()
 
 
 def build_signer(settings: Settings) -> TokenSigner:
@@ -97,6 +122,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[MetricsMiddleware(), AuthenticationMiddleware()],
         plugins=[ProblemDetailsPlugin(problem_details_config())],
         request_max_body_size=settings.max_request_bytes,
+        request_class=StrictJSONRequest,
         openapi_config=OpenAPIConfig(
             title="Loyalty API", version="1", path="/schema",
             render_plugins=[SwaggerRenderPlugin()],

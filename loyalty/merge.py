@@ -47,28 +47,36 @@ with candidates as (
       from members
      where status in ('active', 'dormant', 'suspended') and email is not null
      group by regexp_replace(email, '\\+[^@]*@', '@') having count(*) > 1
+), firsts as (
+    -- A page holds every group of the members it covers: the cursor is a member id.
+    select distinct ids[1] as first from candidates
+     where $1::uuid is null or ids[1] > $1
+     order by first
+     limit $2
 )
 select reason, ids from candidates
- where $1::uuid is null or ids[1] > $1
+ where ids[1] in (select first from firsts)
  order by ids[1], reason
- limit $2
 """
 
 
 async def find_duplicates(
     conn: Connection, *, limit: int = 50, after: UUID | None = None
 ) -> tuple[list[DuplicateGroup], UUID | None]:
-    """Groups of members that may be one person, by the first member id of each group."""
+    """Groups of members that may be one person, by the first member id of each group:
+    ``limit`` such members a page, each with all of their groups."""
     rows = await conn.fetch(_DUPLICATES, after, limit + 1)
-    ids = sorted({member_id for row in rows[:limit] for member_id in row["ids"]})
+    firsts = list(dict.fromkeys(row["ids"][0] for row in rows))
+    rows = [row for row in rows if row["ids"][0] in firsts[:limit]]
+    ids = sorted({member_id for row in rows for member_id in row["ids"]})
     members = {
         row["member_id"]: msgspec.convert(dict(row), Member)
         for row in await conn.fetch(
             f"select {MEMBER_COLUMNS} from members where member_id = any($1::uuid[])", ids)
     }
     groups = [DuplicateGroup(reason=row["reason"], members=[members[i] for i in row["ids"]])
-              for row in rows[:limit]]
-    next_after = rows[limit - 1]["ids"][0] if len(rows) > limit else None
+              for row in rows]
+    next_after = firsts[limit - 1] if len(firsts) > limit else None
     return groups, next_after
 
 

@@ -236,6 +236,9 @@ async def adjust_points(
     if points == 0:
         raise InvalidInput("an adjustment of 0 points changes nothing", field="points")
     reason = normalize_text(reason)
+    # The wire type counts characters before trimming: "   " must not pass as a reason.
+    if len(reason) < 3:
+        raise InvalidInput("give the reason in at least 3 characters", field="reason")
     entry: dict[str, UUID] = {}
 
     async def read(conn: Connection) -> MemberLedger:
