@@ -7,6 +7,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
+MEMBERS ?= 1000000
+SCENARIOS ?= earn,latency,read,storm,expiry
+DURATION ?= 15
+
 .PHONY: run test lint typecheck ci bench lock clean
 
 run: $(READY)
@@ -23,6 +27,9 @@ typecheck: $(READY)
 
 ci:
 	.ci/run
+
+bench: $(READY)
+	$(BIN)/python -m bench.run --members $(MEMBERS) --scenarios $(SCENARIOS) --duration $(DURATION)
 
 $(READY): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed; this is " + sys.version.split()[0] + " (set PYTHON=...)") if sys.version_info < (3, 11) else None'

@@ -34,7 +34,7 @@ _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 
 
-async def _init_connection(conn: Connection) -> None:
+async def init_connection(conn: Connection) -> None:
     # jsonb travels as text; msgspec encodes and decodes it once here for every query.
     await conn.set_type_codec(
         "jsonb",
@@ -56,7 +56,7 @@ async def _keep_session(conn: Connection) -> None:
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> Pool:
     """One pool per process, with the jsonb codec on every connection."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60,
+        dsn, min_size=min_size, max_size=max_size, init=init_connection, command_timeout=60,
         reset=_keep_session,
     )
     assert pool is not None
@@ -79,6 +79,13 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` instead (host and unix-socket URLs alike)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
 def bundled_migrations() -> list[Migration]:

@@ -33,7 +33,9 @@ if allow_at > now then
     return allow_at - now
 end
 if cost > 0 then
-    redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil(next_tat - now))
+    -- At least 1 ms: with a very high limit the interval is below a millisecond and
+    -- next_tat - now can round to 0, which SET refuses.
+    redis.call('SET', KEYS[1], next_tat, 'PX', math.max(1, math.ceil(next_tat - now)))
 end
 return 0
 """
@@ -65,7 +67,7 @@ class RateLimiter:
             # Once a minute, not once a request: an outage must not flood the log.
             if now - self._warned_at > 60:
                 self._warned_at = now
-                log.warning("rate limits not enforced, Redis unavailable: %s", exc)
+                log.warning("rate limits not enforced for a while, Redis failed: %s", exc)
             return 0
         return math.ceil(int(wait_ms) / 1000) if int(wait_ms) > 0 else 0
 

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -29,7 +28,7 @@ import redis.asyncio as aioredis
 from litestar import Litestar
 
 from api.app import create_app
-from loyalty.db import Connection, migrate
+from loyalty.db import Connection, migrate, with_database
 from loyalty.embedded import ServiceUrls, service_urls
 from loyalty.settings import Settings, load_settings
 
@@ -39,10 +38,7 @@ _PREFIX = f"loyalty_test_{os.getpid()}"
 _clone_numbers = itertools.count()
 
 
-def database_url(url: str, name: str) -> str:
-    """``url`` with its database replaced by ``name`` (works for host and socket URLs)."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
+database_url = with_database
 
 
 @pytest.fixture(scope="session")
@@ -105,9 +101,9 @@ async def shared_database(
 async def db(shared_database: str) -> AsyncIterator[Connection]:
     """A connection inside a transaction that is rolled back when the test ends."""
     conn = await asyncpg.connect(shared_database)
-    from loyalty.db import _init_connection
+    from loyalty.db import init_connection
 
-    await _init_connection(conn)
+    await init_connection(conn)
     transaction = conn.transaction()
     await transaction.start()
     try:

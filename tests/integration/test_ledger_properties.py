@@ -33,7 +33,7 @@ from hypothesis.stateful import (
 )
 
 from loyalty.auth import TerminalPrincipal
-from loyalty.db import _init_connection
+from loyalty.db import init_connection
 from loyalty.errors import InsufficientPoints, InvalidInput, LoyaltyError
 from loyalty.ledger import Idempotency
 from loyalty.members import register_member
@@ -266,7 +266,7 @@ def machine_database(fresh_database: str) -> Any:
 
     async def connect() -> asyncpg.Connection:
         conn = await asyncpg.connect(fresh_database)
-        await _init_connection(conn)
+        await init_connection(conn)
         return conn
 
     conn = loop.run_until_complete(connect())

@@ -59,3 +59,13 @@ async def test_after_a_failure_redis_is_left_alone_for_a_while(redis_url: str) -
     # Not one of those calls reached Redis: nothing was counted.
     assert await client.exists("rl:fine") == 0
     await client.aclose()
+
+
+async def test_a_limit_far_above_one_per_millisecond_still_counts(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    limiter = RateLimiter(client)
+    for _ in range(50):
+        assert await limiter.hit("fast", limit=1_000_000_000, period_seconds=60) == 0
+    # Each hit was stored (a failing script would leave no key and skip Redis for a while).
+    assert await client.exists("rl:fast") == 1
+    await client.aclose()

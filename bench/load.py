@@ -1,0 +1,152 @@
+"""Load a realistic data set, set-based: members with a few purchases each, their ledger
+(entries, lots, balances), some engagement, and one lot in ten already past its expiry.
+
+Everything is generated inside PostgreSQL from ``generate_series`` (no rows travel from
+Python), in member-number chunks so progress can be shown. The secondary indexes of the big
+tables are dropped for the load and rebuilt after it, as one would for any bulk import.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import asyncpg
+
+from loyalty.db import init_connection
+from loyalty.rules import ensure_default_rules
+
+CHUNK = 100_000
+
+# Indexes rebuilt after the load (name, definition); primary keys and unique constraints that
+# the load itself relies on stay.
+_SECONDARY = [
+    ("members_name_key", "create index members_name_key on members "
+                         "(name_key text_pattern_ops)"),
+    ("members_status", "create index members_status on members (status, member_id)"),
+    ("point_entries_history", "create index point_entries_history on point_entries "
+                              "(member_id, created_at desc, entry_id desc)"),
+    ("point_lots_open", "create index point_lots_open on point_lots "
+                        "(member_id, expires_at, lot_id) where remaining > 0"),
+    ("point_lots_due", "create index point_lots_due on point_lots (expires_at) "
+                       "where remaining > 0"),
+    ("purchases_id", "create index purchases_id on purchases (purchase_id)"),
+    ("member_actions_caps", "create index member_actions_caps on member_actions "
+                            "(member_id, action, business_date)"),
+]
+
+_MEMBERS = """
+insert into members (member_id, member_number, email, name, name_key, birth_date,
+                     status, joined_at, last_activity_at, password_hash)
+select uuid_v7(), with_check_digit((10000000 + n)::text), 'member' || n || '@bench.example',
+       '会員 ' || n, '会員' || n,
+       date '1960-01-01' + (n::bigint * 7919 % 18000)::int,
+       'active', $3::timestamptz - ((n::bigint * 104729 % 1000) || ' days')::interval,
+       $3::timestamptz - ((n * 7 % 60) || ' days')::interval, null
+  from generate_series($1::int, $2::int) as n
+"""
+
+_NUMBERS = """
+insert into bench_members (n, member_id)
+select (member_number::bigint / 10 - 10000000)::int, member_id from members
+ where member_number::bigint / 10 - 10000000 between $1 and $2
+"""
+
+# Purchases: n % 5 of them per member (two on average), over the last year. Each earns
+# floor(total / 100) points in one entry and one lot; one lot in ten expired yesterday.
+_PURCHASES = """
+with made as (
+    select b.member_id, b.n, k,
+           uuid_v7() as purchase_id, uuid_v7() as entry_id, uuid_v7() as lot_id,
+           500 + (b.n * 31 + k * 997) % 20000 as total,
+           $3::timestamptz - (((b.n + k * 37) % 360) || ' days')::interval as occurred_at
+      from bench_members b, generate_series(1, b.n % 5) as k
+     where b.n between $1 and $2
+), purchases as (
+    insert into purchases (member_id, purchase_id, store_id, terminal_id, receipt_id,
+                           occurred_at, currency, total, lines, points_earned,
+                           points_redeemed, rule_version, recorded_at)
+    select member_id, purchase_id, $4, $5, 'B-' || n || '-' || k, occurred_at, 'JPY', total,
+           jsonb_build_array(jsonb_build_object('sku', 'SKU-' || (n % 50), 'category',
+                                                'food', 'quantity', 1, 'unit_price', total)),
+           total / 100, 0, 1, occurred_at
+      from made
+), entries as (
+    insert into point_entries (member_id, entry_id, kind, amount, reason, source,
+                               purchase_id, rule_version, created_at)
+    select member_id, entry_id, 'earn', total / 100, 'Purchase at BENCH, receipt B-' || n,
+           'purchase', purchase_id, 1, occurred_at
+      from made where total >= 100
+)
+insert into point_lots (member_id, lot_id, entry_id, points, remaining, earned_at,
+                        available_at, released_at, expires_at)
+select member_id, lot_id, entry_id, total / 100, total / 100, occurred_at, occurred_at,
+       occurred_at,
+       case when (n + k) % 10 = 0 then $3::timestamptz - interval '1 day'
+            else $3::timestamptz + (((n + k) % 300 + 30) || ' days')::interval end
+  from made where total >= 100
+"""
+
+_BALANCES = """
+insert into point_balances (member_id, available, lifetime_earned, purchase_count)
+select b.member_id, coalesce(l.points, 0), coalesce(l.points, 0), b.n % 5
+  from bench_members b
+  left join (select member_id, sum(remaining) as points from point_lots
+              group by member_id) l on l.member_id = b.member_id
+ where b.n between $1 and $2
+"""
+
+_ACTIONS = """
+insert into member_actions (member_id, action_id, action, business_date, points, recorded_at)
+select member_id, uuid_v7(), 'site_visit', ($3::timestamptz - interval '3 days')::date, 1,
+       $3::timestamptz - interval '3 days'
+  from bench_members where n between $1 and $2 and n % 3 = 0
+"""
+
+
+async def load(
+    dsn: str, *, members: int, store_id: object, terminal_id: object, now: object,
+    progress: Callable[[str], None],
+) -> dict[str, float]:
+    """Fill an empty, migrated database; returns the seconds each stage took."""
+    conn = await asyncpg.connect(dsn)
+    await init_connection(conn)
+    timings: dict[str, float] = {}
+    try:
+        await ensure_default_rules(conn)
+        # The generated rows are consistent by construction: skip the foreign-key triggers for
+        # this session when allowed (it needs a superuser, as the embedded server's is).
+        try:
+            await conn.execute("set session_replication_role = replica")
+        except asyncpg.InsufficientPrivilegeError:
+            progress("not a superuser: loading with foreign-key checks (slower)")
+        await conn.execute("create table if not exists bench_members "
+                           "(n int primary key, member_id uuid not null)")
+        for name, _ in _SECONDARY:
+            await conn.execute(f"drop index if exists {name}")
+        for stage, sql in [("members", _MEMBERS), ("numbers", _NUMBERS),
+                           ("purchases", _PURCHASES), ("balances", _BALANCES),
+                           ("actions", _ACTIONS)]:
+            started = time.perf_counter()
+            for first in range(1, members + 1, CHUNK):
+                last = min(first + CHUNK - 1, members)
+                args: tuple[object, ...] = (first, last)
+                if "$3" in sql:
+                    args += (now,)
+                if "$4" in sql:
+                    args += (store_id, terminal_id)
+                await conn.execute(sql, *args)
+                progress(f"{stage}: {last:,} of {members:,} members")
+            timings[stage] = time.perf_counter() - started
+        started = time.perf_counter()
+        for name, definition in _SECONDARY:
+            progress(f"index {name}")
+            await conn.execute(definition)
+        timings["indexes"] = time.perf_counter() - started
+        started = time.perf_counter()
+        progress("analyze")
+        await conn.execute("analyze")
+        timings["analyze"] = time.perf_counter() - started
+    finally:
+        await conn.close()
+    return timings

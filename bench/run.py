@@ -1,0 +1,472 @@
+"""``make bench``: load a data set, start the service as production would, run the scenarios,
+and print each figure next to a reference measured in the same run on the same database.
+
+    python -m bench.run [--members N] [--scenarios earn,latency,read,storm,expiry] [--duration S]
+
+With ``LOYALTY_DATABASE_URL`` / ``LOYALTY_REDIS_URL`` set it uses those servers (a database
+``loyalty_bench`` is created on the PostgreSQL server and dropped at the end); otherwise it
+starts the embedded ones under ``.loyalty/bench``. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.load import load
+from loyalty.auth import MEMBER_AUDIENCE, TokenSigner, load_or_create_signing_key
+from loyalty.db import init_connection, migrate, with_database
+from loyalty.embedded import service_urls
+from loyalty.points import expire_points
+from loyalty.settings import load_settings
+from loyalty.stores import create_terminal, ensure_store
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+DATA_DIR = ROOT / ".loyalty" / "bench"
+WORK = DATA_DIR / "work"
+RESULTS = BENCH / "results"
+DATABASE = "loyalty_bench"
+SCENARIOS = ("earn", "latency", "read", "storm", "expiry")
+SAMPLE = 100_000
+TOKENS = 10_000
+STARTED = time.monotonic()
+
+
+def say(message: str) -> None:
+    print(f"[{time.monotonic() - STARTED:6.1f}s] {message}", flush=True)
+
+
+@dataclass
+class Result:
+    scenario: str
+    value: float
+    reference: float
+    unit: str
+    reference_name: str
+    settings: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+    passed: bool | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.reference if self.reference else float("nan")
+
+
+# -- tools -----------------------------------------------------------------------------------
+
+
+def find_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        say(f"load generator: {found}")
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        say("wrk not found: installing Debian's wrk package (apt-get install -y wrk)")
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False,
+                       stdout=subprocess.DEVNULL)
+        found = shutil.which("wrk")
+        if found:
+            return found
+    sys.exit("bench: wrk is needed (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk)")
+
+
+def find_pgbench() -> str | None:
+    with contextlib.suppress(ImportError):
+        import pgserver
+
+        bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pgbench"
+        if bundled.exists():
+            return str(bundled)
+    return shutil.which("pgbench")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- preparing the data ----------------------------------------------------------------------
+
+
+async def prepare(server_url: str, members: int) -> dict[str, Any]:
+    """A fresh ``loyalty_bench`` database, migrated and loaded; the sample files for wrk."""
+    admin = await asyncpg.connect(with_database(server_url, "postgres"))
+    try:
+        await admin.execute(f"drop database if exists {DATABASE} with (force)")
+        await admin.execute(f"create database {DATABASE}")
+    finally:
+        await admin.close()
+    dsn = with_database(server_url, DATABASE)
+    await migrate(dsn)
+    conn = await asyncpg.connect(dsn)
+    await init_connection(conn)
+    try:
+        store = await ensure_store(conn, code="BENCH", name="Benchmark store")
+        terminal = await create_terminal(conn, store=store, name="bench till")
+    finally:
+        await conn.close()
+    say(f"loading {members:,} members")
+    timings = await load(dsn, members=members, store_id=store.store_id,
+                         terminal_id=terminal.terminal.terminal_id, now=dt.datetime.now(dt.UTC),
+                         progress=say)
+    say("loaded in " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        sample = [str(r[0]) for r in await conn.fetch(
+            "select member_id from bench_members order by random() limit $1", SAMPLE)]
+        size = await conn.fetchval("select pg_size_pretty(pg_database_size(current_database()))")
+    finally:
+        await conn.close()
+    signer = TokenSigner(load_or_create_signing_key(DATA_DIR), issuer="loyalty",
+                         access_ttl=3600)
+    from uuid import UUID
+
+    tokens = [signer.issue(UUID(m), MEMBER_AUDIENCE) for m in sample[:TOKENS]]
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / "members.lua").write_text("return {" + ",".join(f'"{m}"' for m in sample) + "}\n")
+    (WORK / "tokens.lua").write_text("return {" + ",".join(f'"{t}"' for t in tokens) + "}\n")
+    return {"dsn": dsn, "terminal_key": terminal.api_key, "store_id": str(store.store_id),
+            "terminal_id": str(terminal.terminal.terminal_id), "load_seconds": timings,
+            "database_size": size}
+
+
+# -- the service -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running_service(dsn: str, redis_url: str, workers: int, pool: int) -> Any:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
+    env.update(
+        LOYALTY_DATABASE_URL=dsn, LOYALTY_REDIS_URL=redis_url, LOYALTY_DATA_DIR=str(DATA_DIR),
+        LOYALTY_PORT=str(port), LOYALTY_WORKERS=str(workers), LOYALTY_LOG_LEVEL="warning",
+        LOYALTY_MIGRATE_ON_START="false", LOYALTY_DB_POOL_MIN=str(pool),
+        LOYALTY_DB_POOL_MAX=str(pool),
+        # One terminal and a few members send everything: the limits must not be what is
+        # measured. They are still counted (one Redis call a request), as in production.
+        LOYALTY_RATE_LIMIT_PER_MINUTE="1000000000",
+    )
+    process = subprocess.Popen([sys.executable, "-m", "loyalty.cli", "serve"], cwd=ROOT,
+                               env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health/ready", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                sys.exit("bench: the service did not start")
+            time.sleep(0.2)
+        say(f"service up on {base}: uvicorn, {workers} workers, pool of {pool} per worker")
+        yield base
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wrk(binary: str, base: str, script: str, *, seconds: int, connections: int,
+        threads: int, env: dict[str, str]) -> dict[str, Any]:
+    """Run wrk with a Lua script; returns the JSON summary the script prints."""
+    full_env = {**os.environ, "BENCH_LUA": str(BENCH / "wrk"), "BENCH_WORK": str(WORK), **env}
+    out = subprocess.run(
+        [binary, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+         "-s", str(BENCH / "wrk" / script), base],
+        env=full_env, capture_output=True, text=True, check=True, timeout=seconds + 60)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1]
+    summary: dict[str, Any] = json.loads(line)
+    summary["rps"] = summary["requests"] / (summary["duration_us"] / 1e6)
+    summary["errors"] = sum(summary[k] for k in ("connect_errors", "read_errors",
+                                                 "write_errors", "status_errors", "timeouts"))
+    return summary
+
+
+def pgbench(binary: str, dsn: str, *, seconds: int, connections: int, threads: int,
+            defines: dict[str, str]) -> float:
+    """Transactions per second of bench/pgbench/earn.sql."""
+    args = [binary, "-n", "-M", "prepared", "-c", str(connections), "-j", str(threads),
+            "-T", str(seconds), "-f", str(BENCH / "pgbench" / "earn.sql")]
+    for name, value in defines.items():
+        args += ["-D", f"{name}={value}"]
+    out = subprocess.run([*args, dsn], capture_output=True, text=True, timeout=seconds + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"pgbench failed: {out.stderr.strip()[-500:]}")
+    for line in out.stdout.splitlines():
+        if line.startswith("tps =") and "without initial connection time" in line:
+            return float(line.split()[2])
+    raise RuntimeError(f"pgbench printed no tps: {out.stdout[-500:]}")
+
+
+# -- scenarios -------------------------------------------------------------------------------
+
+
+def _latency(summary: dict[str, Any]) -> dict[str, Any]:
+    return {"rps": round(summary["rps"], 1), "p50_ms": summary["p50_us"] / 1000,
+            "p99_ms": summary["p99_us"] / 1000, "max_ms": summary["max_us"] / 1000,
+            "errors": summary["errors"], "requests": summary["requests"]}
+
+
+async def storm_check(dsn: str, prefix: str) -> dict[str, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            """
+            select (select count(*) from idempotency_keys where idempotency_key like $1) as keys,
+                   (select count(*) from purchases where receipt_id like $1) as purchases,
+                   (select count(*) from point_entries e
+                      join purchases p on p.member_id = e.member_id
+                                      and p.purchase_id = e.purchase_id
+                     where p.receipt_id like $1 and e.kind = 'earn') as earns,
+                   (select count(*) from (
+                        select p.receipt_id from purchases p
+                          join point_entries e on e.member_id = p.member_id
+                                              and e.purchase_id = p.purchase_id
+                         where p.receipt_id like $1 and e.kind = 'earn'
+                         group by p.receipt_id having count(*) > 1) d) as doubled
+            """,
+            prefix + "-%")
+        assert row is not None
+        return dict(row)
+    finally:
+        await conn.close()
+
+
+_BARE_EXPIRY = """
+with due as materialized (
+    select member_id, lot_id, remaining, released_at is not null as released
+      from point_lots where remaining > 0 and expires_at <= $1
+), per_member as materialized (
+    select member_id, gen_random_uuid() as entry_id, sum(remaining) as total,
+           coalesce(sum(remaining) filter (where released), 0) as from_available,
+           coalesce(sum(remaining) filter (where not released), 0) as from_pending
+      from due group by member_id
+), entries as (
+    insert into point_entries (member_id, entry_id, kind, amount, reason, source, created_at)
+    select member_id, entry_id, 'expire', -total, 'points expired', 'system', $1
+      from per_member
+), allocations as (
+    insert into point_allocations (member_id, entry_id, lot_id, points)
+    select d.member_id, p.entry_id, d.lot_id, -d.remaining
+      from due d join per_member p using (member_id)
+), lots as (
+    update point_lots l set remaining = 0 from due d
+     where l.member_id = d.member_id and l.lot_id = d.lot_id
+), balances as (
+    update point_balances b
+       set available = b.available - p.from_available, pending = b.pending - p.from_pending,
+           lifetime_expired = b.lifetime_expired + p.total, version = b.version + 1
+      from per_member p where b.member_id = p.member_id
+)
+select coalesce(sum(total), 0) from per_member
+"""
+
+
+async def expiry_scenario(server_url: str) -> Result:
+    """The expiry function against the bare SQL an expert would write, each on its own copy."""
+    admin = await asyncpg.connect(with_database(server_url, "postgres"))
+    copies = [f"{DATABASE}_fn", f"{DATABASE}_sql"]
+    try:
+        for name in copies:
+            await admin.execute(f"drop database if exists {name} with (force)")
+            say(f"copying the data set to {name}")
+            await admin.execute(f"create database {name} template {DATABASE} strategy file_copy")
+        now = dt.datetime.now(dt.UTC)
+        conn = await asyncpg.connect(with_database(server_url, copies[0]))
+        await init_connection(conn)
+        try:
+            due = await conn.fetchval(
+                "select count(*) from point_lots where remaining > 0 and expires_at <= $1", now)
+            lots = await conn.fetchval("select count(*) from point_lots")
+            started = time.perf_counter()
+            totals = await expire_points(conn, now=now)
+            function_seconds = time.perf_counter() - started
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(with_database(server_url, copies[1]))
+        try:
+            started = time.perf_counter()
+            bare_points = await conn.fetchval(_BARE_EXPIRY, now)
+            bare_seconds = time.perf_counter() - started
+        finally:
+            await conn.close()
+    finally:
+        for name in copies:
+            await admin.execute(f"drop database if exists {name} with (force)")
+        await admin.close()
+    same = bare_points == totals["points"]
+    say(f"expiry: function {function_seconds:.2f}s, bare SQL {bare_seconds:.2f}s, "
+        f"{totals['points']:,} points from {totals['lots']:,} lots; same effect: {same}")
+    return Result("expiry", function_seconds, bare_seconds, "s", "bare SQL, one statement",
+                  {"lots": lots, "due": due, "batch_size": 5000},
+                  {"points": totals["points"], "lots_expired": totals["lots"],
+                   "members": totals["members"], "same_effect": same}, passed=same)
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=1_000_000)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--duration", type=int, default=15, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--keep", action="store_true", help="keep the loyalty_bench database")
+    args = parser.parse_args()
+    chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = set(chosen) - set(SCENARIOS)
+    if unknown:
+        sys.exit(f"bench: unknown scenarios {sorted(unknown)}; choose from {SCENARIOS}")
+    wrk_binary = find_wrk()
+    pgbench_binary = find_pgbench()
+    settings = load_settings()
+    common = {"members": args.members, "duration_s": args.duration,
+              "connections": args.connections, "wrk_threads": args.threads,
+              "workers": args.workers, "cpus": os.cpu_count(),
+              "servers": "configured" if settings.database_url else "embedded"}
+    results: list[Result] = []
+    with service_urls(settings.database_url, settings.redis_url, DATA_DIR) as urls:
+        prepared = asyncio.run(prepare(urls.database_url, args.members))
+        dsn = prepared["dsn"]
+        common["database_size"] = prepared["database_size"]
+        pool = max(4, args.connections // args.workers + 2)
+        wrk_args = {"connections": args.connections, "threads": args.threads}
+        with running_service(dsn, urls.redis_url, args.workers, pool) as base:
+            run_id = dt.datetime.now().strftime("%H%M%S")
+            earn_env = {"BENCH_TERMINAL_KEY": prepared["terminal_key"]}
+            earn = None
+            if {"earn", "latency"} & set(chosen):
+                say("earn: warming up")
+                wrk(wrk_binary, base, "earn.lua", seconds=3, **wrk_args,
+                    env={**earn_env, "BENCH_RUN": f"W{run_id}"})
+                say(f"earn: POST /v1/pos/purchases for {args.duration}s at saturation")
+                earn = wrk(wrk_binary, base, "earn.lua", seconds=args.duration, **wrk_args,
+                           env={**earn_env, "BENCH_RUN": f"E{run_id}"})
+            if "earn" in chosen and earn is not None:
+                if pgbench_binary is None:
+                    say("earn: pgbench not found, no reference")
+                    tps = 0.0
+                else:
+                    say(f"earn: pgbench reference, {args.connections} clients")
+                    tps = pgbench(pgbench_binary, dsn, seconds=args.duration,
+                                  connections=args.connections, threads=args.threads,
+                                  defines={"members": str(args.members),
+                                           "terminal": prepared["terminal_id"],
+                                           "store": prepared["store_id"]})
+                results.append(Result("earn", earn["rps"], tps, "req/s",
+                                       "pgbench tps, same writes", common,
+                                       _latency(earn), passed=earn["errors"] == 0))
+            if "latency" in chosen and earn is not None:
+                rate = earn["rps"] / 2
+                delay = max(1, round(args.connections * 1000 / rate))
+                say(f"latency: earn paced at about {rate:.0f} req/s")
+                paced = wrk(wrk_binary, base, "earn.lua", seconds=args.duration, **wrk_args,
+                            env={**earn_env, "BENCH_RUN": f"L{run_id}",
+                                 "BENCH_DELAY_MS": str(delay)})
+                live = wrk(wrk_binary, base, "read.lua", seconds=args.duration, **wrk_args,
+                           env={"BENCH_PATH": "/health/live", "BENCH_DELAY_MS": str(delay)})
+                results.append(Result(
+                    "earn latency at half load (p99)", paced["p99_us"] / 1000,
+                    live["p99_us"] / 1000, "ms", "p99 of /health/live at the same pace",
+                    {**common, "target_rps": round(rate), "delay_ms": delay},
+                    {"earn": _latency(paced), "live": _latency(live)},
+                    passed=paced["errors"] == 0))
+            if "read" in chosen:
+                say("read: GET /v1/me/points as random members")
+                read = wrk(wrk_binary, base, "read.lua", seconds=args.duration, **wrk_args,
+                           env={})
+                say("read: reference GET /health/live")
+                live = wrk(wrk_binary, base, "read.lua", seconds=args.duration, **wrk_args,
+                           env={"BENCH_PATH": "/health/live", "BENCH_TOKENS": "0"})
+                results.append(Result("member read", read["rps"], live["rps"], "req/s",
+                                      "GET /health/live", common,
+                                      {"read": _latency(read), "live": _latency(live)},
+                                      passed=read["errors"] == 0))
+            if "storm" in chosen:
+                say("storm: every purchase sent three times with one key")
+                prefix = f"S{run_id}"
+                storm = wrk(wrk_binary, base, "earn.lua", seconds=args.duration, **wrk_args,
+                            env={**earn_env, "BENCH_RUN": prefix, "BENCH_REPEAT": "3"})
+                check = asyncio.run(storm_check(dsn, prefix))
+                exact = (check["keys"] == check["purchases"] == check["earns"]
+                         and check["doubled"] == 0)
+                say(f"storm: {check['keys']:,} keys, {check['purchases']:,} purchases, "
+                    f"{check['earns']:,} earn entries, {check['doubled']} doubled: "
+                    + ("exactly one earn per key" if exact else "NOT exactly once"))
+                results.append(Result("retry storm", storm["rps"],
+                                      earn["rps"] if earn else 0.0, "req/s",
+                                      "earn at saturation", common,
+                                      {**_latency(storm), **check, "exactly_once": exact},
+                                      passed=exact and storm["errors"] == 0))
+        if "expiry" in chosen:
+            results.append(asyncio.run(expiry_scenario(urls.database_url)))
+        if not args.keep:
+            asyncio.run(_drop(urls.database_url))
+    report(results)
+    if any(r.passed is False for r in results):
+        sys.exit(1)
+
+
+async def _drop(server_url: str) -> None:
+    admin = await asyncpg.connect(with_database(server_url, "postgres"))
+    try:
+        await admin.execute(f"drop database if exists {DATABASE} with (force)")
+    finally:
+        await admin.close()
+
+
+def report(results: list[Result]) -> None:
+    stamp = dt.datetime.now().strftime("%Y-%m-%d")
+    RESULTS.mkdir(exist_ok=True)
+    rows = [("scenario", "value", "reference", "ratio", "unit", "check")]
+    for r in results:
+        rows.append((r.scenario, f"{r.value:,.2f}", f"{r.reference:,.2f} ({r.reference_name})",
+                     f"{r.ratio:.2f}", r.unit,
+                     {True: "ok", False: "FAILED", None: ""}[r.passed]))
+        name = r.scenario.split(" ")[0] if r.scenario != "retry storm" else "storm"
+        if r.scenario.startswith("earn latency"):
+            name = "latency"
+        (RESULTS / f"{stamp}-{name}.json").write_text(json.dumps({
+            "scenario": r.scenario, "value": r.value, "reference": r.reference,
+            "reference_name": r.reference_name, "ratio": r.ratio, "unit": r.unit,
+            "passed": r.passed, "settings": r.settings, "details": r.details,
+            "measured_at": dt.datetime.now(dt.UTC).isoformat(),
+        }, indent=2) + "\n")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print()
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)))
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"\nresults written to {RESULTS.relative_to(ROOT)}/{stamp}-*.json")
+
+
+if __name__ == "__main__":
+    main()
