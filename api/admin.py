@@ -39,7 +39,7 @@ class TerminalsController(Controller):
     path = "/v1/terminals"
     tags = ["administration"]
     guards = [ADMIN]
-    dependencies = _DEPENDENCIES
+    dependencies = {**_DEPENDENCIES, "services": Provide(provide_services)}
 
     @post("", operation_id="createTerminal", status_code=201)
     async def create(
@@ -60,9 +60,12 @@ class TerminalsController(Controller):
         return await list_terminals(conn, include_revoked=include_revoked)
 
     @delete("/{terminal_id:uuid}", operation_id="revokeTerminal", status_code=204)
-    async def revoke(self, terminal_id: FromPath[UUID], staff: Staff, conn: Db) -> None:
-        """Revoke the terminal's key at once; the record stays for history."""
+    async def revoke(self, terminal_id: FromPath[UUID], staff: Staff, conn: Db,
+                     services: Svc) -> None:
+        """Revoke the terminal's key: at once on this instance, within 10 seconds on every
+        other (they remember checked keys that long); the record stays for history."""
         await revoke_terminal(conn, terminal_id)
+        services.terminal_keys.forget(terminal_id)
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
                            action="terminals.revoke", subject_kind="terminal",
                            subject_id=terminal_id)

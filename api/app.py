@@ -27,7 +27,7 @@ from api.points import MyPointsController, StaffPointsController
 from api.pos import PosController
 from api.rules import EarningRulesController
 from api.sessions import SessionController
-from loyalty.auth import Passwords, TokenSigner, load_or_create_signing_key
+from loyalty.auth import Passwords, TerminalKeys, TokenSigner, load_or_create_signing_key
 from loyalty.db import create_pool
 from loyalty.purchases import Programme
 from loyalty.ratelimit import RateLimiter
@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             limiter=RateLimiter(client), rulebook=RuleBook(),
             programme=Programme(currency=settings.currency,
                                 timezone=ZoneInfo(settings.timezone)),
+            terminal_keys=TerminalKeys(),
         )
         try:
             yield

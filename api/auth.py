@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -24,12 +24,13 @@ from loyalty.auth import (
     Principal,
     StaffPrincipal,
     TerminalPrincipal,
-    authenticate_terminal,
     is_api_key,
 )
 from loyalty.errors import AuthenticationFailed, PermissionDenied, RateLimited
 
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+# Guards are coroutines: litestar runs a plain-function guard on a worker thread, a thread
+# hop on every request for what is an isinstance check.
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 NO_RATE_LIMIT = {"rate_limit": False}
 
 
@@ -96,8 +97,8 @@ class AuthenticationMiddleware(ASGIMiddleware):
         principal: Principal | None = None
         if credential is not None:
             if is_api_key(credential):
-                async with services.pool.acquire() as conn:
-                    principal = await authenticate_terminal(conn, credential)
+                principal = await services.terminal_keys.authenticate(
+                    credential, services.pool.acquire)
             else:
                 principal = services.signer.principal(credential)
         scope["user"] = principal
@@ -117,7 +118,10 @@ def _principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | No
     return user
 
 
-def members_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+Connection = ASGIConnection[Any, Any, Any, Any]
+
+
+async def members_only(connection: Connection, _: BaseRouteHandler) -> None:
     principal = _principal(connection)
     if principal is None:
         raise AuthenticationFailed("a member token is required")
@@ -125,7 +129,7 @@ def members_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHan
         raise PermissionDenied("only members may do this")
 
 
-def terminals_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def terminals_only(connection: Connection, _: BaseRouteHandler) -> None:
     principal = _principal(connection)
     if principal is None:
         raise AuthenticationFailed("a terminal API key is required")
@@ -136,7 +140,7 @@ def terminals_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteH
 def staff_with(*roles: str) -> Guard:
     """A guard letting in staff whose role is one of ``roles``."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = _principal(connection)
         if principal is None:
             raise AuthenticationFailed("a staff token is required")

@@ -17,6 +17,7 @@ from loyalty.auth import (
     Passwords,
     Principal,
     StaffPrincipal,
+    TerminalKeys,
     TerminalPrincipal,
     TokenSigner,
 )
@@ -39,6 +40,7 @@ class Services:
     limiter: RateLimiter
     rulebook: RuleBook
     programme: Programme
+    terminal_keys: TerminalKeys
 
 
 # Handler parameters filled by name from the providers below (litestar's explicit style).
@@ -72,8 +74,9 @@ async def provide_conn(state: State) -> AsyncIterator[Connection]:
 
 
 async def provide_ledger_conn(state: State) -> AsyncIterator[Connection]:
-    """A connection outside any transaction, for ledger writes: each is one statement, its own
-    transaction, and ``loyalty.ledger.post`` opens one itself when it must wait for a lock."""
+    """A connection outside any transaction, for ledger writes and single-statement reads:
+    each statement is its own transaction, and ``loyalty.ledger.post`` opens one itself when
+    it must wait for a lock."""
     async with services_of(state).pool.acquire() as conn:
         yield conn
 

@@ -45,7 +45,7 @@ RESULTS = BENCH / "results"
 DATABASE = "loyalty_bench"
 SCENARIOS = ("earn", "latency", "read", "storm", "expiry")
 SAMPLE = 100_000
-TOKENS = 10_000
+TOKENS = 2_000
 STARTED = time.monotonic()
 
 

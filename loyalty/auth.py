@@ -15,10 +15,13 @@ import json
 import os
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 import argon2
@@ -58,6 +61,40 @@ class TerminalPrincipal:
 
 
 Principal = MemberPrincipal | StaffPrincipal | TerminalPrincipal
+
+
+# -- credentials already checked -------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class Remembered(Generic[T]):
+    """A bounded map of checked credentials, each kept until its own deadline (least recently
+    used dropped first). Only successes are kept: a wrong credential is checked every time."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, tuple[float, T]] = OrderedDict()
+
+    def get(self, key: str, now: float) -> T | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if item[0] <= now:
+            del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        return item[1]
+
+    def put(self, key: str, deadline: float, value: T) -> None:
+        self._items[key] = (deadline, value)
+        self._items.move_to_end(key)
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def forget(self, matches: Callable[[T], bool]) -> None:
+        for key in [k for k, (_, v) in self._items.items() if matches(v)]:
+            del self._items[key]
 
 
 # -- passwords --------------------------------------------------------------------------------
@@ -168,6 +205,7 @@ class TokenSigner:
         self.issuer = issuer
         self.access_ttl = access_ttl
         self._verifiers: dict[str, Ed25519PublicKey] = {self.kid: self._private.public_key()}
+        self._verified: Remembered[MemberPrincipal | StaffPrincipal] = Remembered(50_000)
         self._jwks = [active]
         for key in _load_publics(previous_public_pems or "", "LOYALTY_JWT_PREVIOUS_PUBLIC_KEYS"):
             jwk = _public_jwk(key)
@@ -211,17 +249,30 @@ class TokenSigner:
         return claims
 
     def principal(self, token: str) -> MemberPrincipal | StaffPrincipal:
+        """The caller a member or staff token names. A token verified before is taken from
+        memory until it expires: an app sends the same token for its 15 minutes, and checking
+        its signature is the dearest step of a read."""
+        now = time.time()
+        known = self._verified.get(token, now)
+        if known is not None:
+            return known
+        principal, expires = self._principal(token)
+        self._verified.put(token, expires, principal)
+        return principal
+
+    def _principal(self, token: str) -> tuple[MemberPrincipal | StaffPrincipal, float]:
         claims = self.verify(token)
+        expires = float(claims["exp"])
         try:
             subject = UUID(claims["sub"])
         except (ValueError, TypeError):
             raise AuthenticationFailed("token subject is not valid") from None
         if claims["aud"] == MEMBER_AUDIENCE:
-            return MemberPrincipal(subject)
+            return MemberPrincipal(subject), expires
         role = claims.get("role")
         if not isinstance(role, str):
             raise AuthenticationFailed("staff token carries no role")
-        return StaffPrincipal(subject, role)
+        return StaffPrincipal(subject, role), expires
 
 
 # -- refresh tokens ---------------------------------------------------------------------------
@@ -322,6 +373,32 @@ def new_api_key() -> tuple[str, str, bytes]:
 
 def is_api_key(credential: str) -> bool:
     return credential.startswith(API_KEY_PREFIX)
+
+
+class TerminalKeys:
+    """Terminal API keys checked against the database, remembered for ``ttl`` seconds: a till
+    sends its key with every request. A key revoked through this process is forgotten at once;
+    other processes stop accepting it within ``ttl``."""
+
+    def __init__(self, ttl: float = 10.0) -> None:
+        self.ttl = ttl
+        self._known: Remembered[TerminalPrincipal] = Remembered(10_000)
+
+    async def authenticate(
+        self, api_key: str, connect: Callable[[], AbstractAsyncContextManager[Connection]]
+    ) -> TerminalPrincipal:
+        digest = _digest(api_key).hex()
+        now = time.monotonic()
+        known = self._known.get(digest, now)
+        if known is not None:
+            return known
+        async with connect() as conn:
+            principal = await authenticate_terminal(conn, api_key)
+        self._known.put(digest, now + self.ttl, principal)
+        return principal
+
+    def forget(self, terminal_id: UUID) -> None:
+        self._known.forget(lambda principal: principal.terminal_id == terminal_id)
 
 
 async def authenticate_terminal(conn: Connection, api_key: str) -> TerminalPrincipal:

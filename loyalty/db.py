@@ -56,8 +56,10 @@ async def _keep_session(conn: Connection) -> None:
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> Pool:
     """One pool per process, with the jsonb codec on every connection."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=init_connection, command_timeout=60,
-        reset=_keep_session,
+        dsn, min_size=min_size, max_size=max_size, init=init_connection, reset=_keep_session,
+        # The server enforces the time limit: asyncpg's own command_timeout arms an asyncio
+        # timeout around every query, measurable on every request.
+        server_settings={"statement_timeout": "60s"},
     )
     assert pool is not None
     return pool

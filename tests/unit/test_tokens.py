@@ -318,3 +318,29 @@ def test_processes_creating_the_key_together_all_read_one_complete_key(tmp_path:
     assert len(set(pems)) == 1
     assert pems[0].startswith("-----BEGIN PRIVATE KEY-----")
     assert [p.name for p in tmp_path.iterdir()] == ["jwt-signing-key.pem"]
+
+
+def test_remembered_credentials_are_dropped_at_their_deadline_and_beyond_the_size() -> None:
+    from loyalty.auth import Remembered
+
+    remembered: Remembered[str] = Remembered(2)
+    remembered.put("a", 10.0, "A")
+    remembered.put("b", 20.0, "B")
+    assert remembered.get("a", 9.0) == "A"
+    assert remembered.get("a", 10.0) is None  # deadline reached
+    remembered.put("c", 30.0, "C")
+    remembered.put("d", 30.0, "D")  # over the size: the least recently used ("b") goes
+    assert remembered.get("b", 1.0) is None
+    assert remembered.get("c", 1.0) == "C"
+    remembered.forget(lambda value: value == "C")
+    assert remembered.get("c", 1.0) is None
+
+
+def test_a_remembered_token_stops_working_when_it_expires(tmp_path: Path) -> None:
+    pem = load_or_create_signing_key(tmp_path)
+    signer = TokenSigner(pem, issuer="loyalty", access_ttl=1)
+    token = signer.issue(uuid4(), MEMBER_AUDIENCE)
+    assert signer.principal(token) == signer.principal(token)  # second from memory
+    time.sleep(2.1)
+    with pytest.raises(AuthenticationFailed):
+        signer.principal(token)
