@@ -89,11 +89,11 @@ select member_id, lot_id, entry_id, total / 100, total / 100, occurred_at, occur
 
 _BALANCES = """
 insert into point_balances (member_id, available, lifetime_earned, purchase_count)
-select b.member_id, coalesce(l.points, 0), coalesce(l.points, 0), b.n % 5
+select b.member_id, coalesce(sum(l.remaining), 0), coalesce(sum(l.remaining), 0), b.n % 5
   from bench_members b
-  left join (select member_id, sum(remaining) as points from point_lots
-              group by member_id) l on l.member_id = b.member_id
+  left join point_lots l on l.member_id = b.member_id
  where b.n between $1 and $2
+ group by b.member_id, b.n
 """
 
 _ACTIONS = """

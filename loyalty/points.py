@@ -268,20 +268,23 @@ async def adjust_points(
 
 # -- batch: expiry and release ---------------------------------------------------------------
 
-# The last member id of the next batch (uuid has no max() aggregate).
-_BATCH_END = """
-select member_id from (
-    select member_id from point_balances where member_id > $1 order by member_id limit $2
-) batch order by member_id desc limit 1
+# Batches are the next members, in id order, who have something due: found without locks, then
+# locked (balances, in member order like every other writer), then written from a fresh
+# snapshot that re-checks what is due.
+_EXPIRE_PICK = """
+select distinct member_id from point_lots
+ where member_id > $1 and remaining > 0 and expires_at <= $2
+ order by member_id limit $3
 """
 
-_EXPIRE_LOCK = """
-select b.member_id from point_balances b
- where b.member_id > $1 and b.member_id <= $2
-   and exists (select 1 from point_lots l
-                where l.member_id = b.member_id and l.remaining > 0 and l.expires_at <= $3)
- order by b.member_id
-   for update of b
+_RELEASE_PICK = """
+select distinct member_id from point_lots
+ where member_id > $1 and released_at is null and available_at <= $2
+ order by member_id limit $3
+"""
+
+_LOCK_BALANCES = """
+select 1 from point_balances where member_id = any($1::uuid[]) order by member_id for update
 """
 
 _EXPIRE = """
@@ -319,16 +322,6 @@ select coalesce(sum(lots), 0) as lots, coalesce(sum(total), 0) as points, count(
   from per_member
 """
 
-_RELEASE_LOCK = """
-select b.member_id from point_balances b
- where b.member_id > $1 and b.member_id <= $2
-   and exists (select 1 from point_lots l
-                where l.member_id = b.member_id and l.released_at is null
-                  and l.available_at <= $3)
- order by b.member_id
-   for update of b
-"""
-
 _RELEASE = """
 with due as materialized (
     select l.member_id, l.lot_id, l.remaining
@@ -352,24 +345,21 @@ select coalesce(sum(lots), 0) as lots, coalesce(sum(points), 0) as points, count
 
 
 async def _in_member_batches(
-    conn: Connection, lock_sql: str, write_sql: str, now: dt.datetime, batch_size: int,
+    conn: Connection, pick_sql: str, write_sql: str, now: dt.datetime, batch_size: int,
 ) -> dict[str, int]:
     totals = {"lots": 0, "points": 0, "members": 0}
     after = UUID(int=0)
     while True:
-        end = await conn.fetchval(_BATCH_END, after, batch_size)
-        if end is None:
+        members = [r["member_id"] for r in await conn.fetch(pick_sql, after, now, batch_size)]
+        if not members:
             return totals
         async with conn.transaction():
-            # Lock the balances first, in member order like every other writer, then write
-            # from a fresh snapshot: nothing can move these members' lots in between.
-            members = [r["member_id"] for r in await conn.fetch(lock_sql, after, end, now)]
-            if members:
-                row = await conn.fetchrow(write_sql, members, now)
-                assert row is not None
-                for name in totals:
-                    totals[name] += int(row[name])
-        after = end
+            await conn.execute(_LOCK_BALANCES, members)
+            row = await conn.fetchrow(write_sql, members, now)
+            assert row is not None
+            for name in totals:
+                totals[name] += int(row[name])
+        after = members[-1]
 
 
 async def expire_points(
@@ -377,12 +367,12 @@ async def expire_points(
 ) -> dict[str, int]:
     """Expire every lot past its expiry: one entry per member, allocations per lot. Batched by
     member id, each batch one transaction; running it again finds nothing left to do."""
-    return await _in_member_batches(conn, _EXPIRE_LOCK, _EXPIRE, now, batch_size)
+    return await _in_member_batches(conn, _EXPIRE_PICK, _EXPIRE, now, batch_size)
 
 
 async def release_points(
     conn: Connection, *, now: dt.datetime, batch_size: int = 5_000
 ) -> dict[str, int]:
     """Make pending points available once their return window has passed."""
-    return await _in_member_batches(conn, _RELEASE_LOCK, _RELEASE, now, batch_size)
+    return await _in_member_batches(conn, _RELEASE_PICK, _RELEASE, now, batch_size)
 
