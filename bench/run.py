@@ -190,10 +190,45 @@ def running_service(dsn: str, redis_url: str, workers: int, pool: int) -> Any:
             process.kill()
 
 
+def _cpu_snapshot() -> tuple[dict[str, int], int, int]:
+    """CPU ticks used so far per process name, and the machine's total and idle ticks."""
+    used: dict[str, int] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        group = "kernel" if name.startswith("kworker") else name
+        used[group] = used.get(group, 0) + int(fields[11]) + int(fields[12])
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return used, sum(ticks), ticks[3] + ticks[4]
+
+
+def cpu_share(before: tuple[dict[str, int], int, int],
+              after: tuple[dict[str, int], int, int], seconds: float) -> dict[str, float]:
+    """Where the machine's CPU went between two snapshots, in cores (Linux /proc)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    share = {"machine_busy": round(
+        (os.cpu_count() or 1) * (1 - (after[2] - before[2]) / max(1, after[1] - before[1])), 2)}
+    for name in ("python", "postgres", "redis-server", "kernel"):
+        ticks = after[0].get(name, 0) - before[0].get(name, 0)
+        share[name] = round(ticks / hz / seconds, 2)
+    # Processes that end within the window (wrk, pgbench and its backends) take their ticks
+    # with them: what is busy but not attributed is theirs.
+    share["other"] = round(max(0.0, share["machine_busy"] - sum(
+        v for k, v in share.items() if k != "machine_busy")), 2)
+    return share
+
+
 def wrk(binary: str, base: str, script: str, *, seconds: int, connections: int,
         threads: int, env: dict[str, str]) -> dict[str, Any]:
-    """Run wrk with a Lua script; returns the JSON summary the script prints."""
+    """Run wrk with a Lua script; returns the JSON summary the script prints, with the CPU
+    each kind of process used meanwhile (in cores)."""
     full_env = {**os.environ, "BENCH_LUA": str(BENCH / "wrk"), "BENCH_WORK": str(WORK), **env}
+    before = _cpu_snapshot()
     out = subprocess.run(
         [binary, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
          "-s", str(BENCH / "wrk" / script), base],
@@ -203,22 +238,25 @@ def wrk(binary: str, base: str, script: str, *, seconds: int, connections: int,
     summary["rps"] = summary["requests"] / (summary["duration_us"] / 1e6)
     summary["errors"] = sum(summary[k] for k in ("connect_errors", "read_errors",
                                                  "write_errors", "status_errors", "timeouts"))
+    summary["cpu_cores"] = cpu_share(before, _cpu_snapshot(), summary["duration_us"] / 1e6)
     return summary
 
 
 def pgbench(binary: str, dsn: str, *, seconds: int, connections: int, threads: int,
-            defines: dict[str, str]) -> float:
+            defines: dict[str, str]) -> tuple[float, dict[str, float]]:
     """Transactions per second of bench/pgbench/earn.sql."""
     args = [binary, "-n", "-M", "prepared", "-c", str(connections), "-j", str(threads),
             "-T", str(seconds), "-f", str(BENCH / "pgbench" / "earn.sql")]
     for name, value in defines.items():
         args += ["-D", f"{name}={value}"]
+    before = _cpu_snapshot()
     out = subprocess.run([*args, dsn], capture_output=True, text=True, timeout=seconds + 120)
     if out.returncode != 0:
         raise RuntimeError(f"pgbench failed: {out.stderr.strip()[-500:]}")
+    cpu = cpu_share(before, _cpu_snapshot(), seconds)
     for line in out.stdout.splitlines():
         if line.startswith("tps =") and "without initial connection time" in line:
-            return float(line.split()[2])
+            return float(line.split()[2]), cpu
     raise RuntimeError(f"pgbench printed no tps: {out.stdout[-500:]}")
 
 
@@ -228,7 +266,8 @@ def pgbench(binary: str, dsn: str, *, seconds: int, connections: int, threads: i
 def _latency(summary: dict[str, Any]) -> dict[str, Any]:
     return {"rps": round(summary["rps"], 1), "p50_ms": summary["p50_us"] / 1000,
             "p99_ms": summary["p99_us"] / 1000, "max_ms": summary["max_us"] / 1000,
-            "errors": summary["errors"], "requests": summary["requests"]}
+            "errors": summary["errors"], "requests": summary["requests"],
+            "cpu_cores": summary["cpu_cores"]}
 
 
 async def storm_check(dsn: str, prefix: str) -> dict[str, int]:
@@ -370,19 +409,21 @@ def main() -> None:
                 earn = wrk(wrk_binary, base, "earn.lua", seconds=args.duration, **wrk_args,
                            env={**earn_env, "BENCH_RUN": f"E{run_id}"})
             if "earn" in chosen and earn is not None:
+                pgbench_cpu: dict[str, float] = {}
                 if pgbench_binary is None:
                     say("earn: pgbench not found, no reference")
                     tps = 0.0
                 else:
                     say(f"earn: pgbench reference, {args.connections} clients")
-                    tps = pgbench(pgbench_binary, dsn, seconds=args.duration,
+                    tps, pgbench_cpu = pgbench(pgbench_binary, dsn, seconds=args.duration,
                                   connections=args.connections, threads=args.threads,
                                   defines={"members": str(args.members),
                                            "terminal": prepared["terminal_id"],
                                            "store": prepared["store_id"]})
                 results.append(Result("earn", earn["rps"], tps, "req/s",
                                        "pgbench tps, same writes", common,
-                                       _latency(earn), passed=earn["errors"] == 0))
+                                       {**_latency(earn), "pgbench_cpu_cores": pgbench_cpu},
+                                       passed=earn["errors"] == 0))
             if "latency" in chosen and earn is not None:
                 rate = earn["rps"] / 2
                 delay = max(1, round(args.connections * 1000 / rate))
@@ -465,7 +506,27 @@ def report(results: list[Result]) -> None:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)))
         if index == 0:
             print("  ".join("-" * w for w in widths))
+    print("\nwhere the CPU went, in cores of the machine's "
+          f"{os.cpu_count()}: busy = service (python) + postgres + redis + kernel + other "
+          "(wrk, pgbench and its connections)")
+    for r in results:
+        for label, cpu in _cpu_details(r.details):
+            print(f"  {r.scenario} / {label}: {cpu['machine_busy']:.2f} = {cpu['python']:.2f} "
+                  f"+ {cpu['postgres']:.2f} + {cpu['redis-server']:.2f} + {cpu['kernel']:.2f} "
+                  f"+ {cpu['other']:.2f}")
     print(f"\nresults written to {RESULTS.relative_to(ROOT)}/{stamp}-*.json")
+
+
+def _cpu_details(details: dict[str, Any], label: str = "") -> list[tuple[str, dict[str, float]]]:
+    found = []
+    for key, value in details.items():
+        if key == "cpu_cores":
+            found.append((label or "run", value))
+        elif key == "pgbench_cpu_cores" and value:
+            found.append(("pgbench", value))
+        elif isinstance(value, dict):
+            found += _cpu_details(value, key)
+    return found
 
 
 if __name__ == "__main__":
