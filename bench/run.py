@@ -483,6 +483,10 @@ async def _drop(server_url: str) -> None:
         await admin.close()
 
 
+_FILE_NAMES = {"earn": "earn", "earn latency at half load (p99)": "latency",
+               "member read": "read", "retry storm": "storm", "expiry": "expiry"}
+
+
 def report(results: list[Result]) -> None:
     stamp = dt.datetime.now().strftime("%Y-%m-%d")
     RESULTS.mkdir(exist_ok=True)
@@ -491,10 +495,7 @@ def report(results: list[Result]) -> None:
         rows.append((r.scenario, f"{r.value:,.2f}", f"{r.reference:,.2f} ({r.reference_name})",
                      f"{r.ratio:.2f}", r.unit,
                      {True: "ok", False: "FAILED", None: ""}[r.passed]))
-        name = r.scenario.split(" ")[0] if r.scenario != "retry storm" else "storm"
-        if r.scenario.startswith("earn latency"):
-            name = "latency"
-        (RESULTS / f"{stamp}-{name}.json").write_text(json.dumps({
+        (RESULTS / f"{stamp}-{_FILE_NAMES[r.scenario]}.json").write_text(json.dumps({
             "scenario": r.scenario, "value": r.value, "reference": r.reference,
             "reference_name": r.reference_name, "ratio": r.ratio, "unit": r.unit,
             "passed": r.passed, "settings": r.settings, "details": r.details,
