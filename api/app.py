@@ -27,6 +27,7 @@ from api.points import MyPointsController, StaffPointsController
 from api.pos import PosController
 from api.rules import EarningRulesController
 from api.sessions import SessionController
+from api.tiers import TiersController
 from loyalty.auth import Passwords, TerminalKeys, TokenSigner, load_or_create_signing_key
 from loyalty.db import create_pool
 from loyalty.purchases import Programme
@@ -45,6 +46,7 @@ CONTROLLERS = [
     MyPointsController,
     StaffPointsController,
     EarningRulesController,
+    TiersController,
     TerminalsController,
     StaffController,
     StoresController,

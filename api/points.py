@@ -32,6 +32,7 @@ from loyalty.points import (
     points_summary,
     record_action,
 )
+from loyalty.tiers import member_tier
 from schemas.base import Page
 from schemas.points import (
     ActionRequest,
@@ -43,6 +44,7 @@ from schemas.points import (
     MemberCard,
     PointsSummary,
 )
+from schemas.rules import MemberTier
 
 Limit = Annotated[int, QueryParameter(ge=1, le=200)]
 Cursor = Annotated[str | None, QueryParameter(max_length=200)]
@@ -78,6 +80,12 @@ class MyPointsController(Controller):
     async def entry(self, me: Me, ledger: Ledger, entry_id: FromPath[UUID]) -> EntryDetail:
         """One entry and why it has these points: the rules that applied, step by step."""
         return await entry_detail(ledger, me.member_id, entry_id)
+
+    @get("/tier", operation_id="getMyTier")
+    async def tier(self, me: Me, ledger: Ledger, services: Svc) -> MemberTier:
+        """The member's tier, the measure so far, what is left to the next, the history."""
+        return await member_tier(ledger, me.member_id, rulebook=services.rulebook,
+                                 tz=services.programme.timezone, now=utc_now())
 
     @get("/card", operation_id="getMyCard")
     async def card(self, me: Me, services: Svc) -> MemberCard:
@@ -118,6 +126,13 @@ class StaffPointsController(Controller):
                       limit: Limit = 50, cursor: Cursor = None) -> Page[Entry]:
         """A member's entries, newest first."""
         return await points_history(conn, member_id, limit=limit, cursor=cursor)
+
+    @get("/tier", operation_id="getMemberTier")
+    async def tier(self, member_id: FromPath[UUID], staff: Staff, ledger: Ledger,
+                   services: Svc) -> MemberTier:
+        """A member's tier as the member sees it, with the history of changes."""
+        return await member_tier(ledger, member_id, rulebook=services.rulebook,
+                                 tz=services.programme.timezone, now=utc_now())
 
     @post("/adjustments", operation_id="adjustMemberPoints", status_code=201,
           guards=[staff_with(*ADJUSTERS)])

@@ -111,10 +111,12 @@ class PosController(Controller):
             member_id = found
         summary = await points_summary(conn, member_id, rulebook=services.rulebook,
                                        programme=services.programme, now=utc_now())
-        name = await conn.fetchval("select name from members where member_id = $1",
-                                   summary.member_id)
-        return TillMember(member_id=summary.member_id, display_name=name, tier=None,
-                          available_points=summary.available)
+        row = await conn.fetchrow(
+            "select m.name, b.tier from members m join point_balances b using (member_id)"
+            " where m.member_id = $1", summary.member_id)
+        assert row is not None
+        return TillMember(member_id=summary.member_id, display_name=row["name"],
+                          tier=row["tier"], available_points=summary.available)
 
     @post("/quotes", operation_id="posQuote", status_code=200)
     async def quote(self, data: JSONBody[Purchase], terminal: Till, conn: Db,

@@ -68,6 +68,7 @@ class EarningRulesController(Controller):
                 birth_date=p.birth_date,
                 birthday_bonus_year=(p.occurred_at or utc_now()).astimezone(tz).year
                 if p.birthday_bonus_given_this_year else None,
+                tier=next((t for t in rules.tiers.levels if t.code == p.tier), None),
             )
             earned = purchase_points(rules, version, facts, tz)
             return SimulationResult(points=earned.points, trace=earned.trace)

@@ -31,6 +31,8 @@ _SECONDARY = [
     ("point_lots_due", "create index point_lots_due on point_lots (expires_at) "
                        "where remaining > 0"),
     ("purchases_id", "create index purchases_id on purchases (purchase_id)"),
+    ("purchases_member_time", "create index purchases_member_time on purchases "
+                              "(member_id, occurred_at)"),
     ("member_actions_caps", "create index member_actions_caps on member_actions "
                             "(member_id, action, business_date)"),
 ]

@@ -171,6 +171,34 @@ def cmd_points(settings: Settings, args: argparse.Namespace) -> None:
           f"{totals['members']} members")
 
 
+def cmd_tiers_evaluate(settings: Settings, args: argparse.Namespace) -> None:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from loyalty.db import init_connection
+    from loyalty.rules import RuleBook
+    from loyalty.tiers import evaluate_tiers
+
+    now = dt.datetime.fromisoformat(args.now) if args.now else dt.datetime.now(dt.UTC)
+    if now.tzinfo is None:
+        sys.exit("loyalty: --now needs a time zone offset, e.g. 2027-01-01T00:05:00+09:00")
+
+    async def run(dsn: str) -> dict[str, int]:
+        await migrate(dsn)
+        conn = await asyncpg.connect(dsn)
+        await init_connection(conn)
+        try:
+            return await evaluate_tiers(conn, rulebook=RuleBook(), now=now,
+                                        tz=ZoneInfo(settings.timezone),
+                                        batch_size=args.batch_size)
+        finally:
+            await conn.close()
+
+    with _services(settings, need_redis=False) as urls:
+        totals = asyncio.run(run(urls.database_url))
+    print(f"{totals['members']} members evaluated, {totals['changed']} changed tier")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loyalty", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -208,6 +236,14 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--batch-size", type=int, default=5_000,
                              help="members per transaction")
         command.set_defaults(run=cmd_points)
+
+    tiers = commands.add_parser("tiers", help="tier work").add_subparsers(
+        dest="tiers_command", required=True)
+    evaluate = tiers.add_parser("evaluate", help="move every member to the tier they qualify "
+                                                 "for (the period-end job)")
+    evaluate.add_argument("--now", help="the moment to act as of (ISO 8601, default now)")
+    evaluate.add_argument("--batch-size", type=int, default=5_000, help="members per transaction")
+    evaluate.set_defaults(run=cmd_tiers_evaluate)
 
     commands.add_parser("seed-demo", help="a few stores, staff and members to try the API").\
         set_defaults(run=cmd_seed_demo)

@@ -34,6 +34,7 @@ from schemas.rules import (
     RollingExpiry,
     SkuIs,
     StoreIs,
+    Tier,
     TimeWindow,
     Trace,
     TraceLine,
@@ -54,6 +55,9 @@ class PurchaseFacts:
     first_purchase: bool = False
     birth_date: dt.date | None = None
     birthday_bonus_year: int | None = None
+    # The member's tier before this purchase: a purchase that reaches a tier earns at the
+    # tier it started in, the new tier's multiplier applies from the next purchase.
+    tier: Tier | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,13 @@ def purchase_points(
     detail += f", rounded {rules.rounding}" if exact.denominator != 1 else ""
     steps.append(TraceStep(rule="base", detail=detail, points=base_points))
     points = base_points
+    if facts.tier is not None and facts.tier.multiplier_percent != 100:
+        with_tier = _round(exact * facts.tier.multiplier_percent / 100, rules.rounding)
+        steps.append(TraceStep(
+            rule="tier", detail=f"{facts.tier.name} tier: "
+            f"{_decimal(Fraction(facts.tier.multiplier_percent))}% of the base",
+            points=with_tier - base_points))
+        points = with_tier
     birthday_year = None
     for bonus in rules.bonuses:
         match bonus:

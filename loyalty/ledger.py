@@ -76,12 +76,14 @@ class MemberLedger:
     lots: list[Lot]
     stored: StoredResponse | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    tier: str | None = None
+    tier_since: dt.datetime | None = None
 
 
 _LEDGER_SELECT = """
 select m.member_id, m.member_number, m.name, m.status, m.birth_date, m.merged_into,
        b.version, b.available, b.pending, b.lifetime_earned, b.lifetime_redeemed,
-       b.lifetime_expired, b.purchase_count, b.birthday_bonus_year,
+       b.lifetime_expired, b.purchase_count, b.birthday_bonus_year, b.tier, b.tier_since,
        (select coalesce(max(version), 0) from earning_rule_versions) as rules_version,
        (select array_agg((l.lot_id, l.points, l.remaining, l.earned_at, l.available_at,
                           l.released_at is not null, l.expires_at, l.origin_lot_id)
@@ -134,7 +136,7 @@ def _ledger(row: asyncpg.Record) -> MemberLedger:
 _LEDGER_COLUMNS = (
     "member_id", "member_number", "name", "status", "birth_date", "merged_into", "version",
     "available", "pending", "lifetime_earned", "lifetime_redeemed", "lifetime_expired",
-    "purchase_count", "birthday_bonus_year", "rules_version",
+    "purchase_count", "birthday_bonus_year", "tier", "tier_since", "rules_version",
 )
 _OTHER_COLUMNS = {"lots", "request_hash", "response_status", "response_body"}
 
@@ -205,6 +207,8 @@ class Posting:
         self.expired = 0
         self.purchases = 0
         self.birthday_bonus_year: int | None = None
+        # Set when this posting moves the member up a tier (downgrades are batch work).
+        self.new_tier: str | None = None
         self.entries: list[NewEntry] = []
         self.new_lots: list[NewLot] = []
         self.drawn: list[Drawn] = []
@@ -362,8 +366,8 @@ def settled_balance(ledger: MemberLedger, now: dt.datetime) -> tuple[int, int]:
 
 # -- applying a posting ----------------------------------------------------------------------
 
-# Parameters $1..$41 are the posting's; an event's own parameters follow from $42.
-EVENT_PARAMETERS_START = 42
+# Parameters $1..$42 are the posting's; an event's own parameters follow from $43.
+EVENT_PARAMETERS_START = 43
 
 
 def event_statement(text: str, parameters: int) -> str:
@@ -386,6 +390,8 @@ with idem as (
            lifetime_expired = lifetime_expired + $8,
            purchase_count = purchase_count + $9,
            birthday_bonus_year = coalesce($10, birthday_bonus_year),
+           tier = coalesce($42, tier),
+           tier_since = case when $42 is not null then $2 else tier_since end,
            updated_at = $2
      where member_id = $1 and version = $3 and (select open from gate)
     returning version
@@ -513,7 +519,7 @@ async def apply_posting(
         list(changes), [c[0] for c in changes.values()], [c[1] for c in changes.values()],
         [d.entry_id for d in drawn], [d.lot_id for d in drawn], [d.points for d in drawn],
         key.terminal_id if key else None, key.key if key else None,
-        key.request_hash if key else None, status, body,
+        key.request_hash if key else None, status, body, p.new_tier,
     )
     sql = posting_statement(event_sql, claimed=claimed)
     try:

@@ -41,6 +41,7 @@ from loyalty.ledger import (
     read_ledger,
 )
 from loyalty.rules import RuleBook
+from loyalty.tiers import current_window_start, measure_sql, rank, tier_for
 from schemas.points import (
     Balance,
     Purchase,
@@ -50,6 +51,7 @@ from schemas.points import (
     ReturnRecorded,
     ReturnRequest,
 )
+from schemas.rules import EarningRules, TierProgram
 
 _encode = msgspec.json.Encoder().encode
 # A till's clock may run a little ahead; a purchase further in the future is a mistake.
@@ -118,6 +120,7 @@ def _check_purchase(purchase: Purchase, programme: Programme, now: dt.datetime) 
 @dataclass(frozen=True)
 class _Evaluation:
     version: int
+    rules: EarningRules
     points: int
     redeemable: int
     earned_trace: Any
@@ -145,10 +148,11 @@ async def _evaluate(
         lines=purchase.lines, redeem_points=purchase.redeem_points,
         first_purchase=ledger.purchase_count == 0, birth_date=ledger.birth_date,
         birthday_bonus_year=ledger.birthday_bonus_year,
+        tier=next((t for t in rules.tiers.levels if t.code == ledger.tier), None),
     )
     earned = purchase_points(rules, version, facts, programme.timezone)
     evaluation = _Evaluation(
-        version, earned.points, redeemable, earned.trace, earned.birthday_bonus_year,
+        version, rules, earned.points, redeemable, earned.trace, earned.birthday_bonus_year,
         expires_at(rules.expiry, purchase.occurred_at, programme.timezone),
         available_at(rules, purchase.occurred_at),
     )
@@ -173,10 +177,21 @@ async def quote_purchase(
     )
 
 
-# A receipt recorded before (under another key) is refused before anything is evaluated.
-_PURCHASE_LEDGER = ledger_query("id", extra=""",
+# A receipt recorded before (under another key) is refused before anything is evaluated; the
+# tier measure so far ($6: window start, $7: now) is read with the balance it goes with.
+_purchase_ledgers: dict[tuple[str, bool], str] = {}
+
+
+def _purchase_ledger(program: TierProgram) -> str:
+    key = (program.measure, bool(program.levels))
+    if key not in _purchase_ledgers:
+        measure = measure_sql(program, "m.member_id", "$6", "$7") if program.levels \
+            else "case when $6::timestamptz < $7::timestamptz then 0 else 0 end"
+        _purchase_ledgers[key] = ledger_query("id", extra=f""",
        exists (select 1 from purchases where store_id = $4 and receipt_id = $5)
-           as receipt_taken""")
+           as receipt_taken,
+       ({measure})::bigint as tier_measure""")
+    return _purchase_ledgers[key]
 
 _PURCHASE_EVENT = event_statement("""
 , purchase as (
@@ -188,7 +203,12 @@ _PURCHASE_EVENT = event_statement("""
 ), activity as (
     update members set last_activity_at = greatest(last_activity_at, {4})
      where member_id = $1 and exists (select 1 from bal)
-)""", 11)
+), tier_change as (
+    insert into member_tiers (member_id, change_id, from_tier, to_tier, reason, measure,
+                              purchase_id, changed_at)
+    select $1, {11}, {12}, {13}, 'purchase reached the threshold', {14}, {0}, $2
+     where {13}::text is not null and exists (select 1 from bal)
+)""", 15)
 
 
 async def record_purchase(
@@ -199,9 +219,23 @@ async def record_purchase(
     _check_purchase(purchase, programme, now)
 
     async def read(conn: Connection) -> MemberLedger:
-        return await read_member_ledger(conn, member, idempotency=idempotency,
-                                        query=_PURCHASE_LEDGER,
-                                        extra_args=(terminal.store_id, purchase.receipt_id))
+        # The measure's window depends on the rules, which come with the read: assume the
+        # newest this process knows, and read again in the rare case they differ.
+        assumed_version, assumed = await rulebook.newest(conn)
+        for _ in range(3):
+            program = assumed.tiers
+            window = current_window_start(program, now, programme.timezone)
+            ledger = await read_member_ledger(
+                conn, member, idempotency=idempotency, query=_purchase_ledger(program),
+                extra_args=(terminal.store_id, purchase.receipt_id, window, now))
+            version, rules = await rulebook.at(conn, ledger.rules_version)
+            if version == assumed_version or (
+                    rules.tiers.measure, rules.tiers.period, bool(rules.tiers.levels)) == (
+                    program.measure, program.period, bool(program.levels)):
+                ledger.extra["tier_window"] = window
+                return ledger
+            assumed_version, assumed = version, rules
+        raise AssertionError("earning rules changed three times during one read")
 
     async def build(ledger: MemberLedger) -> Planned:
         if ledger.extra["receipt_taken"]:
@@ -223,17 +257,29 @@ async def record_purchase(
                          trace=evaluation.earned_trace)
         posting.purchases = 1
         posting.birthday_bonus_year = evaluation.birthday_year
+        program = evaluation.rules.tiers
+        measure = int(ledger.extra["tier_measure"] or 0)
+        if program.levels:
+            if program.measure == "points":
+                measure += evaluation.points
+            elif purchase.occurred_at >= ledger.extra["tier_window"]:
+                measure += purchase.total
+            reached = tier_for(program, measure)
+            if reached is not None and rank(program, reached.code) > rank(program, ledger.tier):
+                posting.new_tier = reached.code
         recorded = PurchaseRecorded(
             purchase_id=purchase_id, member_id=ledger.member_id, receipt_id=purchase.receipt_id,
             points_earned=evaluation.points, points_redeemed=purchase.redeem_points,
             balance=Balance(available=posting.available, pending=posting.pending),
             rule_version=evaluation.version, trace=evaluation.earned_trace,
+            tier=posting.new_tier or ledger.tier, tier_reached=posting.new_tier,
         )
         return Planned(
             posting, 201, _encode(recorded), _PURCHASE_EVENT,
             (purchase_id, terminal.store_id, terminal.terminal_id, purchase.receipt_id,
              purchase.occurred_at, purchase.currency, purchase.total, purchase.lines,
-             evaluation.points, purchase.redeem_points, evaluation.version),
+             evaluation.points, purchase.redeem_points, evaluation.version,
+             uuid7(), ledger.tier, posting.new_tier, measure),
         )
 
     try:

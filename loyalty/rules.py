@@ -37,6 +37,15 @@ class RuleBook:
     def __init__(self) -> None:
         self._versions: dict[int, EarningRules] = {}
 
+    async def newest(self, conn: Connection) -> tuple[int, EarningRules]:
+        """The newest version this process has seen (read from the database the first time):
+        what a read that must guess the rules before it runs assumes; it then checks."""
+        if not self._versions:
+            return await self.at(conn, await conn.fetchval(
+                "select coalesce(max(version), 0) from earning_rule_versions"))
+        version = max(self._versions)
+        return version, self._versions[version]
+
     async def at(self, conn: Connection, version: int) -> tuple[int, EarningRules]:
         """(version, rules). Version 0 means none is written yet: the defaults are, as 1."""
         if version == 0:

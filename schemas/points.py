@@ -67,6 +67,8 @@ class PurchaseRecorded(Output):
     balance: Balance
     rule_version: int
     trace: Trace
+    tier: str | None = None
+    tier_reached: str | None = None
 
 
 class Quote(Output):
@@ -209,6 +211,7 @@ class SimulatedPurchase(Input):
     first_purchase: bool = False
     birth_date: dt.date | None = None
     birthday_bonus_given_this_year: bool = False
+    tier: ShortText | None = None
 
 
 class SimulatedAction(Input):

@@ -135,6 +135,36 @@ class NoExpiry(Input, tag="never"):
 Expiry = RollingExpiry | PeriodEndExpiry | NoExpiry
 
 
+# -- tiers -----------------------------------------------------------------------------------
+
+
+class Tier(Input):
+    """A level members reach when their qualifying measure reaches ``threshold``."""
+
+    code: Code
+    name: ShortText
+    threshold: Annotated[int, Meta(ge=0, le=10**13)]
+    multiplier_percent: Annotated[int, Meta(ge=100, le=10_000)] = 100
+
+
+class TierProgram(Input):
+    """Levels in ascending order of threshold. ``spend`` is what was paid (less returns);
+    ``points`` is points earned (less reversals). The rolling window is the last 12 months up
+    to today; a calendar year runs from 1 January in the business time zone."""
+
+    measure: Literal["spend", "points"] = "spend"
+    period: Literal["rolling_12_months", "calendar_year"] = "rolling_12_months"
+    levels: Annotated[list[Tier], Meta(max_length=20)] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        thresholds = [level.threshold for level in self.levels]
+        if thresholds != sorted(set(thresholds)) or len(thresholds) != len(set(thresholds)):
+            raise ValueError("tier thresholds must be strictly increasing")
+        codes = [level.code for level in self.levels]
+        if len(codes) != len(set(codes)):
+            raise ValueError("tier codes must be unique")
+
+
 def _default_actions() -> dict[str, ActionRule]:
     return {
         "site_visit": ActionRule(points=1, per_day=1),
@@ -158,6 +188,7 @@ class EarningRules(Input):
     expiry: Expiry = msgspec.field(default_factory=RollingExpiry)
     pending_days: Annotated[int, Meta(ge=0, le=365)] = 0
     point_value: Annotated[int, Meta(ge=1, le=1_000_000)] = 1
+    tiers: TierProgram = msgspec.field(default_factory=TierProgram)
 
 
 class RuleSet(Output):
@@ -193,3 +224,45 @@ class Trace(Output):
     rule_version: int
     steps: list[TraceStep]
     lines: list[TraceLine] = msgspec.field(default_factory=list)
+
+
+class TierView(Output):
+    code: str
+    name: str
+    multiplier_percent: int
+
+
+class NextTier(Output):
+    code: str
+    name: str
+    threshold: int
+    remaining: int
+
+
+class TierChange(Output):
+    from_tier: str | None
+    to_tier: str | None
+    reason: str
+    measure: int
+    changed_at: dt.datetime
+
+
+class MemberTier(Output):
+    """Where a member stands: the tier, what it was measured on so far, what is left to the
+    next, and how it got here."""
+
+    tier: TierView | None
+    since: dt.datetime | None
+    measure: int
+    measure_kind: Literal["spend", "points"]
+    period: Literal["rolling_12_months", "calendar_year"]
+    window_start: dt.datetime
+    next: NextTier | None
+    history: list[TierChange]
+
+
+class TierProgramSet(Output):
+    """The tier programme in force and the earning-rules version that holds it."""
+
+    version: int
+    tiers: TierProgram

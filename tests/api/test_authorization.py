@@ -159,6 +159,11 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/members/duplicates"): Rule({"admin", "support"}),
     ("POST", "/v1/members/{member_id:uuid}/merge"): Rule(
         {"admin", "support"}, 200, _merge, path=lambda w: f"{_member_path(w)}/merge"),
+    ("GET", "/v1/tiers"): Rule({"admin", "marketer"}),
+    ("PUT", "/v1/tiers"): Rule({"admin", "marketer"}, 200, lambda _: {}),
+    ("GET", "/v1/me/tier"): Rule({"member_a", "member_b"}),
+    ("GET", "/v1/members/{member_id:uuid}/tier"): Rule(
+        MEMBER_READERS, path=lambda w: f"{_member_path(w)}/tier"),
     ("GET", "/v1/earning-rules"): Rule({"admin", "marketer"}),
     ("GET", "/v1/earning-rules/versions"): Rule({"admin", "marketer"}),
     ("PUT", "/v1/earning-rules"): Rule({"admin", "marketer"}, 200, lambda _: {}),

@@ -150,7 +150,8 @@ field_names = st.sampled_from([
     "display_name", "purpose", "granted", "text_version", "channel", "member", "receipt_id",
     "occurred_at", "total", "currency", "lines", "redeem_points", "amount", "type", "target",
     "points", "reason", "from_member_id", "base", "multipliers", "bonuses", "actions",
-    "expiry", "purchase", "action", "rules",
+    "expiry", "purchase", "action", "rules", "tiers", "levels", "measure", "period",
+    "threshold", "multiplier_percent",
 ])
 bodies = st.one_of(json_values, st.dictionaries(field_names, json_values, max_size=6))
 
@@ -165,7 +166,7 @@ BODY_ROUTES = [
     ("POST", "/v1/pos/purchases/{purchase}/returns", "terminal"),
     ("POST", "/v1/me/actions", "member"), ("POST", "/v1/members/{id}/adjustments", "admin"),
     ("POST", "/v1/members/{id}/merge", "admin"), ("PUT", "/v1/earning-rules", "admin"),
-    ("POST", "/v1/earning-rules/simulate", "admin"),
+    ("POST", "/v1/earning-rules/simulate", "admin"), ("PUT", "/v1/tiers", "admin"),
 ]
 
 

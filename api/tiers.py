@@ -1,0 +1,42 @@
+"""The tier programme for marketing staff: read it, replace it (a new earning-rules version)."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Controller, get, put
+from litestar.di import Provide
+from litestar.params import JSONBody
+
+from api.auth import staff_with
+from api.deps import Db, Staff, provide_conn, provide_staff
+from loyalty.audit import record_audit
+from loyalty.rules import current_rules, save_rules
+from schemas.rules import TierProgram, TierProgramSet
+
+TIER_EDITORS = ("admin", "marketer")
+
+
+class TiersController(Controller):
+    path = "/v1/tiers"
+    tags = ["tiers"]
+    guards = [staff_with(*TIER_EDITORS)]
+    dependencies = {"conn": Provide(provide_conn), "staff": Provide(provide_staff)}
+
+    @get("", operation_id="getTiers")
+    async def current(self, conn: Db) -> TierProgramSet:
+        """The levels, their thresholds and benefits, and the measure they are reached on."""
+        rules = await current_rules(conn)
+        return TierProgramSet(version=rules.version, tiers=rules.rules.tiers)
+
+    @put("", operation_id="replaceTiers")
+    async def replace(self, data: JSONBody[TierProgram], staff: Staff,
+                      conn: Db) -> TierProgramSet:
+        """A new tier programme, as a new version of the earning rules (the rest unchanged).
+        Members move up at their next purchase and are re-evaluated at period end."""
+        current = await current_rules(conn)
+        saved = await save_rules(conn, msgspec.structs.replace(current.rules, tiers=data),
+                                 staff_id=staff.staff_id)
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="tiers.replace", subject_kind="earning_rules",
+                           subject_id=None, details={"version": saved.version})
+        return TierProgramSet(version=saved.version, tiers=saved.rules.tiers)
