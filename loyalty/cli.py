@@ -1,4 +1,6 @@
-"""``loyalty``: serve, migrate, scheduler, staff, terminal, seed-demo.
+"""``loyalty``: the API server and the commands operators and scheduled jobs run.
+
+Commands: serve, migrate, scheduler, staff, terminal, points, tiers, rfm, seed-demo.
 
 Every command reads the same settings as ``serve`` and, with no URLs configured, joins (or
 starts) the same embedded servers under the data directory, so it works while ``make run`` runs.
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import signal
@@ -53,6 +56,19 @@ def _with_connection(settings: Settings, work: Callable[[Connection], Awaitable[
 
     with _services(settings, need_redis=False) as urls:
         return asyncio.run(run(urls.database_url))
+
+
+def _as_of(text: str | None) -> dt.datetime:
+    """``--now`` of a batch command: an ISO 8601 instant with its offset, default now."""
+    if not text:
+        return dt.datetime.now(dt.UTC)
+    try:
+        now = dt.datetime.fromisoformat(text)
+    except ValueError:
+        sys.exit(f"loyalty: --now {text!r} is not an ISO 8601 time")
+    if now.tzinfo is None:
+        sys.exit("loyalty: --now needs a time zone offset, e.g. 2027-01-01T00:05:00+09:00")
+    return now
 
 
 def _passwords(settings: Settings) -> Passwords:
@@ -147,13 +163,9 @@ def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_points(settings: Settings, args: argparse.Namespace) -> None:
-    import datetime as dt
-
     from loyalty.points import expire_points, release_points
 
-    now = dt.datetime.fromisoformat(args.now) if args.now else dt.datetime.now(dt.UTC)
-    if now.tzinfo is None:
-        sys.exit("loyalty: --now needs a time zone offset, e.g. 2026-12-01T00:00:00+09:00")
+    now = _as_of(args.now)
     work = expire_points if args.points_command == "expire" else release_points
 
     async def run(dsn: str) -> dict[str, int]:
@@ -172,16 +184,13 @@ def cmd_points(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_tiers_evaluate(settings: Settings, args: argparse.Namespace) -> None:
-    import datetime as dt
     from zoneinfo import ZoneInfo
 
     from loyalty.db import init_connection
     from loyalty.rules import RuleBook
     from loyalty.tiers import evaluate_tiers
 
-    now = dt.datetime.fromisoformat(args.now) if args.now else dt.datetime.now(dt.UTC)
-    if now.tzinfo is None:
-        sys.exit("loyalty: --now needs a time zone offset, e.g. 2027-01-01T00:05:00+09:00")
+    now = _as_of(args.now)
 
     async def run(dsn: str) -> dict[str, int]:
         await migrate(dsn)
@@ -197,6 +206,28 @@ def cmd_tiers_evaluate(settings: Settings, args: argparse.Namespace) -> None:
     with _services(settings, need_redis=False) as urls:
         totals = asyncio.run(run(urls.database_url))
     print(f"{totals['members']} members evaluated, {totals['changed']} changed tier")
+
+
+def cmd_rfm_refresh(settings: Settings, args: argparse.Namespace) -> None:
+    from loyalty.rfm import refresh_rfm
+
+    now = _as_of(args.now)
+    window_days = settings.rfm_window_days if args.window_days is None else args.window_days
+    if not 1 <= window_days <= 3650:
+        sys.exit("loyalty: --window-days must be between 1 and 3650")
+
+    async def run(dsn: str) -> dict[str, int]:
+        await migrate(dsn)
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await refresh_rfm(conn, now=now, window_days=window_days)
+        finally:
+            await conn.close()
+
+    with _services(settings, need_redis=False) as urls:
+        totals = asyncio.run(run(urls.database_url))
+    print(f"{totals['members']} members scored over {window_days} days, "
+          f"{totals['changed']} rows changed, {totals['removed']} removed")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -244,6 +275,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--now", help="the moment to act as of (ISO 8601, default now)")
     evaluate.add_argument("--batch-size", type=int, default=5_000, help="members per transaction")
     evaluate.set_defaults(run=cmd_tiers_evaluate)
+
+    rfm = commands.add_parser("rfm", help="RFM scores").add_subparsers(
+        dest="rfm_command", required=True)
+    refresh = rfm.add_parser("refresh", help="recompute every member's RFM scores")
+    refresh.add_argument("--now", help="the moment to score as of (ISO 8601, default now)")
+    refresh.add_argument("--window-days", type=int,
+                         help="days of purchases counted (default LOYALTY_RFM_WINDOW_DAYS)")
+    refresh.set_defaults(run=cmd_rfm_refresh)
 
     commands.add_parser("seed-demo", help="a few stores, staff and members to try the API").\
         set_defaults(run=cmd_seed_demo)

@@ -56,6 +56,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_region: Annotated[str, Meta(pattern=r"^[A-Z]{2}$")] = "JP"
     currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] = "JPY"
     timezone: str = "Asia/Tokyo"
+    # RFM frequency and monetary value count purchases of the last N days.
+    rfm_window_days: Annotated[int, Meta(ge=1, le=3650)] = 365
 
     @property
     def data_path(self) -> Path:
