@@ -18,6 +18,7 @@ from litestar.types import Empty
 
 from api.admin import StaffController, StoresController, TerminalsController
 from api.auth import AuthenticationMiddleware
+from api.coupons import CouponTemplatesController, MyCouponsController
 from api.deps import Services
 from api.errors import problem_details_config
 from api.health import HealthController
@@ -47,6 +48,8 @@ CONTROLLERS = [
     StaffPointsController,
     EarningRulesController,
     TiersController,
+    CouponTemplatesController,
+    MyCouponsController,
     TerminalsController,
     StaffController,
     StoresController,

@@ -29,9 +29,16 @@ from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger import Idempotency, Outcome, recorded_outcome
 from loyalty.normalize import normalize_phone
 from loyalty.points import points_summary
-from loyalty.purchases import quote_purchase, record_purchase, record_return, request_hash
+from loyalty.purchases import (
+    quote_purchase,
+    record_purchase,
+    record_return,
+    request_hash,
+    validate_coupons,
+)
 from loyalty.stores import get_terminal
 from schemas.admin import WhoAmI
+from schemas.coupons import CouponValidation, CouponValidationResult
 from schemas.points import (
     CardToken,
     MemberNumber,
@@ -125,6 +132,15 @@ class PosController(Controller):
         return await quote_purchase(
             conn, member=_member(data.member, services), purchase=data, terminal=terminal,
             rulebook=services.rulebook, programme=services.programme, now=utc_now())
+
+    @post("/coupons/validate", operation_id="posValidateCoupons", status_code=200)
+    async def validate_coupons(self, data: JSONBody[CouponValidation], terminal: Till,
+                               conn: Db, services: Svc) -> CouponValidationResult:
+        """Would these coupons apply to this basket here? Each valid with its discount, or
+        invalid with a reason code; nothing is written."""
+        member = _member(data.member, services) if data.member is not None else None
+        return await validate_coupons(conn, data, member=member, terminal=terminal,
+                                      now=utc_now())
 
     @post("/purchases", operation_id="posRecordPurchase", status_code=201,
           responses={201: _created(PurchaseRecorded)})

@@ -11,6 +11,7 @@ from api.auth import staff_with
 from api.deps import Db, Staff, provide_conn, provide_staff
 from loyalty.audit import record_audit
 from loyalty.rules import current_rules, save_rules
+from loyalty.tiers import check_tier_coupons
 from schemas.rules import TierProgram, TierProgramSet
 
 TIER_EDITORS = ("admin", "marketer")
@@ -33,6 +34,7 @@ class TiersController(Controller):
                       conn: Db) -> TierProgramSet:
         """A new tier programme, as a new version of the earning rules (the rest unchanged).
         Members move up at their next purchase and are re-evaluated at period end."""
+        await check_tier_coupons(conn, data)
         current = await current_rules(conn)
         saved = await save_rules(conn, msgspec.structs.replace(current.rules, tiers=data),
                                  staff_id=staff.staff_id)

@@ -58,6 +58,9 @@ class PurchaseFacts:
     # The member's tier before this purchase: a purchase that reaches a tier earns at the
     # tier it started in, the new tier's multiplier applies from the next purchase.
     tier: Tier | None = None
+    # Points multipliers of this purchase besides the rules': coupons redeemed on it and
+    # campaigns treating the member, as (rule, name, percent of the base).
+    boosts: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,11 @@ def purchase_points(
             f"{_decimal(Fraction(facts.tier.multiplier_percent))}% of the base",
             points=with_tier - base_points))
         points = with_tier
+    for rule, name, boost in facts.boosts:
+        extra = _round(exact * (boost - 100) / 100, rules.rounding)
+        steps.append(TraceStep(rule=rule, detail=f"{name}: {boost}% of the base",
+                               points=extra))
+        points += extra
     birthday_year = None
     for bonus in rules.bonuses:
         match bonus:

@@ -21,7 +21,7 @@ from uuid import UUID
 import asyncpg
 
 from loyalty.db import Connection
-from loyalty.errors import InsufficientPoints, InvalidInput, NotFound
+from loyalty.errors import InsufficientPoints, InvalidInput, NotFound, ServiceUnavailable
 from loyalty.ids import uuid7
 from schemas.rules import Trace
 
@@ -428,7 +428,8 @@ with idem as (
 select (select open from gate) as keyed,
        (select version from bal) as version,
        case when (select open from gate) and not exists (select 1 from bal)
-            then ledger_conflict('the balance changed since it was read') end as conflict
+            then ledger_conflict('the balance changed since it was read') end as conflict,
+       {check} as event_check
 """
 
 _INSERT_KEY = """
@@ -446,12 +447,14 @@ _COMPLETE_KEY = """
     returning 1"""
 
 
-def posting_statement(event: str = "", *, claimed: bool = False) -> str:
+def posting_statement(event: str = "", *, claimed: bool = False, check: str = "") -> str:
     """The posting statement with an optional ``event``: more CTEs (``, name as (...)``) that
-    write the business record in the same statement, gated on ``exists (select 1 from bal)``.
-    Built once per event at import, from constant text only."""
+    write the business record in the same statement, gated on ``exists (select 1 from bal)``;
+    and an optional ``check``, an expression over those CTEs evaluated last that may raise
+    ``claim_refused`` (a coupon taken by someone else in the meantime) to undo everything.
+    Built from constant text only."""
     return _POSTING_SQL.format(idempotency=_COMPLETE_KEY if claimed else _INSERT_KEY,
-                               event=event)
+                               event=event, check=check or "null")
 
 
 @dataclass(frozen=True)
@@ -471,6 +474,7 @@ class Planned:
     body: bytes
     event_sql: str = ""
     event_args: tuple[Any, ...] = ()
+    event_check: str = ""
 
 
 @dataclass(frozen=True)
@@ -484,13 +488,24 @@ class StaleLedger(Exception):
     """The member's ledger changed between the read and the write."""
 
 
+class ClaimRefused(Exception):
+    """An event's check failed at write time: something outside the member's ledger (a coupon,
+    a template's budget) was taken since it was read. ``reason`` is the check's reason code."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 async def apply_posting(
     conn: Connection, posting: Posting, *, idempotency: Idempotency | None = None,
     status: int = 0, body: bytes = b"", event_sql: str = "", event_args: tuple[Any, ...] = (),
-    claimed: bool = False,
+    event_check: str = "", claimed: bool = False,
 ) -> bool:
     """Write ``posting`` if the ledger is still at the version it was read at. False when the
-    idempotency key was already taken (nothing written); StaleLedger when the version moved."""
+    idempotency key was already taken (nothing written); StaleLedger when the version moved
+    (or the statement lost a deadlock, which undid it the same way); ClaimRefused when the
+    event's check failed."""
     p = posting
     entries, lots, drawn = p.entries, p.new_lots, p.drawn
     changes: dict[UUID, list[Any]] = {}
@@ -521,12 +536,17 @@ async def apply_posting(
         key.terminal_id if key else None, key.key if key else None,
         key.request_hash if key else None, status, body, p.new_tier,
     )
-    sql = posting_statement(event_sql, claimed=claimed)
+    sql = posting_statement(event_sql, claimed=claimed, check=event_check)
     try:
         row = await conn.fetchrow(sql, *args, *event_args)
     except asyncpg.PostgresError as exc:
-        if getattr(exc, "sqlstate", None) == "LY409":
+        state = getattr(exc, "sqlstate", None)
+        # A deadlock is possible only where an event locks shared rows (several coupon
+        # templates in one purchase); the loser was undone whole and may simply go again.
+        if state in ("LY409", "40P01"):
             raise StaleLedger from None
+        if state == "LY410":
+            raise ClaimRefused(str(getattr(exc, "message", "") or exc)) from None
         raise
     assert row is not None
     return bool(row["keyed"])
@@ -556,7 +576,8 @@ async def post(
     try:
         fresh = await apply_posting(conn, plan.posting, idempotency=idempotency,
                                     status=plan.status, body=plan.body,
-                                    event_sql=plan.event_sql, event_args=plan.event_args)
+                                    event_sql=plan.event_sql, event_args=plan.event_args,
+                                    event_check=plan.event_check)
     except StaleLedger:
         return await _post_locked(conn, read=read, build=build, idempotency=idempotency,
                                   member_id=ledger.member_id)
@@ -591,9 +612,16 @@ async def _post_locked(
             plan = await build(ledger)
             if plan.posting is None:
                 raise _NothingToWrite(plan)
-            await apply_posting(conn, plan.posting, idempotency=idempotency,
-                                status=plan.status, body=plan.body, event_sql=plan.event_sql,
-                                event_args=plan.event_args, claimed=True)
+            try:
+                await apply_posting(conn, plan.posting, idempotency=idempotency,
+                                    status=plan.status, body=plan.body,
+                                    event_sql=plan.event_sql, event_args=plan.event_args,
+                                    event_check=plan.event_check, claimed=True)
+            except StaleLedger:
+                # Under the row lock the version cannot move: this was a deadlock over rows an
+                # event shares with other members' postings. Nothing was written; retry.
+                raise ServiceUnavailable(
+                    "the write met a concurrent one; retry the request") from None
             return Outcome(plan.status, plan.body, replayed=False)
     except _NothingToWrite as nothing:
         # Rolled back with the transaction, the key claim included: nothing happened.

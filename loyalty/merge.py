@@ -143,6 +143,16 @@ async def merge_members(
                                 where s.member_id = $1 and s.purpose = c.purpose)
             """,
             survivor_id, merged_id, staff_id, now)
+        # Unused wallet coupons move too, except a second one from an issue the survivor
+        # already had a coupon of: one person, one coupon per issue.
+        await conn.execute(
+            """
+            update member_coupons c set member_id = $1
+             where c.member_id = $2 and c.redeemed_at is null
+               and not exists (select 1 from member_coupons s
+                                where s.member_id = $1 and s.issue_id = c.issue_id)
+            """,
+            survivor_id, merged_id)
         await conn.execute(
             "update refresh_tokens set revoked_at = $2 where member_id = $1 and revoked_at is null",
             merged_id, now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -18,6 +19,17 @@ import asyncpg
 import msgspec
 
 from loyalty.auth import TerminalPrincipal
+from loyalty.coupons import (
+    REINSTATABLE_SQL,
+    REINSTATE_SQL,
+    Candidate,
+    Checked,
+    check_coupons,
+    find_coupons,
+    normalized_refs,
+    redemption_args,
+    redemption_sql,
+)
 from loyalty.db import Connection
 from loyalty.earning import (
     PurchaseFacts,
@@ -29,6 +41,8 @@ from loyalty.earning import (
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, NotFound
 from loyalty.ids import uuid7
 from loyalty.ledger import (
+    EVENT_PARAMETERS_START,
+    ClaimRefused,
     Idempotency,
     Links,
     MemberLedger,
@@ -42,12 +56,15 @@ from loyalty.ledger import (
 )
 from loyalty.rules import RuleBook
 from loyalty.tiers import current_window_start, measure_sql, rank, tier_for
+from schemas.coupons import CouponValidation, CouponValidationResult
 from schemas.points import (
     Balance,
+    CouponRef,
     Purchase,
     PurchaseLine,
     PurchaseRecorded,
     Quote,
+    ReinstatedCoupon,
     ReturnRecorded,
     ReturnRequest,
 )
@@ -67,10 +84,22 @@ class Programme:
     timezone: ZoneInfo
 
 
+# Body fields added after tills began storing keys: left out of the hash while empty, so a
+# retry of a request first sent before they existed still matches its key.
+_LATER_FIELDS = ("coupons",)
+
+
 def request_hash(method: str, path: str, body: msgspec.Struct) -> bytes:
     """What makes two requests the same: method, path and the decoded body re-encoded, so
     white space and key order do not count."""
-    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + _encode(body)).digest()
+    encoded = _encode(body)
+    if any(getattr(body, name, None) == [] for name in _LATER_FIELDS):
+        data = msgspec.to_builtins(body)
+        for name in _LATER_FIELDS:
+            if data.get(name) == []:
+                del data[name]
+        encoded = _encode(data)
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + encoded).digest()
 
 
 async def read_member_ledger(
@@ -132,6 +161,7 @@ class _Evaluation:
 async def _evaluate(
     conn: Connection, ledger: MemberLedger, purchase: Purchase, store_code: str,
     rulebook: RuleBook, programme: Programme, now: dt.datetime,
+    coupons: Sequence[Checked] = (),
 ) -> tuple[_Evaluation, Posting]:
     version, rules = await rulebook.at(conn, ledger.rules_version)
     posting = Posting(ledger, now)
@@ -149,6 +179,8 @@ async def _evaluate(
         first_purchase=ledger.purchase_count == 0, birth_date=ledger.birth_date,
         birthday_bonus_year=ledger.birthday_bonus_year,
         tier=next((t for t in rules.tiers.levels if t.code == ledger.tier), None),
+        boosts=tuple(("coupon", c.check.name or "coupon", c.check.points_percent)
+                     for c in coupons if c.valid and c.check.points_percent),
     )
     earned = purchase_points(rules, version, facts, programme.timezone)
     evaluation = _Evaluation(
@@ -163,19 +195,86 @@ async def quote_purchase(
     conn: Connection, *, member: UUID | str, purchase: Purchase, terminal: TerminalPrincipal,
     rulebook: RuleBook, programme: Programme, now: dt.datetime,
 ) -> Quote:
-    """What ``purchase`` would earn and may redeem; nothing is written."""
+    """What ``purchase`` would earn and may redeem, and whether each coupon applies (and
+    why not); nothing is written."""
     _check_purchase(purchase, programme, now)
     ledger = await read_member_ledger(conn, member)
     _check_can_transact(ledger)
+    checked = await check_basket_coupons(
+        conn, purchase.coupons, lines=purchase.lines, member_id=ledger.member_id,
+        store_code=terminal.store_code, at=purchase.occurred_at)
     evaluation, posting = await _evaluate(conn, ledger, purchase, terminal.store_code,
-                                          rulebook, programme, now)
+                                          rulebook, programme, now, checked)
     return Quote(
         member_id=ledger.member_id, points_earned=evaluation.points,
         points_redeemable=evaluation.redeemable, redeem_points=purchase.redeem_points,
         balance=Balance(available=posting.available, pending=posting.pending),
         rule_version=evaluation.version, trace=evaluation.earned_trace,
+        coupons=[c.check for c in checked],
+        discount=sum(c.check.discount for c in checked),
     )
 
+
+async def check_basket_coupons(
+    conn: Connection, coupons: Sequence[CouponRef], *, lines: list[PurchaseLine],
+    member_id: UUID | None, store_code: str, at: dt.datetime,
+) -> list[Checked]:
+    """Coupons against a basket, for a quote or a validation: the member's use of each
+    template read now (a recorded purchase reads it with its ledger instead). Without a
+    member, per-member limits are not checked and wallet coupons are not found."""
+    refs = normalized_refs(coupons)
+    if not refs:
+        return []
+    candidates = await find_coupons(conn, refs)
+    usage = None
+    if member_id is not None:
+        usage = _usage(await conn.fetchval(
+            "select " + _COUPON_USAGE.format(member="$1", templates="$2"),
+            member_id, _template_ids(candidates)))
+    return check_coupons(refs, candidates, lines=lines, store_code=store_code, now=at,
+                         member_id=member_id, usage=usage)
+
+
+async def validate_coupons(
+    conn: Connection, validation: CouponValidation, *, member: UUID | str | None,
+    terminal: TerminalPrincipal, now: dt.datetime,
+) -> CouponValidationResult:
+    """Would these coupons apply to this basket at this store? Each one valid with its
+    discount, or the reason it is not; nothing is written."""
+    member_id = None
+    if member is not None:
+        ledger = await read_member_ledger(conn, member)
+        member_id = ledger.member_id
+    at = validation.occurred_at or now
+    if at.tzinfo is None:
+        raise InvalidInput("occurred_at needs a time zone offset", field="occurred_at")
+    checked = await check_basket_coupons(
+        conn, validation.coupons, lines=validation.lines, member_id=member_id,
+        store_code=terminal.store_code, at=at)
+    return CouponValidationResult(coupons=[c.check for c in checked],
+                                  discount=sum(c.check.discount for c in checked))
+
+
+def _template_ids(candidates: Sequence[Candidate | None]) -> list[UUID]:
+    return sorted({c.template.template_id for c in candidates if c is not None})
+
+
+def _usage(raw: Any) -> dict[UUID, int]:
+    return {UUID(key): int(value) for key, value in (raw or {}).items()}
+
+
+
+# How often the member (and members merged into them) has used each coupon template in $8:
+# read with the ledger, so the balance's version makes per-member limits exact.
+_COUPON_USAGE = """
+case when cardinality({templates}::uuid[]) = 0 then '{{}}'::jsonb else (
+    select coalesce(jsonb_object_agg(u.template_id, u.n), '{{}}') from (
+        select r.template_id, count(*) as n from coupon_redemptions r
+         where r.member_id = any(array(
+                   select {member}::uuid union all
+                   select mm.member_id from members mm where mm.merged_into = {member}))
+           and r.template_id = any({templates}::uuid[]) and r.reinstated_at is null
+         group by r.template_id) u) end"""
 
 # A receipt recorded before (under another key) is refused before anything is evaluated; the
 # tier measure so far ($6: window start, $7: now) is read with the balance it goes with.
@@ -190,9 +289,11 @@ def _purchase_ledger(program: TierProgram) -> str:
         _purchase_ledgers[key] = ledger_query("id", extra=f""",
        exists (select 1 from purchases where store_id = $4 and receipt_id = $5)
            as receipt_taken,
-       ({measure})::bigint as tier_measure""")
+       ({measure})::bigint as tier_measure,
+       ({_COUPON_USAGE.format(member="m.member_id", templates="$8")}) as coupon_usage""")
     return _purchase_ledgers[key]
 
+_PURCHASE_PARAMETERS = 18
 _PURCHASE_EVENT = event_statement("""
 , purchase as (
     insert into purchases (member_id, purchase_id, store_id, terminal_id, receipt_id,
@@ -203,20 +304,45 @@ _PURCHASE_EVENT = event_statement("""
 ), activity as (
     update members set last_activity_at = greatest(last_activity_at, {4})
      where member_id = $1 and exists (select 1 from bal)
+), tier_coupon as (
+    insert into member_coupons (member_id, coupon_id, template_id, issue_id, source, issued_at,
+                                valid_from, valid_until)
+    select $1, {16}, t.template_id, {11}, 'tier', $2,
+           case when t.valid_days is null then t.valid_from else $2 end,
+           case when t.valid_days is null then t.valid_until
+                else coupon_valid_until($2, t.valid_days, {17}) end
+      from coupon_templates t
+     where t.template_id = {15}::uuid and t.active and {13}::text is not null
+       and exists (select 1 from bal)
+    returning coupon_id
 ), tier_change as (
     insert into member_tiers (member_id, change_id, from_tier, to_tier, reason, measure,
-                              purchase_id, changed_at)
-    select $1, {11}, {12}, {13}, 'purchase reached the threshold', {14}, {0}, $2
+                              purchase_id, changed_at, coupon_id)
+    select $1, {11}, {12}, {13}, 'purchase reached the threshold', {14}, {0}, $2,
+           (select coupon_id from tier_coupon)
      where {13}::text is not null and exists (select 1 from bal)
-)""", 15)
+)""", _PURCHASE_PARAMETERS)
+# With coupons: the redemptions join the same statement, and its check undoes the purchase if
+# any coupon was taken in the meantime.
+_COUPON_CTES, _COUPON_CHECK = redemption_sql(
+    first=_PURCHASE_PARAMETERS, purchase=f"${EVENT_PARAMETERS_START}",
+    store=f"${EVENT_PARAMETERS_START + 1}")
+_PURCHASE_WITH_COUPONS_EVENT = _PURCHASE_EVENT + _COUPON_CTES
 
 
 async def record_purchase(
     conn: Connection, *, member: UUID | str, purchase: Purchase, terminal: TerminalPrincipal,
     idempotency: Idempotency, rulebook: RuleBook, programme: Programme, now: dt.datetime,
 ) -> Outcome:
-    """Earn and redeem for ``purchase`` in one statement, exactly once per idempotency key."""
+    """Earn and redeem for ``purchase``, its coupons included, in one statement, exactly once
+    per idempotency key. A coupon that does not apply refuses the whole purchase (409, the
+    reason in the problem's type): the till drops it, or fixes the basket, and sends again."""
     _check_purchase(purchase, programme, now)
+    refs = normalized_refs(purchase.coupons)
+    # Which coupons the till names is read once; whether they are still unused is decided by
+    # the write itself.
+    candidates = await find_coupons(conn, refs) if refs else []
+    template_ids = _template_ids(candidates)
 
     async def read(conn: Connection) -> MemberLedger:
         # The measure's window depends on the rules, which come with the read: assume the
@@ -227,7 +353,8 @@ async def record_purchase(
             window = current_window_start(program, now, programme.timezone)
             ledger = await read_member_ledger(
                 conn, member, idempotency=idempotency, query=_purchase_ledger(program),
-                extra_args=(terminal.store_id, purchase.receipt_id, window, now))
+                extra_args=(terminal.store_id, purchase.receipt_id, window, now,
+                            template_ids))
             version, rules = await rulebook.at(conn, ledger.rules_version)
             if version == assumed_version or (
                     rules.tiers.measure, rules.tiers.period, bool(rules.tiers.levels)) == (
@@ -241,8 +368,16 @@ async def record_purchase(
         if ledger.extra["receipt_taken"]:
             raise _receipt_taken(purchase)
         _check_can_transact(ledger)
+        checked = check_coupons(
+            refs, candidates, lines=purchase.lines, store_code=terminal.store_code,
+            now=purchase.occurred_at, member_id=ledger.member_id,
+            usage=_usage(ledger.extra["coupon_usage"]))
+        for index, coupon in enumerate(checked):
+            if not coupon.valid:
+                raise coupon_refused(coupon.check.reason or "unknown", coupon.check.detail,
+                                     index)
         evaluation, posting = await _evaluate(conn, ledger, purchase, terminal.store_code,
-                                              rulebook, programme, now)
+                                              rulebook, programme, now, checked)
         purchase_id = uuid7()
         links = Links(purchase_id=purchase_id)
         where = f"{terminal.store_code}, receipt {purchase.receipt_id}"
@@ -258,6 +393,7 @@ async def record_purchase(
         posting.purchases = 1
         posting.birthday_bonus_year = evaluation.birthday_year
         program = evaluation.rules.tiers
+        tier_coupon: UUID | None = None
         measure = int(ledger.extra["tier_measure"] or 0)
         if program.levels:
             if program.measure == "points":
@@ -267,28 +403,51 @@ async def record_purchase(
             reached = tier_for(program, measure)
             if reached is not None and rank(program, reached.code) > rank(program, ledger.tier):
                 posting.new_tier = reached.code
+                tier_coupon = reached.coupon_template_id
         recorded = PurchaseRecorded(
             purchase_id=purchase_id, member_id=ledger.member_id, receipt_id=purchase.receipt_id,
             points_earned=evaluation.points, points_redeemed=purchase.redeem_points,
             balance=Balance(available=posting.available, pending=posting.pending),
             rule_version=evaluation.version, trace=evaluation.earned_trace,
             tier=posting.new_tier or ledger.tier, tier_reached=posting.new_tier,
+            coupons=[c.check for c in checked],
+            discount=sum(c.check.discount for c in checked),
         )
-        return Planned(
-            posting, 201, _encode(recorded), _PURCHASE_EVENT,
-            (purchase_id, terminal.store_id, terminal.terminal_id, purchase.receipt_id,
-             purchase.occurred_at, purchase.currency, purchase.total, purchase.lines,
-             evaluation.points, purchase.redeem_points, evaluation.version,
-             uuid7(), ledger.tier, posting.new_tier, measure),
-        )
+        args = (purchase_id, terminal.store_id, terminal.terminal_id, purchase.receipt_id,
+                purchase.occurred_at, purchase.currency, purchase.total, purchase.lines,
+                evaluation.points, purchase.redeem_points, evaluation.version,
+                uuid7(), ledger.tier, posting.new_tier, measure,
+                tier_coupon, uuid7(), programme.timezone.key)
+        if not checked:
+            return Planned(posting, 201, _encode(recorded), _PURCHASE_EVENT, args)
+        return Planned(posting, 201, _encode(recorded), _PURCHASE_WITH_COUPONS_EVENT,
+                       args + redemption_args(checked), _COUPON_CHECK)
 
     try:
         return await post(conn, read=read, build=build, idempotency=idempotency)
+    except ClaimRefused as refused:
+        # Between the read and the write another purchase took the coupon, or its budget.
+        raise coupon_refused(refused.reason, _CLAIM_DETAIL.get(refused.reason, ""),
+                             None) from None
     except asyncpg.UniqueViolationError as exc:
         # Two different keys for one receipt at the same moment: the index decides.
         if exc.constraint_name == "purchases_receipt":
             raise _receipt_taken(purchase) from None
         raise
+
+
+_CLAIM_DETAIL = {
+    "already_used": "a coupon was used by another purchase a moment ago",
+    "limit_reached": "a coupon's budget ran out a moment ago",
+    "inactive": "a coupon was withdrawn a moment ago",
+}
+
+
+def coupon_refused(reason: str, detail: str, index: int | None) -> Conflict:
+    """The whole purchase is refused for one coupon: its reason is in the problem's type."""
+    field = f"coupons[{index}]" if index is not None else "coupons"
+    return Conflict(f"coupon not applied: {detail}" if detail else "coupon not applied",
+                    field=field, code=f"coupon_{reason}")
 
 
 def _receipt_taken(purchase: Purchase) -> Conflict:
@@ -360,7 +519,8 @@ _RETURN_LEDGER = ledger_query("id", extra=""",
        (select coalesce(jsonb_agg(lines), '[]') from purchase_returns
          where member_id = $4 and purchase_id = $5) as returned_lines,
        (select array_agg(lot_id) from point_lots
-         where member_id = m.member_id and (lot_id = $6 or origin_lot_id = $6)) as earn_lots""")
+         where member_id = m.member_id and (lot_id = $6 or origin_lot_id = $6)) as earn_lots,
+       """ + REINSTATABLE_SQL.strip())
 
 _RETURN_EVENT = event_statement("""
 , returned as (
@@ -372,7 +532,7 @@ _RETURN_EVENT = event_statement("""
 ), purchase as (
     update purchases set returned_amount = returned_amount + {4}
      where member_id = {0} and purchase_id = {2} and exists (select 1 from bal)
-)""", 10)
+)""" + REINSTATE_SQL.format(member="{0}", ids="{10}"), 11)
 
 
 def _returned_quantities(bought: _Bought, returned_lines: list[Any]) -> list[int]:
@@ -494,17 +654,25 @@ async def record_return(
         if not_restored:
             notes.append(f"{not_restored} points used on this purchase had expired and were "
                          "not given back")
+        # A purchase returned in full gives back the coupons used on it, where their
+        # templates say so (a coupon past its validity comes back expired, and stays so).
+        reinstated = list(extra["reinstatable"]) if cumulative == bought.total else []
         body = ReturnRecorded(
             return_id=return_id, purchase_id=bought.purchase_id, member_id=ledger.member_id,
             amount=amount, points_reversed=reversed_points, points_restored=restored,
             points_shortfall=shortfall, points_not_restored=not_restored,
             balance=Balance(available=posting.available, pending=posting.pending), notes=notes,
+            coupons_reinstated=[ReinstatedCoupon(
+                template_id=UUID(c["template_id"]), code=c["code"],
+                coupon_id=UUID(c["coupon_id"]) if c["coupon_id"] else None)
+                for c in reinstated],
         )
         returned = [{"line": li.line, "quantity": li.quantity} for li in request.lines or ()]
         return Planned(
             posting, 201, _encode(body), _RETURN_EVENT,
             (bought.member_id, return_id, bought.purchase_id, terminal.terminal_id, amount,
-             returned, reversed_points, restored, shortfall, not_restored),
+             returned, reversed_points, restored, shortfall, not_restored,
+             [UUID(c["redemption_id"]) for c in reinstated]),
         )
 
     return await post(conn, read=read, build=build, idempotency=idempotency)

@@ -17,6 +17,7 @@ import msgspec
 
 from loyalty.db import Connection
 from loyalty.earning import _add_months, _midnight, business_date
+from loyalty.errors import InvalidInput
 from loyalty.rules import RuleBook
 from schemas.rules import MemberTier, NextTier, Tier, TierChange, TierProgram, TierView
 
@@ -162,6 +163,22 @@ async def evaluate_tiers(
 
 
 # -- reading ---------------------------------------------------------------------------------
+
+
+async def check_tier_coupons(conn: Connection, program: TierProgram) -> None:
+    """Every coupon a tier grants must name an active template."""
+    wanted = [level.coupon_template_id for level in program.levels if level.coupon_template_id]
+    if not wanted:
+        return
+    active = {row["template_id"] for row in await conn.fetch(
+        "select template_id from coupon_templates where template_id = any($1::uuid[])"
+        " and active", wanted)}
+    for index, level in enumerate(program.levels):
+        if level.coupon_template_id and level.coupon_template_id not in active:
+            raise InvalidInput(f"tier {level.code}: no active coupon template "
+                               f"{level.coupon_template_id}",
+                               field=f"levels[{index}].coupon_template_id",
+                               code="coupon_template_not_found")
 
 
 async def member_tier(

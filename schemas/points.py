@@ -34,6 +34,40 @@ class MemberRef(Input):
     number: MemberNumber | None = None
 
 
+# What a person types or a scanner reads; normalised (NFKC, upper case, no spaces or hyphens)
+# before it is looked up.
+CouponCode = Annotated[str, Meta(min_length=1, max_length=64,
+                                 pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+CouponReason = Literal[
+    "unknown", "inactive", "not_yet_valid", "expired", "already_used", "wrong_store",
+    "limit_reached", "below_minimum", "not_applicable", "not_stackable",
+]
+MAX_COUPONS = 20
+
+
+class CouponRef(Input):
+    """A coupon at the till: a typed or scanned ``code`` (single-use or shared), or a wallet
+    coupon by ``coupon_id``. Exactly one."""
+
+    code: CouponCode | None = None
+    coupon_id: UUID | None = None
+
+
+class CouponCheck(Output):
+    """One coupon against one basket: valid with its discount, or the reason it is not."""
+
+    valid: bool
+    reason: CouponReason | None
+    detail: str
+    code: str | None = None
+    coupon_id: UUID | None = None
+    template_id: UUID | None = None
+    name: str | None = None
+    discount: int = 0
+    points_percent: int | None = None
+
+
 class PurchaseLine(Input):
     sku: Sku
     unit_price: Money
@@ -42,7 +76,8 @@ class PurchaseLine(Input):
 
 
 class Purchase(Input):
-    """A purchase as the till records it; ``total`` is what was charged after discounts."""
+    """A purchase as the till records it; ``total`` is what was charged after discounts,
+    coupon discounts included (``/v1/pos/quotes`` says what the coupons take off)."""
 
     member: MemberRef
     receipt_id: ReceiptId
@@ -51,6 +86,8 @@ class Purchase(Input):
     currency: Currency
     lines: Annotated[list[PurchaseLine], Meta(min_length=1, max_length=500)]
     redeem_points: PointAmount = 0
+    coupons: Annotated[list[CouponRef], Meta(max_length=MAX_COUPONS)] = msgspec.field(
+        default_factory=list)
 
 
 class Balance(Output):
@@ -69,10 +106,13 @@ class PurchaseRecorded(Output):
     trace: Trace
     tier: str | None = None
     tier_reached: str | None = None
+    coupons: list[CouponCheck] = msgspec.field(default_factory=list)
+    discount: int = 0
 
 
 class Quote(Output):
-    """What a purchase would do; nothing is written."""
+    """What a purchase would do; nothing is written. ``coupons`` says of each coupon whether
+    it applies and why not; ``discount`` is what the valid ones take off."""
 
     member_id: UUID
     points_earned: int
@@ -81,6 +121,8 @@ class Quote(Output):
     balance: Balance
     rule_version: int
     trace: Trace
+    coupons: list[CouponCheck] = msgspec.field(default_factory=list)
+    discount: int = 0
 
 
 class ReturnLine(Input):
@@ -97,6 +139,14 @@ class ReturnRequest(Input):
     amount: Annotated[int, Meta(ge=1, le=10_000_000_000)] | None = None
 
 
+class ReinstatedCoupon(Output):
+    """A coupon used on a purchase that was returned in full, usable again."""
+
+    template_id: UUID
+    code: str | None = None
+    coupon_id: UUID | None = None
+
+
 class ReturnRecorded(Output):
     return_id: UUID
     purchase_id: UUID
@@ -108,6 +158,7 @@ class ReturnRecorded(Output):
     points_not_restored: int
     balance: Balance
     notes: list[str]
+    coupons_reinstated: list[ReinstatedCoupon] = msgspec.field(default_factory=list)
 
 
 class Expiring(Output):

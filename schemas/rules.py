@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated, Literal
+from uuid import UUID
 
 import msgspec
 from msgspec import Meta
@@ -145,6 +146,8 @@ class Tier(Input):
     name: ShortText
     threshold: Annotated[int, Meta(ge=0, le=10**13)]
     multiplier_percent: Annotated[int, Meta(ge=100, le=10_000)] = 100
+    # A coupon template issued into the wallet of a member who reaches this tier.
+    coupon_template_id: UUID | None = None
 
 
 class TierProgram(Input):

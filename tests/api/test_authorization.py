@@ -100,7 +100,41 @@ def _terminal_path(world: World) -> str:
     return f"/v1/terminals/{world.spare_terminal_id}"
 
 
+def _segment_path(world: World) -> str:
+    return f"/v1/segments/{world.extra['segment_id']}"
+
+
+def _template_path(world: World) -> str:
+    return f"/v1/coupon-templates/{world.extra['template_id']}"
+
+
+def _campaign_path(world: World) -> str:
+    return f"/v1/campaigns/{world.extra['campaign_id']}"
+
+
+def _event_path(world: World) -> str:
+    return f"/v1/events/{world.extra['event_id']}"
+
+
+def _rsvp_path(world: World) -> str:
+    return f"/v1/me/events/{world.extra['event_id']}/rsvp"
+
+
+def _coupon_campaign(world: World) -> dict[str, Any]:
+    return {"name": f"Campaign {next(_unique)}", "members": [world.member_a_id],
+            "action": {"type": "issue_coupon", "template_id": world.extra["template_id"]}}
+
+
+def _event(_: World) -> dict[str, Any]:
+    return {"name": f"Event {next(_unique)}", "place": "2F", "capacity": 10, "points": 5,
+            "starts_at": "2030-01-05T10:00:00+09:00", "ends_at": "2030-01-05T12:00:00+09:00"}
+
+
 MEMBER_READERS = {"admin", "support", "marketer"}
+MARKETING = {"admin", "marketer"}
+MARKETING_READERS = {"admin", "marketer", "analyst"}
+MEMBERS = {"member_a", "member_b"}
+_ACTIVE = {"type": "status", "statuses": ["active"]}
 
 MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/health/live"): Rule(EVERYONE),
@@ -169,6 +203,22 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("PUT", "/v1/earning-rules"): Rule({"admin", "marketer"}, 200, lambda _: {}),
     ("POST", "/v1/earning-rules/simulate"): Rule(
         {"admin", "marketer"}, 200, lambda _: {"action": {"type": "site_visit"}}),
+    # coupons
+    ("POST", "/v1/coupon-templates"): Rule(MARKETING, 201, lambda _: {
+        "name": "Matrix", "discount": {"type": "fixed_amount", "amount": 10}}),
+    ("GET", "/v1/coupon-templates"): Rule(MARKETING_READERS),
+    ("GET", "/v1/coupon-templates/{template_id:uuid}"): Rule(MARKETING_READERS,
+                                                            path=_template_path),
+    ("PATCH", "/v1/coupon-templates/{template_id:uuid}"): Rule(
+        MARKETING, body=lambda _: {"name": "Renamed"}, path=_template_path),
+    ("POST", "/v1/coupon-templates/{template_id:uuid}/codes"): Rule(
+        MARKETING, 201, lambda _: {"count": 1}, path=lambda w: f"{_template_path(w)}/codes"),
+    ("POST", "/v1/coupon-templates/{template_id:uuid}/issue"): Rule(
+        MARKETING, 201, lambda w: {"members": [w.member_a_id]}, headers=_idempotency,
+        path=lambda w: f"{_template_path(w)}/issue"),
+    ("GET", "/v1/me/coupons"): Rule(MEMBERS),
+    ("POST", "/v1/pos/coupons/validate"): Rule({"terminal_x"}, 200, lambda _: {
+        "coupons": [{"code": "MATRIX-CODE"}], "lines": [{"sku": "S", "unit_price": 100}]}),
 }
 
 
@@ -212,11 +262,23 @@ async def world(client: Client, actors: Actors) -> World:
         "lines": [{"sku": "S", "unit_price": 10_000}]})
     assert bought.status_code == 201, bought.text
     history = await client.get("/v1/me/points/history", headers=member_a.headers)
+    marketer = headers["marketer"]
+
+    async def made(path: str, body: dict[str, Any], field: str,
+                   extra_headers: dict[str, str] | None = None) -> str:
+        response = await client.post(path, headers={**marketer, **(extra_headers or {})},
+                                     json=body)
+        assert response.status_code == 201, response.text
+        return str(response.json()[field])
+
+    template_id = await made("/v1/coupon-templates", {
+        "name": "World", "discount": {"type": "fixed_amount", "amount": 10}}, "template_id")
     return World(headers, member_a.member_id, spare_terminal, client, actors, {
         "login_email": "a@example.com", "staff_email": "login@staff.example",
         "refresh_tokens": refresh_tokens, "spare_members": spare_members,
         "number": member_a.member["member_number"], "purchase_id": bought.json()["purchase_id"],
         "entry_id": history.json()["items"][0]["entry_id"],
+        "template_id": template_id,
     })
 
 

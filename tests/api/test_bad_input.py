@@ -151,7 +151,11 @@ field_names = st.sampled_from([
     "occurred_at", "total", "currency", "lines", "redeem_points", "amount", "type", "target",
     "points", "reason", "from_member_id", "base", "multipliers", "bonuses", "actions",
     "expiry", "purchase", "action", "rules", "tiers", "levels", "measure", "period",
-    "threshold", "multiplier_percent",
+    "threshold", "multiplier_percent", "coupons", "discount", "validity", "min_spend",
+    "stores", "categories", "per_member_limit", "total_limit", "stackable", "on_return",
+    "public_code", "count", "prefix", "members", "segment_id", "definition", "sample_size",
+    "holdout_percent", "max_members", "starts_at", "ends_at", "capacity", "place",
+    "invitation_only", "description", "active", "coupon_id",
 ])
 bodies = st.one_of(json_values, st.dictionaries(field_names, json_values, max_size=6))
 
@@ -167,6 +171,11 @@ BODY_ROUTES = [
     ("POST", "/v1/me/actions", "member"), ("POST", "/v1/members/{id}/adjustments", "admin"),
     ("POST", "/v1/members/{id}/merge", "admin"), ("PUT", "/v1/earning-rules", "admin"),
     ("POST", "/v1/earning-rules/simulate", "admin"), ("PUT", "/v1/tiers", "admin"),
+    ("POST", "/v1/coupon-templates", "admin"),
+    ("PATCH", "/v1/coupon-templates/{template}", "admin"),
+    ("POST", "/v1/coupon-templates/{template}/codes", "admin"),
+    ("POST", "/v1/coupon-templates/{template}/issue", "keyed_admin"),
+    ("POST", "/v1/pos/coupons/validate", "terminal"),
 ]
 
 
@@ -180,9 +189,20 @@ async def fuzz_callers(client: Client, actors: Actors) -> dict[str, Any]:
         "occurred_at": "2026-01-05T10:00:00+09:00", "currency": "JPY",
         "lines": [{"sku": "S", "unit_price": 1000}]})
     assert bought.status_code == 201, bought.text
-    return {"member": member.headers, "admin": bearer(await actors.staff("admin")),
+    admin = bearer(await actors.staff("admin"))
+
+    async def made(path: str, body: dict[str, Any], field: str) -> str:
+        response = await client.post(path, headers=admin, json=body)
+        assert response.status_code == 201, response.text
+        return str(response.json()[field])
+
+    return {"member": member.headers, "admin": admin,
+            "keyed_admin": {**admin, "Idempotency-Key": "fuzz"},
             "terminal": {**bearer(key), "Idempotency-Key": "fuzz"},
-            "member_id": member.member_id, "purchase": bought.json()["purchase_id"]}
+            "member_id": member.member_id, "purchase": bought.json()["purchase_id"],
+            "template": await made("/v1/coupon-templates", {
+                "name": "Fuzz", "discount": {"type": "fixed_amount", "amount": 5}},
+                "template_id")}
 
 
 @pytest.mark.parametrize(("method", "path", "caller"), BODY_ROUTES)
@@ -194,7 +214,9 @@ async def test_no_body_makes_a_500(
     body: Any,
 ) -> None:
     headers = fuzz_callers[caller] if caller else {}
-    path = path.replace("{id}", fuzz_callers["member_id"]).replace(
-        "{purchase}", fuzz_callers["purchase"])
+    for name in ("purchase", "template", "segment", "event"):
+        if "{" + name + "}" in path:
+            path = path.replace("{" + name + "}", fuzz_callers[name])
+    path = path.replace("{id}", fuzz_callers["member_id"])
     response = await client.request(method, path, headers=headers, json=body)
     assert response.status_code < 500, response.text
