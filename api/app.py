@@ -27,6 +27,7 @@ from api.metrics import MetricsMiddleware
 from api.points import MyPointsController, StaffPointsController
 from api.pos import PosController
 from api.rules import EarningRulesController
+from api.segments import SegmentsController
 from api.sessions import SessionController
 from api.tiers import TiersController
 from loyalty.auth import Passwords, TerminalKeys, TokenSigner, load_or_create_signing_key
@@ -50,6 +51,7 @@ CONTROLLERS = [
     TiersController,
     CouponTemplatesController,
     MyCouponsController,
+    SegmentsController,
     TerminalsController,
     StaffController,
     StoresController,

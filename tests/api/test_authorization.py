@@ -219,6 +219,17 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/me/coupons"): Rule(MEMBERS),
     ("POST", "/v1/pos/coupons/validate"): Rule({"terminal_x"}, 200, lambda _: {
         "coupons": [{"code": "MATRIX-CODE"}], "lines": [{"sku": "S", "unit_price": 100}]}),
+    # segments
+    ("POST", "/v1/segments"): Rule(MARKETING, 201,
+                                   lambda _: {"name": "Active", "definition": _ACTIVE}),
+    ("GET", "/v1/segments"): Rule(MARKETING_READERS),
+    ("POST", "/v1/segments/preview"): Rule(MARKETING_READERS, 200,
+                                           lambda _: {"definition": _ACTIVE}),
+    ("GET", "/v1/segments/{segment_id:uuid}"): Rule(MARKETING_READERS, path=_segment_path),
+    ("PATCH", "/v1/segments/{segment_id:uuid}"): Rule(
+        MARKETING, body=lambda _: {"name": "Renamed"}, path=_segment_path),
+    ("GET", "/v1/segments/{segment_id:uuid}/members"): Rule(
+        MARKETING, path=lambda w: f"{_segment_path(w)}/members"),
 }
 
 
@@ -273,12 +284,14 @@ async def world(client: Client, actors: Actors) -> World:
 
     template_id = await made("/v1/coupon-templates", {
         "name": "World", "discount": {"type": "fixed_amount", "amount": 10}}, "template_id")
+    segment_id = await made("/v1/segments", {"name": "Active", "definition": _ACTIVE},
+                            "segment_id")
     return World(headers, member_a.member_id, spare_terminal, client, actors, {
         "login_email": "a@example.com", "staff_email": "login@staff.example",
         "refresh_tokens": refresh_tokens, "spare_members": spare_members,
         "number": member_a.member["member_number"], "purchase_id": bought.json()["purchase_id"],
         "entry_id": history.json()["items"][0]["entry_id"],
-        "template_id": template_id,
+        "template_id": template_id, "segment_id": segment_id,
     })
 
 

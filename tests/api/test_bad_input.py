@@ -176,6 +176,9 @@ BODY_ROUTES = [
     ("POST", "/v1/coupon-templates/{template}/codes", "admin"),
     ("POST", "/v1/coupon-templates/{template}/issue", "keyed_admin"),
     ("POST", "/v1/pos/coupons/validate", "terminal"),
+    ("POST", "/v1/segments", "admin"),
+    ("PATCH", "/v1/segments/{segment}", "admin"),
+    ("POST", "/v1/segments/preview", "admin"),
 ]
 
 
@@ -202,7 +205,10 @@ async def fuzz_callers(client: Client, actors: Actors) -> dict[str, Any]:
             "member_id": member.member_id, "purchase": bought.json()["purchase_id"],
             "template": await made("/v1/coupon-templates", {
                 "name": "Fuzz", "discount": {"type": "fixed_amount", "amount": 5}},
-                "template_id")}
+                "template_id"),
+            "segment": await made("/v1/segments", {
+                "name": "Fuzz", "definition": {"type": "status", "statuses": ["active"]}},
+                "segment_id")}
 
 
 @pytest.mark.parametrize(("method", "path", "caller"), BODY_ROUTES)
