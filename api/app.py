@@ -21,6 +21,7 @@ from api.auth import AuthenticationMiddleware
 from api.coupons import CouponTemplatesController, MyCouponsController
 from api.deps import Services
 from api.errors import problem_details_config
+from api.events import EventsController, MyEventsController, PosEventsController
 from api.health import HealthController
 from api.members import MeController, StaffMembersController
 from api.metrics import MetricsMiddleware
@@ -52,6 +53,9 @@ CONTROLLERS = [
     CouponTemplatesController,
     MyCouponsController,
     SegmentsController,
+    EventsController,
+    MyEventsController,
+    PosEventsController,
     TerminalsController,
     StaffController,
     StoresController,

@@ -172,6 +172,11 @@ _ACTION_EVENT = event_statement("""
 )""", 5)
 
 
+# Actions written by other parts of the programme: a member cannot claim them from the app,
+# whatever the earning rules say.
+AWARDED_BY_OTHERS = {"event_attendance": "a store terminal at check-in"}
+
+
 def normalize_target(target: str) -> str:
     """One share per URL: scheme and host lower-cased, fragment dropped, NFKC elsewhere."""
     text = normalize_text(unicodedata.normalize("NFKC", target))
@@ -188,6 +193,9 @@ async def record_action(
 ) -> ActionResult:
     """Award an engagement action per the rules and their caps, exactly: the caps are counted
     in PostgreSQL under the member's ledger version, so concurrent taps cannot exceed them."""
+    if action in AWARDED_BY_OTHERS:
+        raise InvalidInput(f"{action} is recorded by {AWARDED_BY_OTHERS[action]}, not by the app",
+                           field="type", code="unknown_action")
     target = normalize_target(target) if target is not None else None
     today = business_date(now, programme.timezone)
     month_start = today.replace(day=1)

@@ -7,6 +7,7 @@ route's success status; anyone else gets 401 without a credential and 403 with t
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -230,6 +231,19 @@ MATRIX: dict[tuple[str, str], Rule] = {
         MARKETING, body=lambda _: {"name": "Renamed"}, path=_segment_path),
     ("GET", "/v1/segments/{segment_id:uuid}/members"): Rule(
         MARKETING, path=lambda w: f"{_segment_path(w)}/members"),
+    # events
+    ("GET", "/v1/events"): Rule(MARKETING_READERS),
+    ("POST", "/v1/events"): Rule(MARKETING, 201, _event),
+    ("GET", "/v1/events/{event_id:uuid}"): Rule(MARKETING_READERS, path=_event_path),
+    ("PATCH", "/v1/events/{event_id:uuid}"): Rule(
+        MARKETING, body=lambda _: {"name": "Renamed"}, path=_event_path),
+    ("GET", "/v1/me/events"): Rule(MEMBERS),
+    ("POST", "/v1/me/events/{event_id:uuid}/rsvp"): Rule(MEMBERS, 201, path=_rsvp_path),
+    ("DELETE", "/v1/me/events/{event_id:uuid}/rsvp"): Rule(MEMBERS, 204, path=_rsvp_path),
+    ("POST", "/v1/pos/events/{event_id:uuid}/checkins"): Rule(
+        {"terminal_x"}, 201, lambda w: {"member": {"id": w.member_a_id}},
+        headers=_idempotency,
+        path=lambda w: f"/v1/pos/events/{w.extra['checkin_event_id']}/checkins"),
 }
 
 
@@ -286,12 +300,26 @@ async def world(client: Client, actors: Actors) -> World:
         "name": "World", "discount": {"type": "fixed_amount", "amount": 10}}, "template_id")
     segment_id = await made("/v1/segments", {"name": "Active", "definition": _ACTIVE},
                             "segment_id")
+    # Two open events: one tomorrow (members reserve and give back seats), one under way
+    # that member A has a seat at (the till checks them in).
+    now = dt.datetime.now(dt.UTC)
+    events = []
+    for starts in (now + dt.timedelta(days=1), now - dt.timedelta(minutes=30)):
+        events.append(await made("/v1/events", {
+            "name": "World", "place": "2F", "capacity": 10, "points": 5,
+            "invitation_only": False, "starts_at": starts.isoformat(),
+            "ends_at": (starts + dt.timedelta(hours=3)).isoformat()}, "event_id"))
+    for event_id, member in ((events[0], member_a), (events[0], member_b),
+                             (events[1], member_a)):
+        reserved = await client.post(f"/v1/me/events/{event_id}/rsvp", headers=member.headers)
+        assert reserved.status_code == 201, reserved.text
     return World(headers, member_a.member_id, spare_terminal, client, actors, {
         "login_email": "a@example.com", "staff_email": "login@staff.example",
         "refresh_tokens": refresh_tokens, "spare_members": spare_members,
         "number": member_a.member["member_number"], "purchase_id": bought.json()["purchase_id"],
         "entry_id": history.json()["items"][0]["entry_id"],
         "template_id": template_id, "segment_id": segment_id,
+        "event_id": events[0], "checkin_event_id": events[1],
     })
 
 

@@ -179,6 +179,9 @@ BODY_ROUTES = [
     ("POST", "/v1/segments", "admin"),
     ("PATCH", "/v1/segments/{segment}", "admin"),
     ("POST", "/v1/segments/preview", "admin"),
+    ("POST", "/v1/events", "admin"),
+    ("PATCH", "/v1/events/{event}", "admin"),
+    ("POST", "/v1/pos/events/{event}/checkins", "terminal"),
 ]
 
 
@@ -208,7 +211,11 @@ async def fuzz_callers(client: Client, actors: Actors) -> dict[str, Any]:
                 "template_id"),
             "segment": await made("/v1/segments", {
                 "name": "Fuzz", "definition": {"type": "status", "statuses": ["active"]}},
-                "segment_id")}
+                "segment_id"),
+            "event": await made("/v1/events", {
+                "name": "Fuzz", "place": "2F", "capacity": 5, "points": 1,
+                "starts_at": "2030-01-05T10:00:00+09:00",
+                "ends_at": "2030-01-05T12:00:00+09:00"}, "event_id")}
 
 
 @pytest.mark.parametrize(("method", "path", "caller"), BODY_ROUTES)

@@ -1,0 +1,157 @@
+"""Events: staff create and edit them, members reserve seats in the app, a store terminal checks
+members in (attendance earns points once). Invitations come from campaigns
+(``loyalty.events.invite_members``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.di import Provide
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from api.auth import members_only, staff_with, terminals_only
+from api.deps import (
+    Db,
+    Ledger,
+    Me,
+    Staff,
+    Svc,
+    Till,
+    provide_conn,
+    provide_ledger_conn,
+    provide_member,
+    provide_services,
+    provide_staff,
+    provide_terminal,
+    utc_now,
+)
+from api.pos import IdempotencyKey, _created, _member, _respond
+from loyalty.audit import record_audit
+from loyalty.cards import CardExpired
+from loyalty.events import (
+    cancel_reservation,
+    check_in,
+    create_event,
+    get_event,
+    list_events,
+    my_events,
+    reserve_seat,
+    update_event,
+)
+from loyalty.ledger import Idempotency, recorded_outcome
+from loyalty.purchases import request_hash
+from schemas.base import Page
+from schemas.events import CheckedIn, CheckIn, Event, EventCreate, EventUpdate, MyEvent, Reservation
+
+Limit = Annotated[int, QueryParameter(ge=1, le=200)]
+Cursor = Annotated[str | None, QueryParameter(max_length=200)]
+EVENT_EDITORS = ("admin", "marketer")
+EVENT_READERS = ("admin", "marketer", "analyst")
+
+
+class EventsController(Controller):
+    path = "/v1/events"
+    tags = ["events"]
+    guards = [staff_with(*EVENT_READERS)]
+    dependencies = {"conn": Provide(provide_conn), "staff": Provide(provide_staff)}
+
+    @post("", operation_id="createEvent", status_code=201, guards=[staff_with(*EVENT_EDITORS)])
+    async def create(self, data: JSONBody[EventCreate], staff: Staff, conn: Db) -> Event:
+        """A new event: place, time, capacity, points for attending, invitation only or open."""
+        event = await create_event(conn, data, staff_id=staff.staff_id, now=utc_now())
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="events.create", subject_kind="event",
+                           subject_id=event.event_id, details={"name": event.name})
+        return event
+
+    @get("", operation_id="listEvents")
+    async def list_(self, conn: Db, limit: Limit = 50, cursor: Cursor = None) -> Page[Event]:
+        """Events, latest start first, with seats reserved and members checked in."""
+        return await list_events(conn, limit=limit, cursor=cursor)
+
+    @get("/{event_id:uuid}", operation_id="getEvent")
+    async def read(self, event_id: FromPath[UUID], conn: Db) -> Event:
+        """One event, with seats reserved and members checked in."""
+        return await get_event(conn, event_id)
+
+    @patch("/{event_id:uuid}", operation_id="updateEvent", guards=[staff_with(*EVENT_EDITORS)])
+    async def update(self, event_id: FromPath[UUID], data: JSONBody[EventUpdate], staff: Staff,
+                     conn: Db) -> Event:
+        """Change an event; the capacity never below the seats reserved. ``status: cancelled``
+        cancels it for good."""
+        event = await update_event(conn, event_id, data, now=utc_now())
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="events.update", subject_kind="event", subject_id=event_id,
+                           details={"fields": sorted(f for f in data.__struct_fields__
+                                                     if getattr(data, f) is not msgspec.UNSET)})
+        return event
+
+
+class MyEventsController(Controller):
+    path = "/v1/me/events"
+    tags = ["member app"]
+    guards = [members_only]
+    dependencies = {"ledger": Provide(provide_ledger_conn), "me": Provide(provide_member)}
+
+    @get("", operation_id="listMyEvents")
+    async def list_(self, me: Me, ledger: Ledger, limit: Limit = 50,
+                    cursor: Cursor = None) -> Page[MyEvent]:
+        """Events I am invited to or have a seat at: upcoming soonest first, then past ones."""
+        return await my_events(ledger, me.member_id, now=utc_now(), limit=limit, cursor=cursor)
+
+    @post("/{event_id:uuid}/rsvp", operation_id="reserveMySeat", status_code=201,
+          responses={200: ResponseSpec(data_container=Reservation,
+                                                     description="Already held")})
+    async def rsvp(self, event_id: FromPath[UUID], me: Me,
+                   ledger: Ledger) -> Response[Reservation]:
+        """Reserve a seat: 201 when taken now, 200 when I already held it (one seat either
+        way); 409 ``event_full`` when none is left."""
+        reserved = await reserve_seat(ledger, event_id=event_id, member_id=me.member_id,
+                                      now=utc_now())
+        return Response(reserved.reservation, status_code=201 if reserved.new else 200)
+
+    @delete("/{event_id:uuid}/rsvp", operation_id="cancelMySeat", status_code=204)
+    async def cancel(self, event_id: FromPath[UUID], me: Me, ledger: Ledger) -> None:
+        """Give my seat back; 404 ``not_reserved`` when I hold none."""
+        await cancel_reservation(ledger, event_id=event_id, member_id=me.member_id,
+                                 now=utc_now())
+
+
+class PosEventsController(Controller):
+    path = "/v1/pos/events"
+    tags = ["point of sale"]
+    guards = [terminals_only]
+    dependencies = {
+        "ledger": Provide(provide_ledger_conn),
+        "terminal": Provide(provide_terminal),
+        "services": Provide(provide_services),
+    }
+
+    @post("/{event_id:uuid}/checkins", operation_id="posCheckInAtEvent", status_code=201,
+          responses={201: _created(CheckedIn)})
+    async def check_in(
+        self, request: Request, event_id: FromPath[UUID],  # type: ignore[type-arg]
+        data: JSONBody[CheckIn], terminal: Till, ledger: Ledger, services: Svc,
+        idempotency_key: IdempotencyKey,
+    ) -> Response[bytes]:
+        """Check in a member holding a seat; attendance points once per member and event (a
+        second check-in is 409 ``already_checked_in``), exactly once per key."""
+        idempotency = Idempotency(terminal.terminal_id, idempotency_key,
+                                  request_hash("POST", request.url.path, data))
+        try:
+            member = _member(data.member, services)
+        except CardExpired:
+            replay = await recorded_outcome(ledger, idempotency)
+            if replay is None:
+                raise
+            return _respond(replay)
+        outcome = await check_in(
+            ledger, event_id=event_id, member=member, terminal=terminal,
+            idempotency=idempotency, rulebook=services.rulebook, programme=services.programme,
+            now=utc_now())
+        return _respond(outcome)
+
