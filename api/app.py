@@ -22,6 +22,7 @@ from api.coupons import CouponTemplatesController, MyCouponsController
 from api.deps import Services
 from api.errors import problem_details_config
 from api.events import EventsController, MyEventsController, PosEventsController
+from api.grants import PointsGrantsController
 from api.health import HealthController
 from api.members import MeController, StaffMembersController
 from api.metrics import MetricsMiddleware
@@ -48,6 +49,7 @@ CONTROLLERS = [
     PosController,
     MyPointsController,
     StaffPointsController,
+    PointsGrantsController,
     EarningRulesController,
     TiersController,
     CouponTemplatesController,

@@ -78,7 +78,7 @@ async def points_summary(
 
 
 _ENTRY_COLUMNS = """entry_id, member_id, kind, amount, reason, source, created_at, purchase_id,
-                    return_id, action_id"""
+                    return_id, action_id, grant_id"""
 
 # A member's history includes the members merged into them.
 _MERGED_INTO = """

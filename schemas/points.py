@@ -195,6 +195,7 @@ class Entry(Output):
     purchase_id: UUID | None = None
     return_id: UUID | None = None
     action_id: UUID | None = None
+    grant_id: UUID | None = None
 
 
 class LotMovement(Output):

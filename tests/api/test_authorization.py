@@ -244,6 +244,14 @@ MATRIX: dict[tuple[str, str], Rule] = {
         {"terminal_x"}, 201, lambda w: {"member": {"id": w.member_a_id}},
         headers=_idempotency,
         path=lambda w: f"/v1/pos/events/{w.extra['checkin_event_id']}/checkins"),
+    # bulk points grants
+    ("GET", "/v1/points/grants"): Rule(MARKETING),
+    ("POST", "/v1/points/grants"): Rule(
+        MARKETING, 201,
+        lambda w: {"points": 5, "reason": "matrix grant", "members": [w.member_a_id]},
+        headers=_idempotency),
+    ("GET", "/v1/points/grants/{grant_id:uuid}"): Rule(
+        MARKETING, path=lambda w: f"/v1/points/grants/{w.extra['grant_id']}"),
 }
 
 
@@ -300,6 +308,9 @@ async def world(client: Client, actors: Actors) -> World:
         "name": "World", "discount": {"type": "fixed_amount", "amount": 10}}, "template_id")
     segment_id = await made("/v1/segments", {"name": "Active", "definition": _ACTIVE},
                             "segment_id")
+    grant_id = await made("/v1/points/grants", {
+        "points": 1, "reason": "world grant", "members": [member_a.member_id]}, "grant_id",
+        _idempotency())
     # Two open events: one tomorrow (members reserve and give back seats), one under way
     # that member A has a seat at (the till checks them in).
     now = dt.datetime.now(dt.UTC)
@@ -318,7 +329,7 @@ async def world(client: Client, actors: Actors) -> World:
         "refresh_tokens": refresh_tokens, "spare_members": spare_members,
         "number": member_a.member["member_number"], "purchase_id": bought.json()["purchase_id"],
         "entry_id": history.json()["items"][0]["entry_id"],
-        "template_id": template_id, "segment_id": segment_id,
+        "template_id": template_id, "segment_id": segment_id, "grant_id": grant_id,
         "event_id": events[0], "checkin_event_id": events[1],
     })
 

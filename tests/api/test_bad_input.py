@@ -182,6 +182,7 @@ BODY_ROUTES = [
     ("POST", "/v1/events", "admin"),
     ("PATCH", "/v1/events/{event}", "admin"),
     ("POST", "/v1/pos/events/{event}/checkins", "terminal"),
+    ("POST", "/v1/points/grants", "keyed_admin"),
 ]
 
 

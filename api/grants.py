@@ -1,0 +1,74 @@
+"""Bulk points grants for marketing staff: the same points to a list of members or a segment,
+once per member, idempotent by the request's ``Idempotency-Key``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import Provide
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from api.auth import staff_with
+from api.deps import (
+    Db,
+    Ledger,
+    Staff,
+    Svc,
+    provide_conn,
+    provide_ledger_conn,
+    provide_services,
+    provide_staff,
+    utc_now,
+)
+from api.pos import IdempotencyKey
+from loyalty.grants import get_grant, grant_points, list_grants
+from loyalty.purchases import request_hash
+from schemas.base import Page
+from schemas.grants import GrantRequest, PointsGrant
+
+Limit = Annotated[int, QueryParameter(ge=1, le=200)]
+Cursor = Annotated[str | None, QueryParameter(max_length=200)]
+GRANTERS = ("admin", "marketer")
+# 100,000 member ids are about 3.9 MB of JSON: more than the API's usual body limit allows.
+GRANT_BODY_LIMIT = 8 * 1024 * 1024
+
+
+class PointsGrantsController(Controller):
+    path = "/v1/points/grants"
+    tags = ["points grants"]
+    guards = [staff_with(*GRANTERS)]
+    dependencies = {
+        "services": Provide(provide_services),
+        "conn": Provide(provide_conn),
+        "ledger": Provide(provide_ledger_conn),
+        "staff": Provide(provide_staff),
+    }
+
+    @post("", operation_id="grantPoints", status_code=201,
+          request_max_body_size=GRANT_BODY_LIMIT)
+    async def grant(
+        self, request: Request, data: JSONBody[GrantRequest], staff: Staff,  # type: ignore[type-arg]
+        ledger: Ledger, services: Svc, idempotency_key: IdempotencyKey,
+    ) -> Response[PointsGrant]:
+        """Grant points to every active or dormant member of the list or segment, once each;
+        audited. The same key and body again resume or replay the grant (same grant id)."""
+        granted, existed = await grant_points(
+            ledger, request=data, idempotency_key=idempotency_key,
+            request_hash=request_hash("POST", request.url.path, data),
+            staff_id=staff.staff_id, rulebook=services.rulebook, programme=services.programme,
+            now=utc_now())
+        headers = {"Idempotent-Replayed": "true"} if existed else {}
+        return Response(granted, status_code=201, headers=headers)
+
+    @get("", operation_id="listPointsGrants")
+    async def grants(self, conn: Db, limit: Limit = 50,
+                     cursor: Cursor = None) -> Page[PointsGrant]:
+        """Grants, newest first."""
+        return await list_grants(conn, limit=limit, cursor=cursor)
+
+    @get("/{grant_id:uuid}", operation_id="getPointsGrant")
+    async def one(self, conn: Db, grant_id: FromPath[UUID]) -> PointsGrant:
+        """A grant: its target, status, and the members and points granted so far."""
+        return await get_grant(conn, grant_id)
