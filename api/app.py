@@ -18,6 +18,7 @@ from litestar.types import Empty
 
 from api.admin import StaffController, StoresController, TerminalsController
 from api.auth import AuthenticationMiddleware
+from api.campaigns import CampaignsController
 from api.coupons import CouponTemplatesController, MyCouponsController
 from api.deps import Services
 from api.errors import problem_details_config
@@ -55,6 +56,7 @@ CONTROLLERS = [
     CouponTemplatesController,
     MyCouponsController,
     SegmentsController,
+    CampaignsController,
     EventsController,
     MyEventsController,
     PosEventsController,

@@ -1,6 +1,6 @@
 """``loyalty``: the API server and the commands operators and scheduled jobs run.
 
-Commands: serve, migrate, scheduler, staff, terminal, points, tiers, rfm, seed-demo.
+Commands: serve, migrate, scheduler, staff, terminal, points, tiers, rfm, campaigns, seed-demo.
 
 Every command reads the same settings as ``serve`` and, with no URLs configured, joins (or
 starts) the same embedded servers under the data directory, so it works while ``make run`` runs.
@@ -230,6 +230,32 @@ def cmd_rfm_refresh(settings: Settings, args: argparse.Namespace) -> None:
           f"{totals['changed']} rows changed, {totals['removed']} removed")
 
 
+def cmd_campaigns_launch_due(settings: Settings, args: argparse.Namespace) -> None:
+    from zoneinfo import ZoneInfo
+
+    from loyalty.campaigns import launch_due_campaigns
+    from loyalty.db import init_connection
+    from loyalty.purchases import Programme
+    from loyalty.rules import RuleBook
+
+    now = _as_of(args.now)
+    programme = Programme(currency=settings.currency, timezone=ZoneInfo(settings.timezone))
+
+    async def run(dsn: str) -> int:
+        await migrate(dsn)
+        conn = await asyncpg.connect(dsn)
+        await init_connection(conn)
+        try:
+            return await launch_due_campaigns(conn, rulebook=RuleBook(), programme=programme,
+                                              now=now)
+        finally:
+            await conn.close()
+
+    with _services(settings, need_redis=False) as urls:
+        launched = asyncio.run(run(urls.database_url))
+    print(f"{launched} campaigns launched")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loyalty", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -283,6 +309,13 @@ def _parser() -> argparse.ArgumentParser:
     refresh.add_argument("--window-days", type=int,
                          help="days of purchases counted (default LOYALTY_RFM_WINDOW_DAYS)")
     refresh.set_defaults(run=cmd_rfm_refresh)
+
+    campaigns = commands.add_parser("campaigns", help="campaign work").add_subparsers(
+        dest="campaigns_command", required=True)
+    due = campaigns.add_parser("launch-due", help="launch scheduled campaigns whose start has "
+                                                  "come, and finish interrupted launches")
+    due.add_argument("--now", help="the moment to act as of (ISO 8601, default now)")
+    due.set_defaults(run=cmd_campaigns_launch_due)
 
     commands.add_parser("seed-demo", help="a few stores, staff and members to try the API").\
         set_defaults(run=cmd_seed_demo)

@@ -161,7 +161,7 @@ class _Evaluation:
 async def _evaluate(
     conn: Connection, ledger: MemberLedger, purchase: Purchase, store_code: str,
     rulebook: RuleBook, programme: Programme, now: dt.datetime,
-    coupons: Sequence[Checked] = (),
+    coupons: Sequence[Checked] = (), campaign_boosts: Sequence[tuple[str, int]] = (),
 ) -> tuple[_Evaluation, Posting]:
     version, rules = await rulebook.at(conn, ledger.rules_version)
     posting = Posting(ledger, now)
@@ -179,8 +179,9 @@ async def _evaluate(
         first_purchase=ledger.purchase_count == 0, birth_date=ledger.birth_date,
         birthday_bonus_year=ledger.birthday_bonus_year,
         tier=next((t for t in rules.tiers.levels if t.code == ledger.tier), None),
-        boosts=tuple(("coupon", c.check.name or "coupon", c.check.points_percent)
-                     for c in coupons if c.valid and c.check.points_percent),
+        boosts=tuple(("campaign", name, percent) for name, percent in campaign_boosts)
+        + tuple(("coupon", c.check.name or "coupon", c.check.points_percent)
+                for c in coupons if c.valid and c.check.points_percent),
     )
     earned = purchase_points(rules, version, facts, programme.timezone)
     evaluation = _Evaluation(
@@ -203,8 +204,11 @@ async def quote_purchase(
     checked = await check_basket_coupons(
         conn, purchase.coupons, lines=purchase.lines, member_id=ledger.member_id,
         store_code=terminal.store_code, at=purchase.occurred_at)
+    boosts = _boosts(await conn.fetchval(
+        "select " + _CAMPAIGN_BOOSTS.format(member="$1::uuid", at="$2::timestamptz"),
+        ledger.member_id, purchase.occurred_at))
     evaluation, posting = await _evaluate(conn, ledger, purchase, terminal.store_code,
-                                          rulebook, programme, now, checked)
+                                          rulebook, programme, now, checked, boosts)
     return Quote(
         member_id=ledger.member_id, points_earned=evaluation.points,
         points_redeemable=evaluation.redeemable, redeem_points=purchase.redeem_points,
@@ -263,6 +267,20 @@ def _usage(raw: Any) -> dict[UUID, int]:
     return {UUID(key): int(value) for key, value in (raw or {}).items()}
 
 
+def _boosts(raw: Any) -> list[tuple[str, int]]:
+    return [(str(name), int(percent)) for name, percent in raw or ()]
+
+
+# The points multipliers of launched campaigns treating the member at the purchase's moment,
+# as [name, percent] pairs.
+_CAMPAIGN_BOOSTS = """
+(select coalesce(jsonb_agg(jsonb_build_array(c.name, (c.action->>'percent')::int)
+                           order by c.campaign_id), '[]')
+   from campaign_members cm join campaigns c on c.campaign_id = cm.campaign_id
+  where cm.member_id = {member} and cm.arm = 'treated' and c.status = 'launched'
+    and c.action->>'type' = 'points_multiplier'
+    and c.starts_at <= {at} and c.ends_at > {at})"""
+
 
 # How often the member (and members merged into them) has used each coupon template in $8:
 # read with the ledger, so the balance's version makes per-member limits exact.
@@ -290,7 +308,9 @@ def _purchase_ledger(program: TierProgram) -> str:
        exists (select 1 from purchases where store_id = $4 and receipt_id = $5)
            as receipt_taken,
        ({measure})::bigint as tier_measure,
-       ({_COUPON_USAGE.format(member="m.member_id", templates="$8")}) as coupon_usage""")
+       ({_COUPON_USAGE.format(member="m.member_id", templates="$8")}) as coupon_usage,
+       {_CAMPAIGN_BOOSTS.format(member="m.member_id", at="$9::timestamptz")}
+           as campaign_boosts""")
     return _purchase_ledgers[key]
 
 _PURCHASE_PARAMETERS = 18
@@ -354,7 +374,7 @@ async def record_purchase(
             ledger = await read_member_ledger(
                 conn, member, idempotency=idempotency, query=_purchase_ledger(program),
                 extra_args=(terminal.store_id, purchase.receipt_id, window, now,
-                            template_ids))
+                            template_ids, purchase.occurred_at))
             version, rules = await rulebook.at(conn, ledger.rules_version)
             if version == assumed_version or (
                     rules.tiers.measure, rules.tiers.period, bool(rules.tiers.levels)) == (
@@ -377,7 +397,8 @@ async def record_purchase(
                 raise coupon_refused(coupon.check.reason or "unknown", coupon.check.detail,
                                      index)
         evaluation, posting = await _evaluate(conn, ledger, purchase, terminal.store_code,
-                                              rulebook, programme, now, checked)
+                                              rulebook, programme, now, checked,
+                                              _boosts(ledger.extra["campaign_boosts"]))
         purchase_id = uuid7()
         links = Links(purchase_id=purchase_id)
         where = f"{terminal.store_code}, receipt {purchase.receipt_id}"

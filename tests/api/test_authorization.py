@@ -231,6 +231,14 @@ MATRIX: dict[tuple[str, str], Rule] = {
         MARKETING, body=lambda _: {"name": "Renamed"}, path=_segment_path),
     ("GET", "/v1/segments/{segment_id:uuid}/members"): Rule(
         MARKETING, path=lambda w: f"{_segment_path(w)}/members"),
+    # campaigns
+    ("POST", "/v1/campaigns"): Rule(MARKETING, 201, _coupon_campaign),
+    ("GET", "/v1/campaigns"): Rule(MARKETING_READERS),
+    ("GET", "/v1/campaigns/{campaign_id:uuid}"): Rule(MARKETING_READERS, path=_campaign_path),
+    ("POST", "/v1/campaigns/{campaign_id:uuid}/launch"): Rule(
+        MARKETING, 200, path=lambda w: f"{_campaign_path(w)}/launch"),
+    ("GET", "/v1/campaigns/{campaign_id:uuid}/results"): Rule(
+        MARKETING_READERS, path=lambda w: f"{_campaign_path(w)}/results"),
     # events
     ("GET", "/v1/events"): Rule(MARKETING_READERS),
     ("POST", "/v1/events"): Rule(MARKETING, 201, _event),
@@ -311,6 +319,11 @@ async def world(client: Client, actors: Actors) -> World:
     grant_id = await made("/v1/points/grants", {
         "points": 1, "reason": "world grant", "members": [member_a.member_id]}, "grant_id",
         _idempotency())
+    campaign_id = await made("/v1/campaigns", {
+        "name": "World", "members": [member_a.member_id],
+        "action": {"type": "issue_coupon", "template_id": template_id}}, "campaign_id")
+    launched = await client.post(f"/v1/campaigns/{campaign_id}/launch", headers=marketer)
+    assert launched.status_code == 200, launched.text
     # Two open events: one tomorrow (members reserve and give back seats), one under way
     # that member A has a seat at (the till checks them in).
     now = dt.datetime.now(dt.UTC)
@@ -328,8 +341,8 @@ async def world(client: Client, actors: Actors) -> World:
         "login_email": "a@example.com", "staff_email": "login@staff.example",
         "refresh_tokens": refresh_tokens, "spare_members": spare_members,
         "number": member_a.member["member_number"], "purchase_id": bought.json()["purchase_id"],
-        "entry_id": history.json()["items"][0]["entry_id"],
-        "template_id": template_id, "segment_id": segment_id, "grant_id": grant_id,
+        "entry_id": history.json()["items"][0]["entry_id"], "template_id": template_id,
+        "segment_id": segment_id, "grant_id": grant_id, "campaign_id": campaign_id,
         "event_id": events[0], "checkin_event_id": events[1],
     })
 

@@ -152,3 +152,17 @@ def test_serve_on_the_embedded_default_and_stop_leaving_nothing_running(
     while _servers_under(tmp_path / "data") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _servers_under(tmp_path / "data") == []
+
+
+def test_campaigns_launch_due_reports_what_it_launched(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli.main(["campaigns", "launch-due", "--now", "2030-01-01T00:00:00+09:00"])
+    assert capsys.readouterr().out.strip() == "0 campaigns launched"
+
+
+@pytest.mark.parametrize("now", ["2030-01-01T00:00", "next tuesday"])
+def test_batch_commands_refuse_a_now_they_cannot_place(cli_env: str, now: str) -> None:
+    for command in (["campaigns", "launch-due"], ["points", "expire"], ["rfm", "refresh"]):
+        with pytest.raises(SystemExit, match="--now"):
+            cli.main([*command, "--now", now])
