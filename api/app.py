@@ -41,6 +41,7 @@ from loyalty.rules import RuleBook
 from loyalty.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
+REDIS_CONNECTIONS = 64
 
 CONTROLLERS = [
     HealthController,
@@ -117,8 +118,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         assert settings.redis_url
         pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
                                  max_size=settings.db_pool_max)
-        client = aioredis.from_url(settings.redis_url, socket_timeout=2,
-                                   socket_connect_timeout=2)
+        # A burst of requests waits briefly for a Redis connection instead of failing: with
+        # redis-py's default pool the 101st concurrent request would get "Too many
+        # connections", and the limiter would stop counting for everyone for a while.
+        client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=2,
+            socket_timeout=2, socket_connect_timeout=2))
         app.state.services = Services(
             settings=settings, pool=pool, redis=client, signer=signer, passwords=passwords,
             limiter=RateLimiter(client), rulebook=RuleBook(),

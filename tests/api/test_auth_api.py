@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -194,3 +195,16 @@ async def test_requests_are_limited_per_principal_with_retry_after(
         assert 1 <= int(limited.headers["retry-after"]) <= 60
         # Another member has a budget of their own.
         assert (await client.get("/v1/me", headers=second.headers)).status_code == 200
+
+
+async def test_a_burst_larger_than_the_redis_pool_is_still_counted(
+    fresh_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    # 150 requests at once need more Redis connections than the pool holds: they wait for
+    # one rather than failing open, so exactly the limit passes.
+    settings = make_settings(fresh_database, redis_url, tmp_path, rate_limit_per_minute=100)
+    async with serve(create_app(settings)) as client:
+        statuses = await asyncio.gather(*(client.get("/v1/me") for _ in range(150)))
+        codes = [response.status_code for response in statuses]
+        assert (codes.count(401), codes.count(429)) == (100, 50)
+
