@@ -117,7 +117,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         assert settings.database_url
         assert settings.redis_url
         pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
-                                 max_size=settings.db_pool_max)
+                                 max_size=settings.db_pool_max,
+                                 statement_timeout_seconds=settings.statement_timeout_seconds)
         # A burst of requests waits briefly for a Redis connection instead of failing: with
         # redis-py's default pool the 101st concurrent request would get "Too many
         # connections", and the limiter would stop counting for everyone for a while.

@@ -79,6 +79,14 @@ def _from_unexpected(exc: Exception) -> ProblemDetailsException:
     return problem(500, "internal_error", "the server could not complete the request")
 
 
+def _from_timeout(exc: Exception) -> ProblemDetailsException:
+    # The server's statement_timeout cut a query short (a segment over a very large
+    # population, a lock waited on too long): nothing was written; it may work later.
+    log.warning("statement cancelled: %r", exc)
+    return problem(503, "unavailable", "the request took too long and was stopped; retry later",
+                   headers={"Retry-After": "5"})
+
+
 def _from_lost_connection(exc: Exception) -> ProblemDetailsException:
     # The database went away mid-request (restart, failover, a killed backend). Whatever was
     # under way was one transaction and is rolled back; a retry with the same key is safe.
@@ -103,6 +111,7 @@ def problem_details_config() -> ProblemDetailsConfig:
         errors.LoyaltyError: _from_domain,
         HTTPException: _from_http,
         **dict.fromkeys(LOST_CONNECTION, _from_lost_connection),
+        asyncpg.exceptions.QueryCanceledError: _from_timeout,
         Exception: _from_unexpected,
     }
     return ProblemDetailsConfig(exception_to_problem_detail_map=mapping)

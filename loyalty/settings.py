@@ -31,6 +31,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     workers: Annotated[int, Meta(ge=1, le=64)] = 1
     db_pool_min: Annotated[int, Meta(ge=0)] = 2
     db_pool_max: Positive = 20
+    statement_timeout_seconds: Annotated[int, Meta(ge=1, le=3600)] = 60
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     migrate_on_start: bool = True
 

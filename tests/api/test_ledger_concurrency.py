@@ -184,3 +184,32 @@ async def test_purchase_killed_mid_write_then_retried_is_recorded_once(
     rows = await ledger_rows(settings.database_url)
     assert [e["amount"] for e in rows.entries] == [70]
     check_invariants(rows)
+
+
+async def test_purchase_stopped_by_the_statement_timeout_is_503_and_writes_nothing(
+    fresh_database: str, redis_url: str, tmp_path: Path,
+) -> None:
+    settings = make_settings(fresh_database, redis_url, tmp_path, statement_timeout_seconds=1)
+    async for client in held(serve(create_app(settings))):
+        actors = Actors(client, settings)
+        api_key, _ = await actors.terminal("SLOW-01")
+        member = await actors.member()
+        body = _purchase(member.member_id, total=5_000)
+        headers = {**bearer(api_key), "Idempotency-Key": "held-up"}
+        blocker = await asyncpg.connect(fresh_database)
+        try:
+            async with blocker.transaction():
+                # The balance row is held longer than the statement may wait for it.
+                await blocker.execute(
+                    "select 1 from point_balances where member_id = $1 for update",
+                    member.member_uuid)
+                stopped = await client.post("/v1/pos/purchases", json=body, headers=headers)
+        finally:
+            await blocker.close()
+        assert stopped.status_code == 503
+        assert stopped.headers["content-type"].startswith("application/problem+json")
+        assert stopped.headers["retry-after"]
+        assert (await ledger_rows(fresh_database)).entries == []
+        retried = await client.post("/v1/pos/purchases", json=body, headers=headers)
+        assert retried.status_code == 201
+        check_invariants(await ledger_rows(fresh_database))
