@@ -70,17 +70,22 @@ def next_level(program: TierProgram, measure: int) -> Tier | None:
 # -- measures in SQL -------------------------------------------------------------------------
 
 # The qualifying measure of member $1 (and of members merged into them) from $2 to $3.
+# As one array, so each member's rows are found by index (an ``or`` of two conditions on
+# member_id would not be).
+_FAMILY = """any(array(select {member}::uuid union all
+                  select mm.member_id from members mm where mm.merged_into = {member}))"""
+
 SPEND_SQL = """
 coalesce((select sum(p.total - p.returned_amount) from purchases p
-           where (p.member_id = {member} or p.member_id in (
-                  select mm.member_id from members mm where mm.merged_into = {member}))
+           where p.member_id = """ + _FAMILY + """
              and p.occurred_at >= {start} and p.occurred_at < {end}), 0)"""
 
+# Points earned by purchases and engagement; bulk grants (campaign bonuses, goodwill) are
+# given, not earned, and do not qualify.
 POINTS_SQL = """
 coalesce((select sum(e.amount) from point_entries e
-           where (e.member_id = {member} or e.member_id in (
-                  select mm.member_id from members mm where mm.merged_into = {member}))
-             and e.created_at >= {start} and e.created_at < {end}
+           where e.member_id = """ + _FAMILY + """
+             and e.created_at >= {start} and e.created_at < {end} and e.grant_id is null
              and (e.kind = 'earn' or (e.kind = 'reverse' and e.amount < 0))), 0)"""
 
 

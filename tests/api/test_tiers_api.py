@@ -155,6 +155,24 @@ async def test_points_measure_counts_points_earned(client: Client, actors: Actor
     assert (await buy(client, till, member, 100))["tier_reached"] == "SILVER"
 
 
+async def test_granted_bonus_points_do_not_count_towards_a_points_tier(
+    client: Client, actors: Actors, till: dict[str, str]
+) -> None:
+    marketer = bearer(await actors.staff("marketer"))
+    await client.put("/v1/tiers", headers=marketer, json={"measure": "points", "levels": [
+        {"code": "SILVER", "name": "Silver", "threshold": 100}]})
+    member = await actors.member()
+    granted = await client.post("/v1/points/grants", headers={
+        **marketer, "Idempotency-Key": "bonus"}, json={
+        "points": 5_000, "reason": "autumn bonus", "members": [member.member_id]})
+    assert granted.status_code == 201, granted.text
+    tier = await client.get("/v1/me/tier", headers=member.headers)
+    assert (tier.json()["measure"], tier.json()["tier"]) == (0, None)
+    # Points earned by buying do count: 99 is one short, the next purchase crosses.
+    assert (await buy(client, till, member, 9_900))["tier_reached"] is None
+    assert (await buy(client, till, member, 100))["tier_reached"] == "SILVER"
+
+
 async def _evaluate(settings: Settings, now: dt.datetime) -> dict[str, int]:
     conn = await asyncpg.connect(settings.database_url)
     await init_connection(conn)
