@@ -297,29 +297,36 @@ async def generate_code_batch(
         done = await _existing_batch(conn, idempotency_key, digest)
         assert done is not None
         return done
-    await conn.execute("create temporary table new_codes (code text) on commit drop")
+    await conn.execute("create temporary table new_codes (code text collate \"C\")"
+                       " on commit drop")
     made = 0
     while made < count:
         await conn.execute("truncate new_codes")
         await conn.copy_records_to_table(
             "new_codes", records=((code,) for code in generate_codes(count - made, prefix)))
-        made += int(await conn.fetchval(
-            f"""
-            with added as (
-                insert into coupon_codes (code, template_id, batch_id, created_at, valid_from,
-                                          valid_until)
-                select n.code, t.template_id, $2, $3, {VALID_FROM_SQL.format(now="$3")},
-                       {VALID_UNTIL_SQL.format(now="$3", tz="$4")}
-                  from new_codes n cross join coupon_templates t
-                 where t.template_id = $1
-                on conflict (code) do nothing
-                returning 1
-            )
-            select count(*) from added
-            """,
-            template_id, batch_id, now, tz))
+        try:
+            # A savepoint: a code another batch wrote at the same moment undoes this round
+            # only, and the round is drawn again. Codes already taken are left out up front.
+            async with conn.transaction():
+                made += int(await conn.fetchval(_ADD_CODES, template_id, batch_id, now, tz))
+        except asyncpg.UniqueViolationError:
+            continue
     await conn.execute("drop table new_codes")
     return await _batch(conn, batch_id)
+
+
+_ADD_CODES = f"""
+with added as (
+    insert into coupon_codes (code, template_id, batch_id, created_at, valid_from, valid_until)
+    select n.code, t.template_id, $2, $3, {VALID_FROM_SQL.format(now="$3")},
+           {VALID_UNTIL_SQL.format(now="$3", tz="$4")}
+      from (select distinct code from new_codes) n cross join coupon_templates t
+     where t.template_id = $1
+       and not exists (select 1 from coupon_codes c where c.code = n.code)
+    returning 1
+)
+select count(*) from added
+"""
 
 
 async def _existing_batch(conn: Connection, key: str, digest: bytes) -> CodeBatch | None:

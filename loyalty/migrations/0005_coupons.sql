@@ -27,7 +27,7 @@ create table coupon_templates (
     stackable        boolean not null default false,
     on_return        text not null default 'reinstate'
                      check (on_return in ('reinstate', 'keep_used')),
-    public_code      text unique,
+    public_code      text collate "C" unique,
     active           boolean not null default true,
     redeemed_count   bigint not null default 0 check (redeemed_count >= 0),
     created_at       timestamptz not null default now(),
@@ -41,7 +41,9 @@ create table coupon_templates (
 -- Single-use bearer codes (printed, mailed, handed out). Generated in batches; validity is
 -- fixed when generated. Not member-owned until redeemed, so keyed by the code itself.
 create table coupon_codes (
-    code         text primary key,
+    -- Byte order ("C"): codes are compared for equality only, and a linguistic collation makes
+    -- every comparison of a bulk insert into this index several times slower.
+    code         text collate "C" primary key,
     template_id  uuid not null references coupon_templates,
     batch_id     uuid not null,
     created_at   timestamptz not null,
