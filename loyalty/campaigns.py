@@ -147,12 +147,13 @@ async def list_campaigns(conn: Connection, *, limit: int, cursor: str | None) ->
 # -- launching -------------------------------------------------------------------------------
 
 # Every member of the audience, in an order drawn from the campaign's id (md5 of campaign and
-# member: fixed for the campaign, unrelated to anything about the member); the first
-# ``sample`` are taken (all, without a cap), and of those the first round(sample × holdout%)
-# are the control group. Written once: a member already assigned keeps their group.
+# member, compared as a uuid: fixed for the campaign, unrelated to anything about the member);
+# the first ``sample`` are taken (all, without a cap), and of those the first
+# round(sample × holdout%) are the control group. Written once, under the campaign's row lock,
+# in member order (the primary key's).
 _ASSIGN = """
 with eligible as materialized (
-    select m.member_id, m.status, md5($1::uuid::text || m.member_id::text) as draw
+    select m.member_id, m.status, md5($1::uuid::text || m.member_id::text)::uuid as draw
       from members m
      where {audience}
 ), plan as (
@@ -170,7 +171,7 @@ with eligible as materialized (
            r.status
       from ranked r cross join plan p
      where r.n <= p.sample
-    on conflict do nothing
+     order by r.member_id
     returning arm
 )
 select (select total from plan) as eligible,
@@ -187,6 +188,11 @@ update campaign_members cm set messaged = true
          where c.member_id = cm.member_id and c.purpose = $2
          order by c.recorded_at desc, c.consent_id desc limit 1) is true
 """
+
+# A launch's few big statements (a million members assigned, or given a coupon, in one)
+# are batch work run from a request: the pool's statement timeout, meant for interactive
+# queries, would cut them off. For their transaction only.
+_BULK_TIMEOUT = "set local statement_timeout = '15min'"
 
 _ACTIONED = {
     "issue_coupon": "select count(*) from member_coupons where campaign_id = $1",
@@ -219,6 +225,7 @@ async def launch_campaign(
                                campaign_id)
             return await get_campaign(conn, campaign_id)
         if status in ("draft", "scheduled"):
+            await conn.execute(_BULK_TIMEOUT)
             await _assign(conn, campaign_id, row, now)
     campaign = await get_campaign(conn, campaign_id)
     if campaign.channel is not None:
@@ -264,17 +271,21 @@ async def _act(
     treated = treated_group(campaign.campaign_id)
     match campaign.action:
         case IssueCoupon(template_id=template_id):
-            await issue_to_members(
-                conn, template_id=template_id, member_filter=treated,
-                issue_id=campaign.campaign_id, source="campaign",
-                campaign_id=campaign.campaign_id, now=now, tz=programme.timezone.key)
+            async with conn.transaction():
+                await conn.execute(_BULK_TIMEOUT)
+                await issue_to_members(
+                    conn, template_id=template_id, member_filter=treated,
+                    issue_id=campaign.campaign_id, source="campaign",
+                    campaign_id=campaign.campaign_id, now=now, tz=programme.timezone.key)
+        case EventInvitation(event_id=event_id):
+            async with conn.transaction():
+                await conn.execute(_BULK_TIMEOUT)
+                await invite_members(conn, event_id=event_id, member_filter=treated,
+                                     campaign_id=campaign.campaign_id, now=now)
         case BonusPoints(points=points, reason=reason):
             grant_id = await _campaign_grant(conn, campaign.campaign_id, points, reason,
                                              rulebook=rulebook, programme=programme, now=now)
             await run_grant(conn, grant_id, treated, now=now)
-        case EventInvitation(event_id=event_id):
-            await invite_members(conn, event_id=event_id, member_filter=treated,
-                                 campaign_id=campaign.campaign_id, now=now)
         case PointsMultiplier():
             # Nothing to write: each treated member's purchases in the window look it up.
             pass

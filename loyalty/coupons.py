@@ -373,6 +373,7 @@ with t as (
         or (select count(*) from member_coupons h
              where h.member_id = c.member_id and h.template_id = t.template_id)
            < t.per_member_limit
+     order by c.member_id
     on conflict (member_id, issue_id) do nothing
     returning 1
 )

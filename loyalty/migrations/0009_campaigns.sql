@@ -33,9 +33,13 @@ create index campaigns_due on campaigns (starts_at) where status = 'scheduled';
 create index campaigns_multipliers on campaigns (campaign_id)
     where status = 'launched' and action->>'type' = 'points_multiplier';
 
+-- No foreign keys here, on purpose: the rows are written only by a launch's assignment, which
+-- selects the members from `members` and holds the campaign's row, and neither members nor
+-- campaigns are ever deleted. A per-row check of both was half the time of assigning a
+-- million members (19 s of 37 s, EXPLAIN ANALYZE).
 create table campaign_members (
-    member_id         uuid not null references members,
-    campaign_id       uuid not null references campaigns,
+    member_id         uuid not null,
+    campaign_id       uuid not null,
     arm               text not null check (arm in ('treated', 'control')),
     status_at_launch  text not null,
     messaged          boolean not null default false,
