@@ -12,8 +12,6 @@ launching a launched campaign does nothing (docs/decisions/0009-campaigns.md).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import math
 from typing import Any
@@ -27,6 +25,7 @@ from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.events import invite_members
 from loyalty.grants import create_grant, run_grant
 from loyalty.member_filter import REACHABLE, MemberFilter
+from loyalty.members import decode_cursor, encode_cursor
 from loyalty.purchases import Programme
 from loyalty.rules import RuleBook
 from loyalty.segments import segment_filter
@@ -125,12 +124,7 @@ async def get_campaign(conn: Connection, campaign_id: UUID) -> Campaign:
 
 async def list_campaigns(conn: Connection, *, limit: int, cursor: str | None) -> Page[Campaign]:
     """Campaigns, newest first."""
-    after = None
-    if cursor is not None:
-        try:
-            after = UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        except (ValueError, binascii.Error):
-            raise InvalidInput("cursor is not valid", field="cursor") from None
+    after = decode_cursor(cursor) if cursor else None
     rows = await conn.fetch(
         f"""
         select {_COLUMNS} from campaigns
@@ -138,9 +132,7 @@ async def list_campaigns(conn: Connection, *, limit: int, cursor: str | None) ->
          order by campaign_id desc limit $2
         """, after, limit + 1)
     items = [_campaign(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = base64.urlsafe_b64encode(items[-1].campaign_id.bytes).rstrip(b"=").decode()
+    next_cursor = encode_cursor(items[-1].campaign_id) if len(rows) > limit else None
     return Page(items=items, next_cursor=next_cursor)
 
 

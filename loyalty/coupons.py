@@ -11,8 +11,6 @@ while under its budget, and if either fails the whole purchase is undone
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import hashlib
 from collections import Counter
@@ -30,6 +28,7 @@ from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.ids import uuid7
 from loyalty.ledger import EVENT_PARAMETERS_START
 from loyalty.member_filter import REACHABLE, MemberFilter
+from loyalty.members import decode_cursor, encode_cursor
 from schemas.base import Page
 from schemas.coupons import (
     CodeBatch,
@@ -177,17 +176,6 @@ async def get_template(conn: Connection, template_id: UUID) -> CouponTemplate:
     return _template_view(row)
 
 
-def _encode_cursor(value: UUID) -> str:
-    return base64.urlsafe_b64encode(value.bytes).rstrip(b"=").decode()
-
-
-def _decode_cursor(cursor: str) -> UUID:
-    try:
-        return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error):
-        raise InvalidInput("cursor is not valid", field="cursor") from None
-
-
 async def list_templates(
     conn: Connection, *, active: bool | None, limit: int, cursor: str | None,
 ) -> Page[CouponTemplate]:
@@ -199,9 +187,9 @@ async def list_templates(
            and ($2::uuid is null or t.template_id < $2)
          order by t.template_id desc limit $3
         """,
-        active, _decode_cursor(cursor) if cursor else None, limit + 1)
+        active, decode_cursor(cursor) if cursor else None, limit + 1)
     items = [_template_view(row) for row in rows[:limit]]
-    return Page(items=items, next_cursor=_encode_cursor(items[-1].template_id)
+    return Page(items=items, next_cursor=encode_cursor(items[-1].template_id)
                 if len(rows) > limit else None)
 
 
@@ -466,9 +454,9 @@ async def wallet(
          where $3::text is null or w.status = $3
          order by w.coupon_id desc limit $5
         """,
-        member_id, now, status, _decode_cursor(cursor) if cursor else None, limit + 1)
+        member_id, now, status, decode_cursor(cursor) if cursor else None, limit + 1)
     items = [msgspec.convert(dict(row), WalletCoupon) for row in rows[:limit]]
-    return Page(items=items, next_cursor=_encode_cursor(items[-1].coupon_id)
+    return Page(items=items, next_cursor=encode_cursor(items[-1].coupon_id)
                 if len(rows) > limit else None)
 
 

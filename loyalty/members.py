@@ -239,6 +239,8 @@ async def record_consents(
 
 
 def encode_cursor(member_id: UUID) -> str:
+    """A keyset cursor for a list ordered by a uuid (members, and the lists of segments,
+    coupon templates, campaigns, grants)."""
     return base64.urlsafe_b64encode(member_id.bytes).rstrip(b"=").decode()
 
 

@@ -529,3 +529,30 @@ async def test_reaching_a_tier_puts_its_coupon_in_the_wallet(shop: Shop) -> None
     assert (coupon["name"], coupon["status"]) == ("Silver welcome", "usable")
     tier = await shop.client.get("/v1/me/tier", headers=member.headers)
     assert tier.json()["tier"]["code"] == "SILVER"
+
+
+async def test_templates_and_wallet_page_through_with_cursors(shop: Shop) -> None:
+    member = await shop.actors.member()
+    made = [await shop.template(name=f"T{i}") for i in range(3)]
+    for template in made:
+        await shop.issue(template["template_id"], member)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = (await shop.client.get("/v1/coupon-templates", params=params,
+                                      headers=shop.marketer)).json()
+        seen += [t["name"] for t in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ["T2", "T1", "T0"]
+    first = (await shop.client.get("/v1/me/coupons", params={"limit": "2"},
+                                   headers=member.headers)).json()
+    rest = (await shop.client.get("/v1/me/coupons", params={
+        "limit": "2", "cursor": first["next_cursor"]}, headers=member.headers)).json()
+    assert [c["name"] for c in first["items"] + rest["items"]] == ["T2", "T1", "T0"]
+    assert rest["next_cursor"] is None
+    bad = await shop.client.get("/v1/coupon-templates", params={"cursor": "%%%"},
+                                headers=shop.marketer)
+    assert bad.status_code == 422
