@@ -29,9 +29,8 @@ from api.deps import (
     provide_terminal,
     utc_now,
 )
-from api.pos import IdempotencyKey, _created, _member, _respond
+from api.pos import IdempotencyKey, _created, written_once
 from loyalty.audit import record_audit
-from loyalty.cards import CardExpired
 from loyalty.events import (
     cancel_reservation,
     check_in,
@@ -42,7 +41,7 @@ from loyalty.events import (
     reserve_seat,
     update_event,
 )
-from loyalty.ledger import Idempotency, recorded_outcome
+from loyalty.ledger import Idempotency
 from loyalty.purchases import request_hash
 from schemas.base import Page
 from schemas.events import CheckedIn, CheckIn, Event, EventCreate, EventUpdate, MyEvent, Reservation
@@ -142,16 +141,10 @@ class PosEventsController(Controller):
         second check-in is 409 ``already_checked_in``), exactly once per key."""
         idempotency = Idempotency(terminal.terminal_id, idempotency_key,
                                   request_hash("POST", request.url.path, data))
-        try:
-            member = _member(data.member, services)
-        except CardExpired:
-            replay = await recorded_outcome(ledger, idempotency)
-            if replay is None:
-                raise
-            return _respond(replay)
-        outcome = await check_in(
-            ledger, event_id=event_id, member=member, terminal=terminal,
-            idempotency=idempotency, rulebook=services.rulebook, programme=services.programme,
-            now=utc_now())
-        return _respond(outcome)
+        return await written_once(
+            data.member, services, ledger, idempotency,
+            lambda member: check_in(
+                ledger, event_id=event_id, member=member, terminal=terminal,
+                idempotency=idempotency, rulebook=services.rulebook,
+                programme=services.programme, now=utc_now()))
 

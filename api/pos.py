@@ -3,6 +3,7 @@ recording purchases and returns. Every write takes an ``Idempotency-Key``."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 from uuid import UUID
 
@@ -65,6 +66,23 @@ def _respond(outcome: Outcome) -> Response[bytes]:
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     return Response(outcome.body, status_code=outcome.status, media_type="application/json",
                     headers=headers)
+
+
+async def written_once(
+    ref: MemberRef, services: Svc, ledger: Ledger, idempotency: Idempotency,
+    write: Callable[[UUID | str], Awaitable[Outcome]],
+) -> Response[bytes]:
+    """A terminal's write for the member ``ref`` names, exactly once per key. A retry naming
+    the member by a card that has expired since the first attempt still gets that first
+    response back."""
+    try:
+        member = _member(ref, services)
+    except CardExpired:
+        replay = await recorded_outcome(ledger, idempotency)
+        if replay is None:
+            raise
+        return _respond(replay)
+    return _respond(await write(member))
 
 
 def _member(ref: MemberRef, services: Svc) -> UUID | str:
@@ -151,17 +169,12 @@ class PosController(Controller):
         """Record a purchase: earn and redeem in one transaction, exactly once per key."""
         idempotency = Idempotency(terminal.terminal_id, idempotency_key,
                                   request_hash("POST", request.url.path, data))
-        try:
-            member = _member(data.member, services)
-        except CardExpired:
-            replay = await recorded_outcome(ledger, idempotency)
-            if replay is None:
-                raise
-            return _respond(replay)
-        outcome = await record_purchase(
-            ledger, member=member, purchase=data, terminal=terminal, idempotency=idempotency,
-            rulebook=services.rulebook, programme=services.programme, now=utc_now())
-        return _respond(outcome)
+        return await written_once(
+            data.member, services, ledger, idempotency,
+            lambda member: record_purchase(
+                ledger, member=member, purchase=data, terminal=terminal,
+                idempotency=idempotency, rulebook=services.rulebook,
+                programme=services.programme, now=utc_now()))
 
     @post("/purchases/{purchase_id:uuid}/returns", operation_id="posRecordReturn",
           status_code=201, responses={201: _created(ReturnRecorded)})

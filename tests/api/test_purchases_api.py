@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 from typing import Any
 
 import httpx
 import pytest
+from litestar import Litestar
 
+from loyalty.cards import CARD_AUDIENCE
 from loyalty.settings import Settings
 from tests.api.conftest import Actors, SignedUp, bearer
 from tests.ledger_checks import ledger_rows
@@ -29,6 +32,11 @@ def purchase(member_id: str, *, total: int = 10_000, redeem: int = 0, receipt: s
                             "unit_price": total // 2}],
         "redeem_points": redeem,
     }
+
+
+def client_database(app: Litestar) -> str:
+    url: str = app.state.services.settings.database_url
+    return url
 
 
 def key() -> dict[str, str]:
@@ -165,6 +173,30 @@ async def test_card_lookup_and_purchase_by_card(client: Client, actors: Actors,
     assert recorded.json()["member_id"] == member.member_id
     # A card is not an access token.
     assert (await client.get("/v1/me", headers=bearer(card["token"]))).status_code == 401
+
+
+async def test_retry_by_a_card_that_has_since_expired_replays_the_purchase(
+    client: Client, actors: Actors, till: dict[str, str], app: Litestar,
+) -> None:
+    member: SignedUp = await actors.member()
+    signer = app.state.services.signer
+    card = signer.issue(member.member_uuid, CARD_AUDIENCE, ttl=1, jti="short-lived")
+    body = purchase(member.member_id)
+    body["member"] = {"card": card}
+    headers = {**till, **key()}
+    first = await client.post("/v1/pos/purchases", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    await asyncio.sleep(2.1)
+    retried = await client.post("/v1/pos/purchases", json=body, headers=headers)
+    assert retried.status_code == 201
+    assert retried.headers["idempotent-replayed"] == "true"
+    assert retried.content == first.content
+    # Under a new key the expired card is what it is: refused, nothing recorded.
+    fresh = await client.post("/v1/pos/purchases", json={**body, "receipt_id": "NEW"},
+                              headers={**till, **key()})
+    assert fresh.status_code == 422
+    assert fresh.json()["type"].endswith(":card_expired")
+    assert len((await ledger_rows(client_database(app))).entries) == 1
 
 
 async def test_return_of_half_the_lines_reverses_half_the_points(
