@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Controller, get, patch, post
+from litestar import Controller, Request, get, patch, post
 from litestar.di import Provide
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
@@ -34,6 +34,7 @@ from loyalty.coupons import (
 )
 from loyalty.errors import InvalidInput
 from loyalty.member_filter import MemberFilter
+from loyalty.purchases import request_hash
 from loyalty.segments import segment_filter
 from schemas.base import Page
 from schemas.coupons import (
@@ -104,13 +105,15 @@ class CouponTemplatesController(Controller):
 
     @post("/{template_id:uuid}/codes", operation_id="generateCouponCodes", status_code=201,
           guards=[staff_with(*COUPON_EDITORS)])
-    async def codes(self, template_id: FromPath[UUID], data: JSONBody[CodeBatchRequest],
-                    staff: Staff, conn: Db, services: Svc,
+    async def codes(self, request: Request, template_id: FromPath[UUID],  # type: ignore[type-arg]
+                    data: JSONBody[CodeBatchRequest], staff: Staff, conn: Db, services: Svc,
                     idempotency_key: OptionalKey = None) -> CodeBatch:
         """A batch of unique single-use codes with a check character, returned in full."""
         batch = await generate_code_batch(
             conn, template_id, count=data.count, prefix=data.prefix, staff_id=staff.staff_id,
-            idempotency_key=idempotency_key, now=utc_now(), tz=services.settings.timezone)
+            idempotency_key=idempotency_key,
+            request_hash=request_hash("POST", request.url.path, data), now=utc_now(),
+            tz=services.settings.timezone)
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
                            action="coupon_codes.generate", subject_kind="coupon_template",
                            subject_id=template_id,
@@ -119,8 +122,8 @@ class CouponTemplatesController(Controller):
 
     @post("/{template_id:uuid}/issue", operation_id="issueCoupons", status_code=201,
           guards=[staff_with(*COUPON_EDITORS)])
-    async def issue(self, template_id: FromPath[UUID], data: JSONBody[IssueRequest],
-                    staff: Staff, conn: Db, services: Svc,
+    async def issue(self, request: Request, template_id: FromPath[UUID],  # type: ignore[type-arg]
+                    data: JSONBody[IssueRequest], staff: Staff, conn: Db, services: Svc,
                     idempotency_key: KeyText) -> IssueResult:
         """Put one coupon of this template into the wallet of each member of a list or a
         segment; the same key and body again issues nothing more."""
@@ -140,7 +143,9 @@ class CouponTemplatesController(Controller):
             requested = None
         result = await issue_coupons(
             conn, template_id=template_id, member_filter=member_filter, target=target,
-            idempotency_key=idempotency_key, staff_id=staff.staff_id, now=now,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash("POST", request.url.path, data), staff_id=staff.staff_id,
+            now=now,
             tz=services.settings.timezone, requested=requested)
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
                            action="coupons.issue", subject_kind="coupon_template",

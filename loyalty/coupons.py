@@ -12,7 +12,6 @@ while under its budget, and if either fails the whole purchase is undone
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from loyalty.codes import display, generate_codes, is_well_formed, normalize_cod
 from loyalty.db import Connection
 from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.ids import uuid7
-from loyalty.ledger import EVENT_PARAMETERS_START
+from loyalty.ledger import EVENT_PARAMETERS_START, check_same_request
 from loyalty.member_filter import REACHABLE, MemberFilter
 from loyalty.members import decode_cursor, encode_cursor
 from schemas.base import Page
@@ -48,9 +47,6 @@ from schemas.coupons import (
     WalletStatus,
 )
 from schemas.points import CouponCheck, CouponReason, CouponRef, PurchaseLine
-
-_encode = msgspec.json.Encoder().encode
-
 
 # -- templates -------------------------------------------------------------------------------
 
@@ -238,11 +234,6 @@ VALID_UNTIL_SQL = ("case when t.valid_days is null then t.valid_until"
                    " else coupon_valid_until({now}, t.valid_days, {tz}) end")
 
 
-def request_digest(*parts: object) -> bytes:
-    """What makes two staff requests the same, for their idempotency keys."""
-    return hashlib.sha256(_encode(list(parts))).digest()
-
-
 async def _active_template(conn: Connection, template_id: UUID) -> Any:
     row = await conn.fetchrow(
         "select template_id, active from coupon_templates where template_id = $1",
@@ -258,15 +249,14 @@ async def _active_template(conn: Connection, template_id: UUID) -> Any:
 
 async def generate_code_batch(
     conn: Connection, template_id: UUID, *, count: int, prefix: str, staff_id: UUID | None,
-    idempotency_key: str | None, now: dt.datetime, tz: str,
+    idempotency_key: str | None, request_hash: bytes, now: dt.datetime, tz: str,
 ) -> CodeBatch:
     """``count`` new single-use codes, written set-based (COPY into a temporary table, one
     insert). Under an idempotency key seen before, the batch it made. Runs in the caller's
     transaction."""
     prefix = normalize_code(prefix)
-    digest = request_digest("codes", str(template_id), count, prefix)
     if idempotency_key is not None:
-        done = await _existing_batch(conn, idempotency_key, digest)
+        done = await _existing_batch(conn, idempotency_key, request_hash)
         if done is not None:
             return done
     await _active_template(conn, template_id)
@@ -278,11 +268,11 @@ async def generate_code_batch(
         values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (idempotency_key) do nothing
         returning true
         """,
-        batch_id, template_id, idempotency_key, digest, count, prefix, staff_id, now)
+        batch_id, template_id, idempotency_key, request_hash, count, prefix, staff_id, now)
     if not inserted:
         # The same key arrived at the same moment and got there first.
         assert idempotency_key is not None
-        done = await _existing_batch(conn, idempotency_key, digest)
+        done = await _existing_batch(conn, idempotency_key, request_hash)
         assert done is not None
         return done
     await conn.execute("create temporary table new_codes (code text collate \"C\")"
@@ -317,14 +307,12 @@ select count(*) from added
 """
 
 
-async def _existing_batch(conn: Connection, key: str, digest: bytes) -> CodeBatch | None:
+async def _existing_batch(conn: Connection, key: str, request_hash: bytes) -> CodeBatch | None:
     row = await conn.fetchrow(
         "select batch_id, request_hash from coupon_code_batches where idempotency_key = $1", key)
     if row is None:
         return None
-    if row["request_hash"] != digest:
-        raise InvalidInput("this Idempotency-Key was used for a different request; use a new "
-                           "key", field="Idempotency-Key", code="idempotency_key_reused")
+    check_same_request(row["request_hash"], request_hash)
     return await _batch(conn, row["batch_id"])
 
 
@@ -389,13 +377,12 @@ async def issue_to_members(
 
 async def issue_coupons(
     conn: Connection, *, template_id: UUID, member_filter: MemberFilter, target: dict[str, Any],
-    idempotency_key: str, staff_id: UUID | None, now: dt.datetime, tz: str,
-    requested: int | None = None,
+    idempotency_key: str, request_hash: bytes, staff_id: UUID | None, now: dt.datetime,
+    tz: str, requested: int | None = None,
 ) -> IssueResult:
     """A staff issue under an idempotency key: the same key and request replay the result,
     another request under it is refused. ``requested`` is the length of a member list (so
     unknown ids count as skipped)."""
-    digest = request_digest("issue", str(template_id), target)
     issue_id = uuid7()
     claimed = await conn.fetchval(
         """
@@ -404,15 +391,13 @@ async def issue_coupons(
         values ($1, $2, $3, $4, $5, $6, $7) on conflict (idempotency_key) do nothing
         returning true
         """,
-        issue_id, template_id, idempotency_key, digest, target, staff_id, now)
+        issue_id, template_id, idempotency_key, request_hash, target, staff_id, now)
     if not claimed:
         row = await conn.fetchrow(
             "select issue_id, template_id, request_hash, issued, skipped, created_at"
             " from coupon_issues where idempotency_key = $1", idempotency_key)
         assert row is not None
-        if row["request_hash"] != digest:
-            raise InvalidInput("this Idempotency-Key was used for a different request; use a "
-                               "new key", field="Idempotency-Key", code="idempotency_key_reused")
+        check_same_request(row["request_hash"], request_hash)
         return IssueResult(issue_id=row["issue_id"], template_id=row["template_id"],
                            issued=row["issued"], skipped=row["skipped"],
                            created_at=row["created_at"])

@@ -28,6 +28,7 @@ from loyalty.db import Connection
 from loyalty.earning import expires_at
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ids import uuid7
+from loyalty.ledger import check_same_request
 from loyalty.member_filter import REACHABLE, MemberFilter
 from loyalty.members import decode_cursor, encode_cursor
 from loyalty.normalize import normalize_text
@@ -239,10 +240,7 @@ async def _grant_by_key(conn: Connection, key: str, request_hash: bytes) -> _Fou
         key)
     if row is None:
         return None
-    if row["request_hash"] != request_hash:
-        raise InvalidInput(
-            "this Idempotency-Key was used for a different grant; use a new key",
-            field="Idempotency-Key", code="idempotency_key_reused")
+    check_same_request(row["request_hash"], request_hash)
     return _Found(row["grant_id"], row["created_at"], row["done"])
 
 

@@ -646,11 +646,17 @@ async def stored_response(conn: Connection, idempotency: Idempotency) -> StoredR
     return StoredResponse(row["request_hash"], row["response_status"], row["response_body"])
 
 
-def _replay(stored: StoredResponse, idempotency: Idempotency) -> Outcome:
-    if stored.request_hash != idempotency.request_hash:
+def check_same_request(stored_hash: bytes, request_hash: bytes) -> None:
+    """A key seen before must come with the request it first came with: else 422, for every
+    idempotent write (tills' and staff's alike)."""
+    if stored_hash != request_hash:
         raise InvalidInput(
             "this Idempotency-Key was used for a different request; use a new key",
             field="Idempotency-Key", code="idempotency_key_reused")
+
+
+def _replay(stored: StoredResponse, idempotency: Idempotency) -> Outcome:
+    check_same_request(stored.request_hash, idempotency.request_hash)
     return Outcome(stored.status, stored.body, replayed=True)
 
 
