@@ -359,8 +359,8 @@ select (select count(*) from added) as issued, (select count(*) from candidates)
 
 async def issue_to_members(
     conn: Connection, *, template_id: UUID, member_filter: MemberFilter, issue_id: UUID,
-    source: Literal["staff", "campaign", "tier"], campaign_id: UUID | None, now: dt.datetime,
-    tz: str,
+    source: Literal["staff", "campaign", "tier", "birthday"], campaign_id: UUID | None,
+    now: dt.datetime, tz: str,
 ) -> tuple[int, int]:
     """Issue the template to every reachable member of ``member_filter`` in one statement:
     (issued, matched). Issuing again under the same ``issue_id`` adds nothing."""

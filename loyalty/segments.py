@@ -25,6 +25,7 @@ from schemas.base import Page
 from schemas.segments import (
     AllOf,
     AnyOf,
+    AtRiskCondition,
     AttributeAtLeast,
     AttributeAtMost,
     AttributeCondition,
@@ -184,6 +185,8 @@ def _compile(node: Condition, now: dt.datetime) -> MemberFilter:
                             at_most)
         case RfmCondition():
             return _rfm(node)
+        case AtRiskCondition(flagged=flagged):
+            return _AT_RISK if flagged else _NOT_AT_RISK
         case AttributeCondition(key=key, test=test):
             return _attribute(key, test)
         case ConsentCondition(purpose=purpose, granted=granted):
@@ -250,6 +253,13 @@ def _rfm(node: RfmCondition) -> MemberFilter:
             sql += f" and {column} = any($?::smallint[])"
             params.append(sorted(set(scores)))
     return MemberFilter(sql + ")", tuple(params))
+
+
+# A flag counts while the member is still active: one who went dormant after the last at_risk
+# run is past being at risk, though the row stays until the next run clears it.
+_AT_RISK = MemberFilter("m.status = 'active' and exists (select 1 from member_at_risk r"
+                        " where r.member_id = m.member_id)")
+_NOT_AT_RISK = MemberFilter(f"not ({_AT_RISK.sql})")
 
 
 def _json(value: Any) -> str:

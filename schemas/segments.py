@@ -90,6 +90,15 @@ class RfmCondition(_Condition, tag="rfm"):
     monetary: Scores | None = None
 
 
+class AtRiskCondition(_Condition, tag="at_risk"):
+    """The member is flagged at risk (``flagged``, the default) or not: an active member whose
+    days since their last purchase exceed a multiple of their own typical interval between
+    purchases, as the last run of the ``at_risk`` job found them (a member dormant since is not
+    at risk any more)."""
+
+    flagged: bool = True
+
+
 class _AttributeTest(Input, tag_field="op", omit_defaults=True):
     """What an attribute's value must be; comparisons are exact in type (the string "34" is not
     the number 34)."""
@@ -187,8 +196,8 @@ class Not(_Condition, tag="not"):
 
 Condition: TypeAlias = (
     StatusCondition | TierCondition | JoinedCondition | LastActivityCondition | SpendCondition
-    | PurchaseCountCondition | RfmCondition | AttributeCondition | ConsentCondition
-    | StoresCondition | AllOf | AnyOf | Not
+    | PurchaseCountCondition | RfmCondition | AtRiskCondition | AttributeCondition
+    | ConsentCondition | StoresCondition | AllOf | AnyOf | Not
 )
 
 
