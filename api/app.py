@@ -17,6 +17,7 @@ from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.types import Empty
 
 from api.admin import StaffController, StoresController, TerminalsController
+from api.analytics import AnalyticsController
 from api.auth import AuthenticationMiddleware
 from api.campaigns import CampaignsController
 from api.coupons import CouponTemplatesController, MyCouponsController
@@ -58,6 +59,7 @@ CONTROLLERS = [
     MyCouponsController,
     SegmentsController,
     CampaignsController,
+    AnalyticsController,
     EventsController,
     MyEventsController,
     PosEventsController,

@@ -260,6 +260,12 @@ MATRIX: dict[tuple[str, str], Rule] = {
         headers=_idempotency),
     ("GET", "/v1/points/grants/{grant_id:uuid}"): Rule(
         MARKETING, path=lambda w: f"/v1/points/grants/{w.extra['grant_id']}"),
+    # analytics
+    ("GET", "/v1/analytics/kpis"): Rule(
+        MARKETING_READERS, path=lambda _: "/v1/analytics/kpis?from=2025-01-01&to=2025-01-31"),
+    ("GET", "/v1/analytics/rfm"): Rule(MARKETING_READERS),
+    ("GET", "/v1/analytics/cohorts"): Rule(
+        MARKETING_READERS, path=lambda _: "/v1/analytics/cohorts?from=2025-01&to=2025-03"),
 }
 
 

@@ -107,7 +107,10 @@ async def test_bad_query_and_path_parameters_are_4xx(client: Client, actors: Act
                  "/v1/members?cursor=%%%%", "/v1/members?cursor=" + "A" * 300,
                  "/v1/members?q=" + "q" * 101, "/v1/members/not-a-uuid",
                  "/v1/members/00000000-0000-0000-0000-000000000000",
-                 "/v1/terminals?include_revoked=perhaps"]:
+                 "/v1/terminals?include_revoked=perhaps",
+                 "/v1/analytics/kpis?from=soon&to=2025-01-31",
+                 "/v1/analytics/kpis?from=2025-02-01&to=2025-01-31",
+                 "/v1/analytics/cohorts?from=2025-13&to=2025-12"]:
         assert_problem(await client.get(path, headers=admin))
     assert_problem(await client.delete("/v1/terminals/00000000-0000-0000-0000-000000000000",
                                        headers=admin), 404)
