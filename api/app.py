@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from api.errors import problem_details_config
 from api.events import EventsController, MyEventsController, PosEventsController
 from api.grants import PointsGrantsController
 from api.health import HealthController
+from api.jobs import JobsController
 from api.members import MeController, StaffMembersController
 from api.metrics import MetricsMiddleware
 from api.points import MyPointsController, StaffPointsController
@@ -34,6 +36,8 @@ from api.rules import EarningRulesController
 from api.segments import SegmentsController
 from api.sessions import SessionController
 from api.tiers import TiersController
+from jobs.catalogue import make_context
+from jobs.scheduler import JOB_STATEMENT_TIMEOUT_SECONDS, run_scheduler
 from loyalty.auth import Passwords, TerminalKeys, TokenSigner, load_or_create_signing_key
 from loyalty.db import create_pool
 from loyalty.purchases import Programme
@@ -46,6 +50,7 @@ REDIS_CONNECTIONS = 64
 
 CONTROLLERS = [
     HealthController,
+    JobsController,
     SessionController,
     MeController,
     StaffMembersController,
@@ -127,17 +132,30 @@ def create_app(settings: Settings | None = None) -> Litestar:
         client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=2,
             socket_timeout=2, socket_connect_timeout=2))
+        # Runs started by hand (api/jobs.py): few connections, opened only when one runs.
+        job_pool = await create_pool(settings.database_url, min_size=0, max_size=2,
+                                     statement_timeout_seconds=JOB_STATEMENT_TIMEOUT_SECONDS)
         app.state.services = Services(
             settings=settings, pool=pool, redis=client, signer=signer, passwords=passwords,
             limiter=RateLimiter(client), rulebook=RuleBook(),
             programme=Programme(currency=settings.currency,
                                 timezone=ZoneInfo(settings.timezone)),
             terminal_keys=TerminalKeys(),
+            jobs=make_context(settings.database_url, job_pool, settings),
         )
+        # Every process is a candidate; the leader lock lets one act (jobs/scheduler.py).
+        stop_scheduler = asyncio.Event()
+        scheduler = asyncio.create_task(run_scheduler(settings, settings.database_url,
+                                                      stop=stop_scheduler)) \
+            if settings.scheduler == "embedded" else None
         try:
             yield
         finally:
+            if scheduler is not None:
+                stop_scheduler.set()
+                await scheduler
             await client.aclose()
+            await job_pool.close()
             await pool.close()
 
     return Litestar(

@@ -12,6 +12,7 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.di import Dependency
 
+from jobs.catalogue import JobContext
 from loyalty.auth import (
     MemberPrincipal,
     Passwords,
@@ -41,6 +42,8 @@ class Services:
     rulebook: RuleBook
     programme: Programme
     terminal_keys: TerminalKeys
+    # Runs of jobs started from the API, on a pool of their own with the jobs' timeout.
+    jobs: JobContext
 
 
 # Handler parameters filled by name from the providers below (litestar's explicit style).

@@ -176,6 +176,8 @@ def running_service(dsn: str, redis_url: str, workers: int, pool: int) -> Any:
         # One terminal and a few members send everything: the limits must not be what is
         # measured. They are still counted (one Redis call a request), as in production.
         LOYALTY_RATE_LIMIT_PER_MINUTE="1000000000",
+        # Measured work only: no job runs under a scenario.
+        LOYALTY_SCHEDULER="off",
     )
     process = subprocess.Popen([sys.executable, "-m", "loyalty.cli", "serve"], cwd=ROOT,
                                env=env)

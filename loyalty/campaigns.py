@@ -47,7 +47,7 @@ from schemas.grants import CampaignGrantTarget
 _COLUMNS = """
     campaign_id, name, description, action, segment_id, cardinality(member_list) as members_listed,
     starts_at, ends_at, holdout_percent, max_members, channel, status, launched_at, eligible,
-    treated, control, messaged, actioned, created_at
+    treated, control, messaged, actioned, template_id, created_at
 """
 
 

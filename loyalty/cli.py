@@ -113,7 +113,7 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> None:
     with _services(settings, need_redis=False) as urls:
         if settings.migrate_on_start:
             asyncio.run(migrate(urls.database_url))
-        asyncio.run(run_scheduler(urls.database_url, timezone=settings.timezone))
+        asyncio.run(run_scheduler(settings, urls.database_url))
 
 
 def cmd_staff_create(settings: Settings, args: argparse.Namespace) -> None:

@@ -674,3 +674,35 @@ async def recorded_outcome(conn: Connection, idempotency: Idempotency) -> Outcom
         return None
     return _replay(StoredResponse(row["request_hash"], row["response_status"],
                                   row["response_body"]), idempotency)
+
+
+# -- keeping keys ----------------------------------------------------------------------------
+
+# How long a till's idempotency keys are kept (docs/decisions/0006-idempotency.md): a retry
+# later than this is treated as a new request.
+IDEMPOTENCY_KEPT = dt.timedelta(hours=72)
+
+_DELETE_OLD_KEYS = """
+with old as (
+    select terminal_id, idempotency_key from idempotency_keys
+     where created_at < $1 order by created_at limit $2
+), deleted as (
+    delete from idempotency_keys k using old
+     where k.terminal_id = old.terminal_id and k.idempotency_key = old.idempotency_key
+    returning 1
+)
+select count(*) from deleted
+"""
+
+
+async def delete_old_idempotency_keys(
+    conn: Connection, *, before: dt.datetime, batch_size: int = 10_000,
+) -> dict[str, int]:
+    """Delete the keys recorded before ``before``, oldest first, a batch per transaction."""
+    deleted = 0
+    while True:
+        async with conn.transaction():
+            count: int = await conn.fetchval(_DELETE_OLD_KEYS, before, batch_size)
+        deleted += count
+        if count < batch_size:
+            return {"deleted": deleted}

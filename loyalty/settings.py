@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
+from uuid import UUID
 
 import msgspec
 from msgspec import Meta
@@ -59,6 +60,29 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     timezone: str = "Asia/Tokyo"
     # RFM frequency and monetary value count purchases of the last N days.
     rfm_window_days: Annotated[int, Meta(ge=1, le=3650)] = 365
+
+    # Scheduled jobs. ``serve`` runs the scheduler too unless this is off (docker-compose runs
+    # it as ``loyalty scheduler`` instead); one instance leads however many run.
+    scheduler: Literal["embedded", "off"] = "embedded"
+    # Overrides of the default schedules: ``name=cron;name=cron``, or ``name=off``.
+    job_schedules: str | None = None
+    # A member with no purchase or engagement for this many business days becomes dormant.
+    dormancy_days: Annotated[int, Meta(ge=1, le=3650)] = 180
+    # A draft campaign whose action and holdout the reactivation job copies for each wave of
+    # newly dormant members; none, and nobody is handed over.
+    reactivation_campaign: UUID | None = None
+    # At risk: days since the last purchase beyond this multiple of the member's own typical
+    # interval between purchases, for members with at least this many purchases.
+    at_risk_multiple: Annotated[float, Meta(gt=1, le=100)] = 2.0
+    at_risk_min_purchases: Annotated[int, Meta(ge=2, le=1000)] = 3
+    # Birthday rewards, once per member per year on their birthday: points and/or a coupon.
+    birthday_points: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
+    birthday_coupon_template: UUID | None = None
+
+    # Analytics: the gross margin LTV is computed with, and what one point is worth in the
+    # programme's currency (for the outstanding liability).
+    ltv_margin: Annotated[float, Meta(gt=0, le=1)] = 0.3
+    point_value: Annotated[float, Meta(ge=0, le=1_000_000)] = 1.0
 
     @property
     def data_path(self) -> Path:

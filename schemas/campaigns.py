@@ -101,6 +101,8 @@ class Campaign(Output):
     control: int | None
     messaged: int | None
     actioned: int | None
+    # The reactivation job's waves name the template campaign they were copied from.
+    template_id: UUID | None
     created_at: dt.datetime
 
 

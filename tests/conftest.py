@@ -134,6 +134,8 @@ def make_settings(database: str, redis: str, data_dir: Path, **overrides: object
         "db_pool_min": 1,
         "login_rate_limit_per_minute": 10_000,
         "rate_limit_per_minute": 100_000,
+        # Jobs run where a test runs them; tests/integration/test_scheduler*.py run schedulers.
+        "scheduler": "off",
     }
     values.update(overrides)
     return load_settings({}, **values)

@@ -266,6 +266,12 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/analytics/rfm"): Rule(MARKETING_READERS),
     ("GET", "/v1/analytics/cohorts"): Rule(
         MARKETING_READERS, path=lambda _: "/v1/analytics/cohorts?from=2025-01&to=2025-03"),
+    # scheduled jobs
+    ("GET", "/v1/jobs"): Rule({"admin", "analyst"}),
+    ("GET", "/v1/jobs/{name:str}/runs"): Rule(
+        {"admin", "analyst"}, path=lambda _: "/v1/jobs/dormancy/runs"),
+    ("POST", "/v1/jobs/{name:str}/run"): Rule(
+        {"admin"}, 202, path=lambda _: "/v1/jobs/idempotency_cleanup/run"),
 }
 
 

@@ -110,7 +110,9 @@ async def test_bad_query_and_path_parameters_are_4xx(client: Client, actors: Act
                  "/v1/terminals?include_revoked=perhaps",
                  "/v1/analytics/kpis?from=soon&to=2025-01-31",
                  "/v1/analytics/kpis?from=2025-02-01&to=2025-01-31",
-                 "/v1/analytics/cohorts?from=2025-13&to=2025-12"]:
+                 "/v1/analytics/cohorts?from=2025-13&to=2025-12",
+                 "/v1/jobs/no_such_job/runs", "/v1/jobs/dormancy/runs?cursor=x",
+                 "/v1/jobs/dormancy/runs?limit=0"]:
         assert_problem(await client.get(path, headers=admin))
     assert_problem(await client.delete("/v1/terminals/00000000-0000-0000-0000-000000000000",
                                        headers=admin), 404)

@@ -1,0 +1,74 @@
+"""Scheduled jobs for operators: what runs when, how each run went, and a run by hand.
+
+Admins and analysts read; only admins start a run. A run started here executes in this
+process, in the background, as of the moment it was asked for, under the same lock as the
+scheduler's runs: while the job is running anywhere, starting it again is refused (409).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from litestar import Controller, get, post
+from litestar.di import Provide
+from litestar.params import FromPath, QueryParameter
+
+from api.auth import staff_with
+from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff, utc_now
+from jobs.catalogue import Job, job_named
+from jobs.runs import claim, execute, job_statuses, list_runs
+from loyalty.audit import record_audit
+from loyalty.errors import NotFound
+from schemas.base import Page
+from schemas.jobs import JobRun, JobStatus
+
+Limit = Annotated[int, QueryParameter(ge=1, le=200)]
+Cursor = Annotated[str | None, QueryParameter(max_length=200)]
+JobName = Annotated[str, FromPath]
+
+# Runs started here, kept referenced until they finish (the event loop holds tasks weakly).
+_background: set[asyncio.Task[JobRun]] = set()
+
+
+def _job(name: str) -> Job:
+    job = job_named(name)
+    if job is None:
+        raise NotFound("no such job", field="name", code="job_not_found")
+    return job
+
+
+class JobsController(Controller):
+    path = "/v1/jobs"
+    tags = ["jobs"]
+    guards = [staff_with("admin", "analyst")]
+    dependencies = {"conn": Provide(provide_conn), "staff": Provide(provide_staff),
+                    "services": Provide(provide_services)}
+
+    @get("", operation_id="listJobs")
+    async def index(self, conn: Db, services: Svc) -> list[JobStatus]:
+        """Every job: its schedule, when it is next due, whether it runs now, its last run."""
+        return await job_statuses(conn, services.settings, utc_now())
+
+    @get("/{name:str}/runs", operation_id="listJobRuns")
+    async def runs(self, name: JobName, conn: Db, limit: Limit = 50,
+                   cursor: Cursor = None) -> Page[JobRun]:
+        """A job's runs, newest first."""
+        return await list_runs(conn, _job(name).name, limit=limit, cursor=cursor)
+
+    @post("/{name:str}/run", operation_id="runJob", status_code=202,
+          guards=[staff_with("admin")])
+    async def run(self, name: JobName, staff: Staff, conn: Db, services: Svc) -> JobRun:
+        """Run a job now, as of now; refused with 409 while it is running. Answers at once
+        with the run (``running``); follow it under ``/v1/jobs/{name}/runs``."""
+        job = _job(name)
+        claimed = await claim(services.jobs.dsn, job, as_of=utc_now(),
+                              started_by=staff.staff_id)
+        assert claimed is not None  # a run by hand is never for a tick already run
+        task = asyncio.create_task(execute(claimed, services.jobs))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id, action="jobs.run",
+                           subject_kind="job", subject_id=None,
+                           details={"job": job.name, "run_id": claimed.run.run_id})
+        return claimed.run

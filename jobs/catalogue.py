@@ -1,0 +1,206 @@
+"""Every scheduled job: its name, default schedule and what it does, as of a given moment.
+
+A job is a thin call into the domain (``loyalty.*``), where the set-based SQL lives; here it
+only picks its settings. Each acts as of the moment it is given, never the clock: a scheduled
+run acts as of its tick, so running one tick twice changes nothing the second time, and tests
+drive the jobs on a calendar of their own. Schedules are cron expressions in the business time
+zone, overridden by ``LOYALTY_JOB_SCHEDULES``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.cron import CronTrigger
+
+from loyalty.db import Pool
+from loyalty.errors import ConfigurationError
+from loyalty.purchases import Programme
+from loyalty.rules import RuleBook
+from loyalty.settings import Settings
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What every job may use: built once per process."""
+
+    dsn: str
+    pool: Pool
+    settings: Settings
+    rulebook: RuleBook
+    programme: Programme
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return self.programme.timezone
+
+
+Counts = dict[str, int]
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    cron: str
+    summary: str
+    run: Callable[[JobContext, dt.datetime], Awaitable[Counts]]
+
+
+async def _dormancy(ctx: JobContext, now: dt.datetime) -> Counts:
+    from loyalty.dormancy import flag_dormant
+
+    async with ctx.pool.acquire() as conn:
+        return await flag_dormant(conn, now=now, tz=ctx.tz, days=ctx.settings.dormancy_days)
+
+
+async def _reactivation(ctx: JobContext, now: dt.datetime) -> Counts:
+    from loyalty.dormancy import hand_over_dormant
+
+    async with ctx.pool.acquire() as conn:
+        return await hand_over_dormant(conn, template_id=ctx.settings.reactivation_campaign,
+                                       rulebook=ctx.rulebook, programme=ctx.programme, now=now)
+
+
+async def _points_expiry(ctx: JobContext, now: dt.datetime) -> Counts:
+    from loyalty.points import expire_points
+
+    async with ctx.pool.acquire() as conn:
+        return await expire_points(conn, now=now)
+
+
+async def _points_release(ctx: JobContext, now: dt.datetime) -> Counts:
+    from loyalty.points import release_points
+
+    async with ctx.pool.acquire() as conn:
+        return await release_points(conn, now=now)
+
+
+async def _tier_evaluation(ctx: JobContext, now: dt.datetime) -> Counts:
+    from loyalty.tiers import evaluate_tiers
+
+    async with ctx.pool.acquire() as conn:
+        return await evaluate_tiers(conn, rulebook=ctx.rulebook, now=now, tz=ctx.tz)
+
+
+async def _rfm_refresh(ctx: JobContext, now: dt.datetime) -> Counts:
+    from loyalty.rfm import refresh_rfm
+
+    async with ctx.pool.acquire() as conn:
+        return await refresh_rfm(conn, now=now, window_days=ctx.settings.rfm_window_days)
+
+
+async def _at_risk(ctx: JobContext, now: dt.datetime) -> Counts:
+    from loyalty.at_risk import flag_at_risk
+
+    async with ctx.pool.acquire() as conn:
+        return await flag_at_risk(conn, now=now, multiple=ctx.settings.at_risk_multiple,
+                                  min_purchases=ctx.settings.at_risk_min_purchases)
+
+
+async def _birthday_rewards(ctx: JobContext, now: dt.datetime) -> Counts:
+    from loyalty.birthdays import give_birthday_rewards
+
+    async with ctx.pool.acquire() as conn:
+        return await give_birthday_rewards(
+            conn, now=now, tz=ctx.tz, points=ctx.settings.birthday_points,
+            coupon_template_id=ctx.settings.birthday_coupon_template, rulebook=ctx.rulebook,
+            programme=ctx.programme)
+
+
+async def _kpi_snapshot(ctx: JobContext, now: dt.datetime) -> Counts:
+    """The figures of the business day before ``now`` (the day that has just ended)."""
+    from loyalty.analytics import snapshot_kpis
+
+    yesterday = now.astimezone(ctx.tz).date() - dt.timedelta(days=1)
+    async with ctx.pool.acquire() as conn:
+        return await snapshot_kpis(conn, day=yesterday, tz=ctx.tz,
+                                   point_value=ctx.settings.point_value)
+
+
+async def _campaign_launch(ctx: JobContext, now: dt.datetime) -> Counts:
+    from loyalty.campaigns import launch_due_campaigns
+
+    async with ctx.pool.acquire() as conn:
+        launched = await launch_due_campaigns(conn, rulebook=ctx.rulebook,
+                                              programme=ctx.programme, now=now)
+    return {"campaigns": launched}
+
+
+async def _idempotency_cleanup(ctx: JobContext, now: dt.datetime) -> Counts:
+    from loyalty.ledger import IDEMPOTENCY_KEPT, delete_old_idempotency_keys
+
+    async with ctx.pool.acquire() as conn:
+        return await delete_old_idempotency_keys(conn, before=now - IDEMPOTENCY_KEPT)
+
+
+# In running order within a night: flags before the hand-over, scores after the flags.
+JOBS: tuple[Job, ...] = (
+    Job("points_release", "10 * * * *", "pending points whose return window has passed become "
+        "available", _points_release),
+    Job("campaign_launch", "* * * * *", "scheduled campaigns whose start has come are launched",
+        _campaign_launch),
+    Job("birthday_rewards", "0 0 * * *", "members whose birthday it is get the birthday points "
+        "and coupon, once a year", _birthday_rewards),
+    Job("points_expiry", "5 0 * * *", "lots past their expiry date expire", _points_expiry),
+    Job("tier_evaluation", "20 0 * * *", "every member is moved to the tier they qualify for "
+        "(at period end, and anyone a return or expiry moved)", _tier_evaluation),
+    Job("kpi_snapshot", "45 0 * * *", "the figures of the day that has ended are stored",
+        _kpi_snapshot),
+    Job("dormancy", "0 3 * * *", "members without activity for LOYALTY_DORMANCY_DAYS become "
+        "dormant", _dormancy),
+    Job("at_risk", "15 3 * * *", "active members silent for longer than their own habit are "
+        "flagged at risk", _at_risk),
+    Job("reactivation", "30 3 * * *", "newly dormant members are handed to a wave of the "
+        "reactivation campaign", _reactivation),
+    Job("rfm_refresh", "0 4 * * *", "RFM scores of every member are recomputed", _rfm_refresh),
+    Job("idempotency_cleanup", "30 4 * * *", "idempotency keys older than 72 hours are deleted",
+        _idempotency_cleanup),
+)
+
+
+def job_named(name: str) -> Job | None:
+    return next((job for job in JOBS if job.name == name), None)
+
+
+def cron_trigger(expression: str, timezone: str) -> CronTrigger:
+    """Five fields (minute hour day month weekday), or six with seconds first."""
+    fields = expression.split()
+    if len(fields) == 5:
+        return CronTrigger.from_crontab(expression, timezone=timezone)
+    if len(fields) == 6:
+        second, minute, hour, day, month, day_of_week = fields
+        return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
+                           day_of_week=day_of_week, timezone=timezone)
+    raise ValueError(f"{expression!r} has {len(fields)} fields, not 5 or 6")
+
+
+def schedules(settings: Settings) -> dict[str, str | None]:
+    """Each job's cron expression after ``LOYALTY_JOB_SCHEDULES``; None for a job turned off."""
+    chosen: dict[str, str | None] = {job.name: job.cron for job in JOBS}
+    for part in (settings.job_schedules or "").split(";"):
+        if not part.strip():
+            continue
+        name, sep, expression = part.partition("=")
+        name, expression = name.strip(), expression.strip()
+        if not sep or name not in chosen:
+            raise ConfigurationError(
+                f"LOYALTY_JOB_SCHEDULES: {part.strip()!r} is not name=cron with a job's name "
+                f"({', '.join(chosen)})")
+        if expression == "off":
+            chosen[name] = None
+            continue
+        try:
+            cron_trigger(expression, settings.timezone)
+        except ValueError as exc:
+            raise ConfigurationError(f"LOYALTY_JOB_SCHEDULES: {name}: {exc}") from None
+        chosen[name] = expression
+    return chosen
+
+
+def make_context(dsn: str, pool: Pool, settings: Settings) -> JobContext:
+    return JobContext(dsn=dsn, pool=pool, settings=settings, rulebook=RuleBook(),
+                      programme=Programme(currency=settings.currency,
+                                          timezone=ZoneInfo(settings.timezone)))
