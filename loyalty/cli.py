@@ -1,6 +1,7 @@
 """``loyalty``: the API server and the commands operators and scheduled jobs run.
 
-Commands: serve, migrate, scheduler, staff, terminal, points, tiers, rfm, campaigns, seed-demo.
+Commands: serve, migrate, scheduler, staff, terminal, points, tiers, rfm, campaigns, import,
+seed-demo.
 
 Every command reads the same settings as ``serve`` and, with no URLs configured, joins (or
 starts) the same embedded servers under the data directory, so it works while ``make run`` runs.
@@ -256,6 +257,20 @@ def cmd_campaigns_launch_due(settings: Settings, args: argparse.Namespace) -> No
     print(f"{launched} campaigns launched")
 
 
+def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from loyalty.importing import run_import
+
+    with _services(settings, need_redis=False) as urls:
+        summary = asyncio.run(run_import(
+            urls.database_url, args.import_command, Path(args.file),
+            report=Path(args.report) if args.report else None, region=settings.default_region,
+            currency=settings.currency, create_stores=getattr(args, "create_stores", False),
+            batch_size=args.batch_size))
+    print(summary)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loyalty", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -316,6 +331,21 @@ def _parser() -> argparse.ArgumentParser:
                                                   "come, and finish interrupted launches")
     due.add_argument("--now", help="the moment to act as of (ISO 8601, default now)")
     due.set_defaults(run=cmd_campaigns_launch_due)
+
+    imports = commands.add_parser("import", help="import history from CSV (docs/importing.md)")\
+        .add_subparsers(dest="import_command", required=True)
+    for name, text in [("members", "add members, found again by their external id"),
+                       ("purchases", "add past purchases (earning no points)")]:
+        command = imports.add_parser(name, help=text)
+        command.add_argument("file", help="the CSV file")
+        command.add_argument("--report", help="where to write rejected rows "
+                                              "(default FILE.rejected.csv next to FILE)")
+        command.add_argument("--batch-size", type=int, default=50_000,
+                             help="rows per COPY and per transaction")
+        if name == "purchases":
+            command.add_argument("--create-stores", action="store_true",
+                                 help="create unknown stores from their code, not reject")
+        command.set_defaults(run=cmd_import)
 
     commands.add_parser("seed-demo", help="a few stores, staff and members to try the API").\
         set_defaults(run=cmd_seed_demo)
