@@ -1,7 +1,7 @@
 """``loyalty``: the API server and the commands operators and scheduled jobs run.
 
-Commands: serve, migrate, scheduler, staff, terminal, points, tiers, rfm, campaigns, import,
-seed-demo.
+Commands: serve, migrate, scheduler, jobs, staff, terminal, points, tiers, rfm, campaigns,
+import, seed-demo.
 
 Every command reads the same settings as ``serve`` and, with no URLs configured, joins (or
 starts) the same embedded servers under the data directory, so it works while ``make run`` runs.
@@ -19,6 +19,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
@@ -115,6 +116,56 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> None:
         if settings.migrate_on_start:
             asyncio.run(migrate(urls.database_url))
         asyncio.run(run_scheduler(settings, urls.database_url))
+
+
+def cmd_jobs_list(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.runs import job_statuses
+
+    now = dt.datetime.now(dt.UTC)
+    statuses = _with_connection(settings, lambda conn: job_statuses(conn, settings, now))
+    tz = ZoneInfo(settings.timezone)
+
+    def when(moment: dt.datetime | None) -> str:
+        return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+    rows = [("job", "schedule", "next run", "last run", "outcome")]
+    for job in statuses:
+        last = job.last_run
+        outcome = "running" if job.running else (last.outcome if last else "-")
+        rows.append((job.name, job.schedule or "off", when(job.next_run_at),
+                     when(last.started_at if last else None), outcome))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+    print(f"(times in {settings.timezone})")
+
+
+def cmd_jobs_run(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.catalogue import job_named, make_context
+    from jobs.runs import run_once
+    from jobs.scheduler import JOB_STATEMENT_TIMEOUT_SECONDS
+
+    job = job_named(args.name)
+    if job is None:
+        sys.exit(f"loyalty: no job named {args.name!r}; `loyalty jobs list` names them")
+    now = _as_of(args.now)
+
+    async def run(dsn: str) -> Any:
+        await migrate(dsn)
+        pool = await create_pool(dsn, min_size=1, max_size=2,
+                                 statement_timeout_seconds=JOB_STATEMENT_TIMEOUT_SECONDS)
+        try:
+            return await run_once(make_context(dsn, pool, settings), job, as_of=now)
+        finally:
+            await pool.close()
+
+    with _services(settings, need_redis=False) as urls:
+        done = asyncio.run(run(urls.database_url))
+    counts = ", ".join(f"{name} {value}" for name, value in done.counts.items())
+    print(f"{job.name}: {done.outcome} (run {done.run_id}){': ' + counts if counts else ''}")
+    if done.outcome != "succeeded":
+        sys.exit(f"loyalty: {done.error}")
 
 
 def cmd_staff_create(settings: Settings, args: argparse.Namespace) -> None:
@@ -279,6 +330,15 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="apply pending migrations").set_defaults(run=cmd_migrate)
     commands.add_parser("scheduler", help="run the job scheduler on its own").set_defaults(
         run=cmd_scheduler)
+
+    jobs = commands.add_parser("jobs", help="scheduled jobs (docs/jobs.md)").add_subparsers(
+        dest="jobs_command", required=True)
+    jobs.add_parser("list", help="each job's schedule, next run and last run").set_defaults(
+        run=cmd_jobs_list)
+    run = jobs.add_parser("run", help="run a job now (refused while it is running)")
+    run.add_argument("name", help="the job, as `loyalty jobs list` names it")
+    run.add_argument("--now", help="the moment to act as of (ISO 8601, default now)")
+    run.set_defaults(run=cmd_jobs_run)
 
     staff = commands.add_parser("staff", help="staff accounts").add_subparsers(
         dest="staff_command", required=True)

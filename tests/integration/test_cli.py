@@ -166,3 +166,20 @@ def test_batch_commands_refuse_a_now_they_cannot_place(cli_env: str, now: str) -
     for command in (["campaigns", "launch-due"], ["points", "expire"], ["rfm", "refresh"]):
         with pytest.raises(SystemExit, match="--now"):
             cli.main([*command, "--now", now])
+
+
+def test_jobs_run_by_hand_and_list_their_runs(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli.main(["jobs", "run", "dormancy", "--now", "2030-01-01T03:00:00+09:00"])
+    assert capsys.readouterr().out.startswith("dormancy: succeeded (run ")
+    cli.main(["jobs", "list"])
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].split() == ["job", "schedule", "next", "run", "last", "run", "outcome"]
+    dormancy = next(line for line in listing if line.startswith("dormancy "))
+    assert "0 3 * * *" in dormancy
+    assert dormancy.endswith("succeeded")
+    never_run = next(line for line in listing if line.startswith("rfm_refresh "))
+    assert never_run.endswith("-")
+    with pytest.raises(SystemExit, match="no job named 'nope'"):
+        cli.main(["jobs", "run", "nope"])
