@@ -48,23 +48,28 @@ def dormancy_cutoff(now: dt.datetime, tz: ZoneInfo, days: int) -> dt.datetime:
     return dt.datetime.combine(start, dt.time(), tzinfo=tz)
 
 
-# $1 the last member id of the previous batch, $2 batch size, $3 now, $4 the cutoff. The history
-# rows are written here, set-based; the setting loyalty.status_recorded tells the trigger so.
+# $1 the last member id of the previous batch, $2 batch size, $3 now, $4 the cutoff. The batch
+# is a range of the primary key, found first and then updated by a range scan: joining the
+# batch's ids to members instead had the planner hash the whole table for every batch (a run
+# quadratic in the members; bench `dormancy`). The history rows are written here, set-based;
+# the setting loyalty.status_recorded tells the trigger so.
 _FLAG = """
 with batch as materialized (
-    select member_id from members
-     where member_id > $1 order by member_id limit $2
+    select member_id from members where member_id > $1 order by member_id limit $2
+), bounds as materialized (
+    select count(*) as scanned,
+           (select member_id from batch order by member_id desc limit 1) as last
+      from batch
 ), flipped as (
     update members m set status = 'dormant', status_changed_at = $3, updated_at = $3
-      from batch b
-     where m.member_id = b.member_id and m.status = 'active' and m.last_activity_at < $4
+     where m.member_id > $1 and m.member_id <= (select last from bounds)
+       and m.status = 'active' and m.last_activity_at < $4
     returning m.member_id
 ), recorded as (
     insert into member_status_changes (member_id, changed_at, from_status, to_status, reason)
     select member_id, $3, 'active', 'dormant', 'inactivity' from flipped
 )
-select (select member_id from batch order by member_id desc limit 1) as last,
-       (select count(*) from batch) as scanned,
+select (select last from bounds) as last, (select scanned from bounds) as scanned,
        (select count(*) from flipped) as flagged
 """
 
