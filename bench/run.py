@@ -4,6 +4,8 @@ and print each figure next to a reference measured in the same run on the same d
     python -m bench.run [--members N] [--scenarios earn,latency,read,storm,expiry,launch]
                         [--duration S]
 
+``dormancy`` is run only when named in ``--scenarios``.
+
 With ``LOYALTY_DATABASE_URL`` / ``LOYALTY_REDIS_URL`` set it uses those servers (a database
 ``loyalty_bench`` is created on the PostgreSQL server and dropped at the end); otherwise it
 starts the embedded ones under ``.loyalty/bench``. See bench/README.md.
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import inspect
 import json
 import os
 import shutil
@@ -38,6 +41,7 @@ from bench.load import load
 from loyalty.auth import MEMBER_AUDIENCE, TokenSigner, load_or_create_signing_key
 from loyalty.campaigns import launch_campaign
 from loyalty.db import Connection, init_connection, migrate, with_database
+from loyalty.dormancy import dormancy_cutoff, flag_dormant
 from loyalty.embedded import service_urls
 from loyalty.ids import uuid7
 from loyalty.points import expire_points
@@ -58,6 +62,8 @@ DATABASE = "loyalty_bench"
 # functions on copies of the data set.
 HTTP_SCENARIOS = ("earn", "latency", "read", "storm")
 SCENARIOS = (*HTTP_SCENARIOS, "expiry", "launch")
+# Run only when asked for (--scenarios dormancy); the default stays the list above.
+OPTIONAL_SCENARIOS = ("dormancy",)
 SAMPLE = 100_000
 TOKENS = 2_000
 STARTED = time.monotonic()
@@ -586,6 +592,160 @@ async def launch_scenario(server_url: str, programme: Programme) -> Result:
         passed=same)
 
 
+# -- dormancy --------------------------------------------------------------------------------
+
+DORMANCY_DAYS = 180
+DORMANT_PERCENT = 30
+# As for expiry (docs/performance.md): the batched job within 1.5 times the one statement.
+DORMANCY_TARGET_RATIO = 1.5
+
+# The loaded members were all active within the last 60 days. Spread their last activity,
+# deterministically by a hash of the member id: DORMANT_PERCENT in a hundred between 181 and
+# 720 days before $1 (so before the 180-day cutoff), the others within the last 180 days.
+_SPREAD_ACTIVITY = """
+update members
+   set last_activity_at = $1::timestamptz - interval '1 day' * (
+       case when abs(hashtext(member_id::text)::bigint) % 100 < $2
+            then 181 + abs(hashtext(member_id::text)::bigint) / 100 % 540
+            else abs(hashtext(member_id::text)::bigint) / 100 % 180 end)
+"""
+
+# What an expert would write for the same effect as flag_dormant: one statement over every
+# member, the history rows from the rows it changed. Run in one transaction with
+# loyalty.status_recorded = 'on', as the function's batches are, so neither calls the per-row
+# trigger. $1 now, $2 the cutoff (loyalty.dormancy.dormancy_cutoff).
+_BARE_DORMANCY = """
+with flipped as (
+    update members set status = 'dormant', status_changed_at = $1, updated_at = $1
+     where status = 'active' and last_activity_at < $2
+    returning member_id
+)
+insert into member_status_changes (member_id, changed_at, from_status, to_status, reason)
+select member_id, $1, 'active', 'dormant', 'inactivity' from flipped
+"""
+
+# What both copies must agree on: the same members dormant (an exact digest of their ids), all
+# flagged at $1, nobody missed or flagged wrongly against the cutoff $2, and the same history.
+_DORMANCY_CHECK = """
+select (select count(*) from members where status = 'dormant') as dormant,
+       (select md5(string_agg(member_id::text, ',' order by member_id)) from members
+         where status = 'dormant') as dormant_digest,
+       (select count(*) from members where status = 'dormant'
+           and (status_changed_at <> $1 or updated_at <> $1)) as dormant_not_stamped,
+       (select count(*) from members where status = 'active' and last_activity_at < $2)
+         as missed,
+       (select count(*) from members where status = 'dormant' and last_activity_at >= $2)
+         as wrongly_flagged,
+       (select count(*) from member_status_changes) as history,
+       (select md5(string_agg(concat_ws(' ', member_id, changed_at, from_status, to_status,
+                                        reason, campaign_id), ',' order by member_id))
+          from member_status_changes) as history_digest,
+       (select count(*) from members m where m.status = 'dormant' and not exists (
+            select 1 from member_status_changes s where s.member_id = m.member_id
+               and s.changed_at = $1 and s.to_status = 'dormant')) as dormant_without_history
+"""
+
+
+async def _dormancy_check(conn: Connection, now: dt.datetime,
+                          cutoff: dt.datetime) -> dict[str, Any]:
+    await conn.execute("analyze members, member_status_changes")
+    row = await conn.fetchrow(_DORMANCY_CHECK, now, cutoff)
+    assert row is not None
+    return dict(row)
+
+
+async def dormancy_scenario(server_url: str) -> Result:
+    """Flagging dormant members with the project's flag_dormant against the bare SQL an expert
+    would write for the same effect, each on its own copy of the data."""
+    tz = ZoneInfo("Asia/Tokyo")
+    now = dt.datetime.now(dt.UTC)
+    cutoff = dormancy_cutoff(now, tz, DORMANCY_DAYS)
+    # As the scheduler's pool runs the job (loyalty.db.create_pool), bar the statement timeout.
+    server_settings = {"jit": "off"}
+    copies = [f"{DATABASE}_fn", f"{DATABASE}_sql"]
+    # The last scenario to use the loaded database: its members' activity is reshaped there
+    # once, compacted, then copied.
+    conn = await asyncpg.connect(with_database(server_url, DATABASE))
+    try:
+        say(f"dormancy: spreading last activity, {DORMANT_PERCENT}% past {DORMANCY_DAYS} days")
+        await conn.execute(_SPREAD_ACTIVITY, now, DORMANT_PERCENT)
+        await conn.execute("vacuum (full, analyze) members")
+        members = await conn.fetchval("select count(*) from members")
+        active = await conn.fetchval("select count(*) from members where status = 'active'")
+        due = await conn.fetchval("select count(*) from members"
+                                  " where status = 'active' and last_activity_at < $1", cutoff)
+    finally:
+        await conn.close()
+    admin = await asyncpg.connect(with_database(server_url, "postgres"))
+    checks: list[dict[str, Any]] = []
+    try:
+        for name in copies:
+            await admin.execute(f"drop database if exists {name} with (force)")
+            say(f"copying the data set to {name}")
+            await admin.execute(f"create database {name} template {DATABASE} strategy file_copy")
+        conn = await asyncpg.connect(with_database(server_url, copies[0]),
+                                     server_settings=server_settings)
+        await init_connection(conn)
+        try:
+            await _checkpoint(conn)
+            say(f"dormancy: the project's flag_dormant over {members:,} members")
+            started = time.perf_counter()
+            counts = await flag_dormant(conn, now=now, tz=tz, days=DORMANCY_DAYS)
+            function_seconds = time.perf_counter() - started
+            checks.append(await _dormancy_check(conn, now, cutoff))
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(with_database(server_url, copies[1]),
+                                     server_settings=server_settings)
+        await init_connection(conn)
+        try:
+            await _checkpoint(conn)
+            say("dormancy: bare SQL")
+            started = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute("set local loyalty.status_recorded = 'on'")
+                await conn.execute(_BARE_DORMANCY, now, cutoff)
+            bare_seconds = time.perf_counter() - started
+            checks.append(await _dormancy_check(conn, now, cutoff))
+        finally:
+            await conn.close()
+    finally:
+        for name in copies:
+            await admin.execute(f"drop database if exists {name} with (force)")
+        await admin.close()
+    fn, bare = checks
+    agree = {key: fn[key] == bare[key] for key in
+             ("dormant", "dormant_digest", "history", "history_digest")}
+    exact = {
+        "flagged_every_due_member": fn["dormant"] == counts["flagged"] == due,
+        "one_history_row_each": fn["history"] == bare["history"] == due,
+        "stamped_now": fn["dormant_not_stamped"] == bare["dormant_not_stamped"] == 0,
+        "none_missed": fn["missed"] == bare["missed"] == 0,
+        "none_wrongly_flagged": fn["wrongly_flagged"] == bare["wrongly_flagged"] == 0,
+        "history_for_each": (fn["dormant_without_history"]
+                             == bare["dormant_without_history"] == 0),
+        "scanned_every_member": counts["scanned"] == members,
+    }
+    same = all(agree.values()) and all(exact.values())
+    ratio = function_seconds / bare_seconds if bare_seconds else float("nan")
+    say(f"dormancy: function {function_seconds:.2f}s, bare SQL {bare_seconds:.2f}s "
+        f"(ratio {ratio:.2f}, target <= {DORMANCY_TARGET_RATIO}); {counts['flagged']:,} of "
+        f"{members:,} members flagged, {fn['history']:,} history rows; same effect: {same}")
+    if not same:
+        say(f"dormancy: FAILED: copies agree {agree}, checks {exact}")
+    return Result(
+        "dormancy", function_seconds, bare_seconds, "s", "bare SQL, one statement",
+        {"members": members, "active_before": active, "days": DORMANCY_DAYS,
+         "tz": tz.key, "dormant_percent": DORMANT_PERCENT,
+         # The job passes none: the function's default.
+         "batch_size": inspect.signature(flag_dormant).parameters["batch_size"].default,
+         "server_settings": server_settings, "target_ratio": DORMANCY_TARGET_RATIO},
+        {"scanned": counts["scanned"], "flagged": counts["flagged"], "due": due,
+         "history_rows": fn["history"], "within_target": ratio <= DORMANCY_TARGET_RATIO,
+         "copies_agree": agree, "checks": exact, "same_effect": same},
+        passed=same)
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -600,9 +760,10 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the loyalty_bench database")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = set(chosen) - set(SCENARIOS)
+    unknown = set(chosen) - set(SCENARIOS) - set(OPTIONAL_SCENARIOS)
     if unknown:
-        sys.exit(f"bench: unknown scenarios {sorted(unknown)}; choose from {SCENARIOS}")
+        sys.exit(f"bench: unknown scenarios {sorted(unknown)}; "
+                 f"choose from {(*SCENARIOS, *OPTIONAL_SCENARIOS)}")
     http = bool(set(chosen) & set(HTTP_SCENARIOS))
     wrk_binary = find_wrk() if http else ""
     pgbench_binary = find_pgbench()
@@ -696,6 +857,9 @@ def main() -> None:
             programme = Programme(currency=settings.currency,
                                   timezone=ZoneInfo(settings.timezone))
             results.append(asyncio.run(launch_scenario(urls.database_url, programme)))
+        if "dormancy" in chosen:
+            # Last: it reshapes the members' activity in the loaded database before copying.
+            results.append(asyncio.run(dormancy_scenario(urls.database_url)))
         if not args.keep:
             asyncio.run(_drop(urls.database_url))
     report(results)
@@ -713,7 +877,7 @@ async def _drop(server_url: str) -> None:
 
 _FILE_NAMES = {"earn": "earn", "earn latency at half load (p99)": "latency",
                "member read": "read", "retry storm": "storm", "expiry": "expiry",
-               "launch": "launch"}
+               "launch": "launch", "dormancy": "dormancy"}
 
 
 def report(results: list[Result]) -> None:
