@@ -118,6 +118,21 @@ class ImportSummary:
                 f"report of rejected rows: {self.report}")
 
 
+async def _record_rejections(
+    conn: Connection, checked: Literal["import_members_checked", "import_purchases_checked"],
+) -> int:
+    """Copy the rows the check refused, with their reasons, to the report's table; how many.
+    (``checked`` names one of this module's staging tables.)"""
+    count: int = await conn.fetchval(
+        f"""
+        with r as (insert into import_rejections (line, reason)
+                   select line, reason from {checked}
+                    where reason is not null returning 1)
+        select count(*) from r
+        """)
+    return count
+
+
 def default_report_path(source: Path) -> Path:
     """``FILE.csv`` → ``FILE.rejected.csv``, next to the input."""
     return source.with_name(source.name.removesuffix(".csv") + ".rejected.csv")
@@ -513,13 +528,7 @@ async def import_members(
             await conn.execute(_CHECK_MEMBERS)
             await conn.execute("create index on import_members_checked (seq)")
             await conn.execute("analyze import_members_checked")
-            rejected = await conn.fetchval(
-                """
-                with r as (insert into import_rejections (line, reason)
-                           select line, reason from import_members_checked
-                            where reason is not null returning 1)
-                select count(*) from r
-                """)
+            rejected = await _record_rejections(conn, "import_members_checked")
         checking.advance(staged.staged)
         checking.finish()
         inserted = present = raced = 0
@@ -763,13 +772,7 @@ async def import_purchases(
             await conn.execute(_IMPORT_TERMINALS, now)
             await conn.execute("create index on import_purchases_checked (seq)")
             await conn.execute("analyze import_purchases_checked")
-            rejected = await conn.fetchval(
-                """
-                with r as (insert into import_rejections (line, reason)
-                           select line, reason from import_purchases_checked
-                            where reason is not null returning 1)
-                select count(*) from r
-                """)
+            rejected = await _record_rejections(conn, "import_purchases_checked")
         checking.advance(staged.staged)
         checking.finish()
         inserted = candidates = 0
