@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from litestar import Litestar
 
 from api.app import create_app
-from loyalty.db import Connection, migrate, with_database
+from loyalty.db import Connection, init_connection, migrate, with_database
 from loyalty.embedded import ServiceUrls, service_urls
 from loyalty.settings import Settings, load_settings
 
@@ -110,6 +110,17 @@ async def db(shared_database: str) -> AsyncIterator[Connection]:
         yield conn
     finally:
         await transaction.rollback()
+        await conn.close()
+
+
+@pytest.fixture
+async def connections(fresh_database: str) -> AsyncIterator[list[Connection]]:
+    """Three connections of their own to a fresh database: one to set up, two to race."""
+    opened = [await asyncpg.connect(fresh_database) for _ in range(3)]
+    for conn in opened:
+        await init_connection(conn)
+    yield opened
+    for conn in opened:
         await conn.close()
 
 

@@ -75,44 +75,36 @@ async def office(client: httpx.AsyncClient, actors: Actors,
         await pool.close()
 
 
-async def _last_active(database_url: str, member_id: str, at: dt.datetime) -> None:
+async def _fetch(database_url: str, sql: str, *args: object) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute("update members set last_activity_at = $2, joined_at = $2"
-                           " where member_id = $1", member_id, at)
+        return await conn.fetch(sql, *args)
     finally:
         await conn.close()
+
+
+async def _last_active(database_url: str, member_id: str, at: dt.datetime) -> None:
+    await _fetch(database_url, "update members set last_activity_at = $2, joined_at = $2"
+                               " where member_id = $1", member_id, at)
 
 
 async def _member(database_url: str, member_id: str) -> asyncpg.Record:
-    conn = await asyncpg.connect(database_url)
-    try:
-        row = await conn.fetchrow("select status, status_changed_at from members"
-                                  " where member_id = $1", member_id)
-    finally:
-        await conn.close()
-    assert row is not None
+    [row] = await _fetch(database_url, "select status, status_changed_at from members"
+                                       " where member_id = $1", member_id)
     return row
 
 
 async def _granted(database_url: str, member_id: str) -> list[tuple[int, dt.datetime]]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch("select amount, created_at from point_entries"
-                                " where member_id = $1 and grant_id is not null", member_id)
-    finally:
-        await conn.close()
+    rows = await _fetch(database_url, "select amount, created_at from point_entries"
+                                      " where member_id = $1 and grant_id is not null", member_id)
     return [(r["amount"], r["created_at"]) for r in rows]
 
 
 async def _changes(database_url: str, member_id: str) -> list[tuple[str, str, str, Any]]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch(
-            "select from_status, to_status, reason, campaign_id::text as campaign_id"
-            " from member_status_changes where member_id = $1 order by change_id", member_id)
-    finally:
-        await conn.close()
+    rows = await _fetch(
+        database_url, "select from_status, to_status, reason, campaign_id::text as campaign_id"
+                      " from member_status_changes where member_id = $1 order by change_id",
+        member_id)
     return [(r["from_status"], r["to_status"], r["reason"], r["campaign_id"]) for r in rows]
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from loyalty.at_risk import flag_at_risk
 from loyalty.db import Connection
+from tests.crashes import allow_members, refuse_member
 from tests.integration.test_rfm import Shop
 
 NOW = dt.datetime(2026, 6, 1, 0, 0, tzinfo=dt.UTC)
@@ -167,19 +168,7 @@ async def test_a_run_that_fails_part_way_is_finished_by_the_next(db: Connection)
     before = await flags(db)
     later = NOW + DAY
     # A failure in the batch of gus: PostgreSQL refuses his row.
-    await db.execute(
-        """
-        create function refuse_member() returns trigger language plpgsql as $$
-        begin
-            if new.member_id = current_setting('test.refused')::uuid then
-                raise exception 'refused';
-            end if;
-            return new;
-        end $$;
-        create trigger refuse_member before insert or update on member_at_risk
-            for each row execute function refuse_member();
-        """)
-    await db.execute("select set_config('test.refused', $1, true)", str(people["gus"]))
+    await refuse_member(db, "member_at_risk", people["gus"], events="insert or update")
     with pytest.raises(asyncpg.RaiseError, match="refused"):
         await run(db, later, batch_size=1)
     after_failure = await flags(db)
@@ -190,7 +179,7 @@ async def test_a_run_that_fails_part_way_is_finished_by_the_next(db: Connection)
                                                if member_id >= people["gus"]}
     assert {row["as_of"] for member_id, row in after_failure.items()
             if member_id < people["gus"]} <= {later}
-    await db.execute("drop trigger refuse_member on member_at_risk")
+    await allow_members(db, "member_at_risk")
     # ben was newly flagged by a batch of the failed run that committed.
     assert await run(db, later, batch_size=1) == {"members": 8, "flagged": 0, "cleared": 0}
     assert await flagged_names(db, people) == {"ann", "ben", "cal", "gus", "jon"}

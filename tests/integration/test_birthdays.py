@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -24,12 +23,13 @@ from loyalty.birthdays import (
     give_birthday_rewards,
 )
 from loyalty.coupons import create_template
-from loyalty.db import Connection, init_connection
+from loyalty.db import Connection
 from loyalty.earning import expires_at
 from loyalty.errors import Conflict
 from loyalty.purchases import Programme
 from loyalty.rules import RuleBook, ensure_default_rules
 from schemas.coupons import CouponTemplateCreate, CouponTemplateUpdate, DaysAfterIssue, FixedAmount
+from tests.crashes import allow_members, refuse_member
 from tests.ledger_checks import check_invariants, read_rows
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -304,26 +304,14 @@ async def test_a_run_that_fails_part_way_is_finished_by_the_next(db: Connection)
     coupon = await template(db)
     members = sorted([await member(db, dt.date(1990, 3, 10)) for _ in range(6)])
     refused = members[3]
-    await db.execute(
-        """
-        create function refuse_member() returns trigger language plpgsql as $$
-        begin
-            if new.member_id = current_setting('test.refused')::uuid then
-                raise exception 'refused';
-            end if;
-            return new;
-        end $$;
-        create trigger refuse_member before insert on birthday_rewards
-            for each row execute function refuse_member();
-        """)
-    await db.execute("select set_config('test.refused', $1, true)", str(refused))
+    await refuse_member(db, "birthday_rewards", refused)
     with pytest.raises(asyncpg.RaiseError, match="refused"):
         await give(db, coupon_template_id=coupon, batch_size=2)
     # The first batch committed whole (points, coupons); the failed one left nothing.
     assert sorted(await rewards(db)) == members[:2]
     assert await db.fetchval("select count(*) from member_coupons") == 2
     check_invariants(await read_rows(db))
-    await db.execute("drop trigger refuse_member on birthday_rewards")
+    await allow_members(db, "birthday_rewards")
     assert await give(db, coupon_template_id=coupon, batch_size=2) == {
         "members": 4, "points": 400, "coupons": 4}
     assert sorted(await rewards(db)) == members
@@ -343,16 +331,6 @@ async def test_bad_options_are_refused(db: Connection, options: dict[str, Any],
 
 
 # -- two runs at once, on connections of their own -------------------------------------------
-
-
-@pytest.fixture
-async def connections(fresh_database: str) -> AsyncIterator[list[Connection]]:
-    opened = [await asyncpg.connect(fresh_database) for _ in range(3)]
-    for conn in opened:
-        await init_connection(conn)
-    yield opened
-    for conn in opened:
-        await conn.close()
 
 
 async def test_two_runs_at_once_reward_each_member_once(

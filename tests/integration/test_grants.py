@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -14,7 +13,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from loyalty.db import Connection, init_connection
+from loyalty.db import Connection
 from loyalty.earning import expires_at
 from loyalty.grants import MemberList, create_grant, get_grant, run_grant
 from loyalty.ids import uuid7
@@ -169,16 +168,6 @@ async def test_lots_expire_per_the_rules_in_force_when_the_grant_was_made(
 
 
 # -- two runners at once, on connections of their own ----------------------------------------
-
-
-@pytest.fixture
-async def connections(fresh_database: str) -> AsyncIterator[list[Connection]]:
-    opened = [await asyncpg.connect(fresh_database) for _ in range(3)]
-    for conn in opened:
-        await init_connection(conn)
-    yield opened
-    for conn in opened:
-        await conn.close()
 
 
 async def test_two_runners_of_one_grant_at_once_write_each_member_once(
