@@ -147,6 +147,9 @@ async def update_member(
                         " else status_changed_at end"
     try:
         async with conn.transaction():
+            if status_change:
+                # The status history (migration 0010) records the change; this says why.
+                await conn.execute("select set_config('loyalty.status_reason', 'staff', true)")
             row = await conn.fetchrow(
                 f"""
                 update members set {assignments}{status_change}, updated_at = now()

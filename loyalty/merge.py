@@ -123,6 +123,8 @@ async def merge_members(
         await apply_posting(conn, outgoing)
         await apply_posting(conn, incoming)
 
+        # The status history (migration 0010) records the change; this says why.
+        await conn.execute("select set_config('loyalty.status_reason', 'merge', true)")
         await conn.execute(
             """
             update members set status = 'merged', merged_into = $2, status_changed_at = $3,

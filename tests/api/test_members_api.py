@@ -182,7 +182,7 @@ async def test_staff_read_of_a_member_is_audited(client: Client, actors: Actors,
 
 
 async def test_support_suspends_a_member_who_then_cannot_log_in(
-    client: Client, actors: Actors
+    client: Client, actors: Actors, settings: Settings
 ) -> None:
     member = await actors.member(email="s@example.com")
     token = await actors.staff("support")
@@ -195,3 +195,33 @@ async def test_support_suspends_a_member_who_then_cannot_log_in(
     assert login.status_code == 401
     refresh = await client.post("/v1/auth/refresh", json={"refresh_token": member.refresh_token})
     assert refresh.status_code == 401
+    # Reinstated; both changes are in the member's status history, said to be staff's.
+    reinstated = await client.patch(f"/v1/members/{member.member_id}", headers=bearer(token),
+                                    json={"status": "active"})
+    assert reinstated.status_code == 200
+    assert await status_history(settings, member.member_id) == [
+        ("active", "suspended", "staff"), ("suspended", "active", "staff")]
+
+
+async def status_history(settings: Settings, member_id: str) -> list[tuple[str, str, str]]:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch("select from_status, to_status, reason from member_status_changes"
+                                " where member_id = $1 order by change_id", member_id)
+    finally:
+        await conn.close()
+    return [(r["from_status"], r["to_status"], r["reason"]) for r in rows]
+
+
+async def test_a_merge_is_in_the_merged_members_status_history(
+    client: Client, actors: Actors, settings: Settings
+) -> None:
+    survivor = await actors.member(email="keep@example.com")
+    duplicate = await actors.member(email="dupe@example.com")
+    support = bearer(await actors.staff("support"))
+    joined = await client.post(f"/v1/members/{survivor.member_id}/merge", headers=support,
+                               json={"from_member_id": duplicate.member_id})
+    assert joined.status_code == 200, joined.text
+    assert await status_history(settings, duplicate.member_id) == [
+        ("active", "merged", "merge")]
+    assert await status_history(settings, survivor.member_id) == []
