@@ -36,7 +36,7 @@ from api.rules import EarningRulesController
 from api.segments import SegmentsController
 from api.sessions import SessionController
 from api.tiers import TiersController
-from jobs.catalogue import make_context
+from jobs.catalogue import make_context, schedules
 from jobs.scheduler import JOB_STATEMENT_TIMEOUT_SECONDS, run_scheduler
 from loyalty.auth import Passwords, TerminalKeys, TokenSigner, load_or_create_signing_key
 from loyalty.db import create_pool
@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                            "`loyalty serve` starts embedded servers when they are unset")
     signer = build_signer(settings)
     passwords = build_passwords(settings)
+    schedules(settings)  # refuse a bad LOYALTY_JOB_SCHEDULES before serving, not in a task
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

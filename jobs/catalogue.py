@@ -174,7 +174,8 @@ def cron_trigger(expression: str, timezone: str) -> CronTrigger:
         second, minute, hour, day, month, day_of_week = fields
         return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
                            day_of_week=day_of_week, timezone=timezone)
-    raise ValueError(f"{expression!r} has {len(fields)} fields, not 5 or 6")
+    raise ValueError(f"{expression!r} is not a cron expression of 5 fields (or 6, seconds "
+                     "first)")
 
 
 def schedules(settings: Settings) -> dict[str, str | None]:

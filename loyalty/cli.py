@@ -84,6 +84,9 @@ def _passwords(settings: Settings) -> Passwords:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
+    from jobs.catalogue import schedules
+
+    schedules(settings)  # a bad LOYALTY_JOB_SCHEDULES stops here, not in a background task
     with _services(settings, need_redis=True) as urls:
         export(urls)
         if settings.jwt_private_key is None:
