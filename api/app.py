@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -109,6 +110,13 @@ def build_passwords(settings: Settings) -> Passwords:
                      parallelism=settings.argon2_parallelism)
 
 
+def _report_scheduler_end(task: asyncio.Task[None]) -> None:
+    """The embedded scheduler ends only when the app stops; if it fails, say so loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the embedded scheduler stopped: this process no longer runs jobs",
+                  exc_info=task.exception())
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """The API. ``settings`` must carry the database and Redis URLs (``loyalty serve`` resolves
     the embedded ones before building the app)."""
@@ -149,12 +157,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         scheduler = asyncio.create_task(run_scheduler(settings, settings.database_url,
                                                       stop=stop_scheduler)) \
             if settings.scheduler == "embedded" else None
+        if scheduler is not None:
+            scheduler.add_done_callback(_report_scheduler_end)
         try:
             yield
         finally:
             if scheduler is not None:
                 stop_scheduler.set()
-                await scheduler
+                with contextlib.suppress(Exception):  # reported by _report_scheduler_end
+                    await scheduler
             await client.aclose()
             await job_pool.close()
             await pool.close()
