@@ -139,7 +139,7 @@ async def execute(claim: Claim, ctx: JobContext) -> JobRun:
     try:
         outcome, counts, error = "failed", {}, None
         try:
-            log.info("job %s: started (run %d, as of %s)", run.job, run.run_id, run.as_of)
+            log.debug("job %s: started (run %d, as of %s)", run.job, run.run_id, run.as_of)
             counts = await claim.job.run(ctx, run.as_of)
             outcome = "succeeded"
             log.info("job %s: succeeded %s", run.job, counts)

@@ -31,6 +31,9 @@ from loyalty.settings import Settings
 from schemas.jobs import JobRun
 
 log = logging.getLogger(__name__)
+# APScheduler logs every alarm twice at INFO ("Running job", "executed successfully"); the runs
+# log what they did (jobs/runs.py), so its own lines are kept for warnings.
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 # Any fixed 64-bit number; it only has to differ from the migration lock.
 LEADER_LOCK_KEY = 0x4C4F59414C5460
