@@ -142,7 +142,9 @@ async def execute(claim: Claim, ctx: JobContext) -> JobRun:
             log.debug("job %s: started (run %d, as of %s)", run.job, run.run_id, run.as_of)
             counts = await claim.job.run(ctx, run.as_of)
             outcome = "succeeded"
-            log.info("job %s: succeeded %s", run.job, counts)
+            # A run that found nothing to do (the launch check every minute, mostly) is not news.
+            log.log(logging.INFO if any(counts.values()) else logging.DEBUG,
+                    "job %s: succeeded %s", run.job, counts)
         except Exception as exc:  # recorded in the run and logged, not swallowed
             error = f"{type(exc).__name__}: {exc}"[:2000]
             log.exception("job %s: failed", run.job)
