@@ -136,6 +136,13 @@ async def _idempotency_cleanup(ctx: JobContext, now: dt.datetime) -> Counts:
         return await delete_old_idempotency_keys(conn, before=now - IDEMPOTENCY_KEPT)
 
 
+async def _run_history_cleanup(ctx: JobContext, now: dt.datetime) -> Counts:
+    from jobs.runs import RUNS_KEPT, delete_old_runs
+
+    async with ctx.pool.acquire() as conn:
+        return await delete_old_runs(conn, before=now - RUNS_KEPT)
+
+
 # In running order within a night: flags before the hand-over, scores after the flags.
 JOBS: tuple[Job, ...] = (
     Job("points_release", "10 * * * *", "pending points whose return window has passed become "
@@ -158,6 +165,8 @@ JOBS: tuple[Job, ...] = (
     Job("rfm_refresh", "0 4 * * *", "RFM scores of every member are recomputed", _rfm_refresh),
     Job("idempotency_cleanup", "30 4 * * *", "idempotency keys older than 72 hours are deleted",
         _idempotency_cleanup),
+    Job("run_history_cleanup", "40 4 * * *", "job runs older than 90 days are deleted (each "
+        "job's latest tick is kept)", _run_history_cleanup),
 )
 
 

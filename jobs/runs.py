@@ -229,3 +229,37 @@ def _decode_run_cursor(cursor: str) -> int:
     if not cursor.isdigit() or len(cursor) > 18:
         raise InvalidInput("cursor is not valid", field="cursor")
     return int(cursor)
+
+
+# -- keeping the history bounded -------------------------------------------------------------
+
+# How long runs are kept: a quarter of history to look back on, about 130,000 rows with the
+# minute-by-minute launch check.
+RUNS_KEPT = dt.timedelta(days=90)
+
+# Finished runs started before $1, oldest first, $2 at a time; each job's latest tick stays,
+# since catching up starts from it.
+_DELETE_OLD_RUNS = """
+with old as (
+    select run_id from job_runs r
+     where started_at < $1 and outcome <> 'running'
+       and scheduled_for is distinct from (select max(scheduled_for) from job_runs l
+                                            where l.job = r.job)
+     order by run_id limit $2
+), deleted as (
+    delete from job_runs r using old where r.run_id = old.run_id returning 1
+)
+select count(*) from deleted
+"""
+
+
+async def delete_old_runs(conn: Connection, *, before: dt.datetime,
+                          batch_size: int = 10_000) -> dict[str, int]:
+    """Delete the finished runs started before ``before``, a batch per transaction."""
+    deleted = 0
+    while True:
+        async with conn.transaction():
+            count: int = await conn.fetchval(_DELETE_OLD_RUNS, before, batch_size)
+        deleted += count
+        if count < batch_size:
+            return {"deleted": deleted}

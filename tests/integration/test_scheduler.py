@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from jobs.catalogue import Job, JobContext, cron_trigger, make_context, schedules
-from jobs.runs import JobBusy, claim, execute, run_once
+from jobs.runs import RUNS_KEPT, JobBusy, claim, delete_old_runs, execute, run_once
 from jobs.scheduler import LEADER_LOCK_KEY, due_ticks, run_due, run_scheduler, ticks_between
 from loyalty.db import create_pool
 from loyalty.errors import ConfigurationError
@@ -272,3 +272,28 @@ async def test_the_leader_runs_a_due_job_when_it_starts_leading(
     # Every second, each tick once, none skipped.
     assert ticks == recorder.seen
     assert all(b - a == dt.timedelta(seconds=1) for a, b in itertools.pairwise(ticks))
+
+
+async def test_old_runs_are_deleted_but_each_jobs_latest_tick_stays(ctx: JobContext) -> None:
+    recorder = Recorder()
+    daily, other = recorder.job("daily"), recorder.job("other")
+    for day in (1, 2, 3):
+        assert await run_once(ctx, daily, tick=at(f"2027-01-0{day}T03:00")) is not None
+    assert await run_once(ctx, daily, as_of=at("2027-01-03T10:00")) is not None
+    assert await run_once(ctx, other, tick=at("2027-01-01T03:00")) is not None
+    now = dt.datetime.now(dt.UTC)
+    async with ctx.pool.acquire() as conn:
+        # All five started 100 days ago but the manual one, started 10 days ago.
+        await conn.execute("update job_runs set started_at = $1::timestamptz - interval '100 days'",
+                           now)
+        await conn.execute("update job_runs set started_at = $1::timestamptz - interval '10 days'"
+                           " where trigger = 'manual'", now)
+        assert await delete_old_runs(conn, before=now - RUNS_KEPT, batch_size=1) == \
+            {"deleted": 2}
+        kept = await conn.fetch("select job, trigger, scheduled_for from job_runs"
+                                " order by run_id")
+    # The first two ticks of daily went; its latest tick, its recent manual run, and other's
+    # only tick (its latest) stay, so catching up still starts from the right place.
+    assert [tuple(r) for r in kept] == [
+        ("daily", "schedule", at("2027-01-03T03:00")), ("daily", "manual", None),
+        ("other", "schedule", at("2027-01-01T03:00"))]
