@@ -28,7 +28,7 @@ from api.errors import problem_details_config
 from api.events import EventsController, MyEventsController, PosEventsController
 from api.grants import PointsGrantsController
 from api.health import HealthController
-from api.jobs import JobsController
+from api.jobs import JobsController, cancel_runs
 from api.members import MeController, StaffMembersController
 from api.metrics import MetricsMiddleware
 from api.points import MyPointsController, StaffPointsController
@@ -167,6 +167,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 with contextlib.suppress(Exception):  # reported by _report_scheduler_end
                     await scheduler
             await client.aclose()
+            await cancel_runs()
             await job_pool.close()
             await pool.close()
 

@@ -8,6 +8,7 @@ scheduler's runs: while the job is running anywhere, starting it again is refuse
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Annotated
 
 from litestar import Controller, get, post
@@ -29,6 +30,17 @@ JobName = Annotated[str, FromPath]
 
 # Runs started here, kept referenced until they finish (the event loop holds tasks weakly).
 _background: set[asyncio.Task[JobRun]] = set()
+
+
+async def cancel_runs() -> None:
+    """At shutdown: stop the runs started here. Their rows stay ``running`` until the next run
+    of the job marks them abandoned (a scheduled tick is then run again; a run by hand is not,
+    start it again)."""
+    for task in list(_background):
+        task.cancel()
+    for task in list(_background):
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _job(name: str) -> Job:

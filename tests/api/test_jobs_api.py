@@ -7,12 +7,16 @@ import asyncio
 import datetime as dt
 from typing import Any
 
+import asyncpg
 import httpx
 
+from api.app import create_app
 from jobs.catalogue import JOBS, job_named
 from jobs.runs import claim
+from loyalty.rfm import RFM_LOCK_KEY
 from loyalty.settings import Settings
 from tests.api.conftest import Actors, bearer
+from tests.conftest import serve
 
 
 async def _until_finished(client: httpx.AsyncClient, headers: dict[str, str], name: str,
@@ -120,3 +124,34 @@ async def test_only_admins_start_runs(client: httpx.AsyncClient, actors: Actors)
     assert (await client.post("/v1/jobs/dormancy/run", headers=analyst)).status_code == 403
     marketer = bearer(await actors.staff("marketer"))
     assert (await client.get("/v1/jobs", headers=marketer)).status_code == 403
+
+
+async def test_stopping_the_app_stops_its_manual_runs_and_the_next_run_says_so(
+        actors: Actors, settings: Settings) -> None:
+    assert settings.database_url
+    blocker = await asyncpg.connect(settings.database_url)
+    try:
+        # The RFM refresh waits for this lock: the manual run will still be running.
+        await blocker.execute("select pg_advisory_lock($1)", RFM_LOCK_KEY)
+        async with asyncio.timeout(30):
+            async with serve(create_app(settings)) as client:
+                admin = bearer(await Actors(client, settings).staff("admin"))
+                started = await client.post("/v1/jobs/rfm_refresh/run", headers=admin)
+                assert started.status_code == 202, started.text
+                run_id = started.json()["run_id"]
+                await asyncio.sleep(0.2)
+            # The app stopped without waiting for the blocked run.
+        outcome = await blocker.fetchval("select outcome from job_runs where run_id = $1",
+                                         run_id)
+        assert outcome == "running"
+        await blocker.execute("select pg_advisory_unlock($1)", RFM_LOCK_KEY)
+    finally:
+        await blocker.close()
+    async with serve(create_app(settings)) as client:
+        admin = bearer(await Actors(client, settings).staff("admin"))
+        again = await client.post("/v1/jobs/rfm_refresh/run", headers=admin)
+        assert again.status_code == 202, again.text
+        finished = await _until_finished(client, admin, "rfm_refresh", again.json()["run_id"])
+        assert finished["outcome"] == "succeeded"
+        runs = (await client.get("/v1/jobs/rfm_refresh/runs", headers=admin)).json()["items"]
+    assert [(r["run_id"], r["outcome"]) for r in runs][1:] == [(run_id, "abandoned")]
