@@ -25,7 +25,7 @@ import asyncpg
 import msgspec
 
 from jobs.catalogue import JOBS, Job, JobContext, cron_trigger, schedules
-from loyalty.db import Connection, init_connection
+from loyalty.db import Connection, init_connection, repeat_in_batches
 from loyalty.errors import Conflict, InvalidInput
 from loyalty.settings import Settings
 from schemas.base import Page
@@ -256,10 +256,5 @@ select count(*) from deleted
 async def delete_old_runs(conn: Connection, *, before: dt.datetime,
                           batch_size: int = 10_000) -> dict[str, int]:
     """Delete the finished runs started before ``before``, a batch per transaction."""
-    deleted = 0
-    while True:
-        async with conn.transaction():
-            count: int = await conn.fetchval(_DELETE_OLD_RUNS, before, batch_size)
-        deleted += count
-        if count < batch_size:
-            return {"deleted": deleted}
+    deleted = await repeat_in_batches(conn, _DELETE_OLD_RUNS, before, batch_size=batch_size)
+    return {"deleted": deleted}

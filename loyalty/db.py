@@ -75,6 +75,20 @@ async def transaction(pool: Pool) -> AsyncIterator[Connection]:
         yield conn
 
 
+async def repeat_in_batches(conn: Connection, statement: str, *args: object,
+                            batch_size: int) -> int:
+    """Run ``statement`` (which handles at most ``batch_size`` rows, its last parameter, and
+    returns how many it did) in a transaction of its own, again and again until a run handles
+    fewer: a purge in bounded transactions. Returns the rows handled in all."""
+    total = 0
+    while True:
+        async with conn.transaction():
+            count: int = await conn.fetchval(statement, *args, batch_size)
+        total += count
+        if count < batch_size:
+            return total
+
+
 @dataclass(frozen=True)
 class Migration:
     version: str

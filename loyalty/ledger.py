@@ -20,7 +20,7 @@ from uuid import UUID
 
 import asyncpg
 
-from loyalty.db import Connection
+from loyalty.db import Connection, repeat_in_batches
 from loyalty.errors import InsufficientPoints, InvalidInput, NotFound, ServiceUnavailable
 from loyalty.ids import uuid7
 from schemas.rules import Trace
@@ -699,10 +699,5 @@ async def delete_old_idempotency_keys(
     conn: Connection, *, before: dt.datetime, batch_size: int = 10_000,
 ) -> dict[str, int]:
     """Delete the keys recorded before ``before``, oldest first, a batch per transaction."""
-    deleted = 0
-    while True:
-        async with conn.transaction():
-            count: int = await conn.fetchval(_DELETE_OLD_KEYS, before, batch_size)
-        deleted += count
-        if count < batch_size:
-            return {"deleted": deleted}
+    deleted = await repeat_in_batches(conn, _DELETE_OLD_KEYS, before, batch_size=batch_size)
+    return {"deleted": deleted}
