@@ -25,7 +25,7 @@ from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.events import invite_members
 from loyalty.grants import create_grant, run_grant
 from loyalty.member_filter import REACHABLE, MemberFilter
-from loyalty.members import decode_cursor, encode_cursor
+from loyalty.members import newest_first
 from loyalty.purchases import Programme
 from loyalty.rules import RuleBook
 from loyalty.segments import segment_filter
@@ -124,16 +124,8 @@ async def get_campaign(conn: Connection, campaign_id: UUID) -> Campaign:
 
 async def list_campaigns(conn: Connection, *, limit: int, cursor: str | None) -> Page[Campaign]:
     """Campaigns, newest first."""
-    after = decode_cursor(cursor) if cursor else None
-    rows = await conn.fetch(
-        f"""
-        select {_COLUMNS} from campaigns
-         where $1::uuid is null or campaign_id < $1
-         order by campaign_id desc limit $2
-        """, after, limit + 1)
-    items = [_campaign(row) for row in rows[:limit]]
-    next_cursor = encode_cursor(items[-1].campaign_id) if len(rows) > limit else None
-    return Page(items=items, next_cursor=next_cursor)
+    return await newest_first(conn, table="campaigns", key="campaign_id", columns=_COLUMNS,
+                              item=_campaign, limit=limit, cursor=cursor)
 
 
 # -- launching -------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from loyalty.errors import InvalidInput, NotFound
 from loyalty.ids import uuid7
 from loyalty.ledger import check_same_request
 from loyalty.member_filter import REACHABLE, MemberFilter
-from loyalty.members import decode_cursor, encode_cursor
+from loyalty.members import newest_first
 from loyalty.normalize import normalize_text
 from loyalty.purchases import Programme
 from loyalty.rules import RuleBook
@@ -343,14 +343,5 @@ async def list_grants(
     conn: Connection, *, limit: int = 50, cursor: str | None = None,
 ) -> Page[PointsGrant]:
     """Grants newest first, one keyset page at a time."""
-    after = decode_cursor(cursor) if cursor else None
-    rows = await conn.fetch(
-        f"""
-        select {_GRANT_COLUMNS} from point_grants
-         where $1::uuid is null or grant_id < $1
-         order by grant_id desc limit $2
-        """,
-        after, limit + 1)
-    items = [_grant(row) for row in rows[:limit]]
-    next_cursor = encode_cursor(items[-1].grant_id) if len(rows) > limit else None
-    return Page(items=items, next_cursor=next_cursor)
+    return await newest_first(conn, table="point_grants", key="grant_id",
+                              columns=_GRANT_COLUMNS, item=_grant, limit=limit, cursor=cursor)

@@ -6,7 +6,8 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -31,6 +32,8 @@ from schemas.members import (
     MemberProfileUpdate,
     MemberRegistration,
 )
+
+T = TypeVar("T")
 
 MEMBER_COLUMNS = """
     member_id, member_number, name, name_kana, email, phone, birth_date, postal_code,
@@ -252,6 +255,21 @@ def decode_cursor(cursor: str) -> UUID:
         return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error):
         raise InvalidInput("cursor is not valid", field="cursor") from None
+
+
+async def newest_first(
+    conn: Connection, *, table: str, key: str, columns: str, item: Callable[[Any], T],
+    limit: int, cursor: str | None,
+) -> Page[T]:
+    """One keyset page of ``table``'s rows, newest first by their uuid v7 ``key`` (a column
+    among ``columns``), each made into an item by ``item``. ``table``, ``key`` and ``columns``
+    are the caller's constants, never input."""
+    before = decode_cursor(cursor) if cursor else None
+    rows = await conn.fetch(
+        f"select {columns} from {table} where $1::uuid is null or {key} < $1"
+        f" order by {key} desc limit $2", before, limit + 1)
+    next_cursor = encode_cursor(rows[limit - 1][key]) if len(rows) > limit else None
+    return Page(items=[item(row) for row in rows[:limit]], next_cursor=next_cursor)
 
 
 def _like_prefix(text: str) -> str:

@@ -19,7 +19,7 @@ import msgspec
 from loyalty.db import Connection
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.member_filter import SEGMENTABLE, MemberFilter
-from loyalty.members import decode_cursor, encode_cursor
+from loyalty.members import decode_cursor, encode_cursor, newest_first
 from loyalty.normalize import normalize_text
 from schemas.base import Page
 from schemas.segments import (
@@ -345,17 +345,9 @@ async def get_segment(conn: Connection, segment_id: UUID) -> Segment:
 async def list_segments(conn: Connection, *, limit: int = 50,
                         cursor: str | None = None) -> Page[Segment]:
     """Segments newest first, one keyset page at a time."""
-    before = decode_cursor(cursor) if cursor else None
-    rows = await conn.fetch(
-        f"""
-        select {_SEGMENT_COLUMNS} from segments
-         where $1::uuid is null or segment_id < $1
-         order by segment_id desc limit $2
-        """,
-        before, limit + 1)
-    items = [_segment(row) for row in rows[:limit]]
-    next_cursor = encode_cursor(items[-1].segment_id) if len(rows) > limit else None
-    return Page(items=items, next_cursor=next_cursor)
+    return await newest_first(conn, table="segments", key="segment_id",
+                              columns=_SEGMENT_COLUMNS, item=_segment, limit=limit,
+                              cursor=cursor)
 
 
 async def update_segment(conn: Connection, segment_id: UUID, data: SegmentUpdate, *,
