@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -111,6 +112,34 @@ async def db(shared_database: str) -> AsyncIterator[Connection]:
     finally:
         await transaction.rollback()
         await conn.close()
+
+
+async def query(database_url: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    """Run one statement on a connection of its own (jsonb decoded as the service does): for
+    tests reading or arranging rows beside the API."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await init_connection(conn)
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def cli_env(fresh_database: str, redis_url: str, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The ``loyalty`` command's environment for a test: a fresh database (its URL is what the
+    fixture gives), Redis, a data directory of its own, cheap password hashing."""
+    monkeypatch.setenv("LOYALTY_DATABASE_URL", fresh_database)
+    monkeypatch.setenv("LOYALTY_REDIS_URL", redis_url)
+    monkeypatch.setenv("LOYALTY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LOYALTY_ARGON2_MEMORY_KIB", "8")
+    monkeypatch.setenv("LOYALTY_ARGON2_TIME_COST", "1")
+    monkeypatch.setenv("LOYALTY_ARGON2_PARALLELISM", "1")
+    # The CLI installs a SIGTERM handler for the embedded servers; keep the test runner's.
+    previous = signal.getsignal(signal.SIGTERM)
+    yield fresh_database
+    signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture

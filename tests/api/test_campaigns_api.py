@@ -23,7 +23,7 @@ from loyalty.db import init_connection
 from loyalty.purchases import Programme
 from loyalty.rules import RuleBook
 from tests.api.conftest import Actors, SignedUp, bearer, make_members
-from tests.conftest import held, make_settings, serve
+from tests.conftest import held, make_settings, query, serve
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient
@@ -43,12 +43,8 @@ class Office:
     marketer: dict[str, str]
     till: dict[str, str]
 
-    async def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            return list(await conn.fetch(query, *args))
-        finally:
-            await conn.close()
+    async def sql(self, statement: str, *args: Any) -> list[asyncpg.Record]:
+        return await query(self.database_url, statement, *args)
 
     async def value(self, query: str, *args: Any) -> Any:
         return (await self.sql(query, *args))[0][0]

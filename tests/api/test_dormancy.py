@@ -21,6 +21,7 @@ from jobs.scheduler import run_due
 from loyalty.db import create_pool
 from loyalty.settings import Settings
 from tests.api.conftest import Actors, bearer
+from tests.conftest import query
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 DORMANCY_DAYS = 180
@@ -75,33 +76,25 @@ async def office(client: httpx.AsyncClient, actors: Actors,
         await pool.close()
 
 
-async def _fetch(database_url: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
-
-
 async def _last_active(database_url: str, member_id: str, at: dt.datetime) -> None:
-    await _fetch(database_url, "update members set last_activity_at = $2, joined_at = $2"
+    await query(database_url, "update members set last_activity_at = $2, joined_at = $2"
                                " where member_id = $1", member_id, at)
 
 
 async def _member(database_url: str, member_id: str) -> asyncpg.Record:
-    [row] = await _fetch(database_url, "select status, status_changed_at from members"
+    [row] = await query(database_url, "select status, status_changed_at from members"
                                        " where member_id = $1", member_id)
     return row
 
 
 async def _granted(database_url: str, member_id: str) -> list[tuple[int, dt.datetime]]:
-    rows = await _fetch(database_url, "select amount, created_at from point_entries"
+    rows = await query(database_url, "select amount, created_at from point_entries"
                                       " where member_id = $1 and grant_id is not null", member_id)
     return [(r["amount"], r["created_at"]) for r in rows]
 
 
 async def _changes(database_url: str, member_id: str) -> list[tuple[str, str, str, Any]]:
-    rows = await _fetch(
+    rows = await query(
         database_url, "select from_status, to_status, reason, campaign_id::text as campaign_id"
                       " from member_status_changes where member_id = $1 order by change_id",
         member_id)

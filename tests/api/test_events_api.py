@@ -22,7 +22,7 @@ from loyalty.events import invite_members
 from loyalty.member_filter import MemberFilter
 from loyalty.settings import Settings
 from tests.api.conftest import Actors, SignedUp, bearer
-from tests.conftest import held, make_settings, serve
+from tests.conftest import held, make_settings, query, serve
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient
@@ -72,12 +72,8 @@ class Scene:
             f"/v1/pos/events/{event['event_id']}/checkins", json={"member": member},
             headers={**(till or self.till), "Idempotency-Key": key or f"ci-{next(_n)}"})
 
-    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            return list(await conn.fetch(query, *args))
-        finally:
-            await conn.close()
+    async def fetch(self, statement: str, *args: Any) -> list[asyncpg.Record]:
+        return await query(self.database_url, statement, *args)
 
     async def value(self, query: str, *args: Any) -> Any:
         rows = await self.fetch(query, *args)

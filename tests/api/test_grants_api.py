@@ -26,6 +26,7 @@ from loyalty.rules import RuleBook
 from loyalty.settings import Settings
 from schemas.grants import GrantRequest
 from tests.api.conftest import Actors, SignedUp, bearer
+from tests.conftest import query
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient
@@ -51,12 +52,8 @@ def ids(signed_up: list[SignedUp]) -> list[str]:
 
 
 async def sql(settings: Settings, statement: str, *args: Any) -> Any:
-    conn = await asyncpg.connect(settings.database_url)
-    await init_connection(conn)
-    try:
-        return await conn.fetch(statement, *args)
-    finally:
-        await conn.close()
+    assert settings.database_url
+    return await query(settings.database_url, statement, *args)
 
 
 async def grant_entries(settings: Settings, grant_id: str) -> list[dict[str, Any]]:

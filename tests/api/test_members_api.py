@@ -7,6 +7,7 @@ import httpx
 
 from loyalty.settings import Settings
 from tests.api.conftest import PASSWORD, Actors, bearer
+from tests.conftest import query
 
 Client = httpx.AsyncClient
 
@@ -204,12 +205,10 @@ async def test_support_suspends_a_member_who_then_cannot_log_in(
 
 
 async def status_history(settings: Settings, member_id: str) -> list[tuple[str, str, str]]:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        rows = await conn.fetch("select from_status, to_status, reason from member_status_changes"
-                                " where member_id = $1 order by change_id", member_id)
-    finally:
-        await conn.close()
+    assert settings.database_url
+    rows = await query(settings.database_url, "select from_status, to_status, reason"
+                       " from member_status_changes where member_id = $1 order by change_id",
+                       member_id)
     return [(r["from_status"], r["to_status"], r["reason"]) for r in rows]
 
 

@@ -19,21 +19,6 @@ from loyalty import cli
 from tests.conftest import ROOT
 
 
-@pytest.fixture
-def cli_env(fresh_database: str, redis_url: str, tmp_path: Path,
-            monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("LOYALTY_DATABASE_URL", fresh_database)
-    monkeypatch.setenv("LOYALTY_REDIS_URL", redis_url)
-    monkeypatch.setenv("LOYALTY_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("LOYALTY_ARGON2_MEMORY_KIB", "8")
-    monkeypatch.setenv("LOYALTY_ARGON2_TIME_COST", "1")
-    monkeypatch.setenv("LOYALTY_ARGON2_PARALLELISM", "1")
-    # The CLI installs a SIGTERM handler for the embedded servers; keep the test runner's.
-    previous = signal.getsignal(signal.SIGTERM)
-    yield fresh_database
-    signal.signal(signal.SIGTERM, previous)
-
-
 def test_terminal_create_prints_the_key_once_as_json(
     cli_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

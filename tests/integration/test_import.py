@@ -7,7 +7,6 @@ import asyncio
 import csv
 import datetime as dt
 import io
-import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -433,17 +432,6 @@ def test_progress_is_plain_lines_off_a_terminal_and_a_bar_on_one() -> None:
 
 
 # -- the command -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli_env(fresh_database: str, redis_url: str, tmp_path: Path,
-            monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("LOYALTY_DATABASE_URL", fresh_database)
-    monkeypatch.setenv("LOYALTY_REDIS_URL", redis_url)
-    monkeypatch.setenv("LOYALTY_DATA_DIR", str(tmp_path))
-    previous = signal.getsignal(signal.SIGTERM)
-    yield fresh_database
-    signal.signal(signal.SIGTERM, previous)
 
 
 def test_loyalty_import_prints_what_it_did_and_writes_the_report(

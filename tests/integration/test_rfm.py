@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -253,18 +250,6 @@ async def test_the_rfm_condition_selects_members_by_their_stored_scores(db: Conn
 # -- the command -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli_database(fresh_database: str, redis_url: str, tmp_path: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("LOYALTY_DATABASE_URL", fresh_database)
-    monkeypatch.setenv("LOYALTY_REDIS_URL", redis_url)
-    monkeypatch.setenv("LOYALTY_DATA_DIR", str(tmp_path))
-    # The CLI installs a SIGTERM handler for the embedded servers; keep the test runner's.
-    previous = signal.getsignal(signal.SIGTERM)
-    yield fresh_database
-    signal.signal(signal.SIGTERM, previous)
-
-
 def _on(dsn: str, work: Any) -> Any:
     async def run() -> Any:
         conn = await asyncpg.connect(dsn)
@@ -277,7 +262,7 @@ def _on(dsn: str, work: Any) -> Any:
 
 
 def test_rfm_refresh_command_scores_as_of_the_moment_given(
-    cli_database: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    cli_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def seed(conn: Connection) -> dict[str, UUID]:
         from loyalty.db import init_connection
@@ -285,7 +270,7 @@ def test_rfm_refresh_command_scores_as_of_the_moment_given(
         await init_connection(conn)
         return await hand_scored(conn)
 
-    people = _on(cli_database, seed)
+    people = _on(cli_env, seed)
     cli.main(["rfm", "refresh", "--now", NOW.isoformat(), "--window-days", "365"])
     assert capsys.readouterr().out.strip() == (
         "6 members scored over 365 days, 6 rows changed, 0 removed")
@@ -295,7 +280,7 @@ def test_rfm_refresh_command_scores_as_of_the_moment_given(
     monkeypatch.setenv("LOYALTY_RFM_WINDOW_DAYS", "7")
     cli.main(["rfm", "refresh", "--now", NOW.isoformat()])
     assert "scored over 7 days" in capsys.readouterr().out
-    ann = _on(cli_database, lambda conn: conn.fetchrow(
+    ann = _on(cli_env, lambda conn: conn.fetchrow(
         "select frequency, monetary, window_days from member_rfm where member_id = $1",
         people["ann"]))
     assert tuple(ann) == (1, 3_000, 7)
@@ -305,7 +290,7 @@ def test_rfm_refresh_command_scores_as_of_the_moment_given(
     (["--now", "2026-06-01T00:00:00"], "time zone offset"),
     (["--window-days", "0"], "between 1 and 3650"),
 ])
-def test_rfm_refresh_command_refuses_bad_arguments(cli_database: str, argv: list[str],
+def test_rfm_refresh_command_refuses_bad_arguments(cli_env: str, argv: list[str],
                                                    message: str) -> None:
     with pytest.raises(SystemExit, match=message):
         cli.main(["rfm", "refresh", *argv])
