@@ -42,6 +42,7 @@ import asyncpg
 from loyalty.coupons import issue_to_members
 from loyalty.db import Connection
 from loyalty.earning import business_date, expires_at
+from loyalty.ledger import credit_lots_and_balances, lock_balances
 from loyalty.member_filter import MemberFilter
 from loyalty.purchases import Programme
 from loyalty.rules import RuleBook
@@ -109,11 +110,6 @@ select m.member_id from members m join days d on {_BIRTHDAY} = d.birthday
  order by m.member_id limit $6
 """
 
-_LOCK_BALANCES = """
-select member_id from point_balances where member_id = any($1::uuid[])
- order by member_id for update
-"""
-
 # $1 the batch's members whose balance is locked, $6 now, $7 points (0: none), $8 the rule
 # version, $9 when the lots expire. A member rewarded meanwhile for that year is left out by the
 # primary key, and gets no points either: only the rows inserted here are written to.
@@ -139,16 +135,8 @@ _REWARD = _DAYS + f"""
                                created_at)
     select member_id, entry_id, 'earn', $7, 'birthday reward ' || year, 'system', $8, $6
       from credited
-), lots as (
-    insert into point_lots (member_id, lot_id, entry_id, points, remaining, earned_at,
-                            available_at, released_at, expires_at)
-    select member_id, lot_id, entry_id, $7, $7, $6, $6, $6, $9 from credited
-), balances as (
-    update point_balances b
-       set available = b.available + $7, lifetime_earned = b.lifetime_earned + $7,
-           version = b.version + 1, updated_at = $6
-      from credited c where b.member_id = c.member_id
-)
+){credit_lots_and_balances(due="credited", members="$1::uuid[]", points="$7", now="$6",
+                           expires="$9")}
 select member_id, year from rewarded order by member_id
 """
 
@@ -196,7 +184,7 @@ async def give_birthday_rewards(
         if not picked:
             return totals
         async with conn.transaction():
-            locked = [r["member_id"] for r in await conn.fetch(_LOCK_BALANCES, picked)]
+            locked = await lock_balances(conn, picked)
             rewarded = await conn.fetch(_REWARD, locked, *days, now, points, version, expiry)
             totals["members"] += len(rewarded)
             totals["points"] += points * len(rewarded)

@@ -28,7 +28,7 @@ from loyalty.db import Connection
 from loyalty.earning import expires_at
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ids import uuid7
-from loyalty.ledger import check_same_request
+from loyalty.ledger import check_same_request, credit_lots_and_balances, lock_balances
 from loyalty.member_filter import REACHABLE, MemberFilter
 from loyalty.members import newest_first
 from loyalty.normalize import normalize_text
@@ -135,11 +135,6 @@ select m.member_id from members m
  order by m.member_id limit $2
 """
 
-_LOCK_BALANCES = """
-select member_id from point_balances where member_id = any($1::uuid[])
- order by member_id for update
-"""
-
 # From a snapshot taken after the locks: a member merged, erased or suspended meanwhile gets
 # nothing, and one who has this grant's entry already gets nothing more.
 _GRANT_BATCH = f"""
@@ -153,16 +148,8 @@ with due as materialized (
     insert into point_entries (member_id, entry_id, kind, amount, reason, source, staff_id,
                                rule_version, grant_id, created_at)
     select member_id, entry_id, 'earn', $3, $4, $5, $6, $7, $2, $9 from due
-), lots as (
-    insert into point_lots (member_id, lot_id, entry_id, points, remaining, earned_at,
-                            available_at, released_at, expires_at)
-    select member_id, lot_id, entry_id, $3, $3, $9, $9, $9, $8 from due
-), balances as (
-    update point_balances b
-       set available = b.available + $3, lifetime_earned = b.lifetime_earned + $3,
-           version = b.version + 1, updated_at = $9
-      from due d where b.member_id = d.member_id and b.member_id = any($1::uuid[])
-), counted as (
+){credit_lots_and_balances(due="due", members="$1::uuid[]", points="$3", now="$9",
+                           expires="$8")}, counted as (
     select count(*) as members from due
 ), progress as (
     update point_grants g
@@ -212,7 +199,7 @@ async def run_grant(
                 await conn.execute(_FINISH, grant_id, now)
                 return True
             # Only members whose balance row is locked are written (a listed id may be no one's).
-            locked = [r["member_id"] for r in await conn.fetch(_LOCK_BALANCES, members)]
+            locked = await lock_balances(conn, members)
             await conn.execute(
                 _GRANT_BATCH, locked, grant_id, grant["points"], grant["reason"],
                 grant["source"], grant["staff_id"], grant["rule_version"], grant["expires_at"],

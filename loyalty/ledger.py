@@ -676,6 +676,41 @@ async def recorded_outcome(conn: Connection, idempotency: Idempotency) -> Outcom
                                   row["response_body"]), idempotency)
 
 
+# -- batch writers ----------------------------------------------------------------------------
+
+_LOCK_BALANCES = """
+select member_id from point_balances where member_id = any($1::uuid[])
+ order by member_id for update
+"""
+
+
+async def lock_balances(conn: Connection, members: list[UUID]) -> list[UUID]:
+    """Within the caller's transaction: lock these members' balances in member order (the
+    order every batch writer takes them in, so two never deadlock, and racing purchases wait
+    and then re-read); the members whose balance exists."""
+    return [row["member_id"] for row in await conn.fetch(_LOCK_BALANCES, members)]
+
+
+def credit_lots_and_balances(*, due: str, members: str, points: str, now: str,
+                             expires: str) -> str:
+    """The CTEs ``lots`` and ``balances`` of a batch credit: ``points`` for every row of the
+    CTE ``due`` (member_id, entry_id, lot_id), a lot available at once and the balance moved
+    (version + 1). ``members`` is the batch's locked ids. The caller writes the entries. The
+    arguments are SQL (parameter placeholders and CTE names), never values."""
+    return f"""
+, lots as (
+    insert into point_lots (member_id, lot_id, entry_id, points, remaining, earned_at,
+                            available_at, released_at, expires_at)
+    select member_id, lot_id, entry_id, {points}, {points}, {now}, {now}, {now}, {expires}
+      from {due}
+), balances as (
+    update point_balances b
+       set available = b.available + {points}, lifetime_earned = b.lifetime_earned + {points},
+           version = b.version + 1, updated_at = {now}
+      from {due} d where b.member_id = d.member_id and b.member_id = any({members})
+)"""
+
+
 # -- keeping keys ----------------------------------------------------------------------------
 
 # How long a till's idempotency keys are kept (docs/decisions/0006-idempotency.md): a retry

@@ -24,6 +24,7 @@ from loyalty.ledger import (
     Posting,
     event_statement,
     ledger_query,
+    lock_balances,
     post,
 )
 from loyalty.normalize import normalize_text
@@ -291,10 +292,6 @@ select distinct member_id from point_lots
  order by member_id limit $3
 """
 
-_LOCK_BALANCES = """
-select 1 from point_balances where member_id = any($1::uuid[]) order by member_id for update
-"""
-
 _EXPIRE = """
 with due as materialized (
     select l.member_id, l.lot_id, l.remaining, l.released_at is not null as released
@@ -362,7 +359,7 @@ async def _in_member_batches(
         if not members:
             return totals
         async with conn.transaction():
-            await conn.execute(_LOCK_BALANCES, members)
+            await lock_balances(conn, members)
             row = await conn.fetchrow(write_sql, members, now)
             assert row is not None
             for name in totals:
