@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -345,15 +346,27 @@ select coalesce(sum(total), 0) from per_member
 """
 
 
-async def expiry_scenario(server_url: str) -> Result:
-    """The expiry function against the bare SQL an expert would write, each on its own copy."""
+@contextlib.asynccontextmanager
+async def data_set_copies(server_url: str) -> AsyncIterator[tuple[str, str]]:
+    """Two copies of the loaded data set, one for the project's function and one for the
+    bare SQL, dropped afterwards: their names."""
     admin = await asyncpg.connect(with_database(server_url, "postgres"))
-    copies = [f"{DATABASE}_fn", f"{DATABASE}_sql"]
+    copies = (f"{DATABASE}_fn", f"{DATABASE}_sql")
     try:
         for name in copies:
             await admin.execute(f"drop database if exists {name} with (force)")
             say(f"copying the data set to {name}")
             await admin.execute(f"create database {name} template {DATABASE} strategy file_copy")
+        yield copies
+    finally:
+        for name in copies:
+            await admin.execute(f"drop database if exists {name} with (force)")
+        await admin.close()
+
+
+async def expiry_scenario(server_url: str) -> Result:
+    """The expiry function against the bare SQL an expert would write, each on its own copy."""
+    async with data_set_copies(server_url) as copies:
         now = dt.datetime.now(dt.UTC)
         conn = await asyncpg.connect(with_database(server_url, copies[0]))
         await init_connection(conn)
@@ -373,10 +386,6 @@ async def expiry_scenario(server_url: str) -> Result:
             bare_seconds = time.perf_counter() - started
         finally:
             await conn.close()
-    finally:
-        for name in copies:
-            await admin.execute(f"drop database if exists {name} with (force)")
-        await admin.close()
     same = bare_points == totals["points"]
     say(f"expiry: function {function_seconds:.2f}s, bare SQL {bare_seconds:.2f}s, "
         f"{totals['points']:,} points from {totals['lots']:,} lots; same effect: {same}")
@@ -501,8 +510,6 @@ async def _checkpoint(conn: Connection) -> None:
 async def launch_scenario(server_url: str, programme: Programme) -> Result:
     """Launching a campaign over every active member against the bare SQL an expert would
     write for the same effect, each on its own copy of the data."""
-    admin = await asyncpg.connect(with_database(server_url, "postgres"))
-    copies = [f"{DATABASE}_fn", f"{DATABASE}_sql"]
     ids = {"template": uuid7(), "segment": uuid7(), "campaign": uuid7()}
     # As the service's pool runs them (loyalty.db.create_pool), bar the statement timeout.
     server_settings = {"jit": "off"}
@@ -512,11 +519,7 @@ async def launch_scenario(server_url: str, programme: Programme) -> Result:
     def log(query: LoggedQuery) -> None:
         statements.append((query.query, query.elapsed))
 
-    try:
-        for name in copies:
-            await admin.execute(f"drop database if exists {name} with (force)")
-            say(f"copying the data set to {name}")
-            await admin.execute(f"create database {name} template {DATABASE} strategy file_copy")
+    async with data_set_copies(server_url) as copies:
         now = dt.datetime.now(dt.UTC)
         conn = await asyncpg.connect(with_database(server_url, copies[0]),
                                      server_settings=server_settings)
@@ -549,10 +552,6 @@ async def launch_scenario(server_url: str, programme: Programme) -> Result:
             checks.append(await _launch_check(conn, ids["campaign"]))
         finally:
             await conn.close()
-    finally:
-        for name in copies:
-            await admin.execute(f"drop database if exists {name} with (force)")
-        await admin.close()
     fn, bare = checks
     phases: dict[str, float] = {}
     for query, elapsed in statements:
@@ -662,7 +661,6 @@ async def dormancy_scenario(server_url: str) -> Result:
     cutoff = dormancy_cutoff(now, tz, DORMANCY_DAYS)
     # As the scheduler's pool runs the job (loyalty.db.create_pool), bar the statement timeout.
     server_settings = {"jit": "off"}
-    copies = [f"{DATABASE}_fn", f"{DATABASE}_sql"]
     # The last scenario to use the loaded database: its members' activity is reshaped there
     # once, compacted, then copied.
     conn = await asyncpg.connect(with_database(server_url, DATABASE))
@@ -676,13 +674,8 @@ async def dormancy_scenario(server_url: str) -> Result:
                                   " where status = 'active' and last_activity_at < $1", cutoff)
     finally:
         await conn.close()
-    admin = await asyncpg.connect(with_database(server_url, "postgres"))
     checks: list[dict[str, Any]] = []
-    try:
-        for name in copies:
-            await admin.execute(f"drop database if exists {name} with (force)")
-            say(f"copying the data set to {name}")
-            await admin.execute(f"create database {name} template {DATABASE} strategy file_copy")
+    async with data_set_copies(server_url) as copies:
         conn = await asyncpg.connect(with_database(server_url, copies[0]),
                                      server_settings=server_settings)
         await init_connection(conn)
@@ -709,10 +702,6 @@ async def dormancy_scenario(server_url: str) -> Result:
             checks.append(await _dormancy_check(conn, now, cutoff))
         finally:
             await conn.close()
-    finally:
-        for name in copies:
-            await admin.execute(f"drop database if exists {name} with (force)")
-        await admin.close()
     fn, bare = checks
     agree = {key: fn[key] == bare[key] for key in
              ("dormant", "dormant_digest", "history", "history_digest")}
