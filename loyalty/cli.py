@@ -25,7 +25,7 @@ import asyncpg
 import msgspec
 
 from loyalty.auth import Passwords, load_or_create_signing_key
-from loyalty.db import Connection, create_pool, migrate, transaction
+from loyalty.db import Connection, create_pool, init_connection, migrate, transaction
 from loyalty.embedded import ServiceUrls, export, service_urls
 from loyalty.errors import ConfigurationError, LoyaltyError
 from loyalty.settings import Settings, load_settings
@@ -55,6 +55,23 @@ def _with_connection(settings: Settings, work: Callable[[Connection], Awaitable[
                 return await work(conn)
         finally:
             await pool.close()
+
+    with _services(settings, need_redis=False) as urls:
+        return asyncio.run(run(urls.database_url))
+
+
+def _in_batches(settings: Settings, work: Callable[[Connection], Awaitable[T]]) -> T:
+    """Run batch work on a connection of its own, outside any transaction (batch functions
+    commit batch by batch), on the configured (or embedded) database, migrated."""
+
+    async def run(dsn: str) -> T:
+        await migrate(dsn)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await init_connection(conn)
+            return await work(conn)
+        finally:
+            await conn.close()
 
     with _services(settings, need_redis=False) as urls:
         return asyncio.run(run(urls.database_url))
@@ -222,44 +239,21 @@ def cmd_points(settings: Settings, args: argparse.Namespace) -> None:
 
     now = _as_of(args.now)
     work = expire_points if args.points_command == "expire" else release_points
-
-    async def run(dsn: str) -> dict[str, int]:
-        await migrate(dsn)
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await work(conn, now=now, batch_size=args.batch_size)
-        finally:
-            await conn.close()
-
-    with _services(settings, need_redis=False) as urls:
-        totals = asyncio.run(run(urls.database_url))
+    totals = _in_batches(settings, lambda conn: work(conn, now=now,
+                                                     batch_size=args.batch_size))
     done = "expired" if args.points_command == "expire" else "released"
     print(f"{totals['points']} points {done} from {totals['lots']} lots of "
           f"{totals['members']} members")
 
 
 def cmd_tiers_evaluate(settings: Settings, args: argparse.Namespace) -> None:
-    from zoneinfo import ZoneInfo
-
-    from loyalty.db import init_connection
     from loyalty.rules import RuleBook
     from loyalty.tiers import evaluate_tiers
 
     now = _as_of(args.now)
-
-    async def run(dsn: str) -> dict[str, int]:
-        await migrate(dsn)
-        conn = await asyncpg.connect(dsn)
-        await init_connection(conn)
-        try:
-            return await evaluate_tiers(conn, rulebook=RuleBook(), now=now,
-                                        tz=ZoneInfo(settings.timezone),
-                                        batch_size=args.batch_size)
-        finally:
-            await conn.close()
-
-    with _services(settings, need_redis=False) as urls:
-        totals = asyncio.run(run(urls.database_url))
+    totals = _in_batches(settings, lambda conn: evaluate_tiers(
+        conn, rulebook=RuleBook(), now=now, tz=ZoneInfo(settings.timezone),
+        batch_size=args.batch_size))
     print(f"{totals['members']} members evaluated, {totals['changed']} changed tier")
 
 
@@ -270,44 +264,22 @@ def cmd_rfm_refresh(settings: Settings, args: argparse.Namespace) -> None:
     window_days = settings.rfm_window_days if args.window_days is None else args.window_days
     if not 1 <= window_days <= 3650:
         sys.exit("loyalty: --window-days must be between 1 and 3650")
-
-    async def run(dsn: str) -> dict[str, int]:
-        await migrate(dsn)
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await refresh_rfm(conn, now=now, window_days=window_days)
-        finally:
-            await conn.close()
-
-    with _services(settings, need_redis=False) as urls:
-        totals = asyncio.run(run(urls.database_url))
+    totals = _in_batches(settings, lambda conn: refresh_rfm(conn, now=now,
+                                                            window_days=window_days))
     print(f"{totals['members']} members scored over {window_days} days, "
           f"{totals['changed']} rows changed, {totals['removed']} removed")
 
 
 def cmd_campaigns_launch_due(settings: Settings, args: argparse.Namespace) -> None:
-    from zoneinfo import ZoneInfo
-
     from loyalty.campaigns import launch_due_campaigns
-    from loyalty.db import init_connection
     from loyalty.purchases import Programme
     from loyalty.rules import RuleBook
 
     now = _as_of(args.now)
     programme = Programme(currency=settings.currency, timezone=ZoneInfo(settings.timezone))
 
-    async def run(dsn: str) -> int:
-        await migrate(dsn)
-        conn = await asyncpg.connect(dsn)
-        await init_connection(conn)
-        try:
-            return await launch_due_campaigns(conn, rulebook=RuleBook(), programme=programme,
-                                              now=now)
-        finally:
-            await conn.close()
-
-    with _services(settings, need_redis=False) as urls:
-        launched = asyncio.run(run(urls.database_url))
+    launched = _in_batches(settings, lambda conn: launch_due_campaigns(
+        conn, rulebook=RuleBook(), programme=programme, now=now))
     print(f"{launched} campaigns launched")
 
 
