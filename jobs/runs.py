@@ -181,11 +181,12 @@ async def last_tick(conn: Connection, job: str) -> dt.datetime | None:
 
 # -- reading ---------------------------------------------------------------------------------
 
-# Whether a job's lock is held now: by a run in progress, in whatever process.
+# The jobs among $2 whose lock is held now: by a run in progress, in whatever process.
 _RUNNING = """
-select exists (select 1 from pg_locks
+select name from unnest($2::text[]) as name
+ where exists (select 1 from pg_locks
                 where locktype = 'advisory' and granted and classid = $1::oid
-                  and objid = hashtext($2)::oid and objsubid = 2)
+                  and objid = hashtext(name)::oid and objsubid = 2)
 """
 
 
@@ -198,6 +199,8 @@ async def job_statuses(conn: Connection, settings: Settings,
         select distinct on (job) {RUN_COLUMNS} from job_runs
          order by job, run_id desc
         """)}
+    running = {row["name"] for row in await conn.fetch(_RUNNING, JOB_LOCK_CLASS,
+                                                         [job.name for job in JOBS])}
     statuses = []
     for job in JOBS:
         cron = chosen[job.name]
@@ -205,7 +208,7 @@ async def job_statuses(conn: Connection, settings: Settings,
             if cron is not None else None
         statuses.append(JobStatus(
             name=job.name, summary=job.summary, schedule=cron, timezone=settings.timezone,
-            next_run_at=next_run, running=await conn.fetchval(_RUNNING, JOB_LOCK_CLASS, job.name),
+            next_run_at=next_run, running=job.name in running,
             last_run=latest.get(job.name)))
     return statuses
 
