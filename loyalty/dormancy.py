@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 from loyalty.campaigns import launch_campaign
 from loyalty.db import Connection
 from loyalty.errors import InvalidInput
+from loyalty.ids import uuid7
 from loyalty.purchases import Programme
 from loyalty.rules import RuleBook
 
@@ -155,7 +156,7 @@ async def hand_over_dormant(
 async def _new_wave(conn: Connection, template: Any, now: dt.datetime,
                     tz: ZoneInfo) -> tuple[UUID, int] | None:
     """Within the caller's transaction: a draft wave listing the members claimed for it."""
-    wave_id: UUID = await conn.fetchval("select uuid_v7()")
+    wave_id = uuid7()
     members: list[UUID] = await conn.fetchval(_CLAIM, wave_id, now - HAND_OVER_LOOK_BACK, now)
     if not members:
         return None
