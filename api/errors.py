@@ -87,6 +87,23 @@ def _from_timeout(exc: Exception) -> ProblemDetailsException:
                    headers={"Retry-After": "5"})
 
 
+def _from_refused_value(exc: Exception) -> ProblemDetailsException:
+    # PostgreSQL refused a value the request carried (out of range, not representable): a
+    # bound missing from a schema. Nothing was written; the log says which, to add the bound.
+    log.error("PostgreSQL refused a value from a request (a bound is missing): %r", exc)
+    return problem(422, "value_out_of_range",
+                   "a value in the request is outside what can be stored: use smaller numbers "
+                   "or shorter text")
+
+
+def _from_constraint(exc: Exception) -> ProblemDetailsException:
+    # A constraint caught what a check in the code should have: still the client's conflict.
+    log.error("a constraint refused a request (a check is missing): %r", exc)
+    return problem(409, "conflict",
+                   "the request conflicts with what is stored (a reference to something that "
+                   "does not exist, or a duplicate): check the ids and values it names")
+
+
 def _from_lost_connection(exc: Exception) -> ProblemDetailsException:
     # The database went away mid-request (restart, failover, a killed backend). Whatever was
     # under way was one transaction and is rolled back; a retry with the same key is safe.
@@ -95,23 +112,52 @@ def _from_lost_connection(exc: Exception) -> ProblemDetailsException:
                    headers={"Retry-After": "1"})
 
 
-# What asyncpg raises when the connection, not the query, failed.
+# What asyncpg raises when the connection, not the query, failed. InternalClientError ("cannot
+# switch to state …; another operation is in progress") is a pooled connection whose backend was
+# terminated while it sat idle: the FATAL message arrived, the end of the socket not yet.
 LOST_CONNECTION: tuple[type[Exception], ...] = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.InternalClientError,
     asyncpg.InterfaceError,
     ConnectionError,
 )
 
 
+def _from_group(group: BaseExceptionGroup[Exception]) -> ProblemDetailsException:
+    # Litestar gathers what dependencies raise while cleaning up (a commit on a connection that
+    # was lost meanwhile) into an ExceptionGroup: answer for what is inside it.
+    leaves = _leaves(group)
+    lost = next((exc for exc in leaves if isinstance(exc, LOST_CONNECTION)), None)
+    return to_problem(lost or leaves[0])
+
+
+def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
+    found: list[Exception] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+_MAPPERS: dict[type[Exception], Callable[[Any], ProblemDetailsException]] = {
+    errors.LoyaltyError: _from_domain,
+    HTTPException: _from_http,
+    **dict.fromkeys(LOST_CONNECTION, _from_lost_connection),
+    asyncpg.exceptions.QueryCanceledError: _from_timeout,
+    asyncpg.exceptions.DataError: _from_refused_value,
+    asyncpg.exceptions.IntegrityConstraintViolationError: _from_constraint,
+    ExceptionGroup: _from_group,
+    Exception: _from_unexpected,
+}
+
+
+def to_problem(exc: Exception) -> ProblemDetailsException:
+    """The problem an exception is answered with: the mapper of its nearest class."""
+    mapper = next(_MAPPERS[kind] for kind in type(exc).__mro__ if kind in _MAPPERS)
+    return mapper(exc)
+
+
 def problem_details_config() -> ProblemDetailsConfig:
-    mapping: dict[type[Exception], Callable[[Any], ProblemDetailsException]] = {
-        errors.LoyaltyError: _from_domain,
-        HTTPException: _from_http,
-        **dict.fromkeys(LOST_CONNECTION, _from_lost_connection),
-        asyncpg.exceptions.QueryCanceledError: _from_timeout,
-        Exception: _from_unexpected,
-    }
-    return ProblemDetailsConfig(exception_to_problem_detail_map=mapping)
+    return ProblemDetailsConfig(exception_to_problem_detail_map=dict(_MAPPERS))

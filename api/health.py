@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import asyncpg
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.auth import NO_RATE_LIMIT
-from api.deps import services_of
+from api.deps import Services, services_of
 from api.errors import problem
 from schemas.auth import Jwks
 from schemas.base import Output
@@ -21,6 +22,29 @@ log = logging.getLogger(__name__)
 class Health(Output):
     status: str
     checks: dict[str, str] = {}
+
+
+async def _postgres_answers(services: Services) -> bool:
+    """PostgreSQL answers a pooled connection or, failing that, a fresh one: a single pooled
+    connection whose backend was just terminated must not take the instance out of rotation."""
+    try:
+        async with asyncio.timeout(2):
+            await services.pool.fetchval("select 1")
+        return True
+    except Exception as exc:
+        log.info("readiness: a pooled connection failed (%s); trying a fresh one", exc)
+    assert services.settings.database_url
+    try:
+        async with asyncio.timeout(2):
+            conn = await asyncpg.connect(services.settings.database_url)
+            try:
+                await conn.fetchval("select 1")
+            finally:
+                await conn.close()
+        return True
+    except Exception as exc:
+        log.warning("readiness: PostgreSQL: %s", exc)
+        return False
 
 
 class HealthController(Controller):
@@ -38,13 +62,7 @@ class HealthController(Controller):
         """200 while PostgreSQL answers (``degraded`` when Redis does not); 503 otherwise."""
         services = services_of(state)
         checks: dict[str, str] = {}
-        try:
-            async with asyncio.timeout(2):
-                await services.pool.fetchval("select 1")
-            checks["postgres"] = "ok"
-        except Exception as exc:
-            log.warning("readiness: PostgreSQL: %s", exc)
-            checks["postgres"] = "unavailable"
+        checks["postgres"] = "ok" if await _postgres_answers(services) else "unavailable"
         try:
             async with asyncio.timeout(2):
                 await services.redis.ping()
