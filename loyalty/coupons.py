@@ -167,8 +167,8 @@ async def get_template(conn: Connection, template_id: UUID) -> CouponTemplate:
         f"select {_TEMPLATE_COLUMNS} from coupon_templates t where t.template_id = $1",
         template_id)
     if row is None:
-        raise NotFound("no such coupon template", field="template_id",
-                       code="coupon_template_not_found")
+        raise NotFound("no coupon template has this id: GET /v1/coupon-templates lists them",
+                       field="template_id", code="coupon_template_not_found")
     return _template_view(row)
 
 
@@ -383,6 +383,7 @@ async def issue_coupons(
     """A staff issue under an idempotency key: the same key and request replay the result,
     another request under it is refused. ``requested`` is the length of a member list (so
     unknown ids count as skipped)."""
+    await get_template(conn, template_id)  # a 404 that says so, not a foreign-key error
     issue_id = uuid7()
     claimed = await conn.fetchval(
         """
