@@ -4,7 +4,6 @@ member is named or counted out singly."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from litestar import Controller, get
@@ -13,12 +12,13 @@ from litestar.params import QueryParameter
 
 from api.auth import staff_with
 from api.deps import Db, Svc, provide_ledger_conn, provide_services, utc_now
+from api.params import BusinessDay
 from loyalty.analytics import cohorts, kpis, parse_month, rfm_distribution
 from schemas.analytics import Cohorts, Kpis, RfmDistribution
+from schemas.base import Day, whole
 
 ANALYTICS_READERS = ("admin", "marketer", "analyst")
-Day = Annotated[dt.date, QueryParameter(description="A business day, YYYY-MM-DD")]
-MONTH = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])$"
+MONTH = whole(r"[1-9][0-9]{3}-(0[1-9]|1[0-2])")
 Month = Annotated[str, QueryParameter(pattern=MONTH, description="A month, YYYY-MM")]
 
 
@@ -32,9 +32,9 @@ class AnalyticsController(Controller):
 
     @get("/kpis", operation_id="getKpis")
     async def kpis(self, conn: Db, services: Svc,
-                   from_: Annotated[dt.date, QueryParameter(
+                   from_: Annotated[Day, QueryParameter(
                        name="from", description="The first business day, YYYY-MM-DD")],
-                   to: Day) -> Kpis:
+                   to: BusinessDay) -> Kpis:
         """Members, repeat rate, churn, order value, frequency, LTV and points of the business
         days ``from`` to ``to`` (inclusive, at most three years, not after today)."""
         settings = services.settings

@@ -9,18 +9,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from zoneinfo import ZoneInfo
 
-import msgspec
 import redis.asyncio as aioredis
-from litestar import Litestar, Request
-from litestar.exceptions import ValidationException
+from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.problem_details import ProblemDetailsPlugin
-from litestar.types import Empty
 
 from api.admin import StaffController, StoresController, TerminalsController
 from api.analytics import AnalyticsController
 from api.auth import AuthenticationMiddleware
+from api.body import StrictJSONRequest
 from api.campaigns import CampaignsController
 from api.coupons import CouponTemplatesController, MyCouponsController
 from api.deps import Services
@@ -31,6 +29,7 @@ from api.health import HealthController
 from api.jobs import JobsController, cancel_runs
 from api.members import MeController, StaffMembersController
 from api.metrics import MetricsMiddleware
+from api.openapi import BoundedTypesPlugin
 from api.points import MyPointsController, StaffPointsController
 from api.pos import PosController
 from api.rules import EarningRulesController
@@ -45,6 +44,7 @@ from loyalty.purchases import Programme
 from loyalty.ratelimit import RateLimiter
 from loyalty.rules import RuleBook
 from loyalty.settings import Settings, load_settings
+from schemas.base import EDGE_TYPES, decode_edge
 
 log = logging.getLogger(__name__)
 REDIS_CONNECTIONS = 64
@@ -73,28 +73,6 @@ CONTROLLERS = [
     StaffController,
     StoresController,
 ]
-
-
-class StrictJSONRequest(Request):  # type: ignore[type-arg]
-    """Decodes a JSON body straight into the handler's ``data`` Struct, strictly.
-
-    Litestar converts bodies in lax mode (meant for query strings), which would take
-    ``"percent": "150"`` for 150; JSON has numbers, so a string where one belongs is refused.
-    """
-
-    async def json(self) -> object:
-        if self._json is Empty and self._connection_state.json is Empty:
-            data = self.route_handler.parsed_fn_signature.parameters.get("data")
-            target = data.annotation if data is not None else None
-            if isinstance(target, type) and issubclass(target, msgspec.Struct):
-                try:
-                    decoded = msgspec.json.decode(await self.body() or b"null", type=target)
-                except msgspec.DecodeError as exc:
-                    raise ValidationException(
-                        f"Validation failed for {self.method} {self.url.path}",
-                        extra=[{"message": str(exc), "source": "body"}]) from None
-                self._json = self._connection_state.json = decoded
-        return await super().json()
 
 
 def build_signer(settings: Settings) -> TokenSigner:
@@ -175,7 +153,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=CONTROLLERS,
         lifespan=[lifespan],
         middleware=[MetricsMiddleware(), AuthenticationMiddleware()],
-        plugins=[ProblemDetailsPlugin(problem_details_config())],
+        plugins=[ProblemDetailsPlugin(problem_details_config()), BoundedTypesPlugin()],
+        # Query and path parameters of the bounded types are checked as bodies are.
+        type_decoders=[(lambda kind: kind in EDGE_TYPES, decode_edge)],
         request_max_body_size=settings.max_request_bytes,
         request_class=StrictJSONRequest,
         openapi_config=OpenAPIConfig(

@@ -36,7 +36,7 @@ from loyalty.errors import InvalidInput
 from loyalty.member_filter import MemberFilter
 from loyalty.purchases import request_hash
 from loyalty.segments import segment_filter
-from schemas.base import Page
+from schemas.base import Page, whole
 from schemas.coupons import (
     CodeBatch,
     CodeBatchRequest,
@@ -54,10 +54,10 @@ COUPON_EDITORS = ("admin", "marketer")
 Limit = Annotated[int, QueryParameter(ge=1, le=200)]
 Cursor = Annotated[str | None, QueryParameter(max_length=200)]
 KeyText = Annotated[str, HeaderParameter(
-    name="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+    name="Idempotency-Key", min_length=1, max_length=255, pattern=whole(r"[\x21-\x7e]+"),
     description="Unique per intended issue; a retry sends the same key and body.")]
 OptionalKey = Annotated[str | None, HeaderParameter(
-    name="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+    name="Idempotency-Key", min_length=1, max_length=255, pattern=whole(r"[\x21-\x7e]+"),
     description="Optional: a retry under the same key returns the same batch.")]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 from uuid import UUID
 
@@ -25,6 +24,7 @@ from api.deps import (
     provide_staff,
     utc_now,
 )
+from api.params import SearchText, Since
 from loyalty.audit import record_audit
 from loyalty.members import (
     get_consents,
@@ -103,10 +103,10 @@ class StaffMembersController(Controller):
     @get("", operation_id="searchMembers")
     async def search(
         self, staff: Staff, conn: Db, services: Svc,
-        q: Annotated[str | None, QueryParameter(max_length=100)] = None,
+        q: SearchText = None,
         status: FromQuery[MemberStatus | None] = None,
-        joined_from: FromQuery[dt.datetime | None] = None,
-        joined_to: FromQuery[dt.datetime | None] = None,
+        joined_from: Since = None,
+        joined_to: Since = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> Page[Member]:

@@ -11,7 +11,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from api.auth import terminals_only
 from api.deps import (
@@ -25,6 +25,7 @@ from api.deps import (
     provide_terminal,
     utc_now,
 )
+from api.params import CardParam, NumberParam, PhoneParam
 from loyalty.cards import CardExpired, member_from_card
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.ledger import Idempotency, Outcome, recorded_outcome
@@ -39,10 +40,9 @@ from loyalty.purchases import (
 )
 from loyalty.stores import get_terminal
 from schemas.admin import WhoAmI
+from schemas.base import whole
 from schemas.coupons import CouponValidation, CouponValidationResult
 from schemas.points import (
-    CardToken,
-    MemberNumber,
     MemberRef,
     Purchase,
     PurchaseRecorded,
@@ -53,7 +53,7 @@ from schemas.points import (
 )
 
 IdempotencyKey = Annotated[str, HeaderParameter(
-    name="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+    name="Idempotency-Key", min_length=1, max_length=255, pattern=whole(r"[\x21-\x7e]+"),
     description="Unique per intended write; a retry sends the same key and body.")]
 
 
@@ -115,9 +115,7 @@ class PosController(Controller):
     @get("/members/lookup", operation_id="posLookupMember")
     async def lookup(
         self, conn: Db, services: Svc,
-        card: Annotated[CardToken | None, QueryParameter()] = None,
-        number: Annotated[MemberNumber | None, QueryParameter()] = None,
-        phone: Annotated[str | None, QueryParameter(max_length=32)] = None,
+        card: CardParam = None, number: NumberParam = None, phone: PhoneParam = None,
     ) -> TillMember:
         """Who is paying, by scanned card, member number or phone: name, tier and points."""
         given = [v for v in (card, number, phone) if v is not None]

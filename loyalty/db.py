@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 import msgspec
 
+from schemas.base import encode_edge
+
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
@@ -30,7 +32,8 @@ else:
 # Any fixed 64-bit number works; it only has to be the same for every instance.
 MIGRATION_LOCK_KEY = 0x4C4F59414C5459  # "LOYALTY"
 
-_json_encode = msgspec.json.Encoder().encode
+# The bounded types of schemas.base are plain dates and times once stored.
+_json_encode = msgspec.json.Encoder(enc_hook=encode_edge).encode
 _json_decode = msgspec.json.Decoder().decode
 
 

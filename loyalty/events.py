@@ -40,7 +40,7 @@ from loyalty.member_filter import REACHABLE, MemberFilter
 from loyalty.normalize import normalize_text
 from loyalty.purchases import Programme, _check_can_transact, read_member_ledger
 from loyalty.rules import RuleBook
-from schemas.base import Page
+from schemas.base import Instant, Page, decode_edge, json_encoder
 from schemas.events import CheckedIn, Event, EventCreate, EventUpdate, MyEvent, Reservation
 from schemas.points import Balance
 from schemas.rules import Trace, TraceStep
@@ -48,7 +48,7 @@ from schemas.rules import Trace, TraceStep
 # Doors open before the start: members arriving early are checked in.
 CHECKIN_OPENS_BEFORE = dt.timedelta(hours=1)
 ATTENDANCE_ACTION = "event_attendance"
-_encode = msgspec.json.Encoder().encode
+_encode = json_encoder.encode
 
 
 def _event_not_found() -> NotFound:
@@ -82,10 +82,8 @@ def _decode_cursor(cursor: str, count: int) -> list[str]:
 
 
 def _instant(text: str) -> dt.datetime:
-    value = dt.datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        raise ValueError("no offset")
-    return value
+    moment: dt.datetime = decode_edge(Instant, text)
+    return moment
 
 
 # -- staff: create, read, edit ---------------------------------------------------------------

@@ -35,7 +35,7 @@ from loyalty.normalize import normalize_text
 from loyalty.purchases import Programme
 from loyalty.rules import RuleBook
 from loyalty.segments import segment_filter
-from schemas.base import Page
+from schemas.base import Page, decode_edge
 from schemas.grants import (
     CampaignGrantTarget,
     GrantRequest,
@@ -306,7 +306,7 @@ def _grant(row: asyncpg.Record) -> PointsGrant:
     if listed is not None and row["status"] == "done":
         skipped = listed - row["unknown_members"] - row["members_granted"]
     target = ListGrantTarget(listed=listed) if listed is not None else msgspec.convert(
-        row["target"], SegmentGrantTarget | CampaignGrantTarget)
+        row["target"], SegmentGrantTarget | CampaignGrantTarget, dec_hook=decode_edge)
     return PointsGrant(
         grant_id=row["grant_id"], status=row["status"], points=row["points"],
         reason=row["reason"], source=row["source"], target=target,

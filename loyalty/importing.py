@@ -40,7 +40,6 @@ from typing import Annotated, Any, Literal, TextIO
 
 import asyncpg
 import msgspec
-from msgspec import Meta
 
 from loyalty.db import Connection, init_connection, migrate
 from loyalty.errors import Conflict, InvalidInput
@@ -52,7 +51,18 @@ from loyalty.normalize import (
     search_key,
 )
 from loyalty.rules import ensure_default_rules
-from schemas.base import Code, Email, Name, Phone, PostalCode, ShortText, text
+from schemas.base import (
+    BirthDate,
+    Code,
+    Email,
+    Instant,
+    Name,
+    Phone,
+    PostalCode,
+    ShortText,
+    decode_edge,
+    text,
+)
 from schemas.points import Money, ReceiptId
 
 # Any fixed 64-bit number; two imports at once would each decide against a database the other
@@ -65,7 +75,6 @@ MERGE_HOPS = 5
 DEFAULT_BATCH_SIZE = 50_000
 
 ExternalId = Annotated[str, text(64, min_length=1)]
-Instant = Annotated[dt.datetime, Meta(tz=True)]
 
 
 class MemberRow(msgspec.Struct, forbid_unknown_fields=True):
@@ -77,7 +86,7 @@ class MemberRow(msgspec.Struct, forbid_unknown_fields=True):
     email: Email | None = None
     phone: Phone | None = None
     name_kana: ShortText | None = None
-    birth_date: dt.date | None = None
+    birth_date: BirthDate | None = None
     postal_code: PostalCode | None = None
 
 
@@ -345,7 +354,8 @@ async def _stage(
                     if value:
                         values[name] = value
                 try:
-                    record = to_record(convert(values, row_type, strict=False))
+                    record = to_record(convert(values, row_type, strict=False,
+                                                      dec_hook=decode_edge))
                 except msgspec.ValidationError as exc:
                     rejected.append((line, _reason(exc)))
                 except InvalidInput as exc:

@@ -30,7 +30,7 @@ from loyalty.ledger import (
 from loyalty.normalize import normalize_text
 from loyalty.purchases import Programme, _check_can_transact, read_member_ledger
 from loyalty.rules import RuleBook
-from schemas.base import Page
+from schemas.base import Instant, Page, decode_edge, json_encoder
 from schemas.points import (
     ActionResult,
     AdjustmentRecorded,
@@ -44,7 +44,7 @@ from schemas.points import (
 )
 
 EXPIRING_WINDOW = dt.timedelta(days=90)
-_encode = msgspec.json.Encoder().encode
+_encode = json_encoder.encode
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -99,8 +99,9 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, entry_id = raw.split("|")
-        return dt.datetime.fromisoformat(created), UUID(entry_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        # Bounded as any moment a request carries: a forged cursor must not reach the query.
+        return decode_edge(Instant, created), UUID(entry_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput("cursor is not valid", field="cursor") from None
 
 

@@ -56,6 +56,7 @@ from loyalty.ledger import (
 )
 from loyalty.rules import RuleBook
 from loyalty.tiers import current_window_start, measure_sql, rank, tier_for
+from schemas.base import encode_edge, json_encoder
 from schemas.coupons import CouponValidation, CouponValidationResult
 from schemas.points import (
     Balance,
@@ -70,7 +71,7 @@ from schemas.points import (
 )
 from schemas.rules import EarningRules, TierProgram
 
-_encode = msgspec.json.Encoder().encode
+_encode = json_encoder.encode
 # A till's clock may run a little ahead; a purchase further in the future is a mistake.
 CLOCK_SKEW = dt.timedelta(minutes=5)
 MERGE_HOPS = 5
@@ -84,19 +85,19 @@ class Programme:
     timezone: ZoneInfo
 
 
-# Body fields added after tills began storing keys: left out of the hash while empty, so a
-# retry of a request first sent before they existed still matches its key.
-_LATER_FIELDS = ("coupons",)
+# Body fields added after tills began storing keys, with their empty value: left out of the
+# hash while empty, so a retry of a request first sent before they existed still matches its key.
+_LATER_FIELDS: dict[str, object] = {"coupons": [], "discount": 0}
 
 
 def request_hash(method: str, path: str, body: msgspec.Struct) -> bytes:
     """What makes two requests the same: method, path and the decoded body re-encoded, so
     white space and key order do not count."""
     encoded = _encode(body)
-    if any(getattr(body, name, None) == [] for name in _LATER_FIELDS):
-        data = msgspec.to_builtins(body)
-        for name in _LATER_FIELDS:
-            if data.get(name) == []:
+    if any(getattr(body, name, None) == empty for name, empty in _LATER_FIELDS.items()):
+        data = msgspec.to_builtins(body, enc_hook=encode_edge)
+        for name, empty in _LATER_FIELDS.items():
+            if name in data and data[name] == empty:
                 del data[name]
         encoded = _encode(data)
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + encoded).digest()
@@ -141,6 +142,28 @@ def _check_purchase(purchase: Purchase, programme: Programme, now: dt.datetime) 
         raise InvalidInput("occurred_at needs a time zone offset", field="occurred_at")
     if purchase.occurred_at > now + CLOCK_SKEW:
         raise InvalidInput("occurred_at is in the future", field="occurred_at")
+
+
+def check_total(purchase: Purchase, coupon_discount: int, *, quote: bool) -> None:
+    """``total`` is what the lines are worth less the till's ``discount`` and the coupons'
+    discount; a quote may give it before the coupons' discount, which is what it asks for."""
+    worth = sum(line.quantity * line.unit_price for line in purchase.lines)
+    before_coupons = worth - purchase.discount
+    if before_coupons < 0:
+        raise InvalidInput(
+            f"discount {purchase.discount} is more than the lines are worth ({worth}): send "
+            "the lines as sold and the discount the till gave", field="discount",
+            code="discount_exceeds_lines")
+    charged = before_coupons - coupon_discount
+    if purchase.total == charged or (quote and purchase.total == before_coupons):
+        return
+    working = f"{worth} for the lines"
+    working += f" - {purchase.discount} the till's discount" if purchase.discount else ""
+    working += f" - {coupon_discount} for coupons" if coupon_discount else ""
+    raise InvalidInput(
+        f"total {purchase.total} does not add up: {working} = {charged}; send the total "
+        "charged, and the till's own markdowns in discount", field="total",
+        code="total_mismatch")
 
 
 # -- quote and record ------------------------------------------------------------------------
@@ -207,6 +230,7 @@ async def quote_purchase(
     boosts = _boosts(await conn.fetchval(
         "select " + _CAMPAIGN_BOOSTS.format(member="$1::uuid", at="$2::timestamptz"),
         ledger.member_id, purchase.occurred_at))
+    check_total(purchase, sum(c.check.discount for c in checked if c.valid), quote=True)
     evaluation, posting = await _evaluate(conn, ledger, purchase, terminal.store_code,
                                           rulebook, programme, now, checked, boosts)
     return Quote(
@@ -396,6 +420,7 @@ async def record_purchase(
             if not coupon.valid:
                 raise coupon_refused(coupon.check.reason or "unknown", coupon.check.detail,
                                      index)
+        check_total(purchase, sum(c.check.discount for c in checked), quote=False)
         evaluation, posting = await _evaluate(conn, ledger, purchase, terminal.store_code,
                                               rulebook, programme, now, checked,
                                               _boosts(ledger.extra["campaign_boosts"]))

@@ -14,6 +14,7 @@ import msgspec
 
 from loyalty.db import Connection
 from loyalty.errors import Conflict, NotFound
+from schemas.base import decode_edge
 from schemas.rules import EarningRules, RuleSet
 
 
@@ -57,7 +58,8 @@ class RuleBook:
                 "select rules from earning_rule_versions where version = $1", version)
             if raw is None:
                 raise NotFound(f"no earning rules version {version}")
-            rules = self._versions[version] = msgspec.convert(raw, EarningRules)
+            rules = self._versions[version] = msgspec.convert(raw, EarningRules,
+                                                                dec_hook=decode_edge)
         return version, rules
 
 
@@ -67,14 +69,14 @@ async def current_rules(conn: Connection) -> RuleSet:
         "select version, rules, created_at from earning_rule_versions"
         " order by version desc limit 1")
     assert row is not None
-    return msgspec.convert(dict(row), RuleSet)
+    return msgspec.convert(dict(row), RuleSet, dec_hook=decode_edge)
 
 
 async def rule_history(conn: Connection) -> list[RuleSet]:
     await ensure_default_rules(conn)
     rows = await conn.fetch(
         "select version, rules, created_at from earning_rule_versions order by version desc")
-    return [msgspec.convert(dict(row), RuleSet) for row in rows]
+    return [msgspec.convert(dict(row), RuleSet, dec_hook=decode_edge) for row in rows]
 
 
 async def save_rules(conn: Connection, rules: EarningRules, *, staff_id: UUID | None) -> RuleSet:
@@ -94,4 +96,4 @@ async def save_rules(conn: Connection, rules: EarningRules, *, staff_id: UUID | 
         raise Conflict("the earning rules were changed at the same time; read them and retry",
                        code="rules_changed") from None
     assert row is not None
-    return msgspec.convert(dict(row), RuleSet)
+    return msgspec.convert(dict(row), RuleSet, dec_hook=decode_edge)

@@ -21,7 +21,7 @@ from loyalty.errors import InvalidInput, NotFound
 from loyalty.member_filter import SEGMENTABLE, MemberFilter
 from loyalty.members import decode_cursor, encode_cursor, newest_first
 from loyalty.normalize import normalize_text
-from schemas.base import Page
+from schemas.base import Page, decode_edge, json_encoder
 from schemas.segments import (
     AllOf,
     AnyOf,
@@ -61,8 +61,8 @@ from schemas.segments import (
 MAX_DEPTH = 5
 MAX_CONDITIONS = 50
 
-_encode = msgspec.json.Encoder().encode
-_decode_definition = msgspec.json.Decoder(Condition).decode
+_encode = json_encoder.encode
+_decode_definition = msgspec.json.Decoder(Condition, dec_hook=decode_edge).decode
 
 
 # -- checking --------------------------------------------------------------------------------

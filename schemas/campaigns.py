@@ -10,7 +10,7 @@ from uuid import UUID
 
 from msgspec import Meta
 
-from schemas.base import Input, Name, Output, text
+from schemas.base import Input, Instant, Name, Output, text
 from schemas.grants import GrantPoints
 from schemas.points import Reason
 
@@ -60,12 +60,12 @@ class CampaignCreate(Input):
 
     name: Name
     action: Action
-    description: Annotated[str, text(500)] = ""
+    description: Annotated[str, text(500, multiline=True)] = ""
     segment_id: UUID | None = None
     members: Annotated[list[UUID], Meta(min_length=1, max_length=MAX_CAMPAIGN_MEMBERS)] | None \
         = None
-    starts_at: dt.datetime | None = None
-    ends_at: dt.datetime | None = None
+    starts_at: Instant | None = None
+    ends_at: Instant | None = None
     holdout_percent: Annotated[int, Meta(ge=0, le=90)] = 0
     max_members: Annotated[int, Meta(ge=1, le=100_000_000)] | None = None
     channel: Channel | None = None

@@ -10,16 +10,16 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from schemas.base import Code, Input, Name, Output, text
+from schemas.base import Code, Input, Instant, Name, Output, text, whole
 from schemas.points import MAX_COUPONS, CouponCheck, CouponRef, MemberRef, Money, PurchaseLine
 from schemas.rules import Category, Sku
 
-Description = Annotated[str, text(500)]
+Description = Annotated[str, text(500, multiline=True)]
 # A shared code marketing chooses ("WELCOME2026"): letters, digits, hyphens.
 PublicCode = Annotated[str, Meta(min_length=4, max_length=32,
-                                 pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$")]
+                                 pattern=whole(r"[A-Za-z0-9][A-Za-z0-9-]*"))]
 # A prefix for generated codes: only the characters the codes themselves use.
-CodePrefix = Annotated[str, Meta(max_length=8, pattern=r"^[2-9A-HJ-NP-Za-hj-np-z]*$")]
+CodePrefix = Annotated[str, Meta(max_length=8, pattern=whole(r"[2-9A-HJ-NP-Za-hj-np-z]*"))]
 Limit = Annotated[int, Meta(ge=1, le=1_000)]
 Budget = Annotated[int, Meta(ge=0, le=1_000_000_000)]
 
@@ -63,13 +63,10 @@ class FixedWindow(Input, tag="window"):
     """Usable from ``valid_from`` (inclusive) until ``valid_until`` (exclusive); an open end
     is unbounded."""
 
-    valid_from: dt.datetime | None = None
-    valid_until: dt.datetime | None = None
+    valid_from: Instant | None = None
+    valid_until: Instant | None = None
 
     def __post_init__(self) -> None:
-        for moment in (self.valid_from, self.valid_until):
-            if moment is not None and moment.tzinfo is None:
-                raise ValueError("validity times need a time zone offset")
         if self.valid_from and self.valid_until and self.valid_from >= self.valid_until:
             raise ValueError("valid_from must be before valid_until")
 
@@ -216,7 +213,7 @@ class CouponValidation(Input):
     coupons: Annotated[list[CouponRef], Meta(min_length=1, max_length=MAX_COUPONS)]
     lines: Annotated[list[PurchaseLine], Meta(min_length=1, max_length=500)]
     member: MemberRef | None = None
-    occurred_at: dt.datetime | None = None
+    occurred_at: Instant | None = None
 
 
 class CouponValidationResult(Output):

@@ -10,14 +10,12 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from schemas.base import Code, Input, Name, Output, text
+from schemas.base import Code, Input, Instant, Name, Output, text
 from schemas.points import Balance, MemberRef
 
 Place = Annotated[str, text(200, min_length=1)]
 Capacity = Annotated[int, Meta(ge=1, le=1_000_000)]
 AttendancePoints = Annotated[int, Meta(ge=0, le=1_000_000)]
-# Events happen at an instant somewhere: a time without an offset is refused, not guessed.
-Instant = Annotated[dt.datetime, Meta(tz=True)]
 EventStatus = Literal["scheduled", "cancelled"]
 
 

@@ -11,6 +11,7 @@ import msgspec
 from schemas.auth import Tokens
 from schemas.base import (
     Attributes,
+    BirthDate,
     Email,
     Input,
     Name,
@@ -41,7 +42,7 @@ class MemberRegistration(Input):
     email: Email | None = None
     phone: Phone | None = None
     name_kana: ShortText | None = None
-    birth_date: dt.date | None = None
+    birth_date: BirthDate | None = None
     postal_code: PostalCode | None = None
     attributes: Attributes = msgspec.field(default_factory=dict)
     consents: list[ConsentChoice] = msgspec.field(default_factory=list)
@@ -54,7 +55,7 @@ class MemberProfileUpdate(Input):
     name_kana: ShortText | msgspec.UnsetType | None = msgspec.UNSET
     email: Email | msgspec.UnsetType | None = msgspec.UNSET
     phone: Phone | msgspec.UnsetType | None = msgspec.UNSET
-    birth_date: dt.date | msgspec.UnsetType | None = msgspec.UNSET
+    birth_date: BirthDate | msgspec.UnsetType | None = msgspec.UNSET
     postal_code: PostalCode | msgspec.UnsetType | None = msgspec.UNSET
     attributes: Attributes | msgspec.UnsetType = msgspec.UNSET
 

@@ -10,19 +10,19 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from schemas.base import Input, Output, ShortText
+from schemas.base import BirthDate, Input, Instant, Output, ShortText, whole
 from schemas.rules import ActionName, Category, EarningRules, Sku, Trace
 
 Money = Annotated[int, Meta(ge=0, le=10_000_000_000)]
 Quantity = Annotated[int, Meta(ge=1, le=100_000)]
 PointAmount = Annotated[int, Meta(ge=0, le=100_000_000)]
-ReceiptId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
-Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
+ReceiptId = Annotated[str, Meta(min_length=1, max_length=64, pattern=whole(r"[\x21-\x7e]+"))]
+Currency = Annotated[str, Meta(pattern=whole(r"[A-Z]{3}"))]
 CardToken = Annotated[str, Meta(min_length=16, max_length=1024)]
-MemberNumber = Annotated[str, Meta(min_length=1, max_length=20, pattern=r"^[0-9]+$")]
-Target = Annotated[str, Meta(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")]
+MemberNumber = Annotated[str, Meta(min_length=1, max_length=20, pattern=whole(r"[0-9]+"))]
+Target = Annotated[str, Meta(min_length=1, max_length=500, pattern=whole(r"[^\x00-\x1f\x7f]+"))]
 Reason = Annotated[str, Meta(min_length=3, max_length=500,
-                             pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$")]
+                             pattern=whole(r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+"))]
 EntryKind = Literal["earn", "redeem", "expire", "adjust", "reverse", "transfer"]
 
 
@@ -37,7 +37,7 @@ class MemberRef(Input):
 # What a person types or a scanner reads; normalised (NFKC, upper case, no spaces or hyphens)
 # before it is looked up.
 CouponCode = Annotated[str, Meta(min_length=1, max_length=64,
-                                 pattern=r"^[^\x00-\x1f\x7f]+$")]
+                                 pattern=whole(r"[^\x00-\x1f\x7f]+"))]
 
 CouponReason = Literal[
     "unknown", "inactive", "not_yet_valid", "expired", "already_used", "wrong_store",
@@ -76,18 +76,22 @@ class PurchaseLine(Input):
 
 
 class Purchase(Input):
-    """A purchase as the till records it; ``total`` is what was charged after discounts,
-    coupon discounts included (``/v1/pos/quotes`` says what the coupons take off)."""
+    """A purchase as the till records it. ``total`` is what was charged: what the lines are
+    worth (quantity × unit price, as sold), less ``discount`` (the till's own markdowns and
+    discounts), less what this programme's coupons take off (``/v1/pos/quotes`` says how much;
+    a quote may also be asked with the total before them). Points redeemed are a way of paying
+    it and do not lower it."""
 
     member: MemberRef
     receipt_id: ReceiptId
-    occurred_at: dt.datetime
+    occurred_at: Instant
     total: Money
     currency: Currency
     lines: Annotated[list[PurchaseLine], Meta(min_length=1, max_length=500)]
     redeem_points: PointAmount = 0
     coupons: Annotated[list[CouponRef], Meta(max_length=MAX_COUPONS)] = msgspec.field(
         default_factory=list)
+    discount: Money = 0
 
 
 class Balance(Output):
@@ -135,7 +139,7 @@ class ReturnLine(Input):
 class ReturnRequest(Input):
     """Either ``lines`` or ``amount`` (in the currency's minor units)."""
 
-    lines: Annotated[list[ReturnLine], Meta(max_length=500)] | None = None
+    lines: Annotated[list[ReturnLine], Meta(min_length=1, max_length=500)] | None = None
     amount: Annotated[int, Meta(ge=1, le=10_000_000_000)] | None = None
 
 
@@ -255,13 +259,13 @@ class TillMember(Output):
 class SimulatedPurchase(Input):
     kind: Literal["purchase"] = "purchase"
     store_code: ShortText = ""
-    occurred_at: dt.datetime | None = None
+    occurred_at: Instant | None = None
     total: Money = 0
     lines: Annotated[list[PurchaseLine], Meta(min_length=1, max_length=500)] = msgspec.field(
         default_factory=lambda: [PurchaseLine(sku="sample", unit_price=0)])
     redeem_points: PointAmount = 0
     first_purchase: bool = False
-    birth_date: dt.date | None = None
+    birth_date: BirthDate | None = None
     birthday_bonus_given_this_year: bool = False
     tier: ShortText | None = None
 

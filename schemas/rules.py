@@ -13,14 +13,14 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from schemas.base import Code, Input, Output, ShortText
+from schemas.base import Code, Input, Instant, Output, ShortText, whole
 
 Percent = Annotated[int, Meta(ge=0, le=100_000)]
 PointCount = Annotated[int, Meta(ge=0, le=100_000_000)]
 Cap = Annotated[int, Meta(ge=1, le=1_000_000)]
-ActionName = Annotated[str, Meta(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
-Sku = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
-Category = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+ActionName = Annotated[str, Meta(min_length=1, max_length=40, pattern=whole(r"[a-z][a-z0-9_]*"))]
+Sku = Annotated[str, Meta(min_length=1, max_length=64, pattern=whole(r"[^\x00-\x1f\x7f]+"))]
+Category = Annotated[str, Meta(min_length=1, max_length=64, pattern=whole(r"[^\x00-\x1f\x7f]+"))]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -78,8 +78,8 @@ class Multiplier(Input):
     name: ShortText
     percent: Percent
     when: Annotated[list[Condition], Meta(max_length=20)] = msgspec.field(default_factory=list)
-    valid_from: dt.datetime | None = None
-    valid_until: dt.datetime | None = None
+    valid_from: Instant | None = None
+    valid_until: Instant | None = None
 
 
 # -- fixed bonuses ---------------------------------------------------------------------------

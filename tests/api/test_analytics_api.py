@@ -190,8 +190,9 @@ def _day(offset: int) -> str:
     ({"from": "20250101", "to": "2025-03-01"}, 400, None),
     ({"to": "2025-03-01"}, 400, None),
     ({"from": "2025-01-01"}, 400, None),
-    ({"from": "2025-01-01", "to": "9999-12-31"}, 422, "to"),
-    ({"from": "0001-01-01", "to": "0001-01-01"}, 422, "from"),
+    # Outside the calendar every request lives in (schemas.base.Day): the schema refuses it.
+    ({"from": "2025-01-01", "to": "9999-12-31"}, 400, None),
+    ({"from": "0001-01-01", "to": "0001-01-01"}, 400, None),
     ("span", 422, "from"),
     ("future", 422, "to"),
 ])

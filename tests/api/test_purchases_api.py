@@ -28,8 +28,10 @@ def purchase(member_id: str, *, total: int = 10_000, redeem: int = 0, receipt: s
         "occurred_at": dt.datetime.now(dt.UTC).isoformat(),
         "total": total,
         "currency": "JPY",
+        # The lines add up to the total (two coffees, and a one-yen sweet when it is odd).
         "lines": lines or [{"sku": "COFFEE", "category": "drinks", "quantity": 2,
-                            "unit_price": total // 2}],
+                            "unit_price": total // 2}]
+        + ([{"sku": "CANDY", "category": "food", "unit_price": 1}] if total % 2 else []),
         "redeem_points": redeem,
     }
 

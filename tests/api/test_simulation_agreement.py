@@ -135,6 +135,7 @@ async def test_simulation_and_recorded_purchase_agree_on_1000_random_purchases(
             "member": {"id": shopper.signed_up.member_id}, "receipt_id": f"AGREE-{n}",
             "occurred_at": occurred_at.isoformat(), "total": total, "currency": "JPY",
             "lines": lines, "redeem_points": redeem,
+            "discount": sum(li["quantity"] * li["unit_price"] for li in lines) - total,
         })
         assert recorded.status_code == 201, recorded.text
 

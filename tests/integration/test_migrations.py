@@ -72,3 +72,28 @@ async def test_an_applied_migration_that_changed_stops_the_run(empty_database: s
         assert await conn.fetchval("select to_regclass('u') is null")
     finally:
         await conn.close()
+
+
+async def test_infinite_times_stored_before_the_bounds_are_brought_into_the_calendar(
+    empty_database: str,
+) -> None:
+    """Year 1 and 9999 were once stored as -infinity / infinity; 0018 repairs such rows (so the
+    jobs that subtract times run again) and refuses new ones."""
+    before = [m for m in bundled_migrations() if m.version < "0018"]
+    await migrate(empty_database, before)
+    conn = await asyncpg.connect(empty_database)
+    try:
+        member_id = await conn.fetchval(
+            "insert into members (member_number, name, name_key, birth_date)"
+            " values ('1', 'Old', 'old', 'infinity') returning member_id")
+        await conn.execute(
+            "insert into campaigns (name, action, member_list, starts_at)"
+            " values ('Year one', '{}', array[$1::uuid], '-infinity')", member_id)
+        await migrate(empty_database)
+        assert await conn.fetchval("select birth_date from members where member_id = $1",
+                                   member_id) is None
+        assert str(await conn.fetchval("select starts_at from campaigns")).startswith("2000-01-01")
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("update members set birth_date = '-infinity'")
+    finally:
+        await conn.close()

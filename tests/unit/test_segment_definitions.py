@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from loyalty.errors import InvalidInput
 from loyalty.member_filter import SEGMENTABLE, SLOT, MemberFilter
 from loyalty.segments import MAX_CONDITIONS, MAX_DEPTH, check_definition, compile_definition
+from schemas.base import decode_edge
 from schemas.segments import (
     AllOf,
     AnyOf,
@@ -45,7 +46,8 @@ from schemas.segments import (
 
 NOW = dt.datetime(2026, 6, 1, 3, 0, tzinfo=dt.UTC)
 HOSTILE = "x'); drop table members; --"
-decode = msgspec.json.Decoder(Condition).decode
+# As the API decodes them: with the bounded dates and times of schemas.base.
+decode = msgspec.json.Decoder(Condition, dec_hook=decode_edge).decode
 
 
 def strings_in(value: Any) -> list[str]:
@@ -374,7 +376,7 @@ def test_a_definition_decodes_from_json_and_encodes_without_its_defaults() -> No
             b'{"type": "attribute", "key": "city", "test": {"op": "eq", "value": "Tokyo"}},'
             b'{"type": "not", "condition": {"type": "consent", "purpose": "push",'
             b' "granted": false}}]}}')
-    created = msgspec.json.decode(body, type=SegmentCreate)
+    created = msgspec.json.decode(body, type=SegmentCreate, dec_hook=decode_edge)
     assert created.definition == AllOf(conditions=[
         LastActivityCondition(more_than_days_ago=90),
         AttributeCondition(key="city", test=AttributeEquals(value="Tokyo")),
