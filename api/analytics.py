@@ -19,7 +19,7 @@ from schemas.base import Day, whole
 
 ANALYTICS_READERS = ("admin", "marketer", "analyst")
 MONTH = whole(r"[1-9][0-9]{3}-(0[1-9]|1[0-2])")
-Month = Annotated[str, QueryParameter(pattern=MONTH, description="A month, YYYY-MM")]
+Month = Annotated[str, QueryParameter(pattern=MONTH, max_length=7, description="A month, YYYY-MM")]
 
 
 class AnalyticsController(Controller):
@@ -50,7 +50,7 @@ class AnalyticsController(Controller):
     @get("/cohorts", operation_id="getCohorts")
     async def cohorts(self, conn: Db, services: Svc,
                       from_: Annotated[str, QueryParameter(
-                          name="from", pattern=MONTH,
+                          name="from", pattern=MONTH, max_length=7,
                           description="The first join month, YYYY-MM")],
                       to: Month) -> Cohorts:
         """Monthly join cohorts ``from`` to ``to`` (at most 120): each one's size and the share

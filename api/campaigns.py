@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, get, post
 from litestar.di import Provide
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 
 from api.auth import staff_with
 from api.deps import (
@@ -21,6 +20,7 @@ from api.deps import (
     provide_staff,
     utc_now,
 )
+from api.params import Cursor, Limit
 from loyalty.audit import record_audit
 from loyalty.campaigns import (
     campaign_results,
@@ -34,8 +34,6 @@ from schemas.campaigns import Campaign, CampaignCreate, CampaignResults
 
 CAMPAIGN_READERS = ("admin", "marketer", "analyst")
 CAMPAIGN_EDITORS = ("admin", "marketer")
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=200)]
 
 
 class CampaignsController(Controller):

@@ -22,6 +22,7 @@ from api.deps import (
     provide_staff,
     utc_now,
 )
+from api.params import Cursor, Limit
 from loyalty.audit import record_audit
 from loyalty.coupons import (
     create_template,
@@ -51,8 +52,6 @@ from schemas.coupons import (
 
 COUPON_READERS = ("admin", "marketer", "analyst")
 COUPON_EDITORS = ("admin", "marketer")
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=200)]
 KeyText = Annotated[str, HeaderParameter(
     name="Idempotency-Key", min_length=1, max_length=255, pattern=whole(r"[\x21-\x7e]+"),
     description="Unique per intended issue; a retry sends the same key and body.")]

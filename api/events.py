@@ -4,14 +4,13 @@ members in (attendance earns points once). Invitations come from campaigns
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 
 from api.auth import members_only, staff_with, terminals_only
 from api.deps import (
@@ -29,6 +28,7 @@ from api.deps import (
     provide_terminal,
     utc_now,
 )
+from api.params import Cursor, Limit
 from api.pos import IdempotencyKey, _created, written_once
 from loyalty.audit import record_audit
 from loyalty.events import (
@@ -46,8 +46,6 @@ from loyalty.purchases import request_hash
 from schemas.base import Page
 from schemas.events import CheckedIn, CheckIn, Event, EventCreate, EventUpdate, MyEvent, Reservation
 
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=200)]
 EVENT_EDITORS = ("admin", "marketer")
 EVENT_READERS = ("admin", "marketer", "analyst")
 

@@ -3,12 +3,11 @@ once per member, idempotent by the request's ``Idempotency-Key``."""
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 
 from api.auth import staff_with
 from api.deps import (
@@ -22,14 +21,13 @@ from api.deps import (
     provide_staff,
     utc_now,
 )
+from api.params import Cursor, Limit
 from api.pos import IdempotencyKey
 from loyalty.grants import get_grant, grant_points, list_grants
 from loyalty.purchases import request_hash
 from schemas.base import Page
 from schemas.grants import GrantRequest, PointsGrant
 
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=200)]
 GRANTERS = ("admin", "marketer")
 # 100,000 member ids are about 3.9 MB of JSON: more than the API's usual body limit allows.
 GRANT_BODY_LIMIT = 8 * 1024 * 1024

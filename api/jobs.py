@@ -13,10 +13,11 @@ from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.di import Provide
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath
 
 from api.auth import staff_with
 from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff, utc_now
+from api.params import Cursor, Limit
 from jobs.catalogue import Job, job_named
 from jobs.runs import claim, execute, job_statuses, list_runs
 from loyalty.audit import record_audit
@@ -24,8 +25,6 @@ from loyalty.errors import NotFound
 from schemas.base import Page
 from schemas.jobs import JobRun, JobStatus
 
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=200)]
 JobName = Annotated[str, FromPath]
 
 # Runs started here, kept referenced until they finish (the event loop holds tasks weakly).

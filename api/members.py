@@ -24,7 +24,7 @@ from api.deps import (
     provide_staff,
     utc_now,
 )
-from api.params import SearchText, Since
+from api.params import Cursor, Limit, SearchText, Since
 from loyalty.audit import record_audit
 from loyalty.members import (
     get_consents,
@@ -107,8 +107,8 @@ class StaffMembersController(Controller):
         status: FromQuery[MemberStatus | None] = None,
         joined_from: Since = None,
         joined_to: Since = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-        cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
     ) -> Page[Member]:
         """Find members by e-mail, phone, member number, or the start of name or kana."""
         page = await search_members(
@@ -124,7 +124,7 @@ class StaffMembersController(Controller):
          guards=[staff_with(*MEMBER_EDITORS)])
     async def duplicates(
         self, staff: Staff, conn: Db,
-        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+        limit: Limit = 50,
         cursor: Annotated[UUID | None, QueryParameter()] = None,
     ) -> DuplicatePage:
         """Members that may be one person (same name or reading and birth date, same name and

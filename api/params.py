@@ -14,6 +14,11 @@ from litestar.params import QueryParameter
 
 from schemas.base import SINGLE_LINE, Day, Instant, whole
 
+# Keyset pages: a page size, and the ``next_cursor`` of the page before (base64url or digits).
+Limit = Annotated[int, QueryParameter(ge=1, le=200, description="items per page")]
+Cursor = Annotated[str | None, QueryParameter(
+    min_length=1, max_length=200, pattern=whole(r"[A-Za-z0-9_-]+"),
+    description="the next_cursor of the page before")]
 # A name, kana, e-mail, phone or member number to search by.
 SearchText = Annotated[str | None, QueryParameter(
     min_length=1, max_length=100, pattern=SINGLE_LINE,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, get, post
 from litestar.di import Provide
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 
 from api.auth import members_only, staff_with
 from api.deps import (
@@ -23,6 +22,7 @@ from api.deps import (
     provide_staff,
     utc_now,
 )
+from api.params import Cursor, Limit
 from loyalty.audit import record_audit
 from loyalty.cards import issue_card
 from loyalty.points import (
@@ -46,8 +46,6 @@ from schemas.points import (
 )
 from schemas.rules import MemberTier
 
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=200)]
 MEMBER_READERS = ("admin", "support", "marketer")
 ADJUSTERS = ("admin", "support")
 

@@ -4,16 +4,16 @@ save segments or see who is in them."""
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, get, patch, post
 from litestar.di import Provide
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 from msgspec import UNSET
 
 from api.auth import staff_with
 from api.deps import Db, Staff, provide_conn, provide_staff, utc_now
+from api.params import Cursor, Limit
 from loyalty.audit import record_audit
 from loyalty.segments import (
     create_segment,
@@ -33,8 +33,6 @@ from schemas.segments import (
     SegmentUpdate,
 )
 
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=200)]
 SEGMENT_READERS = ("admin", "marketer", "analyst")
 SEGMENT_EDITORS = ("admin", "marketer")
 
