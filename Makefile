@@ -39,7 +39,9 @@ bench: $(READY)
 
 $(READY): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed; this is " + sys.version.split()[0] + " (set PYTHON=...)") if sys.version_info < (3, 11) else None'
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# A .venv without pip is what a failed `python3 -m venv` leaves (no python3-venv on
+	@# Debian): made again rather than kept, so the next run after the fix works.
+	@$(BIN)/python -m pip --version > /dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	@$(BIN)/python -c 'import sys; v = "%d.%d" % sys.version_info[:2]; v == "$(IMAGE_PYTHON)" or print(f"note: $(VENV) runs Python {v}, the image Python $(IMAGE_PYTHON); install python$(IMAGE_PYTHON) and run make clean to test what ships")'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt --editable '.[dev,embedded]'
