@@ -5,6 +5,8 @@ import, seed-demo.
 
 Every command reads the same settings as ``serve`` and, with no URLs configured, joins (or
 starts) the same embedded servers under the data directory, so it works while ``make run`` runs.
+Only serve, migrate and seed-demo may create a new embedded database: any other command would
+fill one that no API reads.
 """
 
 from __future__ import annotations
@@ -35,16 +37,20 @@ T = TypeVar("T")
 
 
 @contextlib.contextmanager
-def _services(settings: Settings, *, need_redis: bool) -> Iterator[ServiceUrls]:
+def _services(
+    settings: Settings, *, need_redis: bool, create: bool = False
+) -> Iterator[ServiceUrls]:
     # SIGTERM ends the process through SystemExit, so the embedded servers are stopped on the
     # way out instead of being orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with service_urls(settings.database_url, settings.redis_url, settings.data_path,
-                      need_redis=need_redis) as urls:
+                      need_redis=need_redis, create=create) as urls:
         yield urls
 
 
-def _with_connection(settings: Settings, work: Callable[[Connection], Awaitable[T]]) -> T:
+def _with_connection(
+    settings: Settings, work: Callable[[Connection], Awaitable[T]], *, create: bool = False
+) -> T:
     """Run ``work`` in one transaction on the configured (or embedded) database, migrated."""
 
     async def run(dsn: str) -> T:
@@ -56,7 +62,7 @@ def _with_connection(settings: Settings, work: Callable[[Connection], Awaitable[
         finally:
             await pool.close()
 
-    with _services(settings, need_redis=False) as urls:
+    with _services(settings, need_redis=False, create=create) as urls:
         return asyncio.run(run(urls.database_url))
 
 
@@ -104,7 +110,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     from jobs.catalogue import schedules
 
     schedules(settings)  # a bad LOYALTY_JOB_SCHEDULES stops here, not in a background task
-    with _services(settings, need_redis=True) as urls:
+    with _services(settings, need_redis=True, create=True) as urls:
         export(urls)
         if settings.jwt_private_key is None:
             # Made once here, before the workers start, rather than raced for by each.
@@ -124,7 +130,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
-    with _services(settings, need_redis=False) as urls:
+    with _services(settings, need_redis=False, create=True) as urls:
         applied = asyncio.run(migrate(urls.database_url))
     print("\n".join(applied) if applied else "database is up to date")
 
@@ -230,7 +236,8 @@ def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> None:
 
     passwords = _passwords(settings)
     summary = _with_connection(settings, lambda conn: seed_demo(conn, passwords,
-                                                                 settings.default_region))
+                                                                 settings.default_region),
+                               create=True)
     print(summary)
 
 
@@ -298,7 +305,10 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="loyalty", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="loyalty", description=__doc__.splitlines()[0],
+        epilog="With no LOYALTY_DATABASE_URL, every command uses the embedded database in"
+               " LOYALTY_DATA_DIR (by default .loyalty in the project's checkout).")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="apply migrations and serve the API").set_defaults(
         run=cmd_serve)

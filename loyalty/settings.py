@@ -26,7 +26,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Where things run. No URL means the embedded server under ``data_dir``.
     database_url: str | None = None
     redis_url: str | None = None
-    data_dir: str = ".loyalty"
+    # None: ``default_data_dir()``. A relative path is resolved once, by ``load_settings``, so
+    # every command finds the same directory wherever it is run from.
+    data_dir: str | None = None
     host: str = "127.0.0.1"
     port: Port = 8000
     workers: Annotated[int, Meta(ge=1, le=64)] = 1
@@ -86,7 +88,25 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     @property
     def data_path(self) -> Path:
-        return Path(self.data_dir).resolve()
+        return Path(self.data_dir).resolve() if self.data_dir else default_data_dir()
+
+
+# The directory that holds the ``loyalty`` package: a source checkout (``make run``, ``make
+# test``) or site-packages (an installed copy).
+_CODE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir(code_root: Path = _CODE_ROOT) -> Path:
+    """``.loyalty`` in the source checkout the code runs from; for an installed copy, the
+    user's data directory (``$XDG_DATA_HOME/loyalty``, else ``~/.local/share/loyalty``)."""
+    # Not the working directory: a command run from elsewhere would start an empty database
+    # of its own that the running API never sees. One directory per checkout, not per user,
+    # so two checkouts at different migrations never share a database.
+    if (code_root / "pyproject.toml").is_file():
+        return code_root / ".loyalty"
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return base / "loyalty"
 
 
 _TUPLE_FIELDS = {"trusted_proxies"}
@@ -123,6 +143,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise ConfigurationError(_name_the_variable(str(exc))) from None
     _check_timezone(settings.timezone)
     _check_networks(settings.trusted_proxies)
+    if settings.data_dir:
+        settings = msgspec.structs.replace(settings, data_dir=str(settings.data_path))
     if settings.argon2_memory_kib < 8 * settings.argon2_parallelism:
         # argon2 itself refuses this, but only at the first password hashed.
         raise ConfigurationError(

