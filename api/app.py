@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.problem_details import ProblemDetailsPlugin
@@ -28,7 +29,7 @@ from api.grants import PointsGrantsController
 from api.health import HealthController
 from api.jobs import JobsController, cancel_runs
 from api.members import MeController, StaffMembersController
-from api.metrics import MetricsMiddleware
+from api.observe import LoyaltyAPI
 from api.openapi import BoundedTypesPlugin
 from api.points import MyPointsController, StaffPointsController
 from api.pos import PosController
@@ -40,6 +41,7 @@ from jobs.catalogue import make_context, schedules
 from jobs.scheduler import JOB_STATEMENT_TIMEOUT_SECONDS, run_scheduler
 from loyalty.auth import Passwords, TerminalKeys, TokenSigner, load_or_create_signing_key
 from loyalty.db import create_pool
+from loyalty.logs import configure_logging
 from loyalty.purchases import Programme
 from loyalty.ratelimit import RateLimiter
 from loyalty.rules import RuleBook
@@ -88,6 +90,19 @@ def build_passwords(settings: Settings) -> Passwords:
                      parallelism=settings.argon2_parallelism)
 
 
+def cors(settings: Settings) -> CORSConfig | None:
+    """Cross-origin calls from the member web app's origins only; none configured, none."""
+    if not settings.cors_origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
+        expose_headers=["Idempotent-Replayed", "Retry-After", "X-Request-Id"],
+        max_age=600,
+    )
+
+
 def _report_scheduler_end(task: asyncio.Task[None]) -> None:
     """The embedded scheduler ends only when the app stops; if it fails, say so loudly."""
     if not task.cancelled() and task.exception() is not None:
@@ -99,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """The API. ``settings`` must carry the database and Redis URLs (``loyalty serve`` resolves
     the embedded ones before building the app)."""
     settings = settings or load_settings()
+    configure_logging(settings.log_level)  # a worker process of uvicorn's has none yet
     if not settings.database_url or not settings.redis_url:
         raise RuntimeError("create_app needs LOYALTY_DATABASE_URL and LOYALTY_REDIS_URL; "
                            "`loyalty serve` starts embedded servers when they are unset")
@@ -149,14 +165,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await job_pool.close()
             await pool.close()
 
-    return Litestar(
+    return LoyaltyAPI(
         route_handlers=CONTROLLERS,
         lifespan=[lifespan],
-        middleware=[MetricsMiddleware(), AuthenticationMiddleware()],
+        middleware=[AuthenticationMiddleware()],
         plugins=[ProblemDetailsPlugin(problem_details_config()), BoundedTypesPlugin()],
         # Query and path parameters of the bounded types are checked as bodies are.
         type_decoders=[(lambda kind: kind in EDGE_TYPES, decode_edge)],
         request_max_body_size=settings.max_request_bytes,
+        cors_config=cors(settings),
         request_class=StrictJSONRequest,
         openapi_config=OpenAPIConfig(
             title="Loyalty API", version="1", path="/schema",

@@ -31,7 +31,9 @@ from loyalty.errors import AuthenticationFailed, PermissionDenied, RateLimited
 # Guards are coroutines: litestar runs a plain-function guard on a worker thread, a thread
 # hop on every request for what is an isinstance check.
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
-NO_RATE_LIMIT = {"rate_limit": False}
+# Operations endpoints: not rate limited, and a bearer credential there is theirs to read (the
+# metrics token), not a principal's.
+OPERATIONS = {"rate_limit": False, "own_credentials": True}
 
 
 def bearer_credential(scope: Scope) -> str | None:
@@ -93,7 +95,8 @@ class AuthenticationMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         services = services_of(scope["litestar_app"].state)
-        credential = bearer_credential(scope)
+        opt = scope["route_handler"].opt
+        credential = None if opt.get("own_credentials") else bearer_credential(scope)
         principal: Principal | None = None
         if credential is not None:
             if is_api_key(credential):
@@ -102,7 +105,7 @@ class AuthenticationMiddleware(ASGIMiddleware):
             else:
                 principal = services.signer.principal(credential)
         scope["user"] = principal
-        if scope["route_handler"].opt.get("rate_limit", True):
+        if opt.get("rate_limit", True):
             address = client_address(scope, services.settings.trusted_proxies)
             wait = await services.limiter.hit(
                 rate_limit_key(principal, address),
@@ -121,7 +124,15 @@ def _principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | No
 Connection = ASGIConnection[Any, Any, Any, Any]
 
 
+def _preflight(connection: Connection) -> bool:
+    """OPTIONS says which methods a path takes, and answers a browser's CORS preflight, which
+    carries no credentials: no guard stands in its way."""
+    return connection.scope.get("method") == "OPTIONS"
+
+
 async def members_only(connection: Connection, _: BaseRouteHandler) -> None:
+    if _preflight(connection):
+        return
     principal = _principal(connection)
     if principal is None:
         raise AuthenticationFailed("a member token is required")
@@ -130,6 +141,8 @@ async def members_only(connection: Connection, _: BaseRouteHandler) -> None:
 
 
 async def terminals_only(connection: Connection, _: BaseRouteHandler) -> None:
+    if _preflight(connection):
+        return
     principal = _principal(connection)
     if principal is None:
         raise AuthenticationFailed("a terminal API key is required")
@@ -141,6 +154,8 @@ def staff_with(*roles: str) -> Guard:
     """A guard letting in staff whose role is one of ``roles``."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if _preflight(connection):
+            return
         principal = _principal(connection)
         if principal is None:
             raise AuthenticationFailed("a staff token is required")

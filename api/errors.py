@@ -11,6 +11,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
 
 from loyalty import errors
+from loyalty.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,10 @@ def problem(status: int, code: str, detail: str, *, headers: dict[str, str] | No
             extra: dict[str, Any] | None = None) -> ProblemDetailsException:
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="loyalty"', **(headers or {})}
+    # The request id lets a support desk find the exchange in the logs from what the user saw.
     return ProblemDetailsException(
         status_code=status, type_=PROBLEM_BASE + code, title=_TITLES.get(status, "Error"),
-        detail=detail, headers=headers, extra=extra or None,
+        detail=detail, headers=headers, extra={**(extra or {}), "request_id": REQUEST_ID.get()},
     )
 
 

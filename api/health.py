@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+from typing import Any
 
 import asyncpg
-from litestar import Controller, Response, get
-from litestar.datastructures import State
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import CacheControlHeader, State
+from prometheus_client import generate_latest
 
-from api.auth import NO_RATE_LIMIT
+from api.auth import OPERATIONS
 from api.deps import Services, services_of
 from api.errors import problem
+from loyalty.errors import AuthenticationFailed, PermissionDenied
 from schemas.auth import Jwks
 from schemas.base import Output
 
 log = logging.getLogger(__name__)
+# Prometheus' text format; litestar adds the charset itself (it was sent twice).
+METRICS_TYPE = "text/plain; version=0.0.4"
 
 
 class Health(Output):
@@ -47,10 +52,23 @@ async def _postgres_answers(services: Services) -> bool:
         return False
 
 
+def _check_metrics_token(request: Request[Any, Any, Any], token: str | None) -> None:
+    if token is None:
+        raise PermissionDenied(
+            "metrics are off: set LOYALTY_METRICS_TOKEN and scrape with it as a bearer token, "
+            "or LOYALTY_METRICS_PUBLIC=true where only a private network reaches this port",
+            code="metrics_off")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                              token.encode()):
+        raise AuthenticationFailed("send the metrics token: Authorization: Bearer <token>",
+                                   code="metrics_token_required")
+
+
 class HealthController(Controller):
     path = ""
     tags = ["operations"]
-    opt = NO_RATE_LIMIT
+    opt = OPERATIONS
 
     @get("/health/live", operation_id="live")
     async def live(self) -> Health:
@@ -78,12 +96,17 @@ class HealthController(Controller):
                           extra={"checks": checks})
         return Health(status="ok" if checks["redis"] == "ok" else "degraded", checks=checks)
 
-    @get("/metrics", operation_id="metrics", media_type=CONTENT_TYPE_LATEST)
-    async def metrics(self) -> Response[bytes]:
-        """Prometheus exposition format."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    @get("/metrics", operation_id="metrics", media_type=METRICS_TYPE)
+    async def metrics(self, request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+        """Prometheus exposition format: open when LOYALTY_METRICS_PUBLIC is true, otherwise
+        for the bearer token in LOYALTY_METRICS_TOKEN."""
+        settings = services_of(state).settings
+        if not settings.metrics_public:
+            _check_metrics_token(request, settings.metrics_token)
+        return Response(generate_latest(), media_type=METRICS_TYPE)
 
-    @get("/.well-known/jwks.json", operation_id="jwks")
+    @get("/.well-known/jwks.json", operation_id="jwks",
+         cache_control=CacheControlHeader(max_age=300, public=True))
     async def jwks(self, state: State) -> Jwks:
         """Public keys that verify member and staff tokens, by ``kid``."""
         return Jwks(keys=services_of(state).signer.jwks()["keys"])

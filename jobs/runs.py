@@ -27,6 +27,7 @@ import msgspec
 from jobs.catalogue import JOBS, Job, JobContext, cron_trigger, schedules
 from loyalty.db import Connection, init_connection, repeat_in_batches
 from loyalty.errors import Conflict, InvalidInput
+from loyalty.metrics import JOB_RUNS
 from loyalty.settings import Settings
 from schemas.base import Page
 from schemas.jobs import JobRun, JobStatus
@@ -148,6 +149,7 @@ async def execute(claim: Claim, ctx: JobContext) -> JobRun:
         except Exception as exc:  # recorded in the run and logged, not swallowed
             error = f"{type(exc).__name__}: {exc}"[:2000]
             log.exception("job %s: failed", run.job)
+        JOB_RUNS.labels(run.job, outcome).inc()
         row = await claim.lock.fetchrow(
             f"""
             update job_runs set outcome = $2, counts = $3, error = $4, finished_at = now()

@@ -30,6 +30,7 @@ from loyalty.auth import Passwords, load_or_create_signing_key
 from loyalty.db import Connection, create_pool, init_connection, migrate, transaction
 from loyalty.embedded import ServiceUrls, export, service_urls
 from loyalty.errors import ConfigurationError, LoyaltyError
+from loyalty.logs import configure_logging
 from loyalty.settings import Settings, load_settings
 
 log = logging.getLogger("loyalty")
@@ -403,8 +404,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
     except ConfigurationError as exc:
         sys.exit(f"loyalty: {exc.detail}")
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     try:
         args.run(settings, args)
     except LoyaltyError as exc:

@@ -23,6 +23,7 @@ import asyncpg
 from loyalty.db import Connection, repeat_in_batches
 from loyalty.errors import InsufficientPoints, InvalidInput, NotFound, ServiceUnavailable
 from loyalty.ids import uuid7
+from loyalty.metrics import count_entries
 from schemas.rules import Trace
 
 EntryKind = Literal["earn", "redeem", "expire", "adjust", "reverse", "transfer"]
@@ -582,6 +583,7 @@ async def post(
         return await _post_locked(conn, read=read, build=build, idempotency=idempotency,
                                   member_id=ledger.member_id)
     if fresh:
+        count_entries([(e.kind, e.amount) for e in plan.posting.entries])
         return Outcome(plan.status, plan.body, replayed=False)
     assert idempotency is not None
     return _replay(await stored_response(conn, idempotency), idempotency)
@@ -622,7 +624,8 @@ async def _post_locked(
                 # event shares with other members' postings. Nothing was written; retry.
                 raise ServiceUnavailable(
                     "the write met a concurrent one; retry the request") from None
-            return Outcome(plan.status, plan.body, replayed=False)
+        count_entries([(e.kind, e.amount) for e in plan.posting.entries])
+        return Outcome(plan.status, plan.body, replayed=False)
     except _NothingToWrite as nothing:
         # Rolled back with the transaction, the key claim included: nothing happened.
         return Outcome(nothing.plan.status, nothing.plan.body, replayed=False)

@@ -27,6 +27,7 @@ from loyalty.ledger import (
     lock_balances,
     post,
 )
+from loyalty.metrics import POINTS
 from loyalty.normalize import normalize_text
 from loyalty.purchases import Programme, _check_can_transact, read_member_ledger
 from loyalty.rules import RuleBook
@@ -373,7 +374,9 @@ async def expire_points(
 ) -> dict[str, int]:
     """Expire every lot past its expiry: one entry per member, allocations per lot. Batched by
     member id, each batch one transaction; running it again finds nothing left to do."""
-    return await _in_member_batches(conn, _EXPIRE_PICK, _EXPIRE, now, batch_size)
+    totals = await _in_member_batches(conn, _EXPIRE_PICK, _EXPIRE, now, batch_size)
+    POINTS.labels("expire").inc(totals["points"])
+    return totals
 
 
 async def release_points(

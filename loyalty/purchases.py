@@ -54,6 +54,7 @@ from loyalty.ledger import (
     post,
     read_ledger,
 )
+from loyalty.metrics import COUPON_REDEMPTIONS, PURCHASES
 from loyalty.rules import RuleBook
 from loyalty.tiers import current_window_start, measure_sql, rank, tier_for
 from schemas.base import encode_edge, json_encoder
@@ -470,7 +471,7 @@ async def record_purchase(
                        args + redemption_args(checked), _COUPON_CHECK)
 
     try:
-        return await post(conn, read=read, build=build, idempotency=idempotency)
+        outcome = await post(conn, read=read, build=build, idempotency=idempotency)
     except ClaimRefused as refused:
         # Between the read and the write another purchase took the coupon, or its budget.
         raise coupon_refused(refused.reason, _CLAIM_DETAIL.get(refused.reason, ""),
@@ -480,6 +481,10 @@ async def record_purchase(
         if exc.constraint_name == "purchases_receipt":
             raise _receipt_taken(purchase) from None
         raise
+    if not outcome.replayed:
+        PURCHASES.inc()
+        COUPON_REDEMPTIONS.inc(len(refs))
+    return outcome
 
 
 _CLAIM_DETAIL = {

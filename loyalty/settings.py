@@ -55,6 +55,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     login_failure_window_seconds: Positive = 900
     trusted_proxies: tuple[str, ...] = ()
     max_request_bytes: Annotated[int, Meta(ge=1024, le=100_000_000)] = 1_048_576
+    # Browsers may call the API from these origins (the member web app), e.g.
+    # https://app.example.com; none: no cross-origin calls at all.
+    cors_origins: tuple[Annotated[str, Meta(pattern=r"^https?://[^/\s]+$")], ...] = ()
+
+    # /metrics reveals traffic and business volumes: it answers anyone only when public (a
+    # scraper on a private network), else only with this bearer token, else not at all.
+    metrics_public: bool = False
+    metrics_token: Annotated[str, Meta(min_length=16)] | None = None
 
     # The programme.
     default_region: Annotated[str, Meta(pattern=r"^[A-Z]{2}$")] = "JP"
@@ -109,7 +117,7 @@ def default_data_dir(code_root: Path = _CODE_ROOT) -> Path:
     return base / "loyalty"
 
 
-_TUPLE_FIELDS = {"trusted_proxies"}
+_TUPLE_FIELDS = {"trusted_proxies", "cors_origins"}
 _VARIABLES = {PREFIX + name.upper() for name in Settings.__struct_fields__}
 
 

@@ -52,6 +52,9 @@ class Rule:
     headers: Callable[[], dict[str, str]] | None = None
     # Callers who pass the guard but must not find the object (another member's entry).
     not_found: frozenset[str] = frozenset()
+    # What every caller outside ``allowed`` gets when it is not 401/403 by credential (a route
+    # with a credential of its own, such as the metrics token).
+    refused: int | None = None
 
 
 def _register(_: World) -> dict[str, Any]:
@@ -140,7 +143,9 @@ _ACTIVE = {"type": "status", "statuses": ["active"]}
 MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/health/live"): Rule(EVERYONE),
     ("GET", "/health/ready"): Rule(EVERYONE),
-    ("GET", "/metrics"): Rule(EVERYONE),
+    # Off unless LOYALTY_METRICS_PUBLIC or a scraper's LOYALTY_METRICS_TOKEN: no principal opens
+    # it (tests/api/test_exchange.py has the token and the public setting).
+    ("GET", "/metrics"): Rule(set(), refused=403),
     ("GET", "/.well-known/jwks.json"): Rule(EVERYONE),
     ("GET", "/schema"): Rule(EVERYONE),
     ("GET", "/schema/openapi.json"): Rule(EVERYONE),
@@ -378,7 +383,7 @@ async def _check_route(world: World, method: str, route: str) -> None:
         response = await world.client.request(
             method, path, headers=headers, **({"json": body} if body is not None else {}),
         )
-        denied = 401 if caller == "anonymous" else 403
+        denied = rule.refused or (401 if caller == "anonymous" else 403)
         expected = rule.ok if caller in rule.allowed else denied
         if caller in rule.not_found:
             expected = 404
