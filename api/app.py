@@ -12,8 +12,6 @@ from zoneinfo import ZoneInfo
 import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 
 from api.admin import StaffController, StoresController, TerminalsController
@@ -30,7 +28,7 @@ from api.health import HealthController
 from api.jobs import JobsController, cancel_runs
 from api.members import MeController, StaffMembersController
 from api.observe import LoyaltyAPI
-from api.openapi import BoundedTypesPlugin
+from api.openapi import BoundedTypesPlugin, docs_assets, openapi_config
 from api.points import MyPointsController, StaffPointsController
 from api.pos import PosController
 from api.rules import EarningRulesController
@@ -166,7 +164,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.close()
 
     return LoyaltyAPI(
-        route_handlers=CONTROLLERS,
+        route_handlers=[*CONTROLLERS, docs_assets()],
         lifespan=[lifespan],
         middleware=[AuthenticationMiddleware()],
         plugins=[ProblemDetailsPlugin(problem_details_config()), BoundedTypesPlugin()],
@@ -175,9 +173,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.max_request_bytes,
         cors_config=cors(settings),
         request_class=StrictJSONRequest,
-        openapi_config=OpenAPIConfig(
-            title="Loyalty API", version="1", path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
-        ),
+        openapi_config=openapi_config(),
         debug=False,
     )

@@ -162,4 +162,5 @@ def staff_with(*roles: str) -> Guard:
         if not isinstance(principal, StaffPrincipal) or principal.role not in roles:
             raise PermissionDenied(f"requires staff role {' or '.join(roles)}")
 
+    guard.roles = roles  # type: ignore[attr-defined]  # read by the OpenAPI document
     return guard

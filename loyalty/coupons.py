@@ -41,7 +41,7 @@ from schemas.coupons import (
     FreeItem,
     IssueResult,
     PercentOff,
-    PointsMultiplier,
+    PointsMultiplierDiscount,
     Validity,
     WalletCoupon,
     WalletStatus,
@@ -555,7 +555,7 @@ def _money_off(template: Template, lines: list[PurchaseLine]) -> tuple[int | Non
             if item is None:
                 return None, f"the basket holds no {sku}"
             return item.unit_price, f"one {sku} free"
-        case PointsMultiplier(percent=percent):
+        case PointsMultiplierDiscount(percent=percent):
             if not eligible:
                 return None, "no line of the basket is in the coupon's categories"
             return 0, f"the purchase earns {percent}% of its base points"
@@ -662,7 +662,7 @@ def check_coupons(
             off = min(off, subtotal)
             subtotal -= off
             assert candidate is not None
-            if isinstance(candidate.template.discount, PointsMultiplier):
+            if isinstance(candidate.template.discount, PointsMultiplierDiscount):
                 percent = candidate.template.discount.percent
         else:
             off = 0

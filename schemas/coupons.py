@@ -47,13 +47,13 @@ class FreeItem(Input, tag="free_item"):
     sku: Sku
 
 
-class PointsMultiplier(Input, tag="points_multiplier"):
+class PointsMultiplierDiscount(Input, tag="points_multiplier"):
     """The purchase earns ``percent`` of its base points (200 = double points)."""
 
     percent: Annotated[int, Meta(ge=101, le=10_000)]
 
 
-Discount = FixedAmount | PercentOff | FreeItem | PointsMultiplier
+Discount = FixedAmount | PercentOff | FreeItem | PointsMultiplierDiscount
 
 
 # -- validity --------------------------------------------------------------------------------

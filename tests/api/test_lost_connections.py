@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import itertools
 from pathlib import Path
@@ -34,10 +35,8 @@ async def _terminate_backends_every_second(database_url: str, stop: asyncio.Even
                 select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity
                  where datname = current_database() and pid <> pg_backend_pid()
                 """)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1)
-            except TimeoutError:
-                pass
     finally:
         await conn.close()
     return killed

@@ -39,8 +39,7 @@ def _kinds(annotation: Any) -> set[Any]:
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) is typing.Annotated:
         return _kinds(args[0])
-    if args and typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"),
-                                                                      "UnionType")):
+    if args and typing.get_origin(annotation) in (typing.Union, __import__("types").UnionType):
         return set().union(*(_kinds(arg) for arg in args))
     return {annotation}
 

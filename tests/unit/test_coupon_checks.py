@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loyalty.coupons import Candidate, Template, check_coupons
-from schemas.coupons import Discount, FixedAmount, FreeItem, PercentOff, PointsMultiplier
+from schemas.coupons import Discount, FixedAmount, FreeItem, PercentOff, PointsMultiplierDiscount
 from schemas.points import CouponRef, PurchaseLine
 
 NOW = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
@@ -20,7 +20,7 @@ discounts: st.SearchStrategy[Discount] = st.one_of(
     st.builds(PercentOff, percent=st.integers(1, 100),
               cap=st.one_of(st.none(), st.integers(1, 3_000))),
     st.builds(FreeItem, sku=st.sampled_from(["A", "B", "Z"])),
-    st.builds(PointsMultiplier, percent=st.integers(101, 500)),
+    st.builds(PointsMultiplierDiscount, percent=st.integers(101, 500)),
 )
 lines = st.lists(st.builds(
     PurchaseLine, sku=st.sampled_from(["A", "B", "C"]),
@@ -73,7 +73,7 @@ def test_discounts_never_exceed_the_basket_or_the_lines_they_apply_to(
         assert c.check.discount <= eligible
         if len(valid) > 1:
             assert t.stackable
-        if isinstance(t.discount, PointsMultiplier):
+        if isinstance(t.discount, PointsMultiplierDiscount):
             assert c.check.points_percent == t.discount.percent
 
 
@@ -82,7 +82,7 @@ def test_discounts_never_exceed_the_basket_or_the_lines_they_apply_to(
 def test_a_budget_is_never_exceeded_within_one_basket(
     basket: list[PurchaseLine], redeemed: int, limit: int, count: int,
 ) -> None:
-    shared = template(PointsMultiplier(percent=150), total_limit=max(limit, redeemed),
+    shared = template(PointsMultiplierDiscount(percent=150), total_limit=max(limit, redeemed),
                       redeemed_count=redeemed)
     refs = [CouponRef(code="SAME")] * count
     checked = check_coupons(refs, [public(shared, "SAME")] * count, lines=basket,
