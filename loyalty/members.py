@@ -19,7 +19,9 @@ from loyalty.normalize import (
     looks_like_phone,
     normalize_email,
     normalize_kana,
+    normalize_name,
     normalize_phone,
+    normalize_profile_text,
     normalize_text,
     search_key,
 )
@@ -54,6 +56,10 @@ def _raise_taken(exc: asyncpg.UniqueViolationError) -> None:
     raise Conflict(f"this {field} belongs to another member", field=field, code=code) from None
 
 
+def _postal_code(value: str) -> str:
+    return normalize_profile_text(value, field="postal_code", max_length=16)
+
+
 def _normalized_contact(email: str | None, phone: str | None, region: str) -> tuple[
     str | None, str | None
 ]:
@@ -70,9 +76,7 @@ async def register_member(
     email, phone = _normalized_contact(registration.email, registration.phone, region)
     if email is None and phone is None:
         raise InvalidInput("an e-mail address or a phone number is required", field="email")
-    name = normalize_text(registration.name)
-    if not name:
-        raise InvalidInput("name must not be blank", field="name")
+    name = normalize_name(registration.name)
     kana = normalize_kana(registration.name_kana or "")
     try:
         async with conn.transaction():
@@ -90,7 +94,7 @@ async def register_member(
                 """,
                 email, phone, password_hash, name, kana, search_key(name), search_key(kana),
                 registration.birth_date,
-                normalize_text(registration.postal_code) if registration.postal_code else None,
+                _postal_code(registration.postal_code) if registration.postal_code else None,
                 registration.attributes,
             )
     except asyncpg.UniqueViolationError as exc:
@@ -122,9 +126,7 @@ async def update_member(
             continue
         match field:
             case "name":
-                values["name"] = normalize_text(value)
-                if not values["name"]:
-                    raise InvalidInput("name must not be blank", field="name")
+                values["name"] = normalize_name(value)
                 values["name_key"] = search_key(values["name"])
             case "name_kana":
                 values["name_kana"] = normalize_kana(value or "")
@@ -134,7 +136,7 @@ async def update_member(
             case "phone":
                 values["phone"] = normalize_phone(value, region) if value is not None else None
             case "postal_code":
-                values["postal_code"] = normalize_text(value) if value is not None else None
+                values["postal_code"] = _postal_code(value) if value is not None else None
             case "status":
                 values["status"] = value
             case _:
@@ -235,7 +237,8 @@ async def record_consents(
                 where latest.granted = c.granted and latest.text_version = c.text_version)
         """,
         member_id, purposes, [c.granted for c in choices],
-        [normalize_text(c.text_version) for c in choices], [c.channel for c in choices],
+        [normalize_profile_text(c.text_version, field="consents", max_length=100)
+         for c in choices], [c.channel for c in choices],
         actor_kind, actor_id,
     )
     return await get_consents(conn, member_id)

@@ -224,3 +224,73 @@ async def test_a_merge_is_in_the_merged_members_status_history(
     assert await status_history(settings, duplicate.member_id) == [
         ("active", "merged", "merge")]
     assert await status_history(settings, survivor.member_id) == []
+
+
+# -- look-alike contacts and names ------------------------------------------------------------
+
+
+async def test_invisible_and_bidi_characters_in_contacts_and_names_are_refused(
+    client: Client, actors: Actors, settings: Settings
+) -> None:
+    await actors.member(email="taro@demo.example")
+    look_alikes = [
+        ("email", {"email": "taro\u200b@demo.example"}),
+        ("email", {"email": "ta\u200dro@demo.example"}),
+        ("email", {"email": "ta\u00adro@demo.example"}),
+        ("phone", {"phone": "090-1234-\u20605678"}),
+        ("name", {"email": "rlo@demo.example", "name": "\u202eoraT"}),
+        ("name_kana", {"email": "kana@demo.example", "name_kana": "タ\u200bロウ"}),
+        ("postal_code", {"email": "zip@demo.example", "postal_code": "100\ufeff-0001"}),
+    ]
+    for field, fields in look_alikes:
+        response = await client.post("/v1/auth/member/register",
+                                     json={"password": PASSWORD, "name": "Taro", **fields})
+        assert response.status_code == 422, (fields, response.text)
+        assert response.json()["field"] == field
+        assert response.json()["type"].endswith(":invisible_character")
+    assert await count_members(settings) == 1
+    member = await actors.member(email="mine@demo.example")
+    for fields in [{"email": "min\u200be@demo.example"}, {"name": "Taro\u2066"}]:
+        response = await client.patch("/v1/me", headers=member.headers, json=fields)
+        assert response.status_code == 422, response.text
+    me = (await client.get("/v1/me", headers=member.headers)).json()
+    assert (me["email"], me["name"]) == ("mine@demo.example", member.member["name"])
+
+
+async def test_a_name_of_invisible_characters_only_is_refused(
+    client: Client, actors: Actors, settings: Settings
+) -> None:
+    for name in ["\u200b", "\u200b\u200b\u200b", "\u3164"]:
+        response = await client.post("/v1/auth/member/register", json={
+            "email": "blank@example.com", "password": PASSWORD, "name": name})
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == "name"
+    assert await count_members(settings) == 0
+    member = await actors.member()
+    response = await client.patch("/v1/me", headers=member.headers, json={"name": "\u200b"})
+    assert response.status_code == 422
+    assert response.json()["field"] == "name"
+
+
+async def test_name_length_is_checked_on_what_is_stored(
+    client: Client, actors: Actors, settings: Settings
+) -> None:
+    # U+FDFA passes the 100-character limit as typed and is 18 characters once normalised.
+    response = await client.post("/v1/auth/member/register", json={
+        "email": "long@example.com", "password": PASSWORD, "name": "\ufdfa" * 100})
+    assert response.status_code == 422, response.text
+    assert (response.json()["field"], response.json()["type"].split(":")[-1]) == (
+        "name", "too_long")
+    response = await client.post("/v1/auth/member/register", json={
+        "email": "long@example.com", "password": PASSWORD, "name": "Taro",
+        "name_kana": "\u3300" * 30})
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "name_kana"
+    assert await count_members(settings) == 0
+    member = await actors.member()
+    response = await client.patch("/v1/me", headers=member.headers,
+                                  json={"name": "\ufdfa" * 100})
+    assert response.status_code == 422
+    rows = await query(str(settings.database_url),
+                       "select max(length(name)) as longest from members")
+    assert rows[0]["longest"] <= 100
