@@ -73,7 +73,8 @@ class MeController(Controller):
     ) -> Member:
         """Change one's own profile; omitted fields stay as they are."""
         return await update_member(conn, me.member_id, data,
-                                   region=services.settings.default_region)
+                                   region=services.settings.default_region,
+                                   member_attributes=services.settings.member_attributes)
 
     @get("/consents", operation_id="getMyConsents")
     async def get_my_consents(self, me: Me, conn: Db) -> Consents:

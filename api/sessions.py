@@ -68,7 +68,8 @@ class SessionController(Controller):
         await _limit_address(request, services)
         password_hash = await services.passwords.hash(data.password)
         member = await register_member(conn, data, password_hash=password_hash,
-                                       region=services.settings.default_region)
+                                       region=services.settings.default_region,
+                                       member_attributes=services.settings.member_attributes)
         tokens = await start_session(conn, services.signer, member_id=member.member_id,
                                      refresh_ttl=services.settings.refresh_token_ttl_seconds)
         return Registered(member=member, tokens=tokens)

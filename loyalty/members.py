@@ -6,7 +6,7 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -69,10 +69,24 @@ def _normalized_contact(email: str | None, phone: str | None, region: str) -> tu
     )
 
 
+def check_member_attributes(attributes: Mapping[str, object], editable: Collection[str]) -> None:
+    """Refuse an attribute a member may not set on themselves: segments select on attributes,
+    so only the keys the programme declares (``LOYALTY_MEMBER_ATTRIBUTES``) are theirs."""
+    for key in sorted(attributes):
+        if key not in editable:
+            allowed = ", ".join(sorted(editable)) or "none"
+            raise InvalidInput(
+                f"the attribute {key!r} can only be set by staff (attributes you may set:"
+                f" {allowed}); leave it out", field="attributes", code="attribute_not_editable")
+
+
 async def register_member(
-    conn: Connection, registration: MemberRegistration, *, password_hash: str, region: str
+    conn: Connection, registration: MemberRegistration, *, password_hash: str, region: str,
+    member_attributes: Collection[str] = (),
 ) -> Member:
-    """Create a member from normalised input; a taken e-mail or phone is a Conflict."""
+    """Create a member from normalised input; a taken e-mail or phone is a Conflict.
+    ``member_attributes``: the attribute keys a member may set (the sign-up is theirs)."""
+    check_member_attributes(registration.attributes, member_attributes)
     email, phone = _normalized_contact(registration.email, registration.phone, region)
     if email is None and phone is None:
         raise InvalidInput("an e-mail address or a phone number is required", field="email")
@@ -95,7 +109,8 @@ async def register_member(
                 email, phone, password_hash, name, kana, search_key(name), search_key(kana),
                 registration.birth_date,
                 _postal_code(registration.postal_code) if registration.postal_code else None,
-                registration.attributes,
+                # null is "no value": nothing to store.
+                {k: v for k, v in registration.attributes.items() if v is not None},
             )
     except asyncpg.UniqueViolationError as exc:
         _raise_taken(exc)
@@ -116,9 +131,16 @@ async def get_member(conn: Connection, member_id: UUID) -> Member:
 
 
 async def update_member(
-    conn: Connection, member_id: UUID, changes: MemberProfileUpdate, *, region: str
+    conn: Connection, member_id: UUID, changes: MemberProfileUpdate, *, region: str,
+    member_attributes: Collection[str] | None = None,
 ) -> Member:
-    """Apply the fields present in ``changes`` (normalised); returns the member as stored."""
+    """Apply the fields present in ``changes`` (normalised); returns the member as stored.
+    ``member_attributes``: for a member's change of their own record, the attribute keys they
+    may set; None for staff, who may set any.
+
+    ``attributes`` is merged key by key: a key given a value is set, a key given null is
+    removed, keys not sent stay as they are (so staff's attributes outlive a member's change
+    of their own)."""
     values: dict[str, Any] = {}
     for field in changes.__struct_fields__:
         value = getattr(changes, field)
@@ -137,6 +159,10 @@ async def update_member(
                 values["phone"] = normalize_phone(value, region) if value is not None else None
             case "postal_code":
                 values["postal_code"] = _postal_code(value) if value is not None else None
+            case "attributes":
+                if member_attributes is not None:
+                    check_member_attributes(value, member_attributes)
+                values["attributes"] = value
             case "status":
                 values["status"] = value
             case _:
@@ -144,7 +170,10 @@ async def update_member(
     if not values:
         return await get_member(conn, member_id)
     # Column names come from the Struct's own fields above, never from the request.
-    assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(values, start=2))
+    assignments = ", ".join(
+        f"attributes = jsonb_strip_nulls(attributes || ${i}::jsonb)" if column == "attributes"
+        else f"{column} = ${i}"
+        for i, column in enumerate(values, start=2))
     status_change = ""
     if "status" in values:
         n = list(values).index("status") + 2

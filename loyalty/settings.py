@@ -58,6 +58,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_region: Annotated[str, Meta(pattern=r"^[A-Z]{2}$")] = "JP"
     currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] = "JPY"
     timezone: str = "Asia/Tokyo"
+    # Attribute keys a member may set on themselves (PATCH /v1/me, sign-up), e.g.
+    # ``newsletter_topics,favourite_store``; every other key is staff's, because segments select
+    # on attributes and a member must not be able to put themselves into one (``vip``). A
+    # setting rather than data: the app ships a field for each key, so the list changes with a
+    # release of the app, not at run time.
+    member_attributes: tuple[str, ...] = ()
     # RFM frequency and monetary value count purchases of the last N days.
     rfm_window_days: Annotated[int, Meta(ge=1, le=3650)] = 365
 
@@ -89,7 +95,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return Path(self.data_dir).resolve()
 
 
-_TUPLE_FIELDS = {"trusted_proxies"}
+_TUPLE_FIELDS = {"trusted_proxies", "member_attributes"}
+# schemas.base.AttributeKey: a declared key that no attribute could have would declare nothing.
+_ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _VARIABLES = {PREFIX + name.upper() for name in Settings.__struct_fields__}
 
 
@@ -123,6 +131,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise ConfigurationError(_name_the_variable(str(exc))) from None
     _check_timezone(settings.timezone)
     _check_networks(settings.trusted_proxies)
+    for key in settings.member_attributes:
+        if not _ATTRIBUTE_KEY.match(key):
+            raise ConfigurationError(
+                f"{PREFIX}MEMBER_ATTRIBUTES: {key!r} is not an attribute key (letters, digits,"
+                " '_', '.', '-'; at most 64)")
     if settings.argon2_memory_kib < 8 * settings.argon2_parallelism:
         # argon2 itself refuses this, but only at the first password hashed.
         raise ConfigurationError(

@@ -48,7 +48,9 @@ class MemberRegistration(Input):
 
 
 class MemberProfileUpdate(Input):
-    """What a member may change about themselves. Omitted fields stay; null clears."""
+    """What a member may change about themselves. Omitted fields stay; null clears.
+    ``attributes`` is merged key by key (a key with null is removed, keys not sent stay); a
+    member may set only the keys the programme declares (``LOYALTY_MEMBER_ATTRIBUTES``)."""
 
     name: Name | msgspec.UnsetType = msgspec.UNSET
     name_kana: ShortText | msgspec.UnsetType | None = msgspec.UNSET

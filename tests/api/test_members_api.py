@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import asyncpg
 import httpx
 
+from api.app import create_app
 from loyalty.settings import Settings
 from tests.api.conftest import PASSWORD, Actors, bearer
-from tests.conftest import query
+from tests.conftest import make_settings, query, serve
 
 Client = httpx.AsyncClient
 
@@ -90,12 +94,11 @@ async def test_member_changes_profile_and_email_is_normalised(
 ) -> None:
     member = await actors.member(email="before@example.com")
     response = await client.patch("/v1/me", headers=member.headers, json={
-        "email": "ＡＦＴＥＲ＠example.com", "name_kana": "たろう", "attributes": {"shop": "north"}})
+        "email": "ＡＦＴＥＲ＠example.com", "name_kana": "たろう"})
     assert response.status_code == 200
     body = response.json()
     assert body["email"] == "after@example.com"
     assert body["name_kana"] == "タロウ"
-    assert body["attributes"] == {"shop": "north"}
     assert body["name"] == member.member["name"]
     login = await client.post("/v1/auth/member/login",
                               json={"email": "after@example.com", "password": PASSWORD})
@@ -294,3 +297,78 @@ async def test_name_length_is_checked_on_what_is_stored(
     rows = await query(str(settings.database_url),
                        "select max(length(name)) as longest from members")
     assert rows[0]["longest"] <= 100
+
+
+# -- attributes: the programme's, the member's ------------------------------------------------
+
+VIP = {"type": "attribute", "key": "vip", "test": {"op": "eq", "value": True}}
+
+
+async def segment_count(client: Client, headers: dict[str, str], definition: Any) -> int:
+    response = await client.post("/v1/segments/preview", headers=headers,
+                                 json={"definition": definition})
+    assert response.status_code == 200, response.text
+    return int(response.json()["count"])
+
+
+async def test_a_member_cannot_put_themselves_into_a_segment_by_an_attribute(
+    client: Client, actors: Actors, settings: Settings
+) -> None:
+    member = await actors.member()
+    marketer = bearer(await actors.staff("marketer"))
+    response = await client.patch("/v1/me", headers=member.headers,
+                                  json={"attributes": {"vip": True}})
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["field"] == "attributes"
+    assert problem["type"].endswith(":attribute_not_editable")
+    assert "'vip'" in problem["detail"]
+    assert "only be set by staff" in problem["detail"]
+    signed_up = await client.post("/v1/auth/member/register", json={
+        "email": "vip@example.com", "password": PASSWORD, "name": "Vip",
+        "attributes": {"vip": True}})
+    assert signed_up.status_code == 422, signed_up.text
+    assert "'vip'" in signed_up.json()["detail"]
+    assert await count_members(settings) == 1
+    assert await segment_count(client, marketer, VIP) == 0
+    # Staff may: the segment then selects the member.
+    support = bearer(await actors.staff("support"))
+    response = await client.patch(f"/v1/members/{member.member_id}", headers=support,
+                                  json={"attributes": {"vip": True}})
+    assert response.status_code == 200, response.text
+    assert await segment_count(client, marketer, VIP) == 1
+
+
+async def test_declared_attributes_are_the_members_and_staffs_stay(
+    fresh_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(fresh_database, redis_url, tmp_path,
+                             member_attributes=("newsletter_topics", "favourite_store"))
+    async with serve(create_app(settings)) as client:
+        actors = Actors(client, settings)
+        member = await actors.member(attributes={"favourite_store": "north"})
+        assert member.member["attributes"] == {"favourite_store": "north"}
+        support = bearer(await actors.staff("support"))
+        response = await client.patch(f"/v1/members/{member.member_id}", headers=support,
+                                      json={"attributes": {"vip": True, "segment": "gold"}})
+        assert response.json()["attributes"] == {
+            "favourite_store": "north", "vip": True, "segment": "gold"}
+        response = await client.patch("/v1/me", headers=member.headers, json={"attributes": {
+            "favourite_store": "south", "newsletter_topics": "coffee"}})
+        assert response.status_code == 200, response.text
+        assert response.json()["attributes"] == {
+            "favourite_store": "south", "newsletter_topics": "coffee", "vip": True,
+            "segment": "gold"}
+        # null removes a key the member may set; a staff key stays staff's.
+        response = await client.patch("/v1/me", headers=member.headers,
+                                      json={"attributes": {"newsletter_topics": None}})
+        assert response.json()["attributes"] == {
+            "favourite_store": "south", "vip": True, "segment": "gold"}
+        for attributes in ({"vip": None}, {"vip": False, "favourite_store": "east"}):
+            refused = await client.patch("/v1/me", headers=member.headers,
+                                         json={"attributes": attributes})
+            assert refused.status_code == 422, refused.text
+            assert "favourite_store, newsletter_topics" in refused.json()["detail"]
+        me = await client.get("/v1/me", headers=member.headers)
+        assert me.json()["attributes"] == {"favourite_store": "south", "vip": True,
+                                           "segment": "gold"}
