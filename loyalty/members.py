@@ -7,7 +7,7 @@ import binascii
 import contextlib
 import datetime as dt
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -243,14 +243,28 @@ async def get_consents(conn: Connection, member_id: UUID) -> Consents:
     return Consents(current=sorted(current.values(), key=lambda c: c.purpose), history=history)
 
 
+# The channel of a choice recorded by staff or by the system (the import) is who wrote it.
+_CHANNEL_OF_ACTOR = {"staff": "staff", "system": "import"}
+_MEMBER_CHANNELS = ("app", "web")
+
+
 async def record_consents(
-    conn: Connection, member_id: UUID, choices: list[ConsentChoice], *, actor_kind: str,
-    actor_id: UUID | None,
+    conn: Connection, member_id: UUID, choices: list[ConsentChoice], *,
+    actor_kind: Literal["member", "staff", "system"], actor_id: UUID | None,
 ) -> Consents:
-    """Append a history row for each purpose whose choice or text version changes."""
+    """Append a history row for each purpose whose choice or text version changes. The actor is
+    the caller's principal; a member's choice keeps its ``app`` or ``web``, anyone else's channel
+    is theirs (``staff``, ``import``), whatever a choice says."""
     purposes = [c.purpose for c in choices]
     if len(set(purposes)) != len(purposes):
         raise InvalidInput("each purpose at most once", field="consents")
+    if actor_kind == "member":
+        if any(c.channel not in _MEMBER_CHANNELS for c in choices):
+            raise InvalidInput("a member's consent is given in the app or on the web",
+                               field="consents")
+        channels: list[str] = [c.channel for c in choices]
+    else:
+        channels = [_CHANNEL_OF_ACTOR[actor_kind]] * len(choices)
     await conn.execute(
         """
         insert into member_consents (member_id, purpose, granted, text_version, channel,
@@ -267,7 +281,7 @@ async def record_consents(
         """,
         member_id, purposes, [c.granted for c in choices],
         [normalize_profile_text(c.text_version, field="consents", max_length=100)
-         for c in choices], [c.channel for c in choices],
+         for c in choices], channels,
         actor_kind, actor_id,
     )
     return await get_consents(conn, member_id)

@@ -24,13 +24,18 @@ from schemas.base import (
 MemberStatus = Literal["active", "dormant", "suspended", "erased", "merged"]
 ConsentPurpose = Literal["marketing_email", "push", "data_analysis"]
 ConsentChannel = Literal["app", "web", "store", "staff", "import"]
+# What a member's own request may say: the token tells a member from staff, not the app from
+# the web site. Staff's and the import's channels come from who writes, never from a body.
+MemberConsentChannel = Literal["app", "web"]
 
 
 class ConsentChoice(Input):
+    """One purpose's choice; ``channel``: where the member made it, ``app`` or ``web``."""
+
     purpose: ConsentPurpose
     granted: bool
     text_version: ShortText
-    channel: ConsentChannel = "app"
+    channel: MemberConsentChannel = "app"
 
 
 class MemberRegistration(Input):

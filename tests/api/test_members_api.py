@@ -138,6 +138,32 @@ async def test_consents_keep_history_and_skip_unchanged_choices(
         ("marketing_email", False)]
 
 
+async def test_a_members_consent_is_recorded_as_theirs_whatever_the_body_says(
+    client: Client, actors: Actors, settings: Settings
+) -> None:
+    member = await actors.member()
+    choice = {"purpose": "marketing_email", "granted": True, "text_version": "v1"}
+    for channel in ("staff", "import", "store"):
+        forged = await client.put("/v1/me/consents", headers=member.headers,
+                                  json={"consents": [{**choice, "channel": channel}]})
+        assert forged.status_code == 400, forged.text
+        assert "channel" in forged.json()["detail"]
+    signed_up = await client.post("/v1/auth/member/register", json={
+        "email": "forged@example.com", "password": PASSWORD, "name": "Forged",
+        "consents": [{**choice, "channel": "staff"}]})
+    assert signed_up.status_code == 400, signed_up.text
+    assert (await client.get("/v1/me/consents", headers=member.headers)).json()["history"] == []
+    for body in ({**choice, "channel": "web"}, {**choice, "granted": False}):
+        response = await client.put("/v1/me/consents", headers=member.headers,
+                                    json={"consents": [body]})
+        assert response.status_code == 200, response.text
+    rows = await query(str(settings.database_url),
+                       "select channel, actor_kind, actor_id from member_consents"
+                       " where member_id = $1 order by recorded_at", member.member_uuid)
+    assert [(r["channel"], r["actor_kind"], str(r["actor_id"])) for r in rows] == [
+        ("web", "member", member.member_id), ("app", "member", member.member_id)]
+
+
 async def test_staff_finds_members_by_each_identifier(client: Client, actors: Actors) -> None:
     yamada = await actors.member(name="山田 太郎", name_kana="ヤマダ タロウ",
                                  email="yamada@example.com", phone="09011112222")
