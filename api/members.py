@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Controller, get, patch, post, put
+from litestar import Controller, Request, get, patch, post, put
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import UNSET
@@ -25,7 +25,9 @@ from api.deps import (
     provide_staff,
     utc_now,
 )
+from api.sessions import limit_sign_in_address
 from loyalty.audit import record_audit
+from loyalty.errors import RateLimited
 from loyalty.members import (
     get_consents,
     get_member,
@@ -51,6 +53,19 @@ MEMBER_READERS = ("admin", "support", "marketer")
 MEMBER_EDITORS = ("admin", "support")
 
 
+async def _count_contact_change(request: Request[Any, Any, Any], services: Svc) -> None:
+    """A contact change answers "taken" for another member's e-mail or phone, so it is counted
+    before it is tried, like a sign-in, against the limit per client address: probing who is a
+    member costs what guessing passwords costs, and once limited every probe gets the same 429.
+    """
+    try:
+        await limit_sign_in_address(request, services)
+    except RateLimited as limited:
+        raise RateLimited("too many e-mail or phone changes and sign-ins from this address;"
+                          " try again after the time in Retry-After",
+                          retry_after=limited.retry_after) from None
+
+
 class MeController(Controller):
     path = "/v1/me"
     tags = ["member app"]
@@ -68,10 +83,13 @@ class MeController(Controller):
 
     @patch("", operation_id="updateMe")
     async def update_me(
-        self, me: Me, data: JSONBody[MemberProfileUpdate], conn: Db,
-        services: Svc,
+        self, request: Request[Any, Any, Any], me: Me, data: JSONBody[MemberProfileUpdate],
+        conn: Db, services: Svc,
     ) -> Member:
-        """Change one's own profile; omitted fields stay as they are."""
+        """Change one's own profile; omitted fields stay as they are. Sending ``email`` or
+        ``phone`` counts as a sign-in attempt from the client's address."""
+        if data.email is not UNSET or data.phone is not UNSET:
+            await _count_contact_change(request, services)
         return await update_member(conn, me.member_id, data,
                                    region=services.settings.default_region,
                                    member_attributes=services.settings.member_attributes)

@@ -39,6 +39,10 @@ async def _limit_address(request: Request[Any, Any, Any], services: Svc) -> None
         raise RateLimited("too many sign-in attempts from this address", retry_after=wait)
 
 
+# Other answers to "does this contact belong to a member?" count here too (api/members.py).
+limit_sign_in_address = _limit_address
+
+
 async def _verify_password(
     services: Svc, account_key: str, stored_hash: str | None, password: str
 ) -> None:

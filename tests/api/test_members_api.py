@@ -398,3 +398,46 @@ async def test_declared_attributes_are_the_members_and_staffs_stay(
         me = await client.get("/v1/me", headers=member.headers)
         assert me.json()["attributes"] == {"favourite_store": "south", "vip": True,
                                            "segment": "gold"}
+
+
+# -- probing who is a member ------------------------------------------------------------------
+
+
+async def test_probing_phones_by_changing_ones_own_costs_what_signing_in_costs(
+    fresh_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(fresh_database, redis_url, tmp_path, login_rate_limit_per_minute=10)
+    async with serve(create_app(settings)) as client:
+        actors = Actors(client, settings)
+        await actors.member(phone="090-1111-2222")  # each sign-up counts: 9 left
+        prober = await actors.member(email="prober@example.com")  # 8 left
+        statuses = []
+        for _ in range(10):
+            response = await client.patch("/v1/me", headers=prober.headers,
+                                          json={"phone": "09011112222"})
+            statuses.append(response.status_code)
+        assert statuses == [409] * 8 + [429] * 2
+        assert int(response.headers["retry-after"]) > 0
+        # Limited, a free number gets the same answer as a taken one: no oracle left.
+        free = await client.patch("/v1/me", headers=prober.headers,
+                                  json={"phone": "090-3333-4444"})
+        assert free.status_code == 429
+        # A change of anything else is not a probe.
+        renamed = await client.patch("/v1/me", headers=prober.headers, json={"name": "P"})
+        assert renamed.status_code == 200
+        # Signing up with a taken contact is counted the same way.
+        taken = await client.post("/v1/auth/member/register", json={
+            "phone": "090-1111-2222", "password": PASSWORD, "name": "Again"})
+        assert taken.status_code == 429
+
+
+async def test_sign_ups_with_taken_contacts_are_limited_per_address(
+    fresh_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(fresh_database, redis_url, tmp_path, login_rate_limit_per_minute=4)
+    async with serve(create_app(settings)) as client:
+        await Actors(client, settings).member(email="taken@example.com")
+        statuses = [(await client.post("/v1/auth/member/register", json={
+            "email": "taken@example.com", "password": PASSWORD, "name": "Probe"})).status_code
+            for _ in range(5)]
+        assert statuses == [409, 409, 409, 429, 429]
