@@ -147,7 +147,7 @@ class StaffMembersController(Controller):
         cursor: Annotated[UUID | None, QueryParameter()] = None,
     ) -> DuplicatePage:
         """Members that may be one person (same name or reading and birth date, same name and
-        postal code, same mailbox), to check and merge."""
+        postal code, same mailbox, e-mails or names that look alike), to check and merge."""
         groups, after = await find_duplicates(conn, limit=limit, after=cursor)
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
                            action="members.duplicates", subject_kind="member", subject_id=None,

@@ -24,6 +24,7 @@ from loyalty.normalize import (
     normalize_profile_text,
     normalize_text,
     search_key,
+    skeleton,
 )
 from schemas.base import Page
 from schemas.members import (
@@ -80,6 +81,22 @@ def check_member_attributes(attributes: Mapping[str, object], editable: Collecti
                 f" {allowed}); leave it out", field="attributes", code="attribute_not_editable")
 
 
+_REGISTER = f"""
+with member as (
+    insert into members (email, phone, password_hash, name, name_kana, name_key, kana_key,
+                         birth_date, postal_code, attributes, email_skeleton, name_skeleton)
+    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    returning {MEMBER_COLUMNS}
+), balance as (
+    insert into point_balances (member_id) select member_id from member
+)
+select * from member
+"""
+# Member numbers are drawn at random (migration 0016): a clash is one in ten thousand at ten
+# million members, two in a row practically never.
+_NUMBER_DRAWS = 3
+
+
 async def register_member(
     conn: Connection, registration: MemberRegistration, *, password_hash: str, region: str,
     member_attributes: Collection[str] = (),
@@ -92,28 +109,25 @@ async def register_member(
         raise InvalidInput("an e-mail address or a phone number is required", field="email")
     name = normalize_name(registration.name)
     kana = normalize_kana(registration.name_kana or "")
-    try:
-        async with conn.transaction():
-            row = await conn.fetchrow(
-                f"""
-                with member as (
-                    insert into members (email, phone, password_hash, name, name_kana, name_key,
-                                         kana_key, birth_date, postal_code, attributes)
-                    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                    returning {MEMBER_COLUMNS}
-                ), balance as (
-                    insert into point_balances (member_id) select member_id from member
-                )
-                select * from member
-                """,
-                email, phone, password_hash, name, kana, search_key(name), search_key(kana),
-                registration.birth_date,
-                _postal_code(registration.postal_code) if registration.postal_code else None,
-                # null is "no value": nothing to store.
-                {k: v for k, v in registration.attributes.items() if v is not None},
-            )
-    except asyncpg.UniqueViolationError as exc:
-        _raise_taken(exc)
+    name_key = search_key(name)
+    values = (
+        email, phone, password_hash, name, kana, name_key, search_key(kana),
+        registration.birth_date,
+        _postal_code(registration.postal_code) if registration.postal_code else None,
+        # null is "no value": nothing to store.
+        {k: v for k, v in registration.attributes.items() if v is not None},
+        skeleton(email) if email is not None else None, skeleton(name_key),
+    )
+    for attempt in range(_NUMBER_DRAWS):
+        try:
+            async with conn.transaction():
+                row = await conn.fetchrow(_REGISTER, *values)
+            break
+        except asyncpg.UniqueViolationError as exc:
+            # Another sign-up drew the same random member number at the same moment.
+            if exc.constraint_name == "members_member_number_key" and attempt + 1 < _NUMBER_DRAWS:
+                continue
+            _raise_taken(exc)
     member = _member(row)
     if registration.consents:
         await record_consents(conn, member.member_id, registration.consents, actor_kind="member",
@@ -150,11 +164,14 @@ async def update_member(
             case "name":
                 values["name"] = normalize_name(value)
                 values["name_key"] = search_key(values["name"])
+                values["name_skeleton"] = skeleton(values["name_key"])
             case "name_kana":
                 values["name_kana"] = normalize_kana(value or "")
                 values["kana_key"] = search_key(values["name_kana"])
             case "email":
                 values["email"] = normalize_email(value) if value is not None else None
+                values["email_skeleton"] = skeleton(values["email"]) if value is not None \
+                    else None
             case "phone":
                 values["phone"] = normalize_phone(value, region) if value is not None else None
             case "postal_code":
@@ -220,6 +237,33 @@ async def find_login(conn: Connection, *, email: str | None, phone: str | None,
     else:
         return None
     return (row["member_id"], row["password_hash"]) if row else None
+
+
+async def fill_member_skeletons(conn: Connection, *, batch_size: int = 5_000) -> dict[str, int]:
+    """Give the members who have none (from before migration 0016, or written by the CSV
+    import's set-based SQL) their e-mail and name skeletons, a batch at a time."""
+    filled = 0
+    while True:
+        rows = await conn.fetch(
+            "select member_id, email, name_key from members where name_skeleton is null"
+            " order by member_id limit $1", batch_size)
+        if not rows:
+            return {"members": filled}
+        # Only where the e-mail and name are still those read: a change made meanwhile wrote
+        # its own skeletons.
+        await conn.execute(
+            """
+            update members m set email_skeleton = s.email_skeleton, name_skeleton = s.name_skeleton
+              from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+                   as s(member_id, email, name_key, email_skeleton, name_skeleton)
+             where m.member_id = s.member_id and m.email is not distinct from s.email
+               and m.name_key = s.name_key
+            """,
+            [r["member_id"] for r in rows], [r["email"] for r in rows],
+            [r["name_key"] for r in rows],
+            [skeleton(r["email"]) if r["email"] is not None else None for r in rows],
+            [skeleton(r["name_key"]) for r in rows])
+        filled += len(rows)
 
 
 # -- consents ---------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ Pure functions: no I/O, tested without a database.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
+from pathlib import Path
 
 import phonenumbers
 
@@ -134,3 +136,28 @@ def looks_like_phone(value: str) -> bool:
     text = unicodedata.normalize("NFKC", value).strip()
     digits = sum(ch.isdigit() for ch in text)
     return digits >= 9 and all(ch.isdigit() or ch in "+-() " for ch in text)
+
+
+# Unicode's confusables (UTS #39, data/confusables.txt with its licence beside it): for each
+# character that looks like another, the prototype it is drawn like.
+_CONFUSABLES = Path(__file__).parent / "data" / "confusables.txt"
+
+
+@functools.cache
+def _prototypes() -> dict[int, str]:
+    table: dict[int, str] = {}
+    with _CONFUSABLES.open(encoding="utf-8-sig") as lines:
+        for line in lines:
+            fields = line.split("#", 1)[0].split(";")
+            if len(fields) < 2:
+                continue
+            table[int(fields[0], 16)] = "".join(chr(int(c, 16)) for c in fields[1].split())
+    return table
+
+
+def skeleton(value: str) -> str:
+    """The UTS #39 skeleton: strings that look alike (``taro`` with a Cyrillic ``а``, ``rn`` and
+    ``m``, katakana ``ロ`` and kanji ``口``) have the same one. NFD, default-ignorable
+    characters dropped, each character replaced by its prototype, NFD again."""
+    text = _DEFAULT_IGNORABLE.sub("", unicodedata.normalize("NFD", value))
+    return unicodedata.normalize("NFD", text.translate(_prototypes()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -441,3 +443,80 @@ async def test_sign_ups_with_taken_contacts_are_limited_per_address(
             "email": "taken@example.com", "password": PASSWORD, "name": "Probe"})).status_code
             for _ in range(5)]
         assert statuses == [409, 409, 409, 429, 429]
+
+
+async def test_look_alike_emails_and_names_are_listed_as_duplicates(
+    client: Client, actors: Actors, settings: Settings
+) -> None:
+    latin = await actors.member(email="taro@demo.example", name="Taro")
+    # A Cyrillic а: another address, so a sign-up of its own (delivery is the real check), and
+    # a duplicate candidate for support to look at.
+    cyrillic = await actors.member(email="t\u0430ro@demo.example", name="Jiro")
+    kanji = await actors.member(name="田口 花子")
+    katakana = await actors.member(name="田ロ 花子")  # ロ: katakana ro, not the kanji 口
+    await actors.member(name="田口 花子")  # the same name again is not a look-alike...
+    await actors.member(email="tar0@demo.example", name="Saburo")  # ...nor 0 for o
+    support = bearer(await actors.staff("support"))
+    response = await client.get("/v1/members/duplicates", headers=support)
+    assert response.status_code == 200, response.text
+    groups = {g["reason"]: sorted(m["member_id"] for m in g["members"])
+              for g in response.json()["items"]}
+    assert groups["look-alike e-mail"] == sorted([latin.member_id, cyrillic.member_id])
+    assert kanji.member_id in groups["look-alike name"]
+    assert katakana.member_id in groups["look-alike name"]
+
+
+async def test_members_from_before_the_look_alike_keys_get_them_from_the_job(
+    client: Client, actors: Actors, settings: Settings
+) -> None:
+    assert settings.database_url
+    latin = await actors.member(email="hana@demo.example")
+    # As a row from before migration 0016, or one the CSV import wrote, has it.
+    await query(settings.database_url,
+                "update members set email_skeleton = null, name_skeleton = null")
+    cyrillic = await actors.member(email="h\u0430na@demo.example")
+    support = bearer(await actors.staff("support"))
+    before = (await client.get("/v1/members/duplicates", headers=support)).json()["items"]
+    assert before == []
+    ran = await client.post("/v1/jobs/member_skeletons/run",
+                            headers=bearer(await actors.staff("admin")))
+    assert ran.status_code == 202, ran.text
+    for _ in range(100):
+        runs = (await client.get("/v1/jobs/member_skeletons/runs", headers=support)).json()
+        if runs.get("items") and runs["items"][0]["outcome"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    after = (await client.get("/v1/members/duplicates", headers=support)).json()["items"]
+    assert [sorted(m["member_id"] for m in g["members"]) for g in after] == [
+        sorted([latin.member_id, cyrillic.member_id])]
+
+
+async def test_new_member_numbers_are_random_with_a_check_digit(
+    client: Client, actors: Actors, settings: Settings
+) -> None:
+    assert settings.database_url
+    old = await query(settings.database_url,
+                      "insert into members (member_number, name, name_key, email)"
+                      " values (with_check_digit('1000001'), 'Old', 'old', 'old@example.com')"
+                      " returning member_number")
+    numbers = [(await actors.member()).member["member_number"] for _ in range(5)]
+    for number in numbers:
+        assert len(number) == 12, number
+        assert number[0] != "0", number
+        assert luhn_valid(number), number
+    as_ints = sorted(int(n) for n in numbers)
+    assert all(b - a > 10 for a, b in itertools.pairwise(as_ints))
+    # The numbers given before stay, and the till still finds their members.
+    assert old[0]["member_number"] == "10000016"
+    key, _ = await actors.terminal()
+    found = await client.get("/v1/pos/members/lookup", headers=bearer(key),
+                             params={"number": numbers[0]})
+    assert found.status_code == 200, found.text
+
+
+def luhn_valid(number: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(number)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
