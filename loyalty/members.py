@@ -239,6 +239,21 @@ async def find_login(conn: Connection, *, email: str | None, phone: str | None,
     return (row["member_id"], row["password_hash"]) if row else None
 
 
+async def find_member_at_till(conn: Connection, *, number: str | None = None,
+                              phone: str | None = None) -> UUID | None:
+    """The member a till names by member number or by phone (E.164): one who may earn and
+    redeem (active or dormant), or a merged one, whose points follow them to the survivor."""
+    if number is not None:
+        found = await conn.fetchval(
+            "select member_id from members where member_number = $1"
+            " and status in ('active', 'dormant', 'merged')", number)
+    else:
+        found = await conn.fetchval(
+            "select member_id from members where phone = $1"
+            " and status in ('active', 'dormant', 'merged')", phone)
+    return found if isinstance(found, UUID) else None
+
+
 async def fill_member_skeletons(conn: Connection, *, batch_size: int = 5_000) -> dict[str, int]:
     """Give the members who have none (from before migration 0016, or written by the CSV
     import's set-based SQL) their e-mail and name skeletons, a batch at a time."""

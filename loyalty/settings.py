@@ -51,6 +51,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     login_rate_limit_per_minute: Positive = 20
     login_failures_per_account: Positive = 10
     login_failure_window_seconds: Positive = 900
+    # Member lookups by number or phone per till (a card scan names only who showed it): a
+    # busy till serves a customer a minute or two, so 60 leaves room for typos and retries
+    # while reading the membership through a till takes days, not minutes.
+    terminal_lookups_per_minute: Positive = 60
     trusted_proxies: tuple[str, ...] = ()
     max_request_bytes: Annotated[int, Meta(ge=1024, le=100_000_000)] = 1_048_576
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 
 from api.app import create_app
 from loyalty.settings import Settings
@@ -520,3 +521,61 @@ def luhn_valid(number: str) -> bool:
         d = int(ch) * (2 if i % 2 else 1)
         total += d - 9 if d > 9 else d
     return total % 10 == 0
+
+
+# -- the till is not a member directory -------------------------------------------------------
+
+
+async def test_till_lookups_by_number_or_phone_are_limited_per_till(
+    fresh_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(fresh_database, redis_url, tmp_path, terminal_lookups_per_minute=3)
+    async with serve(create_app(settings)) as client:
+        actors = Actors(client, settings)
+        member = await actors.member(phone="090-1234-5678")
+        number = member.member["member_number"]
+        till, _ = await actors.terminal("STORE-A")
+        other_till, _ = await actors.terminal("STORE-A")
+        lookups = [{"number": number}, {"phone": "090-1234-5678"}, {"number": "12345678903"},
+                   {"number": number}, {"phone": "090-1234-5678"}]
+        statuses = [(await client.get("/v1/pos/members/lookup", params=params,
+                                      headers=bearer(till))).status_code for params in lookups]
+        assert statuses == [200, 200, 404, 429, 429]
+        limited = await client.get("/v1/pos/members/lookup", params={"number": number},
+                                   headers=bearer(till))
+        assert limited.headers["content-type"].startswith("application/problem+json")
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert "scan the member's card" in limited.json()["detail"]
+        # The card the member shows still works, and another till counts on its own.
+        card = (await client.get("/v1/me/card", headers=member.headers)).json()["token"]
+        scanned = await client.get("/v1/pos/members/lookup", params={"card": card},
+                                   headers=bearer(till))
+        assert scanned.status_code == 200
+        other = await client.get("/v1/pos/members/lookup", params={"number": number},
+                                 headers=bearer(other_till))
+        assert other.status_code == 200
+
+
+async def test_every_till_lookup_is_audited_by_kind_never_by_phone(
+    client: Client, actors: Actors, settings: Settings
+) -> None:
+    assert settings.database_url
+    member = await actors.member(phone="090-1234-5678")
+    key, terminal_id = await actors.terminal()
+    card = (await client.get("/v1/me/card", headers=member.headers)).json()["token"]
+    for params in ({"number": member.member["member_number"]}, {"phone": "090-1234-5678"},
+                   {"card": card}, {"phone": "090-9999-0000"}):
+        response = await client.get("/v1/pos/members/lookup", params=params, headers=bearer(key))
+        assert response.status_code in (200, 404), response.text
+    rows = await query(settings.database_url,
+                       "select actor_kind, actor_id, action, subject_id, details::text as details"
+                       " from audit_log where action = 'pos.members.lookup'"
+                       " order by recorded_at, audit_id")
+    assert [(r["actor_kind"], str(r["actor_id"]), r["subject_id"] and str(r["subject_id"]))
+            for r in rows] == [("terminal", terminal_id, member.member_id)] * 3 + [
+        ("terminal", terminal_id, None)]
+    assert [msgspec.json.decode(r["details"])["by"] for r in rows] == [
+        "number", "phone", "card", "phone"]
+    for row in rows:
+        for secret in ("1234", "5678", "9999"):
+            assert secret not in row["details"]
