@@ -25,6 +25,7 @@ from api.deps import (
     provide_staff,
     utc_now,
 )
+from api.roles import CONTACT_READERS, PROFILE_READERS, as_seen_by
 from api.sessions import limit_sign_in_address
 from loyalty.audit import record_audit
 from loyalty.errors import RateLimited
@@ -48,8 +49,8 @@ from schemas.members import (
     StaffMemberUpdate,
 )
 
-# Who may see personal data: analysts work on aggregates only.
-MEMBER_READERS = ("admin", "support", "marketer")
+# Who may see which personal data: api/roles.py, docs/security.md.
+MEMBER_READERS = PROFILE_READERS
 MEMBER_EDITORS = ("admin", "support")
 
 
@@ -129,11 +130,17 @@ class StaffMembersController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> Page[Member]:
-        """Find members by e-mail, phone, member number, or the start of name or kana."""
+        """Find members by e-mail, phone, member number, or the start of name or kana. A role
+        that may not see contact details finds by number, name and kana only, and gets
+        members without them."""
+        contacts = staff.role in CONTACT_READERS
         page = await search_members(
             conn, q=q, status=status, joined_from=joined_from, joined_to=joined_to, limit=limit,
-            cursor=cursor, region=services.settings.default_region,
+            cursor=cursor, region=services.settings.default_region, by_contact=contacts,
         )
+        if not contacts:
+            page = Page(items=[as_seen_by(staff.role, m) for m in page.items],
+                        next_cursor=page.next_cursor)
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
                            action="members.search", subject_kind="member", subject_id=None,
                            details={"q": q, "status": status, "results": len(page.items)})
@@ -166,11 +173,12 @@ class StaffMembersController(Controller):
 
     @get("/{member_id:uuid}", operation_id="getMember")
     async def read(self, member_id: FromPath[UUID], staff: Staff, conn: Db) -> Member:
-        """One member's profile; the read is audited."""
+        """One member's profile (without contact details for a role that may not see them);
+        the read is audited."""
         member = await get_member(conn, member_id)
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
                            action="members.read", subject_kind="member", subject_id=member_id)
-        return member
+        return as_seen_by(staff.role, member)
 
     @patch("/{member_id:uuid}", operation_id="updateMember",
            guards=[staff_with(*MEMBER_EDITORS)])

@@ -23,6 +23,7 @@ from api.deps import (
     provide_staff,
     utc_now,
 )
+from api.roles import LEDGER_READERS
 from loyalty.audit import record_audit
 from loyalty.cards import issue_card
 from loyalty.points import (
@@ -48,7 +49,8 @@ from schemas.rules import MemberTier
 
 Limit = Annotated[int, QueryParameter(ge=1, le=200)]
 Cursor = Annotated[str | None, QueryParameter(max_length=200)]
-MEMBER_READERS = ("admin", "support", "marketer")
+# One member's points, history and tier: customer service's (docs/security.md).
+MEMBER_READERS = LEDGER_READERS
 ADJUSTERS = ("admin", "support")
 
 

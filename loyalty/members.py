@@ -384,10 +384,11 @@ def _like_prefix(text: str) -> str:
 async def search_members(
     conn: Connection, *, q: str | None = None, status: str | None = None,
     joined_from: dt.datetime | None = None, joined_to: dt.datetime | None = None,
-    limit: int = 50, cursor: str | None = None, region: str = "JP",
+    limit: int = 50, cursor: str | None = None, region: str = "JP", by_contact: bool = True,
 ) -> Page[Member]:
     """Members matching ``q`` (e-mail, phone, member number, or the start of name or kana),
-    newest first, one keyset page at a time."""
+    newest first, one keyset page at a time. ``by_contact`` False: ``q`` never matches an
+    e-mail or a phone, for a searcher who may not see them (it would tell whose they are)."""
     where: list[str] = []
     params: list[Any] = []
 
@@ -396,7 +397,7 @@ async def search_members(
         return f"${len(params)}"
 
     if q is not None and normalize_text(q):
-        where.append(f"({_match_query(normalize_text(q), param, region)})")
+        where.append(f"({_match_query(normalize_text(q), param, region, by_contact)})")
     if status is not None:
         where.append(f"status = {param(status)}")
     if joined_from is not None:
@@ -415,8 +416,10 @@ async def search_members(
     return Page(items=items, next_cursor=next_cursor)
 
 
-def _match_query(q: str, param: Any, region: str) -> str:
+def _match_query(q: str, param: Any, region: str, by_contact: bool) -> str:
     if "@" in q:
+        if not by_contact:
+            return "false"
         try:
             return f"email = {param(normalize_email(q))}"
         except LoyaltyError:
@@ -424,7 +427,7 @@ def _match_query(q: str, param: Any, region: str) -> str:
     matches = []
     if q.isdigit():
         matches.append(f"member_number = {param(q)}")
-    if looks_like_phone(q):
+    if by_contact and looks_like_phone(q):
         with contextlib.suppress(LoyaltyError):
             matches.append(f"phone = {param(normalize_phone(q, region))}")
     key = _like_prefix(search_key(q))

@@ -72,15 +72,19 @@ class StaffMemberUpdate(MemberProfileUpdate):
     status: Literal["active", "suspended"] | msgspec.UnsetType = msgspec.UNSET
 
 
-class Member(Output):
+class Member(Output, kw_only=True):
+    """A member's record. ``email``, ``phone``, ``birth_date`` and ``postal_code`` are absent
+    (not null) for staff whose role may not see contact details (docs/security.md); null means
+    the member has none."""
+
     member_id: UUID
     member_number: str
     name: str
     name_kana: str
-    email: str | None
-    phone: str | None
-    birth_date: dt.date | None
-    postal_code: str | None
+    email: str | msgspec.UnsetType | None = msgspec.UNSET
+    phone: str | msgspec.UnsetType | None = msgspec.UNSET
+    birth_date: dt.date | msgspec.UnsetType | None = msgspec.UNSET
+    postal_code: str | msgspec.UnsetType | None = msgspec.UNSET
     attributes: dict[str, object]
     status: MemberStatus
     joined_at: dt.datetime

@@ -579,3 +579,30 @@ async def test_every_till_lookup_is_audited_by_kind_never_by_phone(
     for row in rows:
         for secret in ("1234", "5678", "9999"):
             assert secret not in row["details"]
+
+
+# -- roles: who sees contact details ----------------------------------------------------------
+
+
+async def test_a_marketer_sees_members_without_contact_details_and_cannot_search_by_them(
+    client: Client, actors: Actors
+) -> None:
+    member = await actors.member(name="Hanako", email="hanako@example.com",
+                                 phone="090-1234-5678", postal_code="100-0001",
+                                 birth_date="1990-04-01")
+    marketer = bearer(await actors.staff("marketer"))
+    support = bearer(await actors.staff("support"))
+    contact = {"email", "phone", "postal_code", "birth_date"}
+    full = (await client.get(f"/v1/members/{member.member_id}", headers=support)).json()
+    assert contact <= set(full)
+    seen = (await client.get(f"/v1/members/{member.member_id}", headers=marketer)).json()
+    assert seen == {k: v for k, v in full.items() if k not in contact}
+    number = member.member["member_number"]
+    for q in ("hanako@example.com", "090-1234-5678"):
+        found = await client.get("/v1/members", params={"q": q}, headers=marketer)
+        assert found.json()["items"] == [], q
+        found = await client.get("/v1/members", params={"q": q}, headers=support)
+        assert [m["member_id"] for m in found.json()["items"]] == [member.member_id], q
+    for q in (number, "Hana"):
+        found = (await client.get("/v1/members", params={"q": q}, headers=marketer)).json()
+        assert found["items"] == [seen], q
