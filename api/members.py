@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Controller, get, patch, post, put
+from litestar import Controller, Request, get, patch, post, put
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import UNSET
@@ -25,7 +25,10 @@ from api.deps import (
     utc_now,
 )
 from api.params import Cursor, Limit, SearchText, Since
+from api.roles import CONTACT_READERS, PROFILE_READERS, as_seen_by
+from api.sessions import limit_sign_in_address
 from loyalty.audit import record_audit
+from loyalty.errors import RateLimited
 from loyalty.members import (
     get_consents,
     get_member,
@@ -46,9 +49,22 @@ from schemas.members import (
     StaffMemberUpdate,
 )
 
-# Who may see personal data: analysts work on aggregates only.
-MEMBER_READERS = ("admin", "support", "marketer")
+# Who may see which personal data: api/roles.py, docs/security.md.
+MEMBER_READERS = PROFILE_READERS
 MEMBER_EDITORS = ("admin", "support")
+
+
+async def _count_contact_change(request: Request[Any, Any, Any], services: Svc) -> None:
+    """A contact change answers "taken" for another member's e-mail or phone, so it is counted
+    before it is tried, like a sign-in, against the limit per client address: probing who is a
+    member costs what guessing passwords costs, and once limited every probe gets the same 429.
+    """
+    try:
+        await limit_sign_in_address(request, services)
+    except RateLimited as limited:
+        raise RateLimited("too many e-mail or phone changes and sign-ins from this address;"
+                          " try again after the time in Retry-After",
+                          retry_after=limited.retry_after) from None
 
 
 class MeController(Controller):
@@ -68,12 +84,16 @@ class MeController(Controller):
 
     @patch("", operation_id="updateMe")
     async def update_me(
-        self, me: Me, data: JSONBody[MemberProfileUpdate], conn: Db,
-        services: Svc,
+        self, request: Request[Any, Any, Any], me: Me, data: JSONBody[MemberProfileUpdate],
+        conn: Db, services: Svc,
     ) -> Member:
-        """Change one's own profile; omitted fields stay as they are."""
+        """Change one's own profile; omitted fields stay as they are. Sending ``email`` or
+        ``phone`` counts as a sign-in attempt from the client's address."""
+        if data.email is not UNSET or data.phone is not UNSET:
+            await _count_contact_change(request, services)
         return await update_member(conn, me.member_id, data,
-                                   region=services.settings.default_region)
+                                   region=services.settings.default_region,
+                                   member_attributes=services.settings.member_attributes)
 
     @get("/consents", operation_id="getMyConsents")
     async def get_my_consents(self, me: Me, conn: Db) -> Consents:
@@ -110,11 +130,17 @@ class StaffMembersController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> Page[Member]:
-        """Find members by e-mail, phone, member number, or the start of name or kana."""
+        """Find members by e-mail, phone, member number, or the start of name or kana. A role
+        that may not see contact details finds by number, name and kana only, and gets
+        members without them."""
+        contacts = staff.role in CONTACT_READERS
         page = await search_members(
             conn, q=q, status=status, joined_from=joined_from, joined_to=joined_to, limit=limit,
-            cursor=cursor, region=services.settings.default_region,
+            cursor=cursor, region=services.settings.default_region, by_contact=contacts,
         )
+        if not contacts:
+            page = Page(items=[as_seen_by(staff.role, m) for m in page.items],
+                        next_cursor=page.next_cursor)
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
                            action="members.search", subject_kind="member", subject_id=None,
                            details={"q": q, "status": status, "results": len(page.items)})
@@ -128,7 +154,7 @@ class StaffMembersController(Controller):
         cursor: Annotated[UUID | None, QueryParameter()] = None,
     ) -> DuplicatePage:
         """Members that may be one person (same name or reading and birth date, same name and
-        postal code, same mailbox), to check and merge."""
+        postal code, same mailbox, e-mails or names that look alike), to check and merge."""
         groups, after = await find_duplicates(conn, limit=limit, after=cursor)
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
                            action="members.duplicates", subject_kind="member", subject_id=None,
@@ -147,11 +173,12 @@ class StaffMembersController(Controller):
 
     @get("/{member_id:uuid}", operation_id="getMember")
     async def read(self, member_id: FromPath[UUID], staff: Staff, conn: Db) -> Member:
-        """One member's profile; the read is audited."""
+        """One member's profile (without contact details for a role that may not see them);
+        the read is audited."""
         member = await get_member(conn, member_id)
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
                            action="members.read", subject_kind="member", subject_id=member_id)
-        return member
+        return as_seen_by(staff.role, member)
 
     @patch("/{member_id:uuid}", operation_id="updateMember",
            guards=[staff_with(*MEMBER_EDITORS)])

@@ -23,6 +23,7 @@ from api.deps import (
     utc_now,
 )
 from api.params import Cursor, Limit
+from api.roles import LEDGER_READERS
 from loyalty.audit import record_audit
 from loyalty.cards import issue_card
 from loyalty.points import (
@@ -46,7 +47,8 @@ from schemas.points import (
 )
 from schemas.rules import MemberTier
 
-MEMBER_READERS = ("admin", "support", "marketer")
+# One member's points, history and tier: customer service's (docs/security.md).
+MEMBER_READERS = LEDGER_READERS
 ADJUSTERS = ("admin", "support")
 
 

@@ -4,7 +4,7 @@ recording purchases and returns. Every write takes an ``Idempotency-Key``."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
@@ -26,11 +26,13 @@ from api.deps import (
     utc_now,
 )
 from api.params import CardParam, NumberParam, PhoneParam
+from loyalty.audit import record_till_lookup
 from loyalty.cards import CardExpired, member_from_card
-from loyalty.errors import InvalidInput, NotFound
+from loyalty.errors import InvalidInput, NotFound, RateLimited
 from loyalty.ledger import Idempotency, Outcome, recorded_outcome
+from loyalty.members import find_member_at_till
 from loyalty.normalize import normalize_phone
-from loyalty.points import points_summary
+from loyalty.points import till_member
 from loyalty.purchases import (
     quote_purchase,
     record_purchase,
@@ -95,6 +97,18 @@ def _member(ref: MemberRef, services: Svc) -> UUID | str:
     return ref.id if ref.id is not None else str(ref.number)
 
 
+async def _limit_lookups(terminal: Till, services: Svc) -> None:
+    """A till may name members by number or phone only so fast: more is reading the member
+    directory, not serving customers."""
+    wait = await services.limiter.hit(
+        f"till-lookup:{terminal.terminal_id}",
+        limit=services.settings.terminal_lookups_per_minute, period_seconds=60)
+    if wait:
+        raise RateLimited("this till has looked up too many members by number or phone in the"
+                          " last minute; scan the member's card, or try again after the time in"
+                          " Retry-After", retry_after=wait)
+
+
 class PosController(Controller):
     path = "/v1/pos"
     tags = ["point of sale"]
@@ -114,32 +128,30 @@ class PosController(Controller):
 
     @get("/members/lookup", operation_id="posLookupMember")
     async def lookup(
-        self, conn: Db, services: Svc,
+        self, terminal: Till, ledger: Ledger, services: Svc,
         card: CardParam = None, number: NumberParam = None, phone: PhoneParam = None,
     ) -> TillMember:
-        """Who is paying, by scanned card, member number or phone: name, tier and points."""
+        """Who is paying, by scanned card, member number or phone: name, tier and points.
+        Lookups by number or phone are limited per till (429 with Retry-After past
+        ``LOYALTY_TERMINAL_LOOKUPS_PER_MINUTE``); every lookup is in the audit log."""
         given = [v for v in (card, number, phone) if v is not None]
         if len(given) != 1:
             raise InvalidInput("look up by exactly one of card, number or phone", field="card")
+        # Outside a transaction: the audit row of a lookup that finds nobody stays too.
         if card is not None:
-            member_id = member_from_card(services.signer, card)
+            by: Literal["card", "number", "phone"] = "card"
+            member_id: UUID | None = member_from_card(services.signer, card)
         else:
-            column, value = ("member_number", number) if number is not None else (
-                "phone", normalize_phone(str(phone), services.settings.default_region))
-            found = await conn.fetchval(
-                f"select member_id from members where {column} = $1"
-                " and status in ('active', 'dormant', 'merged')", value)
-            if found is None:
-                raise NotFound("no such member", field=column, code="member_not_found")
-            member_id = found
-        summary = await points_summary(conn, member_id, rulebook=services.rulebook,
-                                       programme=services.programme, now=utc_now())
-        row = await conn.fetchrow(
-            "select m.name, b.tier from members m join point_balances b using (member_id)"
-            " where m.member_id = $1", summary.member_id)
-        assert row is not None
-        return TillMember(member_id=summary.member_id, display_name=row["name"],
-                          tier=row["tier"], available_points=summary.available)
+            await _limit_lookups(terminal, services)
+            by = "number" if number is not None else "phone"
+            member_id = await find_member_at_till(
+                ledger, number=number, phone=None if phone is None else normalize_phone(
+                    phone, services.settings.default_region))
+        await record_till_lookup(ledger, terminal_id=terminal.terminal_id, member_id=member_id,
+                                 by=by)
+        if member_id is None:
+            raise NotFound("no such member", field=by, code="member_not_found")
+        return await till_member(ledger, member_id, now=utc_now())
 
     @post("/quotes", operation_id="posQuote", status_code=200)
     async def quote(self, data: JSONBody[Purchase], terminal: Till, conn: Db,

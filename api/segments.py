@@ -1,6 +1,6 @@
 """Segments for marketing staff: save definitions, preview them, page through their members.
-Analysts may read and preview (counts and member numbers, no names); only admins and marketers
-save segments or see who is in them."""
+Analysts may read and preview (counts only: no member ids or numbers); only admins and
+marketers save segments or see who is in them."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from msgspec import UNSET
 from api.auth import staff_with
 from api.deps import Db, Staff, provide_conn, provide_staff, utc_now
 from api.params import Cursor, Limit
+from api.roles import IDENTIFIER_READERS
 from loyalty.audit import record_audit
 from loyalty.segments import (
     create_segment,
@@ -58,8 +59,13 @@ class SegmentsController(Controller):
         return await list_segments(conn, limit=limit, cursor=cursor)
 
     @post("/preview", operation_id="previewSegment", status_code=200)
-    async def preview(self, data: JSONBody[SegmentPreviewRequest], conn: Db) -> SegmentPreview:
-        """How many members a definition selects now, and the ids and numbers of a few."""
+    async def preview(self, data: JSONBody[SegmentPreviewRequest], staff: Staff,
+                      conn: Db) -> SegmentPreview:
+        """How many members a definition selects now, and the ids and numbers of a few (only
+        the count for analysts, who work on aggregates)."""
+        if staff.role not in IDENTIFIER_READERS:
+            counted = await preview_segment(conn, data.definition, sample_size=0, now=utc_now())
+            return SegmentPreview(count=counted.count)
         return await preview_segment(conn, data.definition, sample_size=data.sample_size,
                                      now=utc_now())
 

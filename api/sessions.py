@@ -39,6 +39,10 @@ async def _limit_address(request: Request[Any, Any, Any], services: Svc) -> None
         raise RateLimited("too many sign-in attempts from this address", retry_after=wait)
 
 
+# Other answers to "does this contact belong to a member?" count here too (api/members.py).
+limit_sign_in_address = _limit_address
+
+
 async def _verify_password(
     services: Svc, account_key: str, stored_hash: str | None, password: str
 ) -> None:
@@ -68,7 +72,8 @@ class SessionController(Controller):
         await _limit_address(request, services)
         password_hash = await services.passwords.hash(data.password)
         member = await register_member(conn, data, password_hash=password_hash,
-                                       region=services.settings.default_region)
+                                       region=services.settings.default_region,
+                                       member_attributes=services.settings.member_attributes)
         tokens = await start_session(conn, services.signer, member_id=member.member_id,
                                      refresh_ttl=services.settings.refresh_token_ttl_seconds)
         return Registered(member=member, tokens=tokens)

@@ -136,6 +136,13 @@ async def _idempotency_cleanup(ctx: JobContext, now: dt.datetime) -> Counts:
         return await delete_old_idempotency_keys(conn, before=now - IDEMPOTENCY_KEPT)
 
 
+async def _member_skeletons(ctx: JobContext, now: dt.datetime) -> Counts:
+    from loyalty.members import fill_member_skeletons
+
+    async with ctx.pool.acquire() as conn:
+        return await fill_member_skeletons(conn)
+
+
 async def _run_history_cleanup(ctx: JobContext, now: dt.datetime) -> Counts:
     from jobs.runs import RUNS_KEPT, delete_old_runs
 
@@ -165,6 +172,8 @@ JOBS: tuple[Job, ...] = (
     Job("rfm_refresh", "0 4 * * *", "RFM scores of every member are recomputed", _rfm_refresh),
     Job("idempotency_cleanup", "30 4 * * *", "idempotency keys older than 72 hours are deleted",
         _idempotency_cleanup),
+    Job("member_skeletons", "*/15 * * * *", "members without look-alike keys (from before "
+        "migration 0016, or imported) get them, for the duplicates list", _member_skeletons),
     Job("run_history_cleanup", "40 4 * * *", "job runs older than 90 days are deleted (each "
         "job's latest tick is kept)", _run_history_cleanup),
 )

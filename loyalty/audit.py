@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from loyalty.db import Connection
@@ -20,3 +20,14 @@ async def record_audit(
         """,
         actor_kind, actor_id, action, subject_kind, subject_id, details or {},
     )
+
+
+async def record_till_lookup(
+    conn: Connection, *, terminal_id: UUID, member_id: UUID | None,
+    by: Literal["card", "number", "phone"],
+) -> None:
+    """A till looked a member up (``member_id`` None: nobody matched). The kind of identifier
+    is kept, never its value: a phone number in the audit log would be one more copy of it."""
+    await record_audit(conn, actor_kind="terminal", actor_id=terminal_id,
+                       action="pos.members.lookup", subject_kind="member", subject_id=member_id,
+                       details={"by": by, "found": member_id is not None})

@@ -6,8 +6,8 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -19,9 +19,12 @@ from loyalty.normalize import (
     looks_like_phone,
     normalize_email,
     normalize_kana,
+    normalize_name,
     normalize_phone,
+    normalize_profile_text,
     normalize_text,
     search_key,
+    skeleton,
 )
 from schemas.base import Page
 from schemas.members import (
@@ -54,6 +57,10 @@ def _raise_taken(exc: asyncpg.UniqueViolationError) -> None:
     raise Conflict(f"this {field} belongs to another member", field=field, code=code) from None
 
 
+def _postal_code(value: str) -> str:
+    return normalize_profile_text(value, field="postal_code", max_length=16)
+
+
 def _normalized_contact(email: str | None, phone: str | None, region: str) -> tuple[
     str | None, str | None
 ]:
@@ -63,38 +70,64 @@ def _normalized_contact(email: str | None, phone: str | None, region: str) -> tu
     )
 
 
+def check_member_attributes(attributes: Mapping[str, object], editable: Collection[str]) -> None:
+    """Refuse an attribute a member may not set on themselves: segments select on attributes,
+    so only the keys the programme declares (``LOYALTY_MEMBER_ATTRIBUTES``) are theirs."""
+    for key in sorted(attributes):
+        if key not in editable:
+            allowed = ", ".join(sorted(editable)) or "none"
+            raise InvalidInput(
+                f"the attribute {key!r} can only be set by staff (attributes you may set:"
+                f" {allowed}); leave it out", field="attributes", code="attribute_not_editable")
+
+
+_REGISTER = f"""
+with member as (
+    insert into members (email, phone, password_hash, name, name_kana, name_key, kana_key,
+                         birth_date, postal_code, attributes, email_skeleton, name_skeleton)
+    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    returning {MEMBER_COLUMNS}
+), balance as (
+    insert into point_balances (member_id) select member_id from member
+)
+select * from member
+"""
+# Member numbers are drawn at random (migration 0016): a clash is one in ten thousand at ten
+# million members, two in a row practically never.
+_NUMBER_DRAWS = 3
+
+
 async def register_member(
-    conn: Connection, registration: MemberRegistration, *, password_hash: str, region: str
+    conn: Connection, registration: MemberRegistration, *, password_hash: str, region: str,
+    member_attributes: Collection[str] = (),
 ) -> Member:
-    """Create a member from normalised input; a taken e-mail or phone is a Conflict."""
+    """Create a member from normalised input; a taken e-mail or phone is a Conflict.
+    ``member_attributes``: the attribute keys a member may set (the sign-up is theirs)."""
+    check_member_attributes(registration.attributes, member_attributes)
     email, phone = _normalized_contact(registration.email, registration.phone, region)
     if email is None and phone is None:
         raise InvalidInput("an e-mail address or a phone number is required", field="email")
-    name = normalize_text(registration.name)
-    if not name:
-        raise InvalidInput("name must not be blank", field="name")
+    name = normalize_name(registration.name)
     kana = normalize_kana(registration.name_kana or "")
-    try:
-        async with conn.transaction():
-            row = await conn.fetchrow(
-                f"""
-                with member as (
-                    insert into members (email, phone, password_hash, name, name_kana, name_key,
-                                         kana_key, birth_date, postal_code, attributes)
-                    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                    returning {MEMBER_COLUMNS}
-                ), balance as (
-                    insert into point_balances (member_id) select member_id from member
-                )
-                select * from member
-                """,
-                email, phone, password_hash, name, kana, search_key(name), search_key(kana),
-                registration.birth_date,
-                normalize_text(registration.postal_code) if registration.postal_code else None,
-                registration.attributes,
-            )
-    except asyncpg.UniqueViolationError as exc:
-        _raise_taken(exc)
+    name_key = search_key(name)
+    values = (
+        email, phone, password_hash, name, kana, name_key, search_key(kana),
+        registration.birth_date,
+        _postal_code(registration.postal_code) if registration.postal_code else None,
+        # null is "no value": nothing to store.
+        {k: v for k, v in registration.attributes.items() if v is not None},
+        skeleton(email) if email is not None else None, skeleton(name_key),
+    )
+    for attempt in range(_NUMBER_DRAWS):
+        try:
+            async with conn.transaction():
+                row = await conn.fetchrow(_REGISTER, *values)
+            break
+        except asyncpg.UniqueViolationError as exc:
+            # Another sign-up drew the same random member number at the same moment.
+            if exc.constraint_name == "members_member_number_key" and attempt + 1 < _NUMBER_DRAWS:
+                continue
+            _raise_taken(exc)
     member = _member(row)
     if registration.consents:
         await record_consents(conn, member.member_id, registration.consents, actor_kind="member",
@@ -112,9 +145,16 @@ async def get_member(conn: Connection, member_id: UUID) -> Member:
 
 
 async def update_member(
-    conn: Connection, member_id: UUID, changes: MemberProfileUpdate, *, region: str
+    conn: Connection, member_id: UUID, changes: MemberProfileUpdate, *, region: str,
+    member_attributes: Collection[str] | None = None,
 ) -> Member:
-    """Apply the fields present in ``changes`` (normalised); returns the member as stored."""
+    """Apply the fields present in ``changes`` (normalised); returns the member as stored.
+    ``member_attributes``: for a member's change of their own record, the attribute keys they
+    may set; None for staff, who may set any.
+
+    ``attributes`` is merged key by key: a key given a value is set, a key given null is
+    removed, keys not sent stay as they are (so staff's attributes outlive a member's change
+    of their own)."""
     values: dict[str, Any] = {}
     for field in changes.__struct_fields__:
         value = getattr(changes, field)
@@ -122,19 +162,24 @@ async def update_member(
             continue
         match field:
             case "name":
-                values["name"] = normalize_text(value)
-                if not values["name"]:
-                    raise InvalidInput("name must not be blank", field="name")
+                values["name"] = normalize_name(value)
                 values["name_key"] = search_key(values["name"])
+                values["name_skeleton"] = skeleton(values["name_key"])
             case "name_kana":
                 values["name_kana"] = normalize_kana(value or "")
                 values["kana_key"] = search_key(values["name_kana"])
             case "email":
                 values["email"] = normalize_email(value) if value is not None else None
+                values["email_skeleton"] = skeleton(values["email"]) if value is not None \
+                    else None
             case "phone":
                 values["phone"] = normalize_phone(value, region) if value is not None else None
             case "postal_code":
-                values["postal_code"] = normalize_text(value) if value is not None else None
+                values["postal_code"] = _postal_code(value) if value is not None else None
+            case "attributes":
+                if member_attributes is not None:
+                    check_member_attributes(value, member_attributes)
+                values["attributes"] = value
             case "status":
                 values["status"] = value
             case _:
@@ -142,7 +187,10 @@ async def update_member(
     if not values:
         return await get_member(conn, member_id)
     # Column names come from the Struct's own fields above, never from the request.
-    assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(values, start=2))
+    assignments = ", ".join(
+        f"attributes = jsonb_strip_nulls(attributes || ${i}::jsonb)" if column == "attributes"
+        else f"{column} = ${i}"
+        for i, column in enumerate(values, start=2))
     status_change = ""
     if "status" in values:
         n = list(values).index("status") + 2
@@ -191,6 +239,48 @@ async def find_login(conn: Connection, *, email: str | None, phone: str | None,
     return (row["member_id"], row["password_hash"]) if row else None
 
 
+async def find_member_at_till(conn: Connection, *, number: str | None = None,
+                              phone: str | None = None) -> UUID | None:
+    """The member a till names by member number or by phone (E.164): one who may earn and
+    redeem (active or dormant), or a merged one, whose points follow them to the survivor."""
+    if number is not None:
+        found = await conn.fetchval(
+            "select member_id from members where member_number = $1"
+            " and status in ('active', 'dormant', 'merged')", number)
+    else:
+        found = await conn.fetchval(
+            "select member_id from members where phone = $1"
+            " and status in ('active', 'dormant', 'merged')", phone)
+    return found if isinstance(found, UUID) else None
+
+
+async def fill_member_skeletons(conn: Connection, *, batch_size: int = 5_000) -> dict[str, int]:
+    """Give the members who have none (from before migration 0016, or written by the CSV
+    import's set-based SQL) their e-mail and name skeletons, a batch at a time."""
+    filled = 0
+    while True:
+        rows = await conn.fetch(
+            "select member_id, email, name_key from members where name_skeleton is null"
+            " order by member_id limit $1", batch_size)
+        if not rows:
+            return {"members": filled}
+        # Only where the e-mail and name are still those read: a change made meanwhile wrote
+        # its own skeletons.
+        await conn.execute(
+            """
+            update members m set email_skeleton = s.email_skeleton, name_skeleton = s.name_skeleton
+              from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+                   as s(member_id, email, name_key, email_skeleton, name_skeleton)
+             where m.member_id = s.member_id and m.email is not distinct from s.email
+               and m.name_key = s.name_key
+            """,
+            [r["member_id"] for r in rows], [r["email"] for r in rows],
+            [r["name_key"] for r in rows],
+            [skeleton(r["email"]) if r["email"] is not None else None for r in rows],
+            [skeleton(r["name_key"]) for r in rows])
+        filled += len(rows)
+
+
 # -- consents ---------------------------------------------------------------------------------
 
 
@@ -212,14 +302,28 @@ async def get_consents(conn: Connection, member_id: UUID) -> Consents:
     return Consents(current=sorted(current.values(), key=lambda c: c.purpose), history=history)
 
 
+# The channel of a choice recorded by staff or by the system (the import) is who wrote it.
+_CHANNEL_OF_ACTOR = {"staff": "staff", "system": "import"}
+_MEMBER_CHANNELS = ("app", "web")
+
+
 async def record_consents(
-    conn: Connection, member_id: UUID, choices: list[ConsentChoice], *, actor_kind: str,
-    actor_id: UUID | None,
+    conn: Connection, member_id: UUID, choices: list[ConsentChoice], *,
+    actor_kind: Literal["member", "staff", "system"], actor_id: UUID | None,
 ) -> Consents:
-    """Append a history row for each purpose whose choice or text version changes."""
+    """Append a history row for each purpose whose choice or text version changes. The actor is
+    the caller's principal; a member's choice keeps its ``app`` or ``web``, anyone else's channel
+    is theirs (``staff``, ``import``), whatever a choice says."""
     purposes = [c.purpose for c in choices]
     if len(set(purposes)) != len(purposes):
         raise InvalidInput("each purpose at most once", field="consents")
+    if actor_kind == "member":
+        if any(c.channel not in _MEMBER_CHANNELS for c in choices):
+            raise InvalidInput("a member's consent is given in the app or on the web",
+                               field="consents")
+        channels: list[str] = [c.channel for c in choices]
+    else:
+        channels = [_CHANNEL_OF_ACTOR[actor_kind]] * len(choices)
     await conn.execute(
         """
         insert into member_consents (member_id, purpose, granted, text_version, channel,
@@ -235,7 +339,8 @@ async def record_consents(
                 where latest.granted = c.granted and latest.text_version = c.text_version)
         """,
         member_id, purposes, [c.granted for c in choices],
-        [normalize_text(c.text_version) for c in choices], [c.channel for c in choices],
+        [normalize_profile_text(c.text_version, field="consents", max_length=100)
+         for c in choices], channels,
         actor_kind, actor_id,
     )
     return await get_consents(conn, member_id)
@@ -279,10 +384,11 @@ def _like_prefix(text: str) -> str:
 async def search_members(
     conn: Connection, *, q: str | None = None, status: str | None = None,
     joined_from: dt.datetime | None = None, joined_to: dt.datetime | None = None,
-    limit: int = 50, cursor: str | None = None, region: str = "JP",
+    limit: int = 50, cursor: str | None = None, region: str = "JP", by_contact: bool = True,
 ) -> Page[Member]:
     """Members matching ``q`` (e-mail, phone, member number, or the start of name or kana),
-    newest first, one keyset page at a time."""
+    newest first, one keyset page at a time. ``by_contact`` False: ``q`` never matches an
+    e-mail or a phone, for a searcher who may not see them (it would tell whose they are)."""
     where: list[str] = []
     params: list[Any] = []
 
@@ -291,7 +397,7 @@ async def search_members(
         return f"${len(params)}"
 
     if q is not None and normalize_text(q):
-        where.append(f"({_match_query(normalize_text(q), param, region)})")
+        where.append(f"({_match_query(normalize_text(q), param, region, by_contact)})")
     if status is not None:
         where.append(f"status = {param(status)}")
     if joined_from is not None:
@@ -310,8 +416,10 @@ async def search_members(
     return Page(items=items, next_cursor=next_cursor)
 
 
-def _match_query(q: str, param: Any, region: str) -> str:
+def _match_query(q: str, param: Any, region: str, by_contact: bool) -> str:
     if "@" in q:
+        if not by_contact:
+            return "false"
         try:
             return f"email = {param(normalize_email(q))}"
         except LoyaltyError:
@@ -319,7 +427,7 @@ def _match_query(q: str, param: Any, region: str) -> str:
     matches = []
     if q.isdigit():
         matches.append(f"member_number = {param(q)}")
-    if looks_like_phone(q):
+    if by_contact and looks_like_phone(q):
         with contextlib.suppress(LoyaltyError):
             matches.append(f"phone = {param(normalize_phone(q, region))}")
     key = _like_prefix(search_key(q))

@@ -47,6 +47,21 @@ with candidates as (
       from members
      where status in ('active', 'dormant', 'suspended') and email is not null
      group by regexp_replace(email, '\\+[^@]*@', '@') having count(*) > 1
+    union all
+    -- Different e-mails that look the same (Unicode TR39 skeletons, migration 0016):
+    -- taro@demo.example, and the same with a Cyrillic а.
+    select 'look-alike e-mail', array_agg(member_id order by member_id)
+      from members
+     where status in ('active', 'dormant', 'suspended') and email_skeleton is not null
+     group by email_skeleton having count(*) > 1
+    union all
+    -- Names written differently that look the same: 田口 and 田ロ (katakana ro), Latin and
+    -- Cyrillic letters mixed. Members who share one name are the rules above (with a birth date
+    -- or a postal code), not this one.
+    select 'look-alike name', array_agg(member_id order by member_id)
+      from members
+     where status in ('active', 'dormant', 'suspended') and name_skeleton is not null
+     group by name_skeleton having count(distinct name_key) > 1
 ), firsts as (
     -- A page holds every group of the members it covers: the cursor is a member id.
     select distinct ids[1] as first from candidates

@@ -42,6 +42,7 @@ from schemas.points import (
     LotMovement,
     PendingPoints,
     PointsSummary,
+    TillMember,
 )
 
 EXPIRING_WINDOW = dt.timedelta(days=90)
@@ -77,6 +78,14 @@ async def points_summary(
         lifetime_expired=ledger.lifetime_expired + posting.expired,
         point_value=rules.point_value, currency=programme.currency,
     )
+
+
+async def till_member(conn: Connection, member_id: UUID, *, now: dt.datetime) -> TillMember:
+    """What the cashier sees of a member (of the survivor, if merged): name, tier and the
+    points available now; one ledger read."""
+    ledger = await read_member_ledger(conn, member_id)
+    return TillMember(member_id=ledger.member_id, display_name=ledger.name, tier=ledger.tier,
+                      available_points=Posting(ledger, now).available)
 
 
 _ENTRY_COLUMNS = """entry_id, member_id, kind, amount, reason, source, created_at, purchase_id,

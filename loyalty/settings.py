@@ -53,6 +53,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     login_rate_limit_per_minute: Positive = 20
     login_failures_per_account: Positive = 10
     login_failure_window_seconds: Positive = 900
+    # Member lookups by number or phone per till (a card scan names only who showed it): a
+    # busy till serves a customer a minute or two, so 60 leaves room for typos and retries
+    # while reading the membership through a till takes days, not minutes.
+    terminal_lookups_per_minute: Positive = 60
     trusted_proxies: tuple[str, ...] = ()
     max_request_bytes: Annotated[int, Meta(ge=1024, le=100_000_000)] = 1_048_576
     # Browsers may call the API from these origins (the member web app), e.g.
@@ -68,6 +72,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_region: Annotated[str, Meta(pattern=r"^[A-Z]{2}$")] = "JP"
     currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] = "JPY"
     timezone: str = "Asia/Tokyo"
+    # Attribute keys a member may set on themselves (PATCH /v1/me, sign-up), e.g.
+    # ``newsletter_topics,favourite_store``; every other key is staff's, because segments select
+    # on attributes and a member must not be able to put themselves into one (``vip``). A
+    # setting rather than data: the app ships a field for each key, so the list changes with a
+    # release of the app, not at run time.
+    member_attributes: tuple[str, ...] = ()
     # RFM frequency and monetary value count purchases of the last N days.
     rfm_window_days: Annotated[int, Meta(ge=1, le=3650)] = 365
 
@@ -117,7 +127,9 @@ def default_data_dir(code_root: Path = _CODE_ROOT) -> Path:
     return base / "loyalty"
 
 
-_TUPLE_FIELDS = {"trusted_proxies", "cors_origins"}
+_TUPLE_FIELDS = {"trusted_proxies", "cors_origins", "member_attributes"}
+# schemas.base.AttributeKey: a declared key that no attribute could have would declare nothing.
+_ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _VARIABLES = {PREFIX + name.upper() for name in Settings.__struct_fields__}
 
 
@@ -153,6 +165,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     _check_networks(settings.trusted_proxies)
     if settings.data_dir:
         settings = msgspec.structs.replace(settings, data_dir=str(settings.data_path))
+    for key in settings.member_attributes:
+        if not _ATTRIBUTE_KEY.match(key):
+            raise ConfigurationError(
+                f"{PREFIX}MEMBER_ATTRIBUTES: {key!r} is not an attribute key (letters, digits,"
+                " '_', '.', '-'; at most 64)")
     if settings.argon2_memory_kib < 8 * settings.argon2_parallelism:
         # argon2 itself refuses this, but only at the first password hashed.
         raise ConfigurationError(

@@ -25,13 +25,18 @@ from schemas.base import (
 MemberStatus = Literal["active", "dormant", "suspended", "erased", "merged"]
 ConsentPurpose = Literal["marketing_email", "push", "data_analysis"]
 ConsentChannel = Literal["app", "web", "store", "staff", "import"]
+# What a member's own request may say: the token tells a member from staff, not the app from
+# the web site. Staff's and the import's channels come from who writes, never from a body.
+MemberConsentChannel = Literal["app", "web"]
 
 
 class ConsentChoice(Input):
+    """One purpose's choice; ``channel``: where the member made it, ``app`` or ``web``."""
+
     purpose: ConsentPurpose
     granted: bool
     text_version: ShortText
-    channel: ConsentChannel = "app"
+    channel: MemberConsentChannel = "app"
 
 
 class MemberRegistration(Input):
@@ -49,7 +54,9 @@ class MemberRegistration(Input):
 
 
 class MemberProfileUpdate(Input):
-    """What a member may change about themselves. Omitted fields stay; null clears."""
+    """What a member may change about themselves. Omitted fields stay; null clears.
+    ``attributes`` is merged key by key (a key with null is removed, keys not sent stay); a
+    member may set only the keys the programme declares (``LOYALTY_MEMBER_ATTRIBUTES``)."""
 
     name: Name | msgspec.UnsetType = msgspec.UNSET
     name_kana: ShortText | msgspec.UnsetType | None = msgspec.UNSET
@@ -66,15 +73,19 @@ class StaffMemberUpdate(MemberProfileUpdate):
     status: Literal["active", "suspended"] | msgspec.UnsetType = msgspec.UNSET
 
 
-class Member(Output):
+class Member(Output, kw_only=True):
+    """A member's record. ``email``, ``phone``, ``birth_date`` and ``postal_code`` are absent
+    (not null) for staff whose role may not see contact details (docs/security.md); null means
+    the member has none."""
+
     member_id: UUID
     member_number: str
     name: str
     name_kana: str
-    email: str | None
-    phone: str | None
-    birth_date: dt.date | None
-    postal_code: str | None
+    email: str | msgspec.UnsetType | None = msgspec.UNSET
+    phone: str | msgspec.UnsetType | None = msgspec.UNSET
+    birth_date: dt.date | msgspec.UnsetType | None = msgspec.UNSET
+    postal_code: str | msgspec.UnsetType | None = msgspec.UNSET
     attributes: dict[str, object]
     status: MemberStatus
     joined_at: dt.datetime

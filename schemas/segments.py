@@ -241,8 +241,10 @@ class SampleMember(Output):
 
 
 class SegmentPreview(Output):
+    """``sample``: the first members by id; absent for analysts, who see counts only."""
+
     count: int
-    sample: list[SampleMember]
+    sample: list[SampleMember] | msgspec.UnsetType = msgspec.UNSET
 
 
 class SegmentMember(Output):

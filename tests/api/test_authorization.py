@@ -3,6 +3,8 @@
 The table below must name every route: the test enumerates the app's routes, so a route added
 without deciding who may call it fails here. For each route, callers in ``allowed`` get the
 route's success status; anyone else gets 401 without a credential and 403 with the wrong one.
+And every answer to every caller is searched for member A's contact details and identifiers,
+which only the callers docs/security.md names may see.
 """
 
 from __future__ import annotations
@@ -135,6 +137,13 @@ def _event(_: World) -> dict[str, Any]:
 
 
 MEMBER_READERS = {"admin", "support", "marketer"}
+LEDGER_READERS = {"admin", "support"}
+# docs/security.md: who may see member A's contact details (e-mail, phone, postal code, birth
+# date), and who must never see A's member id or number (analysts work on aggregates).
+CONTACT_SEERS = {"admin", "support", "member_a"}
+IDENTIFIER_BLIND = {"anonymous", "member_b", "analyst"}
+A_CONTACT = {"email": "a@example.com", "phone": "090-1111-2222", "postal_code": "100-0001",
+             "birth_date": "1985-04-01"}
 MARKETING = {"admin", "marketer"}
 MARKETING_READERS = {"admin", "marketer", "analyst"}
 MEMBERS = {"member_a", "member_b"}
@@ -152,6 +161,8 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/schema/swagger"): Rule(EVERYONE),
     ("GET", "/schema/oauth2-redirect.html"): Rule(EVERYONE),
     ("GET", "/schema/{path:str}"): Rule(EVERYONE, path=lambda _: "/schema/openapi.json"),
+    ("GET", "/schema/assets/{file_path:path}"): Rule(
+        EVERYONE, path=lambda _: "/schema/assets/swagger-ui.css"),
     ("POST", "/v1/auth/member/register"): Rule(EVERYONE, 201, _register),
     ("POST", "/v1/auth/member/login"): Rule(EVERYONE, 200, _member_login),
     ("POST", "/v1/auth/staff/login"): Rule(EVERYONE, 200, _staff_login),
@@ -190,9 +201,9 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/me/actions"): Rule({"member_a", "member_b"}, 200,
                                      lambda _: {"type": "site_visit"}),
     ("GET", "/v1/members/{member_id:uuid}/points"): Rule(
-        MEMBER_READERS, path=lambda w: f"{_member_path(w)}/points"),
+        LEDGER_READERS, path=lambda w: f"{_member_path(w)}/points"),
     ("GET", "/v1/members/{member_id:uuid}/points/history"): Rule(
-        MEMBER_READERS, path=lambda w: f"{_member_path(w)}/points/history"),
+        LEDGER_READERS, path=lambda w: f"{_member_path(w)}/points/history"),
     ("POST", "/v1/members/{member_id:uuid}/adjustments"): Rule(
         {"admin", "support"}, 201, lambda _: {"points": 5, "reason": "goodwill"},
         path=lambda w: f"{_member_path(w)}/adjustments"),
@@ -203,7 +214,7 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("PUT", "/v1/tiers"): Rule({"admin", "marketer"}, 200, lambda _: {}),
     ("GET", "/v1/me/tier"): Rule({"member_a", "member_b"}),
     ("GET", "/v1/members/{member_id:uuid}/tier"): Rule(
-        MEMBER_READERS, path=lambda w: f"{_member_path(w)}/tier"),
+        LEDGER_READERS, path=lambda w: f"{_member_path(w)}/tier"),
     ("GET", "/v1/earning-rules"): Rule({"admin", "marketer"}),
     ("GET", "/v1/earning-rules/versions"): Rule({"admin", "marketer"}),
     ("PUT", "/v1/earning-rules"): Rule({"admin", "marketer"}, 200, lambda _: {}),
@@ -298,7 +309,7 @@ def test_matrix_names_every_registered_route(app: Litestar) -> None:
 
 @pytest.fixture
 async def world(client: Client, actors: Actors) -> World:
-    member_a = await actors.member(email="a@example.com")
+    member_a = await actors.member(**A_CONTACT)
     member_b = await actors.member(email="b@example.com")
     terminal_key, _ = await actors.terminal("STORE-X")
     _, spare_terminal = await actors.terminal("STORE-Y")
@@ -358,6 +369,7 @@ async def world(client: Client, actors: Actors) -> World:
         "login_email": "a@example.com", "staff_email": "login@staff.example",
         "refresh_tokens": refresh_tokens, "spare_members": spare_members,
         "number": member_a.member["member_number"], "purchase_id": bought.json()["purchase_id"],
+        "a_contact": [member_a.member[f] for f in A_CONTACT],
         "entry_id": history.json()["items"][0]["entry_id"], "template_id": template_id,
         "segment_id": segment_id, "grant_id": grant_id, "campaign_id": campaign_id,
         "event_id": events[0], "checkin_event_id": events[1],
@@ -390,6 +402,18 @@ async def _check_route(world: World, method: str, route: str) -> None:
         assert response.status_code == expected, (caller, response.text)
         if expected >= 400:
             assert response.headers["content-type"].startswith("application/problem+json")
+        _check_what_is_shown(world, caller, response)
+
+
+def _check_what_is_shown(world: World, caller: str, response: httpx.Response) -> None:
+    """Member A's contact details reach only those who may see them; A's id and number never
+    reach a caller with no business with A, whatever the route answered."""
+    if caller not in CONTACT_SEERS:
+        for secret in world.extra["a_contact"]:
+            assert secret not in response.text, (caller, secret)
+    if caller in IDENTIFIER_BLIND:
+        for identifier in (world.member_a_id, world.extra["number"]):
+            assert identifier not in response.text, (caller, identifier)
 
 
 async def test_a_member_never_reads_another_member(world: World) -> None:

@@ -313,9 +313,14 @@ async def test_purchases_racing_two_grants_are_all_recorded_once(
 async def test_grant_to_a_segment_reaches_its_active_and_dormant_members_only(
     client: Client, actors: Actors, settings: Settings, marketer: dict[str, str],
 ) -> None:
-    golfers = await members(actors, 3, attributes={"club": "golf"})
-    await members(actors, 2, attributes={"club": "tennis"})
+    golfers = await members(actors, 3)
+    tennis_players = await members(actors, 2)
     support = bearer(await actors.staff("support"))
+    # Attributes segments select on are staff's to set.
+    for member, club in [*((m, "golf") for m in golfers), *((m, "tennis") for m in tennis_players)]:
+        response = await client.patch(f"/v1/members/{member.member_id}", headers=support,
+                                      json={"attributes": {"club": club}})
+        assert response.status_code == 200, response.text
     await client.patch(f"/v1/members/{golfers[2].member_id}", headers=support,
                        json={"status": "suspended"})
     await sql(settings, "update members set status = 'dormant' where member_id = $1",

@@ -12,7 +12,9 @@ from loyalty.errors import InvalidInput
 from loyalty.normalize import (
     normalize_email,
     normalize_kana,
+    normalize_name,
     normalize_phone,
+    normalize_profile_text,
     normalize_text,
     search_key,
 )
@@ -132,6 +134,80 @@ def test_empty_kana_stays_empty() -> None:
 
 @pytest.mark.parametrize("typed", ["Yamada", "ｙａｍａｄａ", "山田", "やまだ太郎", "ヤマダ1", "ｱﾞ"])
 def test_latin_kanji_or_digits_in_kana_are_refused(typed: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        normalize_kana(typed)
+    assert refused.value.field == "name_kana"
+
+
+# -- invisible and text-direction characters, lengths once normalised ------------------------
+
+# What makes one "taro@demo.example" look like another, or a name read backwards.
+_HIDDEN = ["\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u00ad", "\u2060", "\u2064",
+           "\ufeff", "\u202a", "\u202e", "\u2066", "\u2069", "\u061c", "\u180e", "\u3164",
+           "\U000e0041"]
+
+
+@pytest.mark.parametrize("hidden", _HIDDEN)
+@pytest.mark.parametrize(
+    ("normalise", "typed", "field"),
+    [
+        (normalize_email, "taro{}@demo.example", "email"),
+        (normalize_phone, "090-1234{}-5678", "phone"),
+        (normalize_name, "Taro{} Yamada", "name"),
+        (normalize_kana, "やま{}だ", "name_kana"),
+        (lambda text: normalize_profile_text(text, field="postal_code", max_length=16),
+         "100{}-0001", "postal_code"),
+    ],
+)
+def test_invisible_and_bidi_characters_are_refused_naming_the_field(
+    normalise: Callable[[str], str], typed: str, field: str, hidden: str
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        normalise(typed.format(hidden))
+    assert refused.value.field == field
+    assert refused.value.code == "invisible_character"
+    assert f"U+{ord(hidden):04X}" in refused.value.detail
+
+
+def test_a_variation_selector_after_a_kanji_is_part_of_the_name() -> None:
+    # 葛 with the selector of its Ideographic Variation Sequence: how a family name is spelt.
+    assert normalize_name("葛\U000e0100西 太郎") == "葛\U000e0100西 太郎"
+
+
+@pytest.mark.parametrize("typed", ["\ufe0f", "Taro \ufe0f", "葛\U000e0100\U000e0100西"])
+def test_a_variation_selector_after_nothing_visible_is_refused(typed: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        normalize_name(typed)
+    assert refused.value.code == "invisible_character"
+
+
+@pytest.mark.parametrize("typed",
+                         ["\u200b" * 5, "\u200b \u200d", "\u3164", "\u2800 ", " . ", "---"])
+def test_a_name_without_a_visible_letter_is_refused(typed: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        normalize_name(typed)
+    assert refused.value.field == "name"
+
+
+def test_name_length_counts_the_normalised_text() -> None:
+    # U+FDFA is one character typed and 18 stored.
+    assert len(normalize_text("\ufdfa")) == 18
+    assert normalize_name("\ufdfa" * 5) == normalize_text("\ufdfa" * 5)
+    with pytest.raises(InvalidInput) as refused:
+        normalize_name("\ufdfa" * 100)
+    assert (refused.value.field, refused.value.code) == ("name", "too_long")
+    assert normalize_name("あ" * 100) == "あ" * 100
+
+
+def test_kana_length_counts_the_normalised_text() -> None:
+    assert normalize_kana("\u3300") == "アパート"  # ㌀, one character typed
+    with pytest.raises(InvalidInput) as refused:
+        normalize_kana("\u3300" * 30)
+    assert (refused.value.field, refused.value.code) == ("name_kana", "too_long")
+
+
+@pytest.mark.parametrize("typed", ["・", "・ ・"])
+def test_kana_without_a_kana_is_refused(typed: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         normalize_kana(typed)
     assert refused.value.field == "name_kana"
@@ -262,3 +338,11 @@ def test_normalize_kana_is_idempotent(typed: str) -> None:
 def test_search_key_is_idempotent(typed: str) -> None:
     once = search_key(typed)
     assert search_key(once) == once
+
+
+@given(_TEXT)
+def test_a_name_accepted_is_stored_within_its_limit_and_shows_a_letter(typed: str) -> None:
+    name = accepted(normalize_name, typed)
+    assert 0 < len(name) <= 100
+    assert any(ch.isalpha() for ch in name)
+    assert normalize_name(name) == name

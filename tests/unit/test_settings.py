@@ -94,6 +94,14 @@ def test_trusted_proxies_comma_list_becomes_a_tuple() -> None:
     assert settings.trusted_proxies == ("10.0.0.1", "10.0.0.2", "192.168.0.0/16")
 
 
+def test_member_attributes_are_a_list_of_attribute_keys() -> None:
+    settings = load_settings({"LOYALTY_MEMBER_ATTRIBUTES": "newsletter_topics, favourite_store,"})
+    assert settings.member_attributes == ("newsletter_topics", "favourite_store")
+    assert Settings().member_attributes == ()
+    with pytest.raises(ConfigurationError, match="LOYALTY_MEMBER_ATTRIBUTES: 'vip level'"):
+        load_settings({"LOYALTY_MEMBER_ATTRIBUTES": "vip level"})
+
+
 @pytest.mark.parametrize(
     "variable",
     ["LOYALTY_PORT", "LOYALTY_LOG_LEVEL", "LOYALTY_TIMEZONE", "LOYALTY_TRUSTED_PROXIES",
