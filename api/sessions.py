@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from litestar import Controller, Request, post
 from litestar.di import Provide
@@ -20,7 +21,7 @@ from loyalty.auth import (
 from loyalty.db import transaction
 from loyalty.errors import AuthenticationFailed, InvalidInput, RateLimited
 from loyalty.members import find_login, register_member
-from loyalty.normalize import normalize_text
+from loyalty.normalize import normalize_email, normalize_phone, normalize_text
 from loyalty.staff import find_staff_login, staff_role
 from schemas.auth import LogoutRequest, MemberLogin, RefreshRequest, StaffLogin, Tokens
 from schemas.members import MemberRegistration, Registered
@@ -37,6 +38,22 @@ async def _limit_address(request: Request[Any, Any, Any], services: Svc) -> None
     )
     if wait:
         raise RateLimited("too many sign-in attempts from this address", retry_after=wait)
+
+
+def account_key(kind: str, account_id: UUID | None, *, email: str | None = None,
+                phone: str | None = None, region: str = "JP") -> str:
+    """The key wrong passwords are counted under: the account when the identifier names one,
+    else the identifier as the account would store it, so ``080-2345-6789`` and
+    ``+81 80 2345 6789`` are counted together whether or not anyone has that number."""
+    if account_id is not None:
+        return f"login:{kind}:{account_id}"
+    try:
+        identifier = normalize_phone(phone, region) if phone is not None \
+            else normalize_email(email or "")
+    except InvalidInput:
+        # Names no account anyone could hold; still counted, as typed (normalised text).
+        identifier = normalize_text(phone or email or "").lower()
+    return f"login:{kind}:{identifier}"
 
 
 async def _verify_password(
@@ -82,11 +99,11 @@ class SessionController(Controller):
         if (data.email is None) == (data.phone is None):
             raise InvalidInput("give either email or phone", field="email")
         await _limit_address(request, services)
-        identifier = normalize_text(data.email or data.phone or "").lower()
-        found = await find_login(conn, email=data.email, phone=data.phone,
-                                 region=services.settings.default_region)
-        await _verify_password(services, f"login:member:{identifier}",
-                               found[1] if found else None, data.password)
+        region = services.settings.default_region
+        found = await find_login(conn, email=data.email, phone=data.phone, region=region)
+        key = account_key("member", found[0] if found else None, email=data.email,
+                          phone=data.phone, region=region)
+        await _verify_password(services, key, found[1] if found else None, data.password)
         assert found is not None
         return await start_session(conn, services.signer, member_id=found[0],
                                    refresh_ttl=services.settings.refresh_token_ttl_seconds)
@@ -99,8 +116,9 @@ class SessionController(Controller):
         """Log a staff account in; the access token carries its role."""
         await _limit_address(request, services)
         row = await find_staff_login(conn, data.email)
-        await _verify_password(services, f"login:staff:{normalize_text(data.email).lower()}",
-                               row["password_hash"] if row else None, data.password)
+        key = account_key("staff", row["staff_id"] if row else None, email=data.email)
+        await _verify_password(services, key, row["password_hash"] if row else None,
+                               data.password)
         return await start_session(conn, services.signer, staff=(row["staff_id"], row["role"]),
                                    refresh_ttl=services.settings.refresh_token_ttl_seconds)
 

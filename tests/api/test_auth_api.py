@@ -208,3 +208,57 @@ async def test_a_burst_larger_than_the_redis_pool_is_still_counted(
         codes = [response.status_code for response in statuses]
         assert (codes.count(401), codes.count(429)) == (100, 50)
 
+
+# -- the failure counter is the account's, however it is written -------------------------------
+
+
+async def test_a_phone_written_four_ways_shares_one_failure_counter(
+    client: Client, actors: Actors
+) -> None:
+    await actors.member(phone="080-2345-6789")
+    for _ in range(10):
+        wrong = await client.post("/v1/auth/member/login",
+                                  json={"phone": "080-2345-6789", "password": "guess"})
+        assert wrong.status_code == 401
+    for spelling in ["080-2345-6789", "08023456789", "+81 80 2345 6789", "(080) 2345 6789"]:
+        right = await client.post("/v1/auth/member/login",
+                                  json={"phone": spelling, "password": PASSWORD})
+        assert right.status_code == 429, spelling
+
+
+async def test_e_mail_and_phone_of_one_member_share_one_failure_counter(
+    client: Client, actors: Actors
+) -> None:
+    await actors.member(email="both@example.com", phone="090-1234-5678")
+    for attempt in range(10):
+        login = {"email": "Both@Example.com"} if attempt % 2 else {"phone": "09012345678"}
+        assert (await client.post("/v1/auth/member/login",
+                                  json={**login, "password": "guess"})).status_code == 401
+    right = await client.post("/v1/auth/member/login",
+                              json={"email": "both@example.com", "password": PASSWORD})
+    assert right.status_code == 429
+
+
+async def test_guesses_at_a_number_nobody_has_are_counted_however_it_is_written(
+    client: Client,
+) -> None:
+    spellings = ["070-1111-2222", "07011112222", "+81 70 1111 2222", "(070) 1111 2222"]
+    statuses = [
+        (await client.post("/v1/auth/member/login",
+                           json={"phone": spellings[i % 4], "password": "guess"})).status_code
+        for i in range(11)
+    ]
+    assert statuses == [401] * 10 + [429]
+
+
+async def test_a_staff_e_mail_written_two_ways_shares_one_failure_counter(
+    client: Client, actors: Actors
+) -> None:
+    await actors.staff("support", email="desk@staff.example")
+    for spelling in ["desk@staff.example", " ＤＥＳＫ@staff.example "] * 5:
+        wrong = await client.post("/v1/auth/staff/login",
+                                  json={"email": spelling, "password": "guess"})
+        assert wrong.status_code == 401
+    right = await client.post("/v1/auth/staff/login",
+                              json={"email": "Desk@Staff.Example", "password": PASSWORD})
+    assert right.status_code == 429
