@@ -12,8 +12,7 @@ from litestar.params import JSONBody
 from api.auth import client_address
 from api.deps import Db, Svc, provide_conn, provide_services
 from loyalty.auth import (
-    MEMBER_AUDIENCE,
-    STAFF_AUDIENCE,
+    access_token,
     revoke_refresh_token_family,
     rotate_refresh_token,
     start_session,
@@ -87,7 +86,8 @@ class SessionController(Controller):
         member = await register_member(conn, data, password_hash=password_hash,
                                        region=services.settings.default_region)
         tokens = await start_session(conn, services.signer, member_id=member.member_id,
-                                     refresh_ttl=services.settings.refresh_token_ttl_seconds)
+                                     refresh_ttl=services.settings.refresh_token_ttl_seconds,
+                                   max_age=services.settings.session_max_age_seconds)
         return Registered(member=member, tokens=tokens)
 
     @post("/member/login", operation_id="loginMember", status_code=200)
@@ -106,7 +106,8 @@ class SessionController(Controller):
         await _verify_password(services, key, found[1] if found else None, data.password)
         assert found is not None
         return await start_session(conn, services.signer, member_id=found[0],
-                                   refresh_ttl=services.settings.refresh_token_ttl_seconds)
+                                   refresh_ttl=services.settings.refresh_token_ttl_seconds,
+                                   max_age=services.settings.session_max_age_seconds)
 
     @post("/staff/login", operation_id="loginStaff", status_code=200)
     async def staff_login(
@@ -120,7 +121,8 @@ class SessionController(Controller):
         await _verify_password(services, key, row["password_hash"] if row else None,
                                data.password)
         return await start_session(conn, services.signer, staff=(row["staff_id"], row["role"]),
-                                   refresh_ttl=services.settings.refresh_token_ttl_seconds)
+                                   refresh_ttl=services.settings.refresh_token_ttl_seconds,
+                                   max_age=services.settings.session_max_age_seconds)
 
     @post("/refresh", operation_id="refreshTokens", status_code=200)
     async def refresh(
@@ -128,11 +130,13 @@ class SessionController(Controller):
     ) -> Tokens:
         """Spend a refresh token for new tokens. A token spent twice revokes its whole family."""
         await _limit_address(request, services)
-        ttl = services.settings.refresh_token_ttl_seconds
+        settings = services.settings
         # Its own transaction, not the request's: a detected reuse must commit the revocation
         # even though the answer is a 401.
         async with transaction(services.pool) as conn:
-            rotation = await rotate_refresh_token(conn, data.refresh_token, ttl_seconds=ttl)
+            rotation = await rotate_refresh_token(
+                conn, data.refresh_token, ttl_seconds=settings.refresh_token_ttl_seconds,
+                max_age_seconds=settings.session_max_age_seconds)
             role = None
             if rotation.kind == "staff" and rotation.subject_id is not None:
                 role = await staff_role(conn, rotation.subject_id)
@@ -140,15 +144,16 @@ class SessionController(Controller):
             raise AuthenticationFailed(
                 "this refresh token was already used; its session is revoked",
                                        code="refresh_token_reused")
-        if rotation.outcome != "rotated" or rotation.subject_id is None:
-            raise AuthenticationFailed("refresh token is not valid", code="invalid_refresh_token")
+        if rotation.outcome != "rotated" or rotation.subject_id is None \
+                or (rotation.kind == "staff" and role is None):
+            raise AuthenticationFailed("refresh token is not valid or its session has ended: "
+                                       "sign in again", code="invalid_refresh_token")
         assert rotation.refresh_token is not None
-        if rotation.kind == "member":
-            access = services.signer.issue(rotation.subject_id, MEMBER_AUDIENCE)
-        else:
-            access = services.signer.issue(rotation.subject_id, STAFF_AUDIENCE, role=role)
+        assert rotation.session_id is not None
+        access, ttl = access_token(services.signer, rotation.subject_id, rotation.session_id,
+                                   role=role, seconds_left=rotation.seconds_left)
         return Tokens(access_token=access, refresh_token=rotation.refresh_token,
-                      expires_in=services.signer.access_ttl)
+                      expires_in=ttl)
 
     @post("/logout", operation_id="logout", status_code=204)
     async def logout(self, data: JSONBody[LogoutRequest], conn: Db) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from api.app import create_app
 from loyalty.auth import MEMBER_AUDIENCE, STAFF_AUDIENCE, load_or_create_signing_key
 from loyalty.settings import Settings
 from tests.api.conftest import PASSWORD, Actors, bearer
-from tests.conftest import make_settings, serve
+from tests.conftest import make_settings, query, serve
 
 Client = httpx.AsyncClient
 
@@ -209,6 +210,7 @@ async def test_a_burst_larger_than_the_redis_pool_is_still_counted(
         assert (codes.count(401), codes.count(429)) == (100, 50)
 
 
+
 # -- the failure counter is the account's, however it is written -------------------------------
 
 
@@ -262,3 +264,38 @@ async def test_a_staff_e_mail_written_two_ways_shares_one_failure_counter(
     right = await client.post("/v1/auth/staff/login",
                               json={"email": "Desk@Staff.Example", "password": PASSWORD})
     assert right.status_code == 429
+
+
+# -- a session's absolute lifetime ----------------------------------------------------------
+
+
+async def test_refreshing_does_not_extend_a_session_past_its_maximum_age(
+    fresh_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(fresh_database, redis_url, tmp_path, session_max_age_seconds=600)
+    async with serve(create_app(settings)) as client:
+        member = await Actors(client, settings).member()
+        refresh = member.refresh_token
+        for _ in range(3):
+            rotated = await client.post("/v1/auth/refresh", json={"refresh_token": refresh})
+            assert rotated.status_code == 200
+            refresh = rotated.json()["refresh_token"]
+        rows = await query(fresh_database,
+                           "select session_started_at, expires_at from refresh_tokens"
+                           " where member_id = $1 order by issued_at", member.member_uuid)
+        assert len(rows) == 4
+        started = rows[0]["session_started_at"]
+        # Every successor ends where the first token did: the sign-in plus the maximum age,
+        # not 30 days (the refresh-token lifetime) after its own issue.
+        assert {row["session_started_at"] for row in rows} == {started}
+        assert {row["expires_at"] for row in rows} == {started + dt.timedelta(seconds=600)}
+        assert _claims(rotated.json()["access_token"])["exp"] \
+            <= (started + dt.timedelta(seconds=600)).timestamp()
+
+        # Once the maximum age has passed, the session is over however fresh its token.
+        await query(fresh_database,
+                    "update refresh_tokens set session_started_at = now() - interval '601 s'"
+                    " where member_id = $1", member.member_uuid)
+        ended = await client.post("/v1/auth/refresh", json={"refresh_token": refresh})
+        assert ended.status_code == 401
+        assert ended.json()["type"].endswith(":invalid_refresh_token")
