@@ -43,6 +43,7 @@ from loyalty.auth import Passwords, TerminalKeys, TokenSigner, load_or_create_si
 from loyalty.db import create_pool
 from loyalty.purchases import Programme
 from loyalty.ratelimit import RateLimiter
+from loyalty.revocation import Revocations
 from loyalty.rules import RuleBook
 from loyalty.settings import Settings, load_settings
 
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             programme=Programme(currency=settings.currency,
                                 timezone=ZoneInfo(settings.timezone)),
             terminal_keys=TerminalKeys(),
+            revocations=Revocations(pool, access_ttl=settings.access_token_ttl_seconds),
             jobs=make_context(settings.database_url, job_pool, settings),
         )
         # Every process is a candidate; the leader lock lets one act (jobs/scheduler.py).
@@ -160,7 +162,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if scheduler is not None:
             scheduler.add_done_callback(_report_scheduler_end)
         try:
-            yield
+            async with app.state.services.revocations.listening(settings.database_url):
+                yield
         finally:
             if scheduler is not None:
                 stop_scheduler.set()

@@ -43,15 +43,21 @@ API_KEY_PREFIX = "lk_"
 # -- principals -------------------------------------------------------------------------------
 
 
+# ``session_id`` is the session (refresh-token family) a token was issued in: ending the session
+# ends its access tokens too (loyalty/revocation.py).
+
+
 @dataclass(frozen=True, slots=True)
 class MemberPrincipal:
     member_id: UUID
+    session_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StaffPrincipal:
     staff_id: UUID
     role: str
+    session_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,14 +272,15 @@ class TokenSigner:
         expires = float(claims["exp"])
         try:
             subject = UUID(claims["sub"])
-        except (ValueError, TypeError):
-            raise AuthenticationFailed("token subject is not valid") from None
+            session = None if claims.get("sid") is None else UUID(claims["sid"])
+        except (ValueError, TypeError, AttributeError):
+            raise AuthenticationFailed("token subject or session is not valid") from None
         if claims["aud"] == MEMBER_AUDIENCE:
-            return MemberPrincipal(subject), expires
+            return MemberPrincipal(subject, session), expires
         role = claims.get("role")
         if not isinstance(role, str):
             raise AuthenticationFailed("staff token carries no role")
-        return StaffPrincipal(subject, role), expires
+        return StaffPrincipal(subject, role, session), expires
 
 
 # -- refresh tokens ---------------------------------------------------------------------------
@@ -368,6 +375,7 @@ async def rotate_refresh_token(
 
 
 async def revoke_family(conn: Connection, family_id: UUID) -> None:
+    # Migration 0015's trigger tells every API process, so the family's access tokens end too.
     await conn.execute(
         "update refresh_tokens set revoked_at = now() where family_id = $1 and revoked_at is null",
         family_id,
@@ -450,8 +458,8 @@ def access_token(
     role; none outlives its session (``seconds_left``)."""
     ttl = signer.access_ttl if seconds_left is None else min(signer.access_ttl, seconds_left)
     if role is None:
-        return signer.issue(subject, MEMBER_AUDIENCE, ttl=ttl), ttl
-    return signer.issue(subject, STAFF_AUDIENCE, ttl=ttl, role=role), ttl
+        return signer.issue(subject, MEMBER_AUDIENCE, ttl=ttl, sid=str(session_id)), ttl
+    return signer.issue(subject, STAFF_AUDIENCE, ttl=ttl, sid=str(session_id), role=role), ttl
 
 
 async def start_session(
