@@ -78,6 +78,9 @@ class Standing:
     read_at: float
 
 
+_UNREAD = Standing(False, None, frozenset(), -math.inf)
+
+
 class _Read:
     """A read of one standing in flight; ``current`` turns false when a change is heard
     meanwhile, so its answer serves the requests waiting for it but is not kept."""
@@ -134,6 +137,8 @@ class Revocations:
     async def check(self, principal: MemberPrincipal | StaffPrincipal) -> None:
         """Raise AuthenticationFailed unless ``principal``'s session and account still stand.
         No database round trip while the standing is known and the listener proven."""
+        if principal.session_id is None:
+            judge(principal, _UNREAD)  # refused without asking anyone
         key, kind, subject = _key(principal)
         now = time.monotonic()
         standing = self._known.get(key)

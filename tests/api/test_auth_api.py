@@ -73,6 +73,20 @@ async def test_forged_and_stale_tokens_are_401(
         assert response.json()["type"].endswith(":authentication_failed"), name
 
 
+async def test_a_token_that_names_no_session_is_refused(
+    client: Client, actors: Actors, settings: Settings
+) -> None:
+    # Signed with our own key, as tokens of the previous version were: log-out could not end
+    # it, so it is not taken (the app refreshes, and gets a token with a session).
+    member = await actors.member()
+    kid = jwt.get_unverified_header(member.access_token)["kid"]
+    claims = {k: v for k, v in _claims(member.access_token).items() if k != "sid"}
+    sessionless = await client.get("/v1/me", headers=bearer(_sign(settings, claims, kid=kid)))
+    assert sessionless.status_code == 401
+    assert sessionless.json()["type"].endswith(":session_ended")
+    assert (await client.get("/v1/me", headers=member.headers)).status_code == 200
+
+
 async def test_member_token_does_not_open_staff_routes(client: Client, actors: Actors) -> None:
     member = await actors.member()
     # A member token relabelled as staff would need the service's own signature to pass.
