@@ -42,6 +42,7 @@ from loyalty.db import create_pool
 from loyalty.logs import configure_logging
 from loyalty.purchases import Programme
 from loyalty.ratelimit import RateLimiter
+from loyalty.revocation import Revocations
 from loyalty.rules import RuleBook
 from loyalty.settings import Settings, load_settings
 from schemas.base import EDGE_TYPES, decode_edge
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             programme=Programme(currency=settings.currency,
                                 timezone=ZoneInfo(settings.timezone)),
             terminal_keys=TerminalKeys(),
+            revocations=Revocations(pool, access_ttl=settings.access_token_ttl_seconds),
             jobs=make_context(settings.database_url, job_pool, settings),
         )
         # Every process is a candidate; the leader lock lets one act (jobs/scheduler.py).
@@ -152,7 +154,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if scheduler is not None:
             scheduler.add_done_callback(_report_scheduler_end)
         try:
-            yield
+            async with app.state.services.revocations.listening(settings.database_url):
+                yield
         finally:
             if scheduler is not None:
                 stop_scheduler.set()

@@ -104,6 +104,7 @@ class AuthenticationMiddleware(ASGIMiddleware):
                     credential, services.pool.acquire)
             else:
                 principal = services.signer.principal(credential)
+                await services.revocations.check(principal)
         scope["user"] = principal
         if opt.get("rate_limit", True):
             address = client_address(scope, services.settings.trusted_proxies)

@@ -25,6 +25,7 @@ from loyalty.auth import (
 from loyalty.db import Connection, Pool
 from loyalty.purchases import Programme
 from loyalty.ratelimit import RateLimiter
+from loyalty.revocation import Revocations
 from loyalty.rules import RuleBook
 from loyalty.settings import Settings
 
@@ -42,6 +43,8 @@ class Services:
     rulebook: RuleBook
     programme: Programme
     terminal_keys: TerminalKeys
+    # Ended sessions, suspended members, changed staff accounts: refused on every instance.
+    revocations: Revocations
     # Runs of jobs started from the API, on a pool of their own with the jobs' timeout.
     jobs: JobContext
 

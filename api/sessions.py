@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from litestar import Controller, Request, post
 from litestar.di import Provide
@@ -11,8 +12,7 @@ from litestar.params import JSONBody
 from api.auth import client_address
 from api.deps import Db, Svc, provide_conn, provide_services
 from loyalty.auth import (
-    MEMBER_AUDIENCE,
-    STAFF_AUDIENCE,
+    access_token,
     revoke_refresh_token_family,
     rotate_refresh_token,
     start_session,
@@ -20,7 +20,7 @@ from loyalty.auth import (
 from loyalty.db import transaction
 from loyalty.errors import AuthenticationFailed, InvalidInput, RateLimited
 from loyalty.members import find_login, register_member
-from loyalty.normalize import normalize_text
+from loyalty.normalize import normalize_email, normalize_phone, normalize_text
 from loyalty.staff import find_staff_login, staff_role
 from schemas.auth import LogoutRequest, MemberLogin, RefreshRequest, StaffLogin, Tokens
 from schemas.members import MemberRegistration, Registered
@@ -41,6 +41,22 @@ async def _limit_address(request: Request[Any, Any, Any], services: Svc) -> None
 
 # Other answers to "does this contact belong to a member?" count here too (api/members.py).
 limit_sign_in_address = _limit_address
+
+
+def account_key(kind: str, account_id: UUID | None, *, email: str | None = None,
+                phone: str | None = None, region: str = "JP") -> str:
+    """The key wrong passwords are counted under: the account when the identifier names one,
+    else the identifier as the account would store it, so ``080-2345-6789`` and
+    ``+81 80 2345 6789`` are counted together whether or not anyone has that number."""
+    if account_id is not None:
+        return f"login:{kind}:{account_id}"
+    try:
+        identifier = normalize_phone(phone, region) if phone is not None \
+            else normalize_email(email or "")
+    except InvalidInput:
+        # Names no account anyone could hold; still counted, as typed (normalised text).
+        identifier = normalize_text(phone or email or "").lower()
+    return f"login:{kind}:{identifier}"
 
 
 async def _verify_password(
@@ -75,7 +91,8 @@ class SessionController(Controller):
                                        region=services.settings.default_region,
                                        member_attributes=services.settings.member_attributes)
         tokens = await start_session(conn, services.signer, member_id=member.member_id,
-                                     refresh_ttl=services.settings.refresh_token_ttl_seconds)
+                                     refresh_ttl=services.settings.refresh_token_ttl_seconds,
+                                   max_age=services.settings.session_max_age_seconds)
         return Registered(member=member, tokens=tokens)
 
     @post("/member/login", operation_id="loginMember", status_code=200)
@@ -87,14 +104,15 @@ class SessionController(Controller):
         if (data.email is None) == (data.phone is None):
             raise InvalidInput("give either email or phone", field="email")
         await _limit_address(request, services)
-        identifier = normalize_text(data.email or data.phone or "").lower()
-        found = await find_login(conn, email=data.email, phone=data.phone,
-                                 region=services.settings.default_region)
-        await _verify_password(services, f"login:member:{identifier}",
-                               found[1] if found else None, data.password)
+        region = services.settings.default_region
+        found = await find_login(conn, email=data.email, phone=data.phone, region=region)
+        key = account_key("member", found[0] if found else None, email=data.email,
+                          phone=data.phone, region=region)
+        await _verify_password(services, key, found[1] if found else None, data.password)
         assert found is not None
         return await start_session(conn, services.signer, member_id=found[0],
-                                   refresh_ttl=services.settings.refresh_token_ttl_seconds)
+                                   refresh_ttl=services.settings.refresh_token_ttl_seconds,
+                                   max_age=services.settings.session_max_age_seconds)
 
     @post("/staff/login", operation_id="loginStaff", status_code=200)
     async def staff_login(
@@ -104,10 +122,12 @@ class SessionController(Controller):
         """Log a staff account in; the access token carries its role."""
         await _limit_address(request, services)
         row = await find_staff_login(conn, data.email)
-        await _verify_password(services, f"login:staff:{normalize_text(data.email).lower()}",
-                               row["password_hash"] if row else None, data.password)
+        key = account_key("staff", row["staff_id"] if row else None, email=data.email)
+        await _verify_password(services, key, row["password_hash"] if row else None,
+                               data.password)
         return await start_session(conn, services.signer, staff=(row["staff_id"], row["role"]),
-                                   refresh_ttl=services.settings.refresh_token_ttl_seconds)
+                                   refresh_ttl=services.settings.refresh_token_ttl_seconds,
+                                   max_age=services.settings.session_max_age_seconds)
 
     @post("/refresh", operation_id="refreshTokens", status_code=200)
     async def refresh(
@@ -115,11 +135,13 @@ class SessionController(Controller):
     ) -> Tokens:
         """Spend a refresh token for new tokens. A token spent twice revokes its whole family."""
         await _limit_address(request, services)
-        ttl = services.settings.refresh_token_ttl_seconds
+        settings = services.settings
         # Its own transaction, not the request's: a detected reuse must commit the revocation
         # even though the answer is a 401.
         async with transaction(services.pool) as conn:
-            rotation = await rotate_refresh_token(conn, data.refresh_token, ttl_seconds=ttl)
+            rotation = await rotate_refresh_token(
+                conn, data.refresh_token, ttl_seconds=settings.refresh_token_ttl_seconds,
+                max_age_seconds=settings.session_max_age_seconds)
             role = None
             if rotation.kind == "staff" and rotation.subject_id is not None:
                 role = await staff_role(conn, rotation.subject_id)
@@ -127,15 +149,16 @@ class SessionController(Controller):
             raise AuthenticationFailed(
                 "this refresh token was already used; its session is revoked",
                                        code="refresh_token_reused")
-        if rotation.outcome != "rotated" or rotation.subject_id is None:
-            raise AuthenticationFailed("refresh token is not valid", code="invalid_refresh_token")
+        if rotation.outcome != "rotated" or rotation.subject_id is None \
+                or (rotation.kind == "staff" and role is None):
+            raise AuthenticationFailed("refresh token is not valid or its session has ended: "
+                                       "sign in again", code="invalid_refresh_token")
         assert rotation.refresh_token is not None
-        if rotation.kind == "member":
-            access = services.signer.issue(rotation.subject_id, MEMBER_AUDIENCE)
-        else:
-            access = services.signer.issue(rotation.subject_id, STAFF_AUDIENCE, role=role)
+        assert rotation.session_id is not None
+        access, ttl = access_token(services.signer, rotation.subject_id, rotation.session_id,
+                                   role=role, seconds_left=rotation.seconds_left)
         return Tokens(access_token=access, refresh_token=rotation.refresh_token,
-                      expires_in=services.signer.access_ttl)
+                      expires_in=ttl)
 
     @post("/logout", operation_id="logout", status_code=204)
     async def logout(self, data: JSONBody[LogoutRequest], conn: Db) -> None:

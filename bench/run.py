@@ -39,7 +39,7 @@ import msgspec
 from asyncpg.connection import LoggedQuery
 
 from bench.load import load
-from loyalty.auth import MEMBER_AUDIENCE, TokenSigner, load_or_create_signing_key
+from loyalty.auth import TokenSigner, load_or_create_signing_key, start_session
 from loyalty.campaigns import launch_campaign
 from loyalty.db import Connection, init_connection, migrate, with_database
 from loyalty.dormancy import dormancy_cutoff, flag_dormant
@@ -150,16 +150,19 @@ async def prepare(server_url: str, members: int) -> dict[str, Any]:
                          progress=say)
     say("loaded in " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
 
+    signer = TokenSigner(load_or_create_signing_key(DATA_DIR), issuer="loyalty",
+                         access_ttl=3600)
     conn = await asyncpg.connect(dsn)
     try:
         sample = [str(r[0]) for r in await conn.fetch(
             "select member_id from bench_members order by random() limit $1", SAMPLE)]
+        # Signed in the way the app does it: an access token belongs to a session.
+        tokens = [(await start_session(conn, signer, refresh_ttl=3600, max_age=3600,
+                                       member_id=UUID(m))).access_token
+                  for m in sample[:TOKENS]]
         size = await conn.fetchval("select pg_size_pretty(pg_database_size(current_database()))")
     finally:
         await conn.close()
-    signer = TokenSigner(load_or_create_signing_key(DATA_DIR), issuer="loyalty",
-                         access_ttl=3600)
-    tokens = [signer.issue(UUID(m), MEMBER_AUDIENCE) for m in sample[:TOKENS]]
     WORK.mkdir(parents=True, exist_ok=True)
     (WORK / "members.lua").write_text("return {" + ",".join(f'"{m}"' for m in sample) + "}\n")
     (WORK / "tokens.lua").write_text("return {" + ",".join(f'"{t}"' for t in tokens) + "}\n")

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from loyalty.db import Connection
 from loyalty.errors import AuthenticationFailed, ConfigurationError
+from loyalty.ids import uuid7
 from schemas.auth import Tokens
 
 MEMBER_AUDIENCE = "loyalty:member"
@@ -42,15 +43,21 @@ API_KEY_PREFIX = "lk_"
 # -- principals -------------------------------------------------------------------------------
 
 
+# ``session_id`` is the session (refresh-token family) a token was issued in: ending the session
+# ends its access tokens too (loyalty/revocation.py).
+
+
 @dataclass(frozen=True, slots=True)
 class MemberPrincipal:
     member_id: UUID
+    session_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StaffPrincipal:
     staff_id: UUID
     role: str
+    session_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,37 +272,44 @@ class TokenSigner:
         expires = float(claims["exp"])
         try:
             subject = UUID(claims["sub"])
-        except (ValueError, TypeError):
-            raise AuthenticationFailed("token subject is not valid") from None
+            session = None if claims.get("sid") is None else UUID(claims["sid"])
+        except (ValueError, TypeError, AttributeError):
+            raise AuthenticationFailed("token subject or session is not valid") from None
         if claims["aud"] == MEMBER_AUDIENCE:
-            return MemberPrincipal(subject), expires
+            return MemberPrincipal(subject, session), expires
         role = claims.get("role")
         if not isinstance(role, str):
             raise AuthenticationFailed("staff token carries no role")
-        return StaffPrincipal(subject, role), expires
+        return StaffPrincipal(subject, role, session), expires
 
 
 # -- refresh tokens ---------------------------------------------------------------------------
+#
+# A session is a family of refresh tokens: each use spends one for its successor. It lives at
+# most ``max_age`` seconds from its first sign-in, however often it rotates.
 
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-async def issue_refresh_token(
-    conn: Connection, *, ttl_seconds: int, member_id: UUID | None = None,
-    staff_id: UUID | None = None, family_id: UUID | None = None,
-) -> str:
-    """A new refresh token, in a new family unless ``family_id`` continues one."""
+async def _open_session(
+    conn: Connection, *, ttl_seconds: int, max_age_seconds: int, member_id: UUID | None = None,
+    staff_id: UUID | None = None,
+) -> tuple[UUID, str]:
+    """A new session and its first refresh token: (the session's id, the token)."""
+    session_id = uuid7()
     token = secrets.token_urlsafe(32)
     await conn.execute(
         """
-        insert into refresh_tokens (token_hash, family_id, member_id, staff_id, expires_at)
-        values ($1, coalesce($2, uuid_v7()), $3, $4, now() + $5::interval)
+        insert into refresh_tokens (token_hash, family_id, member_id, staff_id,
+                                    session_started_at, expires_at)
+        values ($1, $2, $3, $4, now(), now() + least($5::interval, $6::interval))
         """,
-        _digest(token), family_id, member_id, staff_id, timedelta(seconds=ttl_seconds),
+        _digest(token), session_id, member_id, staff_id, timedelta(seconds=ttl_seconds),
+        timedelta(seconds=max_age_seconds),
     )
-    return token
+    return session_id, token
 
 
 @dataclass(frozen=True)
@@ -306,18 +320,28 @@ class Rotation:
     kind: Literal["member", "staff"] | None = None
     subject_id: UUID | None = None
     refresh_token: str | None = None
+    session_id: UUID | None = None
+    # Until the session's absolute end; no access token may outlive it.
+    seconds_left: int = 0
 
 
-async def rotate_refresh_token(conn: Connection, token: str, *, ttl_seconds: int) -> Rotation:
-    """Spend ``token`` for a successor in its family.
+async def rotate_refresh_token(
+    conn: Connection, token: str, *, ttl_seconds: int, max_age_seconds: int
+) -> Rotation:
+    """Spend ``token`` for a successor in its family, expiring no later than the family's
+    start plus ``max_age_seconds``.
 
     A token already spent means it leaked (or was stolen and raced): the whole family is
     revoked and ``reused`` returned; the caller must commit that before refusing.
     """
+    max_age = timedelta(seconds=max_age_seconds)
     row = await conn.fetchrow(
         """
         select t.family_id, t.member_id, t.staff_id, t.used_at, t.revoked_at,
-               t.expires_at > now() as live,
+               t.session_started_at,
+               t.expires_at > now() and t.session_started_at + $2::interval > now() as live,
+               extract(epoch from t.session_started_at + $2::interval - now())::int
+                   as seconds_left,
                coalesce(m.status in ('active', 'dormant'), s.active) as subject_ok
           from refresh_tokens t
           left join members m on m.member_id = t.member_id
@@ -325,7 +349,7 @@ async def rotate_refresh_token(conn: Connection, token: str, *, ttl_seconds: int
          where t.token_hash = $1
            for update of t
         """,
-        _digest(token),
+        _digest(token), max_age,
     )
     if row is None or row["revoked_at"] is not None or not row["live"] or not row["subject_ok"]:
         return Rotation("invalid")
@@ -334,16 +358,24 @@ async def rotate_refresh_token(conn: Connection, token: str, *, ttl_seconds: int
         return Rotation("reused")
     await conn.execute("update refresh_tokens set used_at = now() where token_hash = $1",
                        _digest(token))
-    successor = await issue_refresh_token(
-        conn, ttl_seconds=ttl_seconds, member_id=row["member_id"], staff_id=row["staff_id"],
-        family_id=row["family_id"],
+    successor = secrets.token_urlsafe(32)
+    await conn.execute(
+        """
+        insert into refresh_tokens (token_hash, family_id, member_id, staff_id,
+                                    session_started_at, expires_at)
+        values ($1, $2, $3, $4, $5::timestamptz,
+                least(now() + $6::interval, $5::timestamptz + $7::interval))
+        """,
+        _digest(successor), row["family_id"], row["member_id"], row["staff_id"],
+        row["session_started_at"], timedelta(seconds=ttl_seconds), max_age,
     )
-    if row["member_id"] is not None:
-        return Rotation("rotated", "member", row["member_id"], successor)
-    return Rotation("rotated", "staff", row["staff_id"], successor)
+    kind: Literal["member", "staff"] = "member" if row["member_id"] is not None else "staff"
+    return Rotation("rotated", kind, row["member_id"] or row["staff_id"], successor,
+                    row["family_id"], max(1, row["seconds_left"]))
 
 
 async def revoke_family(conn: Connection, family_id: UUID) -> None:
+    # Migration 0015's trigger tells every API process, so the family's access tokens end too.
     await conn.execute(
         "update refresh_tokens set revoked_at = now() where family_id = $1 and revoked_at is null",
         family_id,
@@ -418,16 +450,32 @@ async def authenticate_terminal(conn: Connection, api_key: str) -> TerminalPrinc
 # -- sessions ---------------------------------------------------------------------------------
 
 
+def access_token(
+    signer: TokenSigner, subject: UUID, session_id: UUID, *, role: str | None = None,
+    seconds_left: int | None = None,
+) -> tuple[str, int]:
+    """An access token in session ``session_id`` and its lifetime: a staff token carries the
+    role; none outlives its session (``seconds_left``)."""
+    ttl = signer.access_ttl if seconds_left is None else min(signer.access_ttl, seconds_left)
+    if role is None:
+        return signer.issue(subject, MEMBER_AUDIENCE, ttl=ttl, sid=str(session_id)), ttl
+    return signer.issue(subject, STAFF_AUDIENCE, ttl=ttl, sid=str(session_id), role=role), ttl
+
+
 async def start_session(
-    conn: Connection, signer: TokenSigner, *, refresh_ttl: int, member_id: UUID | None = None,
-    staff: tuple[UUID, str] | None = None,
+    conn: Connection, signer: TokenSigner, *, refresh_ttl: int, max_age: int,
+    member_id: UUID | None = None, staff: tuple[UUID, str] | None = None,
 ) -> Tokens:
-    """Access and refresh tokens for a member, or for a staff account with its role."""
+    """A new session's access and refresh tokens, for a member or a staff account with its
+    role."""
     if member_id is not None:
-        access = signer.issue(member_id, MEMBER_AUDIENCE)
-        refresh = await issue_refresh_token(conn, ttl_seconds=refresh_ttl, member_id=member_id)
+        session_id, refresh = await _open_session(
+            conn, ttl_seconds=refresh_ttl, max_age_seconds=max_age, member_id=member_id)
+        access, ttl = access_token(signer, member_id, session_id, seconds_left=max_age)
     else:
         assert staff is not None
-        access = signer.issue(staff[0], STAFF_AUDIENCE, role=staff[1])
-        refresh = await issue_refresh_token(conn, ttl_seconds=refresh_ttl, staff_id=staff[0])
-    return Tokens(access_token=access, refresh_token=refresh, expires_in=signer.access_ttl)
+        session_id, refresh = await _open_session(
+            conn, ttl_seconds=refresh_ttl, max_age_seconds=max_age, staff_id=staff[0])
+        access, ttl = access_token(signer, staff[0], session_id, role=staff[1],
+                                   seconds_left=max_age)
+    return Tokens(access_token=access, refresh_token=refresh, expires_in=ttl)

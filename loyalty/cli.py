@@ -213,6 +213,23 @@ def cmd_staff_create(settings: Settings, args: argparse.Namespace) -> None:
     print(f"staff {account.email} ({account.role}) created: {account.staff_id}")
 
 
+def cmd_staff_deactivate(settings: Settings, args: argparse.Namespace) -> None:
+    from loyalty.staff import deactivate_staff
+
+    account = _with_connection(settings, lambda conn: deactivate_staff(conn, args.email))
+    print(f"staff {account.email} deactivated: it can no longer sign in, and its sessions "
+          "have ended on every instance")
+
+
+def cmd_staff_set_role(settings: Settings, args: argparse.Namespace) -> None:
+    from loyalty.staff import set_staff_role
+
+    account = _with_connection(settings, lambda conn: set_staff_role(conn, args.email,
+                                                                     args.role))
+    print(f"staff {account.email} is now {account.role}: its sessions have ended, and it "
+          "signs in again to work with the new role")
+
+
 def cmd_terminal_create(settings: Settings, args: argparse.Namespace) -> None:
     from loyalty.stores import create_terminal, ensure_store
     from schemas.admin import TerminalCreate
@@ -335,6 +352,15 @@ def _parser() -> argparse.ArgumentParser:
                         choices=["admin", "marketer", "analyst", "support"])
     create.add_argument("--name")
     create.set_defaults(run=cmd_staff_create)
+    deactivate = staff.add_parser("deactivate", help="stop an account signing in and end its "
+                                                     "sessions")
+    deactivate.add_argument("--email", required=True)
+    deactivate.set_defaults(run=cmd_staff_deactivate)
+    set_role = staff.add_parser("set-role", help="change an account's role (ends its sessions)")
+    set_role.add_argument("--email", required=True)
+    set_role.add_argument("--role", required=True,
+                          choices=["admin", "marketer", "analyst", "support"])
+    set_role.set_defaults(run=cmd_staff_set_role)
 
     terminal = commands.add_parser("terminal", help="store terminals").add_subparsers(
         dest="terminal_command", required=True)

@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     jwt_previous_public_keys: str | None = None
     access_token_ttl_seconds: Annotated[int, Meta(ge=30, le=86_400)] = 900
     refresh_token_ttl_seconds: Annotated[int, Meta(ge=300)] = 30 * 86_400
+    # A session (a refresh-token family) ends this long after its sign-in however often it
+    # is refreshed: a stolen refresh token kept fresh by rotation does not live for ever.
+    session_max_age_seconds: Annotated[int, Meta(ge=300)] = 90 * 86_400
     argon2_time_cost: Annotated[int, Meta(ge=1, le=20)] = 3
     argon2_memory_kib: Annotated[int, Meta(ge=8, le=4_194_304)] = 65_536
     argon2_parallelism: Annotated[int, Meta(ge=1, le=16)] = 4

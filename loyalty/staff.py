@@ -9,7 +9,7 @@ import asyncpg
 import msgspec
 
 from loyalty.db import Connection, fetch_returning
-from loyalty.errors import Conflict
+from loyalty.errors import Conflict, NotFound
 from loyalty.normalize import normalize_email, normalize_text
 from schemas.admin import StaffAccount
 
@@ -51,3 +51,27 @@ async def staff_role(conn: Connection, staff_id: UUID) -> str | None:
         "select role from staff where staff_id = $1 and active", staff_id
     )
     return role
+
+
+# Both end every session of the account, on every API instance within a second: the trigger
+# of migration 0015 reacts to the row, whichever statement changes it.
+
+
+async def deactivate_staff(conn: Connection, email: str) -> StaffAccount:
+    """Stop an account from signing in; its sessions and access tokens end."""
+    return await _change_staff(conn, email, "update staff set active = false where email = $1"
+                               f" returning {_COLUMNS}")
+
+
+async def set_staff_role(conn: Connection, email: str, role: str) -> StaffAccount:
+    """Give an account another role; its sessions end, so its next sign-in carries the role."""
+    return await _change_staff(conn, email, "update staff set role = $2 where email = $1"
+                               f" returning {_COLUMNS}", role)
+
+
+async def _change_staff(conn: Connection, email: str, sql: str, *args: object) -> StaffAccount:
+    row = await conn.fetchrow(sql, normalize_email(email), *args)
+    if row is None:
+        raise NotFound(f"no staff account has the e-mail address {email}: check it is the "
+                       "address the account signs in with", field="email")
+    return msgspec.convert(dict(row), StaffAccount)

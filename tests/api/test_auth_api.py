@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from api.app import create_app
 from loyalty.auth import MEMBER_AUDIENCE, STAFF_AUDIENCE, load_or_create_signing_key
 from loyalty.settings import Settings
 from tests.api.conftest import PASSWORD, Actors, bearer
-from tests.conftest import make_settings, serve
+from tests.conftest import make_settings, query, serve
 
 Client = httpx.AsyncClient
 
@@ -70,6 +71,20 @@ async def test_forged_and_stale_tokens_are_401(
         assert response.status_code == 401, name
         assert response.headers["www-authenticate"].startswith("Bearer")
         assert response.json()["type"].endswith(":authentication_failed"), name
+
+
+async def test_a_token_that_names_no_session_is_refused(
+    client: Client, actors: Actors, settings: Settings
+) -> None:
+    # Signed with our own key, as tokens of the previous version were: log-out could not end
+    # it, so it is not taken (the app refreshes, and gets a token with a session).
+    member = await actors.member()
+    kid = jwt.get_unverified_header(member.access_token)["kid"]
+    claims = {k: v for k, v in _claims(member.access_token).items() if k != "sid"}
+    sessionless = await client.get("/v1/me", headers=bearer(_sign(settings, claims, kid=kid)))
+    assert sessionless.status_code == 401
+    assert sessionless.json()["type"].endswith(":session_ended")
+    assert (await client.get("/v1/me", headers=member.headers)).status_code == 200
 
 
 async def test_member_token_does_not_open_staff_routes(client: Client, actors: Actors) -> None:
@@ -208,3 +223,93 @@ async def test_a_burst_larger_than_the_redis_pool_is_still_counted(
         codes = [response.status_code for response in statuses]
         assert (codes.count(401), codes.count(429)) == (100, 50)
 
+
+
+# -- the failure counter is the account's, however it is written -------------------------------
+
+
+async def test_a_phone_written_four_ways_shares_one_failure_counter(
+    client: Client, actors: Actors
+) -> None:
+    await actors.member(phone="080-2345-6789")
+    for _ in range(10):
+        wrong = await client.post("/v1/auth/member/login",
+                                  json={"phone": "080-2345-6789", "password": "guess"})
+        assert wrong.status_code == 401
+    for spelling in ["080-2345-6789", "08023456789", "+81 80 2345 6789", "(080) 2345 6789"]:
+        right = await client.post("/v1/auth/member/login",
+                                  json={"phone": spelling, "password": PASSWORD})
+        assert right.status_code == 429, spelling
+
+
+async def test_e_mail_and_phone_of_one_member_share_one_failure_counter(
+    client: Client, actors: Actors
+) -> None:
+    await actors.member(email="both@example.com", phone="090-1234-5678")
+    for attempt in range(10):
+        login = {"email": "Both@Example.com"} if attempt % 2 else {"phone": "09012345678"}
+        assert (await client.post("/v1/auth/member/login",
+                                  json={**login, "password": "guess"})).status_code == 401
+    right = await client.post("/v1/auth/member/login",
+                              json={"email": "both@example.com", "password": PASSWORD})
+    assert right.status_code == 429
+
+
+async def test_guesses_at_a_number_nobody_has_are_counted_however_it_is_written(
+    client: Client,
+) -> None:
+    spellings = ["070-1111-2222", "07011112222", "+81 70 1111 2222", "(070) 1111 2222"]
+    statuses = [
+        (await client.post("/v1/auth/member/login",
+                           json={"phone": spellings[i % 4], "password": "guess"})).status_code
+        for i in range(11)
+    ]
+    assert statuses == [401] * 10 + [429]
+
+
+async def test_a_staff_e_mail_written_two_ways_shares_one_failure_counter(
+    client: Client, actors: Actors
+) -> None:
+    await actors.staff("support", email="desk@staff.example")
+    for spelling in ["desk@staff.example", " ＤＥＳＫ@staff.example "] * 5:
+        wrong = await client.post("/v1/auth/staff/login",
+                                  json={"email": spelling, "password": "guess"})
+        assert wrong.status_code == 401
+    right = await client.post("/v1/auth/staff/login",
+                              json={"email": "Desk@Staff.Example", "password": PASSWORD})
+    assert right.status_code == 429
+
+
+# -- a session's absolute lifetime ----------------------------------------------------------
+
+
+async def test_refreshing_does_not_extend_a_session_past_its_maximum_age(
+    fresh_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(fresh_database, redis_url, tmp_path, session_max_age_seconds=600)
+    async with serve(create_app(settings)) as client:
+        member = await Actors(client, settings).member()
+        refresh = member.refresh_token
+        for _ in range(3):
+            rotated = await client.post("/v1/auth/refresh", json={"refresh_token": refresh})
+            assert rotated.status_code == 200
+            refresh = rotated.json()["refresh_token"]
+        rows = await query(fresh_database,
+                           "select session_started_at, expires_at from refresh_tokens"
+                           " where member_id = $1 order by issued_at", member.member_uuid)
+        assert len(rows) == 4
+        started = rows[0]["session_started_at"]
+        # Every successor ends where the first token did: the sign-in plus the maximum age,
+        # not 30 days (the refresh-token lifetime) after its own issue.
+        assert {row["session_started_at"] for row in rows} == {started}
+        assert {row["expires_at"] for row in rows} == {started + dt.timedelta(seconds=600)}
+        assert _claims(rotated.json()["access_token"])["exp"] \
+            <= (started + dt.timedelta(seconds=600)).timestamp()
+
+        # Once the maximum age has passed, the session is over however fresh its token.
+        await query(fresh_database,
+                    "update refresh_tokens set session_started_at = now() - interval '601 s'"
+                    " where member_id = $1", member.member_uuid)
+        ended = await client.post("/v1/auth/refresh", json={"refresh_token": refresh})
+        assert ended.status_code == 401
+        assert ended.json()["type"].endswith(":invalid_refresh_token")

@@ -17,9 +17,11 @@ import httpx
 import pytest
 
 from loyalty import cli
+from loyalty.auth import TokenSigner
 from loyalty.embedded import embedded_redis
 from loyalty.errors import ConfigurationError
 from tests.conftest import ROOT
+from tests.unit.test_tokens import new_private_pem
 
 
 def test_terminal_create_prints_the_key_once_as_json(
@@ -48,6 +50,58 @@ def test_staff_create_refuses_a_duplicate_and_a_weak_password(
     with pytest.raises(SystemExit, match="password"):
         cli.main(["staff", "create", "--email", "x@example.com", "--password", "short",
                   "--role", "admin"])
+
+
+def test_staff_deactivate_and_set_role_end_the_accounts_sessions(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    import asyncpg
+
+    from loyalty.auth import start_session
+
+    async def signed_in(email: str) -> None:
+        """A session for the account, as signing in makes one."""
+        conn = await asyncpg.connect(cli_env)
+        try:
+            staff = await conn.fetchrow("select staff_id, role from staff where email = $1",
+                                        email)
+            assert staff is not None
+            signer = TokenSigner(new_private_pem(), issuer="loyalty", access_ttl=900)
+            await start_session(conn, signer, refresh_ttl=3600, max_age=7200,
+                                staff=(staff["staff_id"], staff["role"]))
+        finally:
+            await conn.close()
+
+    async def account(email: str) -> tuple[bool, str, int]:
+        conn = await asyncpg.connect(cli_env)
+        try:
+            row = await conn.fetchrow(
+                "select s.active, s.role, count(t.*) filter (where t.revoked_at is null) as live"
+                "  from staff s left join refresh_tokens t using (staff_id)"
+                " where s.email = $1 group by s.staff_id", email)
+            assert row is not None
+            return row["active"], row["role"], row["live"]
+        finally:
+            await conn.close()
+
+    for email in ["promoted@example.com", "leaver@example.com"]:
+        cli.main(["staff", "create", "--email", email, "--password", "long enough pw",
+                  "--role", "support"])
+        asyncio.run(signed_in(email))
+    capsys.readouterr()
+
+    cli.main(["staff", "set-role", "--email", "Promoted@Example.com", "--role", "marketer"])
+    assert "promoted@example.com is now marketer" in capsys.readouterr().out
+    assert asyncio.run(account("promoted@example.com")) == (True, "marketer", 0)
+
+    cli.main(["staff", "deactivate", "--email", "leaver@example.com"])
+    assert "leaver@example.com deactivated" in capsys.readouterr().out
+    assert asyncio.run(account("leaver@example.com")) == (False, "support", 0)
+
+    with pytest.raises(SystemExit, match="no staff account has the e-mail address"):
+        cli.main(["staff", "deactivate", "--email", "nobody@example.com"])
 
 
 def test_seed_demo_twice_makes_the_people_once(

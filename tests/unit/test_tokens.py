@@ -27,6 +27,7 @@ from loyalty.auth import (
     load_or_create_signing_key,
 )
 from loyalty.errors import AuthenticationFailed
+from loyalty.revocation import Standing, judge
 
 ISSUER = "loyalty"
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
@@ -344,3 +345,55 @@ def test_a_remembered_token_stops_working_when_it_expires(tmp_path: Path) -> Non
     time.sleep(2.1)
     with pytest.raises(AuthenticationFailed):
         signer.principal(token)
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+def test_a_token_names_the_session_it_was_issued_in(signer: TokenSigner) -> None:
+    member_id, session_id = uuid4(), uuid4()
+    token = signer.issue(member_id, MEMBER_AUDIENCE, sid=str(session_id))
+    assert signer.principal(token) == MemberPrincipal(member_id, session_id)
+    staff = signer.issue(member_id, STAFF_AUDIENCE, role="support", sid=str(session_id))
+    assert signer.principal(staff) == StaffPrincipal(member_id, "support", session_id)
+
+
+@pytest.mark.parametrize("sid", ["not-a-session", 42, ["x"], {"a": 1}])
+def test_a_token_whose_session_is_not_an_id_is_refused(signer: TokenSigner, sid: Any) -> None:
+    with pytest.raises(AuthenticationFailed):
+        signer.principal(signer.issue(uuid4(), MEMBER_AUDIENCE, sid=sid))
+
+
+def _standing(*, active: bool = True, role: str | None = None,
+              ended: frozenset[UUID] = frozenset()) -> Standing:
+    return Standing(active=active, role=role, ended=ended, read_at=0.0)
+
+
+def test_a_token_of_a_standing_session_passes() -> None:
+    session = uuid4()
+    judge(MemberPrincipal(uuid4(), session), _standing(ended=frozenset({uuid4()})))
+    judge(StaffPrincipal(uuid4(), "admin", session), _standing(role="admin"))
+
+
+@pytest.mark.parametrize(
+    ("principal", "standing", "reason"),
+    [
+        (MemberPrincipal(uuid4()), _standing(), "belongs to no session"),
+        (MemberPrincipal(uuid4(), uuid4()), _standing(active=False), "can no longer sign in"),
+        (StaffPrincipal(uuid4(), "admin", uuid4()), _standing(role="analyst"), "role"),
+        (StaffPrincipal(uuid4(), "admin", uuid4()), _standing(active=False, role="admin"),
+         "can no longer sign in"),
+    ],
+)
+def test_a_token_whose_account_changed_is_refused(
+    principal: MemberPrincipal | StaffPrincipal, standing: Standing, reason: str
+) -> None:
+    with pytest.raises(AuthenticationFailed, match=reason) as refused:
+        judge(principal, standing)
+    assert refused.value.code == "session_ended"
+
+
+def test_a_token_of_an_ended_session_is_refused() -> None:
+    session = uuid4()
+    with pytest.raises(AuthenticationFailed, match="signed out"):
+        judge(MemberPrincipal(uuid4(), session), _standing(ended=frozenset({session})))
