@@ -27,8 +27,9 @@ PointCount = Annotated[int, Meta(ge=0, le=1_000_000)]
 # Base rate: points for every full ``per_amount`` of the amount paid (minor units).
 RatePoints = Annotated[int, Meta(ge=0, le=10_000)]
 RateAmount = Annotated[int, Meta(ge=1, le=100_000_000)]
-# How many times an action may be awarded in its period or per target.
+# How many times an action may be awarded in its period or per target, and has been.
 Cap = Annotated[int, Meta(ge=1, le=1_000_000)]
+AwardCount = Annotated[int, Meta(ge=0, le=1_000_000)]
 # Multipliers in one rule set; with ``stacking: multiply`` all that apply to a line multiply.
 MAX_MULTIPLIERS = 200
 ActionName = Annotated[str, Meta(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]

@@ -462,3 +462,14 @@ async def test_the_ceilings_are_the_programmes_settings(
         assert recorded["trace"]["steps"][-1]["detail"] == (
             "at most 500 points per purchase in this programme")
         assert shared.json()["points"] == 3
+
+
+@pytest.mark.parametrize("today", [-1, 10**30])
+async def test_simulating_an_action_with_counts_out_of_bounds_is_400(
+    client: Client, marketer: dict[str, str], today: int
+) -> None:
+    response = await client.post("/v1/earning-rules/simulate", headers=marketer,
+                                 json={"action": {"type": "site_visit", "today": today}})
+
+    assert response.status_code == 400, response.text
+    assert problem_code(response) == "validation_failed"
