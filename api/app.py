@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
 from litestar import Litestar
@@ -140,8 +139,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.services = Services(
             settings=settings, pool=pool, redis=client, signer=signer, passwords=passwords,
             limiter=RateLimiter(client), rulebook=RuleBook(),
-            programme=Programme(currency=settings.currency,
-                                timezone=ZoneInfo(settings.timezone)),
+            programme=Programme.from_settings(settings),
             terminal_keys=TerminalKeys(),
             revocations=Revocations(pool, access_ttl=settings.access_token_ttl_seconds),
             jobs=make_context(settings.database_url, job_pool, settings),

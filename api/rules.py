@@ -7,13 +7,28 @@ from litestar.di import Provide
 from litestar.params import JSONBody
 
 from api.auth import staff_with
-from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff, utc_now
+from api.deps import (
+    Db,
+    Services,
+    Staff,
+    Svc,
+    provide_conn,
+    provide_services,
+    provide_staff,
+    utc_now,
+)
 from loyalty.audit import record_audit
-from loyalty.earning import ActionCounts, PurchaseFacts, action_points, purchase_points
+from loyalty.earning import (
+    ActionCounts,
+    PurchaseFacts,
+    action_points,
+    check_points_in_range,
+    purchase_points,
+)
 from loyalty.errors import InvalidInput
-from loyalty.rules import current_rules, rule_history, save_rules
+from loyalty.rules import RuleChangePolicy, current_rules, replace_rules, rule_history
 from schemas.points import Simulation, SimulationResult
-from schemas.rules import EarningRules, RuleSet
+from schemas.rules import EarningRulesChange, RuleSet
 
 RULE_EDITORS = ("admin", "marketer")
 
@@ -39,12 +54,17 @@ class EarningRulesController(Controller):
         return await rule_history(conn)
 
     @put("", operation_id="replaceEarningRules")
-    async def replace(self, data: JSONBody[EarningRules], staff: Staff, conn: Db) -> RuleSet:
-        """A new version of the rules, in force from the next purchase; the old one stays."""
-        saved = await save_rules(conn, data, staff_id=staff.staff_id)
+    async def replace(self, data: JSONBody[EarningRulesChange], staff: Staff, conn: Db,
+                      services: Svc) -> RuleSet:
+        """A new version of the rules, in force from the next purchase; the old one stays.
+        Refused (422) if a purchase could earn out of range under them, or if they multiply
+        what recent purchases earn by more than allowed and ``confirm`` is not true."""
+        saved = await replace_rules(conn, data.rules(), staff_id=staff.staff_id,
+                                    confirmed=data.confirm, policy=rule_change_policy(services))
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
                            action="earning_rules.replace", subject_kind="earning_rules",
-                           subject_id=None, details={"version": saved.version})
+                           subject_id=None,
+                           details={"version": saved.version, "confirm": data.confirm})
         return saved
 
     @post("/simulate", operation_id="simulateEarning", status_code=200)
@@ -55,11 +75,13 @@ class EarningRulesController(Controller):
         if (data.purchase is None) == (data.action is None):
             raise InvalidInput("simulate either a purchase or an action", field="purchase")
         if data.rules is not None:
+            check_points_in_range(data.rules)
             version, rules = 0, data.rules
         else:
             current = await current_rules(conn)
             version, rules = current.version, current.rules
-        tz = services.programme.timezone
+        programme = services.programme
+        tz = programme.timezone
         if data.purchase is not None:
             p = data.purchase
             facts = PurchaseFacts(
@@ -70,10 +92,20 @@ class EarningRulesController(Controller):
                 if p.birthday_bonus_given_this_year else None,
                 tier=next((t for t in rules.tiers.levels if t.code == p.tier), None),
             )
-            earned = purchase_points(rules, version, facts, tz)
+            earned = purchase_points(rules, version, facts, tz,
+                                     ceiling=programme.max_points_per_purchase)
             return SimulationResult(points=earned.points, trace=earned.trace)
         assert data.action is not None
         a = data.action
         award = action_points(rules, version, a.type, a.target,
-                              ActionCounts(a.today, a.this_month, a.for_target))
+                              ActionCounts(a.today, a.this_month, a.for_target),
+                              ceiling=programme.max_points_per_action)
         return SimulationResult(points=award.points, trace=award.trace, reason=award.reason)
+
+
+def rule_change_policy(services: Services) -> RuleChangePolicy:
+    """What a change of the rules or the tiers is held to, from the programme's settings."""
+    return RuleChangePolicy(
+        timezone=services.programme.timezone,
+        max_points_per_purchase=services.programme.max_points_per_purchase,
+        confirm_factor=services.settings.rule_change_confirm_factor)

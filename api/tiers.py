@@ -8,11 +8,12 @@ from litestar.di import Provide
 from litestar.params import JSONBody
 
 from api.auth import staff_with
-from api.deps import Db, Staff, provide_conn, provide_staff
+from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff
+from api.rules import rule_change_policy
 from loyalty.audit import record_audit
-from loyalty.rules import current_rules, save_rules
+from loyalty.rules import current_rules, replace_rules
 from loyalty.tiers import check_tier_coupons
-from schemas.rules import TierProgram, TierProgramSet
+from schemas.rules import TierProgramChange, TierProgramSet
 
 TIER_EDITORS = ("admin", "marketer")
 
@@ -21,7 +22,11 @@ class TiersController(Controller):
     path = "/v1/tiers"
     tags = ["tiers"]
     guards = [staff_with(*TIER_EDITORS)]
-    dependencies = {"conn": Provide(provide_conn), "staff": Provide(provide_staff)}
+    dependencies = {
+        "services": Provide(provide_services),
+        "conn": Provide(provide_conn),
+        "staff": Provide(provide_staff),
+    }
 
     @get("", operation_id="getTiers")
     async def current(self, conn: Db) -> TierProgramSet:
@@ -30,15 +35,19 @@ class TiersController(Controller):
         return TierProgramSet(version=rules.version, tiers=rules.rules.tiers)
 
     @put("", operation_id="replaceTiers")
-    async def replace(self, data: JSONBody[TierProgram], staff: Staff,
-                      conn: Db) -> TierProgramSet:
+    async def replace(self, data: JSONBody[TierProgramChange], staff: Staff,
+                      conn: Db, services: Svc) -> TierProgramSet:
         """A new tier programme, as a new version of the earning rules (the rest unchanged).
-        Members move up at their next purchase and are re-evaluated at period end."""
-        await check_tier_coupons(conn, data)
+        Members move up at their next purchase and are re-evaluated at period end. Tier
+        multipliers are earning rules: held to the same range and confirmation."""
+        program = data.program()
+        await check_tier_coupons(conn, program)
         current = await current_rules(conn)
-        saved = await save_rules(conn, msgspec.structs.replace(current.rules, tiers=data),
-                                 staff_id=staff.staff_id)
+        saved = await replace_rules(conn, msgspec.structs.replace(current.rules, tiers=program),
+                                    staff_id=staff.staff_id, confirmed=data.confirm,
+                                    policy=rule_change_policy(services))
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
                            action="tiers.replace", subject_kind="earning_rules",
-                           subject_id=None, details={"version": saved.version})
+                           subject_id=None,
+                           details={"version": saved.version, "confirm": data.confirm})
         return TierProgramSet(version=saved.version, tiers=saved.rules.tiers)

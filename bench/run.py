@@ -846,8 +846,7 @@ def main() -> None:
         if "expiry" in chosen:
             results.append(asyncio.run(expiry_scenario(urls.database_url)))
         if "launch" in chosen:
-            programme = Programme(currency=settings.currency,
-                                  timezone=ZoneInfo(settings.timezone))
+            programme = Programme.from_settings(settings)
             results.append(asyncio.run(launch_scenario(urls.database_url, programme)))
         if "dormancy" in chosen:
             # Last: it reshapes the members' activity in the loaded database before copying.

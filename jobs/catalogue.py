@@ -221,5 +221,4 @@ def schedules(settings: Settings) -> dict[str, str | None]:
 
 def make_context(dsn: str, pool: Pool, settings: Settings) -> JobContext:
     return JobContext(dsn=dsn, pool=pool, settings=settings, rulebook=RuleBook(),
-                      programme=Programme(currency=settings.currency,
-                                          timezone=ZoneInfo(settings.timezone)))
+                      programme=Programme.from_settings(settings))

@@ -301,7 +301,7 @@ def cmd_campaigns_launch_due(settings: Settings, args: argparse.Namespace) -> No
     from loyalty.rules import RuleBook
 
     now = _as_of(args.now)
-    programme = Programme(currency=settings.currency, timezone=ZoneInfo(settings.timezone))
+    programme = Programme.from_settings(settings)
 
     launched = _in_batches(settings, lambda conn: launch_due_campaigns(
         conn, rulebook=RuleBook(), programme=programme, now=now))

@@ -2,7 +2,9 @@
 
 Every result carries its trace, the steps a member or a marketer reads to see why. Arithmetic is
 exact throughout: amounts in minor units, multipliers in percent, fractions (never floats) in
-between, and one rounding at the end.
+between, and one rounding at the end. What a purchase or an action earns never exceeds the
+programme's ceiling (a setting), applied last and shown as a step of its own, so no rule set,
+however large, can write more to the ledger than it holds.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from typing import get_args
 from zoneinfo import ZoneInfo
 
 from loyalty.errors import InvalidInput
-from schemas.points import PurchaseLine
+from schemas.points import Money, PurchaseLine
 from schemas.rules import (
     WEEKDAYS,
     BirthdayMonth,
@@ -41,6 +44,14 @@ from schemas.rules import (
     TraceStep,
     WeekdayIs,
 )
+
+# The largest amount a till may send: what the worst case of a rule set is reckoned on.
+LARGEST_AMOUNT: int = get_args(Money)[1].le
+# The most one purchase may earn under a rule set before the programme's ceiling. Far above
+# anything a programme means to give (a rate of 1 point per 1 with ×1,000 in multipliers on the
+# largest amount is 10^13), and far below bigint's 9.2 × 10^18 even when campaigns and coupons
+# (×100 each at most) multiply it in the trace.
+MAX_WORST_CASE_POINTS = 10**13
 
 
 @dataclass(frozen=True)
@@ -101,9 +112,10 @@ def redeemable_points(rules: EarningRules, total: int, available: int) -> int:
 
 
 def purchase_points(
-    rules: EarningRules, version: int, facts: PurchaseFacts, tz: ZoneInfo
+    rules: EarningRules, version: int, facts: PurchaseFacts, tz: ZoneInfo, *, ceiling: int
 ) -> Earned:
-    """Points for a purchase under ``rules``, with the trace of how they were reached."""
+    """Points for a purchase under ``rules``, at most ``ceiling``, with the trace of how they
+    were reached."""
     local = facts.occurred_at.astimezone(tz)
     paid = paid_amount(rules, facts.total, facts.redeem_points)
     shares = _allocate(paid, [line.quantity * line.unit_price for line in facts.lines])
@@ -156,14 +168,19 @@ def purchase_points(
                                        points=bonus_points))
                 points += bonus_points
                 birthday_year = local.year
+    if points > ceiling:
+        steps.append(_ceiling_step(ceiling, points, "purchase"))
+        points = ceiling
     return Earned(points, Trace(rule_version=version, steps=steps, lines=trace_lines),
                   birthday_year)
 
 
 def action_points(
-    rules: EarningRules, version: int, action: str, target: str | None, counts: ActionCounts
+    rules: EarningRules, version: int, action: str, target: str | None, counts: ActionCounts,
+    *, ceiling: int,
 ) -> ActionAward:
-    """Points for an engagement action, or 0 with the reason when a cap is reached."""
+    """Points for an engagement action (at most ``ceiling``), or 0 with the reason when a cap
+    is reached."""
     rule = rules.actions.get(action)
     if rule is None:
         raise InvalidInput(f"no action {action!r} earns points in this programme",
@@ -183,10 +200,41 @@ def action_points(
                           steps=[TraceStep(rule=f"actions.{action}", detail=reason, points=0)])
             return ActionAward(0, reason, trace)
     reason = f"{action}" + (f" ({target})" if target else "")
-    trace = Trace(rule_version=version, steps=[
-        TraceStep(rule=f"actions.{action}", detail=f"{rule.points} points per {action}",
-                  points=rule.points)])
-    return ActionAward(rule.points, reason, trace)
+    steps = [TraceStep(rule=f"actions.{action}", detail=f"{rule.points} points per {action}",
+                       points=rule.points)]
+    points = rule.points
+    if points > ceiling:
+        steps.append(_ceiling_step(ceiling, points, "action"))
+        points = ceiling
+    return ActionAward(points, reason, Trace(rule_version=version, steps=steps))
+
+
+def worst_case_points(rules: EarningRules) -> int:
+    """The most one purchase could earn under ``rules`` before the programme's ceiling: the
+    largest amount a till may send, every multiplier above 100% on the same line, the highest
+    tier and every bonus (campaigns and coupons are not part of the rules)."""
+    return _worst_case(rules, multipliers=True, tiers=True)
+
+
+def check_points_in_range(rules: EarningRules) -> None:
+    """Refuse rules under which one purchase could earn more than ``MAX_WORST_CASE_POINTS``,
+    naming the part of the rules to change."""
+    worst = worst_case_points(rules)
+    if worst <= MAX_WORST_CASE_POINTS:
+        return
+    if _worst_case(rules, multipliers=False, tiers=False) > MAX_WORST_CASE_POINTS:
+        field, change = "base", "lower base.points or raise base.per_amount"
+    elif _worst_case(rules, multipliers=True, tiers=False) > MAX_WORST_CASE_POINTS:
+        field = "multipliers"
+        change = ("lower the multipliers' percent, or use fewer, or stack them by "
+                  '"highest"' if rules.stacking == "multiply"
+                  else "lower the percent of the highest multiplier")
+    else:
+        field, change = "tiers", "lower the multiplier_percent of the top tier"
+    raise InvalidInput(
+        f"under these rules one purchase of {LARGEST_AMOUNT} could earn {_figure(worst)} "
+        f"points, more than the {_figure(MAX_WORST_CASE_POINTS)} any rule set may allow: "
+        f"{change}", field=field, code="points_out_of_range")
 
 
 def expires_at(expiry: Expiry, earned_at: dt.datetime, tz: ZoneInfo) -> dt.datetime | None:
@@ -210,6 +258,26 @@ def available_at(rules: EarningRules, earned_at: dt.datetime) -> dt.datetime:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _ceiling_step(ceiling: int, reached: int, per: str) -> TraceStep:
+    return TraceStep(rule="ceiling",
+                     detail=f"at most {ceiling} points per {per} in this programme",
+                     points=ceiling - reached)
+
+
+def _worst_case(rules: EarningRules, *, multipliers: bool, tiers: bool) -> int:
+    raising = [m.percent for m in rules.multipliers if m.percent > 100] if multipliers else []
+    tier = max((level.multiplier_percent for level in rules.tiers.levels), default=100) \
+        if tiers else 100
+    exact = (LARGEST_AMOUNT * _combine(raising, rules.stacking) * rules.base.points * tier
+             / (rules.base.per_amount * 100 * 100))
+    return math.ceil(exact) + sum(bonus.points for bonus in rules.bonuses)
+
+
+def _figure(points: int) -> str:
+    """A count of points as a person reads it: exact up to 10^15, its power of ten beyond."""
+    return str(points) if points < 10**15 else f"about 10^{math.floor(math.log10(points))}"
 
 
 def _allocate(total: int, weights: list[int]) -> list[int]:

@@ -223,7 +223,8 @@ async def record_action(
         version, rules = await rulebook.at(conn, ledger.rules_version)
         counts = ActionCounts(today=ledger.extra["today"], this_month=ledger.extra["this_month"],
                               for_target=ledger.extra["for_target"])
-        award = action_points(rules, version, action, target, counts)
+        award = action_points(rules, version, action, target, counts,
+                              ceiling=programme.max_points_per_action)
         posting = Posting(ledger, now)
         if award.points == 0:
             result = ActionResult(type=action, points=0, reason=award.reason,

@@ -56,6 +56,7 @@ from loyalty.ledger import (
 )
 from loyalty.metrics import COUPON_REDEMPTIONS, PURCHASES
 from loyalty.rules import RuleBook
+from loyalty.settings import Settings
 from loyalty.tiers import current_window_start, measure_sql, rank, tier_for
 from schemas.base import encode_edge, json_encoder
 from schemas.coupons import CouponValidation, CouponValidationResult
@@ -84,6 +85,15 @@ class Programme:
 
     currency: str
     timezone: ZoneInfo
+    # The ceilings of points per purchase and per action; the defaults are the settings'.
+    max_points_per_purchase: int = 1_000_000
+    max_points_per_action: int = 10_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Programme:
+        return cls(currency=settings.currency, timezone=ZoneInfo(settings.timezone),
+                   max_points_per_purchase=settings.max_points_per_purchase,
+                   max_points_per_action=settings.max_points_per_action)
 
 
 # Body fields added after tills began storing keys, with their empty value: left out of the
@@ -207,7 +217,8 @@ async def _evaluate(
         + tuple(("coupon", c.check.name or "coupon", c.check.points_percent)
                 for c in coupons if c.valid and c.check.points_percent),
     )
-    earned = purchase_points(rules, version, facts, programme.timezone)
+    earned = purchase_points(rules, version, facts, programme.timezone,
+                             ceiling=programme.max_points_per_purchase)
     evaluation = _Evaluation(
         version, rules, earned.points, redeemable, earned.trace, earned.birthday_bonus_year,
         expires_at(rules.expiry, purchase.occurred_at, programme.timezone),

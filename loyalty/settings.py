@@ -83,6 +83,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     member_attributes: tuple[str, ...] = ()
     # RFM frequency and monetary value count purchases of the last N days.
     rfm_window_days: Annotated[int, Meta(ge=1, le=3650)] = 365
+    # The most points one purchase, and one engagement action, earns whatever the rules say:
+    # a slip in the rules (1,000,000 points per 1) costs at most this much, the trace shows the
+    # ceiling applied, and even at the highest setting a balance would need 9 × 10^9 such
+    # purchases to reach what the ledger's bigint columns hold.
+    max_points_per_purchase: Annotated[int, Meta(ge=1, le=1_000_000_000)] = 1_000_000
+    max_points_per_action: Annotated[int, Meta(ge=1, le=1_000_000_000)] = 10_000
+    # A change of earning rules or tiers that multiplies what the last purchases earn by more
+    # than this is refused until it is sent again with "confirm": true.
+    rule_change_confirm_factor: Annotated[float, Meta(ge=1, le=1_000_000)] = 10.0
 
     # Scheduled jobs. ``serve`` runs the scheduler too unless this is off (docker-compose runs
     # it as ``loyalty scheduler`` instead); one instance leads however many run.

@@ -11,7 +11,7 @@ import msgspec
 from msgspec import Meta
 
 from schemas.base import BirthDate, Input, Instant, Output, ShortText, whole
-from schemas.rules import ActionName, Category, EarningRules, Sku, Trace
+from schemas.rules import ActionName, AwardCount, Category, EarningRules, Sku, Trace
 
 Money = Annotated[int, Meta(ge=0, le=10_000_000_000)]
 Quantity = Annotated[int, Meta(ge=1, le=100_000)]
@@ -274,9 +274,9 @@ class SimulatedAction(Input):
     kind: Literal["action"] = "action"
     type: ActionName = "site_visit"
     target: Target | None = None
-    today: int = 0
-    this_month: int = 0
-    for_target: int = 0
+    today: AwardCount = 0
+    this_month: AwardCount = 0
+    for_target: AwardCount = 0
 
 
 class Simulation(Input):

@@ -15,9 +15,23 @@ from msgspec import Meta
 
 from schemas.base import Code, Input, Instant, Output, ShortText, whole
 
-Percent = Annotated[int, Meta(ge=0, le=100_000)]
-PointCount = Annotated[int, Meta(ge=0, le=100_000_000)]
+# Bounds no real programme comes near, that keep every figure a purchase can reach far from
+# what the ledger's bigint columns hold. Each number is bounded here; how they combine (a rate
+# times stacked multipliers times a tier) is bounded by loyalty.earning.check_points_in_range.
+# A multiplier, in percent: from 0 (the line earns nothing) to 10,000 (×100).
+Percent = Annotated[int, Meta(ge=0, le=10_000)]
+# A tier's multiplier: at least ×1, at most ×100 like any multiplier.
+TierPercent = Annotated[int, Meta(ge=100, le=10_000)]
+# Points of a fixed bonus or of one engagement action.
+PointCount = Annotated[int, Meta(ge=0, le=1_000_000)]
+# Base rate: points for every full ``per_amount`` of the amount paid (minor units).
+RatePoints = Annotated[int, Meta(ge=0, le=10_000)]
+RateAmount = Annotated[int, Meta(ge=1, le=100_000_000)]
+# How many times an action may be awarded in its period or per target, and has been.
 Cap = Annotated[int, Meta(ge=1, le=1_000_000)]
+AwardCount = Annotated[int, Meta(ge=0, le=1_000_000)]
+# Multipliers in one rule set; with ``stacking: multiply`` all that apply to a line multiply.
+MAX_MULTIPLIERS = 200
 ActionName = Annotated[str, Meta(min_length=1, max_length=40, pattern=whole(r"[a-z][a-z0-9_]*"))]
 Sku = Annotated[str, Meta(min_length=1, max_length=64, pattern=whole(r"[^\x00-\x1f\x7f]+"))]
 Category = Annotated[str, Meta(min_length=1, max_length=64, pattern=whole(r"[^\x00-\x1f\x7f]+"))]
@@ -28,8 +42,8 @@ WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun"
 class BaseRate(Input):
     """``points`` for every full ``per_amount`` of the amount paid."""
 
-    points: Annotated[int, Meta(ge=0, le=1_000_000)] = 1
-    per_amount: Annotated[int, Meta(ge=1, le=100_000_000)] = 100
+    points: RatePoints = 1
+    per_amount: RateAmount = 100
 
 
 # -- multiplier conditions: every condition of a multiplier must hold for a line -------------
@@ -145,7 +159,7 @@ class Tier(Input):
     code: Code
     name: ShortText
     threshold: Annotated[int, Meta(ge=0, le=10**13)]
-    multiplier_percent: Annotated[int, Meta(ge=100, le=10_000)] = 100
+    multiplier_percent: TierPercent = 100
     # A coupon template issued into the wallet of a member who reaches this tier.
     coupon_template_id: UUID | None = None
 
@@ -183,7 +197,7 @@ class EarningRules(Input):
     base: BaseRate = msgspec.field(default_factory=BaseRate)
     rounding: Literal["floor", "round", "ceil"] = "floor"
     stacking: Literal["highest", "multiply"] = "highest"
-    multipliers: Annotated[list[Multiplier], Meta(max_length=200)] = msgspec.field(
+    multipliers: Annotated[list[Multiplier], Meta(max_length=MAX_MULTIPLIERS)] = msgspec.field(
         default_factory=list)
     bonuses: Annotated[list[Bonus], Meta(max_length=20)] = msgspec.field(default_factory=list)
     actions: Annotated[dict[ActionName, ActionRule], Meta(max_length=100)] = msgspec.field(
@@ -192,6 +206,29 @@ class EarningRules(Input):
     pending_days: Annotated[int, Meta(ge=0, le=365)] = 0
     point_value: Annotated[int, Meta(ge=1, le=1_000_000)] = 1
     tiers: TierProgram = msgspec.field(default_factory=TierProgram)
+
+
+class EarningRulesChange(EarningRules):
+    """New earning rules. A change that multiplies what recent purchases earn by more than
+    the programme allows unconfirmed is refused (422 ``rule_change_needs_confirmation``) until
+    it is sent again with ``confirm: true``."""
+
+    confirm: bool = False
+
+    def rules(self) -> EarningRules:
+        return EarningRules(**{name: getattr(self, name)
+                               for name in EarningRules.__struct_fields__})
+
+
+class TierProgramChange(TierProgram):
+    """A new tier programme; ``confirm`` as for earning rules: a change of tier multipliers
+    that multiplies what recent purchases earn by more than allowed needs it."""
+
+    confirm: bool = False
+
+    def program(self) -> TierProgram:
+        return TierProgram(**{name: getattr(self, name)
+                              for name in TierProgram.__struct_fields__})
 
 
 class RuleSet(Output):

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from api.app import create_app
+from loyalty.settings import Settings
+from schemas.rules import EarningRules
 from tests.api.conftest import Actors, SignedUp, bearer
+from tests.conftest import make_settings, query, serve
 
 Client = httpx.AsyncClient
 _keys = itertools.count()
@@ -201,3 +206,268 @@ async def test_an_analyst_cannot_replace_the_rules(client: Client, actors: Actor
                                 headers=analyst)
     assert response.status_code == 403
     assert await versions(client, marketer) == [1]
+
+
+# -- bounds, the programme's ceiling, confirmation ---------------------------------------------
+
+# The rule set of the report: 1,000,000 points per 1, three ×1,000 multipliers multiplied.
+REPORTED_RULES: dict[str, Any] = {
+    "base": {"points": 1_000_000, "per_amount": 1},
+    "stacking": "multiply",
+    "multipliers": [{"name": f"x1000 {i}", "percent": 100_000} for i in range(3)],
+}
+# Its numbers brought within their bounds: 10,000 points per 1, three ×100 multiplied.
+BOUNDED_BUT_TOO_MUCH: dict[str, Any] = {
+    "base": {"points": 10_000, "per_amount": 1},
+    "stacking": "multiply",
+    "multipliers": [{"name": f"x100 {i}", "percent": 10_000} for i in range(3)],
+}
+# The most generous rules accepted: 1,000 points per 1, 10^13 points on the largest purchase.
+MOST_GENEROUS: dict[str, Any] = {"base": {"points": 1_000, "per_amount": 1}}
+DEFAULT_CEILING = 1_000_000
+
+
+def problem_code(response: httpx.Response) -> str:
+    assert response.headers["content-type"].startswith("application/problem+json")
+    return str(response.json()["type"]).rsplit(":", 1)[-1]
+
+
+async def test_the_reported_rule_set_is_refused_for_numbers_beyond_their_bounds(
+    client: Client, marketer: dict[str, str]
+) -> None:
+    response = await client.put("/v1/earning-rules", json=REPORTED_RULES, headers=marketer)
+
+    assert response.status_code == 400, response.text
+    assert problem_code(response) == "validation_failed"
+    assert await versions(client, marketer) == [1]
+
+
+async def test_rules_a_purchase_could_earn_out_of_range_under_are_refused_with_422(
+    client: Client, marketer: dict[str, str]
+) -> None:
+    response = await client.put("/v1/earning-rules", json=BOUNDED_BUT_TOO_MUCH,
+                                headers=marketer)
+
+    assert response.status_code == 422, response.text
+    assert problem_code(response) == "points_out_of_range"
+    detail = response.json()["detail"]
+    assert "one purchase of 10000000000 could earn about 10^20 points" in detail
+    assert "lower base.points or raise base.per_amount" in detail
+    assert await versions(client, marketer) == [1]
+
+
+async def test_simulating_200_stacked_multipliers_is_refused_with_422(
+    client: Client, marketer: dict[str, str]
+) -> None:
+    stacked = {"base": {"points": 1, "per_amount": 1}, "stacking": "multiply",
+               "multipliers": [{"name": f"x2 {i}", "percent": 200} for i in range(200)]}
+
+    response = await client.post("/v1/earning-rules/simulate", headers=marketer, json={
+        "purchase": {"total": 10_000, "lines": [{"sku": "X", "unit_price": 10_000}]},
+        "rules": stacked})
+
+    assert response.status_code == 422, response.text
+    assert problem_code(response) == "points_out_of_range"
+    assert 'stack them by "highest"' in response.json()["detail"]
+
+
+async def test_the_largest_purchase_under_the_most_generous_rules_earns_the_ceiling(
+    client: Client, actors: Actors, marketer: dict[str, str]
+) -> None:
+    # The worst case the ledger can be asked to hold: 10^13 points before the ceiling.
+    saved = await client.put("/v1/earning-rules", json=MOST_GENEROUS, headers=marketer)
+    assert saved.status_code == 200, saved.text
+    member = await actors.member()
+    till = bearer((await actors.terminal("RULES-MAX"))[0])
+
+    largest = await client.post("/v1/pos/purchases", json=purchase(member, 10_000_000_000),
+                                headers={**till, **key()})
+    assert largest.status_code == 201, largest.text
+    assert largest.json()["points_earned"] == DEFAULT_CEILING
+    assert [(s["rule"], s["points"]) for s in largest.json()["trace"]["steps"]] == [
+        ("base", 10**13), ("ceiling", DEFAULT_CEILING - 10**13)]
+
+    # ... and the member goes on earning: nothing near bigint's limit was written.
+    again = await client.post("/v1/pos/purchases", json=purchase(member, 9_000_000_000),
+                              headers={**till, **key()})
+    small = await client.post("/v1/pos/purchases", json=purchase(member, 10),
+                              headers={**till, **key()})
+    assert (again.status_code, small.status_code) == (201, 201), (again.text, small.text)
+    assert small.json()["points_earned"] == 10_000
+    assert small.json()["balance"]["available"] == 2 * DEFAULT_CEILING + 10_000
+
+
+async def test_rules_saved_before_the_bounds_earn_up_to_the_ceiling_at_every_till(
+    client: Client, actors: Actors, marketer: dict[str, str], settings: Settings
+) -> None:
+    # The report's rule set as the service stored it before: every purchase of 10,000 or more
+    # was a 500 and the member's balance could end beyond what the ledger holds.
+    database = settings.database_url or ""
+    await query(database, "insert into earning_rule_versions (version, rules) values (1, $1)"
+                " on conflict do nothing", EarningRules())
+    await query(database, "insert into earning_rule_versions (version, rules) values (2, $1)",
+                REPORTED_RULES)
+    member = await actors.member()
+    till = bearer((await actors.terminal("RULES-OLD"))[0])
+
+    stored = await client.get("/v1/earning-rules", headers=marketer)
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["rules"]["base"] == REPORTED_RULES["base"]
+    for total in (10, 10_000, 9_000_000_000, 10):
+        recorded = await client.post("/v1/pos/purchases", json=purchase(member, total),
+                                     headers={**till, **key()})
+        assert recorded.status_code == 201, (total, recorded.text)
+        assert recorded.json()["points_earned"] == DEFAULT_CEILING
+        assert recorded.json()["trace"]["steps"][-1]["rule"] == "ceiling"
+    simulated = await client.post("/v1/earning-rules/simulate", headers=marketer, json={
+        "purchase": {"total": 10_000, "lines": [{"sku": "X", "unit_price": 10_000}]}})
+    assert simulated.status_code == 200, simulated.text
+    assert simulated.json()["points"] == DEFAULT_CEILING
+    history = await client.get("/v1/earning-rules/versions", headers=marketer)
+    assert [v["version"] for v in history.json()] == [2, 1]
+    # Replacing them is held to today's bounds.
+    refused = await client.put("/v1/tiers", json={"levels": []}, headers=marketer)
+    assert refused.status_code == 422, refused.text
+    assert problem_code(refused) == "points_out_of_range"
+
+
+async def test_an_action_earns_at_most_the_ceiling_per_action(
+    client: Client, actors: Actors, marketer: dict[str, str]
+) -> None:
+    saved = await client.put("/v1/earning-rules", headers=marketer, json={
+        "actions": {"review": {"points": 1_000_000, "per_target": 1, "requires_target": True}}})
+    assert saved.status_code == 200, saved.text
+    member = await actors.member()
+
+    simulated = await client.post("/v1/earning-rules/simulate", headers=marketer,
+                                  json={"action": {"type": "review", "target": "shop/1"}})
+    recorded = await client.post("/v1/me/actions", headers=member.headers,
+                                 json={"type": "review", "target": "shop/1"})
+
+    assert (simulated.status_code, recorded.status_code) == (200, 200), recorded.text
+    assert simulated.json()["points"] == recorded.json()["points"] == 10_000
+    assert [s["rule"] for s in simulated.json()["trace"]["steps"]] == [
+        "actions.review", "ceiling"]
+
+
+async def recorded_purchase(client: Client, member: SignedUp, till: dict[str, str],
+                            total: int) -> dict[str, Any]:
+    response = await client.post("/v1/pos/purchases", json=purchase(member, total),
+                                 headers={**till, **key()})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def test_a_rule_change_multiplying_recent_points_beyond_10x_needs_a_confirmation(
+    client: Client, actors: Actors, marketer: dict[str, str]
+) -> None:
+    member = await actors.member()
+    till = bearer((await actors.terminal("RULES-CONFIRM"))[0])
+    for total in (10_000, 2_345):
+        await recorded_purchase(client, member, till, total)  # 100 + 23 points
+
+    per_yen = {"base": {"points": 1, "per_amount": 1}}
+    refused = await client.put("/v1/earning-rules", json=per_yen, headers=marketer)
+
+    assert refused.status_code == 422, refused.text
+    assert problem_code(refused) == "rule_change_needs_confirmation"
+    assert refused.json()["detail"] == (
+        "the last 2 purchases earned 123 points and would earn 12345 under these rules "
+        "(×100), more than the ×10 a change may make without a confirmation: check the "
+        'rules, then send them again with "confirm": true to apply them')
+    assert await versions(client, marketer) == [1]
+
+    confirmed = await client.put("/v1/earning-rules", json={**per_yen, "confirm": True},
+                                 headers=marketer)
+    assert confirmed.status_code == 200, confirmed.text
+    assert "confirm" not in confirmed.json()["rules"]
+    assert (await recorded_purchase(client, member, till, 100))["points_earned"] == 100
+
+
+async def test_a_rule_change_within_10x_or_lowering_points_needs_no_confirmation(
+    client: Client, actors: Actors, marketer: dict[str, str]
+) -> None:
+    member = await actors.member()
+    till = bearer((await actors.terminal("RULES-MILD"))[0])
+    await recorded_purchase(client, member, till, 10_000)
+
+    for base in ({"points": 10, "per_amount": 100}, {"points": 1, "per_amount": 10_000}):
+        response = await client.put("/v1/earning-rules", json={"base": base}, headers=marketer)
+        assert response.status_code == 200, (base, response.text)
+    assert await versions(client, marketer) == [3, 2, 1]
+
+
+async def test_a_tier_multiplier_change_beyond_10x_needs_a_confirmation(
+    client: Client, actors: Actors, marketer: dict[str, str]
+) -> None:
+    gold = {"code": "gold", "name": "Gold", "threshold": 0, "multiplier_percent": 150}
+    assert (await client.put("/v1/tiers", json={"levels": [gold]},
+                             headers=marketer)).status_code == 200
+    member = await actors.member()
+    till = bearer((await actors.terminal("RULES-TIER"))[0])
+    reached = await recorded_purchase(client, member, till, 10_000)
+    assert reached["tier_reached"] == "gold"
+    await recorded_purchase(client, member, till, 10_000)  # at gold: 150 points
+
+    fifty_times = {"levels": [{**gold, "multiplier_percent": 5_000}]}
+    refused = await client.put("/v1/tiers", json=fifty_times, headers=marketer)
+    assert refused.status_code == 422, refused.text
+    assert problem_code(refused) == "rule_change_needs_confirmation"
+    assert "earned 300 points and would earn 10000" in refused.json()["detail"]
+
+    confirmed = await client.put("/v1/tiers", json={**fifty_times, "confirm": True},
+                                 headers=marketer)
+    assert confirmed.status_code == 200, confirmed.text
+    assert "confirm" not in confirmed.json()["tiers"]
+    assert (await recorded_purchase(client, member, till, 10_000))["points_earned"] == 5_000
+
+
+async def test_the_confirmation_factor_is_the_programmes_setting(
+    fresh_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(fresh_database, redis_url, tmp_path, rule_change_confirm_factor=2)
+    async with serve(create_app(settings)) as client:
+        actors = Actors(client, settings)
+        marketer = bearer(await actors.staff("marketer"))
+        member = await actors.member()
+        till = bearer((await actors.terminal("RULES-FACTOR"))[0])
+        await recorded_purchase(client, member, till, 10_000)
+
+        triple = {"base": {"points": 3, "per_amount": 100}}
+        refused = await client.put("/v1/earning-rules", json=triple, headers=marketer)
+        assert refused.status_code == 422, refused.text
+        assert "(×3.0), more than the ×2 a change" in refused.json()["detail"]
+
+
+async def test_the_ceilings_are_the_programmes_settings(
+    fresh_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(fresh_database, redis_url, tmp_path, max_points_per_purchase=500,
+                             max_points_per_action=3)
+    async with serve(create_app(settings)) as client:
+        actors = Actors(client, settings)
+        marketer = bearer(await actors.staff("marketer"))
+        member = await actors.member()
+        till = bearer((await actors.terminal("RULES-SETTING"))[0])
+
+        recorded = await recorded_purchase(client, member, till, 100_000)
+        simulated = await client.post("/v1/earning-rules/simulate", headers=marketer, json={
+            "purchase": {"total": 100_000, "lines": [{"sku": "X", "unit_price": 100_000}]}})
+        shared = await client.post("/v1/me/actions", headers=member.headers,
+                                   json={"type": "sns_share", "target": "https://x.test/a"})
+
+        assert recorded["points_earned"] == simulated.json()["points"] == 500
+        assert recorded["trace"]["steps"][-1]["detail"] == (
+            "at most 500 points per purchase in this programme")
+        assert shared.json()["points"] == 3
+
+
+@pytest.mark.parametrize("today", [-1, 10**30])
+async def test_simulating_an_action_with_counts_out_of_bounds_is_400(
+    client: Client, marketer: dict[str, str], today: int
+) -> None:
+    response = await client.post("/v1/earning-rules/simulate", headers=marketer,
+                                 json={"action": {"type": "site_visit", "today": today}})
+
+    assert response.status_code == 400, response.text
+    assert problem_code(response) == "validation_failed"

@@ -165,3 +165,57 @@ async def test_simulation_and_recorded_purchase_agree_on_1000_random_purchases(
         assert seen[multiplier["name"]] > 0, multiplier["name"]
     assert seen["redeemed"] > 50, seen
     assert seen["discounted"] > 50, seen
+
+
+async def test_simulation_quote_purchase_and_entry_agree_where_the_ceiling_applies(
+    client: Client, actors: Actors
+) -> None:
+    """Rules generous enough that some purchases pass the programme's ceiling (1,000,000 by
+    default) and some do not: every view of each purchase shows the same points and trace."""
+    rng = random.Random(20261204)
+    marketer = bearer(await actors.staff("marketer"))
+    api_key, _ = await actors.terminal(STORE)
+    till = bearer(api_key)
+    saved = await client.put("/v1/earning-rules", headers=marketer, json={
+        "base": {"points": 100, "per_amount": 1}, "stacking": "multiply", "multipliers": [
+            {"name": "drinks x2", "percent": 200,
+             "when": [{"type": "category", "categories": ["drinks"]}]},
+            {"name": "mugs x1.5", "percent": 150,
+             "when": [{"type": "sku", "skus": ["MUG"]}]}]})
+    assert saved.status_code == 200, saved.text
+    shopper = await actors.member()
+    capped = 0
+    for n in range(30):
+        lines = [{"sku": rng.choice(SKUS), "category": rng.choice(CATEGORIES),
+                  "quantity": 1, "unit_price": rng.choice([99, 500, 2_000, 6_000, 12_345])}
+                 for _ in range(rng.randint(1, 2))]
+        total = sum(li["quantity"] * li["unit_price"] for li in lines)
+        body = {"member": {"id": shopper.member_id}, "receipt_id": f"CAP-{n}",
+                "occurred_at": dt.datetime.now(dt.UTC).isoformat(), "total": total,
+                "currency": "JPY", "lines": lines}
+
+        simulated = await client.post("/v1/earning-rules/simulate", headers=marketer, json={
+            "purchase": {"store_code": STORE, "total": total, "lines": lines,
+                         "first_purchase": n == 0}})
+        quoted = await client.post("/v1/pos/quotes", headers=till, json=body)
+        recorded = await client.post("/v1/pos/purchases", json=body,
+                                     headers={**till, "Idempotency-Key": f"cap-{n}"})
+        assert (simulated.status_code, quoted.status_code, recorded.status_code) == (
+            200, 200, 201), (simulated.text, quoted.text, recorded.text)
+        history = (await client.get("/v1/me/points/history", headers=shopper.headers)).json()
+        entry_id = next(e["entry_id"] for e in history["items"]
+                        if e["purchase_id"] == recorded.json()["purchase_id"])
+        entry = (await client.get(f"/v1/me/points/entries/{entry_id}",
+                                  headers=shopper.headers)).json()
+
+        points = recorded.json()["points_earned"]
+        assert points <= 1_000_000
+        assert simulated.json()["points"] == quoted.json()["points_earned"] == points
+        assert entry["amount"] == points
+        trace = recorded.json()["trace"]
+        assert simulated.json()["trace"]["steps"] == quoted.json()["trace"]["steps"] == \
+            trace["steps"] == entry["trace"]["steps"]
+        assert simulated.json()["trace"]["lines"] == trace["lines"] == entry["trace"]["lines"]
+        capped += trace["steps"][-1]["rule"] == "ceiling"
+    # The agreement is only worth something if both sides of the ceiling came up.
+    assert 5 <= capped <= 25, capped

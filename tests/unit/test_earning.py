@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import math
 from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from loyalty import earning
 from loyalty.earning import (
+    LARGEST_AMOUNT,
+    MAX_WORST_CASE_POINTS,
     ActionCounts,
     PurchaseFacts,
     _allocate,
-    action_points,
     available_at,
+    check_points_in_range,
     expires_at,
     paid_amount,
-    purchase_points,
     redeemable_points,
+    worst_case_points,
 )
 from loyalty.errors import InvalidInput
+from loyalty.purchases import Programme
+from loyalty.settings import Settings
 from schemas.points import PurchaseLine
 from schemas.rules import (
     WEEKDAYS,
@@ -41,6 +49,8 @@ from schemas.rules import (
     RollingExpiry,
     SkuIs,
     StoreIs,
+    Tier,
+    TierProgram,
     TimeWindow,
     WeekdayIs,
 )
@@ -49,6 +59,10 @@ TOKYO = ZoneInfo("Asia/Tokyo")
 # Monday 23:30 in UTC, but Tuesday 08:30 where the business is.
 TUESDAY_MORNING = dt.datetime(2026, 1, 5, 23, 30, tzinfo=dt.UTC)
 RULE_VERSION = 7
+# The engine under a ceiling no test reaches but the ceiling's own, which give theirs.
+CEILING = 10**9
+purchase_points = functools.partial(earning.purchase_points, ceiling=CEILING)
+action_points = functools.partial(earning.action_points, ceiling=CEILING)
 
 
 def line(sku: str = "SKU-1", unit_price: int = 1_000, *, category: str = "food",
@@ -702,8 +716,208 @@ def test_stacked_multipliers_multiply_exactly_and_round_once() -> None:
 
 
 def test_a_time_window_that_starts_where_it_ends_is_refused() -> None:
-    import msgspec
-
     with pytest.raises(msgspec.ValidationError, match="start and end to differ"):
         msgspec.json.decode(b'{"type": "time_window", "start": "10:00:00", "end": "10:00:00"}',
                             type=TimeWindow)
+
+
+# -- bounds and the programme's ceiling --------------------------------------------------------
+
+INT64_MAX = 2**63 - 1
+
+
+def largest_purchase(**facts: Any) -> PurchaseFacts:
+    return purchase(line("A", LARGEST_AMOUNT), total=LARGEST_AMOUNT, **facts)
+
+
+def test_a_purchase_earns_at_most_the_ceiling_and_the_trace_shows_it_applied() -> None:
+    rules = EarningRules(base=BaseRate(points=1, per_amount=1))
+
+    earned = earning.purchase_points(rules, RULE_VERSION, purchase(line(unit_price=5_000_000)),
+                                     TOKYO, ceiling=1_000_000)
+
+    assert earned.points == 1_000_000
+    assert [(s.rule, s.points) for s in earned.trace.steps] == [
+        ("base", 5_000_000), ("ceiling", -4_000_000)]
+    assert earned.trace.steps[-1].detail == "at most 1000000 points per purchase in this programme"
+
+
+def test_a_purchase_at_or_under_the_ceiling_has_no_ceiling_step() -> None:
+    rules = EarningRules(base=BaseRate(points=1, per_amount=1))
+
+    earned = earning.purchase_points(rules, RULE_VERSION, purchase(line(unit_price=1_000_000)),
+                                     TOKYO, ceiling=1_000_000)
+
+    assert earned.points == 1_000_000
+    assert [s.rule for s in earned.trace.steps] == ["base"]
+
+
+def test_the_ceiling_caps_bonuses_tiers_and_boosts_too() -> None:
+    rules = EarningRules(bonuses=[FirstPurchaseBonus(points=900)])
+    gold = Tier(code="gold", name="Gold", threshold=0, multiplier_percent=300)
+    facts = purchase(line(unit_price=10_000), first_purchase=True, tier=gold,
+                     boosts=(("campaign", "double", 200),))
+
+    earned = earning.purchase_points(rules, RULE_VERSION, facts, TOKYO, ceiling=1_000)
+
+    assert [(s.rule, s.points) for s in earned.trace.steps] == [
+        ("base", 100), ("tier", 200), ("campaign", 100), ("first_purchase", 900),
+        ("ceiling", -300)]
+    assert earned.points == 1_000
+
+
+def test_an_action_earns_at_most_the_ceiling_and_the_trace_shows_it_applied() -> None:
+    rules = EarningRules(actions={"review": ActionRule(points=50_000)})
+
+    award = earning.action_points(rules, RULE_VERSION, "review", None, ActionCounts(),
+                                  ceiling=10_000)
+
+    assert award.points == 10_000
+    assert [(s.rule, s.points) for s in award.trace.steps] == [
+        ("actions.review", 50_000), ("ceiling", -40_000)]
+    assert award.trace.steps[-1].detail == "at most 10000 points per action in this programme"
+
+
+def test_the_default_rules_are_far_inside_the_range() -> None:
+    assert worst_case_points(EarningRules()) == LARGEST_AMOUNT // 100
+    check_points_in_range(EarningRules())
+
+
+@pytest.mark.parametrize(
+    ("rules", "field", "change"),
+    [
+        # The issue's rule set, brought within each number's bounds: still 10^20 in the worst case.
+        (EarningRules(base=BaseRate(points=10_000, per_amount=1), stacking="multiply",
+                      multipliers=[Multiplier(name=f"m{i}", percent=10_000) for i in range(3)]),
+         "base", "lower base.points or raise base.per_amount"),
+        (EarningRules(base=BaseRate(points=1, per_amount=1), stacking="multiply",
+                      multipliers=[Multiplier(name=f"m{i}", percent=200) for i in range(200)]),
+         "multipliers", 'stack them by "highest"'),
+        (EarningRules(base=BaseRate(points=10, per_amount=1),
+                      multipliers=[Multiplier(name="x10", percent=1_000)],
+                      tiers=TierProgram(levels=[Tier(code="top", name="Top", threshold=0,
+                                                     multiplier_percent=10_000)])),
+         "tiers", "lower the multiplier_percent of the top tier"),
+    ],
+)
+def test_rules_a_purchase_could_earn_out_of_range_under_are_refused_naming_what_to_change(
+    rules: EarningRules, field: str, change: str
+) -> None:
+    assert worst_case_points(rules) > MAX_WORST_CASE_POINTS
+
+    with pytest.raises(InvalidInput) as raised:
+        check_points_in_range(rules)
+
+    assert (raised.value.code, raised.value.field) == ("points_out_of_range", field)
+    assert f"one purchase of {LARGEST_AMOUNT} could earn" in raised.value.detail
+    assert raised.value.detail.endswith(change)
+
+
+def test_rules_at_the_edge_of_the_range_are_accepted() -> None:
+    rules = EarningRules(base=BaseRate(points=1_000, per_amount=1))
+
+    assert worst_case_points(rules) == MAX_WORST_CASE_POINTS
+    check_points_in_range(rules)
+
+
+def test_a_multiplier_beyond_x100_or_a_rate_beyond_10000_points_is_refused_by_the_schema() -> None:
+    with pytest.raises(msgspec.ValidationError, match=r"<= 10000 - at `\$\.multipliers\[0\]"):
+        msgspec.convert({"multipliers": [{"name": "x1000", "percent": 100_000}]}, EarningRules)
+    with pytest.raises(msgspec.ValidationError, match=r"<= 10000 - at `\$\.base\.points`"):
+        msgspec.convert({"base": {"points": 1_000_000, "per_amount": 1}}, EarningRules)
+    with pytest.raises(msgspec.ValidationError, match=r"<= 1000000 - at `\$\.bonuses\[0\]"):
+        msgspec.convert({"bonuses": [{"type": "first_purchase", "points": 10**8}]},
+                        EarningRules)
+
+
+def test_the_programme_ceilings_default_to_the_settings_defaults() -> None:
+    defaults = Settings()
+    programme = Programme(currency="JPY", timezone=TOKYO)
+
+    assert programme == Programme.from_settings(defaults)
+    assert Programme.from_settings(Settings(max_points_per_purchase=5, max_points_per_action=2)
+                                   ).max_points_per_purchase == 5
+
+
+# Rule sets anywhere within the bounds of schemas/rules.py, big numbers made likely.
+def bounded(low: int, high: int) -> st.SearchStrategy[int]:
+    return st.one_of(st.integers(low, high), st.sampled_from([low, high]))
+
+
+@st.composite
+def rules_within_bounds(draw: st.DrawFn) -> EarningRules:
+    multipliers = [
+        Multiplier(name=f"m{i}", percent=draw(bounded(0, 10_000)),
+                   when=draw(st.lists(conditions, max_size=2)))
+        for i in range(draw(st.integers(0, 12)))
+    ]
+    levels = [Tier(code=f"t{i}", name=f"T{i}", threshold=i * 1_000,
+                   multiplier_percent=draw(bounded(100, 10_000)))
+              for i in range(draw(st.integers(0, 3)))]
+    return EarningRules(
+        base=BaseRate(points=draw(bounded(0, 10_000)), per_amount=draw(bounded(1, 100_000_000))),
+        rounding=draw(st.sampled_from(["floor", "round", "ceil"])),
+        stacking=draw(st.sampled_from(["highest", "multiply"])),
+        multipliers=multipliers,
+        bonuses=draw(st.lists(st.builds(FirstPurchaseBonus, points=bounded(0, 1_000_000)),
+                              max_size=20)),
+        tiers=TierProgram(levels=levels))
+
+
+@st.composite
+def any_purchase(draw: st.DrawFn, rules: EarningRules) -> PurchaseFacts:
+    """Up to the largest amount a till may send, at any tier, with up to 20 coupons' and 20
+    campaigns' multipliers at the most they may be."""
+    lines = draw(st.lists(purchase_lines, min_size=1, max_size=5))
+    boosts = tuple(draw(st.lists(st.tuples(st.sampled_from(["campaign", "coupon"]),
+                                           st.just("boost"), bounded(101, 10_000)),
+                                 max_size=40)))
+    return PurchaseFacts(
+        occurred_at=draw(instants), store_code=draw(st.sampled_from(STORES)),
+        total=draw(bounded(0, LARGEST_AMOUNT)), lines=lines, first_purchase=True,
+        tier=draw(st.none() | st.sampled_from(rules.tiers.levels or [None])), boosts=boosts)
+
+
+@given(data=st.data(), ceiling=bounded(1, 1_000_000_000))
+def test_no_rule_set_within_bounds_earns_beyond_the_ceiling_or_out_of_int64(
+    data: st.DataObject, ceiling: int
+) -> None:
+    rules = data.draw(rules_within_bounds())
+    facts = data.draw(any_purchase(rules))
+
+    earned = earning.purchase_points(rules, RULE_VERSION, facts, TOKYO, ceiling=ceiling)
+
+    assert 0 <= earned.points <= ceiling
+    assert sum(step.points for step in earned.trace.steps) == earned.points
+    try:
+        check_points_in_range(rules)
+    except InvalidInput:
+        return  # refused when saved or simulated; what it earns is still capped (above)
+    assert all(abs(step.points) <= INT64_MAX for step in earned.trace.steps)
+
+
+@given(data=st.data())
+def test_the_worst_case_bounds_what_any_purchase_earns_before_the_ceiling(
+    data: st.DataObject
+) -> None:
+    rules = data.draw(rules_within_bounds())
+    facts = dataclasses.replace(data.draw(any_purchase(rules)), boosts=())
+
+    earned = earning.purchase_points(rules, RULE_VERSION, facts, TOKYO, ceiling=10**100)
+
+    assert earned.points <= worst_case_points(rules)
+
+
+def test_the_worst_case_purchase_under_the_most_generous_rules_earns_the_ceiling() -> None:
+    # At the edge of the range: 10^13 before campaigns, and 40 multipliers of ×100 on top.
+    rules = EarningRules(base=BaseRate(points=1_000, per_amount=1), rounding="ceil",
+                         bonuses=[FirstPurchaseBonus(points=0)])
+    check_points_in_range(rules)
+    boosts = tuple(("campaign", f"c{i}", 10_000) for i in range(40))
+
+    earned = earning.purchase_points(rules, RULE_VERSION,
+                                     largest_purchase(first_purchase=True, boosts=boosts),
+                                     TOKYO, ceiling=1_000_000_000)
+
+    assert earned.points == 1_000_000_000
+    assert max(abs(step.points) for step in earned.trace.steps) < INT64_MAX // 200
