@@ -175,5 +175,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cors_config=cors(settings),
         request_class=StrictJSONRequest,
         openapi_config=openapi_config(),
+        # Logging is loyalty.logs' (one format, the request id on every line); litestar's own
+        # default would reconfigure the root logger at INFO in a format of its own.
+        logging_config=None,
         debug=False,
     )

@@ -375,7 +375,7 @@ async def test_grants_are_listed_newest_first_a_page_at_a_time(
     assert [g["grant_id"] for g in second.json()["items"]] == made[:1]
     assert second.json()["next_cursor"] is None
     bad = await client.get(URL, params={"cursor": "not a cursor"}, headers=marketer)
-    assert bad.status_code == 422
+    assert bad.status_code == 400  # not even base64url: the parameter's pattern refuses it
     missing = await client.get(f"{URL}/{uuid7()}", headers=marketer)
     assert missing.status_code == 404
     assert missing.json()["type"].endswith(":grant_not_found")

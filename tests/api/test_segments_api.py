@@ -594,7 +594,9 @@ async def test_injection_in_any_string_condition_changes_nothing_and_matches_onl
             response = await client.get(
                 f"/v1/segments/{anyone.json()['segment_id']}/members",
                 params={"cursor": text, "limit": 50}, headers=marketer)
-            assert response.status_code in (200, 422), response.text
+            # Refused by the cursor's pattern (400) or by its decoding (422), or a cursor that
+            # decodes: never more than the segment holds.
+            assert response.status_code in (200, 400, 422), response.text
             if response.status_code == 200:
                 names = population.names([i["member_id"] for i in response.json()["items"]])
                 assert set(names) <= {"ann", "ben", "gus", "hal", "ivy"}

@@ -1,0 +1,192 @@
+"""Fuzz the served API with schemathesis, as a member, a store terminal and an admin would call
+it, against its own OpenAPI document: no answer may be a server error, have a status the
+document does not list, or a body that does not match the document.
+
+    python -m tests.fuzz [--max-examples N] [--seed N]        (make fuzz; .ci/run runs it)
+
+It starts the API with `loyalty serve` on a database of its own (on the embedded servers unless
+LOYALTY_TEST_DATABASE_URL / LOYALTY_TEST_REDIS_URL say otherwise, like the test suite), and runs
+every phase (examples, coverage, fuzzing, stateful) once per principal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from loyalty.auth import Passwords
+from loyalty.db import migrate, with_database
+from loyalty.embedded import service_urls
+from loyalty.staff import create_staff
+from loyalty.stores import create_terminal, ensure_store
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "fuzzing is a long password"
+CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance"
+PHASES = "examples,coverage,fuzzing,stateful"
+
+
+@dataclass
+class Principal:
+    name: str
+    authorization: str
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _fresh_database(server_url: str) -> str:
+    name = f"loyalty_fuzz_{os.getpid()}"
+    conn = await asyncpg.connect(with_database(server_url, "postgres"))
+    try:
+        await conn.execute(f'drop database if exists "{name}" with (force)')
+        await conn.execute(f'create database "{name}"')
+    finally:
+        await conn.close()
+    url = with_database(server_url, name)
+    await migrate(url)
+    return url
+
+
+async def _drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[-1]
+    conn = await asyncpg.connect(with_database(url, "postgres"))
+    try:
+        await conn.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def _serving(database_url: str, redis_url: str, data_dir: str) -> Iterator[str]:
+    port = _free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")},
+           "LOYALTY_DATABASE_URL": database_url, "LOYALTY_REDIS_URL": redis_url,
+           "LOYALTY_DATA_DIR": data_dir, "LOYALTY_PORT": str(port),
+           "LOYALTY_MIGRATE_ON_START": "false", "LOYALTY_SCHEDULER": "off",
+           "LOYALTY_LOG_LEVEL": "error",
+           # Fuzzing is one client sending thousands of requests a minute: not an attack.
+           "LOYALTY_RATE_LIMIT_PER_MINUTE": "10000000",
+           "LOYALTY_LOGIN_RATE_LIMIT_PER_MINUTE": "10000000",
+           "LOYALTY_TERMINAL_LOOKUPS_PER_MINUTE": "10000000",
+           "LOYALTY_LOGIN_FAILURES_PER_ACCOUNT": "10000000",
+           "LOYALTY_ARGON2_TIME_COST": "1", "LOYALTY_ARGON2_MEMORY_KIB": "8",
+           "LOYALTY_ARGON2_PARALLELISM": "1"}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "loyalty"), "serve"], env=env,
+                              start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("fuzz: the API did not start; see its output above")
+            time.sleep(0.3)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+async def _principals(base: str, database_url: str) -> list[Principal]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        passwords = Passwords(time_cost=1, memory_kib=8, parallelism=1)
+        await create_staff(conn, email="fuzz-admin@staff.example", role="admin",
+                           password_hash=await passwords.hash(PASSWORD))
+        terminal = await create_terminal(conn, store=await ensure_store(conn, code="FUZZ-01"))
+    finally:
+        await conn.close()
+    async with httpx.AsyncClient(base_url=base) as client:
+        member = await client.post("/v1/auth/member/register", json={
+            "email": "fuzz-member@example.com", "password": PASSWORD, "name": "Fuzz"})
+        admin = await client.post("/v1/auth/staff/login", json={
+            "email": "fuzz-admin@staff.example", "password": PASSWORD})
+    member.raise_for_status()
+    admin.raise_for_status()
+    return [Principal("member", f"Bearer {member.json()['tokens']['access_token']}"),
+            Principal("terminal", f"Bearer {terminal.api_key}"),
+            Principal("admin", f"Bearer {admin.json()['access_token']}")]
+
+
+def _fuzz(base: str, principal: Principal, max_examples: int, seed: int,
+          report: Path) -> dict[str, int]:
+    command = [
+        str(Path(sys.executable).parent / "st"), "run", f"{base}/schema/openapi.json",
+        "--checks", CHECKS, "--phases", PHASES, "--max-examples", str(max_examples),
+        "--seed", str(seed), "--workers", "2", "--no-color", "--generation-database", "none",
+        "--header", f"Authorization: {principal.authorization}",
+        "--report", "ndjson", "--report-ndjson-path", str(report),
+        # Access tokens live 15 minutes and every run is shorter: no refresh needed.
+        "--request-timeout", "30",
+    ]
+    print(f"\n== as {principal.name}", flush=True)
+    status = subprocess.run(command, check=False).returncode
+    return {"exit": status, **_counts(report)}
+
+
+def _counts(report: Path) -> dict[str, int]:
+    """Operations and test cases from schemathesis' event stream."""
+    operations: set[str] = set()
+    cases = 0
+    for line in report.read_text().splitlines():
+        event = json.loads(line)
+        for kind, body in event.items():
+            if kind == "ScenarioFinished":
+                label = body.get("label") or body.get("recorder", {}).get("label")
+                if label:
+                    operations.add(label)
+                recorder = body.get("recorder", {})
+                cases += len(recorder.get("cases", {}))
+    return {"operations": len(operations), "cases": cases}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--max-examples", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=20261204)
+    args = parser.parse_args(argv)
+    with service_urls(os.environ.get("LOYALTY_TEST_DATABASE_URL") or None,
+                      os.environ.get("LOYALTY_TEST_REDIS_URL") or None,
+                      ROOT / ".loyalty" / "test") as urls, \
+            tempfile.TemporaryDirectory() as scratch:
+        database_url = asyncio.run(_fresh_database(urls.database_url))
+        try:
+            with _serving(database_url, urls.redis_url, scratch) as base:
+                principals = asyncio.run(_principals(base, database_url))
+                results = {p.name: _fuzz(base, p, args.max_examples, args.seed,
+                                         Path(scratch) / f"{p.name}.ndjson")
+                           for p in principals}
+        finally:
+            asyncio.run(_drop_database(database_url))
+    print("\nfuzz:", ", ".join(f"as {name} {r['operations']} operations, {r['cases']} cases"
+                              for name, r in results.items()))
+    failed = [name for name, r in results.items() if r["exit"] != 0]
+    if failed:
+        raise SystemExit(f"fuzz: failures as {', '.join(failed)}: see the reports above")
+
+
+if __name__ == "__main__":
+    main()
