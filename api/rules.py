@@ -8,6 +8,7 @@ from litestar.params import JSONBody
 
 from api.auth import staff_with
 from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff, utc_now
+from api.idempotency import idempotent
 from loyalty.audit import record_audit
 from loyalty.earning import ActionCounts, PurchaseFacts, action_points, purchase_points
 from loyalty.errors import InvalidInput
@@ -39,6 +40,7 @@ class EarningRulesController(Controller):
         return await rule_history(conn)
 
     @put("", operation_id="replaceEarningRules")
+    @idempotent
     async def replace(self, data: JSONBody[EarningRules], staff: Staff, conn: Db) -> RuleSet:
         """A new version of the rules, in force from the next purchase; the old one stays."""
         saved = await save_rules(conn, data, staff_id=staff.staff_id)

@@ -9,6 +9,7 @@ from litestar.params import JSONBody
 
 from api.auth import staff_with
 from api.deps import Db, Staff, provide_conn, provide_staff
+from api.idempotency import idempotent
 from loyalty.audit import record_audit
 from loyalty.rules import current_rules, save_rules
 from loyalty.tiers import check_tier_coupons
@@ -30,6 +31,7 @@ class TiersController(Controller):
         return TierProgramSet(version=rules.version, tiers=rules.rules.tiers)
 
     @put("", operation_id="replaceTiers")
+    @idempotent
     async def replace(self, data: JSONBody[TierProgram], staff: Staff,
                       conn: Db) -> TierProgramSet:
         """A new tier programme, as a new version of the earning rules (the rest unchanged).

@@ -53,6 +53,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     login_failure_window_seconds: Positive = 900
     trusted_proxies: tuple[str, ...] = ()
     max_request_bytes: Annotated[int, Meta(ge=1024, le=100_000_000)] = 1_048_576
+    # How long a retry waits for the first request under its Idempotency-Key to finish before
+    # it is answered 409 (in flight, retry later): long enough for an ordinary write to commit
+    # and be replayed, short enough not to hold a client on a bulk one.
+    idempotency_wait_ms: Annotated[int, Meta(ge=1, le=60_000)] = 2000
 
     # The programme.
     default_region: Annotated[str, Meta(pattern=r"^[A-Z]{2}$")] = "JP"
