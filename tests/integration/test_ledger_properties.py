@@ -35,11 +35,11 @@ from hypothesis.stateful import (
 from loyalty.auth import TerminalPrincipal
 from loyalty.db import init_connection
 from loyalty.errors import InsufficientPoints, InvalidInput, LoyaltyError
-from loyalty.ledger import Idempotency
+from loyalty.idempotency import Idempotency, request_hash
 from loyalty.members import register_member
 from loyalty.merge import merge_members
 from loyalty.points import adjust_points, expire_points, record_action, release_points
-from loyalty.purchases import Programme, record_purchase, record_return, request_hash
+from loyalty.purchases import Programme, record_purchase, record_return
 from loyalty.rules import RuleBook, save_rules
 from loyalty.stores import create_terminal, ensure_store
 from schemas.members import MemberRegistration
