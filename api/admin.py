@@ -10,6 +10,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.auth import staff_with
 from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff
+from api.idempotency import idempotent
 from loyalty.audit import record_audit
 from loyalty.staff import create_staff
 from loyalty.stores import (
@@ -60,6 +61,7 @@ class TerminalsController(Controller):
         return await list_terminals(conn, include_revoked=include_revoked)
 
     @delete("/{terminal_id:uuid}", operation_id="revokeTerminal", status_code=204)
+    @idempotent
     async def revoke(self, terminal_id: FromPath[UUID], staff: Staff, conn: Db,
                      services: Svc) -> None:
         """Revoke the terminal's key: at once on this instance, within 10 seconds on every
@@ -78,6 +80,7 @@ class StaffController(Controller):
     dependencies = {**_DEPENDENCIES, "services": Provide(provide_services)}
 
     @post("", operation_id="createStaff", status_code=201)
+    @idempotent
     async def create(
         self, data: JSONBody[StaffCreate], staff: Staff, conn: Db, services: Svc
     ) -> StaffAccount:
@@ -103,6 +106,7 @@ class StoresController(Controller):
         return await list_stores(conn)
 
     @post("", operation_id="createStore", status_code=201, guards=[ADMIN])
+    @idempotent
     async def create(self, data: JSONBody[StoreCreate], staff: Staff, conn: Db) -> Store:
         """A store; its code is what terminals and receipts are scoped to."""
         store = await create_store(conn, code=data.code, name=data.name)

@@ -20,6 +20,7 @@ from api.deps import (
     provide_staff,
     utc_now,
 )
+from api.idempotency import idempotent
 from api.params import Cursor, Limit
 from loyalty.audit import record_audit
 from loyalty.campaigns import (
@@ -48,6 +49,7 @@ class CampaignsController(Controller):
     }
 
     @post("", operation_id="createCampaign", guards=[staff_with(*CAMPAIGN_EDITORS)])
+    @idempotent
     async def create(self, data: JSONBody[CampaignCreate], staff: Staff, conn: Db) -> Campaign:
         """A draft campaign: audience, action, schedule, budget cap, holdout, channel."""
         campaign = await create_campaign(conn, data, staff_id=staff.staff_id)
@@ -68,11 +70,14 @@ class CampaignsController(Controller):
 
     @post("/{campaign_id:uuid}/launch", operation_id="launchCampaign", status_code=200,
           guards=[staff_with(*CAMPAIGN_EDITORS)])
+    @idempotent(required=True)
     async def launch(self, campaign_id: FromPath[UUID], staff: Staff, ledger: Ledger,
                      services: Svc) -> Campaign:
         """Assign the audience to treated and control, and act for the treated group; or
         schedule it, if it starts later. Launching again changes nothing (and finishes a
         launch that was interrupted)."""
+        # Its steps commit on ``ledger`` as they go, so a launch cut short is finished by its
+        # retry; the key's answer commits at the end (api.idempotency).
         campaign = await launch_campaign(ledger, campaign_id, rulebook=services.rulebook,
                                          programme=services.programme, now=utc_now())
         await record_audit(ledger, actor_kind="staff", actor_id=staff.staff_id,

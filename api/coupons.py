@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Controller, Request, get, patch, post
+from litestar import Controller, get, patch, post
 from litestar.di import Provide
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from api.auth import members_only, staff_with
 from api.deps import (
@@ -22,6 +22,7 @@ from api.deps import (
     provide_staff,
     utc_now,
 )
+from api.idempotency import idempotent
 from api.params import Cursor, Limit
 from loyalty.audit import record_audit
 from loyalty.coupons import (
@@ -35,9 +36,8 @@ from loyalty.coupons import (
 )
 from loyalty.errors import InvalidInput
 from loyalty.member_filter import MemberFilter
-from loyalty.purchases import request_hash
 from loyalty.segments import segment_filter
-from schemas.base import Page, whole
+from schemas.base import Page
 from schemas.coupons import (
     CodeBatch,
     CodeBatchRequest,
@@ -52,12 +52,6 @@ from schemas.coupons import (
 
 COUPON_READERS = ("admin", "marketer", "analyst")
 COUPON_EDITORS = ("admin", "marketer")
-KeyText = Annotated[str, HeaderParameter(
-    name="Idempotency-Key", min_length=1, max_length=255, pattern=whole(r"[\x21-\x7e]+"),
-    description="Unique per intended issue; a retry sends the same key and body.")]
-OptionalKey = Annotated[str | None, HeaderParameter(
-    name="Idempotency-Key", min_length=1, max_length=255, pattern=whole(r"[\x21-\x7e]+"),
-    description="Optional: a retry under the same key returns the same batch.")]
 
 
 class CouponTemplatesController(Controller):
@@ -71,6 +65,7 @@ class CouponTemplatesController(Controller):
     }
 
     @post("", operation_id="createCouponTemplate", guards=[staff_with(*COUPON_EDITORS)])
+    @idempotent
     async def create(self, data: JSONBody[CouponTemplateCreate], staff: Staff,
                      conn: Db) -> CouponTemplate:
         """A coupon template: discount, validity, where and for what, limits, stacking."""
@@ -93,6 +88,7 @@ class CouponTemplatesController(Controller):
 
     @patch("/{template_id:uuid}", operation_id="updateCouponTemplate",
            guards=[staff_with(*COUPON_EDITORS)])
+    @idempotent
     async def update(self, template_id: FromPath[UUID], data: JSONBody[CouponTemplateUpdate],
                      staff: Staff, conn: Db) -> CouponTemplate:
         """Change names, terms and limits, or deactivate (history stays)."""
@@ -104,15 +100,13 @@ class CouponTemplatesController(Controller):
 
     @post("/{template_id:uuid}/codes", operation_id="generateCouponCodes", status_code=201,
           guards=[staff_with(*COUPON_EDITORS)])
-    async def codes(self, request: Request, template_id: FromPath[UUID],  # type: ignore[type-arg]
-                    data: JSONBody[CodeBatchRequest], staff: Staff, conn: Db, services: Svc,
-                    idempotency_key: OptionalKey = None) -> CodeBatch:
+    @idempotent
+    async def codes(self, template_id: FromPath[UUID], data: JSONBody[CodeBatchRequest],
+                    staff: Staff, conn: Db, services: Svc) -> CodeBatch:
         """A batch of unique single-use codes with a check character, returned in full."""
         batch = await generate_code_batch(
             conn, template_id, count=data.count, prefix=data.prefix, staff_id=staff.staff_id,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash("POST", request.url.path, data), now=utc_now(),
-            tz=services.settings.timezone)
+            now=utc_now(), tz=services.settings.timezone)
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
                            action="coupon_codes.generate", subject_kind="coupon_template",
                            subject_id=template_id,
@@ -121,9 +115,9 @@ class CouponTemplatesController(Controller):
 
     @post("/{template_id:uuid}/issue", operation_id="issueCoupons", status_code=201,
           guards=[staff_with(*COUPON_EDITORS)])
-    async def issue(self, request: Request, template_id: FromPath[UUID],  # type: ignore[type-arg]
-                    data: JSONBody[IssueRequest], staff: Staff, conn: Db, services: Svc,
-                    idempotency_key: KeyText) -> IssueResult:
+    @idempotent(required=True)
+    async def issue(self, template_id: FromPath[UUID], data: JSONBody[IssueRequest],
+                    staff: Staff, conn: Db, services: Svc) -> IssueResult:
         """Put one coupon of this template into the wallet of each member of a list or a
         segment; the same key and body again issues nothing more."""
         now = utc_now()
@@ -142,10 +136,8 @@ class CouponTemplatesController(Controller):
             requested = None
         result = await issue_coupons(
             conn, template_id=template_id, member_filter=member_filter, target=target,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash("POST", request.url.path, data), staff_id=staff.staff_id,
-            now=now,
-            tz=services.settings.timezone, requested=requested)
+            staff_id=staff.staff_id, now=now, tz=services.settings.timezone,
+            requested=requested)
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
                            action="coupons.issue", subject_kind="coupon_template",
                            subject_id=template_id,

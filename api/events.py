@@ -7,7 +7,7 @@ from __future__ import annotations
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
@@ -28,8 +28,9 @@ from api.deps import (
     provide_terminal,
     utc_now,
 )
+from api.idempotency import idempotent, stored_as
 from api.params import Cursor, Limit
-from api.pos import IdempotencyKey, _created, written_once
+from api.pos import written_once
 from loyalty.audit import record_audit
 from loyalty.events import (
     cancel_reservation,
@@ -41,8 +42,7 @@ from loyalty.events import (
     reserve_seat,
     update_event,
 )
-from loyalty.ledger import Idempotency
-from loyalty.purchases import request_hash
+from loyalty.idempotency import Idempotency
 from schemas.base import Page
 from schemas.events import CheckedIn, CheckIn, Event, EventCreate, EventUpdate, MyEvent, Reservation
 
@@ -57,6 +57,7 @@ class EventsController(Controller):
     dependencies = {"conn": Provide(provide_conn), "staff": Provide(provide_staff)}
 
     @post("", operation_id="createEvent", status_code=201, guards=[staff_with(*EVENT_EDITORS)])
+    @idempotent
     async def create(self, data: JSONBody[EventCreate], staff: Staff, conn: Db) -> Event:
         """A new event: place, time, capacity, points for attending, invitation only or open."""
         event = await create_event(conn, data, staff_id=staff.staff_id, now=utc_now())
@@ -76,6 +77,7 @@ class EventsController(Controller):
         return await get_event(conn, event_id)
 
     @patch("/{event_id:uuid}", operation_id="updateEvent", guards=[staff_with(*EVENT_EDITORS)])
+    @idempotent
     async def update(self, event_id: FromPath[UUID], data: JSONBody[EventUpdate], staff: Staff,
                      conn: Db) -> Event:
         """Change an event; the capacity never below the seats reserved. ``status: cancelled``
@@ -92,7 +94,8 @@ class MyEventsController(Controller):
     path = "/v1/me/events"
     tags = ["member app"]
     guards = [members_only]
-    dependencies = {"ledger": Provide(provide_ledger_conn), "me": Provide(provide_member)}
+    dependencies = {"ledger": Provide(provide_ledger_conn), "conn": Provide(provide_conn),
+                    "me": Provide(provide_member)}
 
     @get("", operation_id="listMyEvents")
     async def list_(self, me: Me, ledger: Ledger, limit: Limit = 50,
@@ -103,18 +106,19 @@ class MyEventsController(Controller):
     @post("/{event_id:uuid}/rsvp", operation_id="reserveMySeat", status_code=201,
           responses={200: ResponseSpec(data_container=Reservation,
                                                      description="Already held")})
-    async def rsvp(self, event_id: FromPath[UUID], me: Me,
-                   ledger: Ledger) -> Response[Reservation]:
+    @idempotent
+    async def rsvp(self, event_id: FromPath[UUID], me: Me, conn: Db) -> Response[Reservation]:
         """Reserve a seat: 201 when taken now, 200 when I already held it (one seat either
         way); 409 ``event_full`` when none is left."""
-        reserved = await reserve_seat(ledger, event_id=event_id, member_id=me.member_id,
+        reserved = await reserve_seat(conn, event_id=event_id, member_id=me.member_id,
                                       now=utc_now())
         return Response(reserved.reservation, status_code=201 if reserved.new else 200)
 
     @delete("/{event_id:uuid}/rsvp", operation_id="cancelMySeat", status_code=204)
-    async def cancel(self, event_id: FromPath[UUID], me: Me, ledger: Ledger) -> None:
+    @idempotent
+    async def cancel(self, event_id: FromPath[UUID], me: Me, conn: Db) -> None:
         """Give my seat back; 404 ``not_reserved`` when I hold none."""
-        await cancel_reservation(ledger, event_id=event_id, member_id=me.member_id,
+        await cancel_reservation(conn, event_id=event_id, member_id=me.member_id,
                                  now=utc_now())
 
 
@@ -129,16 +133,14 @@ class PosEventsController(Controller):
     }
 
     @post("/{event_id:uuid}/checkins", operation_id="posCheckInAtEvent", status_code=201,
-          responses={201: _created(CheckedIn)})
+          responses={201: stored_as(CheckedIn)})
+    @idempotent(required=True, in_ledger=True)
     async def check_in(
-        self, request: Request, event_id: FromPath[UUID],  # type: ignore[type-arg]
-        data: JSONBody[CheckIn], terminal: Till, ledger: Ledger, services: Svc,
-        idempotency_key: IdempotencyKey,
+        self, event_id: FromPath[UUID], data: JSONBody[CheckIn], terminal: Till, ledger: Ledger,
+        services: Svc, idempotency: Idempotency,
     ) -> Response[bytes]:
         """Check in a member holding a seat; attendance points once per member and event (a
         second check-in is 409 ``already_checked_in``), exactly once per key."""
-        idempotency = Idempotency(terminal.terminal_id, idempotency_key,
-                                  request_hash("POST", request.url.path, data))
         return await written_once(
             data.member, services, ledger, idempotency,
             lambda member: check_in(

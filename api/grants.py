@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
@@ -21,10 +21,10 @@ from api.deps import (
     provide_staff,
     utc_now,
 )
+from api.idempotency import idempotent
 from api.params import Cursor, Limit
-from api.pos import IdempotencyKey
 from loyalty.grants import get_grant, grant_points, list_grants
-from loyalty.purchases import request_hash
+from loyalty.idempotency import Idempotency
 from schemas.base import Page
 from schemas.grants import GrantRequest, PointsGrant
 
@@ -46,17 +46,19 @@ class PointsGrantsController(Controller):
 
     @post("", operation_id="grantPoints", status_code=201,
           request_max_body_size=GRANT_BODY_LIMIT)
+    @idempotent(required=True)
     async def grant(
-        self, request: Request, data: JSONBody[GrantRequest], staff: Staff,  # type: ignore[type-arg]
-        ledger: Ledger, services: Svc, idempotency_key: IdempotencyKey,
+        self, data: JSONBody[GrantRequest], staff: Staff, ledger: Ledger, services: Svc,
+        idempotency: Idempotency,
     ) -> Response[PointsGrant]:
         """Grant points to every active or dormant member of the list or segment, once each;
         audited. The same key and body again resume or replay the grant (same grant id)."""
+        # Batches commit on ``ledger`` as they go, so a grant cut short is resumed by its
+        # retry (found by the key the grant keeps); the key's answer commits at the end
+        # (api.idempotency).
         granted, existed = await grant_points(
-            ledger, request=data, idempotency_key=idempotency_key,
-            request_hash=request_hash("POST", request.url.path, data),
-            staff_id=staff.staff_id, rulebook=services.rulebook, programme=services.programme,
-            now=utc_now())
+            ledger, request=data, idempotency=idempotency, staff_id=staff.staff_id,
+            rulebook=services.rulebook, programme=services.programme, now=utc_now())
         headers = {"Idempotent-Replayed": "true"} if existed else {}
         return Response(granted, status_code=201, headers=headers)
 

@@ -17,6 +17,7 @@ from litestar.params import FromPath
 
 from api.auth import staff_with
 from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff, utc_now
+from api.idempotency import idempotent
 from api.params import Cursor, Limit
 from jobs.catalogue import Job, job_named
 from jobs.runs import claim, execute, job_statuses, list_runs
@@ -69,6 +70,7 @@ class JobsController(Controller):
 
     @post("/{name:str}/run", operation_id="runJob", status_code=202,
           guards=[staff_with("admin")])
+    @idempotent
     async def run(self, name: JobName, staff: Staff, conn: Db, services: Svc) -> JobRun:
         """Run a job now, as of now; refused with 409 while it is running. Answers at once
         with the run (``running``); follow it under ``/v1/jobs/{name}/runs``."""

@@ -13,17 +13,16 @@ from msgspec import UNSET
 from api.auth import members_only, staff_with
 from api.deps import (
     Db,
-    Ledger,
     Me,
     Staff,
     Svc,
     provide_conn,
-    provide_ledger_conn,
     provide_member,
     provide_services,
     provide_staff,
     utc_now,
 )
+from api.idempotency import idempotent
 from api.params import Cursor, Limit, SearchText, Since
 from api.roles import CONTACT_READERS, PROFILE_READERS, as_seen_by
 from api.sessions import limit_sign_in_address
@@ -83,6 +82,7 @@ class MeController(Controller):
         return await get_member(conn, me.member_id)
 
     @patch("", operation_id="updateMe")
+    @idempotent
     async def update_me(
         self, request: Request[Any, Any, Any], me: Me, data: JSONBody[MemberProfileUpdate],
         conn: Db, services: Svc,
@@ -101,6 +101,7 @@ class MeController(Controller):
         return await get_consents(conn, me.member_id)
 
     @put("/consents", operation_id="setMyConsents")
+    @idempotent
     async def set_my_consents(
         self, me: Me, data: JSONBody[ConsentUpdate], conn: Db
     ) -> Consents:
@@ -116,7 +117,6 @@ class StaffMembersController(Controller):
     dependencies = {
         "services": Provide(provide_services),
         "conn": Provide(provide_conn),
-        "ledger": Provide(provide_ledger_conn),
         "staff": Provide(provide_staff),
     }
 
@@ -163,11 +163,12 @@ class StaffMembersController(Controller):
 
     @post("/{member_id:uuid}/merge", operation_id="mergeMembers", status_code=200,
           guards=[staff_with(*MEMBER_EDITORS)])
+    @idempotent(required=True)
     async def merge(self, member_id: FromPath[UUID], data: JSONBody[MergeRequest],
-                    staff: Staff, ledger: Ledger) -> Member:
+                    staff: Staff, conn: Db) -> Member:
         """Merge ``from_member_id`` into this member: points, totals and consents move, and
         the merged member answers with ``merged_into`` from then on. Audited."""
-        return await merge_members(ledger, survivor_id=member_id,
+        return await merge_members(conn, survivor_id=member_id,
                                    merged_id=data.from_member_id, staff_id=staff.staff_id,
                                    now=utc_now())
 
@@ -182,6 +183,7 @@ class StaffMembersController(Controller):
 
     @patch("/{member_id:uuid}", operation_id="updateMember",
            guards=[staff_with(*MEMBER_EDITORS)])
+    @idempotent
     async def update(
         self, member_id: FromPath[UUID], data: JSONBody[StaffMemberUpdate], staff: Staff,
         conn: Db, services: Svc,

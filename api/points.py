@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from litestar import Controller, get, post
+from litestar import Controller, Response, get, post
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
@@ -22,10 +22,11 @@ from api.deps import (
     provide_staff,
     utc_now,
 )
+from api.idempotency import idempotent, respond, stored_as
 from api.params import Cursor, Limit
 from api.roles import LEDGER_READERS
-from loyalty.audit import record_audit
 from loyalty.cards import issue_card
+from loyalty.idempotency import Idempotency
 from loyalty.points import (
     adjust_points,
     entry_detail,
@@ -93,14 +94,17 @@ class MyPointsController(Controller):
         token, expires = issue_card(services.signer, me.member_id)
         return MemberCard(token=token, expires_at=expires)
 
-    @post("/actions", operation_id="recordMyAction", status_code=200)
+    @post("/actions", operation_id="recordMyAction", status_code=200,
+          responses={200: stored_as(ActionResult)})
+    @idempotent(in_ledger=True)
     async def action(self, me: Me, data: JSONBody[ActionRequest], ledger: Ledger,
-                     services: Svc) -> ActionResult:
+                     services: Svc, idempotency: Idempotency | None) -> Response[bytes]:
         """Points for a site visit, a share, a check-in...: 0 with the reason once a cap is
         reached."""
-        return await record_action(ledger, member_id=me.member_id, action=data.type,
-                                   target=data.target, rulebook=services.rulebook,
-                                   programme=services.programme, now=utc_now())
+        return respond(await record_action(
+            ledger, member_id=me.member_id, action=data.type, target=data.target,
+            rulebook=services.rulebook, programme=services.programme, now=utc_now(),
+            idempotency=idempotency))
 
 
 class StaffPointsController(Controller):
@@ -135,16 +139,12 @@ class StaffPointsController(Controller):
                                  tz=services.programme.timezone, now=utc_now())
 
     @post("/adjustments", operation_id="adjustMemberPoints", status_code=201,
-          guards=[staff_with(*ADJUSTERS)])
+          guards=[staff_with(*ADJUSTERS)], responses={201: stored_as(AdjustmentRecorded)})
+    @idempotent(required=True, in_ledger=True)
     async def adjust(self, member_id: FromPath[UUID], data: JSONBody[Adjustment], staff: Staff,
-                     ledger: Ledger, services: Svc) -> AdjustmentRecorded:
-        """Add or take away points, with the reason; audited."""
-        recorded = await adjust_points(
+                     ledger: Ledger, services: Svc, idempotency: Idempotency) -> Response[bytes]:
+        """Add or take away points, with the reason; audited; once per key."""
+        return respond(await adjust_points(
             ledger, member_id=member_id, points=data.points, reason=data.reason,
             staff_id=staff.staff_id, rulebook=services.rulebook, programme=services.programme,
-            now=utc_now())
-        await record_audit(ledger, actor_kind="staff", actor_id=staff.staff_id,
-                           action="points.adjust", subject_kind="member", subject_id=member_id,
-                           details={"points": data.points, "reason": data.reason,
-                                    "entry_id": str(recorded.entry_id)})
-        return recorded
+            now=utc_now(), idempotency=idempotency))

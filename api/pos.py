@@ -4,14 +4,12 @@ recording purchases and returns. Every write takes an ``Idempotency-Key``."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Literal
+from typing import Literal
 from uuid import UUID
 
-import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.di import Provide
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, HeaderParameter, JSONBody
+from litestar.params import FromPath, JSONBody
 
 from api.auth import terminals_only
 from api.deps import (
@@ -25,11 +23,13 @@ from api.deps import (
     provide_terminal,
     utc_now,
 )
+from api.idempotency import idempotent, respond, stored_as
 from api.params import CardParam, NumberParam, PhoneParam
 from loyalty.audit import record_till_lookup
 from loyalty.cards import CardExpired, member_from_card
 from loyalty.errors import InvalidInput, NotFound, RateLimited
-from loyalty.ledger import Idempotency, Outcome, recorded_outcome
+from loyalty.idempotency import Idempotency
+from loyalty.ledger import Outcome, recorded_outcome
 from loyalty.members import find_member_at_till
 from loyalty.normalize import normalize_phone
 from loyalty.points import till_member
@@ -37,12 +37,10 @@ from loyalty.purchases import (
     quote_purchase,
     record_purchase,
     record_return,
-    request_hash,
     validate_coupons,
 )
 from loyalty.stores import get_terminal
 from schemas.admin import WhoAmI
-from schemas.base import whole
 from schemas.coupons import CouponValidation, CouponValidationResult
 from schemas.points import (
     MemberRef,
@@ -53,21 +51,6 @@ from schemas.points import (
     ReturnRequest,
     TillMember,
 )
-
-IdempotencyKey = Annotated[str, HeaderParameter(
-    name="Idempotency-Key", min_length=1, max_length=255, pattern=whole(r"[\x21-\x7e]+"),
-    description="Unique per intended write; a retry sends the same key and body.")]
-
-
-def _created(struct: type[msgspec.Struct]) -> ResponseSpec:
-    """OpenAPI for a handler that answers with stored bytes (the first response, replayed)."""
-    return ResponseSpec(data_container=struct, description="Recorded, or replayed")
-
-
-def _respond(outcome: Outcome) -> Response[bytes]:
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
-    return Response(outcome.body, status_code=outcome.status, media_type="application/json",
-                    headers=headers)
 
 
 async def written_once(
@@ -83,8 +66,8 @@ async def written_once(
         replay = await recorded_outcome(ledger, idempotency)
         if replay is None:
             raise
-        return _respond(replay)
-    return _respond(await write(member))
+        return respond(replay)
+    return respond(await write(member))
 
 
 def _member(ref: MemberRef, services: Svc) -> UUID | str:
@@ -171,14 +154,13 @@ class PosController(Controller):
                                       now=utc_now())
 
     @post("/purchases", operation_id="posRecordPurchase", status_code=201,
-          responses={201: _created(PurchaseRecorded)})
+          responses={201: stored_as(PurchaseRecorded)})
+    @idempotent(required=True, in_ledger=True)
     async def purchase(
-        self, request: Request, data: JSONBody[Purchase], terminal: Till,  # type: ignore[type-arg]
-        ledger: Ledger, services: Svc, idempotency_key: IdempotencyKey,
+        self, data: JSONBody[Purchase], terminal: Till, ledger: Ledger, services: Svc,
+        idempotency: Idempotency,
     ) -> Response[bytes]:
         """Record a purchase: earn and redeem in one transaction, exactly once per key."""
-        idempotency = Idempotency(terminal.terminal_id, idempotency_key,
-                                  request_hash("POST", request.url.path, data))
         return await written_once(
             data.member, services, ledger, idempotency,
             lambda member: record_purchase(
@@ -187,16 +169,14 @@ class PosController(Controller):
                 programme=services.programme, now=utc_now()))
 
     @post("/purchases/{purchase_id:uuid}/returns", operation_id="posRecordReturn",
-          status_code=201, responses={201: _created(ReturnRecorded)})
+          status_code=201, responses={201: stored_as(ReturnRecorded)})
+    @idempotent(required=True, in_ledger=True)
     async def return_(
-        self, request: Request, purchase_id: FromPath[UUID],  # type: ignore[type-arg]
-        data: JSONBody[ReturnRequest], terminal: Till, ledger: Ledger,
-        idempotency_key: IdempotencyKey,
+        self, purchase_id: FromPath[UUID], data: JSONBody[ReturnRequest], terminal: Till,
+        ledger: Ledger, idempotency: Idempotency,
     ) -> Response[bytes]:
         """Return lines or an amount of a purchase made at this store, exactly once per key."""
-        idempotency = Idempotency(terminal.terminal_id, idempotency_key,
-                                  request_hash("POST", request.url.path, data))
         outcome = await record_return(ledger, purchase_id=purchase_id, request=data,
                                       terminal=terminal, idempotency=idempotency, now=utc_now())
-        return _respond(outcome)
+        return respond(outcome)
 

@@ -17,6 +17,7 @@ from api.deps import (
     provide_staff,
     utc_now,
 )
+from api.idempotency import idempotent
 from loyalty.audit import record_audit
 from loyalty.earning import (
     ActionCounts,
@@ -54,6 +55,7 @@ class EarningRulesController(Controller):
         return await rule_history(conn)
 
     @put("", operation_id="replaceEarningRules")
+    @idempotent
     async def replace(self, data: JSONBody[EarningRulesChange], staff: Staff, conn: Db,
                       services: Svc) -> RuleSet:
         """A new version of the rules, in force from the next purchase; the old one stays.

@@ -13,6 +13,7 @@ from msgspec import UNSET
 
 from api.auth import staff_with
 from api.deps import Db, Staff, provide_conn, provide_staff, utc_now
+from api.idempotency import idempotent
 from api.params import Cursor, Limit
 from api.roles import IDENTIFIER_READERS
 from loyalty.audit import record_audit
@@ -45,6 +46,7 @@ class SegmentsController(Controller):
     dependencies = {"conn": Provide(provide_conn), "staff": Provide(provide_staff)}
 
     @post("", operation_id="createSegment", guards=[staff_with(*SEGMENT_EDITORS)])
+    @idempotent
     async def create(self, data: JSONBody[SegmentCreate], staff: Staff, conn: Db) -> Segment:
         """Save a definition under a name; refused if it is too complex or contradicts itself."""
         segment = await create_segment(conn, data, staff_id=staff.staff_id, now=utc_now())
@@ -76,6 +78,7 @@ class SegmentsController(Controller):
 
     @patch("/{segment_id:uuid}", operation_id="updateSegment",
            guards=[staff_with(*SEGMENT_EDITORS)])
+    @idempotent
     async def update(self, segment_id: FromPath[UUID], data: JSONBody[SegmentUpdate],
                      staff: Staff, conn: Db) -> Segment:
         """Rename, describe or redefine a segment; omitted fields stay."""

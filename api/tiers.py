@@ -9,6 +9,7 @@ from litestar.params import JSONBody
 
 from api.auth import staff_with
 from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff
+from api.idempotency import idempotent
 from api.rules import rule_change_policy
 from loyalty.audit import record_audit
 from loyalty.rules import current_rules, replace_rules
@@ -35,6 +36,7 @@ class TiersController(Controller):
         return TierProgramSet(version=rules.version, tiers=rules.rules.tiers)
 
     @put("", operation_id="replaceTiers")
+    @idempotent
     async def replace(self, data: JSONBody[TierProgramChange], staff: Staff,
                       conn: Db, services: Svc) -> TierProgramSet:
         """A new tier programme, as a new version of the earning rules (the rest unchanged).

@@ -130,7 +130,7 @@ async def _campaign_launch(ctx: JobContext, now: dt.datetime) -> Counts:
 
 
 async def _idempotency_cleanup(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.ledger import IDEMPOTENCY_KEPT, delete_old_idempotency_keys
+    from loyalty.idempotency import IDEMPOTENCY_KEPT, delete_old_idempotency_keys
 
     async with ctx.pool.acquire() as conn:
         return await delete_old_idempotency_keys(conn, before=now - IDEMPOTENCY_KEPT)

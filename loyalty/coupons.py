@@ -25,7 +25,7 @@ from loyalty.codes import display, generate_codes, is_well_formed, normalize_cod
 from loyalty.db import Connection
 from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.ids import uuid7
-from loyalty.ledger import EVENT_PARAMETERS_START, check_same_request
+from loyalty.ledger import EVENT_PARAMETERS_START
 from loyalty.member_filter import REACHABLE, MemberFilter
 from loyalty.members import decode_cursor, encode_cursor
 from schemas.base import Page
@@ -239,8 +239,8 @@ async def _active_template(conn: Connection, template_id: UUID) -> Any:
         "select template_id, active from coupon_templates where template_id = $1",
         template_id)
     if row is None:
-        raise NotFound("no such coupon template", field="template_id",
-                       code="coupon_template_not_found")
+        raise NotFound("no coupon template has this id: GET /v1/coupon-templates lists them",
+                       field="template_id", code="coupon_template_not_found")
     if not row["active"]:
         raise Conflict("this template is deactivated: it issues nothing more",
                        field="template_id", code="coupon_template_inactive")
@@ -249,32 +249,20 @@ async def _active_template(conn: Connection, template_id: UUID) -> Any:
 
 async def generate_code_batch(
     conn: Connection, template_id: UUID, *, count: int, prefix: str, staff_id: UUID | None,
-    idempotency_key: str | None, request_hash: bytes, now: dt.datetime, tz: str,
+    now: dt.datetime, tz: str,
 ) -> CodeBatch:
     """``count`` new single-use codes, written set-based (COPY into a temporary table, one
-    insert). Under an idempotency key seen before, the batch it made. Runs in the caller's
-    transaction."""
+    insert). Runs in the caller's transaction (a request's key makes it once)."""
     prefix = normalize_code(prefix)
-    if idempotency_key is not None:
-        done = await _existing_batch(conn, idempotency_key, request_hash)
-        if done is not None:
-            return done
     await _active_template(conn, template_id)
     batch_id = uuid7()
-    inserted = await conn.fetchval(
+    await conn.execute(
         """
-        insert into coupon_code_batches (batch_id, template_id, idempotency_key, request_hash,
-                                         count, prefix, created_by, created_at)
-        values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (idempotency_key) do nothing
-        returning true
+        insert into coupon_code_batches (batch_id, template_id, count, prefix, created_by,
+                                         created_at)
+        values ($1, $2, $3, $4, $5, $6)
         """,
-        batch_id, template_id, idempotency_key, request_hash, count, prefix, staff_id, now)
-    if not inserted:
-        # The same key arrived at the same moment and got there first.
-        assert idempotency_key is not None
-        done = await _existing_batch(conn, idempotency_key, request_hash)
-        assert done is not None
-        return done
+        batch_id, template_id, count, prefix, staff_id, now)
     await conn.execute("create temporary table new_codes (code text collate \"C\")"
                        " on commit drop")
     made = 0
@@ -305,15 +293,6 @@ with added as (
 )
 select count(*) from added
 """
-
-
-async def _existing_batch(conn: Connection, key: str, request_hash: bytes) -> CodeBatch | None:
-    row = await conn.fetchrow(
-        "select batch_id, request_hash from coupon_code_batches where idempotency_key = $1", key)
-    if row is None:
-        return None
-    check_same_request(row["request_hash"], request_hash)
-    return await _batch(conn, row["batch_id"])
 
 
 async def _batch(conn: Connection, batch_id: UUID) -> CodeBatch:
@@ -377,31 +356,19 @@ async def issue_to_members(
 
 async def issue_coupons(
     conn: Connection, *, template_id: UUID, member_filter: MemberFilter, target: dict[str, Any],
-    idempotency_key: str, request_hash: bytes, staff_id: UUID | None, now: dt.datetime,
-    tz: str, requested: int | None = None,
+    staff_id: UUID | None, now: dt.datetime, tz: str, requested: int | None = None,
 ) -> IssueResult:
-    """A staff issue under an idempotency key: the same key and request replay the result,
-    another request under it is refused. ``requested`` is the length of a member list (so
-    unknown ids count as skipped)."""
-    await get_template(conn, template_id)  # a 404 that says so, not a foreign-key error
+    """A staff issue, recorded with what it did, in the caller's transaction (a request's key
+    makes it once). ``requested`` is the length of a member list (so unknown ids count as
+    skipped)."""
+    await _active_template(conn, template_id)
     issue_id = uuid7()
-    claimed = await conn.fetchval(
+    await conn.execute(
         """
-        insert into coupon_issues (issue_id, template_id, idempotency_key, request_hash, target,
-                                   created_by, created_at)
-        values ($1, $2, $3, $4, $5, $6, $7) on conflict (idempotency_key) do nothing
-        returning true
+        insert into coupon_issues (issue_id, template_id, target, created_by, created_at)
+        values ($1, $2, $3, $4, $5)
         """,
-        issue_id, template_id, idempotency_key, request_hash, target, staff_id, now)
-    if not claimed:
-        row = await conn.fetchrow(
-            "select issue_id, template_id, request_hash, issued, skipped, created_at"
-            " from coupon_issues where idempotency_key = $1", idempotency_key)
-        assert row is not None
-        check_same_request(row["request_hash"], request_hash)
-        return IssueResult(issue_id=row["issue_id"], template_id=row["template_id"],
-                           issued=row["issued"], skipped=row["skipped"],
-                           created_at=row["created_at"])
+        issue_id, template_id, target, staff_id, now)
     issued, matched = await issue_to_members(
         conn, template_id=template_id, member_filter=member_filter, issue_id=issue_id,
         source="staff", campaign_id=None, now=now, tz=tz)

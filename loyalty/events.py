@@ -24,9 +24,9 @@ from loyalty.auth import TerminalPrincipal
 from loyalty.db import Connection
 from loyalty.earning import business_date, expires_at
 from loyalty.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from loyalty.idempotency import Idempotency
 from loyalty.ids import uuid7
 from loyalty.ledger import (
-    Idempotency,
     Links,
     MemberLedger,
     Outcome,
@@ -378,8 +378,8 @@ async def reserve_seat(
     conn: Connection, *, event_id: UUID, member_id: UUID, now: dt.datetime,
 ) -> Reserved:
     """Hold one seat for the member: invited (or the event is open to all), not cancelled, not
-    over, a seat left. Reserving again holds the same seat. ``conn`` must not be in a
-    transaction: the reservation and its seat are one transaction of their own."""
+    over, a seat left. Reserving again holds the same seat. The reservation and its seat are
+    one transaction (a savepoint when ``conn`` is in one already)."""
     check = await conn.fetchrow(_MAY_RESERVE, event_id, member_id)
     if check is None:
         raise _event_not_found()
@@ -435,7 +435,7 @@ async def cancel_reservation(
     conn: Connection, *, event_id: UUID, member_id: UUID, now: dt.datetime,
 ) -> None:
     """Give the member's seat back, once. Not after the event has ended or the member was
-    checked in. ``conn`` must not be in a transaction."""
+    checked in. One transaction (a savepoint when ``conn`` is in one already)."""
     event = await conn.fetchrow("select ends_at from events where event_id = $1", event_id)
     if event is None:
         raise _event_not_found()

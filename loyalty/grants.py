@@ -1,7 +1,8 @@
 """Bulk points grants: the same points for every member of a list, a segment or a campaign's
 treated group, once per member, written set-based in member-id batches that may stop and resume.
 
-A grant is a ``point_grants`` row, made once (found again by its idempotency key), and its effect
+A grant is a ``point_grants`` row, made once (found again by its staff account's idempotency
+key, so the retry of a request that died half-way resumes it), and its effect
 is one ``earn`` entry per member carrying the grant's id: a unique index on (member_id, grant_id)
 makes a second one impossible, whoever runs the grant and however often. Each batch is one
 transaction: the grant's row is locked, so runners of one grant take turns and each batch starts
@@ -27,8 +28,9 @@ from loyalty.audit import record_audit
 from loyalty.db import Connection
 from loyalty.earning import expires_at
 from loyalty.errors import InvalidInput, NotFound
+from loyalty.idempotency import Idempotency, check_same_request
 from loyalty.ids import uuid7
-from loyalty.ledger import check_same_request, credit_lots_and_balances, lock_balances
+from loyalty.ledger import credit_lots_and_balances, lock_balances
 from loyalty.member_filter import REACHABLE, MemberFilter
 from loyalty.members import newest_first
 from loyalty.normalize import normalize_text
@@ -82,7 +84,7 @@ insert into point_grants (grant_id, idempotency_key, request_hash, points, reaso
                           staff_id, campaign_id, target, rule_version, expires_at,
                           members_listed, unknown_members, created_at)
 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-on conflict (idempotency_key) do nothing
+on conflict (staff_id, idempotency_key) do nothing
 returning grant_id
 """
 
@@ -98,7 +100,7 @@ async def create_grant(
     idempotency_key: str | None = None, request_hash: bytes | None = None,
 ) -> UUID | None:
     """Record a grant, not yet run; its lots will expire per the earning rules in force now.
-    None when ``idempotency_key`` is already taken. A campaign's grant
+    None when ``staff_id`` has already used ``idempotency_key``. A campaign's grant
     (``CampaignGrantTarget``) has no key: the campaign keeps the returned id and calls
     ``run_grant`` with it."""
     if points <= 0:
@@ -218,13 +220,14 @@ class _Found:
     done: bool
 
 
-async def _grant_by_key(conn: Connection, key: str, request_hash: bytes) -> _Found | None:
+async def _grant_by_key(conn: Connection, staff_id: UUID, key: str,
+                        request_hash: bytes) -> _Found | None:
     row = await conn.fetchrow(
         """
         select grant_id, request_hash, created_at, status = 'done' as done
-          from point_grants where idempotency_key = $1
+          from point_grants where staff_id = $1 and idempotency_key = $2
         """,
-        key)
+        staff_id, key)
     if row is None:
         return None
     check_same_request(row["request_hash"], request_hash)
@@ -238,18 +241,19 @@ async def _segment(conn: Connection, segment_id: UUID, created_at: dt.datetime) 
 
 
 async def grant_points(
-    conn: Connection, *, request: GrantRequest, idempotency_key: str, request_hash: bytes,
-    staff_id: UUID, rulebook: RuleBook, programme: Programme, now: dt.datetime,
-    batch_size: int = BATCH_SIZE,
+    conn: Connection, *, request: GrantRequest, idempotency: Idempotency, staff_id: UUID,
+    rulebook: RuleBook, programme: Programme, now: dt.datetime, batch_size: int = BATCH_SIZE,
 ) -> tuple[PointsGrant, bool]:
-    """Record the grant (audited) or find it by its key, then run it to the end: the same key
-    and request again resume or replay it, never doubling. True when it existed already."""
+    """Record the grant (audited) or find it by the staff account's key, then run it to the
+    end: the same key and request again resume or replay it, never doubling. True when it
+    existed already."""
+    idempotency_key, request_hash = idempotency.key, idempotency.request_hash
     reason = normalize_text(request.reason)
     # The wire type counts characters before trimming: "   " must not pass as a reason.
     if len(reason) < 3:
         raise InvalidInput("give the reason in at least 3 characters", field="reason")
     listed = MemberList.of(request.members) if request.members is not None else None
-    found = await _grant_by_key(conn, idempotency_key, request_hash)
+    found = await _grant_by_key(conn, staff_id, idempotency_key, request_hash)
     existed = found is not None
     segment: MemberFilter | None = None
     if found is None:
@@ -276,7 +280,7 @@ async def grant_points(
             found = _Found(grant_id, now, done=False)
         else:
             # An identical request recorded it first (the insert waited for it to commit).
-            found = await _grant_by_key(conn, idempotency_key, request_hash)
+            found = await _grant_by_key(conn, staff_id, idempotency_key, request_hash)
             assert found is not None
             existed, segment = True, None
     if not found.done:

@@ -20,8 +20,9 @@ from uuid import UUID
 
 import asyncpg
 
-from loyalty.db import Connection, repeat_in_batches
-from loyalty.errors import InsufficientPoints, InvalidInput, NotFound, ServiceUnavailable
+from loyalty.db import Connection
+from loyalty.errors import InsufficientPoints, NotFound, ServiceUnavailable
+from loyalty.idempotency import Idempotency, StoredResponse, check_same_request
 from loyalty.ids import uuid7
 from loyalty.metrics import count_entries
 from schemas.rules import Trace
@@ -46,15 +47,6 @@ class Lot:
 
     def expired(self, now: dt.datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
-
-
-@dataclass(frozen=True)
-class StoredResponse:
-    """The response a terminal got the first time it sent an idempotency key."""
-
-    request_hash: bytes
-    status: int
-    body: bytes
 
 
 @dataclass
@@ -94,7 +86,7 @@ select m.member_id, m.member_number, m.name, m.status, m.birth_date, m.merged_in
        k.request_hash, k.response_status, k.response_body{extra}
   from members m
   join point_balances b on b.member_id = m.member_id
-  left join idempotency_keys k on k.terminal_id = $2 and k.idempotency_key = $3
+  left join idempotency_keys k on k.principal_id = $2 and k.idempotency_key = $3
 """
 
 
@@ -110,12 +102,12 @@ LEDGER_BY_NUMBER = ledger_query("number")
 
 
 async def read_ledger(
-    conn: Connection, member: UUID | str, *, terminal_id: UUID | None = None,
+    conn: Connection, member: UUID | str, *, principal_id: UUID | None = None,
     idempotency_key: str | None = None, query: str | None = None, extra_args: tuple[Any, ...] = (),
 ) -> MemberLedger:
     """A member's ledger in one statement: balance, open lots, rules version, stored response."""
     sql = query or (LEDGER_BY_ID if isinstance(member, UUID) else LEDGER_BY_NUMBER)
-    row = await conn.fetchrow(sql, member, terminal_id, idempotency_key, *extra_args)
+    row = await conn.fetchrow(sql, member, principal_id, idempotency_key, *extra_args)
     if row is None:
         raise NotFound("no such member", field="member", code="member_not_found")
     return _ledger(row)
@@ -434,7 +426,7 @@ select (select open from gate) as keyed,
 """
 
 _INSERT_KEY = """
-    insert into idempotency_keys (terminal_id, idempotency_key, request_hash, response_status,
+    insert into idempotency_keys (principal_id, idempotency_key, request_hash, response_status,
                                   response_body, created_at)
     select $37, $38, $39, $40, $41, $2 where $37::uuid is not null
     on conflict do nothing
@@ -444,7 +436,7 @@ _INSERT_KEY = """
 _COMPLETE_KEY = """
     update idempotency_keys
        set request_hash = $39, response_status = $40, response_body = $41
-     where terminal_id = $37 and idempotency_key = $38
+     where principal_id = $37 and idempotency_key = $38
     returning 1"""
 
 
@@ -456,13 +448,6 @@ def posting_statement(event: str = "", *, claimed: bool = False, check: str = ""
     Built from constant text only."""
     return _POSTING_SQL.format(idempotency=_COMPLETE_KEY if claimed else _INSERT_KEY,
                                event=event, check=check or "null")
-
-
-@dataclass(frozen=True)
-class Idempotency:
-    terminal_id: UUID
-    key: str
-    request_hash: bytes
 
 
 @dataclass(frozen=True)
@@ -534,7 +519,7 @@ async def apply_posting(
         [lot.expires_at for lot in lots], [lot.origin_lot_id for lot in lots],
         list(changes), [c[0] for c in changes.values()], [c[1] for c in changes.values()],
         [d.entry_id for d in drawn], [d.lot_id for d in drawn], [d.points for d in drawn],
-        key.terminal_id if key else None, key.key if key else None,
+        key.principal_id if key else None, key.key if key else None,
         key.request_hash if key else None, status, body, p.new_tier,
     )
     sql = posting_statement(event_sql, claimed=claimed, check=event_check)
@@ -600,11 +585,11 @@ async def _post_locked(
                 # them in, so the two paths cannot deadlock. Waits while another holds it.
                 claimed = await conn.fetchval(
                     """
-                    insert into idempotency_keys (terminal_id, idempotency_key, request_hash,
+                    insert into idempotency_keys (principal_id, idempotency_key, request_hash,
                                                   response_status, response_body)
                     values ($1, $2, $3, 0, '') on conflict do nothing returning true
                     """,
-                    idempotency.terminal_id, idempotency.key, idempotency.request_hash,
+                    idempotency.principal_id, idempotency.key, idempotency.request_hash,
                 )
                 if not claimed:
                     return _replay(await stored_response(conn, idempotency), idempotency)
@@ -640,22 +625,13 @@ async def stored_response(conn: Connection, idempotency: Idempotency) -> StoredR
     row = await conn.fetchrow(
         """
         select request_hash, response_status, response_body from idempotency_keys
-         where terminal_id = $1 and idempotency_key = $2
+         where principal_id = $1 and idempotency_key = $2
         """,
-        idempotency.terminal_id, idempotency.key,
+        idempotency.principal_id, idempotency.key,
     )
     if row is None:
         raise AssertionError("idempotency key vanished")
     return StoredResponse(row["request_hash"], row["response_status"], row["response_body"])
-
-
-def check_same_request(stored_hash: bytes, request_hash: bytes) -> None:
-    """A key seen before must come with the request it first came with: else 422, for every
-    idempotent write (tills' and staff's alike)."""
-    if stored_hash != request_hash:
-        raise InvalidInput(
-            "this Idempotency-Key was used for a different request; use a new key",
-            field="Idempotency-Key", code="idempotency_key_reused")
 
 
 def _replay(stored: StoredResponse, idempotency: Idempotency) -> Outcome:
@@ -669,9 +645,9 @@ async def recorded_outcome(conn: Connection, idempotency: Idempotency) -> Outcom
     row = await conn.fetchrow(
         """
         select request_hash, response_status, response_body from idempotency_keys
-         where terminal_id = $1 and idempotency_key = $2 and response_status <> 0
+         where principal_id = $1 and idempotency_key = $2 and response_status <> 0
         """,
-        idempotency.terminal_id, idempotency.key,
+        idempotency.principal_id, idempotency.key,
     )
     if row is None:
         return None
@@ -712,30 +688,3 @@ def credit_lots_and_balances(*, due: str, members: str, points: str, now: str,
            version = b.version + 1, updated_at = {now}
       from {due} d where b.member_id = d.member_id and b.member_id = any({members})
 )"""
-
-
-# -- keeping keys ----------------------------------------------------------------------------
-
-# How long a till's idempotency keys are kept (docs/decisions/0006-idempotency.md): a retry
-# later than this is treated as a new request.
-IDEMPOTENCY_KEPT = dt.timedelta(hours=72)
-
-_DELETE_OLD_KEYS = """
-with old as (
-    select terminal_id, idempotency_key from idempotency_keys
-     where created_at < $1 order by created_at limit $2
-), deleted as (
-    delete from idempotency_keys k using old
-     where k.terminal_id = old.terminal_id and k.idempotency_key = old.idempotency_key
-    returning 1
-)
-select count(*) from deleted
-"""
-
-
-async def delete_old_idempotency_keys(
-    conn: Connection, *, before: dt.datetime, batch_size: int = 10_000,
-) -> dict[str, int]:
-    """Delete the keys recorded before ``before``, oldest first, a batch per transaction."""
-    deleted = await repeat_in_batches(conn, _DELETE_OLD_KEYS, before, batch_size=batch_size)
-    return {"deleted": deleted}

@@ -16,10 +16,12 @@ import msgspec
 from loyalty.db import Connection
 from loyalty.earning import ActionCounts, action_points, business_date, expires_at
 from loyalty.errors import InvalidInput, NotFound
+from loyalty.idempotency import Idempotency
 from loyalty.ids import uuid7
 from loyalty.ledger import (
     Links,
     MemberLedger,
+    Outcome,
     Planned,
     Posting,
     event_statement,
@@ -202,9 +204,11 @@ def normalize_target(target: str) -> str:
 async def record_action(
     conn: Connection, *, member_id: UUID, action: str, target: str | None,
     rulebook: RuleBook, programme: Programme, now: dt.datetime,
-) -> ActionResult:
+    idempotency: Idempotency | None = None,
+) -> Outcome:
     """Award an engagement action per the rules and their caps, exactly: the caps are counted
-    in PostgreSQL under the member's ledger version, so concurrent taps cannot exceed them."""
+    in PostgreSQL under the member's ledger version, so concurrent taps cannot exceed them.
+    The answer is an ``ActionResult``, encoded; once per key when there is one."""
     if action in AWARDED_BY_OTHERS:
         raise InvalidInput(f"{action} is recorded by {AWARDED_BY_OTHERS[action]}, not by the app",
                            field="type", code="unknown_action")
@@ -214,7 +218,8 @@ async def record_action(
     next_month = (month_start + dt.timedelta(days=32)).replace(day=1)
 
     async def read(conn: Connection) -> MemberLedger:
-        return await read_member_ledger(conn, member_id, query=_ACTION_LEDGER,
+        return await read_member_ledger(conn, member_id, idempotency=idempotency,
+                                        query=_ACTION_LEDGER,
                                         extra_args=(action, today, month_start, next_month,
                                                     target))
 
@@ -242,18 +247,28 @@ async def record_action(
         return Planned(posting, 200, _encode(result), _ACTION_EVENT,
                        (action_id, action, target, today, award.points))
 
-    outcome = await post(conn, read=read, build=build)
-    return msgspec.json.decode(outcome.body, type=ActionResult)
+    return await post(conn, read=read, build=build, idempotency=idempotency)
 
 
 # -- staff adjustments -----------------------------------------------------------------------
+
+# The audit row commits with the points it records, in the posting statement.
+_ADJUSTMENT_AUDIT = event_statement("""
+, audit as (
+    insert into audit_log (recorded_at, actor_kind, actor_id, action, subject_kind, subject_id,
+                           details)
+    select $2, 'staff', {0}::uuid, 'points.adjust', 'member', {1}::uuid, {2}::jsonb
+     where exists (select 1 from bal)
+)""", 3)
 
 
 async def adjust_points(
     conn: Connection, *, member_id: UUID, points: int, reason: str, staff_id: UUID,
     rulebook: RuleBook, programme: Programme, now: dt.datetime,
-) -> AdjustmentRecorded:
-    """Add points (a lot that expires per the rules) or take spendable ones away."""
+    idempotency: Idempotency | None = None,
+) -> Outcome:
+    """Add points (a lot that expires per the rules) or take spendable ones away; audited.
+    The answer is an ``AdjustmentRecorded``, encoded; once per key when there is one."""
     if points == 0:
         raise InvalidInput("an adjustment of 0 points changes nothing", field="points")
     reason = normalize_text(reason)
@@ -263,7 +278,7 @@ async def adjust_points(
     entry: dict[str, UUID] = {}
 
     async def read(conn: Connection) -> MemberLedger:
-        return await read_member_ledger(conn, member_id)
+        return await read_member_ledger(conn, member_id, idempotency=idempotency)
 
     async def build(ledger: MemberLedger) -> Planned:
         version, rules = await rulebook.at(conn, ledger.rules_version)
@@ -281,10 +296,11 @@ async def adjust_points(
         result = AdjustmentRecorded(entry_id=entry["id"], points=points,
                                     balance=Balance(available=posting.available,
                                                     pending=posting.pending))
-        return Planned(posting, 201, _encode(result))
+        audited = {"points": points, "reason": reason, "entry_id": str(entry["id"])}
+        return Planned(posting, 201, _encode(result), _ADJUSTMENT_AUDIT,
+                       (staff_id, member_id, audited))
 
-    outcome = await post(conn, read=read, build=build)
-    return msgspec.json.decode(outcome.body, type=AdjustmentRecorded)
+    return await post(conn, read=read, build=build, idempotency=idempotency)
 
 
 # -- batch: expiry and release ---------------------------------------------------------------

@@ -8,7 +8,6 @@ stored response or finds nothing done. A receipt is recorded once per store what
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,11 +38,11 @@ from loyalty.earning import (
     redeemable_points,
 )
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, NotFound
+from loyalty.idempotency import Idempotency
 from loyalty.ids import uuid7
 from loyalty.ledger import (
     EVENT_PARAMETERS_START,
     ClaimRefused,
-    Idempotency,
     Links,
     MemberLedger,
     Outcome,
@@ -58,7 +57,7 @@ from loyalty.metrics import COUPON_REDEMPTIONS, PURCHASES
 from loyalty.rules import RuleBook
 from loyalty.settings import Settings
 from loyalty.tiers import current_window_start, measure_sql, rank, tier_for
-from schemas.base import encode_edge, json_encoder
+from schemas.base import json_encoder
 from schemas.coupons import CouponValidation, CouponValidationResult
 from schemas.points import (
     Balance,
@@ -96,43 +95,25 @@ class Programme:
                    max_points_per_action=settings.max_points_per_action)
 
 
-# Body fields added after tills began storing keys, with their empty value: left out of the
-# hash while empty, so a retry of a request first sent before they existed still matches its key.
-_LATER_FIELDS: dict[str, object] = {"coupons": [], "discount": 0}
-
-
-def request_hash(method: str, path: str, body: msgspec.Struct) -> bytes:
-    """What makes two requests the same: method, path and the decoded body re-encoded, so
-    white space and key order do not count."""
-    encoded = _encode(body)
-    if any(getattr(body, name, None) == empty for name, empty in _LATER_FIELDS.items()):
-        data = msgspec.to_builtins(body, enc_hook=encode_edge)
-        for name, empty in _LATER_FIELDS.items():
-            if name in data and data[name] == empty:
-                del data[name]
-        encoded = _encode(data)
-    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + encoded).digest()
-
-
 async def read_member_ledger(
     conn: Connection, member: UUID | str, *, idempotency: Idempotency | None = None,
     query: str | None = None, extra_args: tuple[Any, ...] = (),
 ) -> MemberLedger:
     """The ledger of ``member`` (id or number), following merges to the surviving member."""
-    terminal_id = idempotency.terminal_id if idempotency else None
+    principal_id = idempotency.principal_id if idempotency else None
     key = idempotency.key if idempotency else None
     if isinstance(member, str):
-        ledger = await read_ledger(conn, member, terminal_id=terminal_id, idempotency_key=key)
+        ledger = await read_ledger(conn, member, principal_id=principal_id, idempotency_key=key)
         if query is not None:
-            ledger = await read_ledger(conn, ledger.member_id, terminal_id=terminal_id,
+            ledger = await read_ledger(conn, ledger.member_id, principal_id=principal_id,
                                        idempotency_key=key, query=query, extra_args=extra_args)
     else:
-        ledger = await read_ledger(conn, member, terminal_id=terminal_id, idempotency_key=key,
+        ledger = await read_ledger(conn, member, principal_id=principal_id, idempotency_key=key,
                                    query=query, extra_args=extra_args)
     for _ in range(MERGE_HOPS):
         if ledger.status != "merged" or ledger.merged_into is None:
             break
-        ledger = await read_ledger(conn, ledger.merged_into, terminal_id=terminal_id,
+        ledger = await read_ledger(conn, ledger.merged_into, principal_id=principal_id,
                                    idempotency_key=key, query=query, extra_args=extra_args)
     if ledger.status in ("erased", "merged"):
         raise NotFound("no such member", field="member", code="member_not_found")

@@ -71,6 +71,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     metrics_public: bool = False
     metrics_token: Annotated[str, Meta(min_length=16)] | None = None
 
+    # How long a retry waits for the first request under its Idempotency-Key to finish before
+    # it is answered 409 (in flight, retry later): long enough for an ordinary write to commit
+    # and be replayed, short enough not to hold a client on a bulk one.
+    idempotency_wait_ms: Annotated[int, Meta(ge=1, le=60_000)] = 2000
+
     # The programme.
     default_region: Annotated[str, Meta(pattern=r"^[A-Z]{2}$")] = "JP"
     currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] = "JPY"

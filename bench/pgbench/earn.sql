@@ -25,7 +25,7 @@ update point_balances set available = available + :total / 100 + 1,
        lifetime_earned = lifetime_earned + :total / 100 + 1, purchase_count = purchase_count + 1,
        version = version + 1, updated_at = now()
  where member_id = :m;
-insert into idempotency_keys (terminal_id, idempotency_key, request_hash, response_status,
+insert into idempotency_keys (principal_id, idempotency_key, request_hash, response_status,
                               response_body)
 values (:terminal, 'pgb-' || gen_random_uuid(), '\x00', 201, '\x7b7d');
 commit;

@@ -206,10 +206,11 @@ MATRIX: dict[tuple[str, str], Rule] = {
         LEDGER_READERS, path=lambda w: f"{_member_path(w)}/points/history"),
     ("POST", "/v1/members/{member_id:uuid}/adjustments"): Rule(
         {"admin", "support"}, 201, lambda _: {"points": 5, "reason": "goodwill"},
-        path=lambda w: f"{_member_path(w)}/adjustments"),
+        headers=_idempotency, path=lambda w: f"{_member_path(w)}/adjustments"),
     ("GET", "/v1/members/duplicates"): Rule({"admin", "support"}),
     ("POST", "/v1/members/{member_id:uuid}/merge"): Rule(
-        {"admin", "support"}, 200, _merge, path=lambda w: f"{_member_path(w)}/merge"),
+        {"admin", "support"}, 200, _merge, headers=_idempotency,
+        path=lambda w: f"{_member_path(w)}/merge"),
     ("GET", "/v1/tiers"): Rule({"admin", "marketer"}),
     ("PUT", "/v1/tiers"): Rule({"admin", "marketer"}, 200, lambda _: {}),
     ("GET", "/v1/me/tier"): Rule({"member_a", "member_b"}),
@@ -252,7 +253,7 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/campaigns"): Rule(MARKETING_READERS),
     ("GET", "/v1/campaigns/{campaign_id:uuid}"): Rule(MARKETING_READERS, path=_campaign_path),
     ("POST", "/v1/campaigns/{campaign_id:uuid}/launch"): Rule(
-        MARKETING, 200, path=lambda w: f"{_campaign_path(w)}/launch"),
+        MARKETING, 200, headers=_idempotency, path=lambda w: f"{_campaign_path(w)}/launch"),
     ("GET", "/v1/campaigns/{campaign_id:uuid}/results"): Rule(
         MARKETING_READERS, path=lambda w: f"{_campaign_path(w)}/results"),
     # events
@@ -350,7 +351,8 @@ async def world(client: Client, actors: Actors) -> World:
     campaign_id = await made("/v1/campaigns", {
         "name": "World", "members": [member_a.member_id],
         "action": {"type": "issue_coupon", "template_id": template_id}}, "campaign_id")
-    launched = await client.post(f"/v1/campaigns/{campaign_id}/launch", headers=marketer)
+    launched = await client.post(f"/v1/campaigns/{campaign_id}/launch",
+                                 headers={**marketer, **_idempotency()})
     assert launched.status_code == 200, launched.text
     # Two open events: one tomorrow (members reserve and give back seats), one under way
     # that member A has a seat at (the till checks them in).

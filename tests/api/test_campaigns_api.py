@@ -31,6 +31,10 @@ _n = itertools.count()
 TOKYO = Programme(currency="JPY", timezone=__import__("zoneinfo").ZoneInfo("Asia/Tokyo"))
 
 
+def launch_key() -> dict[str, str]:
+    return {"Idempotency-Key": f"launch-{next(_n)}"}
+
+
 def moment(**delta: float) -> dt.datetime:
     return dt.datetime.now(dt.UTC) + dt.timedelta(**delta)
 
@@ -69,7 +73,7 @@ class Office:
 
     async def launch(self, campaign: dict[str, Any]) -> dict[str, Any]:
         response = await self.client.post(f"/v1/campaigns/{campaign['campaign_id']}/launch",
-                                          headers=self.marketer)
+                                          headers={**self.marketer, **launch_key()})
         assert response.status_code == 200, response.text
         return dict(response.json())
 
@@ -371,7 +375,8 @@ async def test_ten_launches_at_once_assign_and_act_once(busy_office: Office) -> 
         action={"type": "bonus_points", "points": 7})
     responses = await asyncio.gather(*(
         busy_office.client.post(f"/v1/campaigns/{campaign['campaign_id']}/launch",
-                                headers=busy_office.marketer) for _ in range(10)))
+                                headers={**busy_office.marketer, **launch_key()})
+        for _ in range(10)))
     assert [r.status_code for r in responses] == [200] * 10
     assert await busy_office.value("select count(*) from campaign_members") == 2_000
     assert await busy_office.value(
@@ -419,7 +424,7 @@ async def test_analysts_read_but_cannot_launch(office: Office) -> None:
     listed = await office.client.get("/v1/campaigns", headers=analyst)
     assert [c["campaign_id"] for c in listed.json()["items"]] == [campaign["campaign_id"]]
     refused = await office.client.post(f"/v1/campaigns/{campaign['campaign_id']}/launch",
-                                       headers=analyst)
+                                       headers={**analyst, **launch_key()})
     assert refused.status_code == 403
     assert await office.value("select status from campaigns") == "draft"
     assert UUID(campaign["campaign_id"])

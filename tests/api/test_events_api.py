@@ -243,7 +243,7 @@ async def test_invite_members_is_idempotent_and_skips_suspended_erased_and_merge
                                         json={"status": "suspended"})
     assert response.status_code == 200, response.text
     response = await scene.client.post(f"/v1/members/{survivor.member_id}/merge",
-                                       headers=support,
+                                       headers={**support, "Idempotency-Key": "merge"},
                                        json={"from_member_id": merged.member_id})
     assert response.status_code == 200, response.text
     conn = await asyncpg.connect(scene.database_url)

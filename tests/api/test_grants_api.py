@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from loyalty.db import init_connection
 from loyalty.grants import MemberList, create_grant, run_grant
+from loyalty.idempotency import request_hash
 from loyalty.ids import uuid7
-from loyalty.purchases import Programme, request_hash
+from loyalty.purchases import Programme
 from loyalty.rules import RuleBook
 from loyalty.settings import Settings
 from schemas.grants import GrantRequest
@@ -186,6 +187,8 @@ async def test_a_grant_interrupted_between_batches_is_finished_by_the_same_reque
     listed = await members(actors, 5)
     body = {"points": 15, "reason": "Interrupted", "members": ids(listed)}
     audience = MemberList.of(m.member_uuid for m in listed)
+    # The key is the marketer's own: the grant keeps it with the account that sent it.
+    (staff,) = await sql(settings, "select staff_id from staff where role = 'marketer'")
     conn = await asyncpg.connect(settings.database_url)
     await init_connection(conn)
     try:
@@ -193,7 +196,8 @@ async def test_a_grant_interrupted_between_batches_is_finished_by_the_same_reque
         grant_id = await create_grant(
             conn, points=15, reason="Interrupted", target=audience, rulebook=RuleBook(),
             programme=Programme(currency="JPY", timezone=ZoneInfo(settings.timezone)),
-            now=dt.datetime.now(dt.UTC), idempotency_key="interrupted",
+            now=dt.datetime.now(dt.UTC), staff_id=staff["staff_id"],
+            idempotency_key="interrupted",
             request_hash=request_hash("POST", URL, msgspec.convert(body, GrantRequest)))
         assert grant_id is not None
         assert not await run_grant(conn, grant_id, audience, now=dt.datetime.now(dt.UTC),
@@ -224,7 +228,8 @@ async def test_suspended_erased_and_merged_members_and_unknown_ids_get_nothing(
     patched = await client.patch(f"/v1/members/{suspended.member_id}", headers=support,
                                  json={"status": "suspended"})
     assert patched.status_code == 200, patched.text
-    joined = await client.post(f"/v1/members/{survivor.member_id}/merge", headers=support,
+    joined = await client.post(f"/v1/members/{survivor.member_id}/merge",
+                               headers={**support, "Idempotency-Key": "merge"},
                                json={"from_member_id": merged.member_id})
     assert joined.status_code == 200, joined.text
     await sql(settings, "update members set status = 'dormant' where member_id = $1",

@@ -250,7 +250,8 @@ async def test_a_merge_is_in_the_merged_members_status_history(
     survivor = await actors.member(email="keep@example.com")
     duplicate = await actors.member(email="dupe@example.com")
     support = bearer(await actors.staff("support"))
-    joined = await client.post(f"/v1/members/{survivor.member_id}/merge", headers=support,
+    joined = await client.post(f"/v1/members/{survivor.member_id}/merge",
+                               headers={**support, "Idempotency-Key": "merge"},
                                json={"from_member_id": duplicate.member_id})
     assert joined.status_code == 200, joined.text
     assert await status_history(settings, duplicate.member_id) == [

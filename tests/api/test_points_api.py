@@ -209,22 +209,22 @@ async def test_staff_adjustments_add_and_take_points_with_a_reason_and_are_audit
     path = f"/v1/members/{member.member_id}/adjustments"
 
     added = await client.post(path, json={"points": 500, "reason": "Goodwill: late delivery"},
-                              headers=support)
+                              headers={**support, **key()})
     assert added.status_code == 201, added.text
     assert added.json()["balance"] == {"available": 500, "pending": 0}
     taken = await client.post(path, json={"points": -120, "reason": "Duplicate credit"},
-                              headers=support)
+                              headers={**support, **key()})
     assert taken.status_code == 201, taken.text
     assert taken.json()["balance"]["available"] == 380
 
     too_much = await client.post(path, json={"points": -381, "reason": "Correction"},
-                                 headers=support)
+                                 headers={**support, **key()})
     assert too_much.status_code == 409
     assert too_much.json()["type"].endswith(":insufficient_points")
     for bad in ({"points": 10, "reason": "ok"}, {"points": 10}, {"points": 10, "reason": ""},
                 {"points": 10, "reason": "   "}, {"points": 10, "reason": "  x  "},
                 {"points": 0, "reason": "nothing at all"}):
-        refused = await client.post(path, json=bad, headers=support)
+        refused = await client.post(path, json=bad, headers={**support, **key()})
         assert 400 <= refused.status_code < 500, (bad, refused.text)
 
     points = (await client.get(f"/v1/members/{member.member_id}/points",
@@ -264,7 +264,8 @@ async def test_a_marketer_may_neither_read_nor_adjust_a_members_points(
         read = await client.get(f"/v1/members/{member.member_id}/{path}", headers=marketer)
         assert read.status_code == 403, path
     adjust = await client.post(f"/v1/members/{member.member_id}/adjustments",
-                               json={"points": 10, "reason": "just because"}, headers=marketer)
+                               json={"points": 10, "reason": "just because"},
+                               headers={**marketer, **key()})
     assert adjust.status_code == 403
 
 
@@ -284,7 +285,8 @@ async def test_merge_moves_points_and_history_and_retires_the_merged_member(
     support = bearer(await actors.staff("support"))
 
     response = await client.post(f"/v1/members/{survivor.member_id}/merge",
-                                 json={"from_member_id": merged.member_id}, headers=support)
+                                 json={"from_member_id": merged.member_id},
+                                 headers={**support, **key()})
     assert response.status_code == 200, response.text
     assert response.json()["member_id"] == survivor.member_id
 
@@ -328,7 +330,8 @@ async def test_merging_a_member_into_themselves_or_twice_is_refused(
 
     def merge(into: SignedUp, source: SignedUp) -> Awaitable[httpx.Response]:
         return client.post(f"/v1/members/{into.member_id}/merge",
-                           json={"from_member_id": source.member_id}, headers=support)
+                           json={"from_member_id": source.member_id},
+                           headers={**support, **key()})
 
     itself = await merge(survivor, survivor)
     assert itself.status_code == 422
@@ -358,7 +361,7 @@ async def test_till_credits_a_purchase_for_a_merged_number_to_the_survivor(
     support = bearer(await actors.staff("support"))
     assert (await client.post(f"/v1/members/{survivor.member_id}/merge",
                               json={"from_member_id": merged.member_id},
-                              headers=support)).status_code == 200
+                              headers={**support, **key()})).status_code == 200
 
     number = merged.member["member_number"]
     lookup = await client.get("/v1/pos/members/lookup", params={"number": number},

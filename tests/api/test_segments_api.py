@@ -135,7 +135,8 @@ async def population(desk: Desk, client: Client, actors: Actors,
     response = await client.patch(f"/v1/members/{ids['dee']}", headers=admin,
                                   json={"status": "suspended"})
     assert response.status_code == 200, response.text
-    response = await client.post(f"/v1/members/{ids['gus']}/merge", headers=admin,
+    response = await client.post(f"/v1/members/{ids['gus']}/merge",
+                                 headers={**admin, "Idempotency-Key": "merge"},
                                  json={"from_member_id": ids["fay"]})
     assert response.status_code == 200, response.text
 

@@ -25,8 +25,7 @@ async def test_a_drawn_code_already_taken_is_replaced_by_a_fresh_one(
     second = await create_template(db, CouponTemplateCreate(
         name="Second", discount=FixedAmount(amount=20)), staff_id=None)
     (taken,) = (await generate_code_batch(
-        db, first.template_id, count=1, prefix="", staff_id=None, idempotency_key=None,
-        request_hash=b"",
+        db, first.template_id, count=1, prefix="", staff_id=None,
         now=NOW, tz="Asia/Tokyo")).codes
     taken_code = taken.replace("-", "")
     real = generate_codes
@@ -39,8 +38,7 @@ async def test_a_drawn_code_already_taken_is_replaced_by_a_fresh_one(
 
     monkeypatch.setattr(coupons, "generate_codes", unlucky)
     batch = await generate_code_batch(
-        db, second.template_id, count=5, prefix="", staff_id=None, idempotency_key=None,
-        request_hash=b"",
+        db, second.template_id, count=5, prefix="", staff_id=None,
         now=NOW, tz="Asia/Tokyo")
     assert len(batch.codes) == len(set(batch.codes)) == 5
     assert taken not in batch.codes

@@ -13,7 +13,7 @@ import pytest
 from jobs.catalogue import JOBS, Job, JobContext, make_context
 from jobs.runs import run_once
 from loyalty.db import create_pool
-from loyalty.ledger import IDEMPOTENCY_KEPT, delete_old_idempotency_keys
+from loyalty.idempotency import IDEMPOTENCY_KEPT, delete_old_idempotency_keys
 from tests.api.conftest import make_members
 from tests.conftest import make_settings
 
@@ -50,7 +50,7 @@ async def test_idempotency_keys_older_than_72_hours_are_deleted_in_batches(
         for n, hours in enumerate(ages):
             await conn.execute(
                 """
-                insert into idempotency_keys (terminal_id, idempotency_key, request_hash,
+                insert into idempotency_keys (principal_id, idempotency_key, request_hash,
                                               response_status, response_body, created_at)
                 values (gen_random_uuid(), $1, '\\x00', 201, '\\x00', $2)
                 """, f"key-{n}", NOW - dt.timedelta(hours=hours))

@@ -35,15 +35,22 @@ from hypothesis.stateful import (
 from loyalty.auth import TerminalPrincipal
 from loyalty.db import init_connection
 from loyalty.errors import InsufficientPoints, InvalidInput, LoyaltyError
-from loyalty.ledger import Idempotency
+from loyalty.idempotency import Idempotency, request_hash
 from loyalty.members import register_member
 from loyalty.merge import merge_members
 from loyalty.points import adjust_points, expire_points, record_action, release_points
-from loyalty.purchases import Programme, record_purchase, record_return, request_hash
+from loyalty.purchases import Programme, record_purchase, record_return
 from loyalty.rules import RuleBook, save_rules
 from loyalty.stores import create_terminal, ensure_store
 from schemas.members import MemberRegistration
-from schemas.points import MemberRef, Purchase, PurchaseLine, ReturnRequest
+from schemas.points import (
+    Adjustment,
+    AdjustmentRecorded,
+    MemberRef,
+    Purchase,
+    PurchaseLine,
+    ReturnRequest,
+)
 from schemas.rules import EarningRules, RollingExpiry
 from tests.ledger_checks import LedgerRows, check_append_only, check_invariants, read_rows
 
@@ -79,6 +86,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.now = START
         self.rulebook = RuleBook()
         self.purchases: list[dict[str, Any]] = []
+        self.adjustments: list[dict[str, Any]] = []
         self.merged: set[UUID] = set()
         self.rows = self.run(read_rows(self.conn))
         self.terminal: TerminalPrincipal | None = None
@@ -189,15 +197,33 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(member=members, points=st.integers(min_value=-300, max_value=300).filter(bool))
     def adjust(self, member: UUID, points: int) -> None:
         order = _spendable_order(self.rows, self._survivor(member), self.now)
+        asked = {"member": member, "points": points, "key": f"a-{next(_numbers)}"}
         try:
-            recorded = self.run(adjust_points(
-                self.conn, member_id=member, points=points, reason="property test",
-                staff_id=UUID(int=1), rulebook=self.rulebook, programme=PROGRAMME,
-                now=self.now))
+            outcome = self._adjust(**asked)
         except InsufficientPoints:
             return
+        assert not outcome.replayed
+        self.adjustments.append({**asked, "response": outcome.body})
         if points < 0:
+            recorded = msgspec.json.decode(outcome.body, type=AdjustmentRecorded)
             self._check_fifo(order, "adjust", recorded.entry_id, by_entry=True)
+
+    def _adjust(self, *, member: UUID, points: int, key: str) -> Any:
+        body = Adjustment(points=points, reason="property test")
+        return self.run(adjust_points(
+            self.conn, member_id=member, points=points, reason=body.reason,
+            staff_id=UUID(int=1), rulebook=self.rulebook, programme=PROGRAMME, now=self.now,
+            idempotency=Idempotency(UUID(int=1), key, request_hash(
+                "POST", f"/v1/members/{member}/adjustments", body))))
+
+    @precondition(lambda self: bool(self.adjustments))
+    @rule(data=st.data())
+    def retry_an_adjustment(self, data: st.DataObject) -> None:
+        # Whatever happened since (expiry, merges, spending), the retry changes nothing.
+        made = data.draw(st.sampled_from(self.adjustments))
+        outcome = self._adjust(member=made["member"], points=made["points"], key=made["key"])
+        assert outcome.replayed
+        assert outcome.body == made["response"]
 
     @rule(member=members, action=st.sampled_from(["site_visit", "app_checkin", "sns_share"]))
     def action(self, member: UUID, action: str) -> None:
