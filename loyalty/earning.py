@@ -260,6 +260,20 @@ def available_at(rules: EarningRules, earned_at: dt.datetime) -> dt.datetime:
 # -- helpers ---------------------------------------------------------------------------------
 
 
+def expired_on_arrival(earned: Earned, expired: dt.datetime, tz: ZoneInfo) -> Earned:
+    """What a purchase recorded after its points' expiry earns: nothing, and the trace says why
+    (a till's late upload, a backdated receipt). Crediting points already expired would show
+    them as available until the next posting took them away."""
+    if earned.points == 0:
+        return earned
+    step = TraceStep(rule="expired", points=-earned.points,
+                     detail=f"points of this purchase expired on "
+                            f"{business_date(expired, tz).isoformat()}, before it was recorded")
+    trace = Trace(rule_version=earned.trace.rule_version, steps=[*earned.trace.steps, step],
+                  lines=earned.trace.lines)
+    return Earned(0, trace, earned.birthday_bonus_year)
+
+
 def _ceiling_step(ceiling: int, reached: int, per: str) -> TraceStep:
     return TraceStep(rule="ceiling",
                      detail=f"at most {ceiling} points per {per} in this programme",

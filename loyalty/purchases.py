@@ -33,6 +33,7 @@ from loyalty.db import Connection
 from loyalty.earning import (
     PurchaseFacts,
     available_at,
+    expired_on_arrival,
     expires_at,
     purchase_points,
     redeemable_points,
@@ -200,10 +201,12 @@ async def _evaluate(
     )
     earned = purchase_points(rules, version, facts, programme.timezone,
                              ceiling=programme.max_points_per_purchase)
+    expiry = expires_at(rules.expiry, purchase.occurred_at, programme.timezone)
+    if expiry is not None and expiry <= now:
+        earned = expired_on_arrival(earned, expiry, programme.timezone)
     evaluation = _Evaluation(
         version, rules, earned.points, redeemable, earned.trace, earned.birthday_bonus_year,
-        expires_at(rules.expiry, purchase.occurred_at, programme.timezone),
-        available_at(rules, purchase.occurred_at),
+        expiry, available_at(rules, purchase.occurred_at),
     )
     return evaluation, posting
 

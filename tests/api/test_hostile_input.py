@@ -290,3 +290,24 @@ async def test_a_forged_cursor_holding_a_time_is_refused(client: Client, cast: d
     response = await client.get("/v1/events", params={"cursor": events},
                                 headers=cast["marketer"])
     assert_problem(response, 422)
+
+
+async def test_a_purchase_recorded_after_its_points_expired_earns_nothing_and_says_why(
+    client: Client, cast: dict[str, Any]
+) -> None:
+    member, till = cast["member"], cast["till"]
+    long_ago = (NOW - dt.timedelta(days=800)).isoformat()  # points last 12 months by default
+    late = await client.post("/v1/pos/purchases", json=purchase(member, occurred_at=long_ago),
+                             headers={**till, "Idempotency-Key": "late-upload"})
+    assert late.status_code == 201, late.text
+    body = late.json()
+    assert body["points_earned"] == 0
+    assert body["balance"] == {"available": 0, "pending": 0}
+    assert body["trace"]["steps"][-1]["rule"] == "expired"
+    assert sum(step["points"] for step in body["trace"]["steps"]) == 0
+    recent = (NOW - dt.timedelta(days=300)).isoformat()
+    kept = await client.post("/v1/pos/purchases", json=purchase(member, occurred_at=recent),
+                             headers={**till, "Idempotency-Key": "recent-upload"})
+    assert kept.json()["points_earned"] == 10
+    points = (await client.get("/v1/me/points", headers=member.headers)).json()
+    assert points["available"] == 10
