@@ -16,13 +16,17 @@ MEMBERS ?= 1000000
 SCENARIOS ?=
 DURATION ?= 15
 
-.PHONY: run test lint typecheck ci bench lock clean
+.PHONY: run test fuzz lint typecheck ci bench lock clean
 
 run: $(READY)
 	$(BIN)/loyalty serve
 
 test: $(READY)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# schemathesis against the served OpenAPI document, as a member, a terminal and an admin.
+fuzz: $(READY)
+	$(BIN)/python -m tests.fuzz $(FUZZ_ARGS)
 
 lint: $(READY)
 	$(BIN)/ruff check .

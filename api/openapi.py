@@ -217,20 +217,26 @@ def _close_inputs(schemas: dict[str, Any]) -> None:
             schema["additionalProperties"] = False
 
 
-def _numbers_may_be_integers(node: Any) -> None:
+def _numbers_may_be_integers(document: dict[str, Any]) -> None:
     """``int | float`` comes out as ``oneOf [integer, number]``, which no integer satisfies (it
     is both): it is ``anyOf``."""
-    if isinstance(node, dict):
+    for node in objects_in(document):
         choices = node.get("oneOf")
         if isinstance(choices, list):
             kinds = {c.get("type") for c in choices if isinstance(c, dict)}
             if {"integer", "number"} <= kinds:
                 node["anyOf"] = node.pop("oneOf")
-        for value in node.values():
-            _numbers_may_be_integers(value)
+
+
+def objects_in(node: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object in ``node``, itself included, outermost first."""
+    if isinstance(node, dict):
+        yield node
+        for value in list(node.values()):
+            yield from objects_in(value)
     elif isinstance(node, list):
         for value in node:
-            _numbers_may_be_integers(value)
+            yield from objects_in(value)
 
 
 def _rename_generics(document: dict[str, Any]) -> None:
@@ -249,17 +255,9 @@ def _rename_generics(document: dict[str, Any]) -> None:
     refs = {f"#/components/schemas/{old}": f"#/components/schemas/{new}"
             for old, new in renames.items()}
 
-    def rewrite(node: Any) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("$ref"), str) and node["$ref"] in refs:
-                node["$ref"] = refs[node["$ref"]]
-            for value in node.values():
-                rewrite(value)
-        elif isinstance(node, list):
-            for value in node:
-                rewrite(value)
-
-    rewrite(document)
+    for node in objects_in(document):
+        if isinstance(node.get("$ref"), str) and node["$ref"] in refs:
+            node["$ref"] = refs[node["$ref"]]
 
 
 # -- serving it ------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from asyncpg.connection import LoggedQuery
 from bench.load import load
 from loyalty.auth import TokenSigner, load_or_create_signing_key, start_session
 from loyalty.campaigns import launch_campaign
-from loyalty.db import Connection, init_connection, migrate, with_database
+from loyalty.db import Connection, init_connection, recreate_database, with_database
 from loyalty.dormancy import dormancy_cutoff, flag_dormant
 from loyalty.embedded import service_urls
 from loyalty.ids import uuid7
@@ -129,14 +129,7 @@ def free_port() -> int:
 
 async def prepare(server_url: str, members: int) -> dict[str, Any]:
     """A fresh ``loyalty_bench`` database, migrated and loaded; the sample files for wrk."""
-    admin = await asyncpg.connect(with_database(server_url, "postgres"))
-    try:
-        await admin.execute(f"drop database if exists {DATABASE} with (force)")
-        await admin.execute(f"create database {DATABASE}")
-    finally:
-        await admin.close()
-    dsn = with_database(server_url, DATABASE)
-    await migrate(dsn)
+    dsn = await recreate_database(server_url, DATABASE)
     conn = await asyncpg.connect(dsn)
     await init_connection(conn)
     try:

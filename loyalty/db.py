@@ -110,6 +110,21 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
+async def recreate_database(server_url: str, name: str) -> str:
+    """The URL of database ``name`` on the server of ``server_url``, dropped if it existed,
+    created empty and migrated: for the benchmark and the fuzzer, which each want one of their
+    own."""
+    admin: Connection = await asyncpg.connect(with_database(server_url, "postgres"))
+    try:
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+        await admin.execute(f'create database "{name}"')
+    finally:
+        await admin.close()
+    url = with_database(server_url, name)
+    await migrate(url)
+    return url
+
+
 def bundled_migrations() -> list[Migration]:
     """The SQL files shipped in ``loyalty/migrations``, in the order of their numbers."""
     folder = resources.files("loyalty") / "migrations"

@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 import schemas
+from api.openapi import objects_in
 
 Client = httpx.AsyncClient
 
@@ -78,17 +79,9 @@ async def test_request_bodies_refuse_unknown_fields_in_the_document_too(
 async def test_no_integer_is_refused_by_a_one_of_integer_or_number(
     document: dict[str, Any]
 ) -> None:
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            kinds = {c.get("type") for c in node.get("oneOf", []) if isinstance(c, dict)}
-            assert not {"integer", "number"} <= kinds, node
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(document)
+    for node in objects_in(document):
+        kinds = {c.get("type") for c in node.get("oneOf", []) if isinstance(c, dict)}
+        assert not {"integer", "number"} <= kinds, node
 
 
 async def test_every_model_has_a_name_of_its_own(document: dict[str, Any]) -> None:

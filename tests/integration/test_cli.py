@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from loyalty.auth import TokenSigner
 from loyalty.embedded import embedded_redis
 from loyalty.errors import ConfigurationError
 from tests.conftest import ROOT
+from tests.processes import free_port, wait_until_ready
 from tests.unit.test_tokens import new_private_pem
 
 
@@ -137,10 +137,6 @@ def test_a_bad_setting_stops_the_cli_naming_the_variable(
         cli.main(["migrate"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _servers_under(path: Path) -> list[str]:
@@ -166,23 +162,14 @@ def _servers_under(path: Path) -> list[str]:
 def test_serve_on_the_embedded_default_and_stop_leaving_nothing_running(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
     env.update(LOYALTY_DATA_DIR=str(tmp_path / "data"), LOYALTY_PORT=str(port))
     server = subprocess.Popen([sys.executable, "-m", "loyalty.cli", "serve"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
-            assert time.monotonic() < deadline, "service did not become ready"
-            time.sleep(0.3)
+        wait_until_ready(base, server, seconds=120)
         registered = httpx.post(f"{base}/v1/auth/member/register", json={
             "email": "first@example.com", "password": "a good password", "name": "First"})
         assert registered.status_code == 201
