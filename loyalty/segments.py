@@ -62,7 +62,19 @@ MAX_DEPTH = 5
 MAX_CONDITIONS = 50
 
 _encode = json_encoder.encode
-_decode_definition = msgspec.json.Decoder(Condition, dec_hook=decode_edge).decode
+_decode = msgspec.json.Decoder(Condition, dec_hook=decode_edge).decode
+
+
+def _decode_definition(text: str) -> Condition:
+    """A saved definition. One saved under looser bounds than today's is reported, not a 500."""
+    try:
+        definition: Condition = _decode(text)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(
+            f"this segment was saved with a condition no longer accepted ({exc}): give it a "
+            "new definition with PATCH /v1/segments/{segment_id}", field="definition",
+            code="segment_definition_outdated") from None
+    return definition
 
 
 # -- checking --------------------------------------------------------------------------------

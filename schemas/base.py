@@ -40,9 +40,12 @@ Limit = Annotated[int, Meta(ge=1, le=200)]
 Cursor = Annotated[str, Meta(max_length=200)]
 
 AttributeKey = Annotated[str, Meta(min_length=1, max_length=64, pattern=whole(r"[A-Za-z0-9_.-]+"))]
-AttributeValue = (
-    Annotated[str, text(500)] | Annotated[int, Meta(ge=-(2**53), le=2**53)] | float | bool | None
-)
+# Numbers a JSON document keeps exactly, whatever stores it: PostgreSQL's jsonb writes 3.9e16 back
+# as the integer 39000000000000000, so a float beyond ±2**53 would come back as an integer out of
+# range. Integers and floats alike stay within ±2**53 (and floats finite).
+SafeInteger = Annotated[int, Meta(ge=-(2**53), le=2**53)]
+SafeFloat = Annotated[float, Meta(ge=-(2**53), le=2**53)]
+AttributeValue = Annotated[str, text(500)] | SafeInteger | SafeFloat | bool | None
 Attributes = Annotated[dict[AttributeKey, AttributeValue], Meta(max_length=50)]
 
 

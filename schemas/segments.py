@@ -11,7 +11,17 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from schemas.base import AttributeKey, Code, Input, Instant, Name, Output, text
+from schemas.base import (
+    AttributeKey,
+    Code,
+    Input,
+    Instant,
+    Name,
+    Output,
+    SafeFloat,
+    SafeInteger,
+    text,
+)
 from schemas.members import ConsentPurpose
 
 SegmentableStatus = Literal["active", "dormant", "suspended"]
@@ -21,9 +31,9 @@ Count = Annotated[int, Meta(ge=0, le=1_000_000_000)]
 Score = Annotated[int, Meta(ge=1, le=5)]
 Scores = Annotated[list[Score], Meta(min_length=1, max_length=5)]
 Description = Annotated[str, text(1000, multiline=True)]
-# Attribute values as members' attributes hold them (schemas.base.AttributeValue), with finite
-# numbers: JSON has no infinity, so an infinite one could never be stored or matched.
-Number = Annotated[int, Meta(ge=-(2**53), le=2**53)] | Annotated[float, Meta(ge=-1e300, le=1e300)]
+# Attribute values as members' attributes hold them (schemas.base.AttributeValue): numbers that
+# survive being stored, finite (JSON has no infinity) and within ±2**53.
+Number = SafeInteger | SafeFloat
 Scalar = Annotated[str, text(500)] | Number | bool | None
 
 

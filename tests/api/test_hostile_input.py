@@ -311,3 +311,23 @@ async def test_a_purchase_recorded_after_its_points_expired_earns_nothing_and_sa
     assert kept.json()["points_earned"] == 10
     points = (await client.get("/v1/me/points", headers=member.headers)).json()
     assert points["available"] == 10
+
+
+@pytest.mark.parametrize(("value", "status"), [(3.889590542548425e16, 400), (2**53 + 2, 400),
+                                               (12345.5, 201), (2**53, 201), (-0.25, 201)])
+async def test_a_number_in_a_saved_segment_reads_back_as_it_was_saved(
+    client: Client, cast: dict[str, Any], value: float, status: int
+) -> None:
+    """PostgreSQL's jsonb writes 3.9e16 back as an integer, which no longer fit the definition's
+    type: the segment was saved, then every read of it was a 500. Numbers are now bounded to
+    what storage keeps exactly."""
+    definition = {"type": "attribute", "key": "spend", "test": {"op": "gt", "value": value}}
+    saved = await client.post("/v1/segments", json={"name": f"N{next(_n)}",
+                                                    "definition": definition},
+                              headers=cast["marketer"])
+    assert saved.status_code == status, saved.text
+    if status == 201:
+        read = await client.get(f"/v1/segments/{saved.json()['segment_id']}",
+                                headers=cast["marketer"])
+        assert read.status_code == 200, read.text
+        assert read.json()["definition"]["test"]["value"] == value
