@@ -5,7 +5,6 @@ with Redis being flushed throughout, and with Redis gone: PostgreSQL is the trut
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import itertools
 from collections.abc import AsyncIterator
@@ -43,8 +42,9 @@ async def scene(
     redis = "redis://127.0.0.1:1/0" if mode == "redis down" else redis_url
     settings = make_settings(fresh_database, redis, tmp_path, db_pool_max=30)
     flusher = None
+    stop = asyncio.Event()
     if mode == "redis flushed throughout":
-        flusher = asyncio.create_task(_flush_forever(redis_url))
+        flusher = asyncio.create_task(_flush_until(stop, redis_url))
     try:
         async for client in held(serve(create_app(settings))):
             actors = Actors(client, settings)
@@ -52,15 +52,16 @@ async def scene(
             yield Scene(client, actors, fresh_database, bearer(api_key))
     finally:
         if flusher is not None:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            # Asked to stop between two flushes, not cancelled in the middle of one: a Redis
+            # client cancelled mid-command could hang in its own close (it did, in teardown).
+            stop.set()
+            await flusher
 
 
-async def _flush_forever(url: str) -> None:
+async def _flush_until(stop: asyncio.Event, url: str) -> None:
     client = aioredis.from_url(url)
     try:
-        while True:
+        while not stop.is_set():
             # This test's database only: FLUSHALL would empty every suite's on a shared server.
             await client.flushdb()
             await asyncio.sleep(0.002)
