@@ -58,7 +58,8 @@ def _principal_kind(scope: Scope) -> str:
 
 def _route(scope: Scope) -> str:
     # The template, never the path itself: paths hold member ids, and a label per id would grow
-    # the metrics without bound. Unmatched paths (404) share one label.
+    # the metrics without bound. Unmatched paths (404) and methods (405, refused by the router
+    # before it names a route) share one label.
     template = scope.get("path_template")
     return template if isinstance(template, str) else "unmatched"
 

@@ -51,8 +51,9 @@ async def test_a_401_a_405_and_a_404_are_counted_with_the_status_they_had(scrape
     after = await metrics(scraped)
     assert _count(after, "GET", "/v1/me", 401) == _count(before, "GET", "/v1/me", 401) + 1
     assert _count(after, "GET", "/v1/me", 500) == 0
-    assert _count(after, "DELETE", "/v1/campaigns", 405) == _count(
-        before, "DELETE", "/v1/campaigns", 405) + 1
+    # The router refuses the method before it names a route: counted as unmatched.
+    assert _count(after, "DELETE", "unmatched", 405) == _count(
+        before, "DELETE", "unmatched", 405) + 1
     assert _count(after, "GET", "unmatched", 404) == _count(before, "GET", "unmatched", 404) + 1
     assert "loyalty_http_request_duration_seconds_bucket" in after
 
