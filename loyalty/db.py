@@ -114,15 +114,24 @@ async def recreate_database(server_url: str, name: str) -> str:
     """The URL of database ``name`` on the server of ``server_url``, dropped if it existed,
     created empty and migrated: for the benchmark and the fuzzer, which each want one of their
     own."""
+    await drop_database(server_url, name)
     admin: Connection = await asyncpg.connect(with_database(server_url, "postgres"))
     try:
-        await admin.execute(f'drop database if exists "{name}" with (force)')
         await admin.execute(f'create database "{name}"')
     finally:
         await admin.close()
     url = with_database(server_url, name)
     await migrate(url)
     return url
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    """Drop database ``name`` on the server of ``server_url``, sessions and all."""
+    admin: Connection = await asyncpg.connect(with_database(server_url, "postgres"))
+    try:
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        await admin.close()
 
 
 def bundled_migrations() -> list[Migration]:
