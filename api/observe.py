@@ -8,9 +8,11 @@ by the router, never reached it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
+from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import MutableScopeHeaders
@@ -56,6 +58,21 @@ def _principal_kind(scope: Scope) -> str:
             return "anonymous"
 
 
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+@functools.cache
+def _counted(method: str, route: str, status: int) -> Any:
+    """The counter's child for these labels, looked up once (labels() locks and builds a key)."""
+    return REQUESTS.labels(method, route, str(status))
+
+
+@functools.cache
+def _timed(method: str, route: str) -> Any:
+    return LATENCY.labels(method, route)
+
+
 def _route(scope: Scope) -> str:
     # The template, never the path itself: paths hold member ids, and a label per id would grow
     # the metrics without bound. Unmatched paths (404) and methods (405, refused by the router
@@ -92,15 +109,19 @@ class LoyaltyAPI(Litestar):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = MutableScopeHeaders.from_message(message)
-                headers["X-Request-Id"] = request_id
-                headers["X-Content-Type-Options"] = "nosniff"
+                # The raw list, not a headers object: this runs on every answer.
+                headers = list(message.get("headers", ()))
+                names = {name for name, _ in headers}
+                headers.append((b"x-request-id", request_id.encode()))
+                headers.append(_NOSNIFF)
                 # Answers hold personal data, balances and tokens: no cache keeps them unless a
                 # handler says otherwise (the JWKS and the docs' assets do).
-                if "cache-control" not in headers:
-                    headers["Cache-Control"] = "no-store"
-                if scope.get("method") == "OPTIONS" and "allow" in headers:
-                    headers["Allow"] = self._allow(scope, headers["allow"])
+                if b"cache-control" not in names:
+                    headers.append(_NO_STORE)
+                message["headers"] = headers
+                if scope.get("method") == "OPTIONS" and b"allow" in names:
+                    allow = MutableScopeHeaders.from_message(message)
+                    allow["Allow"] = self._allow(scope, allow["allow"])
             await send(message)
 
         try:
@@ -110,8 +131,8 @@ class LoyaltyAPI(Litestar):
             method = str(scope.get("method", ""))
             method = method if method in _METHODS else "other"
             route = _route(scope)
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(elapsed)
+            _counted(method, route, status).inc()
+            _timed(method, route).observe(elapsed)
             access_log.info("%s %s %s %.1fms %s", method, route, status, elapsed * 1000,
                             _principal_kind(scope))
             REQUEST_ID.reset(token)
