@@ -52,7 +52,9 @@ def problem(status: int, code: str, detail: str, *, headers: dict[str, str] | No
 
 def _from_domain(exc: errors.LoyaltyError) -> ProblemDetailsException:
     status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 500)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, errors.RateLimited) else None
+    # Any refusal that knows when trying again makes sense says so (rate limits, a key in flight).
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     extra = {"field": exc.field} if exc.field else None
     return problem(status, exc.code, exc.detail, headers=headers, extra=extra)
 

@@ -47,12 +47,10 @@ from litestar.params import HeaderParameter
 from litestar.serialization import encode_json, get_serializer
 
 from api.deps import services_of
-from api.errors import problem
 from loyalty.auth import MemberPrincipal, Principal, StaffPrincipal, TerminalPrincipal
 from loyalty.db import Connection
 from loyalty.idempotency import (
     Idempotency,
-    KeyInFlight,
     claim,
     record_response,
     request_hash,
@@ -179,11 +177,8 @@ async def _once(
 ) -> Response[Any]:
     """Claim the key in ``conn``'s transaction, write, store the answer in it after the write."""
     settings = services_of(request.app.state).settings
-    try:
-        stored = await claim(conn, idempotency, wait_ms=settings.idempotency_wait_ms)
-    except KeyInFlight as exc:
-        raise problem(409, exc.code, exc.detail, extra={"field": exc.field},
-                      headers={"Retry-After": str(exc.retry_after)}) from None
+    # A key still in flight raises KeyInFlight: 409 with Retry-After, by the one error mapper.
+    stored = await claim(conn, idempotency, wait_ms=settings.idempotency_wait_ms)
     if stored is not None:
         return _response(stored.status, stored.body, replayed=True)
     result = await write()
