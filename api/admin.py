@@ -11,9 +11,9 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from api.auth import staff_with
 from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff
 from api.idempotency import idempotent
-from loyalty.audit import record_audit
-from loyalty.staff import create_staff
-from loyalty.stores import (
+from loyalty.access.audit import record_audit
+from loyalty.access.staff import create_staff
+from loyalty.access.stores import (
     create_store,
     create_terminal,
     get_store_by_code,

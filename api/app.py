@@ -36,14 +36,14 @@ from api.sessions import SessionController
 from api.tiers import TiersController
 from jobs.catalogue import make_context, schedules
 from jobs.scheduler import JOB_STATEMENT_TIMEOUT_SECONDS, run_scheduler
-from loyalty.auth import Passwords, TerminalKeys, TokenSigner, load_or_create_signing_key
-from loyalty.db import create_pool
-from loyalty.logs import configure_logging
-from loyalty.purchases import Programme
-from loyalty.ratelimit import RateLimiter
-from loyalty.revocation import Revocations
-from loyalty.rules import RuleBook
-from loyalty.settings import Settings, load_settings
+from loyalty.access.auth import Passwords, TerminalKeys, TokenSigner, load_or_create_signing_key
+from loyalty.access.ratelimit import RateLimiter
+from loyalty.access.revocation import Revocations
+from loyalty.core.db import create_pool
+from loyalty.core.logs import configure_logging
+from loyalty.core.settings import Settings, load_settings
+from loyalty.points.purchases import Programme
+from loyalty.points.rules import RuleBook
 from schemas.base import EDGE_TYPES, decode_edge
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cors_config=cors(settings),
         request_class=StrictJSONRequest,
         openapi_config=openapi_config(),
-        # Logging is loyalty.logs' (one format, the request id on every line); litestar's own
+        # Logging is loyalty.core.logs' (one format, the request id on every line); litestar's own
         # default would reconfigure the root logger at INFO in a format of its own.
         logging_config=None,
         debug=False,

@@ -19,14 +19,14 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import services_of
-from loyalty.auth import (
+from loyalty.access.auth import (
     MemberPrincipal,
     Principal,
     StaffPrincipal,
     TerminalPrincipal,
     is_api_key,
 )
-from loyalty.errors import AuthenticationFailed, PermissionDenied, RateLimited
+from loyalty.core.errors import AuthenticationFailed, PermissionDenied, RateLimited
 
 # Guards are coroutines: litestar runs a plain-function guard on a worker thread, a thread
 # hop on every request for what is an isinstance check.

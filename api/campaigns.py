@@ -22,8 +22,8 @@ from api.deps import (
 )
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
-from loyalty.audit import record_audit
-from loyalty.campaigns import (
+from loyalty.access.audit import record_audit
+from loyalty.promotions.campaigns import (
     campaign_results,
     create_campaign,
     get_campaign,

@@ -24,8 +24,10 @@ from api.deps import (
 )
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
-from loyalty.audit import record_audit
-from loyalty.coupons import (
+from loyalty.access.audit import record_audit
+from loyalty.core.errors import InvalidInput
+from loyalty.members.filter import MemberFilter
+from loyalty.promotions.coupons import (
     create_template,
     generate_code_batch,
     get_template,
@@ -34,9 +36,7 @@ from loyalty.coupons import (
     update_template,
     wallet,
 )
-from loyalty.errors import InvalidInput
-from loyalty.member_filter import MemberFilter
-from loyalty.segments import segment_filter
+from loyalty.promotions.segments import segment_filter
 from schemas.base import Page
 from schemas.coupons import (
     CodeBatch,

@@ -13,7 +13,7 @@ from litestar.datastructures import State
 from litestar.di import Dependency
 
 from jobs.catalogue import JobContext
-from loyalty.auth import (
+from loyalty.access.auth import (
     MemberPrincipal,
     Passwords,
     Principal,
@@ -22,12 +22,12 @@ from loyalty.auth import (
     TerminalPrincipal,
     TokenSigner,
 )
-from loyalty.db import Connection, Pool
-from loyalty.purchases import Programme
-from loyalty.ratelimit import RateLimiter
-from loyalty.revocation import Revocations
-from loyalty.rules import RuleBook
-from loyalty.settings import Settings
+from loyalty.access.ratelimit import RateLimiter
+from loyalty.access.revocation import Revocations
+from loyalty.core.db import Connection, Pool
+from loyalty.core.settings import Settings
+from loyalty.points.purchases import Programme
+from loyalty.points.rules import RuleBook
 
 
 @dataclass
@@ -81,7 +81,7 @@ async def provide_conn(state: State) -> AsyncIterator[Connection]:
 
 async def provide_ledger_conn(state: State) -> AsyncIterator[Connection]:
     """A connection outside any transaction, for ledger writes and single-statement reads:
-    each statement is its own transaction, and ``loyalty.ledger.post`` opens one itself when
+    each statement is its own transaction, and ``loyalty.points.ledger.post`` opens one itself when
     it must wait for a lock."""
     async with services_of(state).pool.acquire() as conn:
         yield conn

@@ -10,8 +10,8 @@ import asyncpg
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
 
-from loyalty import errors
-from loyalty.logs import REQUEST_ID
+from loyalty.core import errors
+from loyalty.core.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Events: staff create and edit them, members reserve seats in the app, a store terminal checks
 members in (attendance earns points once). Invitations come from campaigns
-(``loyalty.events.invite_members``)."""
+(``loyalty.promotions.store_events.invite_members``)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ from api.deps import (
 from api.idempotency import idempotent, stored_as
 from api.params import Cursor, Limit
 from api.pos import written_once
-from loyalty.audit import record_audit
-from loyalty.events import (
+from loyalty.access.audit import record_audit
+from loyalty.core.idempotency import Idempotency
+from loyalty.promotions.store_events import (
     cancel_reservation,
     check_in,
     create_event,
@@ -42,7 +43,6 @@ from loyalty.events import (
     reserve_seat,
     update_event,
 )
-from loyalty.idempotency import Idempotency
 from schemas.base import Page
 from schemas.events import CheckedIn, CheckIn, Event, EventCreate, EventUpdate, MyEvent, Reservation
 

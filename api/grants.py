@@ -23,8 +23,8 @@ from api.deps import (
 )
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
-from loyalty.grants import get_grant, grant_points, list_grants
-from loyalty.idempotency import Idempotency
+from loyalty.core.idempotency import Idempotency
+from loyalty.points.grants import get_grant, grant_points, list_grants
 from schemas.base import Page
 from schemas.grants import GrantRequest, PointsGrant
 

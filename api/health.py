@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from api.auth import OPERATIONS
 from api.deps import Services, services_of
 from api.errors import problem
-from loyalty.errors import AuthenticationFailed, PermissionDenied
+from loyalty.core.errors import AuthenticationFailed, PermissionDenied
 from schemas.auth import Jwks
 from schemas.base import Output
 

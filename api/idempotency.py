@@ -4,12 +4,12 @@ The same key and body from the same principal get the first response back, byte 
 its status and ``Idempotent-Replayed: true``; another body under the key is 422
 ``idempotency_key_reused``. Without a key a request runs as it always did, except where the key
 is required (a missing required header is a schema error: 400). The mechanism is
-``loyalty.idempotency``; decisions 0006 and 0012 say why it is shaped so.
+``loyalty.core.idempotency``; decisions 0006 and 0012 say why it is shaped so.
 
 Two ways to keep the key with the effect, one decorator:
 
 - A ledger write (``in_ledger=True``) is given the request's ``idempotency`` and writes the key
-  in its posting statement (``loyalty.ledger.post``): no round trip added, and a retry of a
+  in its posting statement (``loyalty.points.ledger.post``): no round trip added, and a retry of a
   request in flight waits for that one statement and replays its answer.
 - Any other write runs in the request's transaction (``conn``, ``api.deps.provide_conn``): the
   key is claimed there before the handler runs and answered there after it, so it commits
@@ -47,15 +47,15 @@ from litestar.params import HeaderParameter
 from litestar.serialization import encode_json, get_serializer
 
 from api.deps import services_of
-from loyalty.auth import MemberPrincipal, Principal, StaffPrincipal, TerminalPrincipal
-from loyalty.db import Connection
-from loyalty.idempotency import (
+from loyalty.access.auth import MemberPrincipal, Principal, StaffPrincipal, TerminalPrincipal
+from loyalty.core.db import Connection
+from loyalty.core.idempotency import (
     Idempotency,
     claim,
     record_response,
     request_hash,
 )
-from loyalty.ledger import Outcome
+from loyalty.points.ledger import Outcome
 from schemas.base import whole
 
 _PATTERN = whole(r"[\x21-\x7e]+")

@@ -21,8 +21,8 @@ from api.idempotency import idempotent
 from api.params import Cursor, Limit
 from jobs.catalogue import Job, job_named
 from jobs.runs import claim, execute, job_statuses, list_runs
-from loyalty.audit import record_audit
-from loyalty.errors import NotFound
+from loyalty.access.audit import record_audit
+from loyalty.core.errors import NotFound
 from schemas.base import Page
 from schemas.jobs import JobRun, JobStatus
 

@@ -26,16 +26,16 @@ from api.idempotency import idempotent
 from api.params import Cursor, Limit, SearchText, Since
 from api.roles import CONTACT_READERS, PROFILE_READERS, as_seen_by
 from api.sessions import limit_sign_in_address
-from loyalty.audit import record_audit
-from loyalty.errors import RateLimited
-from loyalty.members import (
+from loyalty.access.audit import record_audit
+from loyalty.core.errors import RateLimited
+from loyalty.members.merge import find_duplicates, merge_members
+from loyalty.members.profiles import (
     get_consents,
     get_member,
     record_consents,
     search_members,
     update_member,
 )
-from loyalty.merge import find_duplicates, merge_members
 from schemas.base import Page
 from schemas.members import (
     Consents,

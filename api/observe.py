@@ -20,9 +20,9 @@ from litestar.enums import ScopeType
 from litestar.types import Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
 
-from loyalty.auth import MemberPrincipal, StaffPrincipal, TerminalPrincipal
-from loyalty.ids import uuid7
-from loyalty.logs import REQUEST_ID
+from loyalty.access.auth import MemberPrincipal, StaffPrincipal, TerminalPrincipal
+from loyalty.core.ids import uuid7
+from loyalty.core.logs import REQUEST_ID
 
 # A caller's own id is kept if it is one a log line can hold safely.
 _CALLER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -25,16 +25,16 @@ from api.deps import (
 from api.idempotency import idempotent, respond, stored_as
 from api.params import Cursor, Limit
 from api.roles import LEDGER_READERS
-from loyalty.cards import issue_card
-from loyalty.idempotency import Idempotency
-from loyalty.points import (
+from loyalty.core.idempotency import Idempotency
+from loyalty.members.cards import issue_card
+from loyalty.points.history import (
     adjust_points,
     entry_detail,
     points_history,
     points_summary,
     record_action,
 )
-from loyalty.tiers import member_tier
+from loyalty.points.tiers import member_tier
 from schemas.base import Page
 from schemas.points import (
     ActionRequest,

@@ -25,21 +25,21 @@ from api.deps import (
 )
 from api.idempotency import idempotent, respond, stored_as
 from api.params import CardParam, NumberParam, PhoneParam
-from loyalty.audit import record_till_lookup
-from loyalty.cards import CardExpired, member_from_card
-from loyalty.errors import InvalidInput, NotFound, RateLimited
-from loyalty.idempotency import Idempotency
-from loyalty.ledger import Outcome, recorded_outcome
-from loyalty.members import find_member_at_till
-from loyalty.normalize import normalize_phone
-from loyalty.points import till_member
-from loyalty.purchases import (
+from loyalty.access.audit import record_till_lookup
+from loyalty.access.stores import get_terminal
+from loyalty.core.errors import InvalidInput, NotFound, RateLimited
+from loyalty.core.idempotency import Idempotency
+from loyalty.core.normalize import normalize_phone
+from loyalty.members.cards import CardExpired, member_from_card
+from loyalty.members.profiles import find_member_at_till
+from loyalty.points.history import till_member
+from loyalty.points.ledger import Outcome, recorded_outcome
+from loyalty.points.purchases import (
     quote_purchase,
     record_purchase,
     record_return,
     validate_coupons,
 )
-from loyalty.stores import get_terminal
 from schemas.admin import WhoAmI
 from schemas.coupons import CouponValidation, CouponValidationResult
 from schemas.points import (

@@ -18,16 +18,16 @@ from api.deps import (
     utc_now,
 )
 from api.idempotency import idempotent
-from loyalty.audit import record_audit
-from loyalty.earning import (
+from loyalty.access.audit import record_audit
+from loyalty.core.errors import InvalidInput
+from loyalty.points.earning import (
     ActionCounts,
     PurchaseFacts,
     action_points,
     check_points_in_range,
     purchase_points,
 )
-from loyalty.errors import InvalidInput
-from loyalty.rules import RuleChangePolicy, current_rules, replace_rules, rule_history
+from loyalty.points.rules import RuleChangePolicy, current_rules, replace_rules, rule_history
 from schemas.points import Simulation, SimulationResult
 from schemas.rules import EarningRulesChange, RuleSet
 

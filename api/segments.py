@@ -16,8 +16,8 @@ from api.deps import Db, Staff, provide_conn, provide_staff, utc_now
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
 from api.roles import IDENTIFIER_READERS
-from loyalty.audit import record_audit
-from loyalty.segments import (
+from loyalty.access.audit import record_audit
+from loyalty.promotions.segments import (
     create_segment,
     get_segment,
     list_segments,

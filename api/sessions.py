@@ -11,17 +11,17 @@ from litestar.params import JSONBody
 
 from api.auth import client_address
 from api.deps import Db, Svc, provide_conn, provide_services
-from loyalty.auth import (
+from loyalty.access.auth import (
     access_token,
     revoke_refresh_token_family,
     rotate_refresh_token,
     start_session,
 )
-from loyalty.db import transaction
-from loyalty.errors import AuthenticationFailed, InvalidInput, RateLimited
-from loyalty.members import find_login, register_member
-from loyalty.normalize import normalize_email, normalize_phone, normalize_text
-from loyalty.staff import find_staff_login, staff_role
+from loyalty.access.staff import find_staff_login, staff_role
+from loyalty.core.db import transaction
+from loyalty.core.errors import AuthenticationFailed, InvalidInput, RateLimited
+from loyalty.core.normalize import normalize_email, normalize_phone, normalize_text
+from loyalty.members.profiles import find_login, register_member
 from schemas.auth import LogoutRequest, MemberLogin, RefreshRequest, StaffLogin, Tokens
 from schemas.members import MemberRegistration, Registered
 

@@ -11,9 +11,9 @@ from api.auth import staff_with
 from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff
 from api.idempotency import idempotent
 from api.rules import rule_change_policy
-from loyalty.audit import record_audit
-from loyalty.rules import current_rules, replace_rules
-from loyalty.tiers import check_tier_coupons
+from loyalty.access.audit import record_audit
+from loyalty.points.rules import current_rules, replace_rules
+from loyalty.points.tiers import check_tier_coupons
 from schemas.rules import TierProgramChange, TierProgramSet
 
 TIER_EDITORS = ("admin", "marketer")

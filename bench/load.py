@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import asyncpg
 
-from loyalty.db import init_connection
-from loyalty.rules import ensure_default_rules
+from loyalty.core.db import init_connection
+from loyalty.points.rules import ensure_default_rules
 
 CHUNK = 100_000
 

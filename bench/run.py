@@ -39,17 +39,17 @@ import msgspec
 from asyncpg.connection import LoggedQuery
 
 from bench.load import load
-from loyalty.auth import TokenSigner, load_or_create_signing_key, start_session
-from loyalty.campaigns import launch_campaign
-from loyalty.db import Connection, init_connection, recreate_database, with_database
-from loyalty.dormancy import dormancy_cutoff, flag_dormant
-from loyalty.embedded import service_urls
-from loyalty.ids import uuid7
-from loyalty.points import expire_points
-from loyalty.purchases import Programme
-from loyalty.rules import RuleBook
-from loyalty.settings import load_settings
-from loyalty.stores import create_terminal, ensure_store
+from loyalty.access.auth import TokenSigner, load_or_create_signing_key, start_session
+from loyalty.access.stores import create_terminal, ensure_store
+from loyalty.core.db import Connection, init_connection, recreate_database, with_database
+from loyalty.core.embedded import service_urls
+from loyalty.core.ids import uuid7
+from loyalty.core.settings import load_settings
+from loyalty.insights.dormancy import dormancy_cutoff, flag_dormant
+from loyalty.points.history import expire_points
+from loyalty.points.purchases import Programme
+from loyalty.points.rules import RuleBook
+from loyalty.promotions.campaigns import launch_campaign
 from schemas.campaigns import IssueCoupon
 from schemas.coupons import FixedAmount
 
@@ -182,7 +182,7 @@ def running_service(dsn: str, redis_url: str, workers: int, pool: int) -> Any:
         # Measured work only: no job runs under a scenario.
         LOYALTY_SCHEDULER="off",
     )
-    process = subprocess.Popen([sys.executable, "-m", "loyalty.cli", "serve"], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], cwd=ROOT,
                                env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -507,7 +507,7 @@ async def launch_scenario(server_url: str, programme: Programme) -> Result:
     """Launching a campaign over every active member against the bare SQL an expert would
     write for the same effect, each on its own copy of the data."""
     ids = {"template": uuid7(), "segment": uuid7(), "campaign": uuid7()}
-    # As the service's pool runs them (loyalty.db.create_pool), bar the statement timeout.
+    # As the service's pool runs them (loyalty.core.db.create_pool), bar the statement timeout.
     server_settings = {"jit": "off"}
     statements: list[tuple[str, float]] = []
     checks: list[dict[str, Any]] = []
@@ -608,7 +608,7 @@ update members
 # What an expert would write for the same effect as flag_dormant: one statement over every
 # member, the history rows from the rows it changed. Run in one transaction with
 # loyalty.status_recorded = 'on', as the function's batches are, so neither calls the per-row
-# trigger. $1 now, $2 the cutoff (loyalty.dormancy.dormancy_cutoff).
+# trigger. $1 now, $2 the cutoff (loyalty.insights.dormancy.dormancy_cutoff).
 _BARE_DORMANCY = """
 with flipped as (
     update members set status = 'dormant', status_changed_at = $1, updated_at = $1
@@ -655,7 +655,7 @@ async def dormancy_scenario(server_url: str) -> Result:
     tz = ZoneInfo("Asia/Tokyo")
     now = dt.datetime.now(dt.UTC)
     cutoff = dormancy_cutoff(now, tz, DORMANCY_DAYS)
-    # As the scheduler's pool runs the job (loyalty.db.create_pool), bar the statement timeout.
+    # As the scheduler's pool runs the job (loyalty.core.db.create_pool), bar the statement timeout.
     server_settings = {"jit": "off"}
     # The last scenario to use the loaded database: its members' activity is reshaped there
     # once, compacted, then copied.

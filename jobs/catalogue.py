@@ -16,11 +16,11 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-from loyalty.db import Pool
-from loyalty.errors import ConfigurationError
-from loyalty.purchases import Programme
-from loyalty.rules import RuleBook
-from loyalty.settings import Settings
+from loyalty.core.db import Pool
+from loyalty.core.errors import ConfigurationError
+from loyalty.core.settings import Settings
+from loyalty.points.purchases import Programme
+from loyalty.points.rules import RuleBook
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,14 @@ class Job:
 
 
 async def _dormancy(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.dormancy import flag_dormant
+    from loyalty.insights.dormancy import flag_dormant
 
     async with ctx.pool.acquire() as conn:
         return await flag_dormant(conn, now=now, tz=ctx.tz, days=ctx.settings.dormancy_days)
 
 
 async def _reactivation(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.dormancy import hand_over_dormant
+    from loyalty.insights.dormancy import hand_over_dormant
 
     async with ctx.pool.acquire() as conn:
         return await hand_over_dormant(conn, template_id=ctx.settings.reactivation_campaign,
@@ -65,35 +65,35 @@ async def _reactivation(ctx: JobContext, now: dt.datetime) -> Counts:
 
 
 async def _points_expiry(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.points import expire_points
+    from loyalty.points.history import expire_points
 
     async with ctx.pool.acquire() as conn:
         return await expire_points(conn, now=now)
 
 
 async def _points_release(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.points import release_points
+    from loyalty.points.history import release_points
 
     async with ctx.pool.acquire() as conn:
         return await release_points(conn, now=now)
 
 
 async def _tier_evaluation(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.tiers import evaluate_tiers
+    from loyalty.points.tiers import evaluate_tiers
 
     async with ctx.pool.acquire() as conn:
         return await evaluate_tiers(conn, rulebook=ctx.rulebook, now=now, tz=ctx.tz)
 
 
 async def _rfm_refresh(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.rfm import refresh_rfm
+    from loyalty.insights.rfm import refresh_rfm
 
     async with ctx.pool.acquire() as conn:
         return await refresh_rfm(conn, now=now, window_days=ctx.settings.rfm_window_days)
 
 
 async def _at_risk(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.at_risk import flag_at_risk
+    from loyalty.insights.at_risk import flag_at_risk
 
     async with ctx.pool.acquire() as conn:
         return await flag_at_risk(conn, now=now, multiple=ctx.settings.at_risk_multiple,
@@ -101,7 +101,7 @@ async def _at_risk(ctx: JobContext, now: dt.datetime) -> Counts:
 
 
 async def _birthday_rewards(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.birthdays import give_birthday_rewards
+    from loyalty.promotions.birthdays import give_birthday_rewards
 
     async with ctx.pool.acquire() as conn:
         return await give_birthday_rewards(
@@ -112,7 +112,7 @@ async def _birthday_rewards(ctx: JobContext, now: dt.datetime) -> Counts:
 
 async def _kpi_snapshot(ctx: JobContext, now: dt.datetime) -> Counts:
     """The figures of the business day before ``now`` (the day that has just ended)."""
-    from loyalty.analytics import snapshot_kpis
+    from loyalty.insights.kpis import snapshot_kpis
 
     yesterday = now.astimezone(ctx.tz).date() - dt.timedelta(days=1)
     async with ctx.pool.acquire() as conn:
@@ -121,7 +121,7 @@ async def _kpi_snapshot(ctx: JobContext, now: dt.datetime) -> Counts:
 
 
 async def _campaign_launch(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.campaigns import launch_due_campaigns
+    from loyalty.promotions.campaigns import launch_due_campaigns
 
     async with ctx.pool.acquire() as conn:
         launched = await launch_due_campaigns(conn, rulebook=ctx.rulebook,
@@ -130,14 +130,14 @@ async def _campaign_launch(ctx: JobContext, now: dt.datetime) -> Counts:
 
 
 async def _idempotency_cleanup(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.idempotency import IDEMPOTENCY_KEPT, delete_old_idempotency_keys
+    from loyalty.core.idempotency import IDEMPOTENCY_KEPT, delete_old_idempotency_keys
 
     async with ctx.pool.acquire() as conn:
         return await delete_old_idempotency_keys(conn, before=now - IDEMPOTENCY_KEPT)
 
 
 async def _member_skeletons(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.members import fill_member_skeletons
+    from loyalty.members.profiles import fill_member_skeletons
 
     async with ctx.pool.acquire() as conn:
         return await fill_member_skeletons(conn)

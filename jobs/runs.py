@@ -25,10 +25,10 @@ import asyncpg
 import msgspec
 
 from jobs.catalogue import JOBS, Job, JobContext, cron_trigger, schedules
-from loyalty.db import Connection, init_connection, repeat_in_batches
-from loyalty.errors import Conflict, InvalidInput
-from loyalty.metrics import JOB_RUNS
-from loyalty.settings import Settings
+from loyalty.core.db import Connection, init_connection, repeat_in_batches
+from loyalty.core.errors import Conflict, InvalidInput
+from loyalty.core.metrics import JOB_RUNS
+from loyalty.core.settings import Settings
 from schemas.base import Page
 from schemas.jobs import JobRun, JobStatus
 

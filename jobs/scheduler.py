@@ -26,8 +26,8 @@ from apscheduler.triggers.base import BaseTrigger
 
 from jobs.catalogue import JOBS, Job, JobContext, cron_trigger, make_context, schedules
 from jobs.runs import INSTANCE, JobBusy, last_tick, run_once
-from loyalty.db import Connection, create_pool
-from loyalty.settings import Settings
+from loyalty.core.db import Connection, create_pool
+from loyalty.core.settings import Settings
 from schemas.jobs import JobRun
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import msgspec
 
 from schemas.base import Output
 
-# The named RFM segments, best first (the grid: loyalty/analytics.py).
+# The named RFM segments, best first (the grid: loyalty/insights/kpis.py).
 RfmSegmentName = Literal[
     "champions", "loyal", "potential_loyalists", "new", "promising", "need_attention",
     "about_to_sleep", "at_risk", "cannot_lose_them", "hibernating", "lost",

@@ -17,7 +17,8 @@ from schemas.base import Code, Input, Instant, Output, ShortText, whole
 
 # Bounds no real programme comes near, that keep every figure a purchase can reach far from
 # what the ledger's bigint columns hold. Each number is bounded here; how they combine (a rate
-# times stacked multipliers times a tier) is bounded by loyalty.earning.check_points_in_range.
+# times stacked multipliers times a tier) is bounded by
+# loyalty.points.earning.check_points_in_range.
 # A multiplier, in percent: from 0 (the line earns nothing) to 10,000 (×100).
 Percent = Annotated[int, Meta(ge=0, le=10_000)]
 # A tier's multiplier: at least ×1, at most ×100 like any multiplier.

@@ -1,6 +1,6 @@
 """Segments on the wire: a definition is a tree of typed conditions (tag ``type``) joined by
-``all``, ``any`` and ``not``; the types bound every list and string, ``loyalty.segments`` bounds
-the tree and refuses contradictions."""
+``all``, ``any`` and ``not``; the types bound every list and string, ``loyalty.promotions.segments``
+bounds the tree and refuses contradictions."""
 
 from __future__ import annotations
 

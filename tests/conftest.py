@@ -29,9 +29,9 @@ import redis.asyncio as aioredis
 from litestar import Litestar
 
 from api.app import create_app
-from loyalty.db import Connection, init_connection, migrate, with_database
-from loyalty.embedded import ServiceUrls, service_urls
-from loyalty.settings import Settings, load_settings
+from loyalty.core.db import Connection, init_connection, migrate, with_database
+from loyalty.core.embedded import ServiceUrls, service_urls
+from loyalty.core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -102,7 +102,7 @@ async def shared_database(
 async def db(shared_database: str) -> AsyncIterator[Connection]:
     """A connection inside a transaction that is rolled back when the test ends."""
     conn = await asyncpg.connect(shared_database)
-    from loyalty.db import init_connection
+    from loyalty.core.db import init_connection
 
     await init_connection(conn)
     transaction = conn.transaction()
@@ -174,7 +174,7 @@ def make_settings(database: str, redis: str, data_dir: Path, **overrides: object
         "db_pool_min": 1,
         "login_rate_limit_per_minute": 10_000,
         "rate_limit_per_minute": 100_000,
-        # Jobs run where a test runs them; tests/integration/test_scheduler*.py run schedulers.
+        # Jobs run where a test runs them; tests/jobs/test_scheduler*.py run schedulers.
         "scheduler": "off",
     }
     values.update(overrides)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Literal
 from uuid import UUID
 
-from loyalty.db import Connection
+from loyalty.core.db import Connection
 
 # Tables a test may make refuse a row (the name goes into SQL: a fixed list, not input).
 Refusable = Literal["member_at_risk", "birthday_rewards"]

@@ -27,11 +27,11 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from loyalty.auth import Passwords
-from loyalty.db import drop_database, recreate_database
-from loyalty.embedded import service_urls
-from loyalty.staff import create_staff
-from loyalty.stores import create_terminal, ensure_store
+from loyalty.access.auth import Passwords
+from loyalty.access.staff import create_staff
+from loyalty.access.stores import create_terminal, ensure_store
+from loyalty.core.db import drop_database, recreate_database
+from loyalty.core.embedded import service_urls
 from tests.processes import free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent

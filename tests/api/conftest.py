@@ -12,10 +12,10 @@ import asyncpg
 import httpx
 import pytest
 
-from loyalty.auth import Passwords
-from loyalty.settings import Settings
-from loyalty.staff import create_staff
-from loyalty.stores import create_terminal, ensure_store
+from loyalty.access.auth import Passwords
+from loyalty.access.staff import create_staff
+from loyalty.access.stores import create_terminal, ensure_store
+from loyalty.core.settings import Settings
 
 PASSWORD = "correct horse battery"
 _numbers = itertools.count(1)

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from loyalty.rfm import refresh_rfm
-from loyalty.settings import Settings
+from loyalty.core.settings import Settings
+from loyalty.insights.rfm import refresh_rfm
 from tests.api.conftest import Actors, SignedUp, bearer
 
 Client = httpx.AsyncClient

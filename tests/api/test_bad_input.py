@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from loyalty.settings import Settings
+from loyalty.core.settings import Settings
 from tests.api.conftest import PASSWORD, Actors, SignedUp, bearer
 
 Client = httpx.AsyncClient

@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from api.app import create_app
-from loyalty.campaigns import launch_due_campaigns
-from loyalty.db import init_connection
-from loyalty.purchases import Programme
-from loyalty.rules import RuleBook
+from loyalty.core.db import init_connection
+from loyalty.points.purchases import Programme
+from loyalty.points.rules import RuleBook
+from loyalty.promotions.campaigns import launch_due_campaigns
 from tests.api.conftest import Actors, SignedUp, bearer, make_members
 from tests.conftest import held, make_settings, query, serve
 from tests.ledger_checks import check_invariants, ledger_rows

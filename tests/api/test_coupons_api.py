@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
-from loyalty.codes import ALPHABET, is_well_formed, normalize_code
+from loyalty.promotions.codes import ALPHABET, is_well_formed, normalize_code
 from tests.api.conftest import Actors, SignedUp, bearer
 from tests.ledger_checks import check_invariants, ledger_rows
 

@@ -18,8 +18,8 @@ import pytest
 
 from jobs.catalogue import JobContext, cron_trigger, job_named, make_context
 from jobs.scheduler import run_due
-from loyalty.db import create_pool
-from loyalty.settings import Settings
+from loyalty.core.db import create_pool
+from loyalty.core.settings import Settings
 from tests.api.conftest import Actors, bearer
 from tests.conftest import query
 

@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from api.app import create_app
-from loyalty.errors import Conflict, NotFound
-from loyalty.events import invite_members
-from loyalty.member_filter import MemberFilter
-from loyalty.settings import Settings
+from loyalty.core.errors import Conflict, NotFound
+from loyalty.core.settings import Settings
+from loyalty.members.filter import MemberFilter
+from loyalty.promotions.store_events import invite_members
 from tests.api.conftest import Actors, SignedUp, bearer
 from tests.conftest import held, make_settings, query, serve
 from tests.ledger_checks import check_invariants, ledger_rows

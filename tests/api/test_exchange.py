@@ -85,7 +85,7 @@ async def test_public_metrics_answer_anyone(fresh_database: str, redis_url: str,
 
 async def test_a_purchase_is_counted_in_the_business_counters(scraped: Client,
                                                               fresh_database: str) -> None:
-    from loyalty.settings import load_settings
+    from loyalty.core.settings import load_settings
 
     actors = Actors(scraped, load_settings({}, database_url=fresh_database))
     member = await actors.member()

@@ -18,13 +18,13 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from loyalty.db import init_connection
-from loyalty.grants import MemberList, create_grant, run_grant
-from loyalty.idempotency import request_hash
-from loyalty.ids import uuid7
-from loyalty.purchases import Programme
-from loyalty.rules import RuleBook
-from loyalty.settings import Settings
+from loyalty.core.db import init_connection
+from loyalty.core.idempotency import request_hash
+from loyalty.core.ids import uuid7
+from loyalty.core.settings import Settings
+from loyalty.points.grants import MemberList, create_grant, run_grant
+from loyalty.points.purchases import Programme
+from loyalty.points.rules import RuleBook
 from schemas.grants import GrantRequest
 from tests.api.conftest import Actors, SignedUp, bearer
 from tests.conftest import query

@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
-from loyalty.settings import Settings
+from loyalty.core.settings import Settings
 from tests.api.conftest import PASSWORD, Actors, SignedUp, bearer
 
 Client = httpx.AsyncClient

@@ -13,8 +13,8 @@ import httpx
 from api.app import create_app
 from jobs.catalogue import JOBS, job_named
 from jobs.runs import claim
-from loyalty.rfm import RFM_LOCK_KEY
-from loyalty.settings import Settings
+from loyalty.core.settings import Settings
+from loyalty.insights.rfm import RFM_LOCK_KEY
 from tests.api.conftest import Actors, bearer
 from tests.conftest import serve
 

@@ -12,7 +12,7 @@ import httpx
 import msgspec
 
 from api.app import create_app
-from loyalty.settings import Settings
+from loyalty.core.settings import Settings
 from tests.api.conftest import PASSWORD, Actors, bearer
 from tests.conftest import make_settings, query, serve
 

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from api.app import create_app
-from loyalty import cli
-from loyalty.settings import Settings
+from cli import main as cli
+from loyalty.core.settings import Settings
 from tests.api.conftest import PASSWORD, Actors, SignedUp, bearer
 from tests.conftest import serve
 from tests.ledger_checks import check_invariants, ledger_rows

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from loyalty.cards import CARD_AUDIENCE
-from loyalty.settings import Settings
+from loyalty.core.settings import Settings
+from loyalty.members.cards import CARD_AUDIENCE
 from tests.api.conftest import Actors, SignedUp, bearer
 from tests.ledger_checks import ledger_rows
 

@@ -2,7 +2,7 @@
 
 Two app instances share one database and one Redis, as two API processes behind a load balancer
 do: a token is used on B while the session is ended on A, or by SQL typed by hand, and B must
-refuse it within the promise (loyalty.revocation.PROMISE_SECONDS), with no database read per
+refuse it within the promise (loyalty.access.revocation.PROMISE_SECONDS), with no database read per
 request while nothing changes.
 """
 
@@ -22,10 +22,10 @@ import pytest
 from litestar import Litestar
 
 from api.app import create_app
-from loyalty.auth import MemberPrincipal
-from loyalty.errors import AuthenticationFailed
-from loyalty.revocation import LISTENER_NAME, PROMISE_SECONDS, Revocations
-from loyalty.settings import Settings
+from loyalty.access.auth import MemberPrincipal
+from loyalty.access.revocation import LISTENER_NAME, PROMISE_SECONDS, Revocations
+from loyalty.core.errors import AuthenticationFailed
+from loyalty.core.settings import Settings
 from tests.api.conftest import PASSWORD, Actors, bearer
 from tests.conftest import held, query, serve
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from loyalty.settings import Settings
+from loyalty.core.settings import Settings
 from schemas.rules import EarningRules
 from tests.api.conftest import Actors, SignedUp, bearer
 from tests.conftest import make_settings, query, serve

@@ -16,8 +16,8 @@ import asyncpg
 import httpx
 import pytest
 
-from loyalty.rfm import refresh_rfm
-from loyalty.settings import Settings
+from loyalty.core.settings import Settings
+from loyalty.insights.rfm import refresh_rfm
 from tests.api.conftest import Actors, bearer
 
 Client = httpx.AsyncClient

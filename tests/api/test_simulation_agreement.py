@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from loyalty.settings import Settings
+from loyalty.core.settings import Settings
 from tests.api.conftest import Actors, SignedUp, bearer
 
 Client = httpx.AsyncClient

@@ -12,10 +12,10 @@ import asyncpg
 import httpx
 import pytest
 
-from loyalty.db import init_connection
-from loyalty.rules import RuleBook
-from loyalty.settings import Settings
-from loyalty.tiers import current_window_start, evaluate_tiers, previous_period, tier_for
+from loyalty.core.db import init_connection
+from loyalty.core.settings import Settings
+from loyalty.points.rules import RuleBook
+from loyalty.points.tiers import current_window_start, evaluate_tiers, previous_period, tier_for
 from schemas.rules import Tier, TierProgram
 from tests.api.conftest import Actors, SignedUp, bearer
 

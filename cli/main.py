@@ -1,0 +1,445 @@
+"""``loyalty``: the API server and the commands operators and scheduled jobs run.
+
+Commands: serve, migrate, scheduler, jobs, staff, terminal, points, tiers, rfm, campaigns,
+import, seed-demo.
+
+Every command reads the same settings as ``serve`` and, with no URLs configured, joins (or
+starts) the same embedded servers under the data directory, so it works while ``make run`` runs.
+Only serve, migrate and seed-demo may create a new embedded database: any other command would
+fill one that no API reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import msgspec
+
+from loyalty.access.auth import Passwords, load_or_create_signing_key
+from loyalty.core.db import Connection, create_pool, init_connection, migrate, transaction
+from loyalty.core.embedded import ServiceUrls, export, service_urls
+from loyalty.core.errors import ConfigurationError, LoyaltyError
+from loyalty.core.logs import configure_logging
+from loyalty.core.settings import Settings, load_settings
+
+log = logging.getLogger("loyalty")
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _services(
+    settings: Settings, *, need_redis: bool, create: bool = False
+) -> Iterator[ServiceUrls]:
+    # SIGTERM ends the process through SystemExit, so the embedded servers are stopped on the
+    # way out instead of being orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with service_urls(settings.database_url, settings.redis_url, settings.data_path,
+                      need_redis=need_redis, create=create) as urls:
+        yield urls
+
+
+def _with_connection(
+    settings: Settings, work: Callable[[Connection], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run ``work`` in one transaction on the configured (or embedded) database, migrated."""
+
+    async def run(dsn: str) -> T:
+        await migrate(dsn)
+        pool = await create_pool(dsn, min_size=1, max_size=2)
+        try:
+            async with transaction(pool) as conn:
+                return await work(conn)
+        finally:
+            await pool.close()
+
+    with _services(settings, need_redis=False, create=create) as urls:
+        return asyncio.run(run(urls.database_url))
+
+
+def _in_batches(settings: Settings, work: Callable[[Connection], Awaitable[T]]) -> T:
+    """Run batch work on a connection of its own, outside any transaction (batch functions
+    commit batch by batch), on the configured (or embedded) database, migrated."""
+
+    async def run(dsn: str) -> T:
+        await migrate(dsn)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await init_connection(conn)
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    with _services(settings, need_redis=False) as urls:
+        return asyncio.run(run(urls.database_url))
+
+
+def _as_of(text: str | None) -> dt.datetime:
+    """``--now`` of a batch command: an ISO 8601 instant with its offset, default now."""
+    if not text:
+        return dt.datetime.now(dt.UTC)
+    try:
+        now = dt.datetime.fromisoformat(text)
+    except ValueError:
+        sys.exit(f"loyalty: --now {text!r} is not an ISO 8601 time")
+    if now.tzinfo is None:
+        sys.exit("loyalty: --now needs a time zone offset, e.g. 2027-01-01T00:05:00+09:00")
+    return now
+
+
+def _passwords(settings: Settings) -> Passwords:
+    return Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
+                     parallelism=settings.argon2_parallelism)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from jobs.catalogue import schedules
+
+    schedules(settings)  # a bad LOYALTY_JOB_SCHEDULES stops here, not in a background task
+    with _services(settings, need_redis=True, create=True) as urls:
+        export(urls)
+        if settings.jwt_private_key is None:
+            # Made once here, before the workers start, rather than raced for by each.
+            load_or_create_signing_key(settings.data_path)
+        if settings.migrate_on_start:
+            for name in asyncio.run(migrate(urls.database_url)):
+                log.info("migrated: %s", name)
+        log.info("serving on http://%s:%d (OpenAPI at /schema)", settings.host, settings.port)
+        uvicorn.run(
+            "api.app:create_app", factory=True, host=settings.host, port=settings.port,
+            workers=settings.workers, log_level=settings.log_level, access_log=False,
+            loop="auto", http="auto", lifespan="on",
+            # Client addresses come from api.auth.client_address and LOYALTY_TRUSTED_PROXIES
+            # only; uvicorn's own X-Forwarded-For handling would trust any local caller.
+            proxy_headers=False,
+        )
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    with _services(settings, need_redis=False, create=True) as urls:
+        applied = asyncio.run(migrate(urls.database_url))
+    print("\n".join(applied) if applied else "database is up to date")
+
+
+def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.scheduler import run_scheduler
+
+    with _services(settings, need_redis=False) as urls:
+        if settings.migrate_on_start:
+            asyncio.run(migrate(urls.database_url))
+        asyncio.run(run_scheduler(settings, urls.database_url))
+
+
+def cmd_jobs_list(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.runs import job_statuses
+
+    now = dt.datetime.now(dt.UTC)
+    statuses = _with_connection(settings, lambda conn: job_statuses(conn, settings, now))
+    tz = ZoneInfo(settings.timezone)
+
+    def when(moment: dt.datetime | None) -> str:
+        return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+    rows = [("job", "schedule", "next run", "last run", "outcome")]
+    for job in statuses:
+        last = job.last_run
+        outcome = "running" if job.running else (last.outcome if last else "-")
+        rows.append((job.name, job.schedule or "off", when(job.next_run_at),
+                     when(last.started_at if last else None), outcome))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+    print(f"(times in {settings.timezone})")
+
+
+def cmd_jobs_run(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.catalogue import job_named, make_context
+    from jobs.runs import run_once
+    from jobs.scheduler import JOB_STATEMENT_TIMEOUT_SECONDS
+
+    job = job_named(args.name)
+    if job is None:
+        sys.exit(f"loyalty: no job named {args.name!r}; `loyalty jobs list` names them")
+    now = _as_of(args.now)
+
+    async def run(dsn: str) -> Any:
+        await migrate(dsn)
+        pool = await create_pool(dsn, min_size=1, max_size=2,
+                                 statement_timeout_seconds=JOB_STATEMENT_TIMEOUT_SECONDS)
+        try:
+            return await run_once(make_context(dsn, pool, settings), job, as_of=now)
+        finally:
+            await pool.close()
+
+    with _services(settings, need_redis=False) as urls:
+        done = asyncio.run(run(urls.database_url))
+    counts = ", ".join(f"{name} {value}" for name, value in done.counts.items())
+    print(f"{job.name}: {done.outcome} (run {done.run_id}){': ' + counts if counts else ''}")
+    if done.outcome != "succeeded":
+        sys.exit(f"loyalty: {done.error}")
+
+
+def cmd_staff_create(settings: Settings, args: argparse.Namespace) -> None:
+    import msgspec
+
+    from loyalty.access.staff import create_staff
+    from schemas.admin import StaffCreate
+
+    data = msgspec.convert({"email": args.email, "password": args.password, "role": args.role,
+                            "display_name": args.name or ""}, StaffCreate)
+    password_hash = asyncio.run(_passwords(settings).hash(data.password))
+
+    async def work(conn: Connection) -> Any:
+        return await create_staff(conn, email=data.email, password_hash=password_hash,
+                                  role=data.role, display_name=data.display_name)
+
+    account = _with_connection(settings, work)
+    print(f"staff {account.email} ({account.role}) created: {account.staff_id}")
+
+
+def cmd_staff_deactivate(settings: Settings, args: argparse.Namespace) -> None:
+    from loyalty.access.staff import deactivate_staff
+
+    account = _with_connection(settings, lambda conn: deactivate_staff(conn, args.email))
+    print(f"staff {account.email} deactivated: it can no longer sign in, and its sessions "
+          "have ended on every instance")
+
+
+def cmd_staff_set_role(settings: Settings, args: argparse.Namespace) -> None:
+    from loyalty.access.staff import set_staff_role
+
+    account = _with_connection(settings, lambda conn: set_staff_role(conn, args.email,
+                                                                     args.role))
+    print(f"staff {account.email} is now {account.role}: its sessions have ended, and it "
+          "signs in again to work with the new role")
+
+
+def cmd_terminal_create(settings: Settings, args: argparse.Namespace) -> None:
+    from loyalty.access.stores import create_terminal, ensure_store
+    from schemas.admin import TerminalCreate
+
+    msgspec.convert({"store_code": args.store, "name": args.name or ""}, TerminalCreate)
+
+    async def work(conn: Connection) -> Any:
+        store = await ensure_store(conn, code=args.store, name=args.store_name)
+        return await create_terminal(conn, store=store, name=args.name or "")
+
+    created = _with_connection(settings, work)
+    if args.json:
+        print(json.dumps({"terminal_id": str(created.terminal.terminal_id),
+                          "store": created.terminal.store.code, "api_key": created.api_key}))
+    else:
+        print(f"terminal {created.terminal.terminal_id} for store {created.terminal.store.code}")
+        print(f"API key (shown once, store it now): {created.api_key}")
+
+
+def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> None:
+    from loyalty.ops.demo import seed_demo
+
+    passwords = _passwords(settings)
+    summary = _with_connection(settings, lambda conn: seed_demo(conn, passwords,
+                                                                 settings.default_region),
+                               create=True)
+    print(summary)
+
+
+def cmd_points(settings: Settings, args: argparse.Namespace) -> None:
+    from loyalty.points.history import expire_points, release_points
+
+    now = _as_of(args.now)
+    work = expire_points if args.points_command == "expire" else release_points
+    totals = _in_batches(settings, lambda conn: work(conn, now=now,
+                                                     batch_size=args.batch_size))
+    done = "expired" if args.points_command == "expire" else "released"
+    print(f"{totals['points']} points {done} from {totals['lots']} lots of "
+          f"{totals['members']} members")
+
+
+def cmd_tiers_evaluate(settings: Settings, args: argparse.Namespace) -> None:
+    from loyalty.points.rules import RuleBook
+    from loyalty.points.tiers import evaluate_tiers
+
+    now = _as_of(args.now)
+    totals = _in_batches(settings, lambda conn: evaluate_tiers(
+        conn, rulebook=RuleBook(), now=now, tz=ZoneInfo(settings.timezone),
+        batch_size=args.batch_size))
+    print(f"{totals['members']} members evaluated, {totals['changed']} changed tier")
+
+
+def cmd_rfm_refresh(settings: Settings, args: argparse.Namespace) -> None:
+    from loyalty.insights.rfm import refresh_rfm
+
+    now = _as_of(args.now)
+    window_days = settings.rfm_window_days if args.window_days is None else args.window_days
+    if not 1 <= window_days <= 3650:
+        sys.exit("loyalty: --window-days must be between 1 and 3650")
+    totals = _in_batches(settings, lambda conn: refresh_rfm(conn, now=now,
+                                                            window_days=window_days))
+    print(f"{totals['members']} members scored over {window_days} days, "
+          f"{totals['changed']} rows changed, {totals['removed']} removed")
+
+
+def cmd_campaigns_launch_due(settings: Settings, args: argparse.Namespace) -> None:
+    from loyalty.points.purchases import Programme
+    from loyalty.points.rules import RuleBook
+    from loyalty.promotions.campaigns import launch_due_campaigns
+
+    now = _as_of(args.now)
+    programme = Programme.from_settings(settings)
+
+    launched = _in_batches(settings, lambda conn: launch_due_campaigns(
+        conn, rulebook=RuleBook(), programme=programme, now=now))
+    print(f"{launched} campaigns launched")
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from loyalty.ops.importing import run_import
+
+    with _services(settings, need_redis=False) as urls:
+        summary = asyncio.run(run_import(
+            urls.database_url, args.import_command, Path(args.file),
+            report=Path(args.report) if args.report else None, region=settings.default_region,
+            currency=settings.currency, create_stores=getattr(args, "create_stores", False),
+            batch_size=args.batch_size))
+    print(summary)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loyalty", description=__doc__.splitlines()[0],
+        epilog="With no LOYALTY_DATABASE_URL, every command uses the embedded database in"
+               " LOYALTY_DATA_DIR (by default .loyalty in the project's checkout).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="apply migrations and serve the API").set_defaults(
+        run=cmd_serve)
+    commands.add_parser("migrate", help="apply pending migrations").set_defaults(run=cmd_migrate)
+    commands.add_parser("scheduler", help="run the job scheduler on its own").set_defaults(
+        run=cmd_scheduler)
+
+    jobs = commands.add_parser("jobs", help="scheduled jobs (docs/jobs.md)").add_subparsers(
+        dest="jobs_command", required=True)
+    jobs.add_parser("list", help="each job's schedule, next run and last run").set_defaults(
+        run=cmd_jobs_list)
+    run = jobs.add_parser("run", help="run a job now (refused while it is running)")
+    run.add_argument("name", help="the job, as `loyalty jobs list` names it")
+    run.add_argument("--now", help="the moment to act as of (ISO 8601, default now)")
+    run.set_defaults(run=cmd_jobs_run)
+
+    staff = commands.add_parser("staff", help="staff accounts").add_subparsers(
+        dest="staff_command", required=True)
+    create = staff.add_parser("create", help="create a staff account (the first admin)")
+    create.add_argument("--email", required=True)
+    create.add_argument("--password", required=True)
+    create.add_argument("--role", required=True,
+                        choices=["admin", "marketer", "analyst", "support"])
+    create.add_argument("--name")
+    create.set_defaults(run=cmd_staff_create)
+    deactivate = staff.add_parser("deactivate", help="stop an account signing in and end its "
+                                                     "sessions")
+    deactivate.add_argument("--email", required=True)
+    deactivate.set_defaults(run=cmd_staff_deactivate)
+    set_role = staff.add_parser("set-role", help="change an account's role (ends its sessions)")
+    set_role.add_argument("--email", required=True)
+    set_role.add_argument("--role", required=True,
+                          choices=["admin", "marketer", "analyst", "support"])
+    set_role.set_defaults(run=cmd_staff_set_role)
+
+    terminal = commands.add_parser("terminal", help="store terminals").add_subparsers(
+        dest="terminal_command", required=True)
+    create = terminal.add_parser("create", help="create a terminal key (and its store if new)")
+    create.add_argument("--store", required=True, help="store code")
+    create.add_argument("--store-name", help="name of the store, when it is new")
+    create.add_argument("--name", help="name of the terminal")
+    create.add_argument("--json", action="store_true", help="print JSON")
+    create.set_defaults(run=cmd_terminal_create)
+
+    points = commands.add_parser("points", help="batch work on points").add_subparsers(
+        dest="points_command", required=True)
+    for name, text in [("expire", "expire every lot past its expiry"),
+                       ("release", "release pending points whose return window has passed")]:
+        command = points.add_parser(name, help=text)
+        command.add_argument("--now", help="the moment to act as of (ISO 8601, default now)")
+        command.add_argument("--batch-size", type=int, default=5_000,
+                             help="members per transaction")
+        command.set_defaults(run=cmd_points)
+
+    tiers = commands.add_parser("tiers", help="tier work").add_subparsers(
+        dest="tiers_command", required=True)
+    evaluate = tiers.add_parser("evaluate", help="move every member to the tier they qualify "
+                                                 "for (the period-end job)")
+    evaluate.add_argument("--now", help="the moment to act as of (ISO 8601, default now)")
+    evaluate.add_argument("--batch-size", type=int, default=5_000, help="members per transaction")
+    evaluate.set_defaults(run=cmd_tiers_evaluate)
+
+    rfm = commands.add_parser("rfm", help="RFM scores").add_subparsers(
+        dest="rfm_command", required=True)
+    refresh = rfm.add_parser("refresh", help="recompute every member's RFM scores")
+    refresh.add_argument("--now", help="the moment to score as of (ISO 8601, default now)")
+    refresh.add_argument("--window-days", type=int,
+                         help="days of purchases counted (default LOYALTY_RFM_WINDOW_DAYS)")
+    refresh.set_defaults(run=cmd_rfm_refresh)
+
+    campaigns = commands.add_parser("campaigns", help="campaign work").add_subparsers(
+        dest="campaigns_command", required=True)
+    due = campaigns.add_parser("launch-due", help="launch scheduled campaigns whose start has "
+                                                  "come, and finish interrupted launches")
+    due.add_argument("--now", help="the moment to act as of (ISO 8601, default now)")
+    due.set_defaults(run=cmd_campaigns_launch_due)
+
+    imports = commands.add_parser("import", help="import history from CSV (docs/importing.md)")\
+        .add_subparsers(dest="import_command", required=True)
+    for name, text in [("members", "add members, found again by their external id"),
+                       ("purchases", "add past purchases (earning no points)")]:
+        command = imports.add_parser(name, help=text)
+        command.add_argument("file", help="the CSV file")
+        command.add_argument("--report", help="where to write rejected rows "
+                                              "(default FILE.rejected.csv next to FILE)")
+        command.add_argument("--batch-size", type=int, default=50_000,
+                             help="rows per COPY and per transaction")
+        if name == "purchases":
+            command.add_argument("--create-stores", action="store_true",
+                                 help="create unknown stores from their code, not reject")
+        command.set_defaults(run=cmd_import)
+
+    commands.add_parser("seed-demo", help="a few stores, staff and members to try the API").\
+        set_defaults(run=cmd_seed_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        sys.exit(f"loyalty: {exc.detail}")
+    configure_logging(settings.log_level)
+    try:
+        args.run(settings, args)
+    except LoyaltyError as exc:
+        sys.exit(f"loyalty: {exc.detail}")
+    except msgspec.ValidationError as exc:
+        sys.exit(f"loyalty: {exc}")
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

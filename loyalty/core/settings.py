@@ -1,0 +1,224 @@
+"""Settings: one msgspec Struct read from ``LOYALTY_*`` environment variables, one loader."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+from uuid import UUID
+
+import msgspec
+from msgspec import Meta
+
+from loyalty.core.errors import ConfigurationError
+
+PREFIX = "LOYALTY_"
+
+Port = Annotated[int, Meta(ge=1, le=65535)]
+Positive = Annotated[int, Meta(ge=1)]
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Everything the service reads from its environment. Field ``x`` is ``LOYALTY_X``."""
+
+    # Where things run. No URL means the embedded server under ``data_dir``.
+    database_url: str | None = None
+    redis_url: str | None = None
+    # None: ``default_data_dir()``. A relative path is resolved once, by ``load_settings``, so
+    # every command finds the same directory wherever it is run from.
+    data_dir: str | None = None
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    workers: Annotated[int, Meta(ge=1, le=64)] = 1
+    db_pool_min: Annotated[int, Meta(ge=0)] = 2
+    db_pool_max: Positive = 20
+    statement_timeout_seconds: Annotated[int, Meta(ge=1, le=3600)] = 60
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    migrate_on_start: bool = True
+
+    # Tokens. With no key configured one is generated into ``data_dir`` on first run.
+    jwt_issuer: str = "loyalty"
+    jwt_private_key: str | None = None
+    jwt_previous_public_keys: str | None = None
+    access_token_ttl_seconds: Annotated[int, Meta(ge=30, le=86_400)] = 900
+    refresh_token_ttl_seconds: Annotated[int, Meta(ge=300)] = 30 * 86_400
+    # A session (a refresh-token family) ends this long after its sign-in however often it
+    # is refreshed: a stolen refresh token kept fresh by rotation does not live for ever.
+    session_max_age_seconds: Annotated[int, Meta(ge=300)] = 90 * 86_400
+    argon2_time_cost: Annotated[int, Meta(ge=1, le=20)] = 3
+    argon2_memory_kib: Annotated[int, Meta(ge=8, le=4_194_304)] = 65_536
+    argon2_parallelism: Annotated[int, Meta(ge=1, le=16)] = 4
+
+    # Abuse limits, per minute; counted atomically in Redis.
+    rate_limit_per_minute: Positive = 1200
+    login_rate_limit_per_minute: Positive = 20
+    login_failures_per_account: Positive = 10
+    login_failure_window_seconds: Positive = 900
+    # Member lookups by number or phone per till (a card scan names only who showed it): a
+    # busy till serves a customer a minute or two, so 60 leaves room for typos and retries
+    # while reading the membership through a till takes days, not minutes.
+    terminal_lookups_per_minute: Positive = 60
+    trusted_proxies: tuple[str, ...] = ()
+    max_request_bytes: Annotated[int, Meta(ge=1024, le=100_000_000)] = 1_048_576
+    # Browsers may call the API from these origins (the member web app), e.g.
+    # https://app.example.com; none: no cross-origin calls at all.
+    cors_origins: tuple[Annotated[str, Meta(pattern=r"^https?://[^/\s]+$")], ...] = ()
+
+    # /metrics reveals traffic and business volumes: it answers anyone only when public (a
+    # scraper on a private network), else only with this bearer token, else not at all.
+    metrics_public: bool = False
+    metrics_token: Annotated[str, Meta(min_length=16)] | None = None
+
+    # How long a retry waits for the first request under its Idempotency-Key to finish before
+    # it is answered 409 (in flight, retry later): long enough for an ordinary write to commit
+    # and be replayed, short enough not to hold a client on a bulk one.
+    idempotency_wait_ms: Annotated[int, Meta(ge=1, le=60_000)] = 2000
+
+    # The programme.
+    default_region: Annotated[str, Meta(pattern=r"^[A-Z]{2}$")] = "JP"
+    currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] = "JPY"
+    timezone: str = "Asia/Tokyo"
+    # Attribute keys a member may set on themselves (PATCH /v1/me, sign-up), e.g.
+    # ``newsletter_topics,favourite_store``; every other key is staff's, because segments select
+    # on attributes and a member must not be able to put themselves into one (``vip``). A
+    # setting rather than data: the app ships a field for each key, so the list changes with a
+    # release of the app, not at run time.
+    member_attributes: tuple[str, ...] = ()
+    # RFM frequency and monetary value count purchases of the last N days.
+    rfm_window_days: Annotated[int, Meta(ge=1, le=3650)] = 365
+    # The most points one purchase, and one engagement action, earns whatever the rules say:
+    # a slip in the rules (1,000,000 points per 1) costs at most this much, the trace shows the
+    # ceiling applied, and even at the highest setting a balance would need 9 × 10^9 such
+    # purchases to reach what the ledger's bigint columns hold.
+    max_points_per_purchase: Annotated[int, Meta(ge=1, le=1_000_000_000)] = 1_000_000
+    max_points_per_action: Annotated[int, Meta(ge=1, le=1_000_000_000)] = 10_000
+    # A change of earning rules or tiers that multiplies what the last purchases earn by more
+    # than this is refused until it is sent again with "confirm": true.
+    rule_change_confirm_factor: Annotated[float, Meta(ge=1, le=1_000_000)] = 10.0
+
+    # Scheduled jobs. ``serve`` runs the scheduler too unless this is off (docker-compose runs
+    # it as ``loyalty scheduler`` instead); one instance leads however many run.
+    scheduler: Literal["embedded", "off"] = "embedded"
+    # Overrides of the default schedules: ``name=cron;name=cron``, or ``name=off``.
+    job_schedules: str | None = None
+    # A member with no purchase or engagement for this many business days becomes dormant.
+    dormancy_days: Annotated[int, Meta(ge=1, le=3650)] = 180
+    # A draft campaign whose action and holdout the reactivation job copies for each wave of
+    # newly dormant members; none, and nobody is handed over.
+    reactivation_campaign: UUID | None = None
+    # At risk: days since the last purchase beyond this multiple of the member's own typical
+    # interval between purchases, for members with at least this many purchases.
+    at_risk_multiple: Annotated[float, Meta(gt=1, le=100)] = 2.0
+    at_risk_min_purchases: Annotated[int, Meta(ge=2, le=1000)] = 3
+    # Birthday rewards, once per member per year on their birthday: points and/or a coupon.
+    birthday_points: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
+    birthday_coupon_template: UUID | None = None
+
+    # Analytics: the gross margin LTV is computed with, and what one point is worth in the
+    # programme's currency (for the outstanding liability).
+    ltv_margin: Annotated[float, Meta(gt=0, le=1)] = 0.3
+    point_value: Annotated[float, Meta(ge=0, le=1_000_000)] = 1.0
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve() if self.data_dir else default_data_dir()
+
+
+# The directory that holds the ``loyalty`` package: a source checkout (``make run``, ``make
+# test``) or site-packages (an installed copy).
+_CODE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_data_dir(code_root: Path = _CODE_ROOT) -> Path:
+    """``.loyalty`` in the source checkout the code runs from; for an installed copy, the
+    user's data directory (``$XDG_DATA_HOME/loyalty``, else ``~/.local/share/loyalty``)."""
+    # Not the working directory: a command run from elsewhere would start an empty database
+    # of its own that the running API never sees. One directory per checkout, not per user,
+    # so two checkouts at different migrations never share a database.
+    if (code_root / "pyproject.toml").is_file():
+        return code_root / ".loyalty"
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return base / "loyalty"
+
+
+_TUPLE_FIELDS = {"trusted_proxies", "cors_origins", "member_attributes"}
+# schemas.base.AttributeKey: a declared key that no attribute could have would declare nothing.
+_ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_VARIABLES = {PREFIX + name.upper() for name in Settings.__struct_fields__}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read ``LOYALTY_*`` variables into ``Settings``; a bad value fails naming its variable."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    for name in Settings.__struct_fields__:
+        value = env.get(PREFIX + name.upper())
+        if value is None or value == "":
+            continue
+        if name in _TUPLE_FIELDS:
+            raw[name] = tuple(part.strip() for part in value.split(",") if part.strip())
+        else:
+            raw[name] = value
+    # Exact names: a mis-cased LOYALTY_Port is never read, so it must not pass silently.
+    unknown = sorted(
+        key
+        for key in env
+        if key.startswith(PREFIX) and key not in _VARIABLES
+        and not key.startswith(PREFIX + "TEST_")
+        and not key.startswith(PREFIX + "BENCH_")
+    )
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting {unknown[0]}: see the README's configuration table")
+    raw.update(overrides)
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigurationError(_name_the_variable(str(exc))) from None
+    _check_timezone(settings.timezone)
+    _check_networks(settings.trusted_proxies)
+    if settings.data_dir:
+        settings = msgspec.structs.replace(settings, data_dir=str(settings.data_path))
+    for key in settings.member_attributes:
+        if not _ATTRIBUTE_KEY.match(key):
+            raise ConfigurationError(
+                f"{PREFIX}MEMBER_ATTRIBUTES: {key!r} is not an attribute key (letters, digits,"
+                " '_', '.', '-'; at most 64)")
+    if settings.argon2_memory_kib < 8 * settings.argon2_parallelism:
+        # argon2 itself refuses this, but only at the first password hashed.
+        raise ConfigurationError(
+            f"{PREFIX}ARGON2_MEMORY_KIB: must be at least 8 × {PREFIX}ARGON2_PARALLELISM"
+            f" ({8 * settings.argon2_parallelism})")
+    return settings
+
+
+def _name_the_variable(message: str) -> str:
+    match = re.search(r"at `\$\.(\w+)", message)
+    if not match:
+        return f"invalid settings: {message}"
+    variable = PREFIX + match.group(1).upper()
+    reason = message.split(" - at ")[0]
+    return f"{variable}: {reason}"
+
+
+def _check_networks(entries: tuple[str, ...]) -> None:
+    import ipaddress
+
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigurationError(
+                f"{PREFIX}TRUSTED_PROXIES: {entry!r} is not an address or network") from None
+
+
+def _check_timezone(name: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(f"{PREFIX}TIMEZONE: unknown time zone {name!r}") from None

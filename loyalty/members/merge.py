@@ -1,0 +1,180 @@
+"""Duplicate members: finding the likely ones, and merging one into another.
+
+A merge moves points as transfers, never by rewriting history: the merged-away member's open
+lots are drained by a transfer entry and re-created on the survivor with the same points,
+expiry and release date; the survivor's history shows both members' entries. The merged-away
+record stays as a pointer (status ``merged``, ``merged_into``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from uuid import UUID
+
+import msgspec
+
+from loyalty.access.audit import record_audit
+from loyalty.core.db import Connection
+from loyalty.core.errors import Conflict, InvalidInput, NotFound
+from loyalty.core.ids import uuid7
+from loyalty.members.profiles import MEMBER_COLUMNS, get_member
+from loyalty.points.ledger import Links, Posting, apply_posting
+from loyalty.points.purchases import read_member_ledger
+from schemas.members import DuplicateGroup, Member
+
+# Which members look like the same person, and why. Contacts are unique already; these catch
+# the same person registered twice with different contacts.
+_DUPLICATES = """
+with candidates as (
+    select 'same name and birth date' as reason, array_agg(member_id order by member_id) as ids
+      from members
+     where status in ('active', 'dormant', 'suspended') and birth_date is not null
+     group by name_key, birth_date having count(*) > 1
+    union all
+    select 'same reading and birth date', array_agg(member_id order by member_id)
+      from members
+     where status in ('active', 'dormant', 'suspended') and birth_date is not null
+       and kana_key <> ''
+     group by kana_key, birth_date having count(*) > 1
+    union all
+    select 'same name and postal code', array_agg(member_id order by member_id)
+      from members
+     where status in ('active', 'dormant', 'suspended') and postal_code is not null
+     group by name_key, postal_code having count(*) > 1
+    union all
+    -- taro+shop@example.com and taro@example.com reach the same mailbox.
+    select 'same mailbox', array_agg(member_id order by member_id)
+      from members
+     where status in ('active', 'dormant', 'suspended') and email is not null
+     group by regexp_replace(email, '\\+[^@]*@', '@') having count(*) > 1
+    union all
+    -- Different e-mails that look the same (Unicode TR39 skeletons, migration 0016):
+    -- taro@demo.example, and the same with a Cyrillic а.
+    select 'look-alike e-mail', array_agg(member_id order by member_id)
+      from members
+     where status in ('active', 'dormant', 'suspended') and email_skeleton is not null
+     group by email_skeleton having count(*) > 1
+    union all
+    -- Names written differently that look the same: 田口 and 田ロ (katakana ro), Latin and
+    -- Cyrillic letters mixed. Members who share one name are the rules above (with a birth date
+    -- or a postal code), not this one.
+    select 'look-alike name', array_agg(member_id order by member_id)
+      from members
+     where status in ('active', 'dormant', 'suspended') and name_skeleton is not null
+     group by name_skeleton having count(distinct name_key) > 1
+), firsts as (
+    -- A page holds every group of the members it covers: the cursor is a member id.
+    select distinct ids[1] as first from candidates
+     where $1::uuid is null or ids[1] > $1
+     order by first
+     limit $2
+)
+select reason, ids from candidates
+ where ids[1] in (select first from firsts)
+ order by ids[1], reason
+"""
+
+
+async def find_duplicates(
+    conn: Connection, *, limit: int = 50, after: UUID | None = None
+) -> tuple[list[DuplicateGroup], UUID | None]:
+    """Groups of members that may be one person, by the first member id of each group:
+    ``limit`` such members a page, each with all of their groups."""
+    rows = await conn.fetch(_DUPLICATES, after, limit + 1)
+    firsts = list(dict.fromkeys(row["ids"][0] for row in rows))
+    rows = [row for row in rows if row["ids"][0] in firsts[:limit]]
+    ids = sorted({member_id for row in rows for member_id in row["ids"]})
+    members = {
+        row["member_id"]: msgspec.convert(dict(row), Member)
+        for row in await conn.fetch(
+            f"select {MEMBER_COLUMNS} from members where member_id = any($1::uuid[])", ids)
+    }
+    groups = [DuplicateGroup(reason=row["reason"], members=[members[i] for i in row["ids"]])
+              for row in rows]
+    next_after = firsts[limit - 1] if len(firsts) > limit else None
+    return groups, next_after
+
+
+async def merge_members(
+    conn: Connection, *, survivor_id: UUID, merged_id: UUID, staff_id: UUID, now: dt.datetime,
+) -> Member:
+    """Merge ``merged_id`` into ``survivor_id``: points, lifetime totals and consents move; the
+    merged member can no longer sign in and answers with a pointer to the survivor."""
+    if survivor_id == merged_id:
+        raise InvalidInput("a member cannot be merged into themselves", field="from_member_id")
+    async with conn.transaction():
+        # Both balance rows locked in member order, as every multi-member writer does.
+        locked = await conn.fetch(
+            "select member_id from point_balances where member_id = any($1::uuid[])"
+            " order by member_id for update",
+            [survivor_id, merged_id])
+        if len(locked) != 2:
+            raise NotFound("no such member", field="member_id", code="member_not_found")
+        survivor = await read_member_ledger(conn, survivor_id)
+        merged = await read_member_ledger(conn, merged_id)
+        if survivor.member_id != survivor_id or merged.member_id != merged_id:
+            raise Conflict("one of these members is already merged", code="already_merged")
+
+        outgoing = Posting(merged, now)
+        incoming = Posting(survivor, now)
+        moved = outgoing.drain(
+            kind="transfer", reason=f"Points moved to member {survivor.member_number}",
+            source="merge", links=Links(related_member_id=survivor_id, staff_id=staff_id))
+        total = sum(lot.remaining for lot in moved)
+        in_entry = uuid7()
+        for lot in moved:
+            incoming.earn(kind="transfer", points=lot.remaining,
+                          reason=f"Points of merged member {merged.member_number}",
+                          source="merge", links=Links(related_member_id=merged_id,
+                                                      staff_id=staff_id),
+                          earned_at=lot.earned_at, available_at=lot.available_at,
+                          expires_at=lot.expires_at,
+                          origin_lot_id=lot.origin_lot_id or lot.lot_id, entry_id=in_entry)
+        # Lifetime totals and purchase count follow the person, so bonuses stay right.
+        incoming.earned += merged.lifetime_earned
+        incoming.redeemed += merged.lifetime_redeemed
+        incoming.expired += merged.lifetime_expired + outgoing.expired
+        incoming.purchases += merged.purchase_count
+        await apply_posting(conn, outgoing)
+        await apply_posting(conn, incoming)
+
+        # The status history (migration 0010) records the change; this says why.
+        await conn.execute("select set_config('loyalty.status_reason', 'merge', true)")
+        await conn.execute(
+            """
+            update members set status = 'merged', merged_into = $2, status_changed_at = $3,
+                               updated_at = $3
+             where member_id = $1
+            """,
+            merged_id, survivor_id, now)
+        # A consent the survivor was never asked about takes the merged member's answer.
+        await conn.execute(
+            """
+            insert into member_consents (member_id, purpose, granted, text_version, channel,
+                                         actor_kind, actor_id, recorded_at)
+            select $1, c.purpose, c.granted, c.text_version, 'staff', 'staff', $3, $4
+              from (select distinct on (purpose) purpose, granted, text_version
+                      from member_consents where member_id = $2
+                     order by purpose, recorded_at desc, consent_id desc) c
+             where not exists (select 1 from member_consents s
+                                where s.member_id = $1 and s.purpose = c.purpose)
+            """,
+            survivor_id, merged_id, staff_id, now)
+        # Unused wallet coupons move too, except a second one from an issue the survivor
+        # already had a coupon of: one person, one coupon per issue.
+        await conn.execute(
+            """
+            update member_coupons c set member_id = $1
+             where c.member_id = $2 and c.redeemed_at is null
+               and not exists (select 1 from member_coupons s
+                                where s.member_id = $1 and s.issue_id = c.issue_id)
+            """,
+            survivor_id, merged_id)
+        await conn.execute(
+            "update refresh_tokens set revoked_at = $2 where member_id = $1 and revoked_at is null",
+            merged_id, now)
+        await record_audit(conn, actor_kind="staff", actor_id=staff_id, action="members.merge",
+                           subject_kind="member", subject_id=survivor_id,
+                           details={"merged": str(merged_id), "points": total})
+    return await get_member(conn, survivor_id)
+

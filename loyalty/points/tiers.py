@@ -1,0 +1,219 @@
+"""Tiers: which level a qualifying measure reaches, over which window, and the period-end
+evaluation that moves members down (and up) to exactly what they qualify for.
+
+Upgrades happen inside the purchase that crosses a threshold (``loyalty.points.purchases``), in the
+same statement as its points. Downgrades happen only here, at period end, never below what the
+member qualifies for: the level reached by the period just ended, or by the current period so
+far, whichever is higher.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from loyalty.core.db import Connection
+from loyalty.core.errors import InvalidInput
+from loyalty.points.earning import _add_months, _midnight, business_date
+from loyalty.points.rules import RuleBook
+from schemas.rules import MemberTier, NextTier, Tier, TierChange, TierProgram, TierView
+
+# -- pure ------------------------------------------------------------------------------------
+
+
+def current_window_start(program: TierProgram, now: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    """Start of the window the measure accumulates in now: the business day after the same date
+    12 months ago (rolling), or 1 January of this business year (calendar)."""
+    today = business_date(now, tz)
+    if program.period == "calendar_year":
+        return _midnight(dt.date(today.year, 1, 1), tz)
+    return _midnight(_add_months(today, -12) + dt.timedelta(days=1), tz)
+
+
+def previous_period(program: TierProgram, now: dt.datetime,
+                    tz: ZoneInfo) -> tuple[dt.datetime, dt.datetime] | None:
+    """The calendar year that ended last, for a calendar-year programme; a rolling programme
+    has no previous period apart from its window."""
+    if program.period != "calendar_year":
+        return None
+    year = business_date(now, tz).year
+    return _midnight(dt.date(year - 1, 1, 1), tz), _midnight(dt.date(year, 1, 1), tz)
+
+
+def tier_for(program: TierProgram, measure: int) -> Tier | None:
+    """The highest level whose threshold ``measure`` reaches, or None below the first."""
+    reached = None
+    for level in program.levels:
+        if measure >= level.threshold:
+            reached = level
+    return reached
+
+
+def rank(program: TierProgram, code: str | None) -> int:
+    """0 for no tier, 1 for the lowest level... a code no longer in the programme is 0."""
+    for index, level in enumerate(program.levels, start=1):
+        if level.code == code:
+            return index
+    return 0
+
+
+def next_level(program: TierProgram, measure: int) -> Tier | None:
+    for level in program.levels:
+        if measure < level.threshold:
+            return level
+    return None
+
+
+# -- measures in SQL -------------------------------------------------------------------------
+
+# The qualifying measure of member $1 (and of members merged into them) from $2 to $3.
+# As one array, so each member's rows are found by index (an ``or`` of two conditions on
+# member_id would not be).
+_FAMILY = """any(array(select {member}::uuid union all
+                  select mm.member_id from members mm where mm.merged_into = {member}))"""
+
+SPEND_SQL = """
+coalesce((select sum(p.total - p.returned_amount) from purchases p
+           where p.member_id = """ + _FAMILY + """
+             and p.occurred_at >= {start} and p.occurred_at < {end}), 0)"""
+
+# Points earned by purchases and engagement; bulk grants (campaign bonuses, goodwill) are
+# given, not earned, and do not qualify.
+POINTS_SQL = """
+coalesce((select sum(e.amount) from point_entries e
+           where e.member_id = """ + _FAMILY + """
+             and e.created_at >= {start} and e.created_at < {end} and e.grant_id is null
+             and (e.kind = 'earn' or (e.kind = 'reverse' and e.amount < 0))), 0)"""
+
+
+def measure_sql(program: TierProgram, member: str, start: str, end: str) -> str:
+    template = SPEND_SQL if program.measure == "spend" else POINTS_SQL
+    return template.format(member=member, start=start, end=end)
+
+
+# -- evaluation at period end ----------------------------------------------------------------
+
+# A batch is locked first (balances, member order), then measured from a fresh snapshot, so a
+# purchase cannot upgrade a member between the measure and the update.
+_LOCK_BATCH = """
+select member_id from point_balances where member_id > $1 order by member_id limit $2
+   for update
+"""
+
+_EVALUATE = """
+with batch as (
+    select b.member_id, b.tier from point_balances b where b.member_id = any($1::uuid[])
+), measured as (
+    select batch.member_id, batch.tier, {current} as current_measure,
+           {previous} as previous_measure
+      from batch
+), qualified as (
+    select member_id, tier, current_measure, previous_measure,
+           (select t.code from unnest($4::text[], $5::int8[]) as t(code, threshold)
+             where t.threshold <= greatest(current_measure, previous_measure)
+             order by t.threshold desc limit 1) as new_tier
+      from measured
+), changed as (
+    update point_balances b
+       set tier = q.new_tier, tier_since = $6, version = b.version + 1, updated_at = $6
+      from qualified q
+     where b.member_id = q.member_id and b.tier is distinct from q.new_tier
+    returning b.member_id, q.tier as from_tier, q.new_tier as to_tier,
+              greatest(q.current_measure, q.previous_measure) as measure
+), history as (
+    insert into member_tiers (member_id, change_id, from_tier, to_tier, reason, measure,
+                              changed_at)
+    select member_id, uuid_v7(), from_tier, to_tier, 'period-end evaluation', measure, $6
+      from changed
+)
+select count(*) as changed from changed
+"""
+
+
+async def evaluate_tiers(
+    conn: Connection, *, rulebook: RuleBook, now: dt.datetime, tz: ZoneInfo,
+    batch_size: int = 5_000,
+) -> dict[str, int]:
+    """Set every member's tier to exactly what they qualify for at ``now``: the higher of the
+    level reached in the period just ended (calendar programmes) and in the current window so
+    far. Idempotent: run twice on the same day, the second run changes nothing. Batched by
+    member id, each batch one transaction; balances are locked by the update, in member order."""
+    current = await conn.fetchval("select coalesce(max(version), 0) from earning_rule_versions")
+    _, rules = await rulebook.at(conn, current)
+    program = rules.tiers
+    start = current_window_start(program, now, tz)
+    previous = previous_period(program, now, tz)
+    sql = _EVALUATE.format(
+        current=measure_sql(program, "batch.member_id", "$2", "$3"),
+        previous=measure_sql(program, "batch.member_id", "$7", "$8") if previous else "0",
+    )
+    codes = [level.code for level in program.levels]
+    thresholds = [level.threshold for level in program.levels]
+    totals = {"members": 0, "changed": 0}
+    after = UUID(int=0)
+    previous_args = (previous[0], previous[1]) if previous else ()
+    while True:
+        async with conn.transaction():
+            members = [r["member_id"] for r in await conn.fetch(_LOCK_BATCH, after, batch_size)]
+            if not members:
+                return totals
+            changed = await conn.fetchval(sql, members, start, now, codes, thresholds, now,
+                                          *previous_args)
+        totals["members"] += len(members)
+        totals["changed"] += int(changed)
+        after = members[-1]
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+async def check_tier_coupons(conn: Connection, program: TierProgram) -> None:
+    """Every coupon a tier grants must name an active template."""
+    wanted = [level.coupon_template_id for level in program.levels if level.coupon_template_id]
+    if not wanted:
+        return
+    active = {row["template_id"] for row in await conn.fetch(
+        "select template_id from coupon_templates where template_id = any($1::uuid[])"
+        " and active", wanted)}
+    for index, level in enumerate(program.levels):
+        if level.coupon_template_id and level.coupon_template_id not in active:
+            raise InvalidInput(f"tier {level.code}: no active coupon template "
+                               f"{level.coupon_template_id}",
+                               field=f"levels[{index}].coupon_template_id",
+                               code="coupon_template_not_found")
+
+
+async def member_tier(
+    conn: Connection, member_id: UUID, *, rulebook: RuleBook, tz: ZoneInfo, now: dt.datetime,
+) -> MemberTier:
+    """The member's tier, the measure so far in the current window, and the next level."""
+    from loyalty.points.purchases import read_member_ledger
+
+    ledger = await read_member_ledger(conn, member_id)
+    _, rules = await rulebook.at(conn, ledger.rules_version)
+    program = rules.tiers
+    start = current_window_start(program, now, tz)
+    measure = int(await conn.fetchval(
+        "select " + measure_sql(program, "$1::uuid", "$2", "$3"), ledger.member_id, start, now))
+    rows = await conn.fetch(
+        """
+        select from_tier, to_tier, reason, measure, changed_at from member_tiers
+         where member_id = $1 order by changed_at desc, change_id desc limit 50
+        """,
+        ledger.member_id)
+    current = next((t for t in program.levels if t.code == ledger.tier), None)
+    upcoming = next((t for t in program.levels
+                     if rank(program, t.code) > rank(program, ledger.tier)
+                     and t.threshold > measure), None)
+    return MemberTier(
+        tier=TierView(code=current.code, name=current.name,
+                      multiplier_percent=current.multiplier_percent) if current else None,
+        since=ledger.tier_since if current else None, measure=measure,
+        measure_kind=program.measure, period=program.period, window_start=start,
+        next=NextTier(code=upcoming.code, name=upcoming.name, threshold=upcoming.threshold,
+                      remaining=upcoming.threshold - measure) if upcoming else None,
+        history=[msgspec.convert(dict(row), TierChange) for row in rows],
+    )
