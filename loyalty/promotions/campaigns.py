@@ -21,8 +21,8 @@ import msgspec
 
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, InvalidInput, NotFound
+from loyalty.core.paging import newest_first
 from loyalty.members.filter import REACHABLE, MemberFilter
-from loyalty.members.profiles import newest_first
 from loyalty.points.grants import create_grant, run_grant
 from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook

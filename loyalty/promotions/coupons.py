@@ -20,8 +20,8 @@ import msgspec
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, InvalidInput, NotFound
 from loyalty.core.ids import uuid7
+from loyalty.core.paging import decode_cursor, encode_cursor
 from loyalty.members.filter import REACHABLE, MemberFilter
-from loyalty.members.profiles import decode_cursor, encode_cursor
 from loyalty.promotions.codes import display, generate_codes, is_well_formed, normalize_code
 from schemas.base import Page
 from schemas.coupons import (

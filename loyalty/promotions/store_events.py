@@ -10,8 +10,6 @@ the attendance action and the points commit in one statement with the till's ide
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +24,7 @@ from loyalty.core.errors import Conflict, InvalidInput, NotFound, PermissionDeni
 from loyalty.core.idempotency import Idempotency
 from loyalty.core.ids import uuid7
 from loyalty.core.normalize import normalize_text
+from loyalty.core.paging import decode_parts, encode_parts, invalid_cursor
 from loyalty.members.filter import REACHABLE, MemberFilter
 from loyalty.points.earning import business_date, expires_at
 from loyalty.points.ledger import (
@@ -61,24 +60,6 @@ def _cancelled() -> Conflict:
 
 def _ended() -> Conflict:
     return Conflict("this event has ended", field="event_id", code="event_ended")
-
-
-# -- cursors ---------------------------------------------------------------------------------
-
-
-def _encode_cursor(*parts: str) -> str:
-    return base64.urlsafe_b64encode("|".join(parts).encode()).rstrip(b"=").decode()
-
-
-def _decode_cursor(cursor: str, count: int) -> list[str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("cursor is not valid", field="cursor") from None
-    parts = raw.split("|")
-    if len(parts) != count:
-        raise InvalidInput("cursor is not valid", field="cursor")
-    return parts
 
 
 def _instant(text: str) -> dt.datetime:
@@ -157,11 +138,11 @@ async def list_events(
     """Events latest start first, one keyset page at a time."""
     after: tuple[dt.datetime, UUID] | None = None
     if cursor is not None:
-        starts, event_id = _decode_cursor(cursor, 2)
+        starts, event_id = decode_parts(cursor, 2)
         try:
             after = _instant(starts), UUID(event_id)
         except ValueError:
-            raise InvalidInput("cursor is not valid", field="cursor") from None
+            raise invalid_cursor() from None
     rows = await conn.fetch(
         f"""
         select {_EVENT_COLUMNS}
@@ -175,7 +156,7 @@ async def list_events(
     next_cursor = None
     if len(rows) > limit:
         last = items[-1]
-        next_cursor = _encode_cursor(last.starts_at.isoformat(), str(last.event_id))
+        next_cursor = encode_parts(last.starts_at.isoformat(), str(last.event_id))
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -317,12 +298,12 @@ async def my_events(
     ones latest first, each with the member's reservation and check-in."""
     after: tuple[bool, dt.datetime, UUID] | None = None
     if cursor is not None:
-        at, past, starts, event_id = _decode_cursor(cursor, 4)
+        at, past, starts, event_id = decode_parts(cursor, 4)
         try:
             now = _instant(at)
             after = past == "past", _instant(starts), UUID(event_id)
         except ValueError:
-            raise InvalidInput("cursor is not valid", field="cursor") from None
+            raise invalid_cursor() from None
     rows = await conn.fetch(
         _MY_EVENTS, member_id, now, after[0] if after else None, after[1] if after else None,
         after[2] if after else None, limit + 1,
@@ -332,7 +313,7 @@ async def my_events(
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_cursor = _encode_cursor(now.isoformat(), "past" if last["past"] else "upcoming",
+        next_cursor = encode_parts(now.isoformat(), "past" if last["past"] else "upcoming",
                                      last["starts_at"].isoformat(), str(last["event_id"]))
     return Page(items=items, next_cursor=next_cursor)
 
