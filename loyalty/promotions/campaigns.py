@@ -26,7 +26,7 @@ from loyalty.members.filter import REACHABLE, MemberFilter
 from loyalty.points.grants import create_grant, run_grant
 from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook
-from loyalty.promotions.coupons import issue_to_members
+from loyalty.promotions.coupon_wallet import issue_to_members
 from loyalty.promotions.segments import segment_filter
 from loyalty.promotions.store_events import invite_members
 from schemas.base import Page
