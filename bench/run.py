@@ -39,8 +39,9 @@ import msgspec
 from asyncpg.connection import LoggedQuery
 
 from bench.load import load
-from loyalty.access.auth import TokenSigner, load_or_create_signing_key, start_session
+from loyalty.access.sessions import start_session
 from loyalty.access.stores import create_terminal, ensure_store
+from loyalty.access.tokens import TokenSigner, load_or_create_signing_key
 from loyalty.core.db import Connection, init_connection, recreate_database, with_database
 from loyalty.core.embedded import service_urls
 from loyalty.core.ids import uuid7

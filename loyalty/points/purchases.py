@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import msgspec
 
-from loyalty.access.auth import TerminalPrincipal
+from loyalty.access.principals import TerminalPrincipal
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, InsufficientPoints, InvalidInput, NotFound
 from loyalty.core.idempotency import Idempotency

@@ -17,7 +17,7 @@ from uuid import UUID
 
 import msgspec
 
-from loyalty.access.auth import TerminalPrincipal
+from loyalty.access.principals import TerminalPrincipal
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, NotFound, PermissionDenied
 from loyalty.core.idempotency import Idempotency
