@@ -13,7 +13,9 @@ from litestar.params import QueryParameter
 from api.auth import staff_with
 from api.deps import Db, Svc, provide_ledger_conn, provide_services, utc_now
 from api.params import BusinessDay
-from loyalty.insights.kpis import cohorts, kpis, parse_month, rfm_distribution
+from loyalty.insights.cohorts import cohorts, parse_month
+from loyalty.insights.kpis import kpis
+from loyalty.insights.rfm import rfm_distribution
 from schemas.analytics import Cohorts, Kpis, RfmDistribution
 from schemas.base import Day, whole
 

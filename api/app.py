@@ -36,9 +36,11 @@ from api.sessions import SessionController
 from api.tiers import TiersController
 from jobs.catalogue import make_context, schedules
 from jobs.scheduler import JOB_STATEMENT_TIMEOUT_SECONDS, run_scheduler
-from loyalty.access.auth import Passwords, TerminalKeys, TokenSigner, load_or_create_signing_key
+from loyalty.access.passwords import Passwords
 from loyalty.access.ratelimit import RateLimiter
 from loyalty.access.revocation import Revocations
+from loyalty.access.terminal_keys import TerminalKeys
+from loyalty.access.tokens import TokenSigner, load_or_create_signing_key
 from loyalty.core.db import create_pool
 from loyalty.core.logs import configure_logging
 from loyalty.core.settings import Settings, load_settings

@@ -19,13 +19,8 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import services_of
-from loyalty.access.auth import (
-    MemberPrincipal,
-    Principal,
-    StaffPrincipal,
-    TerminalPrincipal,
-    is_api_key,
-)
+from loyalty.access.principals import MemberPrincipal, Principal, StaffPrincipal, TerminalPrincipal
+from loyalty.access.terminal_keys import is_api_key
 from loyalty.core.errors import AuthenticationFailed, PermissionDenied, RateLimited
 
 # Guards are coroutines: litestar runs a plain-function guard on a worker thread, a thread

@@ -27,15 +27,14 @@ from api.params import Cursor, Limit
 from loyalty.access.audit import record_audit
 from loyalty.core.errors import InvalidInput
 from loyalty.members.filter import MemberFilter
-from loyalty.promotions.coupons import (
+from loyalty.promotions.coupon_templates import (
     create_template,
     generate_code_batch,
     get_template,
-    issue_coupons,
     list_templates,
     update_template,
-    wallet,
 )
+from loyalty.promotions.coupon_wallet import issue_coupons, wallet
 from loyalty.promotions.segments import segment_filter
 from schemas.base import Page
 from schemas.coupons import (

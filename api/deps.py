@@ -13,17 +13,12 @@ from litestar.datastructures import State
 from litestar.di import Dependency
 
 from jobs.catalogue import JobContext
-from loyalty.access.auth import (
-    MemberPrincipal,
-    Passwords,
-    Principal,
-    StaffPrincipal,
-    TerminalKeys,
-    TerminalPrincipal,
-    TokenSigner,
-)
+from loyalty.access.passwords import Passwords
+from loyalty.access.principals import MemberPrincipal, Principal, StaffPrincipal, TerminalPrincipal
 from loyalty.access.ratelimit import RateLimiter
 from loyalty.access.revocation import Revocations
+from loyalty.access.terminal_keys import TerminalKeys
+from loyalty.access.tokens import TokenSigner
 from loyalty.core.db import Connection, Pool
 from loyalty.core.settings import Settings
 from loyalty.points.purchases import Programme

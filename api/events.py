@@ -33,16 +33,8 @@ from api.params import Cursor, Limit
 from api.pos import written_once
 from loyalty.access.audit import record_audit
 from loyalty.core.idempotency import Idempotency
-from loyalty.promotions.store_events import (
-    cancel_reservation,
-    check_in,
-    create_event,
-    get_event,
-    list_events,
-    my_events,
-    reserve_seat,
-    update_event,
-)
+from loyalty.promotions.event_seats import cancel_reservation, check_in, my_events, reserve_seat
+from loyalty.promotions.store_events import create_event, get_event, list_events, update_event
 from schemas.base import Page
 from schemas.events import CheckedIn, CheckIn, Event, EventCreate, EventUpdate, MyEvent, Reservation
 

@@ -47,7 +47,7 @@ from litestar.params import HeaderParameter
 from litestar.serialization import encode_json, get_serializer
 
 from api.deps import services_of
-from loyalty.access.auth import MemberPrincipal, Principal, StaffPrincipal, TerminalPrincipal
+from loyalty.access.principals import MemberPrincipal, Principal, StaffPrincipal, TerminalPrincipal
 from loyalty.core.db import Connection
 from loyalty.core.idempotency import (
     Idempotency,

@@ -20,7 +20,7 @@ from litestar.enums import ScopeType
 from litestar.types import Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
 
-from loyalty.access.auth import MemberPrincipal, StaffPrincipal, TerminalPrincipal
+from loyalty.access.principals import MemberPrincipal, StaffPrincipal, TerminalPrincipal
 from loyalty.core.ids import uuid7
 from loyalty.core.logs import REQUEST_ID
 

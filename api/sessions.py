@@ -11,7 +11,7 @@ from litestar.params import JSONBody
 
 from api.auth import client_address
 from api.deps import Db, Svc, provide_conn, provide_services
-from loyalty.access.auth import (
+from loyalty.access.sessions import (
     access_token,
     revoke_refresh_token_family,
     rotate_refresh_token,

@@ -26,7 +26,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import msgspec
 
-from loyalty.access.auth import Passwords, load_or_create_signing_key
+from loyalty.access.passwords import Passwords
+from loyalty.access.tokens import load_or_create_signing_key
 from loyalty.core.db import Connection, create_pool, init_connection, migrate, transaction
 from loyalty.core.embedded import ServiceUrls, export, service_urls
 from loyalty.core.errors import ConfigurationError, LoyaltyError

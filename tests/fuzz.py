@@ -27,7 +27,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from loyalty.access.auth import Passwords
+from loyalty.access.passwords import Passwords
 from loyalty.access.staff import create_staff
 from loyalty.access.stores import create_terminal, ensure_store
 from loyalty.core.db import drop_database, recreate_database

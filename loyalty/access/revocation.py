@@ -33,7 +33,7 @@ from uuid import UUID
 
 import asyncpg
 
-from loyalty.access.auth import MemberPrincipal, StaffPrincipal
+from loyalty.access.principals import MemberPrincipal, StaffPrincipal
 from loyalty.core.db import Pool
 from loyalty.core.errors import AuthenticationFailed
 

@@ -8,7 +8,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from loyalty.access.auth import new_api_key
+from loyalty.access.terminal_keys import new_api_key
 from loyalty.core.db import Connection, fetch_returning
 from loyalty.core.errors import Conflict, NotFound
 from loyalty.core.normalize import normalize_text

@@ -1,6 +1,7 @@
 """Analytics: the KPIs marketing steers by (members, repeat rate, churn, order value, purchase
-frequency, LTV, points and their liability), the RFM distribution with named segments, and the
-retention of monthly join cohorts. Definitions, with the reasons for each: docs/analytics.md.
+frequency, LTV, points and their liability). The RFM distribution with named segments is in
+``loyalty.insights.rfm``, the retention of monthly join cohorts in ``loyalty.insights.cohorts``.
+Definitions, with the reasons for each: docs/analytics.md.
 
 Time. A period is business days in the programme's time zone, ``[from 00:00, to + 1 00:00)``.
 A figure "at" a moment counts what was true just before it. A member's status at a past moment
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import get_args
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -39,18 +39,11 @@ from asyncpg.transaction import Transaction
 from loyalty.core.db import Connection
 from loyalty.core.errors import InvalidInput
 from schemas.analytics import (
-    Cohort,
-    CohortMonth,
-    Cohorts,
     Kpis,
     LtvKpis,
     MemberKpis,
     PointKpis,
     PurchaseKpis,
-    RfmCell,
-    RfmDistribution,
-    RfmSegment,
-    RfmSegmentName,
 )
 
 # Three years, one of them a leap year: long enough for year-on-year views, short enough that a
@@ -58,7 +51,6 @@ from schemas.analytics import (
 MAX_PERIOD_DAYS = 3 * 365 + 1
 # Before any loyalty programme kept records, and well inside what every layer can represent.
 EARLIEST_DAY = dt.date(1900, 1, 1)
-MAX_COHORT_MONTHS = 120
 YEAR_DAYS = 365
 # A snapshot reads every member and a day of entries: batch work, which the pool's statement
 # timeout (meant for interactive queries) would cut off on a large programme.
@@ -85,7 +77,7 @@ def check_period(first: dt.date, last: dt.date, *, today: dt.date) -> int:
     return days
 
 
-def _one_view(conn: Connection) -> Transaction:
+def one_view(conn: Connection) -> Transaction:
     """A repeatable-read transaction, so that every statement of a computation sees the same
     moment and the figures agree with each other; inside a caller's transaction, a savepoint
     (the caller chose the isolation)."""
@@ -94,7 +86,8 @@ def _one_view(conn: Connection) -> Transaction:
     return conn.transaction(isolation="repeatable_read")
 
 
-def _ratio(numerator: float, denominator: float) -> float | None:
+def ratio(numerator: float, denominator: float) -> float | None:
+    """A share or an average; None (null on the wire) when there is nothing to divide by."""
     return numerator / denominator if denominator else None
 
 
@@ -264,7 +257,7 @@ async def snapshot_kpis(conn: Connection, *, day: dt.date, tz: ZoneInfo,
     as its ``kpi_daily`` row; returns them, with ``changed`` 1 if the row was written, 0 if it
     already held exactly these. Call it for a day that has ended (the job: yesterday)."""
     start, end = day_start(day, tz), day_start(day + dt.timedelta(days=1), tz)
-    async with _one_view(conn):
+    async with one_view(conn):
         await conn.execute(_SNAPSHOT_TIMEOUT)
         stocks = await _stocks(conn, end, end, point_value)
         flows = await _flows(conn, start, end, tz)
@@ -295,7 +288,7 @@ async def kpis(conn: Connection, *, first: dt.date, last: dt.date, tz: ZoneInfo,
     days = check_period(first, last, today=today)
     # A period that ends today ends now.
     start, end = day_start(first, tz), min(day_start(last + dt.timedelta(days=1), tz), now)
-    async with _one_view(conn):
+    async with one_view(conn):
         snapshots: dict[dt.date, asyncpg.Record] = {
             row["day"]: row for row in await conn.fetch(
                 _SNAPSHOTS, first, min(last, today - dt.timedelta(days=1)), tz.key)}
@@ -310,9 +303,9 @@ async def kpis(conn: Connection, *, first: dt.date, last: dt.date, tz: ZoneInfo,
         assert buyers is not None
     purchasers, repeaters = int(buyers["purchasers"]), int(buyers["repeat_purchasers"])
     orders, revenue = flows["orders"], flows["sales"] - flows["returns"]
-    churn = _ratio(stocks["churned"], stocks["active_at_start"])
-    aov = _ratio(revenue, orders)
-    frequency = _ratio(orders, purchasers)
+    churn = ratio(stocks["churned"], stocks["active_at_start"])
+    aov = ratio(revenue, orders)
+    frequency = ratio(orders, purchasers)
     redeemed, expired = flows["points_redeemed"], flows["points_expired"]
     return Kpis(
         from_=first, to=last, days=days, as_of=now, snapshot_days=len(snapshots),
@@ -324,7 +317,7 @@ async def kpis(conn: Connection, *, first: dt.date, last: dt.date, tz: ZoneInfo,
             churned=stocks["churned"], churn_rate=churn),
         purchases=PurchaseKpis(
             orders=orders, purchasers=purchasers, repeat_purchasers=repeaters,
-            repeat_rate=_ratio(repeaters, purchasers), sales=flows["sales"],
+            repeat_rate=ratio(repeaters, purchasers), sales=flows["sales"],
             returns=flows["returns"], revenue=revenue, average_order_value=aov,
             purchase_frequency=frequency),
         ltv=lifetime_value(average_order_value=aov, purchase_frequency=frequency,
@@ -333,7 +326,7 @@ async def kpis(conn: Connection, *, first: dt.date, last: dt.date, tz: ZoneInfo,
             issued=flows["points_issued"], redeemed=redeemed, expired=expired,
             outstanding=stocks["points_outstanding"],
             liability_value=stocks["liability_value"],
-            breakage_rate=_ratio(expired, expired + redeemed)),
+            breakage_rate=ratio(expired, expired + redeemed)),
     )
 
 
@@ -349,185 +342,3 @@ def lifetime_value(*, average_order_value: float | None, purchase_frequency: flo
         value = average_order_value * margin * per_year * lifetime
     return LtvKpis(value=value, margin=margin, purchases_per_year=per_year,
                    annual_churn_rate=annual_churn, expected_lifetime_years=lifetime)
-
-
-# -- RFM -------------------------------------------------------------------------------------
-
-# The named segment of every (recency score, frequency score) pair: the usual RFM grid, with
-# monetary value left out (it follows frequency closely, and two scores make a grid a person can
-# read at a glance). Rows: recency score R, 5 = bought most recently; columns: frequency score
-# F, 5 = bought most often. Read at import into RFM_GRID, which refuses a name outside the
-# segments or a cell named twice or not at all; tests/loyalty/insights/test_kpis.py checks the
-# grid against the segments' usual definitions.
-_RFM_GRID_TABLE = """
-        F=1             F=2                  F=3                  F=4        F=5
-R=5     new             potential_loyalists  potential_loyalists  champions  champions
-R=4     promising       potential_loyalists  potential_loyalists  loyal      loyal
-R=3     about_to_sleep  about_to_sleep       need_attention       loyal      loyal
-R=2     hibernating     hibernating          at_risk              at_risk    cannot_lose_them
-R=1     lost            lost                 at_risk              at_risk    cannot_lose_them
-"""
-# Best first, as they are listed.
-RFM_SEGMENTS: tuple[RfmSegmentName, ...] = get_args(RfmSegmentName)
-
-
-def _read_grid(table: str) -> dict[tuple[int, int], RfmSegmentName]:
-    header, *rows = (line.split() for line in table.strip().splitlines())
-    grid: dict[tuple[int, int], RfmSegmentName] = {}
-    for label, *names in rows:
-        for heading, name in zip(header, names, strict=True):
-            cell = (int(label.removeprefix("R=")), int(heading.removeprefix("F=")))
-            if name not in RFM_SEGMENTS or cell in grid:
-                raise ValueError(f"RFM grid: {name} at {cell}")
-            grid[cell] = name
-    if set(grid) != {(r, f) for r in range(1, 6) for f in range(1, 6)}:
-        raise ValueError("RFM grid: every (R, F) cell from 1 to 5 needs a name")
-    return grid
-
-
-RFM_GRID = _read_grid(_RFM_GRID_TABLE)
-
-
-def rfm_segment(recency_score: int, frequency_score: int) -> RfmSegmentName:
-    """The named segment of a member scored ``recency_score`` and ``frequency_score`` (1-5)."""
-    if not (1 <= recency_score <= 5 and 1 <= frequency_score <= 5):
-        raise ValueError("RFM scores run from 1 to 5")
-    return RFM_GRID[(recency_score, frequency_score)]
-
-
-_RFM = """
-select recency_score, frequency_score, monetary_score, count(*) as members,
-       max(computed_at) as computed_at, max(window_days) as window_days
-  from member_rfm
- group by recency_score, frequency_score, monetary_score
- order by recency_score, frequency_score, monetary_score
-"""
-
-
-async def rfm_distribution(conn: Connection) -> RfmDistribution:
-    """Members by (R, F, M) score and by named segment, as of the last RFM refresh."""
-    rows = await conn.fetch(_RFM)
-    cells = [RfmCell(recency_score=r["recency_score"], frequency_score=r["frequency_score"],
-                     monetary_score=r["monetary_score"], members=int(r["members"]))
-             for r in rows]
-    total = sum(cell.members for cell in cells)
-    by_segment = dict.fromkeys(RFM_SEGMENTS, 0)
-    for cell in cells:
-        by_segment[rfm_segment(cell.recency_score, cell.frequency_score)] += cell.members
-    segments = [
-        RfmSegment(name=name, members=count, share=_ratio(count, total),
-                   cells=[(r, f) for r in range(1, 6) for f in range(1, 6)
-                          if rfm_segment(r, f) == name])
-        for name, count in by_segment.items()
-    ]
-    return RfmDistribution(
-        members=total,
-        computed_at=max((r["computed_at"] for r in rows), default=None),
-        window_days=max((r["window_days"] for r in rows), default=None),
-        cells=cells, segments=segments)
-
-
-# -- cohorts ---------------------------------------------------------------------------------
-
-
-def month_index(month: dt.date) -> int:
-    return month.year * 12 + month.month - 1
-
-
-def month_of(index: int) -> dt.date:
-    return dt.date(index // 12, index % 12 + 1, 1)
-
-
-def parse_month(text: str, field: str) -> dt.date:
-    """``YYYY-MM`` as the first day of that month, or InvalidInput."""
-    try:
-        return dt.datetime.strptime(text, "%Y-%m").date()
-    except ValueError:
-        raise InvalidInput(f"{field} must be a month as YYYY-MM", field=field) from None
-
-
-# $1 start, $2 end, $3 the time zone. Members who joined in the period, by join month; merged
-# members are left out (the record was a duplicate: the member it went into is counted).
-_COHORT_SIZES = """
-select date_trunc('month', joined_at at time zone $3)::date as cohort, count(*) as members
-  from members
- where joined_at >= $1 and joined_at < $2 and status <> 'merged'
- group by 1
-"""
-
-# The same and $4 now. Each member's history is cut into spans of one status: from joining to
-# their first change (the status that change left, or their status now), then from each change
-# to the next. Active at the end of month k means an active span began before month k + 1 and
-# had not ended before it: so each active span adds 1 from the month it began and takes it away
-# from the month it ended. Summed per cohort, month by month, these give the active members at
-# each month's end, reading each member's changes once instead of once per month. The current
-# month is counted at now: a span beginning later is left out, one ending later has not ended.
-_COHORT_ACTIVE_CHANGES = """
-with cohort as materialized (
-    select member_id, joined_at, status,
-           date_trunc('month', joined_at at time zone $3)::date as cohort
-      from members
-     where joined_at >= $1 and joined_at < $2 and status <> 'merged'
-), spans as (
-    select k.cohort, k.joined_at as since, f.changed_at as until,
-           coalesce(f.from_status, k.status) as status
-      from cohort k
-      left join lateral (
-          select c.changed_at, c.from_status
-            from member_status_changes c
-           where c.member_id = k.member_id
-           order by c.changed_at, c.change_id
-           limit 1
-      ) f on true
-    union all
-    select k.cohort, c.changed_at,
-           lead(c.changed_at) over (partition by c.member_id
-                                    order by c.changed_at, c.change_id),
-           c.to_status
-      from cohort k join member_status_changes c on c.member_id = k.member_id
-), moves as (
-    select cohort, date_trunc('month', since at time zone $3)::date as month, 1 as delta
-      from spans where status = 'active' and since < $4
-    union all
-    select cohort, date_trunc('month', until at time zone $3)::date, -1
-      from spans where status = 'active' and since < $4 and until < $4
-)
-select cohort, month, sum(delta)::bigint as delta from moves group by cohort, month
-"""
-
-
-async def cohorts(conn: Connection, *, first: dt.date, last: dt.date, tz: ZoneInfo,
-                  now: dt.datetime) -> Cohorts:
-    """Join cohorts of months ``first`` to ``last`` (first days of months): for each, its size
-    and the members active at the end of each month since joining, up to the current month
-    (whose figure is as of ``now``)."""
-    current = month_index(now.astimezone(tz).date())
-    low, high = month_index(first), month_index(last)
-    if low > high:
-        raise InvalidInput("from must be on or before to", field="from")
-    if high > current:
-        raise InvalidInput("to must not be after the current month", field="to")
-    if high - low + 1 > MAX_COHORT_MONTHS:
-        raise InvalidInput(f"at most {MAX_COHORT_MONTHS} cohorts at a time", field="from")
-    start, end = day_start(first, tz), min(day_start(month_of(high + 1), tz), now)
-    async with _one_view(conn):
-        sizes = {row["cohort"]: int(row["members"])
-                 for row in await conn.fetch(_COHORT_SIZES, start, end, tz.key)}
-        moves: dict[int, dict[int, int]] = {}
-        for row in await conn.fetch(_COHORT_ACTIVE_CHANGES, start, end, tz.key, now):
-            by_month = moves.setdefault(month_index(row["cohort"]), {})
-            by_month[month_index(row["month"])] = int(row["delta"])
-    result = []
-    for index in range(low, high + 1):
-        size = sizes.get(month_of(index), 0)
-        changes = moves.get(index, {})
-        active, retention = 0, []
-        # Changes dated before the join month (none, normally) count from the first month.
-        active += sum(delta for month, delta in changes.items() if month < index)
-        for since in range(current - index + 1):
-            active += changes.get(index + since, 0)
-            retention.append(CohortMonth(months_since_join=since, active=active,
-                                         share_active=_ratio(active, size)))
-        result.append(Cohort(month=f"{month_of(index):%Y-%m}", members=size,
-                             retention=retention))
-    return Cohorts(from_=f"{first:%Y-%m}", to=f"{last:%Y-%m}", as_of=now, cohorts=result)

@@ -1,12 +1,15 @@
 """RFM scores: recency, frequency and monetary value of every member who has purchased, scored 1
 to 5 by quintile (5 the best), recomputed in one statement by the scheduled job and
-``loyalty rfm refresh``; segments select on the stored scores."""
+``loyalty rfm refresh``; segments select on the stored scores. The analytics read them as a
+distribution, by score and by named segment (docs/analytics.md)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import get_args
 
 from loyalty.core.db import Connection
+from schemas.analytics import RfmCell, RfmDistribution, RfmSegment, RfmSegmentName
 
 # Two refreshes at once would only repeat each other's work; the second waits for the first.
 RFM_LOCK_KEY = 0x52464D5F52454652  # "RFM_REFR"
@@ -94,3 +97,79 @@ async def refresh_rfm(conn: Connection, *, now: dt.datetime, window_days: int) -
         row = await conn.fetchrow(_REFRESH, now, start, window_days)
     assert row is not None
     return {"members": row["members"], "changed": row["changed"], "removed": row["removed"]}
+
+
+# -- the named segments and the distribution -------------------------------------------------------
+
+# The named segment of every (recency score, frequency score) pair: the usual RFM grid, with
+# monetary value left out (it follows frequency closely, and two scores make a grid a person can
+# read at a glance). Rows: recency score R, 5 = bought most recently; columns: frequency score
+# F, 5 = bought most often. Read at import into RFM_GRID, which refuses a name outside the
+# segments or a cell named twice or not at all; tests/loyalty/insights/test_kpis.py checks the
+# grid against the segments' usual definitions.
+_RFM_GRID_TABLE = """
+        F=1             F=2                  F=3                  F=4        F=5
+R=5     new             potential_loyalists  potential_loyalists  champions  champions
+R=4     promising       potential_loyalists  potential_loyalists  loyal      loyal
+R=3     about_to_sleep  about_to_sleep       need_attention       loyal      loyal
+R=2     hibernating     hibernating          at_risk              at_risk    cannot_lose_them
+R=1     lost            lost                 at_risk              at_risk    cannot_lose_them
+"""
+# Best first, as they are listed.
+RFM_SEGMENTS: tuple[RfmSegmentName, ...] = get_args(RfmSegmentName)
+
+
+def _read_grid(table: str) -> dict[tuple[int, int], RfmSegmentName]:
+    header, *rows = (line.split() for line in table.strip().splitlines())
+    grid: dict[tuple[int, int], RfmSegmentName] = {}
+    for label, *names in rows:
+        for heading, name in zip(header, names, strict=True):
+            cell = (int(label.removeprefix("R=")), int(heading.removeprefix("F=")))
+            if name not in RFM_SEGMENTS or cell in grid:
+                raise ValueError(f"RFM grid: {name} at {cell}")
+            grid[cell] = name
+    if set(grid) != {(r, f) for r in range(1, 6) for f in range(1, 6)}:
+        raise ValueError("RFM grid: every (R, F) cell from 1 to 5 needs a name")
+    return grid
+
+
+RFM_GRID = _read_grid(_RFM_GRID_TABLE)
+
+
+def rfm_segment(recency_score: int, frequency_score: int) -> RfmSegmentName:
+    """The named segment of a member scored ``recency_score`` and ``frequency_score`` (1-5)."""
+    if not (1 <= recency_score <= 5 and 1 <= frequency_score <= 5):
+        raise ValueError("RFM scores run from 1 to 5")
+    return RFM_GRID[(recency_score, frequency_score)]
+
+
+_RFM = """
+select recency_score, frequency_score, monetary_score, count(*) as members,
+       max(computed_at) as computed_at, max(window_days) as window_days
+  from member_rfm
+ group by recency_score, frequency_score, monetary_score
+ order by recency_score, frequency_score, monetary_score
+"""
+
+
+async def rfm_distribution(conn: Connection) -> RfmDistribution:
+    """Members by (R, F, M) score and by named segment, as of the last RFM refresh."""
+    rows = await conn.fetch(_RFM)
+    cells = [RfmCell(recency_score=r["recency_score"], frequency_score=r["frequency_score"],
+                     monetary_score=r["monetary_score"], members=int(r["members"]))
+             for r in rows]
+    total = sum(cell.members for cell in cells)
+    by_segment = dict.fromkeys(RFM_SEGMENTS, 0)
+    for cell in cells:
+        by_segment[rfm_segment(cell.recency_score, cell.frequency_score)] += cell.members
+    segments = [
+        RfmSegment(name=name, members=count, share=count / total if total else None,
+                   cells=[(r, f) for r in range(1, 6) for f in range(1, 6)
+                          if rfm_segment(r, f) == name])
+        for name, count in by_segment.items()
+    ]
+    return RfmDistribution(
+        members=total,
+        computed_at=max((r["computed_at"] for r in rows), default=None),
+        window_days=max((r["window_days"] for r in rows), default=None),
+        cells=cells, segments=segments)

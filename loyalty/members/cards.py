@@ -11,7 +11,7 @@ import datetime as dt
 import secrets
 from uuid import UUID
 
-from loyalty.access.auth import TokenSigner
+from loyalty.access.tokens import TokenSigner
 from loyalty.core.errors import AuthenticationFailed, InvalidInput
 
 CARD_AUDIENCE = "loyalty:card"

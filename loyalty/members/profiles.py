@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import datetime as dt
-from collections.abc import Callable, Collection, Mapping
-from typing import Any, Literal, TypeVar
+from collections.abc import Collection, Mapping
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -26,6 +24,7 @@ from loyalty.core.normalize import (
     search_key,
     skeleton,
 )
+from loyalty.core.paging import decode_cursor, encode_cursor
 from schemas.base import Page
 from schemas.members import (
     Consent,
@@ -35,8 +34,6 @@ from schemas.members import (
     MemberProfileUpdate,
     MemberRegistration,
 )
-
-T = TypeVar("T")
 
 MEMBER_COLUMNS = """
     member_id, member_number, name, name_kana, email, phone, birth_date, postal_code,
@@ -347,34 +344,6 @@ async def record_consents(
 
 
 # -- staff search -----------------------------------------------------------------------------
-
-
-def encode_cursor(member_id: UUID) -> str:
-    """A keyset cursor for a list ordered by a uuid (members, and the lists of segments,
-    coupon templates, campaigns, grants)."""
-    return base64.urlsafe_b64encode(member_id.bytes).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str) -> UUID:
-    try:
-        return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error):
-        raise InvalidInput("cursor is not valid", field="cursor") from None
-
-
-async def newest_first(
-    conn: Connection, *, table: str, key: str, columns: str, item: Callable[[Any], T],
-    limit: int, cursor: str | None,
-) -> Page[T]:
-    """One keyset page of ``table``'s rows, newest first by their uuid v7 ``key`` (a column
-    among ``columns``), each made into an item by ``item``. ``table``, ``key`` and ``columns``
-    are the caller's constants, never input."""
-    before = decode_cursor(cursor) if cursor else None
-    rows = await conn.fetch(
-        f"select {columns} from {table} where $1::uuid is null or {key} < $1"
-        f" order by {key} desc limit $2", before, limit + 1)
-    next_cursor = encode_cursor(rows[limit - 1][key]) if len(rows) > limit else None
-    return Page(items=[item(row) for row in rows[:limit]], next_cursor=next_cursor)
 
 
 def _like_prefix(text: str) -> str:

@@ -7,7 +7,7 @@ programme.
 
 from __future__ import annotations
 
-from loyalty.access.auth import Passwords
+from loyalty.access.passwords import Passwords
 from loyalty.access.staff import create_staff
 from loyalty.access.stores import create_terminal, ensure_store
 from loyalty.core.db import Connection

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import msgspec
 
-from loyalty.access.auth import TerminalPrincipal
+from loyalty.access.principals import TerminalPrincipal
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, InsufficientPoints, InvalidInput, NotFound
 from loyalty.core.idempotency import Idempotency
@@ -47,18 +47,18 @@ from loyalty.points.ledger import (
 )
 from loyalty.points.rules import RuleBook
 from loyalty.points.tiers import current_window_start, measure_sql, rank, tier_for
-from loyalty.promotions.coupon_redemption import (
-    REINSTATABLE_SQL,
-    REINSTATE_SQL,
-    redemption_args,
-    redemption_sql,
-)
-from loyalty.promotions.coupons import (
+from loyalty.promotions.coupon_checks import (
     Candidate,
     Checked,
     check_coupons,
     find_coupons,
     normalized_refs,
+)
+from loyalty.promotions.coupon_redemption import (
+    REINSTATABLE_SQL,
+    REINSTATE_SQL,
+    redemption_args,
+    redemption_sql,
 )
 from schemas.base import json_encoder
 from schemas.coupons import CouponValidation, CouponValidationResult

@@ -21,10 +21,10 @@ with its version raised as every ledger writer does), so its primary key is what
 gift impossible however often the job runs, or two run at once. Members come in member-id
 batches, each one transaction: the batch's balances locked in member order (as bulk grants lock
 them, docs/decisions/0005-ledger-concurrency.md), then the rows and points in one statement, then
-the coupons (``loyalty.promotions.coupons.issue_to_members``, under one issue id per year, so the
-wallet's own unique key also allows one birthday coupon per member per year). A run that stops
-part-way
-has committed whole batches; the next run finds the members still due and finishes.
+the coupons (``loyalty.promotions.coupon_wallet.issue_to_members``, under one issue id per
+year, so the wallet's own unique key also allows one birthday coupon per member per year). A run
+that stops part-way has committed whole batches; the next run finds the members still due and
+finishes.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from loyalty.points.earning import business_date, expires_at
 from loyalty.points.ledger import credit_lots_and_balances, lock_balances
 from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook
-from loyalty.promotions.coupons import issue_to_members
+from loyalty.promotions.coupon_wallet import issue_to_members
 
 log = logging.getLogger(__name__)
 

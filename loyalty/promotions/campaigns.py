@@ -21,12 +21,12 @@ import msgspec
 
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, InvalidInput, NotFound
+from loyalty.core.paging import newest_first
 from loyalty.members.filter import REACHABLE, MemberFilter
-from loyalty.members.profiles import newest_first
 from loyalty.points.grants import create_grant, run_grant
 from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook
-from loyalty.promotions.coupons import issue_to_members
+from loyalty.promotions.coupon_wallet import issue_to_members
 from loyalty.promotions.segments import segment_filter
 from loyalty.promotions.store_events import invite_members
 from schemas.base import Page

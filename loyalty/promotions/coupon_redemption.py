@@ -15,7 +15,7 @@ from typing import Any
 
 from loyalty.core.ids import uuid7
 from loyalty.points.ledger import EVENT_PARAMETERS_START
-from loyalty.promotions.coupons import Checked
+from loyalty.promotions.coupon_checks import Checked
 
 # Parameter names of the redemption CTEs, in order; their values come from ``redemption_args``.
 _REDEEM_PARAMETERS = ("codes", "wallet", "templates", "counts", "ids", "r_templates", "r_codes",

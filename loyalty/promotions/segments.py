@@ -19,8 +19,8 @@ import msgspec
 from loyalty.core.db import Connection
 from loyalty.core.errors import InvalidInput, NotFound
 from loyalty.core.normalize import normalize_text
+from loyalty.core.paging import decode_cursor, encode_cursor, newest_first
 from loyalty.members.filter import SEGMENTABLE, MemberFilter
-from loyalty.members.profiles import decode_cursor, encode_cursor, newest_first
 from schemas.base import Page, decode_edge, json_encoder
 from schemas.segments import (
     AllOf,

@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
-from loyalty.access.auth import Passwords
+from loyalty.access.passwords import Passwords
 from loyalty.access.staff import create_staff
 from loyalty.access.stores import create_terminal, ensure_store
 from loyalty.core.settings import Settings

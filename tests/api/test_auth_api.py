@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from api.app import create_app
-from loyalty.access.auth import MEMBER_AUDIENCE, STAFF_AUDIENCE, load_or_create_signing_key
+from loyalty.access.tokens import MEMBER_AUDIENCE, STAFF_AUDIENCE, load_or_create_signing_key
 from loyalty.core.settings import Settings
 from tests.api.conftest import PASSWORD, Actors, bearer
 from tests.conftest import make_settings, query, serve

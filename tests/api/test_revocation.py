@@ -22,7 +22,7 @@ import pytest
 from litestar import Litestar
 
 from api.app import create_app
-from loyalty.access.auth import MemberPrincipal
+from loyalty.access.principals import MemberPrincipal
 from loyalty.access.revocation import LISTENER_NAME, PROMISE_SECONDS, Revocations
 from loyalty.core.errors import AuthenticationFailed
 from loyalty.core.settings import Settings

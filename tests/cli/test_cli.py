@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from cli import main as cli
-from loyalty.access.auth import TokenSigner
+from loyalty.access.tokens import TokenSigner
 from loyalty.core.embedded import embedded_redis
 from loyalty.core.errors import ConfigurationError
 from tests.conftest import ROOT
@@ -59,7 +59,7 @@ def test_staff_deactivate_and_set_role_end_the_accounts_sessions(
 
     import asyncpg
 
-    from loyalty.access.auth import start_session
+    from loyalty.access.sessions import start_session
 
     async def signed_in(email: str) -> None:
         """A session for the account, as signing in makes one."""

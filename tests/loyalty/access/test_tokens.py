@@ -17,16 +17,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from loyalty.access.auth import (
+from loyalty.access.passwords import Passwords
+from loyalty.access.principals import MemberPrincipal, StaffPrincipal
+from loyalty.access.revocation import Standing, judge
+from loyalty.access.tokens import (
     MEMBER_AUDIENCE,
     STAFF_AUDIENCE,
-    MemberPrincipal,
-    Passwords,
-    StaffPrincipal,
     TokenSigner,
     load_or_create_signing_key,
 )
-from loyalty.access.revocation import Standing, judge
 from loyalty.core.errors import AuthenticationFailed
 
 ISSUER = "loyalty"
@@ -322,7 +321,7 @@ def test_processes_creating_the_key_together_all_read_one_complete_key(tmp_path:
 
 
 def test_remembered_credentials_are_dropped_at_their_deadline_and_beyond_the_size() -> None:
-    from loyalty.access.auth import Remembered
+    from loyalty.access.principals import Remembered
 
     remembered: Remembered[str] = Remembered(2)
     remembered.put("a", 10.0, "A")

@@ -18,16 +18,9 @@ import pytest
 
 from loyalty.core.db import Connection
 from loyalty.core.errors import InvalidInput
-from loyalty.insights.kpis import (
-    RFM_GRID,
-    RFM_SEGMENTS,
-    check_period,
-    cohorts,
-    kpis,
-    rfm_distribution,
-    rfm_segment,
-    snapshot_kpis,
-)
+from loyalty.insights.cohorts import cohorts
+from loyalty.insights.kpis import check_period, kpis, snapshot_kpis
+from loyalty.insights.rfm import RFM_GRID, RFM_SEGMENTS, rfm_distribution, rfm_segment
 from loyalty.points.rules import ensure_default_rules
 from schemas.analytics import Kpis
 

@@ -18,7 +18,9 @@ from cli import main as cli
 from loyalty.core.db import Connection, init_connection
 from loyalty.core.errors import Conflict, InvalidInput
 from loyalty.members.profiles import register_member
-from loyalty.ops.importing import IMPORT_LOCK_KEY, Progress, import_members, import_purchases
+from loyalty.ops.import_files import IMPORT_LOCK_KEY, Progress
+from loyalty.ops.import_members import import_members
+from loyalty.ops.import_purchases import import_purchases
 from schemas.members import MemberRegistration
 
 NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.UTC)

@@ -32,7 +32,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from loyalty.access.auth import TerminalPrincipal
+from loyalty.access.principals import TerminalPrincipal
 from loyalty.access.stores import create_terminal, ensure_store
 from loyalty.core.db import init_connection
 from loyalty.core.errors import InsufficientPoints, InvalidInput, LoyaltyError

@@ -27,7 +27,7 @@ from loyalty.promotions.birthdays import (
     celebrated_on,
     give_birthday_rewards,
 )
-from loyalty.promotions.coupons import create_template
+from loyalty.promotions.coupon_templates import create_template
 from schemas.coupons import CouponTemplateCreate, CouponTemplateUpdate, DaysAfterIssue, FixedAmount
 from tests.crashes import allow_members, refuse_member
 from tests.ledger_checks import check_invariants, read_rows
@@ -289,7 +289,7 @@ async def test_a_coupon_alone_writes_nothing_to_the_ledger(db: Connection) -> No
 async def test_a_deactivated_coupon_template_stops_the_run_before_anything_is_given(
     db: Connection,
 ) -> None:
-    from loyalty.promotions.coupons import update_template
+    from loyalty.promotions.coupon_templates import update_template
 
     coupon = await template(db)
     await member(db, dt.date(1990, 3, 10))

@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loyalty.promotions.coupons import Candidate, Template, check_coupons
+from loyalty.promotions.coupon_checks import Candidate, Template, check_coupons
 from schemas.coupons import Discount, FixedAmount, FreeItem, PercentOff, PointsMultiplierDiscount
 from schemas.points import CouponRef, PurchaseLine
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from loyalty.core.db import Connection
-from loyalty.promotions import coupons
+from loyalty.promotions import coupon_templates
 from loyalty.promotions.codes import generate_codes
-from loyalty.promotions.coupons import create_template, generate_code_batch
+from loyalty.promotions.coupon_templates import create_template, generate_code_batch
 from schemas.coupons import CouponTemplateCreate, FixedAmount
 
 NOW = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
@@ -32,11 +32,11 @@ async def test_a_drawn_code_already_taken_is_replaced_by_a_fresh_one(
 
     def unlucky(count: int, prefix: str = "") -> Iterator[str]:
         # The first draw repeats the taken code (and itself); later draws are honest.
-        monkeypatch.setattr(coupons, "generate_codes", real)
+        monkeypatch.setattr(coupon_templates, "generate_codes", real)
         yield from [taken_code, taken_code]
         yield from real(count - 2, prefix)
 
-    monkeypatch.setattr(coupons, "generate_codes", unlucky)
+    monkeypatch.setattr(coupon_templates, "generate_codes", unlucky)
     batch = await generate_code_batch(
         db, second.template_id, count=5, prefix="", staff_id=None,
         now=NOW, tz="Asia/Tokyo")

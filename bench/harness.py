@@ -1,0 +1,37 @@
+"""What every part of the benchmark harness shares: where it keeps things, the database it
+loads, how it says what it is doing, and the one result each scenario returns."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+DATA_DIR = ROOT / ".loyalty" / "bench"
+WORK = DATA_DIR / "work"
+RESULTS = BENCH / "results"
+DATABASE = "loyalty_bench"
+STARTED = time.monotonic()
+
+
+def say(message: str) -> None:
+    print(f"[{time.monotonic() - STARTED:6.1f}s] {message}", flush=True)
+
+
+@dataclass
+class Result:
+    scenario: str
+    value: float
+    reference: float
+    unit: str
+    reference_name: str
+    settings: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+    passed: bool | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.reference if self.reference else float("nan")
