@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar._openapi.schema_generation import SchemaCreator
 from litestar.datastructures import CacheControlHeader
 from litestar.openapi import OpenAPIConfig
@@ -25,6 +25,7 @@ from litestar.types import ControllerRouterHandler
 from litestar.typing import FieldDefinition
 
 from api.auth import members_only, terminals_only
+from api.deps import AnyRequest
 from schemas import base
 from schemas.base import EDGE_TYPES, BirthDate, Day, Instant
 
@@ -266,7 +267,7 @@ def _rename_generics(document: dict[str, Any]) -> None:
 class CompleteJson(JsonRenderPlugin):
     """``/schema/openapi.json``: the completed document."""
 
-    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+    def render(self, request: AnyRequest, openapi_schema: dict[str, Any]) -> bytes:
         return super().render(request, complete(openapi_schema, request.app))
 
 
@@ -281,7 +282,7 @@ class LocalSwaggerUI(SwaggerRenderPlugin):
             favicon=f"<link rel='icon' type='image/png' href='{ASSETS_PATH}/favicon-32x32.png'>",
             path=["/", "/swagger"])
 
-    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+    def render(self, request: AnyRequest, openapi_schema: dict[str, Any]) -> bytes:
         return super().render(request, complete(openapi_schema, request.app))
 
 
