@@ -8,7 +8,7 @@ import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Litestar
@@ -92,6 +92,7 @@ _ERRORS = {
 }
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again",
                                 "schema": {"type": "integer"}}}
+S = TypeVar("S", bound=msgspec.Struct)
 _GENERIC_NAME = re.compile(r"^(\w+)_schemas\.\w+\.(\w+)_$")
 
 _EDGE_SCHEMAS = {
@@ -134,6 +135,7 @@ def complete(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
         _secure(operation, handler)
         _problems(operation, handler, route)
     _close_inputs(components["schemas"])
+    _exactly_one(components["schemas"])
     _numbers_may_be_integers(document)
     return document
 
@@ -198,15 +200,14 @@ def _problems(operation: dict[str, Any], handler: Any, route: HTTPRoute) -> None
         responses[str(code)] = problem
 
 
+def _subclasses(kind: type[S]) -> Iterator[type[S]]:
+    for sub in kind.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
 def _input_names() -> set[str]:
-    found: set[str] = set()
-    stack: list[type[msgspec.Struct]] = [base.Input]
-    while stack:
-        kind = stack.pop()
-        for sub in kind.__subclasses__():
-            found.add(sub.__name__)
-            stack.append(sub)
-    return found
+    return {sub.__name__ for sub in _subclasses(base.Input)}
 
 
 def _close_inputs(schemas: dict[str, Any]) -> None:
@@ -216,6 +217,22 @@ def _close_inputs(schemas: dict[str, Any]) -> None:
         schema = schemas[name]
         if schema.get("type") == "object":
             schema["additionalProperties"] = False
+
+
+def _exactly_one(schemas: dict[str, Any]) -> None:
+    """A body that takes exactly one of some fields (``schemas.base.OneOf``) says so: ``oneOf``
+    alternatives, each requiring one of them present and not null, so a client sees the rule
+    the decoder holds it to. Wrapped in ``allOf``, which means the same: a generator such as
+    openapi-python-client reads a bare ``oneOf`` beside ``properties`` as a union of the
+    alternatives and drops the model itself."""
+    for kind in _subclasses(base.OneOf):
+        schema = schemas.get(kind.__name__)
+        if schema is None:
+            continue
+        wire = dict(zip(kind.__struct_fields__, kind.__struct_encode_fields__, strict=True))
+        schema["allOf"] = [{"oneOf": [
+            {"required": [wire[name]], "properties": {wire[name]: {"not": {"type": "null"}}}}
+            for name in kind.one_of]}]
 
 
 def _numbers_may_be_integers(document: dict[str, Any]) -> None:

@@ -100,8 +100,6 @@ class SessionController(Controller):
         conn: Db,
     ) -> Tokens:
         """Log a member in with e-mail or phone and password."""
-        if (data.email is None) == (data.phone is None):
-            raise InvalidInput("give either email or phone", field="email")
         await _limit_address(request, services)
         region = services.settings.default_region
         found = await find_login(conn, email=data.email, phone=data.phone, region=region)
