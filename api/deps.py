@@ -12,7 +12,7 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.di import Dependency
 
-from jobs.catalogue import JobContext
+from jobs.definition import JobContext
 from loyalty.access.auth import (
     MemberPrincipal,
     Passwords,

@@ -20,8 +20,9 @@ from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_sta
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
 from api.roles import ADMINS, JOB_READERS
-from jobs.catalogue import Job, job_named
-from jobs.runs import claim, execute, job_statuses, list_runs
+from jobs.catalogue import job_named, job_statuses
+from jobs.definition import Job
+from jobs.runs import claim, execute, list_runs
 from loyalty.access.audit import record_audit
 from loyalty.core.errors import NotFound
 from schemas.base import Page
