@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 from api.auth import OPERATIONS
 from api.deps import AnyRequest, Services, services_of
 from api.errors import problem
+from loyalty.core.db import ping
 from loyalty.core.errors import AuthenticationFailed, PermissionDenied
 from schemas.auth import Jwks
 from schemas.base import Output
@@ -33,7 +34,7 @@ async def _postgres_answers(services: Services) -> bool:
     connection whose backend was just terminated must not take the instance out of rotation."""
     try:
         async with asyncio.timeout(2):
-            await services.pool.fetchval("select 1")
+            await ping(services.pool)
         return True
     except Exception as exc:
         log.info("readiness: a pooled connection failed (%s); trying a fresh one", exc)
@@ -42,7 +43,7 @@ async def _postgres_answers(services: Services) -> bool:
         async with asyncio.timeout(2):
             conn = await asyncpg.connect(services.settings.database_url)
             try:
-                await conn.fetchval("select 1")
+                await ping(conn)
             finally:
                 await conn.close()
         return True
