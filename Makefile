@@ -30,6 +30,7 @@ fuzz: $(READY)
 
 lint: $(READY)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: $(READY)
 	$(BIN)/mypy

@@ -11,6 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from api.auth import staff_with
 from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff
 from api.idempotency import idempotent
+from api.roles import ADMINS, STORE_READERS
 from loyalty.access.audit import record_audit
 from loyalty.access.staff import create_staff
 from loyalty.access.stores import (
@@ -31,8 +32,8 @@ from schemas.admin import (
     TerminalCreated,
 )
 
-ADMIN = staff_with("admin")
-ANY_STAFF = staff_with("admin", "marketer", "analyst", "support")
+ADMIN = staff_with(*ADMINS)
+ANY_STAFF = staff_with(*STORE_READERS)
 _DEPENDENCIES = {"conn": Provide(provide_conn), "staff": Provide(provide_staff)}
 
 

@@ -13,13 +13,13 @@ from litestar.params import QueryParameter
 from api.auth import staff_with
 from api.deps import Db, Svc, provide_ledger_conn, provide_services, utc_now
 from api.params import BusinessDay
+from api.roles import MARKETING_READERS
 from loyalty.insights.cohorts import cohorts, parse_month
 from loyalty.insights.kpis import kpis
 from loyalty.insights.rfm import rfm_distribution
 from schemas.analytics import Cohorts, Kpis, RfmDistribution
 from schemas.base import Day, whole
 
-ANALYTICS_READERS = ("admin", "marketer", "analyst")
 MONTH = whole(r"[1-9][0-9]{3}-(0[1-9]|1[0-2])")
 Month = Annotated[str, QueryParameter(pattern=MONTH, max_length=7, description="A month, YYYY-MM")]
 
@@ -27,7 +27,7 @@ Month = Annotated[str, QueryParameter(pattern=MONTH, max_length=7, description="
 class AnalyticsController(Controller):
     path = "/v1/analytics"
     tags = ["analytics"]
-    guards = [staff_with(*ANALYTICS_READERS)]
+    guards = [staff_with(*MARKETING_READERS)]
     # A connection outside any transaction: each computation opens one repeatable-read
     # transaction of its own, so all its statements see the same moment.
     dependencies = {"services": Provide(provide_services), "conn": Provide(provide_ledger_conn)}

@@ -34,7 +34,8 @@ from api.rules import EarningRulesController
 from api.segments import SegmentsController
 from api.sessions import SessionController
 from api.tiers import TiersController
-from jobs.catalogue import make_context, schedules
+from jobs.catalogue import schedules
+from jobs.definition import make_context
 from jobs.scheduler import JOB_STATEMENT_TIMEOUT_SECONDS, run_scheduler
 from loyalty.access.passwords import Passwords
 from loyalty.access.ratelimit import RateLimiter

@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 import msgspec
-from litestar import Request
 from litestar.exceptions import ValidationException
 from litestar.types import Empty
 
+from api.deps import AnyRequest
 from api.errors import problem
 from schemas.base import decode_edge
 
@@ -34,12 +34,12 @@ def _is_json(content_type: str) -> bool:
         content_type.startswith("application/") and content_type.endswith("+json"))
 
 
-def _invalid(request: Request[Any, Any, Any], message: str) -> ValidationException:
+def _invalid(request: AnyRequest, message: str) -> ValidationException:
     return ValidationException(f"Validation failed for {request.method} {request.url.path}",
                                extra=[{"message": message, "source": "body"}])
 
 
-class StrictJSONRequest(Request):  # type: ignore[type-arg]
+class StrictJSONRequest(AnyRequest):
     """Decodes a JSON body straight into the handler's ``data`` type, strictly.
 
     Litestar converts bodies in lax mode (meant for query strings), which would take

@@ -22,6 +22,7 @@ from api.deps import (
 )
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
+from api.roles import MARKETING_EDITORS, MARKETING_READERS
 from loyalty.access.audit import record_audit
 from loyalty.promotions.campaigns import (
     campaign_results,
@@ -33,14 +34,11 @@ from loyalty.promotions.campaigns import (
 from schemas.base import Page
 from schemas.campaigns import Campaign, CampaignCreate, CampaignResults
 
-CAMPAIGN_READERS = ("admin", "marketer", "analyst")
-CAMPAIGN_EDITORS = ("admin", "marketer")
-
 
 class CampaignsController(Controller):
     path = "/v1/campaigns"
     tags = ["campaigns"]
-    guards = [staff_with(*CAMPAIGN_READERS)]
+    guards = [staff_with(*MARKETING_READERS)]
     dependencies = {
         "services": Provide(provide_services),
         "conn": Provide(provide_conn),
@@ -48,7 +46,7 @@ class CampaignsController(Controller):
         "staff": Provide(provide_staff),
     }
 
-    @post("", operation_id="createCampaign", guards=[staff_with(*CAMPAIGN_EDITORS)])
+    @post("", operation_id="createCampaign", guards=[staff_with(*MARKETING_EDITORS)])
     @idempotent
     async def create(self, data: JSONBody[CampaignCreate], staff: Staff, conn: Db) -> Campaign:
         """A draft campaign: audience, action, schedule, budget cap, holdout, channel."""
@@ -69,7 +67,7 @@ class CampaignsController(Controller):
         return await get_campaign(conn, campaign_id)
 
     @post("/{campaign_id:uuid}/launch", operation_id="launchCampaign", status_code=200,
-          guards=[staff_with(*CAMPAIGN_EDITORS)])
+          guards=[staff_with(*MARKETING_EDITORS)])
     @idempotent(required=True)
     async def launch(self, campaign_id: FromPath[UUID], staff: Staff, ledger: Ledger,
                      services: Svc) -> Campaign:

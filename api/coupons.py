@@ -24,6 +24,7 @@ from api.deps import (
 )
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
+from api.roles import MARKETING_EDITORS, MARKETING_READERS
 from loyalty.access.audit import record_audit
 from loyalty.core.errors import InvalidInput
 from loyalty.members.filter import MemberFilter
@@ -49,21 +50,18 @@ from schemas.coupons import (
     WalletStatus,
 )
 
-COUPON_READERS = ("admin", "marketer", "analyst")
-COUPON_EDITORS = ("admin", "marketer")
-
 
 class CouponTemplatesController(Controller):
     path = "/v1/coupon-templates"
     tags = ["coupons"]
-    guards = [staff_with(*COUPON_READERS)]
+    guards = [staff_with(*MARKETING_READERS)]
     dependencies = {
         "services": Provide(provide_services),
         "conn": Provide(provide_conn),
         "staff": Provide(provide_staff),
     }
 
-    @post("", operation_id="createCouponTemplate", guards=[staff_with(*COUPON_EDITORS)])
+    @post("", operation_id="createCouponTemplate", guards=[staff_with(*MARKETING_EDITORS)])
     @idempotent
     async def create(self, data: JSONBody[CouponTemplateCreate], staff: Staff,
                      conn: Db) -> CouponTemplate:
@@ -86,7 +84,7 @@ class CouponTemplatesController(Controller):
         return await get_template(conn, template_id)
 
     @patch("/{template_id:uuid}", operation_id="updateCouponTemplate",
-           guards=[staff_with(*COUPON_EDITORS)])
+           guards=[staff_with(*MARKETING_EDITORS)])
     @idempotent
     async def update(self, template_id: FromPath[UUID], data: JSONBody[CouponTemplateUpdate],
                      staff: Staff, conn: Db) -> CouponTemplate:
@@ -98,7 +96,7 @@ class CouponTemplatesController(Controller):
         return template
 
     @post("/{template_id:uuid}/codes", operation_id="generateCouponCodes", status_code=201,
-          guards=[staff_with(*COUPON_EDITORS)])
+          guards=[staff_with(*MARKETING_EDITORS)])
     @idempotent
     async def codes(self, template_id: FromPath[UUID], data: JSONBody[CodeBatchRequest],
                     staff: Staff, conn: Db, services: Svc) -> CodeBatch:
@@ -113,7 +111,7 @@ class CouponTemplatesController(Controller):
         return batch
 
     @post("/{template_id:uuid}/issue", operation_id="issueCoupons", status_code=201,
-          guards=[staff_with(*COUPON_EDITORS)])
+          guards=[staff_with(*MARKETING_EDITORS)])
     @idempotent(required=True)
     async def issue(self, template_id: FromPath[UUID], data: JSONBody[IssueRequest],
                     staff: Staff, conn: Db, services: Svc) -> IssueResult:

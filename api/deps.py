@@ -5,14 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, TypeAlias
+from typing import Annotated, Any, TypeAlias
 
 import redis.asyncio as aioredis
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import Dependency
 
-from jobs.catalogue import JobContext
+from jobs.definition import JobContext
 from loyalty.access.passwords import Passwords
 from loyalty.access.principals import MemberPrincipal, Principal, StaffPrincipal, TerminalPrincipal
 from loyalty.access.ratelimit import RateLimiter
@@ -43,6 +43,10 @@ class Services:
     # Runs of jobs started from the API, on a pool of their own with the jobs' timeout.
     jobs: JobContext
 
+
+# Any request, whatever its user, auth and state: handlers and the principal helpers read only
+# what every request has.
+AnyRequest: TypeAlias = Request[Any, Any, Any]
 
 # Handler parameters filled by name from the providers below (litestar's explicit style).
 _named = Dependency(kind="named")
@@ -82,31 +86,31 @@ async def provide_ledger_conn(state: State) -> AsyncIterator[Connection]:
         yield conn
 
 
-def member_of(request: Request) -> MemberPrincipal:  # type: ignore[type-arg]
+def member_of(request: AnyRequest) -> MemberPrincipal:
     principal: Principal = request.user
     assert isinstance(principal, MemberPrincipal)  # the guard let only members in
     return principal
 
 
-def staff_of(request: Request) -> StaffPrincipal:  # type: ignore[type-arg]
+def staff_of(request: AnyRequest) -> StaffPrincipal:
     principal: Principal = request.user
     assert isinstance(principal, StaffPrincipal)
     return principal
 
 
-def terminal_of(request: Request) -> TerminalPrincipal:  # type: ignore[type-arg]
+def terminal_of(request: AnyRequest) -> TerminalPrincipal:
     principal: Principal = request.user
     assert isinstance(principal, TerminalPrincipal)
     return principal
 
 
-async def provide_member(request: Request) -> MemberPrincipal:  # type: ignore[type-arg]
+async def provide_member(request: AnyRequest) -> MemberPrincipal:
     return member_of(request)
 
 
-async def provide_staff(request: Request) -> StaffPrincipal:  # type: ignore[type-arg]
+async def provide_staff(request: AnyRequest) -> StaffPrincipal:
     return staff_of(request)
 
 
-async def provide_terminal(request: Request) -> TerminalPrincipal:  # type: ignore[type-arg]
+async def provide_terminal(request: AnyRequest) -> TerminalPrincipal:
     return terminal_of(request)

@@ -31,6 +31,7 @@ from api.deps import (
 from api.idempotency import idempotent, stored_as
 from api.params import Cursor, Limit
 from api.pos import written_once
+from api.roles import MARKETING_EDITORS, MARKETING_READERS
 from loyalty.access.audit import record_audit
 from loyalty.core.idempotency import Idempotency
 from loyalty.promotions.event_seats import cancel_reservation, check_in, my_events, reserve_seat
@@ -38,17 +39,14 @@ from loyalty.promotions.store_events import create_event, get_event, list_events
 from schemas.base import Page
 from schemas.events import CheckedIn, CheckIn, Event, EventCreate, EventUpdate, MyEvent, Reservation
 
-EVENT_EDITORS = ("admin", "marketer")
-EVENT_READERS = ("admin", "marketer", "analyst")
-
 
 class EventsController(Controller):
     path = "/v1/events"
     tags = ["events"]
-    guards = [staff_with(*EVENT_READERS)]
+    guards = [staff_with(*MARKETING_READERS)]
     dependencies = {"conn": Provide(provide_conn), "staff": Provide(provide_staff)}
 
-    @post("", operation_id="createEvent", status_code=201, guards=[staff_with(*EVENT_EDITORS)])
+    @post("", operation_id="createEvent", status_code=201, guards=[staff_with(*MARKETING_EDITORS)])
     @idempotent
     async def create(self, data: JSONBody[EventCreate], staff: Staff, conn: Db) -> Event:
         """A new event: place, time, capacity, points for attending, invitation only or open."""
@@ -68,7 +66,7 @@ class EventsController(Controller):
         """One event, with seats reserved and members checked in."""
         return await get_event(conn, event_id)
 
-    @patch("/{event_id:uuid}", operation_id="updateEvent", guards=[staff_with(*EVENT_EDITORS)])
+    @patch("/{event_id:uuid}", operation_id="updateEvent", guards=[staff_with(*MARKETING_EDITORS)])
     @idempotent
     async def update(self, event_id: FromPath[UUID], data: JSONBody[EventUpdate], staff: Staff,
                      conn: Db) -> Event:

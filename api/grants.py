@@ -23,12 +23,12 @@ from api.deps import (
 )
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
+from api.roles import MARKETING_EDITORS
 from loyalty.core.idempotency import Idempotency
 from loyalty.points.grants import get_grant, grant_points, list_grants
 from schemas.base import Page
 from schemas.grants import GrantRequest, PointsGrant
 
-GRANTERS = ("admin", "marketer")
 # 100,000 member ids are about 3.9 MB of JSON: more than the API's usual body limit allows.
 GRANT_BODY_LIMIT = 8 * 1024 * 1024
 
@@ -36,7 +36,7 @@ GRANT_BODY_LIMIT = 8 * 1024 * 1024
 class PointsGrantsController(Controller):
     path = "/v1/points/grants"
     tags = ["points grants"]
-    guards = [staff_with(*GRANTERS)]
+    guards = [staff_with(*MARKETING_EDITORS)]
     dependencies = {
         "services": Provide(provide_services),
         "conn": Provide(provide_conn),

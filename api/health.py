@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from typing import Any
 
 import asyncpg
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Response, get
 from litestar.datastructures import CacheControlHeader, State
 from prometheus_client import generate_latest
 
 from api.auth import OPERATIONS
-from api.deps import Services, services_of
+from api.deps import AnyRequest, Services, services_of
 from api.errors import problem
+from loyalty.core.db import ping
 from loyalty.core.errors import AuthenticationFailed, PermissionDenied
 from schemas.auth import Jwks
 from schemas.base import Output
@@ -34,7 +34,7 @@ async def _postgres_answers(services: Services) -> bool:
     connection whose backend was just terminated must not take the instance out of rotation."""
     try:
         async with asyncio.timeout(2):
-            await services.pool.fetchval("select 1")
+            await ping(services.pool)
         return True
     except Exception as exc:
         log.info("readiness: a pooled connection failed (%s); trying a fresh one", exc)
@@ -43,7 +43,7 @@ async def _postgres_answers(services: Services) -> bool:
         async with asyncio.timeout(2):
             conn = await asyncpg.connect(services.settings.database_url)
             try:
-                await conn.fetchval("select 1")
+                await ping(conn)
             finally:
                 await conn.close()
         return True
@@ -52,7 +52,7 @@ async def _postgres_answers(services: Services) -> bool:
         return False
 
 
-def _check_metrics_token(request: Request[Any, Any, Any], token: str | None) -> None:
+def _check_metrics_token(request: AnyRequest, token: str | None) -> None:
     if token is None:
         raise PermissionDenied(
             "metrics are off: set LOYALTY_METRICS_TOKEN and scrape with it as a bearer token, "
@@ -97,7 +97,7 @@ class HealthController(Controller):
         return Health(status="ok" if checks["redis"] == "ok" else "degraded", checks=checks)
 
     @get("/metrics", operation_id="metrics", media_type=METRICS_TYPE)
-    async def metrics(self, request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    async def metrics(self, request: AnyRequest, state: State) -> Response[bytes]:
         """Prometheus exposition format: open when LOYALTY_METRICS_PUBLIC is true, otherwise
         for the bearer token in LOYALTY_METRICS_TOKEN."""
         settings = services_of(state).settings

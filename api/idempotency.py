@@ -35,7 +35,7 @@ import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeVar, overload
+from typing import Annotated, Any, TypeVar, cast, overload
 from uuid import UUID
 
 import asyncpg
@@ -46,7 +46,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter
 from litestar.serialization import encode_json, get_serializer
 
-from api.deps import services_of
+from api.deps import AnyRequest, services_of
 from loyalty.access.principals import MemberPrincipal, Principal, StaffPrincipal, TerminalPrincipal
 from loyalty.core.db import Connection
 from loyalty.core.idempotency import (
@@ -129,7 +129,7 @@ def _idempotent(handler: H, *, required: bool, in_ledger: bool) -> H:
 
     @functools.wraps(handler)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        request: Request[Any, Any, Any] = (
+        request: AnyRequest = (
             kwargs["request"] if "request" in own else kwargs.pop("request"))
         key: str | None = kwargs.pop(_KEY)
         idempotency = None if key is None else Idempotency(
@@ -152,16 +152,19 @@ def _idempotent(handler: H, *, required: bool, in_ledger: bool) -> H:
         default = None if name == _KEY and not required else inspect.Parameter.empty
         parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
                                             annotation=annotation, default=default))
+    # A function declares no __signature__ to mypy, but inspect.signature (and so litestar)
+    # reads it first.
     wrapper.__signature__ = inspect.signature(handler).replace(  # type: ignore[attr-defined]
         parameters=parameters)
     wrapper.__annotations__ = {
         name: annotation for name, annotation in handler.__annotations__.items()
         if name != "idempotency"} | added
-    return wrapper  # type: ignore[return-value]
+    # Called as the handler was, with the header litestar now fills besides.
+    return cast(H, wrapper)
 
 
 @asynccontextmanager
-async def _transaction_of_its_own(request: Request[Any, Any, Any]) -> AsyncIterator[Connection]:
+async def _transaction_of_its_own(request: AnyRequest) -> AsyncIterator[Connection]:
     """A transaction on a connection outside the pool, for the key of a write in steps."""
     conn: Connection = await asyncpg.connect(services_of(request.app.state).settings.database_url)
     try:
@@ -172,7 +175,7 @@ async def _transaction_of_its_own(request: Request[Any, Any, Any]) -> AsyncItera
 
 
 async def _once(
-    request: Request[Any, Any, Any], conn: Connection, idempotency: Idempotency,
+    request: AnyRequest, conn: Connection, idempotency: Idempotency,
     write: Callable[[], Awaitable[Any]],
 ) -> Response[Any]:
     """Claim the key in ``conn``'s transaction, write, store the answer in it after the write."""
@@ -187,7 +190,7 @@ async def _once(
     return _response(status, body, headers=headers)
 
 
-def _rendered(request: Request[Any, Any, Any], result: Any) -> tuple[int, bytes, dict[str, Any]]:
+def _rendered(request: AnyRequest, result: Any) -> tuple[int, bytes, dict[str, Any]]:
     """Status, body and headers of the handler's answer, encoded as litestar would."""
     route = request.route_handler
     if isinstance(result, Response):

@@ -19,8 +19,10 @@ from api.auth import staff_with
 from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff, utc_now
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
-from jobs.catalogue import Job, job_named
-from jobs.runs import claim, execute, job_statuses, list_runs
+from api.roles import ADMINS, JOB_READERS
+from jobs.catalogue import job_named, job_statuses
+from jobs.definition import Job
+from jobs.runs import claim, execute, list_runs
 from loyalty.access.audit import record_audit
 from loyalty.core.errors import NotFound
 from schemas.base import Page
@@ -53,7 +55,7 @@ def _job(name: str) -> Job:
 class JobsController(Controller):
     path = "/v1/jobs"
     tags = ["jobs"]
-    guards = [staff_with("admin", "analyst")]
+    guards = [staff_with(*JOB_READERS)]
     dependencies = {"conn": Provide(provide_conn), "staff": Provide(provide_staff),
                     "services": Provide(provide_services)}
 
@@ -69,7 +71,7 @@ class JobsController(Controller):
         return await list_runs(conn, _job(name).name, limit=limit, cursor=cursor)
 
     @post("/{name:str}/run", operation_id="runJob", status_code=202,
-          guards=[staff_with("admin")])
+          guards=[staff_with(*ADMINS)])
     @idempotent
     async def run(self, name: JobName, staff: Staff, conn: Db, services: Svc) -> JobRun:
         """Run a job now, as of now; refused with 409 while it is running. Answers at once

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, Request, get, patch, post, put
+from litestar import Controller, get, patch, post, put
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import UNSET
 
 from api.auth import members_only, staff_with
 from api.deps import (
+    AnyRequest,
     Db,
     Me,
     Staff,
@@ -24,7 +25,7 @@ from api.deps import (
 )
 from api.idempotency import idempotent
 from api.params import Cursor, Limit, SearchText, Since
-from api.roles import CONTACT_READERS, PROFILE_READERS, as_seen_by
+from api.roles import CONTACT_READERS, MEMBER_EDITORS, PROFILE_READERS, as_seen_by
 from api.sessions import limit_sign_in_address
 from loyalty.access.audit import record_audit
 from loyalty.core.errors import RateLimited
@@ -48,12 +49,8 @@ from schemas.members import (
     StaffMemberUpdate,
 )
 
-# Who may see which personal data: api/roles.py, docs/security.md.
-MEMBER_READERS = PROFILE_READERS
-MEMBER_EDITORS = ("admin", "support")
 
-
-async def _count_contact_change(request: Request[Any, Any, Any], services: Svc) -> None:
+async def _count_contact_change(request: AnyRequest, services: Svc) -> None:
     """A contact change answers "taken" for another member's e-mail or phone, so it is counted
     before it is tried, like a sign-in, against the limit per client address: probing who is a
     member costs what guessing passwords costs, and once limited every probe gets the same 429.
@@ -84,7 +81,7 @@ class MeController(Controller):
     @patch("", operation_id="updateMe")
     @idempotent
     async def update_me(
-        self, request: Request[Any, Any, Any], me: Me, data: JSONBody[MemberProfileUpdate],
+        self, request: AnyRequest, me: Me, data: JSONBody[MemberProfileUpdate],
         conn: Db, services: Svc,
     ) -> Member:
         """Change one's own profile; omitted fields stay as they are. Sending ``email`` or
@@ -113,7 +110,7 @@ class MeController(Controller):
 class StaffMembersController(Controller):
     path = "/v1/members"
     tags = ["members (staff)"]
-    guards = [staff_with(*MEMBER_READERS)]
+    guards = [staff_with(*PROFILE_READERS)]
     dependencies = {
         "services": Provide(provide_services),
         "conn": Provide(provide_conn),

@@ -8,10 +8,10 @@ import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar._openapi.schema_generation import SchemaCreator
 from litestar.datastructures import CacheControlHeader
 from litestar.openapi import OpenAPIConfig
@@ -25,6 +25,7 @@ from litestar.types import ControllerRouterHandler
 from litestar.typing import FieldDefinition
 
 from api.auth import members_only, terminals_only
+from api.deps import AnyRequest
 from schemas import base
 from schemas.base import EDGE_TYPES, BirthDate, Day, Instant
 
@@ -91,6 +92,7 @@ _ERRORS = {
 }
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again",
                                 "schema": {"type": "integer"}}}
+S = TypeVar("S", bound=msgspec.Struct)
 _GENERIC_NAME = re.compile(r"^(\w+)_schemas\.\w+\.(\w+)_$")
 
 _EDGE_SCHEMAS = {
@@ -133,6 +135,7 @@ def complete(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
         _secure(operation, handler)
         _problems(operation, handler, route)
     _close_inputs(components["schemas"])
+    _exactly_one(components["schemas"])
     _numbers_may_be_integers(document)
     return document
 
@@ -197,15 +200,14 @@ def _problems(operation: dict[str, Any], handler: Any, route: HTTPRoute) -> None
         responses[str(code)] = problem
 
 
+def _subclasses(kind: type[S]) -> Iterator[type[S]]:
+    for sub in kind.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
 def _input_names() -> set[str]:
-    found: set[str] = set()
-    stack: list[type[msgspec.Struct]] = [base.Input]
-    while stack:
-        kind = stack.pop()
-        for sub in kind.__subclasses__():
-            found.add(sub.__name__)
-            stack.append(sub)
-    return found
+    return {sub.__name__ for sub in _subclasses(base.Input)}
 
 
 def _close_inputs(schemas: dict[str, Any]) -> None:
@@ -215,6 +217,22 @@ def _close_inputs(schemas: dict[str, Any]) -> None:
         schema = schemas[name]
         if schema.get("type") == "object":
             schema["additionalProperties"] = False
+
+
+def _exactly_one(schemas: dict[str, Any]) -> None:
+    """A body that takes exactly one of some fields (``schemas.base.OneOf``) says so: ``oneOf``
+    alternatives, each requiring one of them present and not null, so a client sees the rule
+    the decoder holds it to. Wrapped in ``allOf``, which means the same: a generator such as
+    openapi-python-client reads a bare ``oneOf`` beside ``properties`` as a union of the
+    alternatives and drops the model itself."""
+    for kind in _subclasses(base.OneOf):
+        schema = schemas.get(kind.__name__)
+        if schema is None:
+            continue
+        wire = dict(zip(kind.__struct_fields__, kind.__struct_encode_fields__, strict=True))
+        schema["allOf"] = [{"oneOf": [
+            {"required": [wire[name]], "properties": {wire[name]: {"not": {"type": "null"}}}}
+            for name in kind.one_of]}]
 
 
 def _numbers_may_be_integers(document: dict[str, Any]) -> None:
@@ -266,7 +284,7 @@ def _rename_generics(document: dict[str, Any]) -> None:
 class CompleteJson(JsonRenderPlugin):
     """``/schema/openapi.json``: the completed document."""
 
-    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+    def render(self, request: AnyRequest, openapi_schema: dict[str, Any]) -> bytes:
         return super().render(request, complete(openapi_schema, request.app))
 
 
@@ -281,7 +299,7 @@ class LocalSwaggerUI(SwaggerRenderPlugin):
             favicon=f"<link rel='icon' type='image/png' href='{ASSETS_PATH}/favicon-32x32.png'>",
             path=["/", "/swagger"])
 
-    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+    def render(self, request: AnyRequest, openapi_schema: dict[str, Any]) -> bytes:
         return super().render(request, complete(openapi_schema, request.app))
 
 

@@ -24,7 +24,7 @@ from api.deps import (
 )
 from api.idempotency import idempotent, respond, stored_as
 from api.params import Cursor, Limit
-from api.roles import LEDGER_READERS
+from api.roles import LEDGER_READERS, POINTS_ADJUSTERS
 from loyalty.core.idempotency import Idempotency
 from loyalty.members.cards import issue_card
 from loyalty.points.history import (
@@ -50,7 +50,7 @@ from schemas.rules import MemberTier
 
 # One member's points, history and tier: customer service's (docs/security.md).
 MEMBER_READERS = LEDGER_READERS
-ADJUSTERS = ("admin", "support")
+ADJUSTERS = POINTS_ADJUSTERS
 
 
 class MyPointsController(Controller):

@@ -71,10 +71,7 @@ async def written_once(
 
 
 def _member(ref: MemberRef, services: Svc) -> UUID | str:
-    given = [v for v in (ref.id, ref.card, ref.number) if v is not None]
-    if len(given) != 1:
-        raise InvalidInput("identify the member by exactly one of id, card or number",
-                           field="member")
+    """The member id, or the number to look up; ``MemberRef`` holds exactly one of the three."""
     if ref.card is not None:
         return member_from_card(services.signer, ref.card)
     return ref.id if ref.id is not None else str(ref.number)

@@ -18,6 +18,7 @@ from api.deps import (
     utc_now,
 )
 from api.idempotency import idempotent
+from api.roles import MARKETING_EDITORS
 from loyalty.access.audit import record_audit
 from loyalty.core.errors import InvalidInput
 from loyalty.points.earning import (
@@ -31,13 +32,11 @@ from loyalty.points.rules import RuleChangePolicy, current_rules, replace_rules,
 from schemas.points import Simulation, SimulationResult
 from schemas.rules import EarningRulesChange, RuleSet
 
-RULE_EDITORS = ("admin", "marketer")
-
 
 class EarningRulesController(Controller):
     path = "/v1/earning-rules"
     tags = ["earning rules"]
-    guards = [staff_with(*RULE_EDITORS)]
+    guards = [staff_with(*MARKETING_EDITORS)]
     dependencies = {
         "services": Provide(provide_services),
         "conn": Provide(provide_conn),

@@ -15,7 +15,7 @@ from api.auth import staff_with
 from api.deps import Db, Staff, provide_conn, provide_staff, utc_now
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
-from api.roles import IDENTIFIER_READERS
+from api.roles import IDENTIFIER_READERS, MARKETING_EDITORS, MARKETING_READERS
 from loyalty.access.audit import record_audit
 from loyalty.promotions.segments import (
     create_segment,
@@ -35,17 +35,14 @@ from schemas.segments import (
     SegmentUpdate,
 )
 
-SEGMENT_READERS = ("admin", "marketer", "analyst")
-SEGMENT_EDITORS = ("admin", "marketer")
-
 
 class SegmentsController(Controller):
     path = "/v1/segments"
     tags = ["segments"]
-    guards = [staff_with(*SEGMENT_READERS)]
+    guards = [staff_with(*MARKETING_READERS)]
     dependencies = {"conn": Provide(provide_conn), "staff": Provide(provide_staff)}
 
-    @post("", operation_id="createSegment", guards=[staff_with(*SEGMENT_EDITORS)])
+    @post("", operation_id="createSegment", guards=[staff_with(*MARKETING_EDITORS)])
     @idempotent
     async def create(self, data: JSONBody[SegmentCreate], staff: Staff, conn: Db) -> Segment:
         """Save a definition under a name; refused if it is too complex or contradicts itself."""
@@ -77,7 +74,7 @@ class SegmentsController(Controller):
         return await get_segment(conn, segment_id)
 
     @patch("/{segment_id:uuid}", operation_id="updateSegment",
-           guards=[staff_with(*SEGMENT_EDITORS)])
+           guards=[staff_with(*MARKETING_EDITORS)])
     @idempotent
     async def update(self, segment_id: FromPath[UUID], data: JSONBody[SegmentUpdate],
                      staff: Staff, conn: Db) -> Segment:
@@ -92,7 +89,7 @@ class SegmentsController(Controller):
         return segment
 
     @get("/{segment_id:uuid}/members", operation_id="listSegmentMembers",
-         guards=[staff_with(*SEGMENT_EDITORS)])
+         guards=[staff_with(*MARKETING_EDITORS)])
     async def members(self, segment_id: FromPath[UUID], staff: Staff, conn: Db,
                       limit: Limit = 50, cursor: Cursor = None) -> Page[SegmentMember]:
         """The members the segment selects now, in member-id order; the read is audited."""

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
-from litestar import Controller, Request, post
+from litestar import Controller, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
 from api.auth import client_address
-from api.deps import Db, Svc, provide_conn, provide_services
+from api.deps import AnyRequest, Db, Svc, provide_conn, provide_services
 from loyalty.access.sessions import (
     access_token,
     revoke_refresh_token_family,
@@ -28,7 +27,7 @@ from schemas.members import MemberRegistration, Registered
 _WRONG = "the e-mail address, phone number or password is wrong"
 
 
-async def _limit_address(request: Request[Any, Any, Any], services: Svc) -> None:
+async def _limit_address(request: AnyRequest, services: Svc) -> None:
     """Sign-in endpoints are limited per client address, whoever the caller claims to be."""
     address = client_address(request.scope, services.settings.trusted_proxies)
     wait = await services.limiter.hit(
@@ -81,7 +80,7 @@ class SessionController(Controller):
 
     @post("/member/register", operation_id="registerMember", status_code=201)
     async def register(
-        self, request: Request[Any, Any, Any], data: JSONBody[MemberRegistration], services: Svc,
+        self, request: AnyRequest, data: JSONBody[MemberRegistration], services: Svc,
         conn: Db,
     ) -> Registered:
         """Create a member account and sign it in."""
@@ -97,12 +96,10 @@ class SessionController(Controller):
 
     @post("/member/login", operation_id="loginMember", status_code=200)
     async def member_login(
-        self, request: Request[Any, Any, Any], data: JSONBody[MemberLogin], services: Svc,
+        self, request: AnyRequest, data: JSONBody[MemberLogin], services: Svc,
         conn: Db,
     ) -> Tokens:
         """Log a member in with e-mail or phone and password."""
-        if (data.email is None) == (data.phone is None):
-            raise InvalidInput("give either email or phone", field="email")
         await _limit_address(request, services)
         region = services.settings.default_region
         found = await find_login(conn, email=data.email, phone=data.phone, region=region)
@@ -116,7 +113,7 @@ class SessionController(Controller):
 
     @post("/staff/login", operation_id="loginStaff", status_code=200)
     async def staff_login(
-        self, request: Request[Any, Any, Any], data: JSONBody[StaffLogin], services: Svc,
+        self, request: AnyRequest, data: JSONBody[StaffLogin], services: Svc,
         conn: Db,
     ) -> Tokens:
         """Log a staff account in; the access token carries its role."""
@@ -131,7 +128,7 @@ class SessionController(Controller):
 
     @post("/refresh", operation_id="refreshTokens", status_code=200)
     async def refresh(
-        self, request: Request[Any, Any, Any], data: JSONBody[RefreshRequest], services: Svc
+        self, request: AnyRequest, data: JSONBody[RefreshRequest], services: Svc
     ) -> Tokens:
         """Spend a refresh token for new tokens. A token spent twice revokes its whole family."""
         await _limit_address(request, services)

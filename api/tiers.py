@@ -10,19 +10,18 @@ from litestar.params import JSONBody
 from api.auth import staff_with
 from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff
 from api.idempotency import idempotent
+from api.roles import MARKETING_EDITORS
 from api.rules import rule_change_policy
 from loyalty.access.audit import record_audit
 from loyalty.points.rules import current_rules, replace_rules
 from loyalty.points.tiers import check_tier_coupons
 from schemas.rules import TierProgramChange, TierProgramSet
 
-TIER_EDITORS = ("admin", "marketer")
-
 
 class TiersController(Controller):
     path = "/v1/tiers"
     tags = ["tiers"]
-    guards = [staff_with(*TIER_EDITORS)]
+    guards = [staff_with(*MARKETING_EDITORS)]
     dependencies = {
         "services": Provide(provide_services),
         "conn": Provide(provide_conn),

@@ -20,19 +20,36 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
+import uvicorn
 
+from jobs.catalogue import job_named, job_statuses, schedules
+from jobs.definition import make_context
+from jobs.runs import run_once
+from jobs.scheduler import JOB_STATEMENT_TIMEOUT_SECONDS, run_scheduler
 from loyalty.access.passwords import Passwords
+from loyalty.access.staff import create_staff, deactivate_staff, set_staff_role
+from loyalty.access.stores import create_terminal, ensure_store
 from loyalty.access.tokens import load_or_create_signing_key
 from loyalty.core.db import Connection, create_pool, init_connection, migrate, transaction
 from loyalty.core.embedded import ServiceUrls, export, service_urls
 from loyalty.core.errors import ConfigurationError, LoyaltyError
 from loyalty.core.logs import configure_logging
 from loyalty.core.settings import Settings, load_settings
+from loyalty.insights.rfm import refresh_rfm
+from loyalty.ops.demo import seed_demo
+from loyalty.ops.importing import run_import
+from loyalty.points.history import expire_points, release_points
+from loyalty.points.purchases import Programme
+from loyalty.points.rules import RuleBook
+from loyalty.points.tiers import evaluate_tiers
+from loyalty.promotions.campaigns import launch_due_campaigns
+from schemas.admin import StaffCreate, TerminalCreate
 
 log = logging.getLogger("loyalty")
 T = TypeVar("T")
@@ -107,10 +124,6 @@ def _passwords(settings: Settings) -> Passwords:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
-    import uvicorn
-
-    from jobs.catalogue import schedules
-
     schedules(settings)  # a bad LOYALTY_JOB_SCHEDULES stops here, not in a background task
     with _services(settings, need_redis=True, create=True) as urls:
         export(urls)
@@ -138,8 +151,6 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.scheduler import run_scheduler
-
     with _services(settings, need_redis=False) as urls:
         if settings.migrate_on_start:
             asyncio.run(migrate(urls.database_url))
@@ -147,8 +158,6 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_jobs_list(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.runs import job_statuses
-
     now = dt.datetime.now(dt.UTC)
     statuses = _with_connection(settings, lambda conn: job_statuses(conn, settings, now))
     tz = ZoneInfo(settings.timezone)
@@ -170,10 +179,6 @@ def cmd_jobs_list(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_jobs_run(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.catalogue import job_named, make_context
-    from jobs.runs import run_once
-    from jobs.scheduler import JOB_STATEMENT_TIMEOUT_SECONDS
-
     job = job_named(args.name)
     if job is None:
         sys.exit(f"loyalty: no job named {args.name!r}; `loyalty jobs list` names them")
@@ -197,11 +202,6 @@ def cmd_jobs_run(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_staff_create(settings: Settings, args: argparse.Namespace) -> None:
-    import msgspec
-
-    from loyalty.access.staff import create_staff
-    from schemas.admin import StaffCreate
-
     data = msgspec.convert({"email": args.email, "password": args.password, "role": args.role,
                             "display_name": args.name or ""}, StaffCreate)
     password_hash = asyncio.run(_passwords(settings).hash(data.password))
@@ -215,16 +215,12 @@ def cmd_staff_create(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_staff_deactivate(settings: Settings, args: argparse.Namespace) -> None:
-    from loyalty.access.staff import deactivate_staff
-
     account = _with_connection(settings, lambda conn: deactivate_staff(conn, args.email))
     print(f"staff {account.email} deactivated: it can no longer sign in, and its sessions "
           "have ended on every instance")
 
 
 def cmd_staff_set_role(settings: Settings, args: argparse.Namespace) -> None:
-    from loyalty.access.staff import set_staff_role
-
     account = _with_connection(settings, lambda conn: set_staff_role(conn, args.email,
                                                                      args.role))
     print(f"staff {account.email} is now {account.role}: its sessions have ended, and it "
@@ -232,9 +228,6 @@ def cmd_staff_set_role(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_terminal_create(settings: Settings, args: argparse.Namespace) -> None:
-    from loyalty.access.stores import create_terminal, ensure_store
-    from schemas.admin import TerminalCreate
-
     msgspec.convert({"store_code": args.store, "name": args.name or ""}, TerminalCreate)
 
     async def work(conn: Connection) -> Any:
@@ -251,8 +244,6 @@ def cmd_terminal_create(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> None:
-    from loyalty.ops.demo import seed_demo
-
     passwords = _passwords(settings)
     summary = _with_connection(settings, lambda conn: seed_demo(conn, passwords,
                                                                  settings.default_region),
@@ -261,8 +252,6 @@ def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_points(settings: Settings, args: argparse.Namespace) -> None:
-    from loyalty.points.history import expire_points, release_points
-
     now = _as_of(args.now)
     work = expire_points if args.points_command == "expire" else release_points
     totals = _in_batches(settings, lambda conn: work(conn, now=now,
@@ -273,9 +262,6 @@ def cmd_points(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_tiers_evaluate(settings: Settings, args: argparse.Namespace) -> None:
-    from loyalty.points.rules import RuleBook
-    from loyalty.points.tiers import evaluate_tiers
-
     now = _as_of(args.now)
     totals = _in_batches(settings, lambda conn: evaluate_tiers(
         conn, rulebook=RuleBook(), now=now, tz=ZoneInfo(settings.timezone),
@@ -284,8 +270,6 @@ def cmd_tiers_evaluate(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_rfm_refresh(settings: Settings, args: argparse.Namespace) -> None:
-    from loyalty.insights.rfm import refresh_rfm
-
     now = _as_of(args.now)
     window_days = settings.rfm_window_days if args.window_days is None else args.window_days
     if not 1 <= window_days <= 3650:
@@ -297,10 +281,6 @@ def cmd_rfm_refresh(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_campaigns_launch_due(settings: Settings, args: argparse.Namespace) -> None:
-    from loyalty.points.purchases import Programme
-    from loyalty.points.rules import RuleBook
-    from loyalty.promotions.campaigns import launch_due_campaigns
-
     now = _as_of(args.now)
     programme = Programme.from_settings(settings)
 
@@ -310,10 +290,6 @@ def cmd_campaigns_launch_due(settings: Settings, args: argparse.Namespace) -> No
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from loyalty.ops.importing import run_import
-
     with _services(settings, need_redis=False) as urls:
         summary = asyncio.run(run_import(
             urls.database_url, args.import_command, Path(args.file),

@@ -10,99 +10,63 @@ zone, overridden by ``LOYALTY_JOB_SCHEDULES``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.cron import CronTrigger
-
-from loyalty.core.db import Pool
+from jobs.definition import Counts, Job, JobContext, cron_trigger
+from jobs.runs import RUNS_KEPT, delete_old_runs, latest_runs, running_jobs
+from loyalty.core.db import Connection
 from loyalty.core.errors import ConfigurationError
+from loyalty.core.idempotency import IDEMPOTENCY_KEPT, delete_old_idempotency_keys
 from loyalty.core.settings import Settings
-from loyalty.points.purchases import Programme
-from loyalty.points.rules import RuleBook
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What every job may use: built once per process."""
-
-    dsn: str
-    pool: Pool
-    settings: Settings
-    rulebook: RuleBook
-    programme: Programme
-
-    @property
-    def tz(self) -> ZoneInfo:
-        return self.programme.timezone
-
-
-Counts = dict[str, int]
-
-
-@dataclass(frozen=True)
-class Job:
-    name: str
-    cron: str
-    summary: str
-    run: Callable[[JobContext, dt.datetime], Awaitable[Counts]]
+from loyalty.insights.at_risk import flag_at_risk
+from loyalty.insights.dormancy import flag_dormant, hand_over_dormant
+from loyalty.insights.kpis import snapshot_kpis
+from loyalty.insights.rfm import refresh_rfm
+from loyalty.members.profiles import fill_member_skeletons
+from loyalty.points.history import expire_points, release_points
+from loyalty.points.tiers import evaluate_tiers
+from loyalty.promotions.birthdays import give_birthday_rewards
+from loyalty.promotions.campaigns import launch_due_campaigns
+from schemas.jobs import JobStatus
 
 
 async def _dormancy(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.insights.dormancy import flag_dormant
-
     async with ctx.pool.acquire() as conn:
         return await flag_dormant(conn, now=now, tz=ctx.tz, days=ctx.settings.dormancy_days)
 
 
 async def _reactivation(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.insights.dormancy import hand_over_dormant
-
     async with ctx.pool.acquire() as conn:
         return await hand_over_dormant(conn, template_id=ctx.settings.reactivation_campaign,
                                        rulebook=ctx.rulebook, programme=ctx.programme, now=now)
 
 
 async def _points_expiry(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.points.history import expire_points
-
     async with ctx.pool.acquire() as conn:
         return await expire_points(conn, now=now)
 
 
 async def _points_release(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.points.history import release_points
-
     async with ctx.pool.acquire() as conn:
         return await release_points(conn, now=now)
 
 
 async def _tier_evaluation(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.points.tiers import evaluate_tiers
-
     async with ctx.pool.acquire() as conn:
         return await evaluate_tiers(conn, rulebook=ctx.rulebook, now=now, tz=ctx.tz)
 
 
 async def _rfm_refresh(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.insights.rfm import refresh_rfm
-
     async with ctx.pool.acquire() as conn:
         return await refresh_rfm(conn, now=now, window_days=ctx.settings.rfm_window_days)
 
 
 async def _at_risk(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.insights.at_risk import flag_at_risk
-
     async with ctx.pool.acquire() as conn:
         return await flag_at_risk(conn, now=now, multiple=ctx.settings.at_risk_multiple,
                                   min_purchases=ctx.settings.at_risk_min_purchases)
 
 
 async def _birthday_rewards(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.promotions.birthdays import give_birthday_rewards
-
     async with ctx.pool.acquire() as conn:
         return await give_birthday_rewards(
             conn, now=now, tz=ctx.tz, points=ctx.settings.birthday_points,
@@ -112,8 +76,6 @@ async def _birthday_rewards(ctx: JobContext, now: dt.datetime) -> Counts:
 
 async def _kpi_snapshot(ctx: JobContext, now: dt.datetime) -> Counts:
     """The figures of the business day before ``now`` (the day that has just ended)."""
-    from loyalty.insights.kpis import snapshot_kpis
-
     yesterday = now.astimezone(ctx.tz).date() - dt.timedelta(days=1)
     async with ctx.pool.acquire() as conn:
         return await snapshot_kpis(conn, day=yesterday, tz=ctx.tz,
@@ -121,8 +83,6 @@ async def _kpi_snapshot(ctx: JobContext, now: dt.datetime) -> Counts:
 
 
 async def _campaign_launch(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.promotions.campaigns import launch_due_campaigns
-
     async with ctx.pool.acquire() as conn:
         launched = await launch_due_campaigns(conn, rulebook=ctx.rulebook,
                                               programme=ctx.programme, now=now)
@@ -130,22 +90,16 @@ async def _campaign_launch(ctx: JobContext, now: dt.datetime) -> Counts:
 
 
 async def _idempotency_cleanup(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.core.idempotency import IDEMPOTENCY_KEPT, delete_old_idempotency_keys
-
     async with ctx.pool.acquire() as conn:
         return await delete_old_idempotency_keys(conn, before=now - IDEMPOTENCY_KEPT)
 
 
 async def _member_skeletons(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.members.profiles import fill_member_skeletons
-
     async with ctx.pool.acquire() as conn:
         return await fill_member_skeletons(conn)
 
 
 async def _run_history_cleanup(ctx: JobContext, now: dt.datetime) -> Counts:
-    from jobs.runs import RUNS_KEPT, delete_old_runs
-
     async with ctx.pool.acquire() as conn:
         return await delete_old_runs(conn, before=now - RUNS_KEPT)
 
@@ -183,19 +137,6 @@ def job_named(name: str) -> Job | None:
     return next((job for job in JOBS if job.name == name), None)
 
 
-def cron_trigger(expression: str, timezone: str) -> CronTrigger:
-    """Five fields (minute hour day month weekday), or six with seconds first."""
-    fields = expression.split()
-    if len(fields) == 5:
-        return CronTrigger.from_crontab(expression, timezone=timezone)
-    if len(fields) == 6:
-        second, minute, hour, day, month, day_of_week = fields
-        return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
-                           day_of_week=day_of_week, timezone=timezone)
-    raise ValueError(f"{expression!r} is not a cron expression of 5 fields (or 6, seconds "
-                     "first)")
-
-
 def schedules(settings: Settings) -> dict[str, str | None]:
     """Each job's cron expression after ``LOYALTY_JOB_SCHEDULES``; None for a job turned off."""
     chosen: dict[str, str | None] = {job.name: job.cron for job in JOBS}
@@ -219,6 +160,19 @@ def schedules(settings: Settings) -> dict[str, str | None]:
     return chosen
 
 
-def make_context(dsn: str, pool: Pool, settings: Settings) -> JobContext:
-    return JobContext(dsn=dsn, pool=pool, settings=settings, rulebook=RuleBook(),
-                      programme=Programme.from_settings(settings))
+async def job_statuses(conn: Connection, settings: Settings,
+                       now: dt.datetime) -> list[JobStatus]:
+    """Every job with its schedule after the settings, next tick, state and latest run."""
+    chosen = schedules(settings)
+    latest = await latest_runs(conn)
+    running = await running_jobs(conn, [job.name for job in JOBS])
+    statuses = []
+    for job in JOBS:
+        cron = chosen[job.name]
+        next_run = cron_trigger(cron, settings.timezone).get_next_fire_time(None, now) \
+            if cron is not None else None
+        statuses.append(JobStatus(
+            name=job.name, summary=job.summary, schedule=cron, timezone=settings.timezone,
+            next_run_at=next_run, running=job.name in running,
+            last_run=latest.get(job.name)))
+    return statuses

@@ -24,13 +24,12 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from jobs.catalogue import JOBS, Job, JobContext, cron_trigger, schedules
+from jobs.definition import Job, JobContext
 from loyalty.core.db import Connection, init_connection, repeat_in_batches
 from loyalty.core.errors import Conflict, InvalidInput
 from loyalty.core.metrics import JOB_RUNS
-from loyalty.core.settings import Settings
 from schemas.base import Page
-from schemas.jobs import JobRun, JobStatus
+from schemas.jobs import JobRun
 
 log = logging.getLogger(__name__)
 
@@ -192,27 +191,18 @@ select name from unnest($2::text[]) as name
 """
 
 
-async def job_statuses(conn: Connection, settings: Settings,
-                       now: dt.datetime) -> list[JobStatus]:
-    """Every job with its schedule after the settings, next tick, state and latest run."""
-    chosen = schedules(settings)
-    latest = {row["job"]: job_run(row) for row in await conn.fetch(
+async def latest_runs(conn: Connection) -> dict[str, JobRun]:
+    """Each job's latest run, by the job's name."""
+    return {row["job"]: job_run(row) for row in await conn.fetch(
         f"""
         select distinct on (job) {RUN_COLUMNS} from job_runs
          order by job, run_id desc
         """)}
-    running = {row["name"] for row in await conn.fetch(_RUNNING, JOB_LOCK_CLASS,
-                                                         [job.name for job in JOBS])}
-    statuses = []
-    for job in JOBS:
-        cron = chosen[job.name]
-        next_run = cron_trigger(cron, settings.timezone).get_next_fire_time(None, now) \
-            if cron is not None else None
-        statuses.append(JobStatus(
-            name=job.name, summary=job.summary, schedule=cron, timezone=settings.timezone,
-            next_run_at=next_run, running=job.name in running,
-            last_run=latest.get(job.name)))
-    return statuses
+
+
+async def running_jobs(conn: Connection, names: list[str]) -> set[str]:
+    """The jobs among ``names`` running now, in whatever process."""
+    return {row["name"] for row in await conn.fetch(_RUNNING, JOB_LOCK_CLASS, names)}
 
 
 async def list_runs(conn: Connection, job: str, *, limit: int,

@@ -24,7 +24,8 @@ import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from jobs.catalogue import JOBS, Job, JobContext, cron_trigger, make_context, schedules
+from jobs.catalogue import JOBS, schedules
+from jobs.definition import Job, JobContext, cron_trigger, make_context
 from jobs.runs import INSTANCE, JobBusy, last_tick, run_once
 from loyalty.core.db import Connection, create_pool
 from loyalty.core.settings import Settings

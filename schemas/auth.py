@@ -6,18 +6,19 @@ from typing import Annotated, Literal
 
 from msgspec import Meta
 
-from schemas.base import Email, Input, Output, Phone, Token
+from schemas.base import Email, Input, OneOf, Output, Phone, Token
 
 # At login any length up to the cap is checked; the policy applies when a password is set.
 LoginPassword = Annotated[str, Meta(min_length=1, max_length=128)]
 
 
-class MemberLogin(Input):
+class MemberLogin(OneOf):
     """Either ``email`` or ``phone``, with the password."""
 
     password: LoginPassword
     email: Email | None = None
     phone: Phone | None = None
+    one_of = ("email", "phone")
 
 
 class StaffLogin(Input):

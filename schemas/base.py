@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -145,6 +145,31 @@ json_encoder = msgspec.json.Encoder(enc_hook=encode_edge)
 
 class Input(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Request bodies: unknown fields are refused, not ignored."""
+
+
+class OneOf(Input):
+    """A body that says one thing in several ways: exactly one of the fields ``one_of`` names is
+    given (and not null), such as a member by id, card or number.
+
+    Checked as the body is decoded, so a body naming two of them, or none, does not match the
+    document: 400 ``validation_failed`` naming the fields, before anything is read or written.
+    api/openapi.py writes the same rule into the document as ``oneOf``. The fields keep their
+    names on the wire (no tag field): clients already send them so. A subclass with a
+    ``__post_init__`` of its own calls this one first.
+    """
+
+    one_of: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        given = [name for name in self.one_of if getattr(self, name) is not None]
+        if len(given) != 1:
+            said = " and ".join(given) + " were given" if given else "none was given"
+            raise ValueError(f"give exactly one of {_listed(self.one_of)}: {said}")
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    """``("id", "card", "number")`` as "id, card or number"."""
+    return " or ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
 
 
 class Output(msgspec.Struct, kw_only=True):

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from msgspec import Meta
 
-from schemas.base import Input, Instant, Name, Output, text
+from schemas.base import Input, Instant, Name, OneOf, Output, text
 from schemas.grants import GrantPoints
 from schemas.points import Reason
 
@@ -48,7 +48,7 @@ Channel = Literal["marketing_email", "push"]
 CampaignStatus = Literal["draft", "scheduled", "launching", "launched"]
 
 
-class CampaignCreate(Input):
+class CampaignCreate(OneOf):
     """A campaign, not yet launched. Exactly one of ``segment_id`` or ``members``.
 
     ``starts_at`` unset: it starts when launched; set in the future: launching schedules it
@@ -69,10 +69,10 @@ class CampaignCreate(Input):
     holdout_percent: Annotated[int, Meta(ge=0, le=90)] = 0
     max_members: Annotated[int, Meta(ge=1, le=100_000_000)] | None = None
     channel: Channel | None = None
+    one_of = ("segment_id", "members")
 
     def __post_init__(self) -> None:
-        if (self.segment_id is None) == (self.members is None):
-            raise ValueError("give exactly one of segment_id or members")
+        super().__post_init__()
         for moment in (self.starts_at, self.ends_at):
             if moment is not None and moment.tzinfo is None:
                 raise ValueError("campaign times need a time zone offset")

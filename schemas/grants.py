@@ -8,7 +8,7 @@ from uuid import UUID
 
 from msgspec import Meta
 
-from schemas.base import Input, Output
+from schemas.base import OneOf, Output
 from schemas.points import Reason
 
 MAX_GRANT_MEMBERS = 100_000
@@ -17,7 +17,7 @@ GrantStatus = Literal["running", "done"]
 GrantSource = Literal["staff", "campaign"]
 
 
-class GrantRequest(Input):
+class GrantRequest(OneOf):
     """The same points for every member of a list or of a segment: exactly one of ``members``
     and ``segment_id``. Ids in the list that no member has are skipped and counted."""
 
@@ -25,10 +25,7 @@ class GrantRequest(Input):
     reason: Reason
     members: Annotated[list[UUID], Meta(min_length=1, max_length=MAX_GRANT_MEMBERS)] | None = None
     segment_id: UUID | None = None
-
-    def __post_init__(self) -> None:
-        if (self.members is None) == (self.segment_id is None):
-            raise ValueError("give exactly one of members or segment_id")
+    one_of = ("members", "segment_id")
 
 
 class ListGrantTarget(Output, tag="members", tag_field="kind"):

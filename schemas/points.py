@@ -10,7 +10,7 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from schemas.base import BirthDate, Input, Instant, Output, ShortText, whole
+from schemas.base import BirthDate, Input, Instant, OneOf, Output, ShortText, whole
 from schemas.rules import ActionName, AwardCount, Category, EarningRules, Sku, Trace
 
 Money = Annotated[int, Meta(ge=0, le=10_000_000_000)]
@@ -26,12 +26,13 @@ Reason = Annotated[str, Meta(min_length=3, max_length=500,
 EntryKind = Literal["earn", "redeem", "expire", "adjust", "reverse", "transfer"]
 
 
-class MemberRef(Input):
+class MemberRef(OneOf):
     """Exactly one of ``id``, ``card`` (the token the app shows) or ``number``."""
 
     id: UUID | None = None
     card: CardToken | None = None
     number: MemberNumber | None = None
+    one_of = ("id", "card", "number")
 
 
 # What a person types or a scanner reads; normalised (NFKC, upper case, no spaces or hyphens)
@@ -46,12 +47,13 @@ CouponReason = Literal[
 MAX_COUPONS = 20
 
 
-class CouponRef(Input):
+class CouponRef(OneOf):
     """A coupon at the till: a typed or scanned ``code`` (single-use or shared), or a wallet
     coupon by ``coupon_id``. Exactly one."""
 
     code: CouponCode | None = None
     coupon_id: UUID | None = None
+    one_of = ("code", "coupon_id")
 
 
 class CouponCheck(Output):
@@ -136,11 +138,12 @@ class ReturnLine(Input):
     quantity: Quantity
 
 
-class ReturnRequest(Input):
+class ReturnRequest(OneOf):
     """Either ``lines`` or ``amount`` (in the currency's minor units)."""
 
     lines: Annotated[list[ReturnLine], Meta(min_length=1, max_length=500)] | None = None
     amount: Annotated[int, Meta(ge=1, le=10_000_000_000)] | None = None
+    one_of = ("lines", "amount")
 
 
 class ReinstatedCoupon(Output):

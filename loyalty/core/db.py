@@ -71,6 +71,11 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20,
     return pool
 
 
+async def ping(db: Pool | Connection) -> None:
+    """Ask PostgreSQL for an answer, through the pool or one connection; raises if none comes."""
+    await db.fetchval("select 1")
+
+
 @asynccontextmanager
 async def transaction(pool: Pool) -> AsyncIterator[Connection]:
     """A connection inside one transaction: commit when the block returns, roll back on raise."""

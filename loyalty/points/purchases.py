@@ -639,8 +639,6 @@ async def record_return(
     reported. Redeemed points are given back with the expiry they had; points whose expiry
     has passed are not given back, and the response says so.
     """
-    if (request.lines is None) == (request.amount is None):
-        raise InvalidInput("give either lines or amount", field="lines")
     bought: _Bought | None = None
 
     async def read(conn: Connection) -> MemberLedger:

@@ -18,7 +18,6 @@ from uuid import UUID
 import msgspec
 
 from loyalty.core.db import Connection
-from loyalty.core.errors import InvalidInput
 from loyalty.promotions.codes import is_well_formed, normalize_code
 from schemas.coupons import Discount, FixedAmount, FreeItem, PercentOff, PointsMultiplierDiscount
 from schemas.points import CouponCheck, CouponReason, CouponRef, PurchaseLine
@@ -103,12 +102,9 @@ select f.*, t.template_id as t_template_id, t.name as t_name, t.discount as t_di
 
 
 def normalized_refs(refs: Sequence[CouponRef]) -> list[CouponRef]:
-    """The refs as looked up: codes normalised; exactly one of code or coupon id each."""
+    """The refs as looked up: codes normalised (``CouponRef`` holds a code or a coupon id)."""
     out = []
-    for index, ref in enumerate(refs):
-        if (ref.code is None) == (ref.coupon_id is None):
-            raise InvalidInput("name each coupon by exactly one of code or coupon_id",
-                               field=f"coupons[{index}]")
+    for ref in refs:
         out.append(CouponRef(code=normalize_code(ref.code)) if ref.code is not None else ref)
     return out
 

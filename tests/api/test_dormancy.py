@@ -16,7 +16,8 @@ import httpx
 import msgspec
 import pytest
 
-from jobs.catalogue import JobContext, cron_trigger, job_named, make_context
+from jobs.catalogue import job_named
+from jobs.definition import JobContext, cron_trigger, make_context
 from jobs.scheduler import run_due
 from loyalty.core.db import create_pool
 from loyalty.core.settings import Settings

@@ -582,8 +582,8 @@ async def test_check_ins_that_may_not_be_made_are_refused_with_their_own_code(
              (not_yet, ref, scene.till, 409, "checkin_not_open"),
              ({"event_id": str(UUID(int=3))}, ref, scene.till, 404, "event_not_found"),
              (open_now, {"id": str(UUID(int=4))}, scene.till, 404, "member_not_found"),
-             (open_now, {"id": member.member_id, "number": "123"}, scene.till, 422,
-              "invalid_input")]
+             (open_now, {"id": member.member_id, "number": "123"}, scene.till, 400,
+              "validation_failed")]
     for event, who, till, status, code in cases:
         response = await scene.check_in(event, who, till=till)
         assert (response.status_code, problem_code(response)) == (status, code), code

@@ -10,7 +10,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from jobs.catalogue import JOBS, Job, JobContext, make_context
+from jobs.catalogue import JOBS
+from jobs.definition import Job, JobContext, make_context
 from jobs.runs import run_once
 from loyalty.core.db import create_pool
 from loyalty.core.idempotency import IDEMPOTENCY_KEPT, delete_old_idempotency_keys

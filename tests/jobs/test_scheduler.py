@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from jobs.catalogue import Job, JobContext, cron_trigger, make_context, schedules
+from jobs.catalogue import schedules
+from jobs.definition import Job, JobContext, cron_trigger, make_context
 from jobs.runs import RUNS_KEPT, JobBusy, claim, delete_old_runs, execute, run_once
 from jobs.scheduler import LEADER_LOCK_KEY, due_ticks, run_due, run_scheduler, ticks_between
 from loyalty.core.db import create_pool
