@@ -41,8 +41,8 @@ from loyalty.access.ratelimit import RateLimiter
 from loyalty.access.revocation import Revocations
 from loyalty.core.db import create_pool
 from loyalty.core.logs import configure_logging
+from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings, load_settings
-from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook
 from schemas.base import EDGE_TYPES, decode_edge
 

@@ -25,8 +25,8 @@ from loyalty.access.auth import (
 from loyalty.access.ratelimit import RateLimiter
 from loyalty.access.revocation import Revocations
 from loyalty.core.db import Connection, Pool
+from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings
-from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook
 
 

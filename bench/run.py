@@ -44,10 +44,10 @@ from loyalty.access.stores import create_terminal, ensure_store
 from loyalty.core.db import Connection, init_connection, recreate_database, with_database
 from loyalty.core.embedded import service_urls
 from loyalty.core.ids import uuid7
+from loyalty.core.programme import Programme
 from loyalty.core.settings import load_settings
 from loyalty.insights.dormancy import dormancy_cutoff, flag_dormant
-from loyalty.points.history import expire_points
-from loyalty.points.purchases import Programme
+from loyalty.points.expiry import expire_points
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.campaigns import launch_campaign
 from schemas.campaigns import IssueCoupon

@@ -260,7 +260,7 @@ def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_points(settings: Settings, args: argparse.Namespace) -> None:
-    from loyalty.points.history import expire_points, release_points
+    from loyalty.points.expiry import expire_points, release_points
 
     now = _as_of(args.now)
     work = expire_points if args.points_command == "expire" else release_points
@@ -296,7 +296,7 @@ def cmd_rfm_refresh(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_campaigns_launch_due(settings: Settings, args: argparse.Namespace) -> None:
-    from loyalty.points.purchases import Programme
+    from loyalty.core.programme import Programme
     from loyalty.points.rules import RuleBook
     from loyalty.promotions.campaigns import launch_due_campaigns
 

@@ -18,8 +18,8 @@ from apscheduler.triggers.cron import CronTrigger
 
 from loyalty.core.db import Pool
 from loyalty.core.errors import ConfigurationError
+from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings
-from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook
 
 
@@ -65,14 +65,14 @@ async def _reactivation(ctx: JobContext, now: dt.datetime) -> Counts:
 
 
 async def _points_expiry(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.points.history import expire_points
+    from loyalty.points.expiry import expire_points
 
     async with ctx.pool.acquire() as conn:
         return await expire_points(conn, now=now)
 
 
 async def _points_release(ctx: JobContext, now: dt.datetime) -> Counts:
-    from loyalty.points.history import release_points
+    from loyalty.points.expiry import release_points
 
     async with ctx.pool.acquire() as conn:
         return await release_points(conn, now=now)

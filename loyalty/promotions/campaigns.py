@@ -21,10 +21,10 @@ import msgspec
 
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, InvalidInput, NotFound
+from loyalty.core.programme import Programme
 from loyalty.members.filter import REACHABLE, MemberFilter
 from loyalty.members.profiles import newest_first
 from loyalty.points.grants import create_grant, run_grant
-from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.coupons import issue_to_members
 from loyalty.promotions.segments import segment_filter
