@@ -255,7 +255,7 @@ def posting_statement(event: str = "", *, check: str = "") -> PostingStatement:
     """The posting statement with an optional ``event``: more CTEs (``, name as (...)``) that
     write the business record in the same statement, gated on ``exists (select 1 from bal)``;
     and an optional ``check``, an expression over those CTEs evaluated last that may raise
-    ``claim_refused`` (a coupon taken by someone else in the meantime) to undo everything.
+    SQLSTATE LY410 (``coupon_refused``: a coupon taken in the meantime) to undo everything.
 
     The event may use the posting's ``:member`` and ``:now``; its other parameters are its own,
     named apart from the posting's. Built once, from constant text only."""
