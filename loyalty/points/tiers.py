@@ -84,6 +84,9 @@ coalesce((select sum(e.amount) from point_entries e
 
 
 def measure_sql(program: TierProgram, member: str, start: str, end: str) -> str:
+    """The qualifying measure as an SQL expression, for the period-end evaluation here and for
+    the purchase's ledger read (loyalty/points/purchases.py), so the two count alike. The
+    arguments are SQL (a column, parameter placeholders), never values."""
     template = SPEND_SQL if program.measure == "spend" else POINTS_SQL
     return template.format(member=member, start=start, end=end)
 
