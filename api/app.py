@@ -44,8 +44,8 @@ from loyalty.access.terminal_keys import TerminalKeys
 from loyalty.access.tokens import TokenSigner, load_or_create_signing_key
 from loyalty.core.db import create_pool
 from loyalty.core.logs import configure_logging
+from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings, load_settings
-from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook
 from schemas.base import EDGE_TYPES, decode_edge
 

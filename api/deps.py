@@ -20,8 +20,8 @@ from loyalty.access.revocation import Revocations
 from loyalty.access.terminal_keys import TerminalKeys
 from loyalty.access.tokens import TokenSigner
 from loyalty.core.db import Connection, Pool
+from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings
-from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook
 
 

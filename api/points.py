@@ -27,13 +27,9 @@ from api.params import Cursor, Limit
 from api.roles import LEDGER_READERS, POINTS_ADJUSTERS
 from loyalty.core.idempotency import Idempotency
 from loyalty.members.cards import issue_card
-from loyalty.points.history import (
-    adjust_points,
-    entry_detail,
-    points_history,
-    points_summary,
-    record_action,
-)
+from loyalty.points.actions import record_action
+from loyalty.points.adjustments import adjust_points
+from loyalty.points.history import entry_detail, points_history, points_summary
 from loyalty.points.tiers import member_tier
 from schemas.base import Page
 from schemas.points import (

@@ -34,12 +34,8 @@ from loyalty.members.cards import CardExpired, member_from_card
 from loyalty.members.profiles import find_member_at_till
 from loyalty.points.history import till_member
 from loyalty.points.ledger import Outcome, recorded_outcome
-from loyalty.points.purchases import (
-    quote_purchase,
-    record_purchase,
-    record_return,
-    validate_coupons,
-)
+from loyalty.points.purchases import quote_purchase, record_purchase, validate_coupons
+from loyalty.points.returns import record_return
 from schemas.admin import WhoAmI
 from schemas.coupons import CouponValidation, CouponValidationResult
 from schemas.points import (

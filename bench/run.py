@@ -38,8 +38,8 @@ from loyalty.access.stores import create_terminal, ensure_store
 from loyalty.access.tokens import TokenSigner, load_or_create_signing_key
 from loyalty.core.db import init_connection, recreate_database, with_database
 from loyalty.core.embedded import service_urls
+from loyalty.core.programme import Programme
 from loyalty.core.settings import load_settings
-from loyalty.points.purchases import Programme
 
 # The scenarios that go through the service (and need wrk); the others call the project's
 # functions on copies of the data set.

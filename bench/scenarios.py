@@ -20,9 +20,9 @@ from asyncpg.connection import LoggedQuery
 from bench.harness import DATABASE, Result, say
 from loyalty.core.db import Connection, init_connection, with_database
 from loyalty.core.ids import uuid7
+from loyalty.core.programme import Programme
 from loyalty.insights.dormancy import dormancy_cutoff, flag_dormant
-from loyalty.points.history import expire_points
-from loyalty.points.purchases import Programme
+from loyalty.points.expiry import EXPIRE_LOTS, expire_points
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.campaigns import launch_campaign
 from schemas.campaigns import IssueCoupon
@@ -47,16 +47,6 @@ async def data_set_copies(server_url: str) -> AsyncIterator[tuple[str, str]]:
         await admin.close()
 
 
-def _expiry_statement() -> str:
-    """The statement ``expire_points`` runs on each batch of members ($1 their ids, $2 now),
-    read from the module that defines the function, wherever it lives: the reference runs the
-    project's own SQL, never a copy of it that could drift."""
-    statement = getattr(inspect.getmodule(expire_points), "_EXPIRE", None)
-    if not isinstance(statement, str):
-        raise RuntimeError("bench: expire_points' module no longer names its statement _EXPIRE")
-    return statement
-
-
 _DUE_MEMBERS = """
 select distinct member_id from point_lots where remaining > 0 and expires_at <= $1
 """
@@ -65,7 +55,7 @@ select distinct member_id from point_lots where remaining > 0 and expires_at <= 
 async def expiry_scenario(server_url: str) -> Result:
     """The expiry function (batched by member, each batch locking its members) against its own
     statement run once over every member with points due, each on its own copy."""
-    statement = _expiry_statement()
+    statement = EXPIRE_LOTS
     async with data_set_copies(server_url) as copies:
         now = dt.datetime.now(dt.UTC)
         conn = await asyncpg.connect(with_database(server_url, copies[0]))

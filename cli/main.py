@@ -40,12 +40,12 @@ from loyalty.core.db import Connection, create_pool, init_connection, migrate, t
 from loyalty.core.embedded import ServiceUrls, export, service_urls
 from loyalty.core.errors import ConfigurationError, LoyaltyError
 from loyalty.core.logs import configure_logging
+from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings, load_settings
 from loyalty.insights.rfm import refresh_rfm
 from loyalty.ops.demo import seed_demo
 from loyalty.ops.importing import run_import
-from loyalty.points.history import expire_points, release_points
-from loyalty.points.purchases import Programme
+from loyalty.points.expiry import expire_points, release_points
 from loyalty.points.rules import RuleBook
 from loyalty.points.tiers import evaluate_tiers
 from loyalty.promotions.campaigns import launch_due_campaigns

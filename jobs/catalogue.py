@@ -22,7 +22,7 @@ from loyalty.insights.dormancy import flag_dormant, hand_over_dormant
 from loyalty.insights.kpis import snapshot_kpis
 from loyalty.insights.rfm import refresh_rfm
 from loyalty.members.profiles import fill_member_skeletons
-from loyalty.points.history import expire_points, release_points
+from loyalty.points.expiry import expire_points, release_points
 from loyalty.points.tiers import evaluate_tiers
 from loyalty.promotions.birthdays import give_birthday_rewards
 from loyalty.promotions.campaigns import launch_due_campaigns

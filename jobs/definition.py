@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 
 from loyalty.core.db import Pool
+from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings
-from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook
 
 

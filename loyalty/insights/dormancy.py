@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from loyalty.core.db import Connection
 from loyalty.core.errors import InvalidInput
 from loyalty.core.ids import uuid7
-from loyalty.points.purchases import Programme
+from loyalty.core.programme import Programme
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.campaigns import launch_campaign
 

@@ -18,8 +18,8 @@ from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, InvalidInput, NotFound
 from loyalty.core.ids import uuid7
 from loyalty.members.profiles import MEMBER_COLUMNS, get_member
-from loyalty.points.ledger import Links, Posting, apply_posting
-from loyalty.points.purchases import read_member_ledger
+from loyalty.points.ledger import apply_posting, read_member_ledger
+from loyalty.points.posting import Links, Posting
 from schemas.members import DuplicateGroup, Member
 
 # Which members look like the same person, and why. Contacts are unique already; these catch

@@ -118,7 +118,7 @@ def purchase_points(
     were reached."""
     local = facts.occurred_at.astimezone(tz)
     paid = paid_amount(rules, facts.total, facts.redeem_points)
-    shares = _allocate(paid, [line.quantity * line.unit_price for line in facts.lines])
+    shares = allocate(paid, [line.quantity * line.unit_price for line in facts.lines])
     steps: list[TraceStep] = []
     trace_lines: list[TraceLine] = []
     units = Fraction(0)
@@ -244,11 +244,11 @@ def expires_at(expiry: Expiry, earned_at: dt.datetime, tz: ZoneInfo) -> dt.datet
         case NoExpiry():
             return None
         case RollingExpiry(months=months):
-            last_day = _add_months(day, months)
-            return _midnight(last_day + dt.timedelta(days=1), tz)
+            last_day = add_months(day, months)
+            return midnight(last_day + dt.timedelta(days=1), tz)
         case PeriodEndExpiry(first_month=first_month, extra_periods=extra):
             start_year = day.year if day.month >= first_month else day.year - 1
-            return _midnight(dt.date(start_year + 1 + extra, first_month, 1), tz)
+            return midnight(dt.date(start_year + 1 + extra, first_month, 1), tz)
     raise AssertionError(f"unknown expiry {expiry!r}")
 
 
@@ -294,7 +294,7 @@ def _figure(points: int) -> str:
     return str(points) if points < 10**15 else f"about 10^{math.floor(math.log10(points))}"
 
 
-def _allocate(total: int, weights: list[int]) -> list[int]:
+def allocate(total: int, weights: list[int]) -> list[int]:
     """Split ``total`` in proportion to ``weights`` exactly (largest remainders)."""
     weight_sum = sum(weights)
     if weight_sum == 0:
@@ -364,11 +364,13 @@ def _holds(condition: Condition, line: PurchaseLine, facts: PurchaseFacts,
     raise AssertionError(f"unknown condition {condition!r}")
 
 
-def _add_months(day: dt.date, months: int) -> dt.date:
+def add_months(day: dt.date, months: int) -> dt.date:
+    """The same day ``months`` later (or earlier), the month's last day where it is shorter."""
     month_index = day.month - 1 + months
     year, month = day.year + month_index // 12, month_index % 12 + 1
     return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
-def _midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
+def midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
+    """The moment ``day`` begins in the business time zone, in UTC."""
     return dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.UTC)

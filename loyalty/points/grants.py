@@ -31,10 +31,10 @@ from loyalty.core.idempotency import Idempotency, check_same_request
 from loyalty.core.ids import uuid7
 from loyalty.core.normalize import normalize_text
 from loyalty.core.paging import newest_first
+from loyalty.core.programme import Programme
 from loyalty.members.filter import REACHABLE, MemberFilter
+from loyalty.points.batches import credit_lots_and_balances, lock_balances
 from loyalty.points.earning import expires_at
-from loyalty.points.ledger import credit_lots_and_balances, lock_balances
-from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.segments import segment_filter
 from schemas.base import Page, decode_edge

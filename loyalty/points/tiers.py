@@ -1,10 +1,10 @@
 """Tiers: which level a qualifying measure reaches, over which window, and the period-end
 evaluation that moves members down (and up) to exactly what they qualify for.
 
-Upgrades happen inside the purchase that crosses a threshold (``loyalty.points.purchases``), in the
-same statement as its points. Downgrades happen only here, at period end, never below what the
-member qualifies for: the level reached by the period just ended, or by the current period so
-far, whichever is higher.
+Upgrades happen inside the purchase that crosses a threshold (``loyalty/points/purchases.py``),
+in the same statement as its points. Downgrades happen only here, at period end, never below
+what the member qualifies for: the level reached by the period just ended, or by the current
+period so far, whichever is higher.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import msgspec
 
 from loyalty.core.db import Connection
 from loyalty.core.errors import InvalidInput
-from loyalty.points.earning import _add_months, _midnight, business_date
+from loyalty.points.earning import add_months, business_date, midnight
+from loyalty.points.ledger import read_member_ledger
 from loyalty.points.rules import RuleBook
 from schemas.rules import MemberTier, NextTier, Tier, TierChange, TierProgram, TierView
 
@@ -29,8 +30,8 @@ def current_window_start(program: TierProgram, now: dt.datetime, tz: ZoneInfo) -
     12 months ago (rolling), or 1 January of this business year (calendar)."""
     today = business_date(now, tz)
     if program.period == "calendar_year":
-        return _midnight(dt.date(today.year, 1, 1), tz)
-    return _midnight(_add_months(today, -12) + dt.timedelta(days=1), tz)
+        return midnight(dt.date(today.year, 1, 1), tz)
+    return midnight(add_months(today, -12) + dt.timedelta(days=1), tz)
 
 
 def previous_period(program: TierProgram, now: dt.datetime,
@@ -40,7 +41,7 @@ def previous_period(program: TierProgram, now: dt.datetime,
     if program.period != "calendar_year":
         return None
     year = business_date(now, tz).year
-    return _midnight(dt.date(year - 1, 1, 1), tz), _midnight(dt.date(year, 1, 1), tz)
+    return midnight(dt.date(year - 1, 1, 1), tz), midnight(dt.date(year, 1, 1), tz)
 
 
 def tier_for(program: TierProgram, measure: int) -> Tier | None:
@@ -58,13 +59,6 @@ def rank(program: TierProgram, code: str | None) -> int:
         if level.code == code:
             return index
     return 0
-
-
-def next_level(program: TierProgram, measure: int) -> Tier | None:
-    for level in program.levels:
-        if measure < level.threshold:
-            return level
-    return None
 
 
 # -- measures in SQL -------------------------------------------------------------------------
@@ -90,6 +84,9 @@ coalesce((select sum(e.amount) from point_entries e
 
 
 def measure_sql(program: TierProgram, member: str, start: str, end: str) -> str:
+    """The qualifying measure as an SQL expression, for the period-end evaluation here and for
+    the purchase's ledger read (loyalty/points/purchases.py), so the two count alike. The
+    arguments are SQL (a column, parameter placeholders), never values."""
     template = SPEND_SQL if program.measure == "spend" else POINTS_SQL
     return template.format(member=member, start=start, end=end)
 
@@ -190,8 +187,6 @@ async def member_tier(
     conn: Connection, member_id: UUID, *, rulebook: RuleBook, tz: ZoneInfo, now: dt.datetime,
 ) -> MemberTier:
     """The member's tier, the measure so far in the current window, and the next level."""
-    from loyalty.points.purchases import read_member_ledger
-
     ledger = await read_member_ledger(conn, member_id)
     _, rules = await rulebook.at(conn, ledger.rules_version)
     program = rules.tiers

@@ -41,10 +41,10 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from loyalty.core.db import Connection
+from loyalty.core.programme import Programme
 from loyalty.members.filter import MemberFilter
+from loyalty.points.batches import credit_lots_and_balances, lock_balances
 from loyalty.points.earning import business_date, expires_at
-from loyalty.points.ledger import credit_lots_and_balances, lock_balances
-from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.coupon_wallet import issue_to_members
 

@@ -22,9 +22,9 @@ import msgspec
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, InvalidInput, NotFound
 from loyalty.core.paging import newest_first
+from loyalty.core.programme import Programme
 from loyalty.members.filter import REACHABLE, MemberFilter
 from loyalty.points.grants import create_grant, run_grant
-from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.coupon_wallet import issue_to_members
 from loyalty.promotions.segments import segment_filter

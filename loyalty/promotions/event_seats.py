@@ -23,18 +23,18 @@ from loyalty.core.errors import Conflict, NotFound, PermissionDenied
 from loyalty.core.idempotency import Idempotency
 from loyalty.core.ids import uuid7
 from loyalty.core.paging import decode_parts, encode_parts, invalid_cursor
+from loyalty.core.programme import Programme
 from loyalty.points.earning import business_date, expires_at
 from loyalty.points.ledger import (
-    Links,
-    MemberLedger,
     Outcome,
     Planned,
-    Posting,
-    event_statement,
-    ledger_query,
+    check_can_transact,
+    ledger_read,
     post,
+    posting_statement,
+    read_member_ledger_with,
 )
-from loyalty.points.purchases import Programme, _check_can_transact, read_member_ledger
+from loyalty.points.posting import Links, MemberLedger, Posting
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.store_events import (
     event_cancelled,
@@ -239,30 +239,50 @@ async def cancel_reservation(
 
 # -- check-in at the till --------------------------------------------------------------------
 
-_CHECKIN_LEDGER = ledger_query("id", extra=""",
+class _EventAtTill(msgspec.Struct, array_like=True, frozen=True):
+    name: str
+    store_id: UUID | None
+    status: str
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    points: int
+
+
+class _CheckinRead(msgspec.Struct, frozen=True):
+    """What a check-in reads beside the ledger, in the same statement."""
+
+    event: _EventAtTill | None
+    reserved: bool
+    checked_in: bool
+
+
+_CHECKIN_READ = ledger_read(""",
        (select (e.name, e.store_id, e.status, e.starts_at, e.ends_at, e.points)
-          from events e where e.event_id = $4) as event,
+          from events e where e.event_id = :event_id) as event,
        exists (select 1 from event_reservations r
-                where r.member_id = m.member_id and r.event_id = $4
+                where r.member_id = m.member_id and r.event_id = :event_id
                   and r.cancelled_at is null) as reserved,
        exists (select 1 from event_checkins c
-                where c.member_id = m.member_id and c.event_id = $4) as checked_in""")
+                where c.member_id = m.member_id and c.event_id = :event_id) as checked_in""",
+                            _CheckinRead)
 
-_CHECKIN_EVENT = event_statement("""
+_CHECKIN = posting_statement("""
 , checkin as (
     insert into event_checkins (member_id, event_id, terminal_id, store_id, action_id, points,
                                 checked_in_at)
-    select $1, {0}::uuid, {1}::uuid, {2}::uuid, {3}::uuid, {4}::int8, $2
+    select :member, :event_id::uuid, :terminal_id::uuid, :store_id::uuid, :action_id::uuid,
+           :points::int8, :now
      where exists (select 1 from bal)
 ), action as (
     insert into member_actions (member_id, action_id, action, target, business_date, points,
                                 recorded_at)
-    select $1, {3}::uuid, {5}::text, {0}::uuid::text, {6}::date, {4}::int8, $2
+    select :member, :action_id::uuid, :action::text, :event_id::uuid::text,
+           :business_date::date, :points::int8, :now
      where exists (select 1 from bal)
 ), activity as (
-    update members set last_activity_at = greatest(last_activity_at, $2)
-     where member_id = $1 and exists (select 1 from bal)
-)""", 7)
+    update members set last_activity_at = greatest(last_activity_at, :now)
+     where member_id = :member and exists (select 1 from bal)
+)""")
 
 
 async def check_in(
@@ -272,15 +292,17 @@ async def check_in(
     """Check a member with a reservation in and award the event's points, once per member and
     event whatever the keys, exactly once per idempotency key."""
 
-    async def read(conn: Connection) -> MemberLedger:
-        return await read_member_ledger(conn, member, idempotency=idempotency,
-                                        query=_CHECKIN_LEDGER, extra_args=(event_id,))
+    async def read(conn: Connection) -> tuple[MemberLedger, _CheckinRead]:
+        return await read_member_ledger_with(conn, member, _CHECKIN_READ,
+                                             {"event_id": event_id}, idempotency=idempotency)
 
-    async def build(ledger: MemberLedger) -> Planned:
-        event = ledger.extra["event"]
+    async def build(ledger: MemberLedger, extra: _CheckinRead) -> Planned:
+        event = extra.event
         if event is None:
             raise event_not_found()
-        name, store_id, status, starts_at, ends_at, points = event
+        name, store_id, status, starts_at, ends_at, points = (
+            event.name, event.store_id, event.status, event.starts_at, event.ends_at,
+            event.points)
         if store_id is not None and store_id != terminal.store_id:
             raise PermissionDenied("this event checks in at another store", field="event_id",
                                    code="event_at_another_store")
@@ -291,11 +313,11 @@ async def check_in(
         if now < starts_at - CHECKIN_OPENS_BEFORE:
             raise Conflict("check-in opens an hour before the event starts", field="event_id",
                            code="checkin_not_open")
-        _check_can_transact(ledger)
-        if ledger.extra["checked_in"]:
+        check_can_transact(ledger)
+        if extra.checked_in:
             raise Conflict("this member is already checked in at this event", field="member",
                            code="already_checked_in")
-        if not ledger.extra["reserved"]:
+        if not extra.reserved:
             raise Conflict("this member holds no seat at this event", field="member",
                            code="not_reserved")
         posting = Posting(ledger, now)
@@ -316,8 +338,9 @@ async def check_in(
                            points_earned=points, action_id=action_id,
                            balance=Balance(available=posting.available,
                                            pending=posting.pending))
-        return Planned(posting, 201, _encode(result), _CHECKIN_EVENT,
-                       (event_id, terminal.terminal_id, terminal.store_id, action_id, points,
-                        ATTENDANCE_ACTION, business_date(now, programme.timezone)))
+        return Planned(posting, 201, _encode(result), _CHECKIN, {
+            "event_id": event_id, "terminal_id": terminal.terminal_id,
+            "store_id": terminal.store_id, "action_id": action_id, "points": points,
+            "action": ATTENDANCE_ACTION, "business_date": business_date(now, programme.timezone)})
 
     return await post(conn, read=read, build=build, idempotency=idempotency)

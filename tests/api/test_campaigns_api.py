@@ -19,7 +19,7 @@ import pytest
 
 from api.app import create_app
 from loyalty.core.db import init_connection
-from loyalty.points.purchases import Programme
+from loyalty.core.programme import Programme
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.campaigns import launch_due_campaigns
 from tests.api.conftest import Actors, SignedUp, bearer, make_members

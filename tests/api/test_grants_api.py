@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from loyalty.core.db import init_connection
 from loyalty.core.idempotency import request_hash
 from loyalty.core.ids import uuid7
+from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings
 from loyalty.points.grants import MemberList, create_grant, run_grant
-from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook
 from schemas.grants import GrantRequest
 from tests.api.conftest import Actors, SignedUp, bearer

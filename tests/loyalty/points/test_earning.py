@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loyalty.core.errors import InvalidInput
+from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings
 from loyalty.points import earning
 from loyalty.points.earning import (
@@ -23,7 +24,7 @@ from loyalty.points.earning import (
     MAX_WORST_CASE_POINTS,
     ActionCounts,
     PurchaseFacts,
-    _allocate,
+    allocate,
     available_at,
     check_points_in_range,
     expires_at,
@@ -31,7 +32,6 @@ from loyalty.points.earning import (
     redeemable_points,
     worst_case_points,
 )
-from loyalty.points.purchases import Programme
 from schemas.points import PurchaseLine
 from schemas.rules import (
     WEEKDAYS,
@@ -190,7 +190,7 @@ def test_redeemable_points_are_the_balance_or_the_whole_bill_whichever_is_less(
     weights=st.lists(st.integers(min_value=0, max_value=10**7), min_size=1, max_size=30),
 )
 def test_allocate_splits_the_total_exactly_in_proportion(total: int, weights: list[int]) -> None:
-    shares = _allocate(total, weights)
+    shares = allocate(total, weights)
 
     assert len(shares) == len(weights)
     assert sum(shares) == total
@@ -201,16 +201,16 @@ def test_allocate_splits_the_total_exactly_in_proportion(total: int, weights: li
 
 
 def test_allocate_gives_the_left_over_units_to_the_largest_remainders_first() -> None:
-    assert _allocate(100, [1, 2]) == [33, 67]
-    assert _allocate(10, [1, 1, 1]) == [4, 3, 3]
+    assert allocate(100, [1, 2]) == [33, 67]
+    assert allocate(10, [1, 1, 1]) == [4, 3, 3]
 
 
 def test_allocate_gives_nothing_to_zero_weight_lines() -> None:
-    assert _allocate(100, [0, 3, 0, 1]) == [0, 75, 0, 25]
+    assert allocate(100, [0, 3, 0, 1]) == [0, 75, 0, 25]
 
 
 def test_allocate_gives_the_whole_total_to_the_first_line_when_every_weight_is_zero() -> None:
-    assert _allocate(500, [0, 0, 0]) == [500, 0, 0]
+    assert allocate(500, [0, 0, 0]) == [500, 0, 0]
 
 
 # -- multipliers ------------------------------------------------------------------------------

@@ -15,11 +15,11 @@ import pytest
 
 from loyalty.core.db import Connection
 from loyalty.core.ids import uuid7
+from loyalty.core.programme import Programme
 from loyalty.members.filter import MemberFilter
 from loyalty.members.profiles import register_member
 from loyalty.points.earning import expires_at
 from loyalty.points.grants import MemberList, create_grant, get_grant, run_grant
-from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook, save_rules
 from schemas.grants import CampaignGrantTarget
 from schemas.members import MemberRegistration

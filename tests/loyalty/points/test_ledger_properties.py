@@ -37,10 +37,14 @@ from loyalty.access.stores import create_terminal, ensure_store
 from loyalty.core.db import init_connection
 from loyalty.core.errors import InsufficientPoints, InvalidInput, LoyaltyError
 from loyalty.core.idempotency import Idempotency, request_hash
+from loyalty.core.programme import Programme
 from loyalty.members.merge import merge_members
 from loyalty.members.profiles import register_member
-from loyalty.points.history import adjust_points, expire_points, record_action, release_points
-from loyalty.points.purchases import Programme, record_purchase, record_return
+from loyalty.points.actions import record_action
+from loyalty.points.adjustments import adjust_points
+from loyalty.points.expiry import expire_points, release_points
+from loyalty.points.purchases import record_purchase
+from loyalty.points.returns import record_return
 from loyalty.points.rules import RuleBook, save_rules
 from schemas.members import MemberRegistration
 from schemas.points import (

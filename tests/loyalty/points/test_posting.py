@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from loyalty.core.errors import InsufficientPoints
-from loyalty.points.ledger import Links, Lot, MemberLedger, Posting, settled_balance
+from loyalty.points.posting import Links, Lot, MemberLedger, Posting, settled_balance
 
 NOW = dt.datetime(2026, 6, 1, 3, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)

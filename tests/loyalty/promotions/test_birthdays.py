@@ -17,8 +17,8 @@ import pytest
 
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict
+from loyalty.core.programme import Programme
 from loyalty.points.earning import expires_at
-from loyalty.points.purchases import Programme
 from loyalty.points.rules import RuleBook, ensure_default_rules
 from loyalty.promotions.birthdays import (
     BirthdayDay,
