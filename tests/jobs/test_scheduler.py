@@ -237,6 +237,7 @@ async def test_one_leader_and_a_takeover_when_its_session_dies(
             """
             select count(pg_terminate_backend(pid)) from pg_locks
              where locktype = 'advisory' and granted
+               and database = (select oid from pg_database where datname = current_database())
                and (classid::bigint << 32 | objid::bigint) = $1
             """,
             LEADER_LOCK_KEY,

@@ -50,6 +50,7 @@ async def _leader_pid(dsn: str) -> int | None:
             """
             select a.application_name from pg_locks l join pg_stat_activity a on a.pid = l.pid
              where l.locktype = 'advisory' and l.granted
+               and l.database = (select oid from pg_database where datname = current_database())
                and (l.classid::bigint << 32 | l.objid::bigint) = $1
             """, LEADER_LOCK_KEY)
     finally:
