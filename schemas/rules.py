@@ -165,7 +165,7 @@ class Tier(Input):
     coupon_template_id: UUID | None = None
 
 
-class TierProgram(Input):
+class TierProgramme(Input):
     """Levels in ascending order of threshold. ``spend`` is what was paid (less returns);
     ``points`` is points earned (less reversals). The rolling window is the last 12 months up
     to today; a calendar year runs from 1 January in the business time zone."""
@@ -206,7 +206,7 @@ class EarningRules(Input):
     expiry: Expiry = msgspec.field(default_factory=RollingExpiry)
     pending_days: Annotated[int, Meta(ge=0, le=365)] = 0
     point_value: Annotated[int, Meta(ge=1, le=1_000_000)] = 1
-    tiers: TierProgram = msgspec.field(default_factory=TierProgram)
+    tiers: TierProgramme = msgspec.field(default_factory=TierProgramme)
 
 
 class EarningRulesChange(EarningRules):
@@ -221,15 +221,15 @@ class EarningRulesChange(EarningRules):
                                for name in EarningRules.__struct_fields__})
 
 
-class TierProgramChange(TierProgram):
+class TierProgrammeChange(TierProgramme):
     """A new tier programme; ``confirm`` as for earning rules: a change of tier multipliers
     that multiplies what recent purchases earn by more than allowed needs it."""
 
     confirm: bool = False
 
-    def program(self) -> TierProgram:
-        return TierProgram(**{name: getattr(self, name)
-                              for name in TierProgram.__struct_fields__})
+    def programme(self) -> TierProgramme:
+        return TierProgramme(**{name: getattr(self, name)
+                              for name in TierProgramme.__struct_fields__})
 
 
 class RuleSet(Output):
@@ -302,8 +302,8 @@ class MemberTier(Output):
     history: list[TierChange]
 
 
-class TierProgramSet(Output):
+class TierProgrammeSet(Output):
     """The tier programme in force and the earning-rules version that holds it."""
 
     version: int
-    tiers: TierProgram
+    tiers: TierProgramme

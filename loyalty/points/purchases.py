@@ -70,7 +70,7 @@ from schemas.points import (
     PurchaseRecorded,
     Quote,
 )
-from schemas.rules import EarningRules, TierProgram, Trace
+from schemas.rules import EarningRules, TierProgramme, Trace
 
 _encode = json_encoder.encode
 # A till's clock may run a little ahead; a purchase further in the future is a mistake.
@@ -280,12 +280,12 @@ class PurchaseRead(msgspec.Struct, frozen=True):
 _purchase_reads: dict[tuple[str, bool], LedgerRead[PurchaseRead]] = {}
 
 
-def _purchase_read(program: TierProgram) -> LedgerRead[PurchaseRead]:
-    """The purchase's ledger read for the shape of ``program``'s measure, built once each."""
-    key = (program.measure, bool(program.levels))
+def _purchase_read(tiers: TierProgramme) -> LedgerRead[PurchaseRead]:
+    """The purchase's ledger read for the shape of ``tiers``'s measure, built once each."""
+    key = (tiers.measure, bool(tiers.levels))
     if key not in _purchase_reads:
-        measure = measure_sql(program, "m.member_id", ":tier_window", ":now") \
-            if program.levels else "0"
+        measure = measure_sql(tiers, "m.member_id", ":tier_window", ":now") \
+            if tiers.levels else "0"
         _purchase_reads[key] = ledger_read(f""",
        exists (select 1 from purchases where store_id = :store_id and receipt_id = :receipt_id)
            as receipt_taken,
@@ -354,17 +354,17 @@ async def record_purchase(
         # newest this process knows, and read again in the rare case they differ.
         assumed_version, assumed = await rulebook.newest(conn)
         for _ in range(3):
-            program = assumed.tiers
+            tiers = assumed.tiers
             ledger, extra = await read_member_ledger_with(
-                conn, member, _purchase_read(program), {
+                conn, member, _purchase_read(tiers), {
                     "store_id": terminal.store_id, "receipt_id": purchase.receipt_id,
-                    "tier_window": current_window_start(program, now, programme.timezone),
+                    "tier_window": current_window_start(tiers, now, programme.timezone),
                     "now": now, "template_ids": template_ids, "at": purchase.occurred_at},
                 idempotency=idempotency)
             version, rules = await rulebook.at(conn, ledger.rules_version)
             if version == assumed_version or (
                     rules.tiers.measure, rules.tiers.period, bool(rules.tiers.levels)) == (
-                    program.measure, program.period, bool(program.levels)):
+                    tiers.measure, tiers.period, bool(tiers.levels)):
                 return ledger, extra
             assumed_version, assumed = version, rules
         raise AssertionError("earning rules changed three times during one read")
@@ -449,19 +449,19 @@ class _TierReached:
     coupon: UUID | None = None
 
 
-def _tier_reached(program: TierProgram, ledger: MemberLedger, extra: PurchaseRead,
+def _tier_reached(tiers: TierProgramme, ledger: MemberLedger, extra: PurchaseRead,
                   evaluation: _Evaluation, purchase: Purchase) -> _TierReached:
     """The measure with this purchase counted, and the level it moves the member up to, if any
     (with the coupon that level grants); downgrades are batch work (loyalty/points/tiers.py)."""
     measure = extra.tier_measure
-    if not program.levels:
+    if not tiers.levels:
         return _TierReached(measure)
-    if program.measure == "points":
+    if tiers.measure == "points":
         measure += evaluation.points
     elif purchase.occurred_at >= extra.tier_window:
         measure += purchase.total
-    reached = tier_for(program, measure)
-    if reached is not None and rank(program, reached.code) > rank(program, ledger.tier):
+    reached = tier_for(tiers, measure)
+    if reached is not None and rank(tiers, reached.code) > rank(tiers, ledger.tier):
         return _TierReached(measure, reached.code, reached.coupon_template_id)
     return _TierReached(measure)
 

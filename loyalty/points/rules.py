@@ -29,7 +29,7 @@ from loyalty.core.errors import Conflict, InvalidInput, NotFound
 from loyalty.points.earning import PurchaseFacts, check_points_in_range, purchase_points
 from schemas.base import decode_edge
 from schemas.points import PurchaseLine
-from schemas.rules import EarningRules, RuleSet, Tier, TierProgram
+from schemas.rules import EarningRules, RuleSet, Tier, TierProgramme
 
 
 def default_rules() -> EarningRules:
@@ -232,10 +232,10 @@ def _earn(rules: EarningRules, facts: PurchaseFacts, tier: str | None,
                            ceiling=policy.max_points_per_purchase).points
 
 
-def _sample_tier(program: TierProgram, code: str | None) -> Tier | None:
-    """The member's tier under ``program``: theirs if it has it, else a level every member
+def _sample_tier(tiers: TierProgramme, code: str | None) -> Tier | None:
+    """The member's tier under ``tiers``: theirs if it has it, else a level every member
     reaches at their next purchase (threshold 0)."""
-    levels = program.levels
+    levels = tiers.levels
     return next((level for level in levels if level.code == code), None) or (
         levels[0] if levels and levels[0].threshold == 0 else None)
 

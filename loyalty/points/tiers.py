@@ -20,42 +20,42 @@ from loyalty.core.errors import InvalidInput
 from loyalty.points.earning import add_months, business_date, midnight
 from loyalty.points.ledger import read_member_ledger
 from loyalty.points.rules import RuleBook
-from schemas.rules import MemberTier, NextTier, Tier, TierChange, TierProgram, TierView
+from schemas.rules import MemberTier, NextTier, Tier, TierChange, TierProgramme, TierView
 
 # -- pure ------------------------------------------------------------------------------------
 
 
-def current_window_start(program: TierProgram, now: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+def current_window_start(tiers: TierProgramme, now: dt.datetime, tz: ZoneInfo) -> dt.datetime:
     """Start of the window the measure accumulates in now: the business day after the same date
     12 months ago (rolling), or 1 January of this business year (calendar)."""
     today = business_date(now, tz)
-    if program.period == "calendar_year":
+    if tiers.period == "calendar_year":
         return midnight(dt.date(today.year, 1, 1), tz)
     return midnight(add_months(today, -12) + dt.timedelta(days=1), tz)
 
 
-def previous_period(program: TierProgram, now: dt.datetime,
+def previous_period(tiers: TierProgramme, now: dt.datetime,
                     tz: ZoneInfo) -> tuple[dt.datetime, dt.datetime] | None:
     """The calendar year that ended last, for a calendar-year programme; a rolling programme
     has no previous period apart from its window."""
-    if program.period != "calendar_year":
+    if tiers.period != "calendar_year":
         return None
     year = business_date(now, tz).year
     return midnight(dt.date(year - 1, 1, 1), tz), midnight(dt.date(year, 1, 1), tz)
 
 
-def tier_for(program: TierProgram, measure: int) -> Tier | None:
+def tier_for(tiers: TierProgramme, measure: int) -> Tier | None:
     """The highest level whose threshold ``measure`` reaches, or None below the first."""
     reached = None
-    for level in program.levels:
+    for level in tiers.levels:
         if measure >= level.threshold:
             reached = level
     return reached
 
 
-def rank(program: TierProgram, code: str | None) -> int:
+def rank(tiers: TierProgramme, code: str | None) -> int:
     """0 for no tier, 1 for the lowest level... a code no longer in the programme is 0."""
-    for index, level in enumerate(program.levels, start=1):
+    for index, level in enumerate(tiers.levels, start=1):
         if level.code == code:
             return index
     return 0
@@ -83,11 +83,11 @@ coalesce((select sum(e.amount) from point_entries e
              and (e.kind = 'earn' or (e.kind = 'reverse' and e.amount < 0))), 0)"""
 
 
-def measure_sql(program: TierProgram, member: str, start: str, end: str) -> str:
+def measure_sql(tiers: TierProgramme, member: str, start: str, end: str) -> str:
     """The qualifying measure as an SQL expression, for the period-end evaluation here and for
     the purchase's ledger read (loyalty/points/purchases.py), so the two count alike. The
     arguments are SQL (a column, parameter placeholders), never values."""
-    template = SPEND_SQL if program.measure == "spend" else POINTS_SQL
+    template = SPEND_SQL if tiers.measure == "spend" else POINTS_SQL
     return template.format(member=member, start=start, end=end)
 
 
@@ -140,15 +140,15 @@ async def evaluate_tiers(
     member id, each batch one transaction; balances are locked by the update, in member order."""
     current = await conn.fetchval("select coalesce(max(version), 0) from earning_rule_versions")
     _, rules = await rulebook.at(conn, current)
-    program = rules.tiers
-    start = current_window_start(program, now, tz)
-    previous = previous_period(program, now, tz)
+    tiers = rules.tiers
+    start = current_window_start(tiers, now, tz)
+    previous = previous_period(tiers, now, tz)
     sql = _EVALUATE.format(
-        current=measure_sql(program, "batch.member_id", "$2", "$3"),
-        previous=measure_sql(program, "batch.member_id", "$7", "$8") if previous else "0",
+        current=measure_sql(tiers, "batch.member_id", "$2", "$3"),
+        previous=measure_sql(tiers, "batch.member_id", "$7", "$8") if previous else "0",
     )
-    codes = [level.code for level in program.levels]
-    thresholds = [level.threshold for level in program.levels]
+    codes = [level.code for level in tiers.levels]
+    thresholds = [level.threshold for level in tiers.levels]
     totals = {"members": 0, "changed": 0}
     after = UUID(int=0)
     previous_args = (previous[0], previous[1]) if previous else ()
@@ -167,15 +167,15 @@ async def evaluate_tiers(
 # -- reading ---------------------------------------------------------------------------------
 
 
-async def check_tier_coupons(conn: Connection, program: TierProgram) -> None:
+async def check_tier_coupons(conn: Connection, tiers: TierProgramme) -> None:
     """Every coupon a tier grants must name an active template."""
-    wanted = [level.coupon_template_id for level in program.levels if level.coupon_template_id]
+    wanted = [level.coupon_template_id for level in tiers.levels if level.coupon_template_id]
     if not wanted:
         return
     active = {row["template_id"] for row in await conn.fetch(
         "select template_id from coupon_templates where template_id = any($1::uuid[])"
         " and active", wanted)}
-    for index, level in enumerate(program.levels):
+    for index, level in enumerate(tiers.levels):
         if level.coupon_template_id and level.coupon_template_id not in active:
             raise InvalidInput(f"tier {level.code}: no active coupon template "
                                f"{level.coupon_template_id}",
@@ -189,25 +189,25 @@ async def member_tier(
     """The member's tier, the measure so far in the current window, and the next level."""
     ledger = await read_member_ledger(conn, member_id)
     _, rules = await rulebook.at(conn, ledger.rules_version)
-    program = rules.tiers
-    start = current_window_start(program, now, tz)
+    tiers = rules.tiers
+    start = current_window_start(tiers, now, tz)
     measure = int(await conn.fetchval(
-        "select " + measure_sql(program, "$1::uuid", "$2", "$3"), ledger.member_id, start, now))
+        "select " + measure_sql(tiers, "$1::uuid", "$2", "$3"), ledger.member_id, start, now))
     rows = await conn.fetch(
         """
         select from_tier, to_tier, reason, measure, changed_at from member_tiers
          where member_id = $1 order by changed_at desc, change_id desc limit 50
         """,
         ledger.member_id)
-    current = next((t for t in program.levels if t.code == ledger.tier), None)
-    upcoming = next((t for t in program.levels
-                     if rank(program, t.code) > rank(program, ledger.tier)
+    current = next((t for t in tiers.levels if t.code == ledger.tier), None)
+    upcoming = next((t for t in tiers.levels
+                     if rank(tiers, t.code) > rank(tiers, ledger.tier)
                      and t.threshold > measure), None)
     return MemberTier(
         tier=TierView(code=current.code, name=current.name,
                       multiplier_percent=current.multiplier_percent) if current else None,
         since=ledger.tier_since if current else None, measure=measure,
-        measure_kind=program.measure, period=program.period, window_start=start,
+        measure_kind=tiers.measure, period=tiers.period, window_start=start,
         next=NextTier(code=upcoming.code, name=upcoming.name, threshold=upcoming.threshold,
                       remaining=upcoming.threshold - measure) if upcoming else None,
         history=[msgspec.convert(dict(row), TierChange) for row in rows],

@@ -16,7 +16,7 @@ from loyalty.core.db import init_connection
 from loyalty.core.settings import Settings
 from loyalty.points.rules import RuleBook
 from loyalty.points.tiers import current_window_start, evaluate_tiers, previous_period, tier_for
-from schemas.rules import Tier, TierProgram
+from schemas.rules import Tier, TierProgramme
 from tests.api.conftest import Actors, SignedUp, bearer
 
 Client = httpx.AsyncClient
@@ -36,8 +36,8 @@ def local(text: str) -> dt.datetime:
 # -- pure ------------------------------------------------------------------------------------
 
 
-def program(period: str = "rolling_12_months", measure: str = "spend") -> TierProgram:
-    return TierProgram(measure=measure, period=period,  # type: ignore[arg-type]
+def tier_programme(period: str = "rolling_12_months", measure: str = "spend") -> TierProgramme:
+    return TierProgramme(measure=measure, period=period,  # type: ignore[arg-type]
                        levels=[Tier(**level) for level in LEVELS])
 
 
@@ -50,21 +50,21 @@ def program(period: str = "rolling_12_months", measure: str = "spend") -> TierPr
 ])
 def test_rolling_window_starts_the_day_after_the_same_date_a_year_ago(today: str,
                                                                        start: str) -> None:
-    assert current_window_start(program(), local(today), TOKYO) == local(start)
+    assert current_window_start(tier_programme(), local(today), TOKYO) == local(start)
 
 
 def test_calendar_year_follows_the_business_time_zone() -> None:
-    calendar = program("calendar_year")
+    calendar = tier_programme("calendar_year")
     # 15:30 UTC on 31 December is already 1 January in Tokyo.
     instant = dt.datetime(2026, 12, 31, 15, 30, tzinfo=dt.UTC)
     assert current_window_start(calendar, instant, TOKYO) == local("2027-01-01 00:00")
     assert previous_period(calendar, instant, TOKYO) == (local("2026-01-01 00:00"),
                                                         local("2027-01-01 00:00"))
-    assert previous_period(program(), instant, TOKYO) is None
+    assert previous_period(tier_programme(), instant, TOKYO) is None
 
 
 def test_tier_for_takes_the_highest_threshold_reached() -> None:
-    levels = program()
+    levels = tier_programme()
     assert tier_for(levels, 9_999) is None
     tier = tier_for(levels, 10_000)
     assert tier is not None
@@ -79,16 +79,16 @@ def test_thresholds_must_increase() -> None:
 
     with pytest.raises(msgspec.ValidationError, match="strictly increasing"):
         msgspec.json.decode(b'{"levels": [{"code": "A", "name": "A", "threshold": 5},'
-                            b' {"code": "B", "name": "B", "threshold": 5}]}', type=TierProgram)
+                            b' {"code": "B", "name": "B", "threshold": 5}]}', type=TierProgramme)
 
 
 # -- through the API -------------------------------------------------------------------------
 
 
-async def set_tiers(client: Client, actors: Actors, **program: Any) -> None:
+async def set_tiers(client: Client, actors: Actors, **tiers: Any) -> None:
     marketer = bearer(await actors.staff("marketer"))
     response = await client.put("/v1/tiers", headers=marketer,
-                                json={"levels": LEVELS, **program})
+                                json={"levels": LEVELS, **tiers})
     assert response.status_code == 200, response.text
 
 

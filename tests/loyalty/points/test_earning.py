@@ -50,7 +50,7 @@ from schemas.rules import (
     SkuIs,
     StoreIs,
     Tier,
-    TierProgram,
+    TierProgramme,
     TimeWindow,
     WeekdayIs,
 )
@@ -795,7 +795,7 @@ def test_the_default_rules_are_far_inside_the_range() -> None:
          "multipliers", 'stack them by "highest"'),
         (EarningRules(base=BaseRate(points=10, per_amount=1),
                       multipliers=[Multiplier(name="x10", percent=1_000)],
-                      tiers=TierProgram(levels=[Tier(code="top", name="Top", threshold=0,
+                      tiers=TierProgramme(levels=[Tier(code="top", name="Top", threshold=0,
                                                      multiplier_percent=10_000)])),
          "tiers", "lower the multiplier_percent of the top tier"),
     ],
@@ -861,7 +861,7 @@ def rules_within_bounds(draw: st.DrawFn) -> EarningRules:
         multipliers=multipliers,
         bonuses=draw(st.lists(st.builds(FirstPurchaseBonus, points=bounded(0, 1_000_000)),
                               max_size=20)),
-        tiers=TierProgram(levels=levels))
+        tiers=TierProgramme(levels=levels))
 
 
 @st.composite
