@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
@@ -110,8 +111,6 @@ class Migration:
 
 def with_database(url: str, name: str) -> str:
     """``url`` pointing at database ``name`` instead (host and unix-socket URLs alike)."""
-    from urllib.parse import urlsplit, urlunsplit
-
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 from msgspec import Meta
@@ -205,8 +207,6 @@ def _name_the_variable(message: str) -> str:
 
 
 def _check_networks(entries: tuple[str, ...]) -> None:
-    import ipaddress
-
     for entry in entries:
         try:
             ipaddress.ip_network(entry, strict=False)
@@ -216,8 +216,6 @@ def _check_networks(entries: tuple[str, ...]) -> None:
 
 
 def _check_timezone(name: str) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

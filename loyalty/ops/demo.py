@@ -11,6 +11,7 @@ from loyalty.access.passwords import Passwords
 from loyalty.access.staff import create_staff
 from loyalty.access.stores import create_terminal, ensure_store
 from loyalty.core.db import Connection
+from loyalty.core.normalize import normalize_phone
 from loyalty.members.profiles import register_member
 from schemas.members import ConsentChoice, MemberRegistration
 
@@ -63,6 +64,4 @@ async def seed_demo(conn: Connection, passwords: Passwords, region: str) -> str:
 
 
 def _demo_phone(phone: str | None, region: str) -> str | None:
-    from loyalty.core.normalize import normalize_phone
-
     return None if phone is None else normalize_phone(phone, region)
