@@ -19,8 +19,8 @@ import pytest
 from api.app import create_app
 from cli import main as cli
 from loyalty.core.settings import Settings
-from tests.api.conftest import PASSWORD, Actors, SignedUp, bearer
 from tests.conftest import serve
+from tests.factories import PASSWORD, Actors, SignedUp, bearer, purchase_body
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient
@@ -30,15 +30,9 @@ _keys = itertools.count()
 
 def purchase(member: dict[str, str], *, total: int = 10_000, redeem: int = 0,
              occurred_at: dt.datetime | None = None) -> dict[str, Any]:
-    return {
-        "member": member,
-        "receipt_id": f"P-{next(_keys)}",
-        "occurred_at": (occurred_at or dt.datetime.now(dt.UTC)).isoformat(),
-        "total": total,
-        "currency": "JPY",
-        "lines": [{"sku": "TEA", "category": "drinks", "quantity": 1, "unit_price": total}],
-        "redeem_points": redeem,
-    }
+    return purchase_body(
+        member, total, prefix="P", occurred_at=occurred_at, redeem_points=redeem,
+        lines=[{"sku": "TEA", "category": "drinks", "quantity": 1, "unit_price": total}])
 
 
 def key() -> dict[str, str]:
