@@ -68,7 +68,7 @@ def worker_redis_url(url: str, worker: int) -> str:
     if parts.scheme == "unix":
         query = dict(parse_qsl(parts.query))
         query["db"] = str(int(query.get("db", 0)) + worker)
-        return urlunsplit(parts._replace(query=urlencode(query)))
+        return f"unix://{parts.path}?{urlencode(query)}"
     return urlunsplit(parts._replace(path=f"/{int(parts.path.strip('/') or 0) + worker}"))
 
 
