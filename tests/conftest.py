@@ -13,7 +13,8 @@ Isolation (docs/decisions/0002-test-isolation.md):
 - A domain test (``db``) runs in a transaction on a shared copy of it, rolled back at the end.
 - A test that commits (``fresh_database``, and ``client`` built on it) gets a database of its
   own, cloned from the template with ``strategy wal_log`` and dropped when it ends, so it may
-  use many connections at once, as the API and the concurrency tests do. The API tests of a
+  use many connections at once, as the API and the concurrency tests do. The copy is made
+  while the test before it runs (``Clones``) and renamed when its test starts. The API tests of a
   worker get the same name in turn, so that equal settings build one app (``app_for``): the
   routes are built once per session, while each test's own entry into the app's lifespan makes
   its pools, Redis client and caches anew.
@@ -119,9 +120,47 @@ async def clone_database(maintenance: asyncpg.Connection, template: str,
     return name
 
 
+class Clones:
+    """Copies of the template made one ahead, while a test runs, on a connection of their own:
+    the next test that commits finds its database made and only renames it."""
+
+    def __init__(self, conn: asyncpg.Connection, template: str) -> None:
+        self._conn = conn
+        self._template = template
+        self._spare = f"{_PREFIX}_spare"
+        self._making: asyncio.Task[str] | None = None
+
+    def _make_next(self) -> None:
+        self._making = asyncio.create_task(clone_database(self._conn, self._template, self._spare))
+
+    async def take(self, name: str) -> str:
+        """A fresh copy of the template, named ``name``."""
+        if self._making is None:
+            self._make_next()
+        assert self._making is not None
+        await self._making
+        await self._conn.execute(f'alter database "{self._spare}" rename to "{name}"')
+        self._make_next()
+        return name
+
+    async def close(self) -> None:
+        if self._making is not None:
+            await self._making
+        await self._conn.execute(f'drop database if exists "{self._spare}" with (force)')
+        await self._conn.close()
+
+
+@pytest.fixture(scope="session")
+async def clones(template_db: str, servers: ServiceUrls) -> AsyncIterator[Clones]:
+    made = Clones(await asyncpg.connect(database_url(servers.database_url, "postgres")),
+                  template_db)
+    yield made
+    await made.close()
+
+
 @pytest.fixture
 async def fresh_database(
-    request: pytest.FixtureRequest, maintenance: asyncpg.Connection, template_db: str,
+    request: pytest.FixtureRequest, maintenance: asyncpg.Connection, clones: Clones,
     servers: ServiceUrls,
 ) -> AsyncIterator[str]:
     """The URL of a database of this test's own, migrated, dropped afterwards.
@@ -131,8 +170,11 @@ async def fresh_database(
     to test (``app_for``). Any other test (schedulers, processes, the CLI) gets a name never
     used before, so that whatever it leaves running finds no database, rather than the next
     test's."""
-    name = f"{_PREFIX}_app" if "settings" in request.fixturenames else None
-    name = await clone_database(maintenance, template_db, name)
+    if "settings" in request.fixturenames:
+        name = f"{_PREFIX}_app"
+    else:
+        name = f"{_PREFIX}_{next(_clone_numbers)}"
+    await clones.take(name)
     yield database_url(servers.database_url, name)
     await maintenance.execute(f'drop database if exists "{name}" with (force)')
 
