@@ -4,8 +4,9 @@
 choosing (the database named in the URL is only used to connect: the suite creates and drops
 its own; the Redis database in the URL, and the next one for each further pytest-xdist worker,
 is flushed before each test that takes ``redis_url``). Without them the suite starts the
-embedded servers under ``.loyalty/test``, exactly as ``make run`` does, and turns durability
-off there (fsync, full-page writes, synchronous commit): that cluster holds nothing but tests.
+embedded servers under ``.loyalty/test``, as ``make run`` does under ``.loyalty``, and turns
+durability off in that PostgreSQL (fsync, full-page writes, synchronous commit): it holds
+nothing but tests.
 
 Isolation (docs/decisions/0002-test-isolation.md):
 
@@ -19,12 +20,14 @@ Isolation (docs/decisions/0002-test-isolation.md):
   routes are built once per session, while each test's own entry into the app's lifespan makes
   its pools, Redis client and caches anew.
 - One data directory, and so one signing key, per session (``data_dir``).
-- Each pytest-xdist worker has its own database names (``_PREFIX``) and Redis database.
+- Each pytest-xdist worker has its own database names (``_PREFIX``) and its own Redis: an
+  embedded one under ``.loyalty/test/<worker>``, or the configured server's next database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -44,7 +47,7 @@ from litestar import Litestar
 
 from api.app import create_app
 from loyalty.core.db import Connection, init_connection, migrate, with_database
-from loyalty.core.embedded import ServiceUrls, service_urls
+from loyalty.core.embedded import ServiceUrls, embedded_redis, service_urls
 from loyalty.core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,12 +78,29 @@ def worker_redis_url(url: str, worker: int) -> str:
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[ServiceUrls]:
-    with service_urls(
-        os.environ.get("LOYALTY_TEST_DATABASE_URL") or None,
-        os.environ.get("LOYALTY_TEST_REDIS_URL") or None,
-        ROOT / ".loyalty" / "test",
-    ) as urls:
-        yield ServiceUrls(urls.database_url, worker_redis_url(urls.redis_url, _WORKER_NUMBER))
+    configured_redis = os.environ.get("LOYALTY_TEST_REDIS_URL")
+    with contextlib.ExitStack() as stack:
+        urls = stack.enter_context(service_urls(
+            os.environ.get("LOYALTY_TEST_DATABASE_URL") or None, None,
+            ROOT / ".loyalty" / "test", need_redis=False))
+        if configured_redis:
+            redis_url = worker_redis_url(configured_redis, _WORKER_NUMBER)
+        else:
+            # An embedded Redis of the worker's own: one shared by workers that stop at once
+            # is left running, each seeing the other still connected.
+            redis_url = stack.enter_context(embedded_redis(ROOT / ".loyalty" / "test" / _WORKER))
+            stack.callback(_disconnect_other_clients, redis_url)
+        yield ServiceUrls(urls.database_url, redis_url)
+
+
+def _disconnect_other_clients(redis_url: str) -> None:
+    """Drop the Redis connections tests left open: the embedded Redis stops only when its last
+    client leaves, and would otherwise outlive the session."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.client_kill_filter(_type="normal", skipme=True)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")
