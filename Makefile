@@ -15,6 +15,9 @@ MEMBERS ?= 1000000
 # Empty: the harness's own default list (bench/README.md).
 SCENARIOS ?=
 DURATION ?= 15
+# pytest-xdist workers for `make test`: one per core of a small machine. TEST_WORKERS=0 runs
+# the suite in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: run test fuzz lint typecheck ci bench lock clean
 
@@ -22,7 +25,7 @@ run: $(READY)
 	$(BIN)/loyalty serve
 
 test: $(READY)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # schemathesis against the served OpenAPI document, as a member, a terminal and an admin.
 fuzz: $(READY)

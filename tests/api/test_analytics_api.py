@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from loyalty.core.settings import Settings
 from loyalty.insights.rfm import refresh_rfm
-from tests.api.conftest import Actors, SignedUp, bearer
+from tests.factories import Actors, SignedUp, bearer
 
 Client = httpx.AsyncClient
 TZ = ZoneInfo("Asia/Tokyo")  # the default LOYALTY_TIMEZONE the test app runs with
@@ -233,7 +233,7 @@ async def analyst(actors: Actors) -> dict[str, str]:
 
 query_values = st.one_of(
     st.dates().map(str), st.dates().map(month),
-    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20))
+    st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=20))
 
 
 @hypothesis_settings(max_examples=60, deadline=None,

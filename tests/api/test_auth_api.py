@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from api.app import create_app
 from loyalty.access.tokens import MEMBER_AUDIENCE, STAFF_AUDIENCE, load_or_create_signing_key
 from loyalty.core.settings import Settings
-from tests.api.conftest import PASSWORD, Actors, bearer
 from tests.conftest import make_settings, query, serve
+from tests.factories import PASSWORD, Actors, bearer
 
 Client = httpx.AsyncClient
 
@@ -35,7 +35,7 @@ def _sign(settings: Settings, claims: dict[str, object], *, key: Ed25519PrivateK
           kid: str | None = None) -> str:
     """A token signed with the service's own key (or ``key``), carrying ``claims``."""
     if key is None:
-        pem = load_or_create_signing_key(Path(settings.data_dir)).encode()
+        pem = load_or_create_signing_key(settings.data_path).encode()
         loaded = serialization.load_pem_private_key(pem, password=None)
         assert isinstance(loaded, Ed25519PrivateKey)
         key = loaded

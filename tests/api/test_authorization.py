@@ -9,37 +9,36 @@ which only the callers docs/security.md names may see.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from litestar import Litestar
 
-from tests.api.conftest import PASSWORD, Actors, bearer
+from tests.factories import (
+    ACTIVE,
+    CALLERS,
+    PASSWORD,
+    STAFF,
+    Actors,
+    World,
+    bearer,
+    idempotency,
+    member_a_path,
+    member_a_purchase,
+    new_event,
+    new_staff,
+    new_store,
+    registered_routes,
+)
 
 Client = httpx.AsyncClient
 
-CALLERS = ("anonymous", "member_a", "member_b", "terminal_x", "admin", "marketer", "analyst",
-           "support")
-STAFF = {"admin", "marketer", "analyst", "support"}
 EVERYONE = set(CALLERS)
 _unique = itertools.count()
-
-
-@dataclass
-class World:
-    """What the requests refer to: member A, a spare terminal, the credentials of each caller."""
-
-    headers: dict[str, dict[str, str]]
-    member_a_id: str
-    spare_terminal_id: str
-    client: Client
-    actors: Actors
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Body = Callable[[World], Any] | None
@@ -75,31 +74,8 @@ def _refresh(world: World) -> dict[str, Any]:
     return {"refresh_token": world.extra["refresh_tokens"].pop()}
 
 
-def _store(_: World) -> dict[str, Any]:
-    return {"code": f"S{next(_unique)}", "name": "A store"}
-
-
-def _staff(_: World) -> dict[str, Any]:
-    return {"email": f"made{next(_unique)}@staff.example", "password": PASSWORD,
-            "role": "analyst"}
-
-
-def _idempotency() -> dict[str, str]:
-    return {"Idempotency-Key": f"matrix-{next(_unique)}"}
-
-
-def _purchase(world: World) -> dict[str, Any]:
-    return {"member": {"id": world.member_a_id}, "receipt_id": f"M-{next(_unique)}",
-            "occurred_at": "2026-01-05T10:00:00+09:00", "total": 1000, "currency": "JPY",
-            "lines": [{"sku": "S", "unit_price": 1000}]}
-
-
 def _merge(world: World) -> dict[str, Any]:
     return {"from_member_id": world.extra["spare_members"].pop()}
-
-
-def _member_path(world: World) -> str:
-    return f"/v1/members/{world.member_a_id}"
 
 
 def _terminal_path(world: World) -> str:
@@ -131,23 +107,15 @@ def _coupon_campaign(world: World) -> dict[str, Any]:
             "action": {"type": "issue_coupon", "template_id": world.extra["template_id"]}}
 
 
-def _event(_: World) -> dict[str, Any]:
-    return {"name": f"Event {next(_unique)}", "place": "2F", "capacity": 10, "points": 5,
-            "starts_at": "2030-01-05T10:00:00+09:00", "ends_at": "2030-01-05T12:00:00+09:00"}
-
-
 MEMBER_READERS = {"admin", "support", "marketer"}
 LEDGER_READERS = {"admin", "support"}
 # docs/security.md: who may see member A's contact details (e-mail, phone, postal code, birth
 # date), and who must never see A's member id or number (analysts work on aggregates).
 CONTACT_SEERS = {"admin", "support", "member_a"}
 IDENTIFIER_BLIND = {"anonymous", "member_b", "analyst"}
-A_CONTACT = {"email": "a@example.com", "phone": "090-1111-2222", "postal_code": "100-0001",
-             "birth_date": "1985-04-01"}
 MARKETING = {"admin", "marketer"}
 MARKETING_READERS = {"admin", "marketer", "analyst"}
 MEMBERS = {"member_a", "member_b"}
-_ACTIVE = {"type": "status", "statuses": ["active"]}
 
 MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/health/live"): Rule(EVERYONE),
@@ -174,23 +142,24 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/me/consents"): Rule({"member_a", "member_b"}),
     ("PUT", "/v1/me/consents"): Rule({"member_a", "member_b"}, body=lambda _: {"consents": []}),
     ("GET", "/v1/members"): Rule(MEMBER_READERS),
-    ("GET", "/v1/members/{member_id:uuid}"): Rule(MEMBER_READERS, path=_member_path),
+    ("GET", "/v1/members/{member_id:uuid}"): Rule(MEMBER_READERS, path=member_a_path),
     ("PATCH", "/v1/members/{member_id:uuid}"): Rule({"admin", "support"}, body=lambda _: {},
-                                                    path=_member_path),
+                                                    path=member_a_path),
     ("GET", "/v1/pos/whoami"): Rule({"terminal_x"}),
     ("GET", "/v1/terminals"): Rule({"admin"}),
     ("POST", "/v1/terminals"): Rule({"admin"}, 201, lambda _: {"store_code": "STORE-X"}),
     ("DELETE", "/v1/terminals/{terminal_id:uuid}"): Rule({"admin"}, 204, path=_terminal_path),
-    ("POST", "/v1/staff"): Rule({"admin"}, 201, _staff),
+    ("POST", "/v1/staff"): Rule({"admin"}, 201, new_staff),
     ("GET", "/v1/stores"): Rule(STAFF),
-    ("POST", "/v1/stores"): Rule({"admin"}, 201, _store),
+    ("POST", "/v1/stores"): Rule({"admin"}, 201, new_store),
     # points
     ("GET", "/v1/pos/members/lookup"): Rule(
         {"terminal_x"}, path=lambda w: f"/v1/pos/members/lookup?number={w.extra['number']}"),
-    ("POST", "/v1/pos/quotes"): Rule({"terminal_x"}, 200, _purchase),
-    ("POST", "/v1/pos/purchases"): Rule({"terminal_x"}, 201, _purchase, headers=_idempotency),
+    ("POST", "/v1/pos/quotes"): Rule({"terminal_x"}, 200, member_a_purchase),
+    ("POST", "/v1/pos/purchases"): Rule({"terminal_x"}, 201, member_a_purchase,
+                                        headers=idempotency),
     ("POST", "/v1/pos/purchases/{purchase_id:uuid}/returns"): Rule(
-        {"terminal_x"}, 201, lambda _: {"amount": 100}, headers=_idempotency,
+        {"terminal_x"}, 201, lambda _: {"amount": 100}, headers=idempotency,
         path=lambda w: f"/v1/pos/purchases/{w.extra['purchase_id']}/returns"),
     ("GET", "/v1/me/points"): Rule({"member_a", "member_b"}),
     ("GET", "/v1/me/points/history"): Rule({"member_a", "member_b"}),
@@ -201,21 +170,21 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/me/actions"): Rule({"member_a", "member_b"}, 200,
                                      lambda _: {"type": "site_visit"}),
     ("GET", "/v1/members/{member_id:uuid}/points"): Rule(
-        LEDGER_READERS, path=lambda w: f"{_member_path(w)}/points"),
+        LEDGER_READERS, path=lambda w: f"{member_a_path(w)}/points"),
     ("GET", "/v1/members/{member_id:uuid}/points/history"): Rule(
-        LEDGER_READERS, path=lambda w: f"{_member_path(w)}/points/history"),
+        LEDGER_READERS, path=lambda w: f"{member_a_path(w)}/points/history"),
     ("POST", "/v1/members/{member_id:uuid}/adjustments"): Rule(
         {"admin", "support"}, 201, lambda _: {"points": 5, "reason": "goodwill"},
-        headers=_idempotency, path=lambda w: f"{_member_path(w)}/adjustments"),
+        headers=idempotency, path=lambda w: f"{member_a_path(w)}/adjustments"),
     ("GET", "/v1/members/duplicates"): Rule({"admin", "support"}),
     ("POST", "/v1/members/{member_id:uuid}/merge"): Rule(
-        {"admin", "support"}, 200, _merge, headers=_idempotency,
-        path=lambda w: f"{_member_path(w)}/merge"),
+        {"admin", "support"}, 200, _merge, headers=idempotency,
+        path=lambda w: f"{member_a_path(w)}/merge"),
     ("GET", "/v1/tiers"): Rule({"admin", "marketer"}),
     ("PUT", "/v1/tiers"): Rule({"admin", "marketer"}, 200, lambda _: {}),
     ("GET", "/v1/me/tier"): Rule({"member_a", "member_b"}),
     ("GET", "/v1/members/{member_id:uuid}/tier"): Rule(
-        LEDGER_READERS, path=lambda w: f"{_member_path(w)}/tier"),
+        LEDGER_READERS, path=lambda w: f"{member_a_path(w)}/tier"),
     ("GET", "/v1/earning-rules"): Rule({"admin", "marketer"}),
     ("GET", "/v1/earning-rules/versions"): Rule({"admin", "marketer"}),
     ("PUT", "/v1/earning-rules"): Rule({"admin", "marketer"}, 200, lambda _: {}),
@@ -232,17 +201,17 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/coupon-templates/{template_id:uuid}/codes"): Rule(
         MARKETING, 201, lambda _: {"count": 1}, path=lambda w: f"{_template_path(w)}/codes"),
     ("POST", "/v1/coupon-templates/{template_id:uuid}/issue"): Rule(
-        MARKETING, 201, lambda w: {"members": [w.member_a_id]}, headers=_idempotency,
+        MARKETING, 201, lambda w: {"members": [w.member_a_id]}, headers=idempotency,
         path=lambda w: f"{_template_path(w)}/issue"),
     ("GET", "/v1/me/coupons"): Rule(MEMBERS),
     ("POST", "/v1/pos/coupons/validate"): Rule({"terminal_x"}, 200, lambda _: {
         "coupons": [{"code": "MATRIX-CODE"}], "lines": [{"sku": "S", "unit_price": 100}]}),
     # segments
     ("POST", "/v1/segments"): Rule(MARKETING, 201,
-                                   lambda _: {"name": "Active", "definition": _ACTIVE}),
+                                   lambda _: {"name": "Active", "definition": ACTIVE}),
     ("GET", "/v1/segments"): Rule(MARKETING_READERS),
     ("POST", "/v1/segments/preview"): Rule(MARKETING_READERS, 200,
-                                           lambda _: {"definition": _ACTIVE}),
+                                           lambda _: {"definition": ACTIVE}),
     ("GET", "/v1/segments/{segment_id:uuid}"): Rule(MARKETING_READERS, path=_segment_path),
     ("PATCH", "/v1/segments/{segment_id:uuid}"): Rule(
         MARKETING, body=lambda _: {"name": "Renamed"}, path=_segment_path),
@@ -253,12 +222,12 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/campaigns"): Rule(MARKETING_READERS),
     ("GET", "/v1/campaigns/{campaign_id:uuid}"): Rule(MARKETING_READERS, path=_campaign_path),
     ("POST", "/v1/campaigns/{campaign_id:uuid}/launch"): Rule(
-        MARKETING, 200, headers=_idempotency, path=lambda w: f"{_campaign_path(w)}/launch"),
+        MARKETING, 200, headers=idempotency, path=lambda w: f"{_campaign_path(w)}/launch"),
     ("GET", "/v1/campaigns/{campaign_id:uuid}/results"): Rule(
         MARKETING_READERS, path=lambda w: f"{_campaign_path(w)}/results"),
     # events
     ("GET", "/v1/events"): Rule(MARKETING_READERS),
-    ("POST", "/v1/events"): Rule(MARKETING, 201, _event),
+    ("POST", "/v1/events"): Rule(MARKETING, 201, new_event),
     ("GET", "/v1/events/{event_id:uuid}"): Rule(MARKETING_READERS, path=_event_path),
     ("PATCH", "/v1/events/{event_id:uuid}"): Rule(
         MARKETING, body=lambda _: {"name": "Renamed"}, path=_event_path),
@@ -267,14 +236,14 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("DELETE", "/v1/me/events/{event_id:uuid}/rsvp"): Rule(MEMBERS, 204, path=_rsvp_path),
     ("POST", "/v1/pos/events/{event_id:uuid}/checkins"): Rule(
         {"terminal_x"}, 201, lambda w: {"member": {"id": w.member_a_id}},
-        headers=_idempotency,
+        headers=idempotency,
         path=lambda w: f"/v1/pos/events/{w.extra['checkin_event_id']}/checkins"),
     # bulk points grants
     ("GET", "/v1/points/grants"): Rule(MARKETING),
     ("POST", "/v1/points/grants"): Rule(
         MARKETING, 201,
         lambda w: {"points": 5, "reason": "matrix grant", "members": [w.member_a_id]},
-        headers=_idempotency),
+        headers=idempotency),
     ("GET", "/v1/points/grants/{grant_id:uuid}"): Rule(
         MARKETING, path=lambda w: f"/v1/points/grants/{w.extra['grant_id']}"),
     # analytics
@@ -292,90 +261,10 @@ MATRIX: dict[tuple[str, str], Rule] = {
 }
 
 
-def registered_routes(app: Litestar) -> set[tuple[str, str]]:
-    """Every (method, path) the app answers, leaving out the OPTIONS litestar adds to each."""
-    return {
-        (method, route.path)
-        for route in app.routes
-        for method in getattr(route, "methods", ())
-        if method not in {"OPTIONS", "HEAD"}
-    }
-
-
 def test_matrix_names_every_registered_route(app: Litestar) -> None:
     routes = registered_routes(app)
     assert routes - MATRIX.keys() == set(), "routes without an authorization rule"
     assert MATRIX.keys() - routes == set(), "rules for routes that no longer exist"
-
-
-@pytest.fixture
-async def world(client: Client, actors: Actors) -> World:
-    member_a = await actors.member(**A_CONTACT)
-    member_b = await actors.member(email="b@example.com")
-    terminal_key, _ = await actors.terminal("STORE-X")
-    _, spare_terminal = await actors.terminal("STORE-Y")
-    headers: dict[str, dict[str, str]] = {
-        "anonymous": {},
-        "member_a": member_a.headers,
-        "member_b": member_b.headers,
-        "terminal_x": bearer(terminal_key),
-    }
-    for role in sorted(STAFF):
-        headers[role] = bearer(await actors.staff(role))
-    await actors.staff("support", email="login@staff.example")
-    refresh_tokens = [(await actors.member()).refresh_token for _ in range(len(CALLERS))]
-    spare_members = [(await actors.member()).member_id for _ in range(len(CALLERS))]
-    bought = await client.post("/v1/pos/purchases", headers={**bearer(terminal_key),
-                                                             **_idempotency()}, json={
-        "member": {"id": member_a.member_id}, "receipt_id": "WORLD-1",
-        "occurred_at": "2026-01-05T10:00:00+09:00", "total": 10_000, "currency": "JPY",
-        "lines": [{"sku": "S", "unit_price": 10_000}]})
-    assert bought.status_code == 201, bought.text
-    history = await client.get("/v1/me/points/history", headers=member_a.headers)
-    marketer = headers["marketer"]
-
-    async def made(path: str, body: dict[str, Any], field: str,
-                   extra_headers: dict[str, str] | None = None) -> str:
-        response = await client.post(path, headers={**marketer, **(extra_headers or {})},
-                                     json=body)
-        assert response.status_code == 201, response.text
-        return str(response.json()[field])
-
-    template_id = await made("/v1/coupon-templates", {
-        "name": "World", "discount": {"type": "fixed_amount", "amount": 10}}, "template_id")
-    segment_id = await made("/v1/segments", {"name": "Active", "definition": _ACTIVE},
-                            "segment_id")
-    grant_id = await made("/v1/points/grants", {
-        "points": 1, "reason": "world grant", "members": [member_a.member_id]}, "grant_id",
-        _idempotency())
-    campaign_id = await made("/v1/campaigns", {
-        "name": "World", "members": [member_a.member_id],
-        "action": {"type": "issue_coupon", "template_id": template_id}}, "campaign_id")
-    launched = await client.post(f"/v1/campaigns/{campaign_id}/launch",
-                                 headers={**marketer, **_idempotency()})
-    assert launched.status_code == 200, launched.text
-    # Two open events: one tomorrow (members reserve and give back seats), one under way
-    # that member A has a seat at (the till checks them in).
-    now = dt.datetime.now(dt.UTC)
-    events = []
-    for starts in (now + dt.timedelta(days=1), now - dt.timedelta(minutes=30)):
-        events.append(await made("/v1/events", {
-            "name": "World", "place": "2F", "capacity": 10, "points": 5,
-            "invitation_only": False, "starts_at": starts.isoformat(),
-            "ends_at": (starts + dt.timedelta(hours=3)).isoformat()}, "event_id"))
-    for event_id, member in ((events[0], member_a), (events[0], member_b),
-                             (events[1], member_a)):
-        reserved = await client.post(f"/v1/me/events/{event_id}/rsvp", headers=member.headers)
-        assert reserved.status_code == 201, reserved.text
-    return World(headers, member_a.member_id, spare_terminal, client, actors, {
-        "login_email": "a@example.com", "staff_email": "login@staff.example",
-        "refresh_tokens": refresh_tokens, "spare_members": spare_members,
-        "number": member_a.member["member_number"], "purchase_id": bought.json()["purchase_id"],
-        "a_contact": [member_a.member[f] for f in A_CONTACT],
-        "entry_id": history.json()["items"][0]["entry_id"], "template_id": template_id,
-        "segment_id": segment_id, "grant_id": grant_id, "campaign_id": campaign_id,
-        "event_id": events[0], "checkin_event_id": events[1],
-    })
 
 
 async def test_every_route_answers_each_caller_as_the_matrix_says(
@@ -422,10 +311,10 @@ async def test_a_member_never_reads_another_member(world: World) -> None:
     member_b = world.headers["member_b"]
     me = await world.client.get("/v1/me", headers=member_b)
     assert me.json()["member_id"] != world.member_a_id
-    for method, path in [("GET", _member_path(world)), ("PATCH", _member_path(world)),
+    for method, path in [("GET", member_a_path(world)), ("PATCH", member_a_path(world)),
                          ("GET", "/v1/members?q=a@example.com")]:
         response = await world.client.request(method, path, headers=member_b,
-                                              **({"json": {}} if method == "PATCH" else {}))
+                                              json={} if method == "PATCH" else None)
         assert response.status_code == 403
         assert world.member_a_id not in response.text
 

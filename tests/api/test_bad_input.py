@@ -12,7 +12,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from loyalty.core.settings import Settings
-from tests.api.conftest import PASSWORD, Actors, SignedUp, bearer
+from tests.factories import PASSWORD, Actors, SignedUp, bearer
 
 Client = httpx.AsyncClient
 

@@ -22,8 +22,8 @@ from loyalty.core.db import init_connection
 from loyalty.core.programme import Programme
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.campaigns import launch_due_campaigns
-from tests.api.conftest import Actors, SignedUp, bearer, make_members
 from tests.conftest import held, make_settings, query, serve
+from tests.factories import Actors, SignedUp, bearer, make_members
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient

@@ -4,7 +4,6 @@ at once: one single-use code, one template's budget, one member's limit."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ import httpx
 import pytest
 
 from api.app import create_app
-from tests.api.conftest import Actors, bearer, make_members
 from tests.conftest import held, make_settings, serve
+from tests.factories import Actors, bearer, make_members, purchase_body
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient
@@ -51,10 +50,8 @@ async def template(race: Race, **fields: Any) -> dict[str, Any]:
 
 
 def purchase(member_id: UUID, coupon: dict[str, Any]) -> dict[str, Any]:
-    return {"member": {"id": str(member_id)}, "receipt_id": f"RC-{next(_n)}",
-            "occurred_at": dt.datetime.now(dt.UTC).isoformat(), "total": 900,
-            "currency": "JPY", "lines": [{"sku": "S", "unit_price": 1_000}],
-            "coupons": [coupon]}
+    return purchase_body(member_id, 900, prefix="RC", lines=[{"sku": "S", "unit_price": 1_000}],
+                         coupons=[coupon])
 
 
 async def buy_all(race: Race, bodies: list[dict[str, Any]]) -> list[httpx.Response]:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from loyalty.promotions.codes import ALPHABET, is_well_formed, normalize_code
-from tests.api.conftest import Actors, SignedUp, bearer
+from tests.factories import Actors, SignedUp, bearer
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient

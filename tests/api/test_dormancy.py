@@ -21,8 +21,8 @@ from jobs.definition import JobContext, cron_trigger, make_context
 from jobs.scheduler import run_due
 from loyalty.core.db import create_pool
 from loyalty.core.settings import Settings
-from tests.api.conftest import Actors, bearer
 from tests.conftest import query
+from tests.factories import Actors, bearer
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 DORMANCY_DAYS = 180

@@ -21,8 +21,8 @@ from loyalty.core.errors import Conflict, NotFound
 from loyalty.core.settings import Settings
 from loyalty.members.filter import MemberFilter
 from loyalty.promotions.store_events import invite_members
-from tests.api.conftest import Actors, SignedUp, bearer
 from tests.conftest import held, make_settings, query, serve
+from tests.factories import Actors, SignedUp, bearer
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient

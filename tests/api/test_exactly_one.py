@@ -20,7 +20,7 @@ from schemas.base import OneOf, decode_edge
 from schemas.campaigns import CampaignCreate
 from schemas.grants import GrantRequest
 from schemas.points import CouponRef, MemberRef, ReturnRequest
-from tests.api.conftest import PASSWORD, Actors, bearer
+from tests.factories import PASSWORD, Actors, bearer
 
 Client = httpx.AsyncClient
 

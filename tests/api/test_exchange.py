@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from api.app import create_app
-from tests.api.conftest import Actors, bearer
 from tests.conftest import held, make_settings, serve
+from tests.factories import Actors, bearer
 
 Client = httpx.AsyncClient
 TOKEN = "scrape-me-if-you-can-0123456789"
@@ -143,8 +143,9 @@ async def test_one_access_log_line_per_request_without_secrets(
              and getattr(r, "request_id", None) == "logged-1"]
     assert len(lines) == 1
     line = lines[0]
-    assert line.getMessage() == f"GET /v1/me 200 {line.args[3]:.1f}ms member"  # type: ignore[index]
-    assert line.request_id == "logged-1"  # type: ignore[attr-defined]
+    assert isinstance(line.args, tuple)
+    assert line.getMessage() == f"GET /v1/me 200 {line.args[3]:.1f}ms member"
+    assert line.__dict__["request_id"] == "logged-1"
     assert member.access_token not in line.getMessage()
     assert member.member_id not in line.getMessage()
 

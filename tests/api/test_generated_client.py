@@ -20,7 +20,8 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from tests.api.conftest import PASSWORD, Actors
+from tests.conftest import asgi_transport
+from tests.factories import PASSWORD, Actors
 
 PACKAGE = "loyalty_client"
 
@@ -56,6 +57,7 @@ async def document(client: httpx.AsyncClient) -> dict[str, Any]:
 
 def test_every_operation_and_model_is_generated(generated: ModuleType,
                                                 document: dict[str, Any]) -> None:
+    assert generated.__file__ is not None
     api = Path(generated.__file__).parent / "api"
     modules = {path.stem for path in api.rglob("*.py") if path.stem != "__init__"}
     operations = {_snake(op["operationId"]) for item in document["paths"].values()
@@ -74,7 +76,7 @@ async def test_the_generated_client_signs_up_reads_buys_and_reads_a_problem(
     get_me = importlib.import_module(f"{api}.member_app.get_me")
     purchase = importlib.import_module(f"{api}.point_of_sale.pos_record_purchase")
     models = importlib.import_module(f"{PACKAGE}.models")
-    transport = {"transport": httpx.ASGITransport(app=app)}  # the app the fixture is serving
+    transport = {"transport": asgi_transport(app)}  # the app the fixture is serving
     anonymous = generated.Client(base_url="http://testserver.local", httpx_args=transport)
 
     body = models.MemberRegistration(email="generated@example.com", password=PASSWORD,

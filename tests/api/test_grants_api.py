@@ -26,8 +26,8 @@ from loyalty.core.settings import Settings
 from loyalty.points.grants import MemberList, create_grant, run_grant
 from loyalty.points.rules import RuleBook
 from schemas.grants import GrantRequest
-from tests.api.conftest import Actors, SignedUp, bearer
 from tests.conftest import query
+from tests.factories import Actors, SignedUp, bearer, purchase_body
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient
@@ -64,9 +64,7 @@ async def grant_entries(settings: Settings, grant_id: str) -> list[dict[str, Any
 
 
 def purchase(member_id: str, total: int) -> dict[str, Any]:
-    return {"member": {"id": member_id}, "receipt_id": f"G-{next(_n)}",
-            "occurred_at": dt.datetime.now(dt.UTC).isoformat(), "total": total,
-            "currency": "JPY", "lines": [{"sku": "S", "unit_price": total}]}
+    return purchase_body(member_id, total, prefix="G")
 
 
 # -- a grant to a list -----------------------------------------------------------------------

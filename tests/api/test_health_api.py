@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 
 from api.app import create_app
-from tests.api.conftest import PASSWORD
 from tests.conftest import make_settings, serve
+from tests.factories import PASSWORD
 
 Client = httpx.AsyncClient
 

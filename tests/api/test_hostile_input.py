@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from loyalty.core.settings import Settings
-from tests.api.conftest import PASSWORD, Actors, SignedUp, bearer
+from tests.factories import PASSWORD, Actors, SignedUp, bearer, purchase_body
 
 Client = httpx.AsyncClient
 _n = itertools.count()
@@ -50,9 +50,8 @@ def assert_problem(response: httpx.Response, status: int) -> None:
 
 
 def purchase(member: SignedUp, **fields: Any) -> dict[str, Any]:
-    return {"member": {"id": member.member_id}, "receipt_id": f"H-{next(_n)}",
-            "occurred_at": NOW.isoformat(), "total": 1000, "currency": "JPY",
-            "lines": [{"sku": "TEA", "unit_price": 500, "quantity": 2}], **fields}
+    return {**purchase_body(member.member_id, 1000, prefix="H", occurred_at=NOW,
+                            lines=[{"sku": "TEA", "unit_price": 500, "quantity": 2}]), **fields}
 
 
 @pytest.fixture

@@ -18,23 +18,22 @@ import pytest
 from litestar import Litestar
 
 from api.app import create_app
-from tests.api.conftest import Actors, bearer
-from tests.api.test_authorization import (
-    _ACTIVE,
-    World,
-    _event,
-    _member_path,
-    _purchase,
-    _staff,
-    _store,
-    registered_routes,
-    world,
-)
-from tests.api.test_jobs_api import _until_finished
 from tests.conftest import held, make_settings, query, serve
+from tests.factories import (
+    ACTIVE,
+    Actors,
+    World,
+    bearer,
+    member_a_path,
+    member_a_purchase,
+    new_event,
+    new_staff,
+    new_store,
+    purchase_body,
+    registered_routes,
+    until_job_finished,
+)
 from tests.ledger_checks import check_invariants, ledger_rows
-
-__all__ = ["world"]  # the authorization matrix's world, shared as a fixture
 
 Client = httpx.AsyncClient
 _n = itertools.count()
@@ -155,7 +154,7 @@ STAFF_WRITES = {
         lambda _: {"count": 2}, "select count(*) = 4 from coupon_codes"),
     "segment": StaffWrite(
         "marketer", lambda _: "/v1/segments",
-        lambda _: {"name": "Active", "definition": _ACTIVE},
+        lambda _: {"name": "Active", "definition": ACTIVE},
         "select count(*) = 2 from segments"),
 }
 
@@ -219,8 +218,7 @@ async def test_money_moving_staff_writes_need_a_key(
          {"members": [member.member_id]}),
     ]
     for path, body in writes:
-        response = await client.post(path, headers=admin,
-                                     **({"json": body} if body is not None else {}))
+        response = await client.post(path, headers=admin, json=body)
         assert response.status_code == 400, (path, response.text)
         assert response.json()["type"].endswith(":validation_failed")
         assert "Idempotency-Key" in response.text
@@ -342,16 +340,14 @@ async def test_the_cleanup_job_ages_out_every_principals_keys(
     admin = bearer(await actors.staff("admin"))
     started = await client.post("/v1/jobs/idempotency_cleanup/run", headers=admin)
     assert started.status_code == 202, started.text
-    run = await _until_finished(client, admin, "idempotency_cleanup", started.json()["run_id"])
+    run = await until_job_finished(client, admin, "idempotency_cleanup", started.json()["run_id"])
     assert (run["outcome"], run["counts"]) == ("succeeded", {"deleted": 3})
     assert (await query(settings.database_url,
                         "select count(*) from idempotency_keys"))[0]["count"] == 0
 
 
 def _purchase_for(member_id: str) -> dict[str, Any]:
-    return {"member": {"id": member_id}, "receipt_id": f"CLEAN-{next(_n)}",
-            "occurred_at": "2026-01-05T10:00:00+09:00", "total": 1000, "currency": "JPY",
-            "lines": [{"sku": "S", "unit_price": 1000}]}
+    return purchase_body(member_id, 1000, prefix="CLEAN", occurred_at="2026-01-05T10:00:00+09:00")
 
 
 # -- every write replays ----------------------------------------------------------------------
@@ -388,7 +384,7 @@ WRITES: dict[tuple[str, str], Write] = {
     ("DELETE", "/v1/me/events/{event_id:uuid}/rsvp"): Write(
         "member_b", 204, path=lambda w: f"/v1/me/events/{w.extra['event_id']}/rsvp"),
     # tills
-    ("POST", "/v1/pos/purchases"): Write("terminal_x", 201, _purchase, required=True),
+    ("POST", "/v1/pos/purchases"): Write("terminal_x", 201, member_a_purchase, required=True),
     ("POST", "/v1/pos/purchases/{purchase_id:uuid}/returns"): Write(
         "terminal_x", 201, lambda _: {"amount": 100}, required=True,
         path=lambda w: f"/v1/pos/purchases/{w.extra['purchase_id']}/returns"),
@@ -397,13 +393,13 @@ WRITES: dict[tuple[str, str], Write] = {
         path=lambda w: f"/v1/pos/events/{w.extra['checkin_event_id']}/checkins"),
     # members, points and merges (staff)
     ("PATCH", "/v1/members/{member_id:uuid}"): Write(
-        "support", body=lambda _: {"name": "Corrected"}, path=_member_path),
+        "support", body=lambda _: {"name": "Corrected"}, path=member_a_path),
     ("POST", "/v1/members/{member_id:uuid}/adjustments"): Write(
         "support", 201, lambda _: {"points": 5, "reason": "goodwill"}, required=True,
-        path=lambda w: f"{_member_path(w)}/adjustments"),
+        path=lambda w: f"{member_a_path(w)}/adjustments"),
     ("POST", "/v1/members/{member_id:uuid}/merge"): Write(
         "support", body=lambda w: {"from_member_id": w.extra["spare_members"][0]},
-        required=True, path=lambda w: f"{_member_path(w)}/merge"),
+        required=True, path=lambda w: f"{member_a_path(w)}/merge"),
     ("POST", "/v1/points/grants"): Write(
         "marketer", 201, lambda w: {"points": 5, "reason": "replayed grant",
                                     "members": [w.member_a_id]}, required=True),
@@ -422,7 +418,7 @@ WRITES: dict[tuple[str, str], Write] = {
         "marketer", 201, lambda w: {"members": [w.member_a_id]}, required=True,
         path=lambda w: f"/v1/coupon-templates/{w.extra['template_id']}/issue"),
     ("POST", "/v1/segments"): Write(
-        "marketer", 201, lambda _: {"name": "Active", "definition": _ACTIVE}),
+        "marketer", 201, lambda _: {"name": "Active", "definition": ACTIVE}),
     ("PATCH", "/v1/segments/{segment_id:uuid}"): Write(
         "marketer", body=lambda _: {"name": "Renamed"},
         path=lambda w: f"/v1/segments/{w.extra['segment_id']}"),
@@ -432,13 +428,13 @@ WRITES: dict[tuple[str, str], Write] = {
     ("POST", "/v1/campaigns/{campaign_id:uuid}/launch"): Write(
         "marketer", required=True,
         path=lambda w: f"/v1/campaigns/{w.extra['draft_campaign_id']}/launch"),
-    ("POST", "/v1/events"): Write("marketer", 201, _event),
+    ("POST", "/v1/events"): Write("marketer", 201, new_event),
     ("PATCH", "/v1/events/{event_id:uuid}"): Write(
         "marketer", body=lambda _: {"name": "Renamed"},
         path=lambda w: f"/v1/events/{w.extra['event_id']}"),
     # administration
-    ("POST", "/v1/stores"): Write("admin", 201, _store),
-    ("POST", "/v1/staff"): Write("admin", 201, _staff),
+    ("POST", "/v1/stores"): Write("admin", 201, new_store),
+    ("POST", "/v1/staff"): Write("admin", 201, new_staff),
     ("DELETE", "/v1/terminals/{terminal_id:uuid}"): Write(
         "admin", 204, path=lambda w: f"/v1/terminals/{w.spare_terminal_id}"),
     ("POST", "/v1/jobs/{name:str}/run"): Write(
@@ -496,7 +492,7 @@ def test_the_key_is_in_the_openapi_of_every_keyed_write(app: Litestar) -> None:
 async def replay_world(world: World) -> World:
     world.extra["draft_campaign_id"] = await _unlaunched_campaign(world)
     spare = await world.client.post("/v1/events", headers=world.headers["marketer"],
-                                    json={**_event(world), "invitation_only": False})
+                                    json={**new_event(world), "invitation_only": False})
     assert spare.status_code == 201, spare.text
     world.extra["spare_event_id"] = spare.json()["event_id"]
     return world
@@ -507,20 +503,20 @@ async def test_every_write_replays_its_first_answer_and_writes_nothing_more(
 ) -> None:
     world = replay_world
     database_url = world.actors.settings.database_url
+    assert database_url is not None
     for (method, route), write in sorted(WRITES.items()):
         with subtests.test(msg=f"{method} {route}"):
             path = write.path(world) if write.path else route
             body = write.body(world) if write.body else None
             headers = keyed(world.headers[write.caller], fresh_key())
-            send = {"json": body} if body is not None else {}
             before = await query(database_url, FOOTPRINT)
-            first = await world.client.request(method, path, headers=headers, **send)
+            first = await world.client.request(method, path, headers=headers, json=body)
             assert first.status_code == write.status, first.text
             assert "idempotent-replayed" not in first.headers
             after = await query(database_url, FOOTPRINT)
             assert after != before, "the first request wrote nothing the test can see"
 
-            again = await world.client.request(method, path, headers=headers, **send)
+            again = await world.client.request(method, path, headers=headers, json=body)
             assert again.status_code == write.status, again.text
             assert again.headers["idempotent-replayed"] == "true"
             assert again.content == first.content

@@ -5,7 +5,6 @@ with Redis being flushed throughout, and with Redis gone: PostgreSQL is the trut
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.app import create_app
-from tests.api.conftest import Actors, bearer
 from tests.conftest import held, make_settings, serve
+from tests.factories import Actors, bearer, purchase_body
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient
@@ -70,10 +69,7 @@ async def _flush_until(stop: asyncio.Event, url: str) -> None:
 
 
 def _purchase(member_id: str, *, total: int, redeem: int = 0) -> dict[str, Any]:
-    return {"member": {"id": member_id}, "receipt_id": f"C-{next(_n)}",
-            "occurred_at": dt.datetime.now(dt.UTC).isoformat(), "total": total,
-            "currency": "JPY", "lines": [{"sku": "S", "unit_price": total}],
-            "redeem_points": redeem}
+    return purchase_body(member_id, total, prefix="C", redeem_points=redeem)
 
 
 async def test_fifty_concurrent_retries_of_one_purchase_record_it_once(scene: Scene) -> None:

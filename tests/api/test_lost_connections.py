@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import datetime as dt
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,12 @@ import asyncpg
 import httpx
 
 from api.app import create_app
-from tests.api.conftest import Actors, bearer
 from tests.conftest import make_settings, serve
+from tests.factories import Actors, bearer, purchase_body
 from tests.ledger_checks import check_invariants, ledger_rows
+
+# What a caller sends: method, path, JSON body, headers.
+Call = tuple[str, str, dict[str, Any] | None, dict[str, str]]
 
 CLIENTS = 16
 SECONDS = 10
@@ -53,14 +56,12 @@ async def test_killed_backends_answer_503_with_retry_after_never_500(
         till = bearer(till_key)
         staff = bearer(await actors.staff("support"))
 
-        def purchase() -> tuple[str, str, dict[str, Any], dict[str, str]]:
+        def purchase() -> Call:
             n = next(_n)
-            body = {"member": {"id": member.member_id}, "receipt_id": f"K-{n}", "total": 1000,
-                    "occurred_at": dt.datetime.now(dt.UTC).isoformat(), "currency": "JPY",
-                    "lines": [{"sku": "S", "unit_price": 1000}]}
+            body = purchase_body(member.member_id, 1000, receipt_id=f"K-{n}")
             return "POST", "/v1/pos/purchases", body, {**till, "Idempotency-Key": f"k-{n}"}
 
-        calls = [
+        calls: list[Callable[[], Call]] = [
             purchase,
             lambda: ("GET", "/v1/pos/whoami", None, till),
             lambda: ("GET", "/v1/me/points", None, member.headers),

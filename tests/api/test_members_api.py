@@ -13,8 +13,8 @@ import msgspec
 
 from api.app import create_app
 from loyalty.core.settings import Settings
-from tests.api.conftest import PASSWORD, Actors, bearer
 from tests.conftest import make_settings, query, serve
+from tests.factories import PASSWORD, Actors, bearer
 
 Client = httpx.AsyncClient
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import itertools
 from typing import Any
 
@@ -13,7 +12,7 @@ from litestar import Litestar
 
 from loyalty.core.settings import Settings
 from loyalty.members.cards import CARD_AUDIENCE
-from tests.api.conftest import Actors, SignedUp, bearer
+from tests.factories import Actors, SignedUp, bearer, purchase_body
 from tests.ledger_checks import ledger_rows
 
 Client = httpx.AsyncClient
@@ -22,18 +21,12 @@ _keys = itertools.count()
 
 def purchase(member_id: str, *, total: int = 10_000, redeem: int = 0, receipt: str | None = None,
              lines: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {
-        "member": {"id": member_id},
-        "receipt_id": receipt or f"R-{next(_keys)}",
-        "occurred_at": dt.datetime.now(dt.UTC).isoformat(),
-        "total": total,
-        "currency": "JPY",
-        # The lines add up to the total (two coffees, and a one-yen sweet when it is odd).
-        "lines": lines or [{"sku": "COFFEE", "category": "drinks", "quantity": 2,
-                            "unit_price": total // 2}]
-        + ([{"sku": "CANDY", "category": "food", "unit_price": 1}] if total % 2 else []),
-        "redeem_points": redeem,
-    }
+    # The lines add up to the total (two coffees, and a one-yen sweet when it is odd).
+    return purchase_body(
+        member_id, total, receipt_id=receipt, redeem_points=redeem,
+        lines=lines or [{"sku": "COFFEE", "category": "drinks", "quantity": 2,
+                         "unit_price": total // 2}]
+        + ([{"sku": "CANDY", "category": "food", "unit_price": 1}] if total % 2 else []))
 
 
 def client_database(app: Litestar) -> str:

@@ -3,7 +3,6 @@ through the API on real PostgreSQL."""
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 from pathlib import Path
 from typing import Any
@@ -14,22 +13,17 @@ import pytest
 from api.app import create_app
 from loyalty.core.settings import Settings
 from schemas.rules import EarningRules
-from tests.api.conftest import Actors, SignedUp, bearer
 from tests.conftest import make_settings, query, serve
+from tests.factories import Actors, SignedUp, bearer, purchase_body
 
 Client = httpx.AsyncClient
 _keys = itertools.count()
 
 
 def purchase(member: SignedUp, total: int) -> dict[str, Any]:
-    return {
-        "member": {"id": member.member_id},
-        "receipt_id": f"RULES-{next(_keys)}",
-        "occurred_at": dt.datetime.now(dt.UTC).isoformat(),
-        "total": total,
-        "currency": "JPY",
-        "lines": [{"sku": "BREAD", "category": "bakery", "quantity": 1, "unit_price": total}],
-    }
+    return purchase_body(
+        member.member_id, total, prefix="RULES",
+        lines=[{"sku": "BREAD", "category": "bakery", "quantity": 1, "unit_price": total}])
 
 
 def key() -> dict[str, str]:

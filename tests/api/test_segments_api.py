@@ -18,7 +18,7 @@ import pytest
 
 from loyalty.core.settings import Settings
 from loyalty.insights.rfm import refresh_rfm
-from tests.api.conftest import Actors, bearer
+from tests.factories import Actors, bearer
 
 Client = httpx.AsyncClient
 DAY = dt.timedelta(days=1)
@@ -487,9 +487,7 @@ async def test_an_unknown_segment_is_not_found(desk: Desk) -> None:
     missing = "/v1/segments/00000000-0000-7000-8000-000000000000"
     for method, path, body in [("GET", missing, None), ("PATCH", missing, {"name": "x"}),
                                ("GET", missing + "/members", None)]:
-        response = await desk.client.request(
-            method, path, headers=desk.marketer,
-            **({"json": body} if body is not None else {}))
+        response = await desk.client.request(method, path, headers=desk.marketer, json=body)
         assert response.status_code == 404
         assert response.json()["type"] == "urn:loyalty:problem:segment_not_found"
 
@@ -508,8 +506,7 @@ async def test_analysts_read_and_preview_but_never_save_or_see_members(
         ("PATCH", path, {"name": "A"}),
         ("GET", path + "/members", None),
     ]:
-        response = await client.request(method, target, headers=population.analyst,
-                                        **({"json": body} if body is not None else {}))
+        response = await client.request(method, target, headers=population.analyst, json=body)
         assert response.status_code == 403, (method, target)
         assert "Ann" not in response.text
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from loyalty.core.settings import Settings
-from tests.api.conftest import Actors, SignedUp, bearer
+from tests.factories import Actors, SignedUp, bearer, purchase_body
 
 Client = httpx.AsyncClient
 
@@ -131,12 +131,10 @@ async def test_simulation_and_recorded_purchase_agree_on_1000_random_purchases(
             }})
         assert simulated.status_code == 200, simulated.text
         recorded = await client.post("/v1/pos/purchases", headers={
-            **till, "Idempotency-Key": f"agree-{n}"}, json={
-            "member": {"id": shopper.signed_up.member_id}, "receipt_id": f"AGREE-{n}",
-            "occurred_at": occurred_at.isoformat(), "total": total, "currency": "JPY",
-            "lines": lines, "redeem_points": redeem,
-            "discount": sum(li["quantity"] * li["unit_price"] for li in lines) - total,
-        })
+            **till, "Idempotency-Key": f"agree-{n}"}, json=purchase_body(
+            shopper.signed_up.member_id, total, receipt_id=f"AGREE-{n}",
+            occurred_at=occurred_at, lines=lines, redeem_points=redeem,
+            discount=sum(li["quantity"] * li["unit_price"] for li in lines) - total))
         assert recorded.status_code == 201, recorded.text
 
         sim, rec = simulated.json(), recorded.json()
@@ -186,13 +184,11 @@ async def test_simulation_quote_purchase_and_entry_agree_where_the_ceiling_appli
     shopper = await actors.member()
     capped = 0
     for n in range(30):
-        lines = [{"sku": rng.choice(SKUS), "category": rng.choice(CATEGORIES),
+        lines: list[dict[str, Any]] = [{"sku": rng.choice(SKUS), "category": rng.choice(CATEGORIES),
                   "quantity": 1, "unit_price": rng.choice([99, 500, 2_000, 6_000, 12_345])}
                  for _ in range(rng.randint(1, 2))]
         total = sum(li["quantity"] * li["unit_price"] for li in lines)
-        body = {"member": {"id": shopper.member_id}, "receipt_id": f"CAP-{n}",
-                "occurred_at": dt.datetime.now(dt.UTC).isoformat(), "total": total,
-                "currency": "JPY", "lines": lines}
+        body = purchase_body(shopper.member_id, total, receipt_id=f"CAP-{n}", lines=lines)
 
         simulated = await client.post("/v1/earning-rules/simulate", headers=marketer, json={
             "purchase": {"store_code": STORE, "total": total, "lines": lines,

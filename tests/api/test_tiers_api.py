@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -17,13 +17,13 @@ from loyalty.core.settings import Settings
 from loyalty.points.rules import RuleBook
 from loyalty.points.tiers import current_window_start, evaluate_tiers, previous_period, tier_for
 from schemas.rules import Tier, TierProgramme
-from tests.api.conftest import Actors, SignedUp, bearer
+from tests.factories import Actors, SignedUp, bearer
 
 Client = httpx.AsyncClient
 TOKYO = ZoneInfo("Asia/Tokyo")
 _n = itertools.count()
 
-LEVELS = [
+LEVELS: list[dict[str, Any]] = [
     {"code": "SILVER", "name": "Silver", "threshold": 10_000, "multiplier_percent": 150},
     {"code": "GOLD", "name": "Gold", "threshold": 50_000, "multiplier_percent": 200},
 ]
@@ -36,9 +36,11 @@ def local(text: str) -> dt.datetime:
 # -- pure ------------------------------------------------------------------------------------
 
 
-def tier_programme(period: str = "rolling_12_months", measure: str = "spend") -> TierProgramme:
-    return TierProgramme(measure=measure, period=period,  # type: ignore[arg-type]
-                       levels=[Tier(**level) for level in LEVELS])
+def tier_programme(
+        period: Literal["rolling_12_months", "calendar_year"] = "rolling_12_months",
+        measure: Literal["spend", "points"] = "spend") -> TierProgramme:
+    return TierProgramme(measure=measure, period=period,
+                         levels=[Tier(**level) for level in LEVELS])
 
 
 @pytest.mark.parametrize(("today", "start"), [

@@ -20,7 +20,7 @@ from loyalty.access.tokens import TokenSigner
 from loyalty.core.embedded import embedded_redis
 from loyalty.core.errors import ConfigurationError
 from tests.conftest import ROOT
-from tests.loyalty.access.test_tokens import new_private_pem
+from tests.factories import new_private_pem
 from tests.processes import free_port, wait_until_ready
 
 

@@ -15,8 +15,8 @@ from jobs.definition import Job, JobContext, make_context
 from jobs.runs import run_once
 from loyalty.core.db import create_pool
 from loyalty.core.idempotency import IDEMPOTENCY_KEPT, delete_old_idempotency_keys
-from tests.api.conftest import make_members
 from tests.conftest import make_settings
+from tests.factories import make_members
 
 NOW = dt.datetime(2027, 3, 1, 3, 0, tzinfo=dt.UTC)
 

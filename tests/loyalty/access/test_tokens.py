@@ -27,16 +27,10 @@ from loyalty.access.tokens import (
     load_or_create_signing_key,
 )
 from loyalty.core.errors import AuthenticationFailed
+from tests.factories import new_private_pem
 
 ISSUER = "loyalty"
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
-
-
-def new_private_pem() -> str:
-    return Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 def public_pem(private_pem: str) -> str:
@@ -67,7 +61,8 @@ def member_claims(**changes: Any) -> dict[str, Any]:
 def eddsa_token(claims: dict[str, Any], private_pem: str, kid: str | None) -> str:
     headers = {} if kid is None else {"kid": kid}
     key = serialization.load_pem_private_key(private_pem.encode(), password=None)
-    return jwt.encode(claims, key, algorithm="EdDSA", headers=headers)  # type: ignore[arg-type]
+    assert isinstance(key, Ed25519PrivateKey)
+    return jwt.encode(claims, key, algorithm="EdDSA", headers=headers)
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ import pytest
 from loyalty.core.db import Connection
 from loyalty.insights.at_risk import flag_at_risk
 from tests.crashes import allow_members, refuse_member
-from tests.loyalty.insights.test_rfm import Shop
+from tests.factories import AT_RISK_NOW, Shop, hand_flagged, insert_member
 
-NOW = dt.datetime(2026, 6, 1, 0, 0, tzinfo=dt.UTC)
+NOW = AT_RISK_NOW
 DAY = dt.timedelta(days=1)
 
 
@@ -30,56 +30,8 @@ async def flagged_names(conn: Connection, people: dict[str, UUID]) -> set[str]:
     return {names[member_id] for member_id in await flags(conn)}
 
 
-async def same_shop(conn: Connection) -> Shop:
-    """The shop ``hand_flagged`` opened, to buy there again."""
-    shop = Shop(conn)
-    shop.store_id, shop.terminal_id = await conn.fetchrow(
-        "select s.store_id, t.terminal_id from stores s join terminals t using (store_id)"
-        " where s.code = 'RFM-1'")
-    return shop
-
-
 async def run(conn: Connection, now: dt.datetime = NOW, **options: Any) -> dict[str, int]:
     return await flag_at_risk(conn, now=now, **{"multiple": 2.0, "min_purchases": 3, **options})
-
-
-async def hand_flagged(conn: Connection) -> dict[str, UUID]:
-    """Members and their purchases, in days before NOW; with multiple 2 and at least 3 purchase
-    occasions, a member is at risk when whole days since the last purchase > 2 x the median gap.
-
-    member  purchases, days ago       gaps counted        median  over  days since  at risk
-    ann     41, 31, 21                 10, 10                  10    20          21  yes
-    ben     40, 30, 20                 10, 10                  10    20          20  no: not beyond
-    cal     126, 36, 29, 22, 15        90, 7, 7, 7              7    14          15  yes
-            (the mean gap, 27.75, would wait 55.5 days)
-    dee     100, 90                    10                       -     -          90  no: 2 occasions
-    eve     41, 31, 21                 dormant                  -     -           -  no
-    gus     41, 21; fay's 31 (merged)  10, 10                  10    20          21  yes
-    hal     35.5, 35, 25.5, 25, 15     (0.5), 9.5, (0.5), 10  9.75  19.5          15  no
-            (a receipt half a day after another is the same occasion: 3 occasions; counting
-            the half days, the median would be 5 and hal at risk)
-    ivy     41, 31, 21                 suspended                -     -           -  no
-    jon     41, 31, 21; one in 5 days  10, 10                  10    20          21  yes
-    kim     21                         one purchase             -     -           -  no
-
-    fay (merged into gus) and lea (erased, bought like ann) are never flagged themselves.
-    """
-    shop = await Shop(conn).open()
-    people = {name: await shop.member(name) for name in
-              ("ann", "ben", "cal", "dee", "fay", "gus", "hal", "jon", "kim")}
-    people["eve"] = await shop.member("eve", "dormant")
-    people["ivy"] = await shop.member("ivy", "suspended")
-    people["lea"] = await shop.member("lea", "erased")
-    purchases = {
-        "ann": (41, 31, 21), "ben": (40, 30, 20), "cal": (126, 36, 29, 22, 15), "dee": (100, 90),
-        "eve": (41, 31, 21), "gus": (41, 21), "fay": (31,), "hal": (35.5, 35, 25.5, 25, 15),
-        "ivy": (41, 31, 21), "jon": (41, 31, 21, -5), "kim": (21,), "lea": (41, 31, 21),
-    }
-    for name, days in purchases.items():
-        for ago in days:
-            await shop.buy(people[name], NOW - ago * DAY, 1_000)
-    await shop.merge(people["fay"], people["gus"])
-    return people
 
 
 async def test_hand_computed_flags(db: Connection) -> None:
@@ -124,7 +76,7 @@ async def test_running_twice_at_one_moment_changes_nothing(db: Connection) -> No
 
 async def test_flags_follow_the_members_from_one_day_to_the_next(db: Connection) -> None:
     people = await hand_flagged(db)
-    shop = await same_shop(db)
+    shop = await Shop.reopen(db)
     await run(db)
     later = NOW + DAY
     # ann buys again (one purchase: her silence is over); cal goes dormant; ben reaches 21 days.
@@ -145,14 +97,9 @@ async def test_every_batch_size_gives_the_same_flags(db: Connection, batch_size:
     await run(db)
     # The member with the highest id there can be, flagged, then gone dormant: only the last
     # batch, open-ended, covers their row.
-    shop = await same_shop(db)
-    last = await db.fetchval(
-        """
-        with m as (insert into members (member_id, name, name_key)
-                   values ('ffffffff-ffff-7fff-bfff-ffffffffffff', 'last', 'last')
-                   returning member_id)
-        insert into point_balances (member_id) select member_id from m returning member_id
-        """)
+    shop = await Shop.reopen(db)
+    last = await insert_member(db, "last",
+                               member_id=UUID("ffffffff-ffff-7fff-bfff-ffffffffffff"))
     for ago in (41, 31, 21):
         await shop.buy(last, NOW - ago * DAY, 1_000)
     assert (await run(db))["flagged"] == 1

@@ -14,14 +14,14 @@ from loyalty.core.db import Connection
 from loyalty.insights.at_risk import flag_at_risk
 from loyalty.promotions.segments import compile_definition, preview_segment
 from schemas.segments import AllOf, AtRiskCondition, Condition, Not, StatusCondition
-from tests.loyalty.insights.test_at_risk import NOW, hand_flagged
+from tests.factories import AT_RISK_NOW, hand_flagged
 
 decode = msgspec.json.Decoder(Condition).decode
 
 
 async def selected(conn: Connection, people: dict[str, UUID], definition: Any) -> set[str]:
     names = {member_id: name for name, member_id in people.items()}
-    member_filter = compile_definition(definition, now=NOW)
+    member_filter = compile_definition(definition, now=AT_RISK_NOW)
     found = await conn.fetch(f"select m.member_id from members m where {member_filter.render(1)}",
                              *member_filter.params)
     return {names[r["member_id"]] for r in found}
@@ -30,7 +30,7 @@ async def selected(conn: Connection, people: dict[str, UUID], definition: Any) -
 async def test_the_condition_selects_the_flagged_members(db: Connection) -> None:
     people = await hand_flagged(db)
     assert await selected(db, people, AtRiskCondition()) == set()
-    await flag_at_risk(db, now=NOW, multiple=2.0, min_purchases=3)
+    await flag_at_risk(db, now=AT_RISK_NOW, multiple=2.0, min_purchases=3)
     # See hand_flagged: ann, cal, gus and jon are at risk. fay (merged) and lea (erased) are
     # nobody's segment; eve (dormant) and ivy (suspended) are segmentable but not at risk.
     assert await selected(db, people, AtRiskCondition()) == {"ann", "cal", "gus", "jon"}
@@ -42,15 +42,16 @@ async def test_the_condition_selects_the_flagged_members(db: Connection) -> None
     assert await selected(db, people, AllOf(conditions=[
         AtRiskCondition(flagged=False), StatusCondition(statuses=["active"]),
     ])) == {"ben", "dee", "hal", "kim"}
-    preview = await preview_segment(db, AtRiskCondition(), sample_size=10, now=NOW)
+    preview = await preview_segment(db, AtRiskCondition(), sample_size=10, now=AT_RISK_NOW)
     assert preview.count == 4
+    assert isinstance(preview.sample, list)
     assert {s.member_id for s in preview.sample} == {
         people[n] for n in ("ann", "cal", "gus", "jon")}
 
 
 async def test_a_member_gone_dormant_since_the_run_is_no_longer_at_risk(db: Connection) -> None:
     people = await hand_flagged(db)
-    await flag_at_risk(db, now=NOW, multiple=2.0, min_purchases=3)
+    await flag_at_risk(db, now=AT_RISK_NOW, multiple=2.0, min_purchases=3)
     await db.execute("update members set status = 'dormant' where member_id = $1", people["ann"])
     # The job has not run again: ann's row is still there, but she is past being at risk.
     assert await db.fetchval("select count(*) from member_at_risk where member_id = $1",
@@ -60,8 +61,8 @@ async def test_a_member_gone_dormant_since_the_run_is_no_longer_at_risk(db: Conn
 
 
 def test_the_condition_compiles_to_constant_text_without_parameters() -> None:
-    flagged = compile_definition(AtRiskCondition(), now=NOW)
-    not_flagged = compile_definition(AtRiskCondition(flagged=False), now=NOW)
+    flagged = compile_definition(AtRiskCondition(), now=AT_RISK_NOW)
+    not_flagged = compile_definition(AtRiskCondition(flagged=False), now=AT_RISK_NOW)
     assert (flagged.params, not_flagged.params) == ((), ())
     assert "member_at_risk" in flagged.sql
     assert "not (" in not_flagged.sql

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from loyalty.insights.dormancy import dormancy_cutoff, flag_dormant
-from tests.api.conftest import make_members
+from tests.factories import make_members
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 

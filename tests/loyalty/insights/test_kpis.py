@@ -23,6 +23,7 @@ from loyalty.insights.kpis import check_period, kpis, snapshot_kpis
 from loyalty.insights.rfm import RFM_GRID, RFM_SEGMENTS, rfm_distribution, rfm_segment
 from loyalty.points.rules import ensure_default_rules
 from schemas.analytics import Kpis
+from tests.factories import insert_member
 
 TZ = ZoneInfo("Asia/Tokyo")
 MARGIN = 0.4
@@ -69,13 +70,8 @@ class Books:
     async def member(self, name: str, joined: dt.datetime, status: str = "active",
                      merged_into: UUID | None = None) -> UUID:
         """A member as they are now; their history is written with ``change``."""
-        member_id: UUID = await self.conn.fetchval(
-            """
-            with m as (insert into members (name, name_key, status, joined_at, merged_into)
-                       values ($1, $1, $2, $3, $4) returning member_id)
-            insert into point_balances (member_id) select member_id from m returning member_id
-            """, name, status, joined, merged_into)
-        return member_id
+        return await insert_member(self.conn, name, status=status, joined_at=joined,
+                                   merged_into=merged_into)
 
     async def change(self, member_id: UUID, when: dt.datetime, from_status: str,
                      to_status: str) -> None:
@@ -452,11 +448,11 @@ async def test_snapshots_and_live_figures_agree(db: Connection) -> None:
     assert (from_snapshots.snapshot_days, from_snapshots.live_days) == (73, 0)
     assert figures(from_snapshots) == figures(live)
     # And day by day, for a day with a little of everything (02-15: cal back, buys, earns).
-    for day in ("2025-01-06", "2025-02-15", "2025-03-14"):
-        read = await period(db, day, day)
+    for text in ("2025-01-06", "2025-02-15", "2025-03-14"):
+        read = await period(db, text, text)
         assert read.snapshot_days == 1
-        await db.execute("delete from kpi_daily where day = $1", d(day))
-        computed = await period(db, day, day)
+        await db.execute("delete from kpi_daily where day = $1", d(text))
+        computed = await period(db, text, text)
         assert computed.live_days == 1
         assert figures(read) == figures(computed)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 from typing import Any
 from uuid import UUID
 
@@ -15,65 +14,17 @@ import pytest
 from cli import main as cli
 from loyalty.core.db import Connection
 from loyalty.insights.rfm import refresh_rfm
-from loyalty.points.rules import ensure_default_rules
 from loyalty.promotions.segments import compile_definition
 from schemas.segments import AllOf, Not, RfmCondition, StatusCondition
+from tests.factories import Shop
 
 NOW = dt.datetime(2026, 6, 1, 0, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
-_receipts = itertools.count()
-
-
-class Shop:
-    """Rows made directly, as a factory would: members, and purchases at one till."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.store_id: UUID | None = None
-        self.terminal_id: UUID | None = None
-
-    async def open(self) -> Shop:
-        await ensure_default_rules(self.conn)
-        self.store_id = await self.conn.fetchval(
-            "insert into stores (code, name) values ('RFM-1', 'RFM') returning store_id")
-        self.terminal_id = await self.conn.fetchval(
-            """
-            insert into terminals (store_id, name, key_prefix, key_hash)
-            values ($1, 'till', 'rfm-test', '\\x00') returning terminal_id
-            """, self.store_id)
-        return self
-
-    async def member(self, name: str, status: str = "active") -> UUID:
-        member_id: UUID = await self.conn.fetchval(
-            """
-            with m as (insert into members (name, name_key, status) values ($1, $1, $2)
-                       returning member_id)
-            insert into point_balances (member_id) select member_id from m returning member_id
-            """, name, status)
-        return member_id
-
-    async def buy(self, member_id: UUID, when: dt.datetime, total: int,
-                  returned: int = 0) -> None:
-        await self.conn.execute(
-            """
-            insert into purchases (member_id, purchase_id, store_id, terminal_id, receipt_id,
-                                   occurred_at, currency, total, lines, points_earned,
-                                   points_redeemed, rule_version, returned_amount, recorded_at)
-            values ($1, uuid_v7(), $2, $3, $4, $5, 'JPY', $6, '[]', 0, 0, 1, $7, $5)
-            """, member_id, self.store_id, self.terminal_id, f"R-{next(_receipts)}", when, total,
-            returned)
-
-    async def merge(self, merged: UUID, into: UUID) -> None:
-        await self.conn.execute(
-            "update members set status = 'merged', merged_into = $2 where member_id = $1",
-            merged, into)
-
-
 async def scores(conn: Connection) -> dict[UUID, tuple[int, int, int, int, int, int]]:
     rows = await conn.fetch(
         """select member_id, recency_days, frequency, monetary, recency_score, frequency_score,
                   monetary_score from member_rfm""")
-    return {r["member_id"]: tuple(r.values())[1:] for r in rows}  # type: ignore[misc]
+    return {r["member_id"]: tuple(r.values())[1:] for r in rows}
 
 
 async def rows(conn: Connection) -> list[dict[str, Any]]:

@@ -54,6 +54,7 @@ from schemas.rules import (
     TimeWindow,
     WeekdayIs,
 )
+from tests.factories import instant
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 # Monday 23:30 in UTC, but Tuesday 08:30 where the business is.
@@ -486,7 +487,7 @@ conditions = st.one_of(
     st.just(BirthdayMonth()),
 )
 instants = st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2035, 1, 1),
-                        timezones=st.just(dt.UTC))
+                        timezones=st.just(dt.UTC)).map(instant)
 
 
 @st.composite
@@ -538,7 +539,8 @@ def test_trace_explains_every_point_of_any_purchase(
     assert [tl.line for tl in trace.lines] == list(range(len(facts.lines)))
     assert sum(tl.amount for tl in trace.lines) == paid_amount(
         rules, facts.total, facts.redeem_points)
-    exact = (sum(tl.amount * Fraction(tl.percent) for tl in trace.lines) * rules.base.points
+    exact = (sum((tl.amount * Fraction(tl.percent) for tl in trace.lines), Fraction(0))
+             * rules.base.points
              / (rules.base.per_amount * 100))
     assert trace.steps[0].points == exactly_rounded(exact, rules.rounding)
     percent_of = {m.name: m.percent for m in rules.multipliers}
@@ -875,7 +877,8 @@ def any_purchase(draw: st.DrawFn, rules: EarningRules) -> PurchaseFacts:
     return PurchaseFacts(
         occurred_at=draw(instants), store_code=draw(st.sampled_from(STORES)),
         total=draw(bounded(0, LARGEST_AMOUNT)), lines=lines, first_purchase=True,
-        tier=draw(st.none() | st.sampled_from(rules.tiers.levels or [None])), boosts=boosts)
+        tier=draw(st.none() | (st.sampled_from(rules.tiers.levels) if rules.tiers.levels
+                               else st.none())), boosts=boosts)
 
 
 @given(data=st.data(), ceiling=bounded(1, 1_000_000_000))

@@ -180,7 +180,7 @@ async def test_two_runners_of_one_grant_at_once_write_each_member_once(
     results = await asyncio.gather(
         run_grant(first, grant_id, audience, now=NOW, batch_size=3),
         run_grant(second, grant_id, audience, now=NOW, batch_size=3))
-    assert results == [True, True]
+    assert list(results) == [True, True]
     assert await granted(setup, grant_id) == members
     grant = await get_grant(setup, grant_id)
     assert (grant.members_granted, grant.points_granted, grant.unknown_members) == (20, 180, 1)

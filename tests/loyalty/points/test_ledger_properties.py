@@ -56,6 +56,7 @@ from schemas.points import (
     ReturnRequest,
 )
 from schemas.rules import EarningRules, RollingExpiry
+from tests.factories import instant
 from tests.ledger_checks import LedgerRows, check_append_only, check_invariants, read_rows
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -135,7 +136,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _purchase_body(self, member: UUID, total: int, redeem: int) -> Purchase:
         return Purchase(member=MemberRef(id=member), receipt_id=f"P-{next(_numbers)}",
-                        occurred_at=self.now, total=total, currency="JPY",
+                        occurred_at=instant(self.now), total=total, currency="JPY",
                         lines=[PurchaseLine(sku="A", unit_price=total // 2 or 1, quantity=2)],
                         redeem_points=redeem)
 
@@ -201,9 +202,10 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(member=members, points=st.integers(min_value=-300, max_value=300).filter(bool))
     def adjust(self, member: UUID, points: int) -> None:
         order = _spendable_order(self.rows, self._survivor(member), self.now)
-        asked = {"member": member, "points": points, "key": f"a-{next(_numbers)}"}
+        key = f"a-{next(_numbers)}"
+        asked = {"member": member, "points": points, "key": key}
         try:
-            outcome = self._adjust(**asked)
+            outcome = self._adjust(member=member, points=points, key=key)
         except InsufficientPoints:
             return
         assert not outcome.replayed

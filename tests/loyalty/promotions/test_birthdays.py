@@ -30,6 +30,7 @@ from loyalty.promotions.birthdays import (
 from loyalty.promotions.coupon_templates import create_template
 from schemas.coupons import CouponTemplateCreate, CouponTemplateUpdate, DaysAfterIssue, FixedAmount
 from tests.crashes import allow_members, refuse_member
+from tests.factories import insert_member
 from tests.ledger_checks import check_invariants, read_rows
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -46,14 +47,8 @@ def tokyo(year: int, month: int, day: int, hour: int = 0, minute: int = 30) -> d
 
 async def member(conn: Connection, born: dt.date | None, *, status: str = "active",
                  joined: dt.datetime = JOINED) -> UUID:
-    name = f"member {next(_n)}"
-    member_id: UUID = await conn.fetchval(
-        """
-        with m as (insert into members (name, name_key, birth_date, status, joined_at)
-                   values ($1, $1, $2, $3, $4) returning member_id)
-        insert into point_balances (member_id) select member_id from m returning member_id
-        """, name, born, status, joined)
-    return member_id
+    return await insert_member(conn, f"member {next(_n)}", birth_date=born, status=status,
+                               joined_at=joined)
 
 
 async def template(conn: Connection) -> UUID:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 from uuid import UUID, uuid4
 
 from hypothesis import given
@@ -28,13 +29,13 @@ lines = st.lists(st.builds(
     quantity=st.integers(1, 3)), min_size=1, max_size=6)
 
 
-def template(discount: Discount, **fields: object) -> Template:
-    values: dict[str, object] = {
+def template(discount: Discount, **fields: Any) -> Template:
+    values: dict[str, Any] = {
         "template_id": uuid4(), "name": "T", "discount": discount, "min_spend": 0,
         "stores": (), "categories": (), "per_member_limit": None, "total_limit": None,
         "redeemed_count": 0, "stackable": True, "active": True, "on_return": "reinstate"}
     values.update(fields)
-    return Template(**values)  # type: ignore[arg-type]
+    return Template(**values)
 
 
 def public(t: Template, code: str = "PUBLIC") -> Candidate:
