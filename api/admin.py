@@ -5,11 +5,10 @@ from __future__ import annotations
 from uuid import UUID
 
 from litestar import Controller, delete, get, post
-from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.auth import staff_with
-from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff
+from api.deps import STAFF_DEPENDENCIES, Db, Staff, Svc
 from api.idempotency import idempotent
 from api.roles import ADMINS, STORE_READERS
 from loyalty.access.audit import record_audit
@@ -34,14 +33,13 @@ from schemas.admin import (
 
 ADMIN = staff_with(*ADMINS)
 ANY_STAFF = staff_with(*STORE_READERS)
-_DEPENDENCIES = {"conn": Provide(provide_conn), "staff": Provide(provide_staff)}
 
 
 class TerminalsController(Controller):
     path = "/v1/terminals"
     tags = ["administration"]
     guards = [ADMIN]
-    dependencies = {**_DEPENDENCIES, "services": Provide(provide_services)}
+    dependencies = STAFF_DEPENDENCIES
 
     @post("", operation_id="createTerminal", status_code=201)
     async def create(
@@ -78,7 +76,7 @@ class StaffController(Controller):
     path = "/v1/staff"
     tags = ["administration"]
     guards = [ADMIN]
-    dependencies = {**_DEPENDENCIES, "services": Provide(provide_services)}
+    dependencies = STAFF_DEPENDENCIES
 
     @post("", operation_id="createStaff", status_code=201)
     @idempotent
@@ -99,7 +97,7 @@ class StaffController(Controller):
 class StoresController(Controller):
     path = "/v1/stores"
     tags = ["administration"]
-    dependencies = _DEPENDENCIES
+    dependencies = STAFF_DEPENDENCIES
 
     @get("", operation_id="listStores", guards=[ANY_STAFF])
     async def list(self, conn: Db) -> list[Store]:

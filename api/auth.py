@@ -126,37 +126,34 @@ def _preflight(connection: Connection) -> bool:
     return connection.scope.get("method") == "OPTIONS"
 
 
-async def members_only(connection: Connection, _: BaseRouteHandler) -> None:
-    if _preflight(connection):
-        return
-    principal = _principal(connection)
-    if principal is None:
-        raise AuthenticationFailed("a member token is required")
-    if not isinstance(principal, MemberPrincipal):
-        raise PermissionDenied("only members may do this")
+def _guard(credential: str, admits: Callable[[Principal], bool], refused: str) -> Guard:
+    """A guard: a request with no credential is a 401 naming the ``credential`` it needs; one
+    whose principal ``admits`` turns away is a 403 saying ``refused``."""
 
-
-async def terminals_only(connection: Connection, _: BaseRouteHandler) -> None:
-    if _preflight(connection):
-        return
-    principal = _principal(connection)
-    if principal is None:
-        raise AuthenticationFailed("a terminal API key is required")
-    if not isinstance(principal, TerminalPrincipal):
-        raise PermissionDenied("only store terminals may do this")
-
-
-def staff_with(*roles: str) -> Guard:
-    """A guard letting in staff whose role is one of ``roles``."""
-
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: Connection, _: BaseRouteHandler) -> None:
         if _preflight(connection):
             return
         principal = _principal(connection)
         if principal is None:
-            raise AuthenticationFailed("a staff token is required")
-        if not isinstance(principal, StaffPrincipal) or principal.role not in roles:
-            raise PermissionDenied(f"requires staff role {' or '.join(roles)}")
+            raise AuthenticationFailed(f"a {credential} is required")
+        if not admits(principal):
+            raise PermissionDenied(refused)
 
+    return guard
+
+
+members_only = _guard("member token", lambda principal: isinstance(principal, MemberPrincipal),
+                      "only members may do this")
+terminals_only = _guard(
+    "terminal API key", lambda principal: isinstance(principal, TerminalPrincipal),
+    "only store terminals may do this")
+
+
+def staff_with(*roles: str) -> Guard:
+    """A guard letting in staff whose role is one of ``roles``."""
+    guard = _guard(
+        "staff token",
+        lambda principal: isinstance(principal, StaffPrincipal) and principal.role in roles,
+        f"requires staff role {' or '.join(roles)}")
     guard.roles = roles  # type: ignore[attr-defined]  # read by the OpenAPI document
     return guard

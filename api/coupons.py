@@ -7,21 +7,10 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, get, patch, post
-from litestar.di import Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from api.auth import members_only, staff_with
-from api.deps import (
-    Db,
-    Me,
-    Staff,
-    Svc,
-    provide_conn,
-    provide_member,
-    provide_services,
-    provide_staff,
-    utc_now,
-)
+from api.deps import MEMBER_DEPENDENCIES, STAFF_DEPENDENCIES, Db, Me, Staff, Svc, utc_now
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
 from api.roles import MARKETING_EDITORS, MARKETING_READERS
@@ -55,11 +44,7 @@ class CouponTemplatesController(Controller):
     path = "/v1/coupon-templates"
     tags = ["coupons"]
     guards = [staff_with(*MARKETING_READERS)]
-    dependencies = {
-        "services": Provide(provide_services),
-        "conn": Provide(provide_conn),
-        "staff": Provide(provide_staff),
-    }
+    dependencies = STAFF_DEPENDENCIES
 
     @post("", operation_id="createCouponTemplate", guards=[staff_with(*MARKETING_EDITORS)])
     @idempotent
@@ -146,7 +131,7 @@ class MyCouponsController(Controller):
     path = "/v1/me/coupons"
     tags = ["member app"]
     guards = [members_only]
-    dependencies = {"conn": Provide(provide_conn), "me": Provide(provide_member)}
+    dependencies = MEMBER_DEPENDENCIES
 
     @get("", operation_id="getMyCoupons")
     async def coupons(

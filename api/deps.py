@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeAlias
 import redis.asyncio as aioredis
 from litestar import Request
 from litestar.datastructures import State
-from litestar.di import Dependency
+from litestar.di import Dependency, Provide
 
 from jobs.definition import JobContext
 from loyalty.access.passwords import Passwords
@@ -114,3 +114,15 @@ async def provide_staff(request: AnyRequest) -> StaffPrincipal:
 
 async def provide_terminal(request: AnyRequest) -> TerminalPrincipal:
     return terminal_of(request)
+
+
+# A controller's ``dependencies``, by who calls it. A handler is given only the names it takes
+# (``conn: Db``, ``staff: Staff``, ...), so one mapping serves every controller of that kind.
+_REQUEST_DEPENDENCIES = {
+    "services": Provide(provide_services),
+    "conn": Provide(provide_conn),
+    "ledger": Provide(provide_ledger_conn),
+}
+STAFF_DEPENDENCIES = {**_REQUEST_DEPENDENCIES, "staff": Provide(provide_staff)}
+MEMBER_DEPENDENCIES = {**_REQUEST_DEPENDENCIES, "me": Provide(provide_member)}
+TERMINAL_DEPENDENCIES = {**_REQUEST_DEPENDENCIES, "terminal": Provide(provide_terminal)}

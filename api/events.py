@@ -8,24 +8,20 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
-from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from api.auth import members_only, staff_with, terminals_only
 from api.deps import (
+    MEMBER_DEPENDENCIES,
+    STAFF_DEPENDENCIES,
+    TERMINAL_DEPENDENCIES,
     Db,
     Ledger,
     Me,
     Staff,
     Svc,
     Till,
-    provide_conn,
-    provide_ledger_conn,
-    provide_member,
-    provide_services,
-    provide_staff,
-    provide_terminal,
     utc_now,
 )
 from api.idempotency import idempotent, stored_as
@@ -44,7 +40,7 @@ class EventsController(Controller):
     path = "/v1/events"
     tags = ["events"]
     guards = [staff_with(*MARKETING_READERS)]
-    dependencies = {"conn": Provide(provide_conn), "staff": Provide(provide_staff)}
+    dependencies = STAFF_DEPENDENCIES
 
     @post("", operation_id="createEvent", status_code=201, guards=[staff_with(*MARKETING_EDITORS)])
     @idempotent
@@ -84,8 +80,7 @@ class MyEventsController(Controller):
     path = "/v1/me/events"
     tags = ["member app"]
     guards = [members_only]
-    dependencies = {"ledger": Provide(provide_ledger_conn), "conn": Provide(provide_conn),
-                    "me": Provide(provide_member)}
+    dependencies = MEMBER_DEPENDENCIES
 
     @get("", operation_id="listMyEvents")
     async def list_(self, me: Me, ledger: Ledger, limit: Limit = 50,
@@ -116,11 +111,7 @@ class PosEventsController(Controller):
     path = "/v1/pos/events"
     tags = ["point of sale"]
     guards = [terminals_only]
-    dependencies = {
-        "ledger": Provide(provide_ledger_conn),
-        "terminal": Provide(provide_terminal),
-        "services": Provide(provide_services),
-    }
+    dependencies = TERMINAL_DEPENDENCIES
 
     @post("/{event_id:uuid}/checkins", operation_id="posCheckInAtEvent", status_code=201,
           responses={201: stored_as(CheckedIn)})

@@ -6,21 +6,10 @@ from __future__ import annotations
 from uuid import UUID
 
 from litestar import Controller, Response, get, post
-from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
 from api.auth import staff_with
-from api.deps import (
-    Db,
-    Ledger,
-    Staff,
-    Svc,
-    provide_conn,
-    provide_ledger_conn,
-    provide_services,
-    provide_staff,
-    utc_now,
-)
+from api.deps import STAFF_DEPENDENCIES, Db, Ledger, Staff, Svc, utc_now
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
 from api.roles import MARKETING_EDITORS
@@ -37,12 +26,7 @@ class PointsGrantsController(Controller):
     path = "/v1/points/grants"
     tags = ["points grants"]
     guards = [staff_with(*MARKETING_EDITORS)]
-    dependencies = {
-        "services": Provide(provide_services),
-        "conn": Provide(provide_conn),
-        "ledger": Provide(provide_ledger_conn),
-        "staff": Provide(provide_staff),
-    }
+    dependencies = STAFF_DEPENDENCIES
 
     @post("", operation_id="grantPoints", status_code=201,
           request_max_body_size=GRANT_BODY_LIMIT)

@@ -12,11 +12,10 @@ import contextlib
 from typing import Annotated
 
 from litestar import Controller, get, post
-from litestar.di import Provide
 from litestar.params import FromPath
 
 from api.auth import staff_with
-from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff, utc_now
+from api.deps import STAFF_DEPENDENCIES, Db, Staff, Svc, utc_now
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
 from api.roles import ADMINS, JOB_READERS
@@ -56,8 +55,7 @@ class JobsController(Controller):
     path = "/v1/jobs"
     tags = ["jobs"]
     guards = [staff_with(*JOB_READERS)]
-    dependencies = {"conn": Provide(provide_conn), "staff": Provide(provide_staff),
-                    "services": Provide(provide_services)}
+    dependencies = STAFF_DEPENDENCIES
 
     @get("", operation_id="listJobs")
     async def index(self, conn: Db, services: Svc) -> list[JobStatus]:

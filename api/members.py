@@ -6,21 +6,18 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, get, patch, post, put
-from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import UNSET
 
 from api.auth import members_only, staff_with
 from api.deps import (
+    MEMBER_DEPENDENCIES,
+    STAFF_DEPENDENCIES,
     AnyRequest,
     Db,
     Me,
     Staff,
     Svc,
-    provide_conn,
-    provide_member,
-    provide_services,
-    provide_staff,
     utc_now,
 )
 from api.idempotency import idempotent
@@ -67,11 +64,7 @@ class MeController(Controller):
     path = "/v1/me"
     tags = ["member app"]
     guards = [members_only]
-    dependencies = {
-        "services": Provide(provide_services),
-        "conn": Provide(provide_conn),
-        "me": Provide(provide_member),
-    }
+    dependencies = MEMBER_DEPENDENCIES
 
     @get("", operation_id="getMe")
     async def get_me(self, me: Me, conn: Db) -> Member:
@@ -111,11 +104,7 @@ class StaffMembersController(Controller):
     path = "/v1/members"
     tags = ["members (staff)"]
     guards = [staff_with(*PROFILE_READERS)]
-    dependencies = {
-        "services": Provide(provide_services),
-        "conn": Provide(provide_conn),
-        "staff": Provide(provide_staff),
-    }
+    dependencies = STAFF_DEPENDENCIES
 
     @get("", operation_id="searchMembers")
     async def search(

@@ -5,23 +5,10 @@ from __future__ import annotations
 from uuid import UUID
 
 from litestar import Controller, Response, get, post
-from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
 from api.auth import members_only, staff_with
-from api.deps import (
-    Db,
-    Ledger,
-    Me,
-    Staff,
-    Svc,
-    provide_conn,
-    provide_ledger_conn,
-    provide_member,
-    provide_services,
-    provide_staff,
-    utc_now,
-)
+from api.deps import MEMBER_DEPENDENCIES, STAFF_DEPENDENCIES, Db, Ledger, Me, Staff, Svc, utc_now
 from api.idempotency import idempotent, respond, stored_as
 from api.params import Cursor, Limit
 from api.roles import LEDGER_READERS, POINTS_ADJUSTERS
@@ -53,11 +40,7 @@ class MyPointsController(Controller):
     path = "/v1/me"
     tags = ["member app"]
     guards = [members_only]
-    dependencies = {
-        "services": Provide(provide_services),
-        "ledger": Provide(provide_ledger_conn),
-        "me": Provide(provide_member),
-    }
+    dependencies = MEMBER_DEPENDENCIES
 
     # Reads are one statement each: no transaction around them (two round trips saved).
 
@@ -107,12 +90,7 @@ class StaffPointsController(Controller):
     path = "/v1/members/{member_id:uuid}"
     tags = ["members (staff)"]
     guards = [staff_with(*MEMBER_READERS)]
-    dependencies = {
-        "services": Provide(provide_services),
-        "conn": Provide(provide_conn),
-        "ledger": Provide(provide_ledger_conn),
-        "staff": Provide(provide_staff),
-    }
+    dependencies = STAFF_DEPENDENCIES
 
     @get("/points", operation_id="getMemberPoints")
     async def points(self, member_id: FromPath[UUID], staff: Staff, conn: Db,

@@ -8,21 +8,10 @@ from typing import Literal
 from uuid import UUID
 
 from litestar import Controller, Response, get, post
-from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
 from api.auth import terminals_only
-from api.deps import (
-    Db,
-    Ledger,
-    Svc,
-    Till,
-    provide_conn,
-    provide_ledger_conn,
-    provide_services,
-    provide_terminal,
-    utc_now,
-)
+from api.deps import TERMINAL_DEPENDENCIES, Db, Ledger, Svc, Till, utc_now
 from api.idempotency import idempotent, respond, stored_as
 from api.params import CardParam, NumberParam, PhoneParam
 from loyalty.access.audit import record_till_lookup
@@ -89,12 +78,7 @@ class PosController(Controller):
     path = "/v1/pos"
     tags = ["point of sale"]
     guards = [terminals_only]
-    dependencies = {
-        "conn": Provide(provide_conn),
-        "ledger": Provide(provide_ledger_conn),
-        "terminal": Provide(provide_terminal),
-        "services": Provide(provide_services),
-    }
+    dependencies = TERMINAL_DEPENDENCIES
 
     @get("/whoami", operation_id="posWhoAmI")
     async def whoami(self, terminal: Till, conn: Db) -> WhoAmI:

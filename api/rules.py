@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 from litestar import Controller, get, post, put
-from litestar.di import Provide
 from litestar.params import JSONBody
 
 from api.auth import staff_with
-from api.deps import (
-    Db,
-    Services,
-    Staff,
-    Svc,
-    provide_conn,
-    provide_services,
-    provide_staff,
-    utc_now,
-)
+from api.deps import STAFF_DEPENDENCIES, Db, Services, Staff, Svc, utc_now
 from api.idempotency import idempotent
 from api.roles import MARKETING_EDITORS
 from loyalty.access.audit import record_audit
@@ -37,11 +27,7 @@ class EarningRulesController(Controller):
     path = "/v1/earning-rules"
     tags = ["earning rules"]
     guards = [staff_with(*MARKETING_EDITORS)]
-    dependencies = {
-        "services": Provide(provide_services),
-        "conn": Provide(provide_conn),
-        "staff": Provide(provide_staff),
-    }
+    dependencies = STAFF_DEPENDENCIES
 
     @get("", operation_id="getEarningRules")
     async def current(self, conn: Db) -> RuleSet:

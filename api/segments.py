@@ -7,12 +7,11 @@ from __future__ import annotations
 from uuid import UUID
 
 from litestar import Controller, get, patch, post
-from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 from msgspec import UNSET
 
 from api.auth import staff_with
-from api.deps import Db, Staff, provide_conn, provide_staff, utc_now
+from api.deps import STAFF_DEPENDENCIES, Db, Staff, utc_now
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
 from api.roles import IDENTIFIER_READERS, MARKETING_EDITORS, MARKETING_READERS
@@ -40,7 +39,7 @@ class SegmentsController(Controller):
     path = "/v1/segments"
     tags = ["segments"]
     guards = [staff_with(*MARKETING_READERS)]
-    dependencies = {"conn": Provide(provide_conn), "staff": Provide(provide_staff)}
+    dependencies = STAFF_DEPENDENCIES
 
     @post("", operation_id="createSegment", guards=[staff_with(*MARKETING_EDITORS)])
     @idempotent

@@ -9,7 +9,7 @@ from litestar.di import Provide
 from litestar.params import JSONBody
 
 from api.auth import client_address
-from api.deps import AnyRequest, Db, Svc, provide_conn, provide_services
+from api.deps import AnyRequest, Db, Services, Svc, provide_conn, provide_services
 from loyalty.access.sessions import (
     access_token,
     revoke_refresh_token_family,
@@ -17,7 +17,7 @@ from loyalty.access.sessions import (
     start_session,
 )
 from loyalty.access.staff import find_staff_login, staff_role
-from loyalty.core.db import transaction
+from loyalty.core.db import Connection, transaction
 from loyalty.core.errors import AuthenticationFailed, InvalidInput, RateLimited
 from loyalty.core.normalize import normalize_email, normalize_phone, normalize_text
 from loyalty.members.profiles import find_login, register_member
@@ -73,6 +73,16 @@ async def _verify_password(
         raise AuthenticationFailed(_WRONG, code="invalid_credentials")
 
 
+async def _start_session(
+    conn: Connection, services: Services, *, member_id: UUID | None = None,
+    staff: tuple[UUID, str] | None = None,
+) -> Tokens:
+    """A new session for a member or a staff account, under the configured lifetimes."""
+    return await start_session(conn, services.signer, member_id=member_id, staff=staff,
+                               refresh_ttl=services.settings.refresh_token_ttl_seconds,
+                               max_age=services.settings.session_max_age_seconds)
+
+
 class SessionController(Controller):
     path = "/v1/auth"
     tags = ["auth"]
@@ -89,9 +99,7 @@ class SessionController(Controller):
         member = await register_member(conn, data, password_hash=password_hash,
                                        region=services.settings.default_region,
                                        member_attributes=services.settings.member_attributes)
-        tokens = await start_session(conn, services.signer, member_id=member.member_id,
-                                     refresh_ttl=services.settings.refresh_token_ttl_seconds,
-                                   max_age=services.settings.session_max_age_seconds)
+        tokens = await _start_session(conn, services, member_id=member.member_id)
         return Registered(member=member, tokens=tokens)
 
     @post("/member/login", operation_id="loginMember", status_code=200)
@@ -107,9 +115,7 @@ class SessionController(Controller):
                           phone=data.phone, region=region)
         await _verify_password(services, key, found[1] if found else None, data.password)
         assert found is not None
-        return await start_session(conn, services.signer, member_id=found[0],
-                                   refresh_ttl=services.settings.refresh_token_ttl_seconds,
-                                   max_age=services.settings.session_max_age_seconds)
+        return await _start_session(conn, services, member_id=found[0])
 
     @post("/staff/login", operation_id="loginStaff", status_code=200)
     async def staff_login(
@@ -122,9 +128,7 @@ class SessionController(Controller):
         key = account_key("staff", row["staff_id"] if row else None, email=data.email)
         await _verify_password(services, key, row["password_hash"] if row else None,
                                data.password)
-        return await start_session(conn, services.signer, staff=(row["staff_id"], row["role"]),
-                                   refresh_ttl=services.settings.refresh_token_ttl_seconds,
-                                   max_age=services.settings.session_max_age_seconds)
+        return await _start_session(conn, services, staff=(row["staff_id"], row["role"]))
 
     @post("/refresh", operation_id="refreshTokens", status_code=200)
     async def refresh(

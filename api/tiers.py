@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Controller, get, put
-from litestar.di import Provide
 from litestar.params import JSONBody
 
 from api.auth import staff_with
-from api.deps import Db, Staff, Svc, provide_conn, provide_services, provide_staff
+from api.deps import STAFF_DEPENDENCIES, Db, Staff, Svc
 from api.idempotency import idempotent
 from api.roles import MARKETING_EDITORS
 from api.rules import rule_change_policy
@@ -22,11 +21,7 @@ class TiersController(Controller):
     path = "/v1/tiers"
     tags = ["tiers"]
     guards = [staff_with(*MARKETING_EDITORS)]
-    dependencies = {
-        "services": Provide(provide_services),
-        "conn": Provide(provide_conn),
-        "staff": Provide(provide_staff),
-    }
+    dependencies = STAFF_DEPENDENCIES
 
     @get("", operation_id="getTiers")
     async def current(self, conn: Db) -> TierProgrammeSet:

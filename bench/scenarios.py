@@ -201,6 +201,19 @@ async def _checkpoint(conn: Connection) -> None:
         await conn.execute("checkpoint")
 
 
+@contextlib.asynccontextmanager
+async def _connected(server_url: str, copy: str,
+                     server_settings: dict[str, str]) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to one copy of the data set, set up as the service's pool sets up its own
+    (``server_settings``: what the pool sets, less what the scenario must not be cut short by)."""
+    conn = await asyncpg.connect(with_database(server_url, copy), server_settings=server_settings)
+    try:
+        await init_connection(conn)
+        yield conn
+    finally:
+        await conn.close()
+
+
 async def launch_scenario(server_url: str, programme: Programme) -> Result:
     """Launching a campaign over every active member against the bare SQL an expert would
     write for the same effect, each on its own copy of the data."""
@@ -215,10 +228,7 @@ async def launch_scenario(server_url: str, programme: Programme) -> Result:
 
     async with data_set_copies(server_url) as copies:
         now = dt.datetime.now(dt.UTC)
-        conn = await asyncpg.connect(with_database(server_url, copies[0]),
-                                     server_settings=server_settings)
-        await init_connection(conn)
-        try:
+        async with _connected(server_url, copies[0], server_settings) as conn:
             await _launch_setup(conn, ids, now)
             await _checkpoint(conn)
             conn.add_query_logger(log)
@@ -230,12 +240,7 @@ async def launch_scenario(server_url: str, programme: Programme) -> Result:
             await asyncio.sleep(0)  # the query logger reports through the event loop
             conn.remove_query_logger(log)
             checks.append(await _launch_check(conn, ids["campaign"]))
-        finally:
-            await conn.close()
-        conn = await asyncpg.connect(with_database(server_url, copies[1]),
-                                     server_settings=server_settings)
-        await init_connection(conn)
-        try:
+        async with _connected(server_url, copies[1], server_settings) as conn:
             await _launch_setup(conn, ids, now)
             await _checkpoint(conn)
             say("launch: bare SQL")
@@ -244,8 +249,6 @@ async def launch_scenario(server_url: str, programme: Programme) -> Result:
                                now, programme.timezone.key)
             bare_seconds = time.perf_counter() - started
             checks.append(await _launch_check(conn, ids["campaign"]))
-        finally:
-            await conn.close()
     fn, bare = checks
     phases: dict[str, float] = {}
     for query, elapsed in statements:
@@ -370,22 +373,14 @@ async def dormancy_scenario(server_url: str) -> Result:
         await conn.close()
     checks: list[dict[str, Any]] = []
     async with data_set_copies(server_url) as copies:
-        conn = await asyncpg.connect(with_database(server_url, copies[0]),
-                                     server_settings=server_settings)
-        await init_connection(conn)
-        try:
+        async with _connected(server_url, copies[0], server_settings) as conn:
             await _checkpoint(conn)
             say(f"dormancy: the project's flag_dormant over {members:,} members")
             started = time.perf_counter()
             counts = await flag_dormant(conn, now=now, tz=tz, days=DORMANCY_DAYS)
             function_seconds = time.perf_counter() - started
             checks.append(await _dormancy_check(conn, now, cutoff))
-        finally:
-            await conn.close()
-        conn = await asyncpg.connect(with_database(server_url, copies[1]),
-                                     server_settings=server_settings)
-        await init_connection(conn)
-        try:
+        async with _connected(server_url, copies[1], server_settings) as conn:
             await _checkpoint(conn)
             say("dormancy: bare SQL")
             started = time.perf_counter()
@@ -394,8 +389,6 @@ async def dormancy_scenario(server_url: str) -> Result:
                 await conn.execute(_BARE_DORMANCY, now, cutoff)
             bare_seconds = time.perf_counter() - started
             checks.append(await _dormancy_check(conn, now, cutoff))
-        finally:
-            await conn.close()
     fn, bare = checks
     agree = {key: fn[key] == bare[key] for key in
              ("dormant", "dormant_digest", "history", "history_digest")}

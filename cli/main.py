@@ -21,7 +21,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -49,7 +49,7 @@ from loyalty.points.expiry import expire_points, release_points
 from loyalty.points.rules import RuleBook
 from loyalty.points.tiers import evaluate_tiers
 from loyalty.promotions.campaigns import launch_due_campaigns
-from schemas.admin import StaffCreate, TerminalCreate
+from schemas.admin import StaffCreate, StaffRole, TerminalCreate
 
 log = logging.getLogger("loyalty")
 T = TypeVar("T")
@@ -299,6 +299,25 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
     print(summary)
 
 
+_ROLES = list(get_args(StaffRole))
+
+
+def _group(commands: Any, name: str, text: str) -> Any:
+    """``loyalty NAME SUBCOMMAND``: a command made of subcommands."""
+    return commands.add_parser(name, help=text).add_subparsers(dest=f"{name}_command",
+                                                              required=True)
+
+
+def _acts_as_of(command: argparse.ArgumentParser, doing: str = "act", *,
+                batch_size: bool = False) -> None:
+    """The options of a batch command: the moment it acts as of (``_as_of``), and how many
+    members it changes per transaction."""
+    command.add_argument("--now", help=f"the moment to {doing} as of (ISO 8601, default now)")
+    if batch_size:
+        command.add_argument("--batch-size", type=int, default=5_000,
+                             help="members per transaction")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="loyalty", description=__doc__.splitlines()[0],
@@ -311,22 +330,19 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("scheduler", help="run the job scheduler on its own").set_defaults(
         run=cmd_scheduler)
 
-    jobs = commands.add_parser("jobs", help="scheduled jobs (docs/jobs.md)").add_subparsers(
-        dest="jobs_command", required=True)
+    jobs = _group(commands, "jobs", "scheduled jobs (docs/jobs.md)")
     jobs.add_parser("list", help="each job's schedule, next run and last run").set_defaults(
         run=cmd_jobs_list)
     run = jobs.add_parser("run", help="run a job now (refused while it is running)")
     run.add_argument("name", help="the job, as `loyalty jobs list` names it")
-    run.add_argument("--now", help="the moment to act as of (ISO 8601, default now)")
+    _acts_as_of(run)
     run.set_defaults(run=cmd_jobs_run)
 
-    staff = commands.add_parser("staff", help="staff accounts").add_subparsers(
-        dest="staff_command", required=True)
+    staff = _group(commands, "staff", "staff accounts")
     create = staff.add_parser("create", help="create a staff account (the first admin)")
     create.add_argument("--email", required=True)
     create.add_argument("--password", required=True)
-    create.add_argument("--role", required=True,
-                        choices=["admin", "marketer", "analyst", "support"])
+    create.add_argument("--role", required=True, choices=_ROLES)
     create.add_argument("--name")
     create.set_defaults(run=cmd_staff_create)
     deactivate = staff.add_parser("deactivate", help="stop an account signing in and end its "
@@ -335,12 +351,10 @@ def _parser() -> argparse.ArgumentParser:
     deactivate.set_defaults(run=cmd_staff_deactivate)
     set_role = staff.add_parser("set-role", help="change an account's role (ends its sessions)")
     set_role.add_argument("--email", required=True)
-    set_role.add_argument("--role", required=True,
-                          choices=["admin", "marketer", "analyst", "support"])
+    set_role.add_argument("--role", required=True, choices=_ROLES)
     set_role.set_defaults(run=cmd_staff_set_role)
 
-    terminal = commands.add_parser("terminal", help="store terminals").add_subparsers(
-        dest="terminal_command", required=True)
+    terminal = _group(commands, "terminal", "store terminals")
     create = terminal.add_parser("create", help="create a terminal key (and its store if new)")
     create.add_argument("--store", required=True, help="store code")
     create.add_argument("--store-name", help="name of the store, when it is new")
@@ -348,41 +362,33 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(run=cmd_terminal_create)
 
-    points = commands.add_parser("points", help="batch work on points").add_subparsers(
-        dest="points_command", required=True)
+    points = _group(commands, "points", "batch work on points")
     for name, text in [("expire", "expire every lot past its expiry"),
                        ("release", "release pending points whose return window has passed")]:
         command = points.add_parser(name, help=text)
-        command.add_argument("--now", help="the moment to act as of (ISO 8601, default now)")
-        command.add_argument("--batch-size", type=int, default=5_000,
-                             help="members per transaction")
+        _acts_as_of(command, batch_size=True)
         command.set_defaults(run=cmd_points)
 
-    tiers = commands.add_parser("tiers", help="tier work").add_subparsers(
-        dest="tiers_command", required=True)
+    tiers = _group(commands, "tiers", "tier work")
     evaluate = tiers.add_parser("evaluate", help="move every member to the tier they qualify "
                                                  "for (the period-end job)")
-    evaluate.add_argument("--now", help="the moment to act as of (ISO 8601, default now)")
-    evaluate.add_argument("--batch-size", type=int, default=5_000, help="members per transaction")
+    _acts_as_of(evaluate, batch_size=True)
     evaluate.set_defaults(run=cmd_tiers_evaluate)
 
-    rfm = commands.add_parser("rfm", help="RFM scores").add_subparsers(
-        dest="rfm_command", required=True)
+    rfm = _group(commands, "rfm", "RFM scores")
     refresh = rfm.add_parser("refresh", help="recompute every member's RFM scores")
-    refresh.add_argument("--now", help="the moment to score as of (ISO 8601, default now)")
+    _acts_as_of(refresh, "score")
     refresh.add_argument("--window-days", type=int,
                          help="days of purchases counted (default LOYALTY_RFM_WINDOW_DAYS)")
     refresh.set_defaults(run=cmd_rfm_refresh)
 
-    campaigns = commands.add_parser("campaigns", help="campaign work").add_subparsers(
-        dest="campaigns_command", required=True)
+    campaigns = _group(commands, "campaigns", "campaign work")
     due = campaigns.add_parser("launch-due", help="launch scheduled campaigns whose start has "
                                                   "come, and finish interrupted launches")
-    due.add_argument("--now", help="the moment to act as of (ISO 8601, default now)")
+    _acts_as_of(due)
     due.set_defaults(run=cmd_campaigns_launch_due)
 
-    imports = commands.add_parser("import", help="import history from CSV (docs/importing.md)")\
-        .add_subparsers(dest="import_command", required=True)
+    imports = _group(commands, "import", "import history from CSV (docs/importing.md)")
     for name, text in [("members", "add members, found again by their external id"),
                        ("purchases", "add past purchases (earning no points)")]:
         command = imports.add_parser(name, help=text)

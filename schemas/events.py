@@ -47,8 +47,8 @@ class EventUpdate(Input):
     status: EventStatus | msgspec.UnsetType = msgspec.UNSET
 
 
-class Event(Output):
-    """An event as staff see it, with the seats reserved and the members checked in."""
+class _EventDetails(Output):
+    """What an event is, where and when: the start of both the staff's and the member's view."""
 
     event_id: UUID
     name: str
@@ -56,6 +56,11 @@ class Event(Output):
     store_code: str | None
     starts_at: dt.datetime
     ends_at: dt.datetime
+
+
+class Event(_EventDetails):
+    """An event as staff see it, with the seats reserved and the members checked in."""
+
     capacity: int
     points: int
     invitation_only: bool
@@ -66,15 +71,9 @@ class Event(Output):
     updated_at: dt.datetime
 
 
-class MyEvent(Output):
+class MyEvent(_EventDetails):
     """An event in the member app: what it is, and where the member stands with it."""
 
-    event_id: UUID
-    name: str
-    place: str
-    store_code: str | None
-    starts_at: dt.datetime
-    ends_at: dt.datetime
     points: int
     status: EventStatus
     seats_left: int
