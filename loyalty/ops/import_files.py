@@ -78,7 +78,7 @@ async def record_rejections(
     return count
 
 
-def defaultprepare_report(source: Path) -> Path:
+def default_report_path(source: Path) -> Path:
     """``FILE.csv`` → ``FILE.rejected.csv``, next to the input."""
     return source.with_name(source.name.removesuffix(".csv") + ".rejected.csv")
 
@@ -86,7 +86,7 @@ def defaultprepare_report(source: Path) -> Path:
 def prepare_report(source: Path, report: Path | None) -> Path:
     """The report's path, made (empty) now: an import must not find out only at its end,
     with everything written, that it cannot say what it refused."""
-    report = report or defaultprepare_report(source)
+    report = report or default_report_path(source)
     if report.resolve() == source.resolve():
         raise InvalidInput("the report would overwrite the input", field="report")
     try:
