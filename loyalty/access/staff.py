@@ -26,7 +26,7 @@ async def create_staff(
                 f"""
                 insert into staff (email, password_hash, role, display_name)
                 values ($1, $2, $3, $4) returning {_COLUMNS}
-                """,
+                """,  # noqa: S608 - a module constant column list
                 normalize_email(email), password_hash, role, normalize_text(display_name),
             )
     except asyncpg.UniqueViolationError:
@@ -59,13 +59,13 @@ async def staff_role(conn: Connection, staff_id: UUID) -> str | None:
 
 async def deactivate_staff(conn: Connection, email: str) -> StaffAccount:
     """Stop an account from signing in; its sessions and access tokens end."""
-    return await _change_staff(conn, email, "update staff set active = false where email = $1"
+    return await _change_staff(conn, email, "update staff set active = false where email = $1"  # noqa: S608 - a module constant column list
                                f" returning {_COLUMNS}")
 
 
 async def set_staff_role(conn: Connection, email: str, role: str) -> StaffAccount:
     """Give an account another role; its sessions end, so its next sign-in carries the role."""
-    return await _change_staff(conn, email, "update staff set role = $2 where email = $1"
+    return await _change_staff(conn, email, "update staff set role = $2 where email = $1"  # noqa: S608 - a module constant column list
                                f" returning {_COLUMNS}", role)
 
 

@@ -22,7 +22,7 @@ async def create_store(conn: Connection, *, code: str, name: str) -> Store:
         async with conn.transaction():
             row = await fetch_returning(
                 conn,
-                f"insert into stores (code, name) values ($1, $2) returning {_STORE_COLUMNS}",
+                f"insert into stores (code, name) values ($1, $2) returning {_STORE_COLUMNS}",  # noqa: S608 - a module constant column list
                 code, normalize_text(name),
             )
     except asyncpg.UniqueViolationError:
@@ -42,19 +42,19 @@ async def ensure_store(conn: Connection, *, code: str, name: str | None = None) 
         union all
         select {_STORE_COLUMNS} from stores where code = $1
         limit 1
-        """,
+        """,  # noqa: S608 - a module constant column list
         code, normalize_text(name or code),
     )
     return msgspec.convert(dict(row), Store)
 
 
 async def list_stores(conn: Connection) -> list[Store]:
-    rows = await conn.fetch(f"select {_STORE_COLUMNS} from stores order by code")
+    rows = await conn.fetch(f"select {_STORE_COLUMNS} from stores order by code")  # noqa: S608 - a module constant column list
     return [msgspec.convert(dict(row), Store) for row in rows]
 
 
 async def get_store_by_code(conn: Connection, code: str) -> Store:
-    row = await conn.fetchrow(f"select {_STORE_COLUMNS} from stores where code = $1", code)
+    row = await conn.fetchrow(f"select {_STORE_COLUMNS} from stores where code = $1", code)  # noqa: S608 - a module constant column list
     if row is None:
         raise NotFound(f"no store {code}", field="store_code")
     return msgspec.convert(dict(row), Store)

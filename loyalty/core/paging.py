@@ -75,7 +75,7 @@ async def newest_first(
     are the caller's constants, never input."""
     before = decode_cursor(cursor) if cursor else None
     rows = await conn.fetch(
-        f"select {columns} from {table} where $1::uuid is null or {key} < $1"
+        f"select {columns} from {table} where $1::uuid is null or {key} < $1"  # noqa: S608 - table, columns and key come from the calling module's constants
         f" order by {key} desc limit $2", before, limit + 1)
     next_cursor = encode_cursor(rows[limit - 1][key]) if len(rows) > limit else None
     return Page(items=[item(row) for row in rows[:limit]], next_cursor=next_cursor)

@@ -248,7 +248,7 @@ on conflict (day) do update
        is distinct from
        ({", ".join(f"excluded.{name}" for name in SNAPSHOT_FIGURES)})
 returning 1
-"""
+"""  # noqa: S608 - column names from the constant SNAPSHOT_FIGURES
 
 
 async def snapshot_kpis(conn: Connection, *, day: dt.date, tz: ZoneInfo,

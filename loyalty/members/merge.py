@@ -87,7 +87,7 @@ async def find_duplicates(
     members = {
         row["member_id"]: msgspec.convert(dict(row), Member)
         for row in await conn.fetch(
-            f"select {MEMBER_COLUMNS} from members where member_id = any($1::uuid[])", ids)
+            f"select {MEMBER_COLUMNS} from members where member_id = any($1::uuid[])", ids)  # noqa: S608 - a module constant column list
     }
     groups = [DuplicateGroup(reason=row["reason"], members=[members[i] for i in row["ids"]])
               for row in rows]

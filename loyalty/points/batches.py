@@ -42,4 +42,4 @@ def credit_lots_and_balances(*, due: str, members: str, points: str, now: str,
        set available = b.available + {points}, lifetime_earned = b.lifetime_earned + {points},
            version = b.version + 1, updated_at = {now}
       from {due} d where b.member_id = d.member_id and b.member_id = any({members})
-)"""
+)"""  # noqa: S608 - slots take CTE names and $n placeholders from the callers

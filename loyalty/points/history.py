@@ -104,7 +104,7 @@ async def points_history(
            and ($2::timestamptz is null or (created_at, entry_id) < ($2, $3))
          order by created_at desc, entry_id desc
          limit $4
-        """,
+        """,  # noqa: S608 - constant column list and merge-walk CTE
         member_id, after[0] if after else None, after[1] if after else None, limit + 1,
     )
     items = [msgspec.convert(dict(row), Entry) for row in rows[:limit]]
@@ -128,7 +128,7 @@ async def entry_detail(conn: Connection, member_id: UUID, entry_id: UUID) -> Ent
                   as lots
           from point_entries e
          where e.member_id in (select member_id from family) and e.entry_id = $2
-        """,
+        """,  # noqa: S608 - constant column list and merge-walk CTE
         member_id, entry_id,
     )
     if row is None:

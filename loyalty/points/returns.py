@@ -134,7 +134,7 @@ RETURN_READ = ledger_read(""",
        (select array_agg(lot_id) from point_lots
          where member_id = m.member_id
            and (lot_id = :earn_lot_id or origin_lot_id = :earn_lot_id)) as earn_lots,
-       """ + REINSTATABLE.strip(), ReturnRead)
+       """ + REINSTATABLE.strip(), ReturnRead)  # noqa: S608 - constant text from coupon_redemption (REINSTATABLE)
 
 # The events a return adds to its posting: the return row and the purchase's returned amount,
 # then the coupons a full return gives back.

@@ -72,7 +72,7 @@ _FAMILY = """any(array(select {member}::uuid union all
 SPEND_SQL = """
 coalesce((select sum(p.total - p.returned_amount) from purchases p
            where p.member_id = """ + _FAMILY + """
-             and p.occurred_at >= {start} and p.occurred_at < {end}), 0)"""
+             and p.occurred_at >= {start} and p.occurred_at < {end}), 0)"""  # noqa: S608 - format() slots take $n placeholders or column names from the callers
 
 # Points earned by purchases and engagement; bulk grants (campaign bonuses, goodwill) are
 # given, not earned, and do not qualify.
@@ -80,7 +80,7 @@ POINTS_SQL = """
 coalesce((select sum(e.amount) from point_entries e
            where e.member_id = """ + _FAMILY + """
              and e.created_at >= {start} and e.created_at < {end} and e.grant_id is null
-             and (e.kind = 'earn' or (e.kind = 'reverse' and e.amount < 0))), 0)"""
+             and (e.kind = 'earn' or (e.kind = 'reverse' and e.amount < 0))), 0)"""  # noqa: S608 - format() slots take $n placeholders or column names from the callers
 
 
 def measure_sql(tiers: TierProgramme, member: str, start: str, end: str) -> str:

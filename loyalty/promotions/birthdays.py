@@ -109,7 +109,7 @@ select m.member_id from members m join days d on {_BIRTHDAY} = d.birthday
    and not exists (select 1 from birthday_rewards r
                     where r.member_id = m.member_id and r.year = d.year)
  order by m.member_id limit $6
-"""
+"""  # noqa: S608 - constant snippets of this module
 
 # $1 the batch's members whose balance is locked, $6 now, $7 points (0: none), $8 the rule
 # version, $9 when the lots expire. A member rewarded meanwhile for that year is left out by the
@@ -139,7 +139,7 @@ _REWARD = _DAYS + f"""
 ){credit_lots_and_balances(due="credited", members="$1::uuid[]", points="$7", now="$6",
                            expires="$9")}
 select member_id, year from rewarded order by member_id
-"""
+"""  # noqa: S608 - constant snippets and batch SQL, values as parameters
 
 _RECORD_COUPONS = """
 update birthday_rewards r set coupon_id = c.coupon_id
