@@ -21,6 +21,8 @@ def _with_request_id() -> None:
         made.request_id = REQUEST_ID.get()
         return made
 
+    # A mark on the factory, so configuring twice does not wrap it twice; functions declare no
+    # such attribute to mypy.
     record.adds_request_id = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(record)
 

@@ -115,12 +115,13 @@ async def create_grant(
         unknown = int(await conn.fetchval(_UNKNOWN_MEMBERS, list(target.member_ids)))
         stored = _StoredList(target.member_ids)
     campaign_id = target.campaign_id if isinstance(target, CampaignGrantTarget) else None
-    return await conn.fetchval(  # type: ignore[no-any-return]
+    grant_id: UUID | None = await conn.fetchval(
         _INSERT_GRANT,
         uuid7(), idempotency_key, request_hash, points, reason,
         "campaign" if campaign_id else "staff", staff_id, campaign_id, stored, version,
         expires_at(rules.expiry, now, programme.timezone), listed, unknown, now,
     )
+    return grant_id
 
 
 # -- running it ------------------------------------------------------------------------------

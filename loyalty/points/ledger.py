@@ -87,6 +87,7 @@ def ledger_read(columns: str, into: type[Extra]) -> LedgerRead[Extra]:
     if dataclasses.is_dataclass(into):
         names = tuple(f.name for f in dataclasses.fields(into))
     else:
+        # ``into`` is a Struct here; mypy cannot narrow a TypeVar's type by is_dataclass.
         names = tuple(f.name for f in msgspec.structs.fields(into))  # type: ignore[arg-type]
 
     def decode(row: asyncpg.Record) -> Extra:
