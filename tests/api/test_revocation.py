@@ -188,15 +188,24 @@ async def test_suspension_by_sql_is_refused_on_every_instance(
 # -- staff accounts ---------------------------------------------------------------------------
 
 
+async def _changed_while_signed_in(instances: Instances, settings: Settings, role: str,
+                                   email: str, change: str) -> dict[str, str]:
+    """The tokens of a ``role`` account signed in on one instance, once ``change`` (SQL on the
+    account, its e-mail ``$1``) has made the other instance refuse them."""
+    await instances.actors.staff(role, email=email)
+    tokens = await staff_login(instances.a, email)
+    assert await accepted(instances.b, tokens["access_token"], "/v1/stores")
+    await query(settings.database_url or "", change, email)
+    await refused_within(instances.b, tokens["access_token"], path="/v1/stores")
+    return tokens
+
+
 async def test_deactivating_a_staff_account_ends_its_tokens_everywhere(
     instances: Instances, settings: Settings
 ) -> None:
-    await instances.actors.staff("marketer", email="gone@staff.example")
-    tokens = await staff_login(instances.a, "gone@staff.example")
-    assert await accepted(instances.b, tokens["access_token"], "/v1/stores")
-    await query(settings.database_url or "",
-                "update staff set active = false where email = 'gone@staff.example'")
-    await refused_within(instances.b, tokens["access_token"], path="/v1/stores")
+    tokens = await _changed_while_signed_in(
+        instances, settings, "marketer", "gone@staff.example",
+        "update staff set active = false where email = $1")
     refresh = await instances.b.post("/v1/auth/refresh",
                                      json={"refresh_token": tokens["refresh_token"]})
     assert refresh.status_code == 401
@@ -209,12 +218,9 @@ async def test_deactivating_a_staff_account_ends_its_tokens_everywhere(
 async def test_a_role_change_ends_the_tokens_that_carry_the_old_role(
     instances: Instances, settings: Settings
 ) -> None:
-    await instances.actors.staff("admin", email="demoted@staff.example")
-    tokens = await staff_login(instances.a, "demoted@staff.example")
-    assert await accepted(instances.b, tokens["access_token"], "/v1/stores")
-    await query(settings.database_url or "",
-                "update staff set role = 'analyst' where email = 'demoted@staff.example'")
-    await refused_within(instances.b, tokens["access_token"], path="/v1/stores")
+    tokens = await _changed_while_signed_in(
+        instances, settings, "admin", "demoted@staff.example",
+        "update staff set role = 'analyst' where email = $1")
     assert (await instances.b.post("/v1/auth/refresh",
                                    json={"refresh_token": tokens["refresh_token"]})
             ).status_code == 401
