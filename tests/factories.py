@@ -14,6 +14,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -25,6 +26,7 @@ from loyalty.access.passwords import Passwords
 from loyalty.access.staff import create_staff
 from loyalty.access.stores import create_terminal, ensure_store
 from loyalty.core.db import Connection
+from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings
 from loyalty.points.rules import ensure_default_rules
 from schemas.base import Instant
@@ -256,6 +258,11 @@ async def hand_flagged(conn: Connection) -> dict[str, UUID]:
 
 
 # -- values ------------------------------------------------------------------------------------
+
+# The business's time zone in the tests (the default LOYALTY_TIMEZONE), and the programme that
+# the domain tests pass in: yen, Tokyo business days.
+TOKYO = ZoneInfo("Asia/Tokyo")
+PROGRAMME = Programme(currency="JPY", timezone=TOKYO)
 
 
 def instant(moment: dt.datetime) -> Instant:

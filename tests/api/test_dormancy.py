@@ -9,7 +9,6 @@ import datetime as dt
 import itertools
 from collections.abc import AsyncIterator
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -22,9 +21,8 @@ from jobs.scheduler import run_due
 from loyalty.core.db import create_pool
 from loyalty.core.settings import Settings
 from tests.conftest import query
-from tests.factories import Actors, bearer
+from tests.factories import TOKYO, Actors, bearer
 
-TOKYO = ZoneInfo("Asia/Tokyo")
 DORMANCY_DAYS = 180
 _receipts = itertools.count()
 

@@ -8,7 +8,6 @@ import functools
 import math
 from fractions import Fraction
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
@@ -54,9 +53,8 @@ from schemas.rules import (
     TimeWindow,
     WeekdayIs,
 )
-from tests.factories import instant
+from tests.factories import TOKYO, instant
 
-TOKYO = ZoneInfo("Asia/Tokyo")
 # Monday 23:30 in UTC, but Tuesday 08:30 where the business is.
 TUESDAY_MORNING = dt.datetime(2026, 1, 5, 23, 30, tzinfo=dt.UTC)
 RULE_VERSION = 7
