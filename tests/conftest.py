@@ -225,17 +225,6 @@ async def db(shared_database: str) -> AsyncIterator[Connection]:
         await conn.close()
 
 
-async def query(database_url: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    """Run one statement on a connection of its own (jsonb decoded as the service does): for
-    tests reading or arranging rows beside the API."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        await init_connection(conn)
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def cli_env(fresh_database: str, redis_url: str, tmp_path: Path,
             monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:

@@ -25,7 +25,7 @@ from litestar import Litestar
 from loyalty.access.passwords import Passwords
 from loyalty.access.staff import create_staff
 from loyalty.access.stores import create_terminal, ensure_store
-from loyalty.core.db import Connection
+from loyalty.core.db import Connection, init_connection
 from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings
 from loyalty.points.rules import ensure_default_rules
@@ -114,6 +114,36 @@ async def _connect(settings: Settings) -> Connection:
 
 
 # -- rows written directly ----------------------------------------------------------------------
+
+
+async def query(database_url: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    """Run one statement on a connection of its own (jsonb decoded as the service does): for
+    tests reading or arranging rows beside the API."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await init_connection(conn)
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Staffed:
+    """A client with a marketer and a till signed in to act through, and the database to read
+    what they did from."""
+
+    client: httpx.AsyncClient
+    actors: Actors
+    database_url: str
+    marketer: dict[str, str]
+    till: dict[str, str]
+
+    async def fetch(self, statement: str, *args: Any) -> list[asyncpg.Record]:
+        return await query(self.database_url, statement, *args)
+
+    async def value(self, statement: str, *args: Any) -> Any:
+        return (await self.fetch(statement, *args))[0][0]
+
 
 
 async def make_members(database_url: str, count: int, *, status: str = "active") -> list[UUID]:

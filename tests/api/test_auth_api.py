@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from loyalty.access.tokens import MEMBER_AUDIENCE, STAFF_AUDIENCE, load_or_create_signing_key
 from loyalty.core.settings import Settings
-from tests.conftest import AppWith, query
-from tests.factories import PASSWORD, Actors, bearer
+from tests.conftest import AppWith
+from tests.factories import PASSWORD, Actors, bearer, query
 
 Client = httpx.AsyncClient
 

@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 import itertools
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -21,8 +20,8 @@ from loyalty.core.errors import Conflict, NotFound
 from loyalty.core.settings import Settings
 from loyalty.members.filter import MemberFilter
 from loyalty.promotions.store_events import invite_members
-from tests.conftest import held, make_settings, query, serve
-from tests.factories import Actors, SignedUp, bearer
+from tests.conftest import held, make_settings, serve
+from tests.factories import Actors, SignedUp, Staffed, bearer
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient
@@ -35,13 +34,7 @@ def at(hours: float) -> str:
     return (NOW + dt.timedelta(hours=hours)).isoformat()
 
 
-@dataclass
-class Scene:
-    client: Client
-    actors: Actors
-    database_url: str
-    marketer: dict[str, str]
-    till: dict[str, str]
+class Scene(Staffed):
 
     async def event(self, **fields: Any) -> dict[str, Any]:
         body = {"name": f"Tasting {next(_n)}", "place": "Shibuya store, 2F",
@@ -71,13 +64,6 @@ class Scene:
         return await self.client.post(
             f"/v1/pos/events/{event['event_id']}/checkins", json={"member": member},
             headers={**(till or self.till), "Idempotency-Key": key or f"ci-{next(_n)}"})
-
-    async def fetch(self, statement: str, *args: Any) -> list[asyncpg.Record]:
-        return await query(self.database_url, statement, *args)
-
-    async def value(self, query: str, *args: Any) -> Any:
-        rows = await self.fetch(query, *args)
-        return rows[0][0]
 
     async def counts(self) -> dict[str, Any]:
         """What a refused request must leave as it was."""

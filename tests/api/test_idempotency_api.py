@@ -18,7 +18,7 @@ import pytest
 from litestar import Litestar
 
 from api.app import create_app
-from tests.conftest import AppWith, held, make_settings, query, serve
+from tests.conftest import AppWith, held, make_settings, serve
 from tests.factories import (
     ACTIVE,
     Actors,
@@ -31,6 +31,7 @@ from tests.factories import (
     new_staff,
     new_store,
     purchase_body,
+    query,
     registered_routes,
     until_job_finished,
 )

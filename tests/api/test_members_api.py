@@ -11,8 +11,8 @@ import httpx
 import msgspec
 
 from loyalty.core.settings import Settings
-from tests.conftest import AppWith, query
-from tests.factories import PASSWORD, Actors, bearer
+from tests.conftest import AppWith
+from tests.factories import PASSWORD, Actors, bearer, query
 
 Client = httpx.AsyncClient
 

@@ -26,8 +26,8 @@ from loyalty.access.principals import MemberPrincipal
 from loyalty.access.revocation import LISTENER_NAME, PROMISE_SECONDS, Revocations
 from loyalty.core.errors import AuthenticationFailed
 from loyalty.core.settings import Settings
-from tests.conftest import held, query, serve
-from tests.factories import PASSWORD, Actors, bearer
+from tests.conftest import held, serve
+from tests.factories import PASSWORD, Actors, bearer, query
 
 Client = httpx.AsyncClient
 

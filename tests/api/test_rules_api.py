@@ -11,8 +11,8 @@ import pytest
 
 from loyalty.core.settings import Settings
 from schemas.rules import EarningRules
-from tests.conftest import AppWith, query
-from tests.factories import Actors, SignedUp, bearer, purchase_body
+from tests.conftest import AppWith
+from tests.factories import Actors, SignedUp, bearer, purchase_body, query
 
 Client = httpx.AsyncClient
 _keys = itertools.count()

@@ -22,7 +22,7 @@ from loyalty.ops.import_files import IMPORT_LOCK_KEY, Progress
 from loyalty.ops.import_members import import_members
 from loyalty.ops.import_purchases import import_purchases
 from schemas.members import MemberRegistration
-from tests.conftest import query
+from tests.factories import query
 
 NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.UTC)
 MEMBERS_HEADER = "external_id,email,phone,name,name_kana,birth_date,postal_code,joined_at\n"

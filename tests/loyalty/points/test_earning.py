@@ -223,11 +223,17 @@ def with_multipliers(*multipliers: Multiplier, **rules: Any) -> EarningRules:
     return EarningRules(multipliers=list(multipliers), **rules)
 
 
-def test_category_multiplier_applies_only_to_lines_of_that_category() -> None:
-    rules = with_multipliers(times(200, CategoryIs(categories=["food"])))
+@pytest.mark.parametrize(("percent", "expected"), [
+    pytest.param(200, 20 + 10, id="raising"),
+    pytest.param(50, 5 + 10, id="below_100_reducing"),
+])
+def test_category_multiplier_applies_only_to_lines_of_that_category(
+    percent: int, expected: int
+) -> None:
+    rules = with_multipliers(times(percent, CategoryIs(categories=["food"])))
     facts = purchase(line("A", 1_000, category="food"), line("B", 1_000, category="drink"))
 
-    assert points(rules, facts) == 20 + 10
+    assert points(rules, facts) == expected
 
 
 def test_sku_multiplier_applies_only_to_lines_of_that_sku() -> None:
@@ -353,13 +359,6 @@ def test_overlapping_multipliers_stack_by_the_rules_stacking(stacking: Any, expe
     rules = with_multipliers(times(200), times(150, StoreIs(stores=["S1"])), stacking=stacking)
 
     assert points(rules, purchase()) == expected
-
-
-def test_multiplier_below_100_reduces_points() -> None:
-    rules = with_multipliers(times(50, CategoryIs(categories=["tobacco"])))
-    facts = purchase(line("A", 1_000, category="tobacco"), line("B", 1_000, category="food"))
-
-    assert points(rules, facts) == 5 + 10
 
 
 def test_zero_percent_multiplier_earns_nothing_on_its_lines() -> None:
