@@ -8,7 +8,6 @@ import datetime as dt
 import itertools
 import math
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -16,12 +15,11 @@ import asyncpg
 import httpx
 import pytest
 
-from api.app import create_app
 from loyalty.core.db import init_connection
 from loyalty.core.programme import Programme
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.campaigns import launch_due_campaigns
-from tests.conftest import held, make_settings, serve
+from tests.conftest import AppWith, held
 from tests.factories import Actors, SignedUp, Staffed, bearer, make_members
 from tests.ledger_checks import check_invariants, ledger_rows
 
@@ -92,12 +90,10 @@ async def office(client: Client, actors: Actors, settings: Any) -> Office:
 
 
 @pytest.fixture
-async def busy_office(fresh_database: str, redis_url: str, tmp_path: Path
-                      ) -> AsyncIterator[Office]:
+async def busy_office(fresh_database: str, app_with: AppWith) -> AsyncIterator[Office]:
     """An office whose app has a pool big enough for many requests at once."""
-    settings = make_settings(fresh_database, redis_url, tmp_path, db_pool_max=20)
-    async for client in held(serve(create_app(settings))):
-        yield await _office(client, Actors(client, settings), fresh_database)
+    async for client, actors in held(app_with(db_pool_max=20)):
+        yield await _office(client, actors, fresh_database)
 
 
 # -- the acceptance case ---------------------------------------------------------------------

@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 import itertools
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -15,12 +14,11 @@ import asyncpg
 import httpx
 import pytest
 
-from api.app import create_app
 from loyalty.core.errors import Conflict, NotFound
 from loyalty.core.settings import Settings
 from loyalty.members.filter import MemberFilter
 from loyalty.promotions.store_events import invite_members
-from tests.conftest import held, make_settings, serve
+from tests.conftest import AppWith, held
 from tests.factories import Actors, SignedUp, Staffed, bearer
 from tests.ledger_checks import check_invariants, ledger_rows
 
@@ -93,11 +91,10 @@ async def scene(client: Client, actors: Actors, settings: Settings) -> Scene:
 
 
 @pytest.fixture
-async def crowd(fresh_database: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Scene]:
+async def crowd(fresh_database: str, app_with: AppWith) -> AsyncIterator[Scene]:
     """A scene whose app has a pool big enough for many requests at once."""
-    settings = make_settings(fresh_database, redis_url, tmp_path, db_pool_max=25)
-    async for client in held(serve(create_app(settings))):
-        yield await _scene(client, Actors(client, settings), fresh_database)
+    async for client, actors in held(app_with(db_pool_max=25)):
+        yield await _scene(client, actors, fresh_database)
 
 
 def problem_code(response: httpx.Response) -> str:

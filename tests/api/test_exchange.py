@@ -8,13 +8,11 @@ import datetime as dt
 import logging
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from api.app import create_app
-from tests.conftest import AppWith, held, make_settings, serve
+from tests.conftest import AppWith, held
 from tests.factories import Actors, bearer
 
 Client = httpx.AsyncClient
@@ -29,11 +27,9 @@ def _count(metrics: str, method: str, route: str, status: int) -> float:
 
 
 @pytest.fixture
-async def scraped(fresh_database: str, redis_url: str,
-                  tmp_path: Path) -> AsyncIterator[Client]:
+async def scraped(app_with: AppWith) -> AsyncIterator[Client]:
     """A client of an app whose /metrics answers the scraper's token."""
-    settings = make_settings(fresh_database, redis_url, tmp_path, metrics_token=TOKEN)
-    async for client in held(serve(create_app(settings))):
+    async for client, _ in held(app_with(metrics_token=TOKEN)):
         yield client
 
 

@@ -9,7 +9,6 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,8 +16,7 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from api.app import create_app
-from tests.conftest import AppWith, held, make_settings, serve
+from tests.conftest import AppWith, held
 from tests.factories import (
     ACTIVE,
     Actors,
@@ -237,12 +235,11 @@ async def test_money_moving_staff_writes_need_a_key(
 
 
 @pytest.fixture
-async def impatient(fresh_database: str, redis_url: str, tmp_path: Path
+async def impatient(fresh_database: str, app_with: AppWith
                     ) -> AsyncIterator[tuple[Client, Actors, str]]:
     """The service with a short wait for a key in flight (100 ms)."""
-    settings = make_settings(fresh_database, redis_url, tmp_path, idempotency_wait_ms=100)
-    async for client in held(serve(create_app(settings))):
-        yield client, Actors(client, settings), fresh_database
+    async for client, actors in held(app_with(idempotency_wait_ms=100)):
+        yield client, actors, fresh_database
 
 
 async def _until_someone_waits_for(blocker: asyncpg.Connection) -> None:
