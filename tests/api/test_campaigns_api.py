@@ -20,7 +20,7 @@ from loyalty.core.programme import Programme
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.campaigns import launch_due_campaigns
 from tests.conftest import AppWith, held
-from tests.factories import Actors, SignedUp, Staffed, bearer, make_members
+from tests.factories import Actors, SignedUp, Staffed, bearer, make_members, purchase_body
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient
@@ -69,11 +69,9 @@ class Office(Staffed):
 
     async def buy(self, member: str, total: int, when: dt.datetime | None = None
                   ) -> dict[str, Any]:
-        response = await self.client.post("/v1/pos/purchases", headers={
-            **self.till, "Idempotency-Key": f"cp-{next(_n)}"}, json={
-            "member": {"id": member}, "receipt_id": f"CP-{next(_n)}",
-            "occurred_at": (when or moment()).isoformat(), "total": total, "currency": "JPY",
-            "lines": [{"sku": "X", "unit_price": total}]})
+        response = await self.client.post(
+            "/v1/pos/purchases", json=purchase_body(member, total, occurred_at=when, prefix="CP"),
+            headers={**self.till, "Idempotency-Key": f"cp-{next(_n)}"})
         assert response.status_code == 201, response.text
         return dict(response.json())
 
