@@ -1,9 +1,11 @@
 """Factories: the one home of what tests build again and again.
 
-Principals signed up through the API (``Actors``), rows written directly when the API would
-only be slow (``make_members``, ``insert_member``, ``Shop``), request bodies (``purchase_body``),
-keys, and the populated world of the authorization matrix (``World``). Test modules import from
-here, never from one another.
+Principals signed up through the API (``Actors``), and a marketer and a till to act through
+(``Staffed``); rows written directly when the API would only be slow (``make_members``,
+``insert_member``, ``Shop``) and read beside the API (``query``); the time zone and programme
+the tests run under (``TOKYO``, ``PROGRAMME``); request bodies (``purchase_body``), keys, and
+the populated world of the authorization matrix (``World``). Test modules import from here,
+never from one another.
 """
 
 from __future__ import annotations
