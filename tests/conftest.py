@@ -34,7 +34,7 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -49,6 +49,7 @@ from api.app import create_app
 from loyalty.core.db import Connection, init_connection, migrate, with_database
 from loyalty.core.embedded import ServiceUrls, embedded_redis, service_urls
 from loyalty.core.settings import Settings, load_settings
+from tests.factories import Actors
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -224,17 +225,6 @@ async def db(shared_database: str) -> AsyncIterator[Connection]:
         await conn.close()
 
 
-async def query(database_url: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    """Run one statement on a connection of its own (jsonb decoded as the service does): for
-    tests reading or arranging rows beside the API."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        await init_connection(conn)
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def cli_env(fresh_database: str, redis_url: str, tmp_path: Path,
             monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
@@ -379,3 +369,27 @@ async def held(manager: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
 async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     async for client in held(serve(app)):
         yield client
+
+
+class Served(NamedTuple):
+    client: httpx.AsyncClient
+    actors: Actors
+
+
+class AppWith(Protocol):
+    def __call__(self, **overrides: object) -> AbstractAsyncContextManager[Served]: ...
+
+
+@pytest.fixture
+def app_with(fresh_database: str, redis_url: str, tmp_path: Path) -> AppWith:
+    """For a test of a setting: an app of the test's own, built from ``make_settings`` with
+    ``overrides`` on the test's database and a data directory of its own, served with its
+    lifespan: ``async with app_with(rate_limit_per_minute=5) as (client, actors):``."""
+
+    @asynccontextmanager
+    async def served(**overrides: object) -> AsyncIterator[Served]:
+        settings = make_settings(fresh_database, redis_url, tmp_path, **overrides)
+        async with serve(create_app(settings)) as client:
+            yield Served(client, Actors(client, settings))
+
+    return served

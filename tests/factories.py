@@ -1,9 +1,11 @@
 """Factories: the one home of what tests build again and again.
 
-Principals signed up through the API (``Actors``), rows written directly when the API would
-only be slow (``make_members``, ``insert_member``, ``Shop``), request bodies (``purchase_body``),
-keys, and the populated world of the authorization matrix (``World``). Test modules import from
-here, never from one another.
+Principals signed up through the API (``Actors``), and a marketer and a till to act through
+(``Staffed``); rows written directly when the API would only be slow (``make_members``,
+``insert_member``, ``Shop``) and read beside the API (``query``); the time zone and programme
+the tests run under (``TOKYO``, ``PROGRAMME``); request bodies (``purchase_body``), keys, and
+the populated world of the authorization matrix (``World``). Test modules import from here,
+never from one another.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -24,7 +27,8 @@ from litestar import Litestar
 from loyalty.access.passwords import Passwords
 from loyalty.access.staff import create_staff
 from loyalty.access.stores import create_terminal, ensure_store
-from loyalty.core.db import Connection
+from loyalty.core.db import Connection, init_connection
+from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings
 from loyalty.points.rules import ensure_default_rules
 from schemas.base import Instant
@@ -112,6 +116,36 @@ async def _connect(settings: Settings) -> Connection:
 
 
 # -- rows written directly ----------------------------------------------------------------------
+
+
+async def query(database_url: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    """Run one statement on a connection of its own (jsonb decoded as the service does): for
+    tests reading or arranging rows beside the API."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await init_connection(conn)
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Staffed:
+    """A client with a marketer and a till signed in to act through, and the database to read
+    what they did from."""
+
+    client: httpx.AsyncClient
+    actors: Actors
+    database_url: str
+    marketer: dict[str, str]
+    till: dict[str, str]
+
+    async def fetch(self, statement: str, *args: Any) -> list[asyncpg.Record]:
+        return await query(self.database_url, statement, *args)
+
+    async def value(self, statement: str, *args: Any) -> Any:
+        return (await self.fetch(statement, *args))[0][0]
+
 
 
 async def make_members(database_url: str, count: int, *, status: str = "active") -> list[UUID]:
@@ -256,6 +290,11 @@ async def hand_flagged(conn: Connection) -> dict[str, UUID]:
 
 
 # -- values ------------------------------------------------------------------------------------
+
+# The business's time zone in the tests (the default LOYALTY_TIMEZONE), and the programme that
+# the domain tests pass in: yen, Tokyo business days.
+TOKYO = ZoneInfo("Asia/Tokyo")
+PROGRAMME = Programme(currency="JPY", timezone=TOKYO)
 
 
 def instant(moment: dt.datetime) -> Instant:

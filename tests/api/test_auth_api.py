@@ -7,18 +7,16 @@ import base64
 import datetime as dt
 import json
 import time
-from pathlib import Path
 
 import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from api.app import create_app
 from loyalty.access.tokens import MEMBER_AUDIENCE, STAFF_AUDIENCE, load_or_create_signing_key
 from loyalty.core.settings import Settings
-from tests.conftest import make_settings, query, serve
-from tests.factories import PASSWORD, Actors, bearer
+from tests.conftest import AppWith
+from tests.factories import PASSWORD, Actors, bearer, query
 
 Client = httpx.AsyncClient
 
@@ -161,12 +159,8 @@ async def test_jwks_verifies_issued_tokens(client: Client, actors: Actors) -> No
     assert claims["sub"] == member.member_id
 
 
-async def test_password_guessing_is_stopped_per_account(
-    fresh_database: str, redis_url: str, tmp_path: Path
-) -> None:
-    settings = make_settings(fresh_database, redis_url, tmp_path, login_failures_per_account=3)
-    async with serve(create_app(settings)) as client:
-        actors = Actors(client, settings)
+async def test_password_guessing_is_stopped_per_account(app_with: AppWith) -> None:
+    async with app_with(login_failures_per_account=3) as (client, actors):
         await actors.member(email="victim@example.com")
         statuses = []
         for _ in range(5):
@@ -181,11 +175,8 @@ async def test_password_guessing_is_stopped_per_account(
         assert right.status_code == 429
 
 
-async def test_sign_in_is_limited_per_client_address(
-    fresh_database: str, redis_url: str, tmp_path: Path
-) -> None:
-    settings = make_settings(fresh_database, redis_url, tmp_path, login_rate_limit_per_minute=4)
-    async with serve(create_app(settings)) as client:
+async def test_sign_in_is_limited_per_client_address(app_with: AppWith) -> None:
+    async with app_with(login_rate_limit_per_minute=4) as (client, _):
         statuses = [
             (await client.post("/v1/auth/member/login",
                                json={"email": f"x{i}@example.com", "password": "whatever"}
@@ -195,12 +186,8 @@ async def test_sign_in_is_limited_per_client_address(
         assert statuses == [401, 401, 401, 401, 429, 429]
 
 
-async def test_requests_are_limited_per_principal_with_retry_after(
-    fresh_database: str, redis_url: str, tmp_path: Path
-) -> None:
-    settings = make_settings(fresh_database, redis_url, tmp_path, rate_limit_per_minute=5)
-    async with serve(create_app(settings)) as client:
-        actors = Actors(client, settings)
+async def test_requests_are_limited_per_principal_with_retry_after(app_with: AppWith) -> None:
+    async with app_with(rate_limit_per_minute=5) as (client, actors):
         first, second = await actors.member(), await actors.member()
         statuses = [(await client.get("/v1/me", headers=first.headers)).status_code
                     for _ in range(7)]
@@ -212,13 +199,10 @@ async def test_requests_are_limited_per_principal_with_retry_after(
         assert (await client.get("/v1/me", headers=second.headers)).status_code == 200
 
 
-async def test_a_burst_larger_than_the_redis_pool_is_still_counted(
-    fresh_database: str, redis_url: str, tmp_path: Path
-) -> None:
+async def test_a_burst_larger_than_the_redis_pool_is_still_counted(app_with: AppWith) -> None:
     # 150 requests at once need more Redis connections than the pool holds: they wait for
     # one rather than failing open, so exactly the limit passes.
-    settings = make_settings(fresh_database, redis_url, tmp_path, rate_limit_per_minute=100)
-    async with serve(create_app(settings)) as client:
+    async with app_with(rate_limit_per_minute=100) as (client, _):
         statuses = await asyncio.gather(*(client.get("/v1/me") for _ in range(150)))
         codes = [response.status_code for response in statuses]
         assert (codes.count(401), codes.count(429)) == (100, 50)
@@ -284,11 +268,10 @@ async def test_a_staff_e_mail_written_two_ways_shares_one_failure_counter(
 
 
 async def test_refreshing_does_not_extend_a_session_past_its_maximum_age(
-    fresh_database: str, redis_url: str, tmp_path: Path
+    fresh_database: str, app_with: AppWith
 ) -> None:
-    settings = make_settings(fresh_database, redis_url, tmp_path, session_max_age_seconds=600)
-    async with serve(create_app(settings)) as client:
-        member = await Actors(client, settings).member()
+    async with app_with(session_max_age_seconds=600) as (client, actors):
+        member = await actors.member()
         refresh = member.refresh_token
         for _ in range(3):
             rotated = await client.post("/v1/auth/refresh", json={"refresh_token": refresh})

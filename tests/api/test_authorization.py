@@ -82,24 +82,16 @@ def _terminal_path(world: World) -> str:
     return f"/v1/terminals/{world.spare_terminal_id}"
 
 
-def _segment_path(world: World) -> str:
-    return f"/v1/segments/{world.extra['segment_id']}"
+def _at(path: str) -> Callable[[World], str]:
+    """``path`` with the ids of the world's objects filled in (``{segment_id}``, ...)."""
+    return lambda world: path.format(**world.extra)
 
 
-def _template_path(world: World) -> str:
-    return f"/v1/coupon-templates/{world.extra['template_id']}"
-
-
-def _campaign_path(world: World) -> str:
-    return f"/v1/campaigns/{world.extra['campaign_id']}"
-
-
-def _event_path(world: World) -> str:
-    return f"/v1/events/{world.extra['event_id']}"
-
-
-def _rsvp_path(world: World) -> str:
-    return f"/v1/me/events/{world.extra['event_id']}/rsvp"
+_segment_path = _at("/v1/segments/{segment_id}")
+_template_path = _at("/v1/coupon-templates/{template_id}")
+_campaign_path = _at("/v1/campaigns/{campaign_id}")
+_event_path = _at("/v1/events/{event_id}")
+_rsvp_path = _at("/v1/me/events/{event_id}/rsvp")
 
 
 def _coupon_campaign(world: World) -> dict[str, Any]:

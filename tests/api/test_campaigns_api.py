@@ -8,8 +8,6 @@ import datetime as dt
 import itertools
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -17,13 +15,12 @@ import asyncpg
 import httpx
 import pytest
 
-from api.app import create_app
 from loyalty.core.db import init_connection
 from loyalty.core.programme import Programme
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.campaigns import launch_due_campaigns
-from tests.conftest import held, make_settings, query, serve
-from tests.factories import Actors, SignedUp, bearer, make_members
+from tests.conftest import AppWith, held
+from tests.factories import Actors, SignedUp, Staffed, bearer, make_members, purchase_body
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient
@@ -39,20 +36,7 @@ def moment(**delta: float) -> dt.datetime:
     return dt.datetime.now(dt.UTC) + dt.timedelta(**delta)
 
 
-@dataclass
-class Office:
-    client: Client
-    actors: Actors
-    database_url: str
-    marketer: dict[str, str]
-    till: dict[str, str]
-
-    async def sql(self, statement: str, *args: Any) -> list[asyncpg.Record]:
-        return await query(self.database_url, statement, *args)
-
-    async def value(self, query: str, *args: Any) -> Any:
-        return (await self.sql(query, *args))[0][0]
-
+class Office(Staffed):
     async def segment(self, definition: dict[str, Any]) -> str:
         response = await self.client.post("/v1/segments", headers=self.marketer, json={
             "name": f"Segment {next(_n)}", "definition": definition})
@@ -85,11 +69,9 @@ class Office:
 
     async def buy(self, member: str, total: int, when: dt.datetime | None = None
                   ) -> dict[str, Any]:
-        response = await self.client.post("/v1/pos/purchases", headers={
-            **self.till, "Idempotency-Key": f"cp-{next(_n)}"}, json={
-            "member": {"id": member}, "receipt_id": f"CP-{next(_n)}",
-            "occurred_at": (when or moment()).isoformat(), "total": total, "currency": "JPY",
-            "lines": [{"sku": "X", "unit_price": total}]})
+        response = await self.client.post(
+            "/v1/pos/purchases", json=purchase_body(member, total, occurred_at=when, prefix="CP"),
+            headers={**self.till, "Idempotency-Key": f"cp-{next(_n)}"})
         assert response.status_code == 201, response.text
         return dict(response.json())
 
@@ -106,12 +88,10 @@ async def office(client: Client, actors: Actors, settings: Any) -> Office:
 
 
 @pytest.fixture
-async def busy_office(fresh_database: str, redis_url: str, tmp_path: Path
-                      ) -> AsyncIterator[Office]:
+async def busy_office(fresh_database: str, app_with: AppWith) -> AsyncIterator[Office]:
     """An office whose app has a pool big enough for many requests at once."""
-    settings = make_settings(fresh_database, redis_url, tmp_path, db_pool_max=20)
-    async for client in held(serve(create_app(settings))):
-        yield await _office(client, Actors(client, settings), fresh_database)
+    async for client, actors in held(app_with(db_pool_max=20)):
+        yield await _office(client, actors, fresh_database)
 
 
 # -- the acceptance case ---------------------------------------------------------------------
@@ -133,7 +113,7 @@ async def test_hundred_thousand_members_ten_percent_holdout_issue_to_the_treated
         100_000, 90_000, 10_000)
     assert launched["actioned"] == 90_000
 
-    groups = {row["arm"]: row["n"] for row in await office.sql(
+    groups = {row["arm"]: row["n"] for row in await office.fetch(
         "select arm, count(*) as n from campaign_members group by arm")}
     assert groups == {"treated": 90_000, "control": 10_000}
     # Exactly the treated group holds the coupon; nobody in control does.
@@ -151,14 +131,14 @@ async def test_hundred_thousand_members_ten_percent_holdout_issue_to_the_treated
         """) == 0
     assert await office.value(
         "select count(distinct member_id) from campaign_members") == 100_000
-    assert set(members) >= {r["member_id"] for r in await office.sql(
+    assert set(members) >= {r["member_id"] for r in await office.fetch(
         "select member_id from campaign_members")}
 
     # A few purchases after launch: three treated members spend, one control member does.
-    treated = [r["member_id"] for r in await office.sql(
+    treated = [r["member_id"] for r in await office.fetch(
         "select member_id from campaign_members where arm = 'treated' order by member_id"
         " limit 3")]
-    (control,) = [r["member_id"] for r in await office.sql(
+    (control,) = [r["member_id"] for r in await office.fetch(
         "select member_id from campaign_members where arm = 'control' order by member_id"
         " limit 1")]
     for member, total in zip(treated, (1_000, 2_000, 3_000), strict=True):
@@ -189,7 +169,7 @@ async def test_results_compare_the_groups_with_a_confidence_interval(office: Off
         action={"type": "bonus_points", "points": 25})
     launched = await office.launch(campaign)
     assert (launched["treated"], launched["control"]) == (4, 4)
-    arms = {str(r["member_id"]): r["arm"] for r in await office.sql(
+    arms = {str(r["member_id"]): r["arm"] for r in await office.fetch(
         "select member_id, arm from campaign_members")}
     treated = sorted(m for m, arm in arms.items() if arm == "treated")
     control = sorted(m for m, arm in arms.items() if arm == "control")
@@ -245,7 +225,7 @@ async def test_bonus_points_go_to_the_treated_once_even_when_launched_again(
     rows = await ledger_rows(office.database_url)
     assert sorted(e["amount"] for e in rows.entries) == [100] * 8
     assert {e["reason"] for e in rows.entries} == {"Autumn thanks"}
-    treated = {r["member_id"] for r in await office.sql(
+    treated = {r["member_id"] for r in await office.fetch(
         "select member_id from campaign_members where arm = 'treated'")}
     assert {e["member_id"] for e in rows.entries} == treated
     check_invariants(rows)
@@ -257,7 +237,7 @@ async def test_a_multiplier_window_doubles_points_for_the_treated_only(office: O
         members=[m.member_id for m in members], holdout_percent=50,
         ends_at=moment(days=7).isoformat(), action={"type": "points_multiplier", "percent": 200})
     await office.launch(campaign)
-    arms = {str(r["member_id"]): r["arm"] for r in await office.sql(
+    arms = {str(r["member_id"]): r["arm"] for r in await office.fetch(
         "select member_id, arm from campaign_members")}
     for member in members:
         earned = await office.buy(member.member_id, 1_000)
@@ -290,7 +270,7 @@ async def test_event_invitations_reach_the_treated_who_may_then_reserve(office: 
                                      action={"type": "event_invitation", "event_id": event_id})
     launched = await office.launch(campaign)
     assert launched["actioned"] == 2
-    arms = {str(r["member_id"]): r["arm"] for r in await office.sql(
+    arms = {str(r["member_id"]): r["arm"] for r in await office.fetch(
         "select member_id, arm from campaign_members")}
     for member in members:
         rsvp = await office.client.post(f"/v1/me/events/{event_id}/rsvp",
@@ -332,7 +312,7 @@ async def test_only_members_who_consented_are_messaged(office: Office) -> None:
                                              "template_id": await office.template()})
     launched = await office.launch(campaign)
     assert (launched["treated"], launched["messaged"], launched["actioned"]) == (4, 1, 4)
-    messaged = [str(r["member_id"]) for r in await office.sql(
+    messaged = [str(r["member_id"]) for r in await office.fetch(
         "select member_id from campaign_members where messaged")]
     assert messaged == [agreed.member_id]
 
@@ -363,7 +343,7 @@ async def test_a_scheduled_campaign_starts_when_due_with_the_segment_as_it_is_th
     got = await office.client.get(f"/v1/campaigns/{campaign['campaign_id']}",
                                   headers=office.marketer)
     assert (got.json()["status"], got.json()["treated"]) == ("launched", 2)
-    granted = {str(r["member_id"]) for r in await office.sql(
+    granted = {str(r["member_id"]) for r in await office.fetch(
         "select member_id from point_entries where grant_id is not null")}
     assert granted == {early.member_id, late.member_id}
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -15,31 +13,24 @@ import asyncpg
 import httpx
 import pytest
 
-from api.app import create_app
-from tests.conftest import held, make_settings, serve
-from tests.factories import Actors, bearer, make_members, purchase_body
+from tests.conftest import AppWith, held
+from tests.factories import Staffed, bearer, make_members, purchase_body, query
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient
 _n = itertools.count()
 
 
-@dataclass
-class Race:
-    client: Client
-    database_url: str
-    till: dict[str, str]
-    marketer: dict[str, str]
+class Race(Staffed):
+    """A till and a marketer on an app whose pool has room for every request of a race."""
 
 
 @pytest.fixture
-async def race(fresh_database: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Race]:
-    settings = make_settings(fresh_database, redis_url, tmp_path, db_pool_max=30)
-    async for client in held(serve(create_app(settings))):
-        actors = Actors(client, settings)
+async def race(fresh_database: str, app_with: AppWith) -> AsyncIterator[Race]:
+    async for client, actors in held(app_with(db_pool_max=30)):
         api_key, _ = await actors.terminal("RACE-01")
-        yield Race(client, fresh_database, bearer(api_key),
-                   bearer(await actors.staff("marketer")))
+        yield Race(client, actors, fresh_database, bearer(await actors.staff("marketer")),
+                   bearer(api_key))
 
 
 async def template(race: Race, **fields: Any) -> dict[str, Any]:
@@ -62,11 +53,7 @@ async def buy_all(race: Race, bodies: list[dict[str, Any]]) -> list[httpx.Respon
 
 
 async def redemptions(database_url: str) -> list[dict[str, Any]]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return [dict(r) for r in await conn.fetch("select * from coupon_redemptions")]
-    finally:
-        await conn.close()
+    return [dict(r) for r in await query(database_url, "select * from coupon_redemptions")]
 
 
 def refused_with(responses: list[httpx.Response], code: str) -> int:

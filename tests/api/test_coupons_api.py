@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from loyalty.promotions.codes import ALPHABET, is_well_formed, normalize_code
-from tests.factories import Actors, SignedUp, bearer
+from tests.factories import Actors, SignedUp, Staffed, bearer
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient
@@ -30,13 +30,8 @@ def ahead(**delta: float) -> str:
 
 
 @dataclass
-class Shop:
-    client: Client
-    actors: Actors
-    marketer: dict[str, str]
-    till: dict[str, str]
+class Shop(Staffed):
     other_till: dict[str, str]
-    database_url: str
 
     async def template(self, **fields: Any) -> dict[str, Any]:
         body = {"name": f"Coupon {next(_n)}", "discount": {"type": "fixed_amount", "amount": 100},
@@ -115,8 +110,8 @@ class Shop:
 async def shop(client: Client, actors: Actors, settings: Any) -> Shop:
     till, _ = await actors.terminal("SHIBUYA")
     other, _ = await actors.terminal("OSAKA")
-    return Shop(client, actors, bearer(await actors.staff("marketer")), bearer(till),
-                bearer(other), settings.database_url)
+    return Shop(client, actors, settings.database_url, bearer(await actors.staff("marketer")),
+                bearer(till), bearer(other))
 
 
 def reasons(checks: list[dict[str, Any]]) -> list[str | None]:

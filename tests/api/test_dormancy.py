@@ -9,7 +9,6 @@ import datetime as dt
 import itertools
 from collections.abc import AsyncIterator
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -21,10 +20,8 @@ from jobs.definition import JobContext, cron_trigger, make_context
 from jobs.scheduler import run_due
 from loyalty.core.db import create_pool
 from loyalty.core.settings import Settings
-from tests.conftest import query
-from tests.factories import Actors, bearer
+from tests.factories import TOKYO, Actors, Staffed, bearer, purchase_body, query
 
-TOKYO = ZoneInfo("Asia/Tokyo")
 DORMANCY_DAYS = 180
 _receipts = itertools.count()
 
@@ -52,9 +49,25 @@ class Calendar:
         return ran
 
 
+@dataclasses.dataclass
+class Office(Staffed):
+    """The marketer's reactivation campaign (``template_id``), a till, and the night's jobs on
+    the test's database, configured to flag members after DORMANCY_DAYS."""
+
+    template_id: str
+    calendar: Calendar
+
+    async def buy(self, member_id: str, total: int) -> None:
+        """A purchase at the till, today."""
+        bought = await self.client.post(
+            "/v1/pos/purchases", json=purchase_body(member_id, total, prefix="D"),
+            headers={**self.till, "Idempotency-Key": f"dormancy-{next(_receipts)}"})
+        assert bought.status_code == 201, bought.text
+
+
 @pytest.fixture
 async def office(client: httpx.AsyncClient, actors: Actors,
-                 settings: Settings) -> AsyncIterator[dict[str, Any]]:
+                 settings: Settings) -> AsyncIterator[Office]:
     marketer = bearer(await actors.staff("marketer"))
     segment = await client.post("/v1/segments", headers=marketer, json={
         "name": "Dormant", "definition": {"type": "status", "statuses": ["dormant"]}})
@@ -70,9 +83,9 @@ async def office(client: httpx.AsyncClient, actors: Actors,
     assert configured.database_url
     pool = await create_pool(configured.database_url, min_size=1, max_size=4)
     try:
-        yield {"marketer": marketer, "till": bearer(till),
-               "template_id": template.json()["campaign_id"],
-               "calendar": Calendar(make_context(configured.database_url, pool, configured))}
+        yield Office(client, actors, configured.database_url, marketer, bearer(till),
+                     template.json()["campaign_id"],
+                     Calendar(make_context(configured.database_url, pool, configured)))
     finally:
         await pool.close()
 
@@ -103,11 +116,8 @@ async def _changes(database_url: str, member_id: str) -> list[tuple[str, str, st
 
 
 async def test_members_go_dormant_on_the_right_day_are_won_back_once_and_credited(
-        client: httpx.AsyncClient, actors: Actors, settings: Settings,
-        office: dict[str, Any]) -> None:
-    assert settings.database_url
-    db = settings.database_url
-    calendar: Calendar = office["calendar"]
+        client: httpx.AsyncClient, actors: Actors, office: Office) -> None:
+    db, calendar = office.database_url, office.calendar
     quiet = await actors.member(email="quiet@example.com")
     later = await actors.member(email="later@example.com")
     # Last seen in the afternoon of 10 March (business day L), and one day later.
@@ -133,8 +143,8 @@ async def test_members_go_dormant_on_the_right_day_are_won_back_once_and_credite
     assert (row["status"], row["status_changed_at"]) == ("dormant", tokyo(dormant_day, 3))
     assert (await _member(db, later.member_id))["status"] == "active"
 
-    waves = (await client.get("/v1/campaigns", headers=office["marketer"])).json()["items"]
-    wave = next(c for c in waves if c["template_id"] == office["template_id"])
+    waves = (await client.get("/v1/campaigns", headers=office.marketer)).json()["items"]
+    wave = next(c for c in waves if c["template_id"] == office.template_id)
     assert (wave["status"], wave["treated"], wave["control"]) == ("launched", 1, 0)
     assert wave["name"] == f"We miss you (wave of {dormant_day})"
     # The wave's points, as of the night (read from the ledger: the balance shown today would
@@ -155,12 +165,7 @@ async def test_members_go_dormant_on_the_right_day_are_won_back_once_and_credite
     assert await _granted(db, quiet.member_id) == [(500, tokyo(dormant_day, 3, 30))]
 
     # The quiet member buys again (today): active, and the wave credited.
-    bought = await client.post("/v1/pos/purchases", headers={
-        **office["till"], "Idempotency-Key": f"dormancy-{next(_receipts)}"}, json={
-        "member": {"id": quiet.member_id}, "receipt_id": f"D-{next(_receipts)}",
-        "occurred_at": dt.datetime.now(dt.UTC).isoformat(), "total": 2_000, "currency": "JPY",
-        "lines": [{"sku": "S", "unit_price": 2_000}]})
-    assert bought.status_code == 201, bought.text
+    await office.buy(quiet.member_id, 2_000)
     assert (await _member(db, quiet.member_id))["status"] == "active"
     assert await _changes(db, quiet.member_id) == [
         ("active", "dormant", "inactivity", wave["campaign_id"]),
@@ -171,14 +176,11 @@ async def test_members_go_dormant_on_the_right_day_are_won_back_once_and_credite
 
 
 async def test_a_dormant_member_in_the_control_group_comes_back_uncredited(
-        client: httpx.AsyncClient, actors: Actors, settings: Settings,
-        office: dict[str, Any]) -> None:
-    assert settings.database_url
-    db = settings.database_url
-    calendar: Calendar = office["calendar"]
+        client: httpx.AsyncClient, actors: Actors, office: Office) -> None:
+    db, calendar = office.database_url, office.calendar
     # A template that holds everyone it can back: 90% control, so with one member, the
     # control group takes them (round(1 × 0.9) = 1).
-    held = await client.post("/v1/campaigns", headers=office["marketer"], json={
+    held = await client.post("/v1/campaigns", headers=office.marketer, json={
         "name": "Held back", "members": [(await actors.member()).member_id],
         "holdout_percent": 90,
         "action": {"type": "bonus_points", "points": 500, "reason": "welcome back"}})
@@ -189,12 +191,7 @@ async def test_a_dormant_member_in_the_control_group_comes_back_uncredited(
     await _last_active(db, member.member_id, tokyo(dt.date(2025, 1, 1), 12))
     night = await calendar.night_of(dt.date(2025, 7, 1))
     assert night["reactivation"] == [{"waves": 1, "members": 1, "treated": 0, "control": 1}]
-    bought = await client.post("/v1/pos/purchases", headers={
-        **office["till"], "Idempotency-Key": f"dormancy-{next(_receipts)}"}, json={
-        "member": {"id": member.member_id}, "receipt_id": f"D-{next(_receipts)}",
-        "occurred_at": dt.datetime.now(dt.UTC).isoformat(), "total": 1_000, "currency": "JPY",
-        "lines": [{"sku": "S", "unit_price": 1_000}]})
-    assert bought.status_code == 201, bought.text
+    await office.buy(member.member_id, 1_000)
     changes = await _changes(db, member.member_id)
     assert [c[:3] for c in changes] == [("active", "dormant", "inactivity"),
                                         ("dormant", "active", "activity")]

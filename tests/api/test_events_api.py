@@ -7,8 +7,6 @@ import asyncio
 import datetime as dt
 import itertools
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -16,13 +14,12 @@ import asyncpg
 import httpx
 import pytest
 
-from api.app import create_app
 from loyalty.core.errors import Conflict, NotFound
 from loyalty.core.settings import Settings
 from loyalty.members.filter import MemberFilter
 from loyalty.promotions.store_events import invite_members
-from tests.conftest import held, make_settings, query, serve
-from tests.factories import Actors, SignedUp, bearer
+from tests.conftest import AppWith, held
+from tests.factories import Actors, SignedUp, Staffed, bearer
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient
@@ -35,13 +32,7 @@ def at(hours: float) -> str:
     return (NOW + dt.timedelta(hours=hours)).isoformat()
 
 
-@dataclass
-class Scene:
-    client: Client
-    actors: Actors
-    database_url: str
-    marketer: dict[str, str]
-    till: dict[str, str]
+class Scene(Staffed):
 
     async def event(self, **fields: Any) -> dict[str, Any]:
         body = {"name": f"Tasting {next(_n)}", "place": "Shibuya store, 2F",
@@ -72,13 +63,6 @@ class Scene:
             f"/v1/pos/events/{event['event_id']}/checkins", json={"member": member},
             headers={**(till or self.till), "Idempotency-Key": key or f"ci-{next(_n)}"})
 
-    async def fetch(self, statement: str, *args: Any) -> list[asyncpg.Record]:
-        return await query(self.database_url, statement, *args)
-
-    async def value(self, query: str, *args: Any) -> Any:
-        rows = await self.fetch(query, *args)
-        return rows[0][0]
-
     async def counts(self) -> dict[str, Any]:
         """What a refused request must leave as it was."""
         return {
@@ -107,11 +91,10 @@ async def scene(client: Client, actors: Actors, settings: Settings) -> Scene:
 
 
 @pytest.fixture
-async def crowd(fresh_database: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Scene]:
+async def crowd(fresh_database: str, app_with: AppWith) -> AsyncIterator[Scene]:
     """A scene whose app has a pool big enough for many requests at once."""
-    settings = make_settings(fresh_database, redis_url, tmp_path, db_pool_max=25)
-    async for client in held(serve(create_app(settings))):
-        yield await _scene(client, Actors(client, settings), fresh_database)
+    async for client, actors in held(app_with(db_pool_max=25)):
+        yield await _scene(client, actors, fresh_database)
 
 
 def problem_code(response: httpx.Response) -> str:

@@ -8,13 +8,11 @@ import datetime as dt
 import logging
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from api.app import create_app
-from tests.conftest import held, make_settings, serve
+from tests.conftest import AppWith, held
 from tests.factories import Actors, bearer
 
 Client = httpx.AsyncClient
@@ -29,11 +27,9 @@ def _count(metrics: str, method: str, route: str, status: int) -> float:
 
 
 @pytest.fixture
-async def scraped(fresh_database: str, redis_url: str,
-                  tmp_path: Path) -> AsyncIterator[Client]:
+async def scraped(app_with: AppWith) -> AsyncIterator[Client]:
     """A client of an app whose /metrics answers the scraper's token."""
-    settings = make_settings(fresh_database, redis_url, tmp_path, metrics_token=TOKEN)
-    async for client in held(serve(create_app(settings))):
+    async for client, _ in held(app_with(metrics_token=TOKEN)):
         yield client
 
 
@@ -76,10 +72,8 @@ async def test_metrics_need_the_scrapers_token_once_one_is_set(scraped: Client) 
     assert answer.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
 
 
-async def test_public_metrics_answer_anyone(fresh_database: str, redis_url: str,
-                                            tmp_path: Path) -> None:
-    settings = make_settings(fresh_database, redis_url, tmp_path, metrics_public=True)
-    async with serve(create_app(settings)) as client:
+async def test_public_metrics_answer_anyone(app_with: AppWith) -> None:
+    async with app_with(metrics_public=True) as (client, _):
         assert (await client.get("/metrics")).status_code == 200
 
 
@@ -156,11 +150,8 @@ async def test_options_says_every_method_of_a_path_without_credentials(client: C
     assert set(response.headers["allow"].split(", ")) == {"GET", "OPTIONS", "POST"}
 
 
-async def test_cors_only_for_the_configured_origins(fresh_database: str, redis_url: str,
-                                                    tmp_path: Path) -> None:
-    settings = make_settings(fresh_database, redis_url, tmp_path,
-                             cors_origins=("https://app.example.com",))
-    async with serve(create_app(settings)) as client:
+async def test_cors_only_for_the_configured_origins(app_with: AppWith) -> None:
+    async with app_with(cors_origins=("https://app.example.com",)) as (client, _):
         preflight = await client.options("/v1/me", headers={
             "Origin": "https://app.example.com", "Access-Control-Request-Method": "PATCH",
             "Access-Control-Request-Headers": "authorization, idempotency-key"})

@@ -26,8 +26,7 @@ from loyalty.core.settings import Settings
 from loyalty.points.grants import MemberList, create_grant, run_grant
 from loyalty.points.rules import RuleBook
 from schemas.grants import GrantRequest
-from tests.conftest import query
-from tests.factories import Actors, SignedUp, bearer, purchase_body
+from tests.factories import Actors, SignedUp, bearer, purchase_body, query
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient

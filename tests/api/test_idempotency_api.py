@@ -9,7 +9,6 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,11 +16,11 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from api.app import create_app
-from tests.conftest import held, make_settings, query, serve
+from tests.conftest import AppWith, held
 from tests.factories import (
     ACTIVE,
     Actors,
+    SignedUp,
     World,
     bearer,
     member_a_path,
@@ -30,6 +29,7 @@ from tests.factories import (
     new_staff,
     new_store,
     purchase_body,
+    query,
     registered_routes,
     until_job_finished,
 )
@@ -55,12 +55,17 @@ async def _adjustments(database_url: str, member_id: str) -> list[asyncpg.Record
                                      " where member_id = $1 and kind = 'adjust'", member_id)
 
 
+async def _adjusting(actors: Actors) -> tuple[SignedUp, dict[str, str], str]:
+    """A member, a support account's headers, and the path on which it adjusts their points."""
+    member = await actors.member()
+    support = bearer(await actors.staff("support"))
+    return member, support, f"/v1/members/{member.member_id}/adjustments"
+
+
 async def test_a_retried_adjustment_is_applied_once(
     client: Client, actors: Actors, settings: Any,
 ) -> None:
-    member = await actors.member()
-    support = bearer(await actors.staff("support"))
-    path = f"/v1/members/{member.member_id}/adjustments"
+    member, support, path = await _adjusting(actors)
     body = {"points": 1000, "reason": "Goodwill: late delivery"}
 
     first = await client.post(path, json=body, headers=keyed(support, "click-1"))
@@ -84,9 +89,7 @@ async def test_a_retried_adjustment_is_applied_once(
 async def test_ten_concurrent_retries_of_one_adjustment_write_one_entry(
     client: Client, actors: Actors, settings: Any,
 ) -> None:
-    member = await actors.member()
-    support = bearer(await actors.staff("support"))
-    path = f"/v1/members/{member.member_id}/adjustments"
+    member, support, path = await _adjusting(actors)
     body = {"points": 250, "reason": "Double-clicked goodwill"}
     responses = await asyncio.gather(*(
         client.post(path, json=body, headers=keyed(support, "ten-clicks")) for _ in range(10)))
@@ -105,9 +108,7 @@ async def test_ten_concurrent_retries_of_one_adjustment_write_one_entry(
 async def test_the_same_key_with_another_body_is_refused_and_writes_nothing(
     client: Client, actors: Actors, settings: Any,
 ) -> None:
-    member = await actors.member()
-    support = bearer(await actors.staff("support"))
-    path = f"/v1/members/{member.member_id}/adjustments"
+    member, support, path = await _adjusting(actors)
     first = await client.post(path, json={"points": 10, "reason": "Goodwill"},
                               headers=keyed(support, "reused"))
     assert first.status_code == 201, first.text
@@ -234,12 +235,11 @@ async def test_money_moving_staff_writes_need_a_key(
 
 
 @pytest.fixture
-async def impatient(fresh_database: str, redis_url: str, tmp_path: Path
+async def impatient(fresh_database: str, app_with: AppWith
                     ) -> AsyncIterator[tuple[Client, Actors, str]]:
     """The service with a short wait for a key in flight (100 ms)."""
-    settings = make_settings(fresh_database, redis_url, tmp_path, idempotency_wait_ms=100)
-    async for client in held(serve(create_app(settings))):
-        yield client, Actors(client, settings), fresh_database
+    async for client, actors in held(app_with(idempotency_wait_ms=100)):
+        yield client, actors, fresh_database
 
 
 async def _until_someone_waits_for(blocker: asyncpg.Connection) -> None:
@@ -296,14 +296,12 @@ async def test_a_retry_while_the_first_is_in_flight_is_told_to_come_back(
 
 
 async def test_a_burst_of_keyed_grants_larger_than_the_pool_is_answered(
-    fresh_database: str, redis_url: str, tmp_path: Path,
+    fresh_database: str, app_with: AppWith,
 ) -> None:
     # A grant commits in batches on a pool connection while its key is held elsewhere: were
     # that a second pool connection, twelve requests on a pool of four could each hold one
     # and wait for another forever.
-    settings = make_settings(fresh_database, redis_url, tmp_path, db_pool_max=4)
-    async for client in held(serve(create_app(settings))):
-        actors = Actors(client, settings)
+    async for client, actors in held(app_with(db_pool_max=4)):
         members = [await actors.member() for _ in range(3)]
         marketer = keyed(bearer(await actors.staff("marketer")), "burst")
         body = {"points": 5, "reason": "Burst", "members": [m.member_id for m in members]}

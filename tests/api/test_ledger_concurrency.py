@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.app import create_app
-from tests.conftest import held, make_settings, serve
+from tests.conftest import AppWith, held, make_settings, serve
 from tests.factories import Actors, bearer, purchase_body
 from tests.ledger_checks import check_invariants, ledger_rows
 
@@ -185,11 +185,9 @@ async def test_purchase_killed_mid_write_then_retried_is_recorded_once(
 
 
 async def test_purchase_stopped_by_the_statement_timeout_is_503_and_writes_nothing(
-    fresh_database: str, redis_url: str, tmp_path: Path,
+    fresh_database: str, app_with: AppWith,
 ) -> None:
-    settings = make_settings(fresh_database, redis_url, tmp_path, statement_timeout_seconds=1)
-    async for client in held(serve(create_app(settings))):
-        actors = Actors(client, settings)
+    async for client, actors in held(app_with(statement_timeout_seconds=1)):
         api_key, _ = await actors.terminal("SLOW-01")
         member = await actors.member()
         body = _purchase(member.member_id, total=5_000)

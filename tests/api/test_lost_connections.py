@@ -8,15 +8,13 @@ import collections
 import contextlib
 import itertools
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 
-from api.app import create_app
-from tests.conftest import make_settings, serve
-from tests.factories import Actors, bearer, purchase_body
+from tests.conftest import AppWith
+from tests.factories import bearer, purchase_body
 from tests.ledger_checks import check_invariants, ledger_rows
 
 # What a caller sends: method, path, JSON body, headers.
@@ -46,11 +44,9 @@ async def _terminate_backends_every_second(database_url: str, stop: asyncio.Even
 
 
 async def test_killed_backends_answer_503_with_retry_after_never_500(
-    fresh_database: str, redis_url: str, tmp_path: Path
+    fresh_database: str, app_with: AppWith
 ) -> None:
-    settings = make_settings(fresh_database, redis_url, tmp_path, db_pool_min=4)
-    async with serve(create_app(settings)) as client:
-        actors = Actors(client, settings)
+    async with app_with(db_pool_min=4) as (client, actors):
         member = await actors.member()
         till_key, _ = await actors.terminal("KILL-01")
         till = bearer(till_key)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import msgspec
 
-from api.app import create_app
 from loyalty.core.settings import Settings
-from tests.conftest import make_settings, query, serve
-from tests.factories import PASSWORD, Actors, bearer
+from tests.conftest import AppWith
+from tests.factories import PASSWORD, Actors, bearer, query
 
 Client = httpx.AsyncClient
 
@@ -369,13 +367,9 @@ async def test_a_member_cannot_put_themselves_into_a_segment_by_an_attribute(
     assert await segment_count(client, marketer, VIP) == 1
 
 
-async def test_declared_attributes_are_the_members_and_staffs_stay(
-    fresh_database: str, redis_url: str, tmp_path: Path
-) -> None:
-    settings = make_settings(fresh_database, redis_url, tmp_path,
-                             member_attributes=("newsletter_topics", "favourite_store"))
-    async with serve(create_app(settings)) as client:
-        actors = Actors(client, settings)
+async def test_declared_attributes_are_the_members_and_staffs_stay(app_with: AppWith) -> None:
+    declared = ("newsletter_topics", "favourite_store")
+    async with app_with(member_attributes=declared) as (client, actors):
         member = await actors.member(attributes={"favourite_store": "north"})
         assert member.member["attributes"] == {"favourite_store": "north"}
         support = bearer(await actors.staff("support"))
@@ -408,11 +402,9 @@ async def test_declared_attributes_are_the_members_and_staffs_stay(
 
 
 async def test_probing_phones_by_changing_ones_own_costs_what_signing_in_costs(
-    fresh_database: str, redis_url: str, tmp_path: Path
+    app_with: AppWith
 ) -> None:
-    settings = make_settings(fresh_database, redis_url, tmp_path, login_rate_limit_per_minute=10)
-    async with serve(create_app(settings)) as client:
-        actors = Actors(client, settings)
+    async with app_with(login_rate_limit_per_minute=10) as (client, actors):
         await actors.member(phone="090-1111-2222")  # each sign-up counts: 9 left
         prober = await actors.member(email="prober@example.com")  # 8 left
         statuses = []
@@ -435,12 +427,9 @@ async def test_probing_phones_by_changing_ones_own_costs_what_signing_in_costs(
         assert taken.status_code == 429
 
 
-async def test_sign_ups_with_taken_contacts_are_limited_per_address(
-    fresh_database: str, redis_url: str, tmp_path: Path
-) -> None:
-    settings = make_settings(fresh_database, redis_url, tmp_path, login_rate_limit_per_minute=4)
-    async with serve(create_app(settings)) as client:
-        await Actors(client, settings).member(email="taken@example.com")
+async def test_sign_ups_with_taken_contacts_are_limited_per_address(app_with: AppWith) -> None:
+    async with app_with(login_rate_limit_per_minute=4) as (client, actors):
+        await actors.member(email="taken@example.com")
         statuses = [(await client.post("/v1/auth/member/register", json={
             "email": "taken@example.com", "password": PASSWORD, "name": "Probe"})).status_code
             for _ in range(5)]
@@ -527,12 +516,8 @@ def luhn_valid(number: str) -> bool:
 # -- the till is not a member directory -------------------------------------------------------
 
 
-async def test_till_lookups_by_number_or_phone_are_limited_per_till(
-    fresh_database: str, redis_url: str, tmp_path: Path
-) -> None:
-    settings = make_settings(fresh_database, redis_url, tmp_path, terminal_lookups_per_minute=3)
-    async with serve(create_app(settings)) as client:
-        actors = Actors(client, settings)
+async def test_till_lookups_by_number_or_phone_are_limited_per_till(app_with: AppWith) -> None:
+    async with app_with(terminal_lookups_per_minute=3) as (client, actors):
         member = await actors.member(phone="090-1234-5678")
         number = member.member["member_number"]
         till, _ = await actors.terminal("STORE-A")

@@ -26,8 +26,8 @@ from loyalty.access.principals import MemberPrincipal
 from loyalty.access.revocation import LISTENER_NAME, PROMISE_SECONDS, Revocations
 from loyalty.core.errors import AuthenticationFailed
 from loyalty.core.settings import Settings
-from tests.conftest import held, query, serve
-from tests.factories import PASSWORD, Actors, bearer
+from tests.conftest import held, serve
+from tests.factories import PASSWORD, Actors, bearer, query
 
 Client = httpx.AsyncClient
 
@@ -188,18 +188,27 @@ async def test_suspension_by_sql_is_refused_on_every_instance(
 # -- staff accounts ---------------------------------------------------------------------------
 
 
-async def test_deactivating_a_staff_account_ends_its_tokens_everywhere(
-    instances: Instances, settings: Settings
-) -> None:
-    await instances.actors.staff("marketer", email="gone@staff.example")
-    tokens = await staff_login(instances.a, "gone@staff.example")
+async def _check_change_ends_tokens(instances: Instances, settings: Settings, role: str,
+                                    email: str, change: str) -> None:
+    """A ``role`` account signs in on one instance; once ``change`` (SQL on the account, its
+    e-mail ``$1``) is made, the other instance refuses its access token and refreshing refuses
+    its refresh token."""
+    await instances.actors.staff(role, email=email)
+    tokens = await staff_login(instances.a, email)
     assert await accepted(instances.b, tokens["access_token"], "/v1/stores")
-    await query(settings.database_url or "",
-                "update staff set active = false where email = 'gone@staff.example'")
+    await query(settings.database_url or "", change, email)
     await refused_within(instances.b, tokens["access_token"], path="/v1/stores")
     refresh = await instances.b.post("/v1/auth/refresh",
                                      json={"refresh_token": tokens["refresh_token"]})
     assert refresh.status_code == 401
+
+
+async def test_deactivating_a_staff_account_ends_its_tokens_everywhere(
+    instances: Instances, settings: Settings
+) -> None:
+    await _check_change_ends_tokens(
+        instances, settings, "marketer", "gone@staff.example",
+        "update staff set active = false where email = $1")
     live = await query(settings.database_url or "",
                        "select count(*) from refresh_tokens t join staff s using (staff_id)"
                        " where s.email = 'gone@staff.example' and t.revoked_at is null")
@@ -209,15 +218,9 @@ async def test_deactivating_a_staff_account_ends_its_tokens_everywhere(
 async def test_a_role_change_ends_the_tokens_that_carry_the_old_role(
     instances: Instances, settings: Settings
 ) -> None:
-    await instances.actors.staff("admin", email="demoted@staff.example")
-    tokens = await staff_login(instances.a, "demoted@staff.example")
-    assert await accepted(instances.b, tokens["access_token"], "/v1/stores")
-    await query(settings.database_url or "",
-                "update staff set role = 'analyst' where email = 'demoted@staff.example'")
-    await refused_within(instances.b, tokens["access_token"], path="/v1/stores")
-    assert (await instances.b.post("/v1/auth/refresh",
-                                   json={"refresh_token": tokens["refresh_token"]})
-            ).status_code == 401
+    await _check_change_ends_tokens(
+        instances, settings, "admin", "demoted@staff.example",
+        "update staff set role = 'analyst' where email = $1")
     # Signed in again, the account works with its new role and nothing more.
     again = await staff_login(instances.b, "demoted@staff.example")
     assert jwt.decode(again["access_token"], options={"verify_signature": False})["role"] \

@@ -4,17 +4,15 @@ through the API on real PostgreSQL."""
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from api.app import create_app
 from loyalty.core.settings import Settings
 from schemas.rules import EarningRules
-from tests.conftest import make_settings, query, serve
-from tests.factories import Actors, SignedUp, bearer, purchase_body
+from tests.conftest import AppWith
+from tests.factories import Actors, SignedUp, bearer, purchase_body, query
 
 Client = httpx.AsyncClient
 _keys = itertools.count()
@@ -416,12 +414,8 @@ async def test_a_tier_multiplier_change_beyond_10x_needs_a_confirmation(
     assert (await recorded_purchase(client, member, till, 10_000))["points_earned"] == 5_000
 
 
-async def test_the_confirmation_factor_is_the_programmes_setting(
-    fresh_database: str, redis_url: str, tmp_path: Path
-) -> None:
-    settings = make_settings(fresh_database, redis_url, tmp_path, rule_change_confirm_factor=2)
-    async with serve(create_app(settings)) as client:
-        actors = Actors(client, settings)
+async def test_the_confirmation_factor_is_the_programmes_setting(app_with: AppWith) -> None:
+    async with app_with(rule_change_confirm_factor=2) as (client, actors):
         marketer = bearer(await actors.staff("marketer"))
         member = await actors.member()
         till = bearer((await actors.terminal("RULES-FACTOR"))[0])
@@ -433,13 +427,8 @@ async def test_the_confirmation_factor_is_the_programmes_setting(
         assert "(×3.0), more than the ×2 a change" in refused.json()["detail"]
 
 
-async def test_the_ceilings_are_the_programmes_settings(
-    fresh_database: str, redis_url: str, tmp_path: Path
-) -> None:
-    settings = make_settings(fresh_database, redis_url, tmp_path, max_points_per_purchase=500,
-                             max_points_per_action=3)
-    async with serve(create_app(settings)) as client:
-        actors = Actors(client, settings)
+async def test_the_ceilings_are_the_programmes_settings(app_with: AppWith) -> None:
+    async with app_with(max_points_per_purchase=500, max_points_per_action=3) as (client, actors):
         marketer = bearer(await actors.staff("marketer"))
         member = await actors.member()
         till = bearer((await actors.terminal("RULES-SETTING"))[0])

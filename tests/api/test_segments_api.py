@@ -18,7 +18,7 @@ import pytest
 
 from loyalty.core.settings import Settings
 from loyalty.insights.rfm import refresh_rfm
-from tests.factories import Actors, bearer
+from tests.factories import Actors, bearer, purchase_body
 
 Client = httpx.AsyncClient
 DAY = dt.timedelta(days=1)
@@ -50,11 +50,9 @@ class Population(Desk):
 
 async def buy(client: Client, till: dict[str, str], member_id: str, total: int,
               when: dt.datetime) -> str:
-    response = await client.post("/v1/pos/purchases", headers={
-        **till, "Idempotency-Key": f"seg-{next(_n)}"}, json={
-        "member": {"id": member_id}, "receipt_id": f"SEG-{next(_n)}",
-        "occurred_at": when.isoformat(), "total": total, "currency": "JPY",
-        "lines": [{"sku": "X", "unit_price": total}]})
+    response = await client.post(
+        "/v1/pos/purchases", json=purchase_body(member_id, total, occurred_at=when, prefix="SEG"),
+        headers={**till, "Idempotency-Key": f"seg-{next(_n)}"})
     assert response.status_code == 201, response.text
     return str(response.json()["purchase_id"])
 

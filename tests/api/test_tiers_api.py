@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -17,10 +16,9 @@ from loyalty.core.settings import Settings
 from loyalty.points.rules import RuleBook
 from loyalty.points.tiers import current_window_start, evaluate_tiers, previous_period, tier_for
 from schemas.rules import Tier, TierProgramme
-from tests.factories import Actors, SignedUp, bearer
+from tests.factories import TOKYO, Actors, SignedUp, bearer
 
 Client = httpx.AsyncClient
-TOKYO = ZoneInfo("Asia/Tokyo")
 _n = itertools.count()
 
 LEVELS: list[dict[str, Any]] = [

@@ -8,7 +8,6 @@ import datetime as dt
 import itertools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -21,8 +20,7 @@ from loyalty.core.db import create_pool
 from loyalty.core.errors import ConfigurationError
 from loyalty.core.settings import Settings
 from tests.conftest import make_settings
-
-TOKYO = ZoneInfo("Asia/Tokyo")
+from tests.factories import TOKYO
 
 
 def at(text: str) -> dt.datetime:

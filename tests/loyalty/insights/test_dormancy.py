@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
 from loyalty.insights.dormancy import dormancy_cutoff, flag_dormant
-from tests.factories import make_members
-
-TOKYO = ZoneInfo("Asia/Tokyo")
+from tests.factories import TOKYO, make_members
 
 
 def tokyo(text: str) -> dt.datetime:

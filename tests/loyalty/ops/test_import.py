@@ -22,6 +22,7 @@ from loyalty.ops.import_files import IMPORT_LOCK_KEY, Progress
 from loyalty.ops.import_members import import_members
 from loyalty.ops.import_purchases import import_purchases
 from schemas.members import MemberRegistration
+from tests.factories import query
 
 NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.UTC)
 MEMBERS_HEADER = "external_id,email,phone,name,name_kana,birth_date,postal_code,joined_at\n"
@@ -467,15 +468,8 @@ def test_loyalty_import_prints_what_it_did_and_writes_the_report(
         "3", "email is also on line 2"]
     assert report_rows(tmp_path / "refused.csv")[1][:2] == ["3", "no member with external id A2"]
     assert report_rows(tmp_path / "again.csv")[1:] == report_rows(tmp_path / "refused.csv")[1:]
-
-    async def imported() -> int:
-        conn = await asyncpg.connect(cli_env)
-        try:
-            return int(await conn.fetchval("select count(*) from purchases"))
-        finally:
-            await conn.close()
-
-    assert asyncio.run(imported()) == 1
+    imported = asyncio.run(query(cli_env, "select count(*) from purchases"))
+    assert imported[0]["count"] == 1
 
 
 def test_loyalty_import_refuses_a_missing_file(cli_env: str, tmp_path: Path) -> None:
@@ -491,12 +485,5 @@ def test_loyalty_import_refuses_a_report_it_cannot_write_before_importing(
     with pytest.raises(SystemExit, match="cannot write the report"):
         cli.main(["import", "members", str(members), "--report",
                   str(tmp_path / "no" / "such" / "dir.csv")])
-
-    async def imported() -> int:
-        conn = await asyncpg.connect(cli_env)
-        try:
-            return int(await conn.fetchval("select count(*) from members"))
-        finally:
-            await conn.close()
-
-    assert asyncio.run(imported()) == 0
+    imported = asyncio.run(query(cli_env, "select count(*) from members"))
+    assert imported[0]["count"] == 0

@@ -8,14 +8,12 @@ import datetime as dt
 import itertools
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
 from loyalty.core.db import Connection
 from loyalty.core.ids import uuid7
-from loyalty.core.programme import Programme
 from loyalty.members.filter import MemberFilter
 from loyalty.members.profiles import register_member
 from loyalty.points.earning import expires_at
@@ -24,10 +22,9 @@ from loyalty.points.rules import RuleBook, save_rules
 from schemas.grants import CampaignGrantTarget
 from schemas.members import MemberRegistration
 from schemas.rules import EarningRules, RollingExpiry
+from tests.factories import PROGRAMME, TOKYO
 from tests.ledger_checks import check_invariants, read_rows
 
-TOKYO = ZoneInfo("Asia/Tokyo")
-PROGRAMME = Programme(currency="JPY", timezone=TOKYO)
 NOW = dt.datetime(2026, 3, 10, 1, 0, tzinfo=dt.UTC)
 _numbers = itertools.count()
 

@@ -15,7 +15,6 @@ import datetime as dt
 import itertools
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
@@ -37,7 +36,6 @@ from loyalty.access.stores import create_terminal, ensure_store
 from loyalty.core.db import init_connection
 from loyalty.core.errors import InsufficientPoints, InvalidInput, LoyaltyError
 from loyalty.core.idempotency import Idempotency, request_hash
-from loyalty.core.programme import Programme
 from loyalty.members.merge import merge_members
 from loyalty.members.profiles import register_member
 from loyalty.points.actions import record_action
@@ -56,11 +54,9 @@ from schemas.points import (
     ReturnRequest,
 )
 from schemas.rules import EarningRules, RollingExpiry
-from tests.factories import instant
+from tests.factories import PROGRAMME, instant
 from tests.ledger_checks import LedgerRows, check_append_only, check_invariants, read_rows
 
-TOKYO = ZoneInfo("Asia/Tokyo")
-PROGRAMME = Programme(currency="JPY", timezone=TOKYO)
 START = dt.datetime(2026, 1, 5, 3, 0, tzinfo=dt.UTC)
 _numbers = itertools.count()
 

@@ -17,7 +17,6 @@ import pytest
 
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict
-from loyalty.core.programme import Programme
 from loyalty.points.earning import expires_at
 from loyalty.points.rules import RuleBook, ensure_default_rules
 from loyalty.promotions.birthdays import (
@@ -30,11 +29,9 @@ from loyalty.promotions.birthdays import (
 from loyalty.promotions.coupon_templates import create_template
 from schemas.coupons import CouponTemplateCreate, CouponTemplateUpdate, DaysAfterIssue, FixedAmount
 from tests.crashes import allow_members, refuse_member
-from tests.factories import insert_member
+from tests.factories import PROGRAMME, TOKYO, insert_member
 from tests.ledger_checks import check_invariants, read_rows
 
-TOKYO = ZoneInfo("Asia/Tokyo")
-PROGRAMME = Programme(currency="JPY", timezone=TOKYO)
 # 00:30 on 10 March 2026 in Tokyo; in UTC it is still 9 March.
 NOW = dt.datetime(2026, 3, 9, 15, 30, tzinfo=dt.UTC)
 JOINED = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
