@@ -386,14 +386,13 @@ async def search_members(
 
 
 def _match_query(q: str, param: Any, region: str, by_contact: bool) -> str:
+    # E-mail addresses are stored NFKC-normalised and lower-cased (normalize_email); ``q`` is
+    # already NFKC. The start of an address finds it, as support staff type it ("taro" for
+    # taro@example.com), through members_email_prefix (migration 0020).
+    email_prefix = f"email like {param(_like_prefix(q.lower()))}" if by_contact else None
     if "@" in q:
-        if not by_contact:
-            return "false"
-        try:
-            return f"email = {param(normalize_email(q))}"
-        except LoyaltyError:
-            return "false"
-    matches = []
+        return email_prefix or "false"
+    matches = [email_prefix] if email_prefix else []
     if q.isdigit():
         matches.append(f"member_number = {param(q)}")
     if by_contact and looks_like_phone(q):
