@@ -13,6 +13,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from babel.messages.pofile import read_po
+from litestar import Litestar
 
 from api import roles as api_roles
 from console import roles
@@ -242,3 +243,24 @@ def test_every_message_has_a_japanese_translation() -> None:
         assert sorted(said - {m.id for m in catalogue if m.id}) == [], language
         if language == "ja":
             assert [m.id for m in catalogue if m.id and not m.string] == []
+
+
+# The console's routes that answer without a session; every other page sends the browser to
+# sign in, and every POST without the CSRF token is refused.
+PUBLIC = {("GET", "/console/sign-in"), ("GET", "/console/static/{file_path:path}")}
+
+
+async def test_every_console_page_needs_a_session_and_every_post_a_token(
+    app: Litestar, client: httpx.AsyncClient,
+) -> None:
+    routes = {(method, route.path) for route in app.routes
+              for method in getattr(route, "methods", ())
+              if route.path.startswith("/console") and method not in {"OPTIONS", "HEAD"}}
+    assert routes >= PUBLIC
+    for method, path in sorted(routes - PUBLIC):
+        answer = await client.request(method, path, data={} if method == "POST" else None)
+        if method == "GET":
+            assert answer.status_code == 303, path
+            assert answer.headers["location"].startswith("/console/sign-in"), path
+        else:
+            assert answer.status_code in {303, 403}, (path, answer.status_code)
