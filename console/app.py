@@ -31,6 +31,7 @@ from console.session import (
 from loyalty.access.staff import find_staff_login
 from loyalty.core.db import transaction
 from loyalty.core.errors import LoyaltyError, PermissionDenied
+from loyalty.core.normalize import normalize_email
 
 STATIC = Path(__file__).parent / "static"
 SIGN_IN = "/console/sign-in"
@@ -92,7 +93,7 @@ async def sign_in_submit(
         if key:
             await svc.limiter.hit(key, **window)
         return render(request, "sign_in.html", status_code=401, error="wrong", email=data.email)
-    secret, _ = await sign_in(svc, staff_id=row["staff_id"], email=data.email.strip().lower(),
+    secret, _ = await sign_in(svc, staff_id=row["staff_id"], email=normalize_email(data.email),
                               role=row["role"])
     return Redirect("/console", status_code=303,
                     cookies=[cookie(request, SESSION_COOKIE, secret)])

@@ -3,6 +3,7 @@ language, the CSRF token) and the HTML response."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar import Response
@@ -14,6 +15,7 @@ from console.roles import pages_for
 from console.services import AnyRequest, services
 from console.session import CSRF_COOKIE, LANGUAGE_COOKIE, ConsoleSession, new_token
 
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 # A page names its own scripts and styles only: no inline script, no other origin.
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
@@ -45,8 +47,11 @@ def render(request: AnyRequest, template: str, *, session: ConsoleSession | None
     if session is not None:
         csrf = session.csrf_token
     else:
-        csrf = request.cookies.get(CSRF_COOKIE) or new_token()
-        if request.cookies.get(CSRF_COOKIE) != csrf:
+        kept = request.cookies.get(CSRF_COOKIE) or ""
+        # Only a token of the shape this module makes goes into a page (a cookie set by
+        # someone else could carry markup or JSON into the htmx headers).
+        csrf = kept if _TOKEN.fullmatch(kept) else new_token()
+        if kept != csrf:
             cookies.append(cookie(request, CSRF_COOKIE, csrf))
     language = language_of(request)
     html = environment(language).get_template(template).render(
