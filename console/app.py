@@ -4,11 +4,11 @@ language switch, the pages, their static files, and the error pages a browser re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from litestar import Response, Router, get, post
-from litestar.params import FromQuery, URLEncodedBody
+from litestar.params import QueryParameter, URLEncodedBody
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from msgspec import Struct
@@ -32,10 +32,13 @@ from loyalty.access.staff import find_staff_login
 from loyalty.core.db import transaction
 from loyalty.core.errors import LoyaltyError, PermissionDenied
 from loyalty.core.normalize import normalize_email
+from schemas.base import whole
 
 STATIC = Path(__file__).parent / "static"
 SIGN_IN = "/console/sign-in"
 _YEAR = 365 * 86_400
+# Why the sign-in page is shown (signed_out, expired, ended): a word, nothing else.
+Reason = Annotated[str | None, QueryParameter(max_length=20, pattern=whole(r"[a-z_]*"))]
 
 
 class SignInForm(Struct):
@@ -67,7 +70,7 @@ async def home(request: AnyRequest) -> Response[str]:
 
 
 @get("/sign-in")
-async def sign_in_page(request: AnyRequest, reason: FromQuery[str | None] = None) -> Response[str]:
+async def sign_in_page(request: AnyRequest, reason: Reason = None) -> Response[str]:
     return render(request, "sign_in.html", reason=reason)
 
 

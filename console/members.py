@@ -3,8 +3,10 @@ search calls (GET /v1/members), with the API's rules for who sees contact detail
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Response, get
-from litestar.params import FromQuery
+from litestar.params import QueryParameter
 
 from console.pages import render
 from console.roles import CONTACT_READERS, PROFILE_READERS
@@ -13,14 +15,19 @@ from console.session import SESSION_COOKIE, current_session
 from loyalty.access.audit import record_audit
 from loyalty.core.db import transaction
 from loyalty.members.profiles import search_members
+from schemas.base import SINGLE_LINE, whole
 
 PAGE_SIZE = 25
+# Bounded as the API's search parameters are (api/params.py); empty is allowed, since the form
+# sends an empty box as ``q=``.
+SearchText = Annotated[str | None, QueryParameter(max_length=100, pattern=SINGLE_LINE)]
+Cursor = Annotated[str | None, QueryParameter(max_length=200,
+                                              pattern=whole(r"[A-Za-z0-9_-]*"))]
 
 
 @get("/members")
 async def members_page(
-    request: AnyRequest, q: FromQuery[str | None] = None,
-    cursor: FromQuery[str | None] = None,
+    request: AnyRequest, q: SearchText = None, cursor: Cursor = None,
 ) -> Response[str]:
     """The search form and a page of results; an htmx request gets the results alone. A role
     that may not see contact details finds by number, name and kana only, as in the API."""
@@ -31,7 +38,8 @@ async def members_page(
                       error="forbidden")
     contacts = session.role in CONTACT_READERS
     page = None
-    q = (q or "").strip()[:200] or None
+    q = (q or "").strip() or None
+    cursor = cursor or None
     if q is not None or cursor is not None:
         async with transaction(svc.pool) as conn:
             page = await search_members(conn, q=q, limit=PAGE_SIZE, cursor=cursor,

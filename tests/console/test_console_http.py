@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from typing import get_args
 from uuid import UUID
 
 import asyncpg
@@ -20,6 +21,7 @@ from console import roles
 from console.i18n import LANGUAGES, LOCALE, TEMPLATES
 from loyalty.access.staff import deactivate_staff, set_staff_role
 from loyalty.core.settings import Settings
+from schemas.members import MemberStatus
 from tests.conftest import AppWith
 from tests.console.seed import PASSWORD, seed, staff_email
 
@@ -237,6 +239,7 @@ def test_every_message_has_a_japanese_translation() -> None:
     said = set(re.findall(r'_\(\s*"([^"]+)"', "".join(
         path.read_text() for path in TEMPLATES.glob("*.html"))))
     said |= {page.label for page in roles.PAGES} | set(roles.STAFF_ROLES)
+    said |= set(get_args(MemberStatus))
     for language in LANGUAGES:
         with (LOCALE / language / "LC_MESSAGES" / "console.po").open("rb") as po:
             catalogue = read_po(po)
