@@ -35,6 +35,7 @@ RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml
 COPY README.md ./
 COPY loyalty ./loyalty
 COPY api ./api
+COPY console ./console
 COPY jobs ./jobs
 COPY schemas ./schemas
 RUN pip install --no-deps . \

@@ -34,6 +34,7 @@ from api.rules import EarningRulesController
 from api.segments import SegmentsController
 from api.sessions import SessionController
 from api.tiers import TiersController
+from console.app import router as console_router
 from jobs.catalogue import schedules
 from jobs.definition import make_context
 from jobs.scheduler import JOB_STATEMENT_TIMEOUT_SECONDS, run_scheduler
@@ -168,7 +169,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.close()
 
     return LoyaltyAPI(
-        route_handlers=[*CONTROLLERS, docs_assets()],
+        route_handlers=[*CONTROLLERS, docs_assets(), console_router],
         lifespan=[lifespan],
         middleware=[AuthenticationMiddleware()],
         plugins=[ProblemDetailsPlugin(problem_details_config()), BoundedTypesPlugin()],

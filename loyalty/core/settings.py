@@ -78,6 +78,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # and be replayed, short enough not to hold a client on a bulk one.
     idempotency_wait_ms: Annotated[int, Meta(ge=1, le=60_000)] = 2000
 
+    # The staff console (console/, docs/console.md): its language until a staff member picks
+    # one; a console session ends after this long without a request, and this long after its
+    # sign-in however busy (a shared shop-floor computer is not signed in for ever).
+    console_language: Literal["ja", "en"] = "ja"
+    console_idle_timeout_seconds: Annotated[int, Meta(ge=60, le=86_400)] = 1800
+    console_session_max_age_seconds: Annotated[int, Meta(ge=300, le=7 * 86_400)] = 43_200
+
     # The programme.
     default_region: Annotated[str, Meta(pattern=r"^[A-Z]{2}$")] = "JP"
     currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] = "JPY"
