@@ -36,6 +36,7 @@ COPY README.md ./
 COPY loyalty ./loyalty
 COPY api ./api
 COPY console ./console
+COPY cli ./cli
 COPY jobs ./jobs
 COPY schemas ./schemas
 RUN pip install --no-deps . \

@@ -30,3 +30,16 @@ def test_the_image_is_pinned_by_digest_and_runs_the_python_the_code_is_checked_f
     assert pinned is not None, base.group(1)
     mypy = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
     assert pinned.group(1) == mypy["python_version"]
+
+
+def test_the_image_gets_every_package_the_project_installs() -> None:
+    """A package moved or added (cli/, console/) must reach the image: the build context lets
+    it in (.dockerignore) and the Dockerfile copies it, else the image fails at import."""
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in found}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    allowed = set((ROOT / ".dockerignore").read_text().split())
+    for package in packages:
+        assert f"COPY {package} ./{package}" in dockerfile, package
+        assert f"!{package}" in allowed, package
