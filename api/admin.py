@@ -10,8 +10,8 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from api.auth import staff_with
 from api.deps import STAFF_DEPENDENCIES, Db, Staff, Svc
 from api.idempotency import idempotent
-from api.roles import ADMINS, STORE_READERS
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import ADMINS, STORE_READERS
 from loyalty.access.staff import create_staff
 from loyalty.access.stores import (
     create_store,

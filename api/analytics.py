@@ -13,7 +13,7 @@ from litestar.params import QueryParameter
 from api.auth import staff_with
 from api.deps import Db, Svc, provide_ledger_conn, provide_services, utc_now
 from api.params import BusinessDay
-from api.roles import MARKETING_READERS
+from loyalty.access.roles import MARKETING_READERS
 from loyalty.insights.cohorts import cohorts, parse_month
 from loyalty.insights.kpis import kpis
 from loyalty.insights.rfm import rfm_distribution

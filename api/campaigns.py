@@ -11,8 +11,8 @@ from api.auth import staff_with
 from api.deps import STAFF_DEPENDENCIES, Db, Ledger, Staff, Svc, utc_now
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
-from api.roles import MARKETING_EDITORS, MARKETING_READERS
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import MARKETING_EDITORS, MARKETING_READERS
 from loyalty.promotions.campaigns import (
     campaign_results,
     create_campaign,

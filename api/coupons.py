@@ -13,8 +13,8 @@ from api.auth import members_only, staff_with
 from api.deps import MEMBER_DEPENDENCIES, STAFF_DEPENDENCIES, Db, Me, Staff, Svc, utc_now
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
-from api.roles import MARKETING_EDITORS, MARKETING_READERS
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import MARKETING_EDITORS, MARKETING_READERS
 from loyalty.core.errors import InvalidInput
 from loyalty.members.filter import MemberFilter
 from loyalty.promotions.coupon_templates import (

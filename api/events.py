@@ -27,8 +27,8 @@ from api.deps import (
 from api.idempotency import idempotent, stored_as
 from api.params import Cursor, Limit
 from api.pos import written_once
-from api.roles import MARKETING_EDITORS, MARKETING_READERS
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import MARKETING_EDITORS, MARKETING_READERS
 from loyalty.core.idempotency import Idempotency
 from loyalty.promotions.event_seats import cancel_reservation, check_in, my_events, reserve_seat
 from loyalty.promotions.store_events import create_event, get_event, list_events, update_event

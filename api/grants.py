@@ -12,7 +12,7 @@ from api.auth import staff_with
 from api.deps import STAFF_DEPENDENCIES, Db, Ledger, Staff, Svc, utc_now
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
-from api.roles import MARKETING_EDITORS
+from loyalty.access.roles import MARKETING_EDITORS
 from loyalty.core.idempotency import Idempotency
 from loyalty.points.grants import get_grant, grant_points, list_grants
 from schemas.base import Page

@@ -18,11 +18,11 @@ from api.auth import staff_with
 from api.deps import STAFF_DEPENDENCIES, Db, Staff, Svc, utc_now
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
-from api.roles import ADMINS, JOB_READERS
 from jobs.catalogue import job_named, job_statuses
 from jobs.definition import Job
 from jobs.runs import claim, execute, list_runs
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import ADMINS, JOB_READERS
 from loyalty.core.errors import NotFound
 from schemas.base import Page
 from schemas.jobs import JobRun, JobStatus

@@ -22,9 +22,9 @@ from api.deps import (
 )
 from api.idempotency import idempotent
 from api.params import Cursor, Limit, SearchText, Since
-from api.roles import CONTACT_READERS, MEMBER_EDITORS, PROFILE_READERS, as_seen_by
 from api.sessions import limit_sign_in_address
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import CONTACT_READERS, MEMBER_EDITORS, PROFILE_READERS, as_seen_by
 from loyalty.core.errors import RateLimited
 from loyalty.members.merge import find_duplicates, merge_members
 from loyalty.members.profiles import (

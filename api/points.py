@@ -11,7 +11,7 @@ from api.auth import members_only, staff_with
 from api.deps import MEMBER_DEPENDENCIES, STAFF_DEPENDENCIES, Db, Ledger, Me, Staff, Svc, utc_now
 from api.idempotency import idempotent, respond, stored_as
 from api.params import Cursor, Limit
-from api.roles import LEDGER_READERS, POINTS_ADJUSTERS
+from loyalty.access.roles import LEDGER_READERS, POINTS_ADJUSTERS
 from loyalty.core.idempotency import Idempotency
 from loyalty.members.cards import issue_card
 from loyalty.points.actions import record_action

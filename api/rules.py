@@ -8,8 +8,8 @@ from litestar.params import JSONBody
 from api.auth import staff_with
 from api.deps import STAFF_DEPENDENCIES, Db, Services, Staff, Svc, utc_now
 from api.idempotency import idempotent
-from api.roles import MARKETING_EDITORS
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import MARKETING_EDITORS
 from loyalty.core.errors import InvalidInput
 from loyalty.points.earning import (
     ActionCounts,

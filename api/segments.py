@@ -14,8 +14,8 @@ from api.auth import staff_with
 from api.deps import STAFF_DEPENDENCIES, Db, Staff, utc_now
 from api.idempotency import idempotent
 from api.params import Cursor, Limit
-from api.roles import IDENTIFIER_READERS, MARKETING_EDITORS, MARKETING_READERS
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import IDENTIFIER_READERS, MARKETING_EDITORS, MARKETING_READERS
 from loyalty.promotions.segments import (
     create_segment,
     get_segment,

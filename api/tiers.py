@@ -9,9 +9,9 @@ from litestar.params import JSONBody
 from api.auth import staff_with
 from api.deps import STAFF_DEPENDENCIES, Db, Staff, Svc
 from api.idempotency import idempotent
-from api.roles import MARKETING_EDITORS
 from api.rules import rule_change_policy
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import MARKETING_EDITORS
 from loyalty.points.rules import current_rules, replace_rules
 from loyalty.points.tiers import check_tier_coupons
 from schemas.rules import TierProgrammeChange, TierProgrammeSet

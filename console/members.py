@@ -9,10 +9,10 @@ from litestar import Response, get
 from litestar.params import QueryParameter
 
 from console.pages import render
-from console.roles import CONTACT_READERS, PROFILE_READERS
 from console.services import AnyRequest, services
 from console.session import SESSION_COOKIE, current_session
 from loyalty.access.audit import record_audit
+from loyalty.access.roles import CONTACT_READERS, PROFILE_READERS
 from loyalty.core.db import transaction
 from loyalty.members.profiles import search_members
 from schemas.base import SINGLE_LINE, whole

@@ -1,19 +1,22 @@
-"""Which staff role sees which console page: the API's role table (api/roles.py, the table of
-docs/security.md), restated here because the console does not import the API;
-tests/console/test_roles.py holds the two equal."""
+"""Which staff role sees which console page: the role sets of loyalty/access/roles.py (the
+table of docs/security.md), the same ones the API's guards take."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
-# The API's columns this slice uses.
-CONTACT_READERS = ("admin", "support")
-PROFILE_READERS = ("admin", "support", "marketer")
-MARKETING_READERS = ("admin", "marketer", "analyst")
-MARKETING_EDITORS = ("admin", "marketer")
-JOB_READERS = ("admin", "analyst")
-ADMINS = ("admin",)
-STAFF_ROLES = ("admin", "marketer", "analyst", "support")
+from loyalty.access.roles import (
+    ADMINS,
+    JOB_READERS,
+    MARKETING_EDITORS,
+    MARKETING_READERS,
+    PROFILE_READERS,
+)
+from schemas.admin import StaffRole
+
+# The roles a staff account may hold, as the wire types name them.
+STAFF_ROLES: tuple[str, ...] = get_args(StaffRole)
 
 
 @dataclass(frozen=True, slots=True)

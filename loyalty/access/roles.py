@@ -1,6 +1,8 @@
-"""Which staff role may do what: docs/security.md's table, in code, each role set once.
+"""Which staff role may do what: docs/security.md's table, in code, each role set once, for
+the API and the console alike.
 
-Guards take these tuples (``staff_with(*MARKETING_EDITORS)``); a handler that may show a member
+The API's guards take these tuples (``staff_with(*MARKETING_EDITORS)``), and the console's
+navigation and pages the same ones; a handler that may show a member
 to a role that must not see their contact details leaves those fields out of its answer
 (``without_contact``). Each set is named for what it lets a role do, and says which column of
 the table it is; tests/api/test_authorization.py calls every route as every role to hold them to it.

@@ -16,7 +16,6 @@ import redis.asyncio as aioredis
 from babel.messages.pofile import read_po
 from litestar import Litestar
 
-from api import roles as api_roles
 from console import roles
 from console.i18n import LANGUAGES, LOCALE, TEMPLATES
 from loyalty.access.staff import deactivate_staff, set_staff_role
@@ -222,15 +221,6 @@ async def test_the_language_switch_keeps_the_choice(client: httpx.AsyncClient) -
         "language": "ja", "back": "https://elsewhere.example/", "csrf_token": token})
     assert away.headers["location"] == "/console"
     assert "会員" in (await client.get("/console/members")).text
-
-
-def test_the_console_restates_the_api_role_table() -> None:
-    assert roles.CONTACT_READERS == api_roles.CONTACT_READERS
-    assert roles.PROFILE_READERS == api_roles.PROFILE_READERS
-    assert roles.MARKETING_READERS == api_roles.MARKETING_READERS
-    assert roles.MARKETING_EDITORS == api_roles.MARKETING_EDITORS
-    assert roles.JOB_READERS == api_roles.JOB_READERS
-    assert roles.ADMINS == api_roles.ADMINS
 
 
 def test_every_message_has_a_japanese_translation() -> None:
