@@ -132,10 +132,19 @@ def search_key(value: str) -> str:
     return unicodedata.normalize("NFKC", key)
 
 
+# What people put between a phone number's digits, as typed in Japan too: hyphens and dashes
+# of every width (NFKC leaves U+2212 MINUS SIGN and the dashes alone), the katakana prolonged
+# sound mark typed for a hyphen, dots, slashes, brackets, spaces. normalize_phone reads all of
+# them, so a search must not refuse them first.
+_PHONE_PUNCTUATION = frozenset("+-().,/ \u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc")
+
+
 def looks_like_phone(value: str) -> bool:
+    """Whether a search text is meant as a phone number: nine digits or more, and nothing else
+    but the punctuation people type between them."""
     text = unicodedata.normalize("NFKC", value).strip()
     digits = sum(ch.isdigit() for ch in text)
-    return digits >= 9 and all(ch.isdigit() or ch in "+-() " for ch in text)
+    return digits >= 9 and all(ch.isdigit() or ch in _PHONE_PUNCTUATION for ch in text)
 
 
 # Unicode's confusables (UTS #39, data/confusables.txt with its licence beside it): for each

@@ -170,7 +170,8 @@ async def test_staff_finds_members_by_each_identifier(client: Client, actors: Ac
                                  email="yamada@example.com", phone="09011112222")
     await actors.member(name="Yamamoto Jiro", email="jiro@example.com")
     token = await actors.staff("support")
-    for q in ["YAMADA@example.com", "090-1111-2222", yamada.member["member_number"], "山田",
+    for q in ["YAMADA@example.com", "090-1111-2222", "０９０−１１１１−２２２２",
+              yamada.member["member_number"], "山田",
               "やまだ", "ﾔﾏﾀﾞ"]:
         response = await client.get("/v1/members", params={"q": q}, headers=bearer(token))
         assert response.status_code == 200, q

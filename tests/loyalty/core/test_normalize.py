@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from loyalty.core.errors import InvalidInput
 from loyalty.core.normalize import (
+    looks_like_phone,
     normalize_email,
     normalize_kana,
     normalize_name,
@@ -85,6 +86,24 @@ def test_what_is_not_an_email_address_is_refused(typed: str) -> None:
 )
 def test_every_way_of_writing_a_mobile_number_gives_one_e164(typed: str) -> None:
     assert normalize_phone(typed) == "+819012345678"
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["090-1234-5678", "０９０−１２３４−５６７８", "090‐1234‐5678", "090–1234–5678",
+     "090ー1234ー5678", "090.1234.5678", "+81 (90) 1234/5678"],
+)
+def test_a_search_typed_with_any_dash_is_read_as_the_phone_it_normalises_to(typed: str) -> None:
+    """Staff search tries a text as a phone only if it looks like one: every way of writing
+    the number that normalize_phone reads must look like one (U+2212, the dashes and the
+    katakana prolonged sound mark did not)."""
+    assert looks_like_phone(typed), typed
+    assert normalize_phone(typed) == "+819012345678"
+
+
+@pytest.mark.parametrize("typed", ["山田 090", "12345678", "090-1234-5678x", "tanaka"])
+def test_what_is_not_a_phone_is_not_searched_as_one(typed: str) -> None:
+    assert not looks_like_phone(typed)
 
 
 def test_landline_becomes_e164() -> None:
