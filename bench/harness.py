@@ -3,6 +3,9 @@ loads, how it says what it is doing, and the one result each scenario returns.""
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +16,12 @@ BENCH = ROOT / "bench"
 DATA_DIR = ROOT / ".loyalty" / "bench"
 WORK = DATA_DIR / "work"
 RESULTS = BENCH / "results"
-DATABASE = "loyalty_bench"
+# The database the data set is loaded into (and its copies, DATABASE_fn and DATABASE_sql):
+# dropped and made again by each run, so two runs on one server need a name each.
+DATABASE = os.environ.get("LOYALTY_BENCH_DATABASE", "loyalty_bench")
+if not re.fullmatch(r"[a-z_][a-z0-9_]{0,50}", DATABASE):
+    sys.exit(f"bench: LOYALTY_BENCH_DATABASE={DATABASE!r} is not a plain database name"
+             " (lower-case letters, digits and _, at most 51)")
 STARTED = time.monotonic()
 
 
