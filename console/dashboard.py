@@ -28,7 +28,7 @@ from loyalty.insights.kpis import daily_sales, kpis
 from schemas.analytics import Kpis
 
 DEFAULT_DAYS = 30
-CHART_WIDTH, CHART_HEIGHT = 600, 160
+CHART_WIDTH, CHART_HEIGHT = 800, 120
 # A day as typed into the form, unconstrained here: _day reads it, so anything wrong with it
 # is a page saying what to fix rather than the framework's JSON refusal.
 DayText = Annotated[str | None, QueryParameter()]
