@@ -26,13 +26,15 @@ from loyalty.access.roles import MARKETING_READERS
 from loyalty.core.errors import InvalidInput
 from loyalty.insights.kpis import daily_sales, kpis
 from schemas.analytics import Kpis
+from schemas.base import SINGLE_LINE
 
 DEFAULT_DAYS = 30
 CHART_WIDTH, CHART_HEIGHT = 800, 120
-# A day as typed into the form, unconstrained here: _day reads it, so anything wrong with it
-# is a page saying what to fix rather than the framework's JSON refusal.
-DayText = Annotated[str | None, QueryParameter()]
-FromText = Annotated[str | None, QueryParameter(name="from")]
+# A day as typed into the form, bounded as every text parameter is (one line, 100 characters);
+# _day reads it, so a wrong day within those bounds is a page saying what to fix.
+DayText = Annotated[str | None, QueryParameter(max_length=100, pattern=SINGLE_LINE)]
+FromText = Annotated[str | None, QueryParameter(name="from", max_length=100,
+                                                pattern=SINGLE_LINE)]
 Kind = Literal["count", "money", "rate", "number"]
 
 
