@@ -37,7 +37,7 @@ def _(message: str) -> str:
 # Every page issue 14 lists, in its order. A page a role may not open is not shown to it; one
 # not built yet is shown as coming, so staff learn where it will be.
 PAGES = (
-    Page("dashboard", _("Dashboard"), MARKETING_READERS),
+    Page("dashboard", _("Dashboard"), MARKETING_READERS, "/console/dashboard"),
     Page("members", _("Members"), PROFILE_READERS, "/console/members"),
     Page("rules", _("Earning rules"), MARKETING_EDITORS),
     Page("tiers", _("Tiers"), MARKETING_EDITORS),

@@ -342,3 +342,25 @@ def lifetime_value(*, average_order_value: float | None, purchase_frequency: flo
         value = average_order_value * margin * per_year * lifetime
     return LtvKpis(value=value, margin=margin, purchases_per_year=per_year,
                    annual_churn_rate=annual_churn, expected_lifetime_years=lifetime)
+
+
+# $1 the first day, $2 the last, $3 the time zone. Every business day of the period with the
+# purchases that occurred on it (nothing sold: a row of zeros), for a trend chart.
+_DAILY_SALES = """
+select d::date as day, count(p.total) as orders, coalesce(sum(p.total), 0)::bigint as sales
+  from generate_series($1::date, $2::date, interval '1 day') as d
+  left join purchases p
+    on p.occurred_at >= (d::date::timestamp at time zone $3)
+   and p.occurred_at < ((d::date + 1)::timestamp at time zone $3)
+ group by d
+ order by d
+"""
+
+
+async def daily_sales(conn: Connection, *, first: dt.date, last: dt.date, tz: ZoneInfo,
+                      now: dt.datetime) -> list[tuple[dt.date, int, int]]:
+    """(day, orders, sales) for each business day ``first`` to ``last``, inclusive: the same
+    purchases the KPIs count, day by day, for the console's trend chart."""
+    check_period(first, last, today=now.astimezone(tz).date())
+    rows = await conn.fetch(_DAILY_SALES, first, last, tz.key)
+    return [(row["day"], int(row["orders"]), int(row["sales"])) for row in rows]

@@ -1,7 +1,8 @@
 """The console in a real headless Chromium, on seeded data: sign in, find a member by a
-full-width phone number, a form posted without its CSRF token, the language switch, and what an
-analyst may not see. Each page is photographed (Japanese) into LOYALTY_CONSOLE_SCREENSHOTS when
-set (docs/console.md: `docs/console`), else into the test's temporary directory."""
+full-width phone number, a form posted without its CSRF token, the language switch, what an
+analyst may not see, and the dashboard's chart. Each page is photographed (Japanese) into
+LOYALTY_CONSOLE_SCREENSHOTS when set (docs/console.md: `docs/console`), else into the test's
+temporary directory."""
 
 from __future__ import annotations
 
@@ -167,3 +168,18 @@ def test_an_analyst_cannot_open_the_members_page_and_sees_no_email(
     assert "@example.jp" not in browser.page_source
     assert "山田 太郎" not in browser.page_source
     photograph(browser, photos, "analyst-refused")
+
+
+def test_an_analyst_opens_the_dashboard_and_sees_the_chart_drawn(
+    browser: webdriver.Chrome, console: str, photos: Path,
+) -> None:
+    sign_in(browser, console, "analyst")
+    browser.find_element(By.LINK_TEXT, "ダッシュボード").click()
+    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".cards"))
+    line = browser.find_element(By.CSS_SELECTOR, "figure.trend svg path.line")
+    d = line.get_attribute("d") or ""
+    assert d.startswith("M")
+    assert d.count("L") >= 1  # more than one point
+    assert line.size["width"] > 0
+    assert "リピート率" in browser.find_element(By.CSS_SELECTOR, ".cards").text
+    photograph(browser, photos, "dashboard")

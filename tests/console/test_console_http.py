@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from babel.messages.pofile import read_po
 from litestar import Litestar
 
-from console import roles
+from console import dashboard, roles
 from console.i18n import LANGUAGES, LOCALE, TEMPLATES
 from loyalty.access.staff import deactivate_staff, set_staff_role
 from loyalty.core.settings import Settings
@@ -229,7 +229,7 @@ def test_every_message_has_a_japanese_translation() -> None:
     said = set(re.findall(r'_\(\s*"([^"]+)"', "".join(
         path.read_text() for path in TEMPLATES.glob("*.html"))))
     said |= {page.label for page in roles.PAGES} | set(roles.STAFF_ROLES)
-    said |= set(get_args(MemberStatus))
+    said |= set(get_args(MemberStatus)) | set(dashboard.CARD_LABELS)
     for language in LANGUAGES:
         with (LOCALE / language / "LC_MESSAGES" / "console.po").open("rb") as po:
             catalogue = read_po(po)

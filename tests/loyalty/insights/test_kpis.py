@@ -19,7 +19,7 @@ import pytest
 from loyalty.core.db import Connection
 from loyalty.core.errors import InvalidInput
 from loyalty.insights.cohorts import cohorts
-from loyalty.insights.kpis import check_period, kpis, snapshot_kpis
+from loyalty.insights.kpis import check_period, daily_sales, kpis, snapshot_kpis
 from loyalty.insights.rfm import RFM_GRID, RFM_SEGMENTS, rfm_distribution, rfm_segment
 from loyalty.points.rules import ensure_default_rules
 from schemas.analytics import Kpis
@@ -297,6 +297,20 @@ async def test_every_kpi_of_the_hand_computed_period(db: Connection) -> None:
     assert (points.issued, points.redeemed, points.expired) == (390, 120, 90)
     assert (points.outstanding, points.liability_value) == (295, 74)
     assert points.breakage_rate == pytest.approx(3 / 7)
+
+
+async def test_daily_sales_add_up_to_the_periods_orders_and_sales(db: Connection) -> None:
+    await hand_computed(db)
+    days = await daily_sales(db, first=d("2025-01-01"), last=d("2025-03-14"), tz=TZ, now=NOW)
+    # Every day of the period, in order, quiet days as zeros.
+    assert [day for day, _, _ in days] == [
+        d("2025-01-01") + dt.timedelta(days=n) for n in range(73)]
+    result = await period(db, "2025-01-01", "2025-03-14")
+    assert sum(orders for _, orders, _ in days) == result.purchases.orders
+    assert sum(sales for _, _, sales in days) == result.purchases.sales
+    assert sum(1 for _, orders, _ in days if orders) > 1
+    with pytest.raises(InvalidInput):
+        await daily_sales(db, first=d("2025-03-14"), last=d("2025-01-01"), tz=TZ, now=NOW)
 
 
 async def test_outstanding_points_move_by_issued_less_redeemed_less_expired(
