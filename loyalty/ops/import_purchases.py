@@ -16,9 +16,7 @@ import msgspec
 
 from loyalty.core.db import Connection
 from loyalty.core.errors import InvalidInput
-from loyalty.core.normalize import (
-    normalize_text,
-)
+from loyalty.core.normalize import normalize_text
 from loyalty.ops.import_files import (
     CLOCK_SKEW,
     DEFAULT_BATCH_SIZE,
