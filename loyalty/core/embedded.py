@@ -10,6 +10,7 @@ server when the last one leaves. Both come with the ``embedded`` extra, which ``
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import logging
 import os
@@ -65,17 +66,37 @@ def embedded_postgres(
             f" LOYALTY_DATA_DIR to its data directory, or LOYALTY_DATABASE_URL to its database"
             f" (only serve, migrate and seed-demo create a new embedded database)")
     pgserver = _embedded_package("pgserver")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server: Any = pgserver.get_server(cluster, cleanup_mode="stop")
     if not database.replace("_", "").isalnum():
         raise ValueError(f"not a plain database name: {database!r}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Processes that start one new cluster at once (the test workers of a fresh clone, or
+    # `make run` beside a `loyalty` command) would each find it missing: pgserver makes the
+    # directory without a lock, and each would create the database. One at a time.
+    with _held(data_dir / "postgres.lock"):
+        server: Any = pgserver.get_server(cluster, cleanup_mode="stop")
+        try:
+            exists = server.psql(f"select 1 from pg_database where datname = '{database}';")  # noqa: S608 - the name is checked to be plain just above; psql takes no parameters
+            if "(1 row)" not in exists:
+                server.psql(f'create database "{database}";')
+        except BaseException:
+            server.cleanup()
+            raise
     try:
-        exists = server.psql(f"select 1 from pg_database where datname = '{database}';")  # noqa: S608 - the name is checked to be plain just above; psql takes no parameters
-        if "(1 row)" not in exists:
-            server.psql(f'create database "{database}";')
         yield str(server.get_uri(database))
     finally:
         server.cleanup()
+
+
+@contextlib.contextmanager
+def _held(lock: Path) -> Iterator[None]:
+    """An exclusive lock on the file ``lock`` between processes, released when the block ends
+    (or the process does)."""
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
