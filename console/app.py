@@ -16,7 +16,7 @@ from msgspec import Struct
 from console.dashboard import dashboard_page
 from console.i18n import LANGUAGES
 from console.members import members_page
-from console.pages import cookie, render
+from console.pages import Refused, cookie, render
 from console.services import AnyRequest, services
 from console.session import (
     CSRF_COOKIE,
@@ -153,6 +153,10 @@ def _refused(request: AnyRequest, _: PermissionDenied) -> Response[str]:
     return render(request, "error.html", status_code=403, error="forbidden")
 
 
+def _role_refused(request: AnyRequest, exc: Refused) -> Response[str]:
+    return render(request, "error.html", session=exc.session, status_code=403, error="forbidden")
+
+
 def _failed(request: AnyRequest, exc: LoyaltyError) -> Response[str]:
     return render(request, "error.html", status_code=400, error="invalid", detail=exc.detail)
 
@@ -168,6 +172,7 @@ router = Router(
         SignInRequired: _signed_out,
         CSRFRefused: _csrf_refused,
         PermissionDenied: _refused,
+        Refused: _role_refused,
         LoyaltyError: _failed,
     },
     include_in_schema=False,

@@ -19,9 +19,8 @@ from litestar import Response, get
 from litestar.params import QueryParameter
 
 from console.chart import trend_path
-from console.pages import language_of, render
+from console.pages import language_of, render, staff_session
 from console.services import AnyRequest, services
-from console.session import SESSION_COOKIE, current_session
 from loyalty.access.roles import MARKETING_READERS
 from loyalty.core.errors import InvalidInput
 from loyalty.insights.kpis import daily_sales, kpis
@@ -127,10 +126,7 @@ async def dashboard_page(
     """The KPI cards and the trend chart for ``from`` to ``to`` (default: the last 30 business
     days); a bad period is a 400 page that says what to fix, as the API's message says it."""
     svc = services(request)
-    session = await current_session(svc, request.cookies.get(SESSION_COOKIE))
-    if session.role not in MARKETING_READERS:
-        return render(request, "error.html", session=session, status_code=403,
-                      error="forbidden")
+    session = await staff_session(request, MARKETING_READERS)
     settings = svc.settings
     tz, currency = ZoneInfo(settings.timezone), settings.currency
     now = dt.datetime.now(dt.UTC)

@@ -8,9 +8,8 @@ from typing import Annotated
 from litestar import Response, get
 from litestar.params import QueryParameter
 
-from console.pages import render
+from console.pages import render, staff_session
 from console.services import AnyRequest, services
-from console.session import SESSION_COOKIE, current_session
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import CONTACT_READERS, PROFILE_READERS
 from loyalty.core.db import transaction
@@ -32,10 +31,7 @@ async def members_page(
     """The search form and a page of results; an htmx request gets the results alone. A role
     that may not see contact details finds by number, name and kana only, as in the API."""
     svc = services(request)
-    session = await current_session(svc, request.cookies.get(SESSION_COOKIE))
-    if session.role not in PROFILE_READERS:
-        return render(request, "error.html", session=session, status_code=403,
-                      error="forbidden")
+    session = await staff_session(request, PROFILE_READERS)
     contacts = session.role in CONTACT_READERS
     page = None
     q = (q or "").strip() or None

@@ -4,6 +4,7 @@ language, the CSRF token) and the HTML response."""
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 from litestar import Response
@@ -13,7 +14,14 @@ from litestar.enums import MediaType
 from console.i18n import Language, environment, language_or
 from console.roles import pages_for
 from console.services import AnyRequest, services
-from console.session import CSRF_COOKIE, LANGUAGE_COOKIE, ConsoleSession, new_token
+from console.session import (
+    CSRF_COOKIE,
+    LANGUAGE_COOKIE,
+    SESSION_COOKIE,
+    ConsoleSession,
+    current_session,
+    new_token,
+)
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 # A page names its own scripts and styles only: no inline script, no other origin.
@@ -60,3 +68,22 @@ def render(request: AnyRequest, template: str, *, session: ConsoleSession | None
         timezone=services(request).settings.timezone, **context)
     return Response(html, status_code=status_code, media_type=MediaType.HTML,
                     headers=_SECURITY_HEADERS, cookies=cookies)
+
+
+class Refused(Exception):
+    """A signed-in staff member asked for a page or an action their role may not use: the
+    router answers with the 403 page, the navigation still shown."""
+
+    def __init__(self, session: ConsoleSession) -> None:
+        super().__init__(session.role)
+        self.session = session
+
+
+async def staff_session(request: AnyRequest, roles: Collection[str]) -> ConsoleSession:
+    """The signed-in staff member, when their role is one of ``roles`` (a set of
+    loyalty/access/roles.py, the one the API's guard for the same data takes); raises
+    SignInRequired without a session and Refused for another role."""
+    session = await current_session(services(request), request.cookies.get(SESSION_COOKIE))
+    if session.role not in roles:
+        raise Refused(session)
+    return session

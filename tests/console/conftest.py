@@ -1,15 +1,28 @@
-"""The browser the console's tests drive: Debian's chromium through its chromedriver (Selenium),
-never a downloaded build (tests/console/plugin.py skips them where it is missing)."""
+"""The console's browser fixtures: Debian's chromium through its chromedriver (Selenium), never
+a downloaded build (tests/console/plugin.py skips them where it is missing), and the service on
+a seeded database of each test module's own (a module adds data of its own on top through a
+``seeded_more`` fixture it defines, taking the database URL)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
+import asyncpg
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from loyalty.core.db import with_database
+from loyalty.core.embedded import ServiceUrls
+from tests.conftest import clone_database
+from tests.console.browsing import serving
 from tests.console.plugin import CHROMEDRIVER, CHROMIUM, browser_missing
+from tests.console.seed import seed
+
+# What a module adds to the common seed, given the database's URL (none by default).
+MoreSeed = Callable[[str], Awaitable[None]]
 
 
 @pytest.fixture(scope="module")
@@ -27,3 +40,43 @@ def chromium() -> Iterator[webdriver.Chrome]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def seeded_more() -> MoreSeed | None:
+    """Overridden by a module that needs more than tests/console/seed.py writes."""
+    return None
+
+
+@pytest.fixture(scope="module")
+async def console(
+    maintenance: asyncpg.Connection, template_db: str, servers: ServiceUrls,
+    tmp_path_factory: pytest.TempPathFactory, seeded_more: MoreSeed | None,
+) -> AsyncIterator[str]:
+    """The service on a seeded database of the module's own: the base URL."""
+    name = await clone_database(maintenance, template_db)
+    url = with_database(servers.database_url, name)
+    try:
+        await seed(url)
+        if seeded_more is not None:
+            await seeded_more(url)
+        with serving(url, servers.redis_url, tmp_path_factory.mktemp("console")) as base:
+            yield base
+    finally:
+        await maintenance.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def browser(chromium: webdriver.Chrome, console: str) -> webdriver.Chrome:
+    """The module's browser, signed out and in the default language."""
+    chromium.get(f"{console}/console/sign-in")
+    chromium.delete_all_cookies()
+    return chromium
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    configured = os.environ.get("LOYALTY_CONSOLE_SCREENSHOTS")
+    folder = Path(configured) if configured else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

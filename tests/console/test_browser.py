@@ -1,99 +1,20 @@
 """The console in a real headless Chromium, on seeded data: sign in, find a member by a
 full-width phone number, a form posted without its CSRF token, the language switch, what an
-analyst may not see, and the dashboard's chart. Each page is photographed (Japanese) into
-LOYALTY_CONSOLE_SCREENSHOTS when set (docs/console.md: `docs/console`), else into the test's
-temporary directory."""
+analyst may not see, and the dashboard's chart (fixtures: tests/console/conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import asyncpg
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from loyalty.core.db import with_database
-from loyalty.core.embedded import ServiceUrls
-from tests.conftest import clone_database
-from tests.console.seed import PASSWORD, seed, staff_email
-from tests.processes import free_port, wait_until_ready
+from tests.console.browsing import photograph, sign_in
+from tests.console.seed import staff_email
 
 pytestmark = pytest.mark.browser
-
-
-@contextmanager
-def serving(database: str, redis: str, data_dir: Path) -> Iterator[str]:
-    """The service, as `make run` serves it, on ``database``: its base URL."""
-    port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")},
-           "LOYALTY_DATABASE_URL": database, "LOYALTY_REDIS_URL": redis,
-           "LOYALTY_DATA_DIR": str(data_dir), "LOYALTY_PORT": str(port),
-           "LOYALTY_MIGRATE_ON_START": "false", "LOYALTY_SCHEDULER": "off",
-           "LOYALTY_LOG_LEVEL": "error", "LOYALTY_ARGON2_TIME_COST": "1",
-           "LOYALTY_ARGON2_MEMORY_KIB": "8", "LOYALTY_ARGON2_PARALLELISM": "1"}
-    server = subprocess.Popen(  # noqa: S603 - this environment's own `loyalty` command
-        [str(Path(sys.executable).parent / "loyalty"), "serve"], env=env,
-        start_new_session=True, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, server, seconds=60)
-        yield base
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-async def console(
-    maintenance: asyncpg.Connection, template_db: str, servers: ServiceUrls,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[str]:
-    """The service on a seeded database of the module's own: the base URL."""
-    name = await clone_database(maintenance, template_db)
-    url = with_database(servers.database_url, name)
-    try:
-        await seed(url)
-        with serving(url, servers.redis_url, tmp_path_factory.mktemp("console")) as base:
-            yield base
-    finally:
-        await maintenance.execute(f'drop database if exists "{name}" with (force)')
-
-
-@pytest.fixture
-def browser(chromium: webdriver.Chrome, console: str) -> webdriver.Chrome:
-    """The module's browser, signed out and in the default language."""
-    chromium.get(f"{console}/console/sign-in")
-    chromium.delete_all_cookies()
-    return chromium
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    configured = os.environ.get("LOYALTY_CONSOLE_SCREENSHOTS")
-    folder = Path(configured) if configured else tmp_path_factory.mktemp("screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def photograph(browser: webdriver.Chrome, photos: Path, name: str) -> None:
-    assert browser.save_screenshot(str(photos / f"{name}.png"))
-
-
-def sign_in(browser: webdriver.Chrome, base: str, role: str) -> None:
-    browser.get(f"{base}/console/sign-in")
-    browser.find_element(By.ID, "email").send_keys(staff_email(role))
-    browser.find_element(By.ID, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: staff_email(role) in b.page_source)
 
 
 def test_sign_in_and_find_a_member_by_a_full_width_phone_number(

@@ -1,0 +1,58 @@
+"""What the console's browser tests share: the service served as `make run` serves it, signing
+in through the form, and the screenshots every page leaves (Japanese, seeded data) in
+LOYALTY_CONSOLE_SCREENSHOTS when set (docs/console.md: `docs/console`), else in the test's
+temporary directory. The fixtures that use these live in tests/console/conftest.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.console.seed import PASSWORD, staff_email
+from tests.processes import free_port, wait_until_ready
+
+
+@contextmanager
+def serving(database: str, redis: str, data_dir: Path) -> Iterator[str]:
+    """The service, as `make run` serves it, on ``database``: its base URL."""
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")},
+           "LOYALTY_DATABASE_URL": database, "LOYALTY_REDIS_URL": redis,
+           "LOYALTY_DATA_DIR": str(data_dir), "LOYALTY_PORT": str(port),
+           "LOYALTY_MIGRATE_ON_START": "false", "LOYALTY_SCHEDULER": "off",
+           "LOYALTY_LOG_LEVEL": "error", "LOYALTY_ARGON2_TIME_COST": "1",
+           "LOYALTY_ARGON2_MEMORY_KIB": "8", "LOYALTY_ARGON2_PARALLELISM": "1"}
+    server = subprocess.Popen(  # noqa: S603 - this environment's own `loyalty` command
+        [str(Path(sys.executable).parent / "loyalty"), "serve"], env=env,
+        start_new_session=True, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, server, seconds=60)
+        yield base
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+
+
+def photograph(browser: webdriver.Chrome, photos: Path, name: str) -> None:
+    """The page as the browser shows it now, saved as ``name``.png."""
+    assert browser.save_screenshot(str(photos / f"{name}.png"))
+
+
+def sign_in(browser: webdriver.Chrome, base: str, role: str) -> None:
+    """Signs in through the form as the seeded staff member of ``role``."""
+    browser.get(f"{base}/console/sign-in")
+    browser.find_element(By.ID, "email").send_keys(staff_email(role))
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    WebDriverWait(browser, 10).until(lambda b: staff_email(role) in b.page_source)
