@@ -261,6 +261,10 @@ def test_every_message_has_a_japanese_translation() -> None:
 # The console's routes that answer without a session; every other page sends the browser to
 # sign in, and every POST without the CSRF token is refused.
 PUBLIC = {("GET", "/console/sign-in"), ("GET", "/console/static/{file_path:path}")}
+# A path parameter of each type, filled with a value of that type (any will do: the session is
+# checked before anything is looked up).
+PARAMETER = re.compile(r"\{\w+:(\w+)\}")
+EXAMPLES = {"uuid": "00000000-0000-7000-8000-000000000000", "str": "x", "int": "1"}
 
 
 async def test_every_console_page_needs_a_session_and_every_post_a_token(
@@ -270,7 +274,8 @@ async def test_every_console_page_needs_a_session_and_every_post_a_token(
               for method in getattr(route, "methods", ())
               if route.path.startswith("/console") and method not in {"OPTIONS", "HEAD"}}
     assert routes >= PUBLIC
-    for method, path in sorted(routes - PUBLIC):
+    for method, template in sorted(routes - PUBLIC):
+        path = PARAMETER.sub(lambda found: EXAMPLES[found.group(1)], template)
         answer = await client.request(method, path, data={} if method == "POST" else None)
         if method == "GET":
             assert answer.status_code == 303, path
