@@ -7,9 +7,7 @@ no credential leaves ``request.user`` None and the guards decide.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -19,6 +17,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import services_of
+from loyalty.access.addresses import client_address
 from loyalty.access.principals import MemberPrincipal, Principal, StaffPrincipal, TerminalPrincipal
 from loyalty.access.terminal_keys import is_api_key
 from loyalty.core.errors import AuthenticationFailed, PermissionDenied, RateLimited
@@ -39,38 +38,6 @@ def bearer_credential(scope: Scope) -> str | None:
                 raise AuthenticationFailed("use Authorization: Bearer <token>")
             return credential.strip()
     return None
-
-
-@functools.lru_cache(maxsize=64)
-def _network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    return ipaddress.ip_network(entry, strict=False)
-
-
-def _is_trusted(address: str, trusted: Iterable[str]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in _network(entry) for entry in trusted)
-
-
-def client_address(scope: Scope, trusted_proxies: Iterable[str]) -> str:
-    """The peer address or, behind trusted proxies, the nearest hop in X-Forwarded-For that
-    is not one of them. Hops a client wrote itself sit left of that and are never believed."""
-    client = scope.get("client")
-    peer = client[0] if client else "unknown"
-    if not trusted_proxies or not _is_trusted(peer, trusted_proxies):
-        return peer
-    for name, value in scope["headers"]:
-        if name == b"x-forwarded-for":
-            hops = [hop.strip() for hop in value.decode("latin-1").split(",") if hop.strip()]
-            for hop in reversed(hops):
-                if not _is_trusted(hop, trusted_proxies):
-                    try:
-                        return str(ipaddress.ip_address(hop))
-                    except ValueError:
-                        return peer
-    return peer
 
 
 def rate_limit_key(principal: Principal | None, address: str) -> str:

@@ -8,69 +8,37 @@ from litestar import Controller, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
-from api.auth import client_address
 from api.deps import AnyRequest, Db, Services, Svc, provide_conn, provide_services
+from loyalty.access.addresses import client_address
 from loyalty.access.sessions import (
     access_token,
     revoke_refresh_token_family,
     rotate_refresh_token,
     start_session,
 )
+from loyalty.access.sign_in import account_key, limit_address, verify_password
 from loyalty.access.staff import find_staff_login, staff_role
 from loyalty.core.db import Connection, transaction
-from loyalty.core.errors import AuthenticationFailed, InvalidInput, RateLimited
-from loyalty.core.normalize import normalize_email, normalize_phone, normalize_text
+from loyalty.core.errors import AuthenticationFailed
 from loyalty.members.profiles import find_login, register_member
 from schemas.auth import LogoutRequest, MemberLogin, RefreshRequest, StaffLogin, Tokens
 from schemas.members import MemberRegistration, Registered
 
-_WRONG = "the e-mail address, phone number or password is wrong"
-
 
 async def _limit_address(request: AnyRequest, services: Svc) -> None:
     """Sign-in endpoints are limited per client address, whoever the caller claims to be."""
-    address = client_address(request.scope, services.settings.trusted_proxies)
-    wait = await services.limiter.hit(
-        f"sign-in:{address}", limit=services.settings.login_rate_limit_per_minute,
-        period_seconds=60,
-    )
-    if wait:
-        raise RateLimited("too many sign-in attempts from this address", retry_after=wait)
+    await limit_address(services.limiter, services.settings,
+                        client_address(request.scope, services.settings.trusted_proxies))
 
 
 # Other answers to "does this contact belong to a member?" count here too (api/members.py).
 limit_sign_in_address = _limit_address
 
 
-def account_key(kind: str, account_id: UUID | None, *, email: str | None = None,
-                phone: str | None = None, region: str = "JP") -> str:
-    """The key wrong passwords are counted under: the account when the identifier names one,
-    else the identifier as the account would store it, so ``080-2345-6789`` and
-    ``+81 80 2345 6789`` are counted together whether or not anyone has that number."""
-    if account_id is not None:
-        return f"login:{kind}:{account_id}"
-    try:
-        identifier = normalize_phone(phone, region) if phone is not None \
-            else normalize_email(email or "")
-    except InvalidInput:
-        # Names no account anyone could hold; still counted, as typed (normalised text).
-        identifier = normalize_text(phone or email or "").lower()
-    return f"login:{kind}:{identifier}"
-
-
-async def _verify_password(
-    services: Svc, account_key: str, stored_hash: str | None, password: str
-) -> None:
-    """Check a password under the per-account failure limit that stops guessing."""
-    settings = services.settings
-    window = dict(limit=settings.login_failures_per_account,
-                  period_seconds=settings.login_failure_window_seconds)
-    wait = await services.limiter.peek(account_key, **window)
-    if wait:
-        raise RateLimited("too many failed attempts for this account", retry_after=wait)
-    if not await services.passwords.verify(stored_hash, password) or stored_hash is None:
-        await services.limiter.hit(account_key, **window)
-        raise AuthenticationFailed(_WRONG, code="invalid_credentials")
+async def _verify_password(services: Svc, key: str, stored_hash: str | None,
+                           password: str) -> None:
+    await verify_password(services.limiter, services.passwords, services.settings, key=key,
+                          stored_hash=stored_hash, password=password)
 
 
 async def _start_session(

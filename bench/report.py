@@ -12,7 +12,8 @@ from bench.harness import RESULTS, ROOT, Result
 
 _FILE_NAMES = {"earn": "earn", "earn latency at half load (p99)": "latency",
                "member read": "read", "retry storm": "storm", "expiry": "expiry",
-               "launch": "launch", "dormancy": "dormancy"}
+               "launch": "launch", "dormancy": "dormancy",
+               "console pages": "console"}
 
 
 def report(results: list[Result]) -> None:

@@ -1,7 +1,7 @@
 """``make bench``: load a data set, start the service as production would, run the scenarios,
 and print each figure next to a reference measured in the same run on the same database.
 
-    python -m bench.run [--members N] [--scenarios earn,latency,read,storm,expiry,launch]
+    python -m bench.run [--members N] [--scenarios earn,latency,read,storm,console,expiry,launch]
                         [--duration S]
 
 ``dormancy`` is run only when named in ``--scenarios``.
@@ -28,6 +28,7 @@ from uuid import UUID
 
 import asyncpg
 
+from bench.console import console_scenario
 from bench.harness import DATA_DIR, DATABASE, WORK, Result, say
 from bench.http import find_pgbench, find_wrk, http_scenarios, running_service
 from bench.load import load
@@ -43,7 +44,7 @@ from loyalty.core.settings import load_settings
 
 # The scenarios that go through the service (and need wrk); the others call the project's
 # functions on copies of the data set.
-HTTP_SCENARIOS = ("earn", "latency", "read", "storm")
+HTTP_SCENARIOS = ("earn", "latency", "read", "storm", "console")
 SCENARIOS = (*HTTP_SCENARIOS, "expiry", "launch")
 # Run only when asked for (--scenarios dormancy); the default stays the list above.
 OPTIONAL_SCENARIOS = ("dormancy",)
@@ -131,6 +132,8 @@ def main() -> None:
                 chosen, wrk_binary=wrk_binary, pgbench_binary=pgbench_binary, base=base,
                 dsn=dsn, prepared=prepared, members=args.members, duration=args.duration,
                 connections=args.connections, threads=args.threads, common=common)
+            if "console" in chosen:
+                results.append(console_scenario(base, dsn, common))
         if "expiry" in chosen:
             results.append(asyncio.run(expiry_scenario(urls.database_url)))
         if "launch" in chosen:

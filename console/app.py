@@ -29,9 +29,16 @@ from console.session import (
     end_session,
     sign_in,
 )
+from loyalty.access.addresses import client_address
+from loyalty.access.sign_in import account_key, limit_address, verify_password
 from loyalty.access.staff import find_staff_login
 from loyalty.core.db import transaction
-from loyalty.core.errors import LoyaltyError, PermissionDenied
+from loyalty.core.errors import (
+    AuthenticationFailed,
+    LoyaltyError,
+    PermissionDenied,
+    RateLimited,
+)
 from loyalty.core.normalize import normalize_email
 from schemas.base import whole
 
@@ -79,24 +86,30 @@ async def sign_in_page(request: AnyRequest, reason: Reason = None) -> Response[s
 async def sign_in_submit(
     request: AnyRequest, data: URLEncodedBody[SignInForm]
 ) -> Response[Any]:
-    """Check the password as the API's staff log-in does, under the same per-account limit of
-    failures (counted under the same key), then open a session."""
+    """Check the password as the API's staff log-in does, under the same limits (attempts per
+    client address, failures per account, counted under the same keys), then open a session."""
     check_csrf(request, request.cookies.get(CSRF_COOKIE), data.csrf_token)
     svc = services(request)
     settings = svc.settings
-    async with transaction(svc.pool) as conn:
-        row = await find_staff_login(conn, data.email)
-    key = f"login:staff:{row['staff_id']}" if row else None
-    window = dict(limit=settings.login_failures_per_account,
-                  period_seconds=settings.login_failure_window_seconds)
-    if key and await svc.limiter.peek(key, **window):
+    try:
+        await limit_address(svc.limiter, settings,
+                            client_address(request.scope, settings.trusted_proxies))
+    except RateLimited:
+        return render(request, "sign_in.html", status_code=429, error="address_limited",
+                      email=data.email)
+    try:
+        async with transaction(svc.pool) as conn:
+            row = await find_staff_login(conn, data.email)
+        await verify_password(
+            svc.limiter, svc.passwords, settings,
+            key=account_key("staff", row["staff_id"] if row else None, email=data.email),
+            stored_hash=row["password_hash"] if row else None, password=data.password)
+    except RateLimited:
         return render(request, "sign_in.html", status_code=429, error="limited",
                       email=data.email)
-    stored = row["password_hash"] if row else None
-    if not await svc.passwords.verify(stored, data.password) or row is None:
-        if key:
-            await svc.limiter.hit(key, **window)
+    except AuthenticationFailed:
         return render(request, "sign_in.html", status_code=401, error="wrong", email=data.email)
+    assert row is not None
     secret, _ = await sign_in(svc, staff_id=row["staff_id"], email=normalize_email(data.email),
                               role=row["role"])
     return Redirect("/console", status_code=303,

@@ -80,6 +80,25 @@ async def test_a_wrong_password_is_refused_on_the_form(client: httpx.AsyncClient
     assert (await client.get("/console")).status_code == 303
 
 
+async def test_sign_in_is_limited_per_client_address_as_the_apis_is(app_with: AppWith) -> None:
+    """The console's form and the API's log-in count attempts from one address together."""
+    async with app_with(login_rate_limit_per_minute=4) as (client, _):
+        form = await client.get("/console/sign-in")
+        statuses = []
+        for i in range(3):
+            answer = await client.post("/console/sign-in", data={
+                "email": f"nobody{i}@staff.example", "password": "x", "csrf_token": csrf_of(form)})
+            statuses.append(answer.status_code)
+        api = await client.post("/v1/auth/staff/login",
+                                json={"email": "nobody@staff.example", "password": "x"})
+        limited = await client.post("/console/sign-in", data={
+            "email": "nobody9@staff.example", "password": "x", "csrf_token": csrf_of(form)})
+        assert statuses == [401, 401, 401]
+        assert api.status_code == 401
+        assert limited.status_code == 429
+        assert "このネットワークからのサインインの試行が多すぎます" in limited.text
+
+
 @pytest.mark.usefixtures("seeded")
 async def test_posts_without_the_csrf_token_are_refused_with_a_page(
     client: httpx.AsyncClient,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.auth import client_address
+from loyalty.access.addresses import client_address
 
 
 def scope(peer: str, forwarded: str | None = None) -> Any:
