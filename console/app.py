@@ -111,7 +111,7 @@ async def sign_in_submit(
         return render(request, "sign_in.html", status_code=401, error="wrong", email=data.email)
     assert row is not None
     secret, _ = await sign_in(svc, staff_id=row["staff_id"], email=normalize_email(data.email),
-                              role=row["role"])
+                              role=row["role"], display_name=row["display_name"])
     return Redirect("/console", status_code=303,
                     cookies=[cookie(request, SESSION_COOKIE, secret)])
 

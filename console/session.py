@@ -49,6 +49,8 @@ class ConsoleSession:
     session_id: str
     started_at: float
     csrf_token: str
+    # What the staff member is called (the account's display name; may be empty).
+    display_name: str = ""
 
     @property
     def principal(self) -> StaffPrincipal:
@@ -82,8 +84,8 @@ def _seconds_left(services: ConsoleServices, session: ConsoleSession, now: float
     return int(min(settings.console_idle_timeout_seconds, absolute))
 
 
-async def sign_in(services: ConsoleServices, *, staff_id: UUID, email: str,
-                  role: str) -> tuple[str, ConsoleSession]:
+async def sign_in(services: ConsoleServices, *, staff_id: UUID, email: str, role: str,
+                  display_name: str = "") -> tuple[str, ConsoleSession]:
     """A new session for a staff account whose password was checked: the cookie's secret and
     the session. Its family lives no longer than the console's absolute timeout."""
     max_age = services.settings.console_session_max_age_seconds
@@ -96,7 +98,7 @@ async def sign_in(services: ConsoleServices, *, staff_id: UUID, email: str,
     assert principal.session_id is not None
     session = ConsoleSession(staff_id=str(staff_id), email=email, role=role,
                              session_id=str(principal.session_id), started_at=time.time(),
-                             csrf_token=new_token())
+                             csrf_token=new_token(), display_name=display_name)
     secret = new_token()
     await services.redis.set(_key(secret), msgspec.json.encode(asdict(session)),
                              ex=_seconds_left(services, session, session.started_at))

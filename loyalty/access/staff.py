@@ -36,13 +36,14 @@ async def create_staff(
 
 
 async def find_staff_login(conn: Connection, email: str) -> Any:
-    """(staff_id, password_hash, role) of an active account, or None."""
+    """(staff_id, password_hash, role, display_name) of an active account, or None."""
     try:
         email = normalize_email(email)
     except Exception:
         return None
     return await conn.fetchrow(
-        "select staff_id, password_hash, role from staff where email = $1 and active", email
+        "select staff_id, password_hash, role, display_name from staff where email = $1 and active",
+        email,
     )
 
 

@@ -18,6 +18,9 @@ from schemas.members import Member, MemberRegistration
 
 PASSWORD = "correct horse battery staple"
 ROLES = ("admin", "support", "marketer", "analyst")
+# Each seeded account's display name: its desk, not a person.
+DISPLAY_NAMES = {"admin": "管理担当", "support": "サポート窓口", "marketer": "販促担当",
+                 "analyst": "分析担当"}
 MEMBERS = (
     ("山田 太郎", "ヤマダ タロウ", "taro.yamada@example.jp", "090-1234-5678"),
     ("佐藤 花子", "サトウ ハナコ", "hanako.sato@example.jp", "080-2345-6789"),
@@ -44,7 +47,7 @@ async def _seed(conn: Connection) -> list[Member]:
     password_hash = await passwords.hash(PASSWORD)
     for role in ROLES:
         await create_staff(conn, email=staff_email(role), password_hash=password_hash,
-                           role=role, display_name=f"{role} staff")
+                           role=role, display_name=DISPLAY_NAMES[role])
     members = [
         await register_member(
             conn, MemberRegistration(password=PASSWORD, name=name, name_kana=kana, email=email,

@@ -67,6 +67,7 @@ async def test_sign_in_sets_a_strict_http_only_cookie_and_shows_who(
     home = await client.get("/console")
     assert home.status_code == 200
     assert staff_email("support") in home.text
+    assert "サポート窓口（support@staff.example）でサインイン中" in home.text
     assert "サポート" in home.text  # the role, in the default language
 
 
