@@ -400,5 +400,7 @@ def _match_query(q: str, param: Any, region: str, by_contact: bool) -> str:
             matches.append(f"phone = {param(normalize_phone(q, region))}")
     key = _like_prefix(search_key(q))
     matches.append(f"name_key like {param(key)}")
-    matches.append(f"kana_key like {param(key)}")
+    # members_kana_key indexes non-empty kana only; the planner cannot tell that a LIKE implies
+    # it, and without the index one branch of the OR reads every member (0.8 s at 1,000,000).
+    matches.append(f"(kana_key <> '' and kana_key like {param(key)})")
     return " or ".join(matches)
