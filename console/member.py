@@ -285,8 +285,8 @@ async def adjust_member_points(
             return _not_found(request, session)
         except InsufficientPoints:
             errors["points"] = "insufficient"
-        except Conflict as refused:
-            errors["points"] = "suspended" if refused.code == "member_suspended" else "conflict"
+        except Conflict:
+            errors["points"] = "conflict"
         except InvalidInput as invalid:
             errors[invalid.field or "points"] = "reused" \
                 if invalid.code == "idempotency_key_reused" else "invalid"
