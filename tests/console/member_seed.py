@@ -21,11 +21,12 @@ from loyalty.points.actions import record_action
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.coupon_templates import create_template
 from loyalty.promotions.coupon_wallet import issue_coupons
+from schemas.base import BirthDate
 from schemas.coupons import CouponTemplateCreate, FixedAmount
 from schemas.members import ConsentChoice, MemberRegistration, StaffMemberUpdate
 from tests.console.seed import MEMBERS, PASSWORD
 
-BIRTH_DATE = dt.date(1985, 4, 12)
+BIRTH_DATE = BirthDate(1985, 4, 12)
 TWIN_EMAIL = "yamada.t@example.com"
 COUPON = "誕生月500円引き"
 

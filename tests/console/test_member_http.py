@@ -6,6 +6,7 @@ field when the form is wrong, and done once however often the same form is sent.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from uuid import UUID
 
 import asyncpg
@@ -31,7 +32,7 @@ async def members(settings: Settings) -> Seeded:
 
 
 @pytest.fixture
-async def db(settings: Settings) -> asyncpg.Connection:
+async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     assert settings.database_url
     conn = await asyncpg.connect(settings.database_url)
     yield conn
@@ -304,6 +305,7 @@ async def test_merge_shows_both_members_then_moves_the_points_once(
                              members.yamada) == before + twin_points
     row = await db.fetchrow("select status, merged_into from members where member_id = $1",
                             members.twin)
+    assert row is not None
     assert (row["status"], row["merged_into"]) == ("merged", members.yamada)
     assert await db.fetchval("select count(*) from audit_log where action = 'members.merge'"
                              ) == 1
