@@ -65,6 +65,8 @@ Done = Annotated[Literal["adjusted", "suspended", "reinstated", "merged"] | None
 Target = Annotated[Literal["active", "suspended"], QueryParameter()]
 # The key a form carries (new_key); another is replaced by a fresh one.
 _KEY = re.compile(r"[A-Za-z0-9_-]{1,100}")
+# What schemas.points.Reason refuses.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _(message: str) -> str:
@@ -168,14 +170,16 @@ async def _page_context(conn: Connection, svc: ConsoleServices, session: Console
     role = session.role
     now = dt.datetime.now(dt.UTC)
     member = as_seen_by(role, await get_member(conn, member_id))
-    ledger = role in LEDGER_READERS
+    # A merged member's ledger reads follow the merge to the survivor: their page points there.
+    merged = member.merged_into is not None
+    ledger = role in LEDGER_READERS and not merged
     context: dict[str, Any] = {
         "member": member, "contacts": role in CONTACT_READERS, "ledger": ledger,
         "may_adjust": role in POINTS_ADJUSTERS, "may_edit": role in MEMBER_EDITORS,
         "consents": await get_consents(conn, member_id),
         "statuses": await status_history(conn, member_id),
-        "tier": await member_tier(conn, member_id, rulebook=svc.rulebook,
-                                  tz=svc.programme.timezone, now=now),
+        "tier": None if merged else await member_tier(
+            conn, member_id, rulebook=svc.rulebook, tz=svc.programme.timezone, now=now),
         "coupons": await wallet(conn, member_id, status=None, now=now, limit=SECTION_PAGE,
                                 cursor=None),
         "events": await my_events(conn, member_id, now=now, limit=SECTION_PAGE),
@@ -187,7 +191,7 @@ async def _page_context(conn: Connection, svc: ConsoleServices, session: Console
         context["summary"] = await points_summary(conn, member_id, rulebook=svc.rulebook,
                                                   programme=svc.programme, now=now)
         context["entries"], context["next_cursor"] = await _history(conn, member_id, None)
-    if role in MEMBER_EDITORS and member.merged_into is None:
+    if role in MEMBER_EDITORS and not merged:
         context["duplicates"] = await duplicates_of(conn, member_id)
     await _audit_read(conn, session, member_id)
     return context
@@ -235,6 +239,19 @@ async def member_history(request: AnyRequest, member_id: FromPath[UUID],
                   entries=entries, next_cursor=next_cursor, **_formatters(request))
 
 
+def _reason(text: str) -> tuple[str, str | None]:
+    """A reason as the API's Reason type takes it (3 to 500 characters once trimmed, no
+    control characters), or what is wrong with it."""
+    if _CONTROL.search(text):
+        return text, "control"
+    reason = normalize_text(text) if len(text) <= 4 * REASON_MAX else text
+    if len(reason) < 3:
+        return reason, "short"
+    if len(reason) > REASON_MAX:
+        return reason, "long"
+    return reason, None
+
+
 def _adjustment_errors(form: AdjustForm) -> tuple[dict[str, str], int, str]:
     """The form's points and reason as the API's Adjustment takes them, or what is wrong with
     each (a word the template turns into the message)."""
@@ -251,11 +268,9 @@ def _adjustment_errors(form: AdjustForm) -> tuple[dict[str, str], int, str]:
             errors["points"] = "zero"
         elif abs(points) > POINTS_LIMIT:
             errors["points"] = "range"
-    reason = normalize_text(form.reason) if len(form.reason) <= 4 * REASON_MAX else form.reason
-    if len(reason) < 3:
-        errors["reason"] = "short"
-    elif len(reason) > REASON_MAX:
-        errors["reason"] = "long"
+    reason, error = _reason(form.reason)
+    if error:
+        errors["reason"] = error
     return errors, points, reason
 
 
@@ -308,15 +323,6 @@ async def _once(conn: Connection, svc: ConsoleServices, idempotency: Idempotency
     await record_response(conn, idempotency, 200, json_encoder.encode(result))
 
 
-def _status_reason(text: str) -> tuple[str, str | None]:
-    reason = normalize_text(text) if len(text) <= 4 * REASON_MAX else text
-    if len(reason) < 3:
-        return reason, "short"
-    if len(reason) > REASON_MAX:
-        return reason, "long"
-    return reason, None
-
-
 @get("/members/{member_id:uuid}/status")
 async def status_form(request: AnyRequest, member_id: FromPath[UUID],
                       to: Target = "suspended") -> Response[str]:
@@ -348,7 +354,7 @@ async def change_status(request: AnyRequest, member_id: FromPath[UUID],
     session = await staff_session(request, MEMBER_EDITORS)
     check_csrf(request, session.csrf_token, data.csrf_token)
     to = data.status if data.status in ("active", "suspended") else "suspended"
-    reason, error = _status_reason(data.reason)
+    reason, error = _reason(data.reason)
     if data.status not in ("active", "suspended"):
         error = "status"
     if error:

@@ -172,6 +172,7 @@ async def test_an_adjustment_writes_one_entry_even_when_the_form_is_sent_twice(
     ("100", "   ", "理由を3文字以上で入力してください"),
     ("100", "", "理由を3文字以上で入力してください"),
     ("999999999999", "お詫び", "100,000,000 ポイントまで"),
+    ("100", "お詫\x01び", "見えない制御文字"),
 ])
 async def test_a_wrong_adjustment_comes_back_with_the_message_and_changes_nothing(
     client: httpx.AsyncClient, members: Seeded, db: asyncpg.Connection,
@@ -312,6 +313,12 @@ async def test_merge_shows_both_members_then_moves_the_points_once(
     page = await client.get(merged.headers["location"])
     assert "会員を統合しました" in page.text
     assert "この会員と似た会員は見つかりません" in page.text
+    # The merged member's page points to the survivor and shows no one's points as theirs.
+    gone = await client.get(f"/console/members/{members.twin}")
+    assert gone.status_code == 200
+    assert f'href="/console/members/{members.yamada}"' in gone.text
+    assert "ポイント履歴" not in gone.text
+    assert "/adjust" not in gone.text
     # A new form for a merge already done says so and changes nothing.
     compare = await client.get(f"/console/members/{members.yamada}/merge/{members.twin}")
     late = await client.post(f"/console/members/{members.yamada}/merge/{members.twin}",
@@ -336,3 +343,15 @@ def test_every_label_of_the_member_page_has_a_japanese_translation() -> None:
     with (LOCALE / "ja" / "LC_MESSAGES" / "console.po").open("rb") as po:
         catalogue = {m.id: m.string for m in read_po(po) if m.id}
     assert [label for label in LABELS.values() if not catalogue.get(label)] == []
+
+
+async def test_odd_query_parameters_are_refused_not_failed(
+    client: httpx.AsyncClient, members: Seeded,
+) -> None:
+    await sign_in(client, "support")
+    for path in (f"/console/members/{members.yamada}?done=<b>",
+                 f"/console/members/{members.yamada}/status?to=erased",
+                 f"/console/members/{members.yamada}/history?cursor=%3Cscript%3E",
+                 f"/console/members/{members.yamada}/history?cursor=AAAA"):
+        answer = await client.get(path)
+        assert answer.status_code == 400, (path, answer.status_code)
