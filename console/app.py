@@ -15,6 +15,15 @@ from msgspec import Struct
 
 from console.dashboard import dashboard_page
 from console.i18n import LANGUAGES
+from console.member import (
+    adjust_member_points,
+    change_status,
+    member_history,
+    member_page,
+    merge,
+    merge_comparison,
+    status_form,
+)
 from console.members import members_page
 from console.pages import Refused, cookie, render
 from console.services import AnyRequest, services
@@ -178,6 +187,8 @@ router = Router(
     path="/console",
     route_handlers=[
         home, sign_in_page, sign_in_submit, sign_out, choose_language, members_page, dashboard_page,
+        member_page, member_history, adjust_member_points, status_form, change_status,
+        merge_comparison, merge,
         create_static_files_router(path="/static", directories=[STATIC], name="console:static",
                                    include_in_schema=False),
     ],

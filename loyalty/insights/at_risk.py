@@ -23,6 +23,7 @@ first member again, completes it; a second run for the same moment changes no ro
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from uuid import UUID
 
 from loyalty.core.db import Connection
@@ -123,3 +124,26 @@ async def flag_at_risk(
         if row["last"] is None:
             return totals
         after = row["last"]
+
+
+@dataclass(frozen=True, slots=True)
+class AtRiskFlag:
+    """Why the last run flagged a member: their usual days between purchases, and the days
+    since their last one."""
+
+    flagged_at: dt.datetime
+    last_purchase_at: dt.datetime
+    purchases: int
+    typical_interval_days: float
+    days_since: int
+
+
+async def member_at_risk(conn: Connection, member_id: UUID) -> AtRiskFlag | None:
+    """The member's at-risk flag as the last run left it, or None when not flagged."""
+    row = await conn.fetchrow(
+        """
+        select flagged_at, last_purchase_at, purchases, typical_interval_days, days_since
+          from member_at_risk where member_id = $1
+        """,
+        member_id)
+    return AtRiskFlag(**dict(row)) if row is not None else None

@@ -6,7 +6,9 @@ distribution, by score and by named segment (docs/analytics.md)."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import get_args
+from uuid import UUID
 
 from loyalty.core.db import Connection
 from schemas.analytics import RfmCell, RfmDistribution, RfmSegment, RfmSegmentName
@@ -173,3 +175,33 @@ async def rfm_distribution(conn: Connection) -> RfmDistribution:
         computed_at=max((r["computed_at"] for r in rows), default=None),
         window_days=max((r["window_days"] for r in rows), default=None),
         cells=cells, segments=segments)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRfm:
+    """One member's scores as of the last refresh, and the named segment they put them in."""
+
+    recency_score: int
+    frequency_score: int
+    monetary_score: int
+    segment: RfmSegmentName
+    recency_days: int
+    frequency: int
+    monetary: int
+    computed_at: dt.datetime
+
+
+async def member_rfm(conn: Connection, member_id: UUID) -> MemberRfm | None:
+    """The member's RFM scores and segment, or None when the last refresh did not score them
+    (no purchase, or not active or dormant)."""
+    row = await conn.fetchrow(
+        """
+        select recency_score, frequency_score, monetary_score, recency_days, frequency,
+               monetary, computed_at
+          from member_rfm where member_id = $1
+        """,
+        member_id)
+    if row is None:
+        return None
+    return MemberRfm(segment=rfm_segment(row["recency_score"], row["frequency_score"]),
+                     **dict(row))

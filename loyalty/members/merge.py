@@ -95,6 +95,65 @@ async def find_duplicates(
     return groups, next_after
 
 
+# The rules of _DUPLICATES, for one member: who shares each with them. Each arm reads the
+# member's own keys first, so it looks up equal keys rather than grouping every member.
+_DUPLICATES_OF = """
+with me as (
+    select * from members where member_id = $1
+), alike as (
+    select 'same name and birth date' as reason, m.member_id
+      from members m, me
+     where me.birth_date is not null and m.birth_date = me.birth_date
+       and m.name_key = me.name_key
+    union all
+    select 'same reading and birth date', m.member_id
+      from members m, me
+     where me.birth_date is not null and me.kana_key <> '' and m.birth_date = me.birth_date
+       and m.kana_key = me.kana_key
+    union all
+    select 'same name and postal code', m.member_id
+      from members m, me
+     where me.postal_code is not null and m.postal_code = me.postal_code
+       and m.name_key = me.name_key
+    union all
+    select 'same mailbox', m.member_id
+      from members m, me
+     where me.email is not null and m.email is not null
+       and regexp_replace(m.email, '\\+[^@]*@', '@') = regexp_replace(me.email, '\\+[^@]*@', '@')
+    union all
+    select 'look-alike e-mail', m.member_id
+      from members m, me
+     where me.email_skeleton is not null and m.email_skeleton = me.email_skeleton
+    union all
+    select 'look-alike name', m.member_id
+      from members m, me
+     where me.name_skeleton is not null and m.name_skeleton = me.name_skeleton
+       and m.name_key <> me.name_key
+)
+select a.reason, array_agg(a.member_id order by a.member_id) as ids
+  from alike a join members m on m.member_id = a.member_id, me
+ where a.member_id <> $1 and m.status in ('active', 'dormant', 'suspended')
+   and me.status in ('active', 'dormant', 'suspended')
+ group by a.reason
+ order by a.reason
+"""
+
+
+async def duplicates_of(conn: Connection, member_id: UUID) -> list[DuplicateGroup]:
+    """The groups of ``find_duplicates`` this member belongs to, by the same rules: each
+    reason with the member first, then the others who share it."""
+    rows = await conn.fetch(_DUPLICATES_OF, member_id)
+    ids = sorted({member_id} | {other for row in rows for other in row["ids"]})
+    members = {
+        row["member_id"]: msgspec.convert(dict(row), Member)
+        for row in await conn.fetch(
+            f"select {MEMBER_COLUMNS} from members where member_id = any($1::uuid[])", ids)  # noqa: S608 - a module constant column list
+    }
+    return [DuplicateGroup(reason=row["reason"],
+                           members=[members[member_id], *(members[i] for i in row["ids"])])
+            for row in rows]
+
+
 async def merge_members(
     conn: Connection, *, survivor_id: UUID, merged_id: UUID, staff_id: UUID, now: dt.datetime,
 ) -> Member:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 from uuid import UUID
 
@@ -297,6 +298,29 @@ async def get_consents(conn: Connection, member_id: UUID) -> Consents:
     for consent in history:
         current.setdefault(consent.purpose, consent)
     return Consents(current=sorted(current.values(), key=lambda c: c.purpose), history=history)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One change of a member's status, and why: ``staff``, ``merge``, ``dormancy``,
+    ``activity`` (back from dormant), ``update``..., as migration 0010's trigger records it."""
+
+    changed_at: dt.datetime
+    from_status: str
+    to_status: str
+    reason: str
+
+
+async def status_history(conn: Connection, member_id: UUID, *, limit: int = 50
+                         ) -> list[StatusChange]:
+    """The member's last ``limit`` status changes, newest first."""
+    rows = await conn.fetch(
+        """
+        select changed_at, from_status, to_status, reason from member_status_changes
+         where member_id = $1 order by changed_at desc, change_id desc limit $2
+        """,
+        member_id, limit)
+    return [StatusChange(**dict(row)) for row in rows]
 
 
 # The channel of a choice recorded by staff or by the system (the import) is who wrote it.
