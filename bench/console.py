@@ -35,6 +35,7 @@ PAGES: tuple[tuple[str, str], ...] = (
     ("dashboard", "/console/dashboard"),
     ("members: search by name", "/console/members?q={name}"),
     ("members: search by e-mail start", "/console/members?q={email}"),
+    ("member page", "/console/members/{member_id}"),
 )
 
 
