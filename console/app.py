@@ -17,6 +17,7 @@ from console.dashboard import dashboard_page
 from console.i18n import LANGUAGES
 from console.members import members_page
 from console.pages import Refused, cookie, render
+from console.rules import rules_diff_page, rules_editor, rules_page, save_rules, simulate_rules
 from console.services import AnyRequest, services
 from console.session import (
     CSRF_COOKIE,
@@ -29,6 +30,7 @@ from console.session import (
     end_session,
     sign_in,
 )
+from console.tiers import save_tiers, tiers_editor, tiers_page
 from loyalty.access.staff import find_staff_login
 from loyalty.core.db import transaction
 from loyalty.core.errors import LoyaltyError, PermissionDenied
@@ -165,6 +167,8 @@ router = Router(
     path="/console",
     route_handlers=[
         home, sign_in_page, sign_in_submit, sign_out, choose_language, members_page, dashboard_page,
+        rules_page, rules_editor, save_rules, simulate_rules, rules_diff_page,
+        tiers_page, tiers_editor, save_tiers,
         create_static_files_router(path="/static", directories=[STATIC], name="console:static",
                                    include_in_schema=False),
     ],
