@@ -75,10 +75,12 @@ def rules_diff(older: EarningRules, newer: EarningRules,
 
 @dataclass(frozen=True, slots=True)
 class Described:
-    """A condition in words: ``label`` is a catalogue message, ``values`` what it names."""
+    """A condition in words: ``label`` is a catalogue message, ``values`` what it names;
+    ``days`` the weekdays it names, for the template to translate."""
 
     label: str
     values: str
+    days: tuple[str, ...] = ()
 
 
 def _(message: str) -> str:
@@ -96,7 +98,7 @@ def describe_condition(condition: Condition) -> Described:
         case StoreIs(stores=stores):
             return Described(_("Store is one of"), ", ".join(stores))
         case WeekdayIs(days=days):
-            return Described(_("Day of the week is"), ", ".join(days))
+            return Described(_("Day of the week is"), ", ".join(days), tuple(days))
         case TimeWindow(start=start, end=end):
             return Described(_("Time of day"),
                              f"{start.isoformat('minutes')}–{end.isoformat('minutes')}")

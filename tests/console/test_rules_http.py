@@ -21,6 +21,7 @@ from loyalty.core.db import init_connection
 from loyalty.core.settings import Settings
 from loyalty.points.rules import rule_history
 from schemas.rules import (
+    WEEKDAYS,
     BirthdayMonth,
     CategoryIs,
     EarningRules,
@@ -48,6 +49,16 @@ async def versions(settings: Settings) -> list[int]:
     try:
         await init_connection(conn)
         return [rule_set.version for rule_set in await rule_history(conn)]
+    finally:
+        await conn.close()
+
+
+async def fetch(settings: Settings, sql: str, *args: object) -> list[asyncpg.Record]:
+    assert settings.database_url
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await init_connection(conn)
+        return list(await conn.fetch(sql, *args))
     finally:
         await conn.close()
 
@@ -183,6 +194,10 @@ async def test_a_valid_edit_makes_exactly_one_new_version(
     assert "週末2倍" in page.text
     assert "曜日" in page.text  # the condition in words
     assert "marketer@staff.example" in page.text  # who made it, in the history
+    audit = await fetch(settings, "select action, details from audit_log"
+                                  " where action = 'earning_rules.replace'")
+    assert [(row["action"], row["details"]["version"], row["details"]["via"])
+            for row in audit] == [("earning_rules.replace", 2, "console")]
     # The same form sent again (a double click) is refused: the rules moved on.
     again = await client.post("/console/rules/edit", data={
         "rules": json.dumps(rules), "version": version, "csrf_token": token})
@@ -267,8 +282,32 @@ def test_the_condition_labels_are_translated() -> None:
         WeekdayIs(days=["mon"]), TimeWindow(start=dt.time(1), end=dt.time(2)),
         BirthdayMonth())}
     assert all(catalogue.get(label) for label in labels), labels
+    assert all(catalogue.get(day) for day in WEEKDAYS)  # the days a weekday condition names
 
 
 def test_rules_the_schema_reads_are_what_the_editor_shows() -> None:
     assert json.loads(rulebook.pretty_json(EarningRules()))["base"] == {
         "points": 1, "per_amount": 100}
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_a_change_multiplying_recent_earnings_needs_the_confirmation(
+    client: httpx.AsyncClient, settings: Settings,
+) -> None:
+    """As PUT /v1/earning-rules: refused until confirmed, the API's numbers shown."""
+    await fetch(settings, """
+        update purchases set lines = '[{"sku": "A", "unit_price": 1000, "quantity": 1,
+                                        "category": "food"}]', total = 1000
+        """)
+    token = await sign_in(client, "marketer")
+    rules, version = await editor(client)
+    rules["base"]["points"] = 100
+    form = {"rules": json.dumps(rules), "version": version, "csrf_token": token}
+    refused = await client.post("/console/rules/edit", data=form)
+    assert refused.status_code == 400
+    assert "この変更には確認が必要です" in refused.text
+    assert "would earn" in refused.text  # the API's own figures
+    assert await versions(settings) == [1]
+    confirmed = await client.post("/console/rules/edit", data={**form, "confirm": "yes"})
+    assert confirmed.status_code == 303
+    assert await versions(settings) == [2, 1]

@@ -158,3 +158,22 @@ async def test_a_valid_programme_is_one_new_version_and_members_are_counted(
     again = await client.post("/console/tiers/edit", data=form(token, "1", GOOD))
     assert again.status_code == 409
     assert await versions(settings) == [2, 1]
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_the_pages_speak_english_when_asked(client: httpx.AsyncClient) -> None:
+    token = await sign_in(client, "marketer")
+    await client.post("/console/language", data={
+        "language": "en", "back": "/console", "csrf_token": token})
+    expected = {
+        "/console/rules": "Version 1 in force since",
+        "/console/rules/edit": "Save as a new version",
+        "/console/rules/diff?from=1&to=1": "The two versions are the same.",
+        "/console/tiers": "The programme has no tiers yet",
+        "/console/tiers/edit": "Earning multiplier (%; 100 = none)",
+    }
+    for path, text in expected.items():
+        page = await client.get(path)
+        assert page.status_code == 200, path
+        assert text in page.text, path
+        assert 'lang="en"' in page.text
