@@ -10,15 +10,13 @@ from api.deps import STAFF_DEPENDENCIES, Db, Services, Staff, Svc, utc_now
 from api.idempotency import idempotent
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import MARKETING_EDITORS
-from loyalty.core.errors import InvalidInput
-from loyalty.points.earning import (
-    ActionCounts,
-    PurchaseFacts,
-    action_points,
-    check_points_in_range,
-    purchase_points,
+from loyalty.points.rules import (
+    RuleChangePolicy,
+    current_rules,
+    replace_rules,
+    rule_history,
+    simulate_earning,
 )
-from loyalty.points.rules import RuleChangePolicy, current_rules, replace_rules, rule_history
 from schemas.points import Simulation, SimulationResult
 from schemas.rules import EarningRulesChange, RuleSet
 
@@ -59,35 +57,7 @@ class EarningRulesController(Controller):
                        services: Svc) -> SimulationResult:
         """Points and trace for a purchase or an action under the current (or given) rules;
         nothing is written."""
-        if (data.purchase is None) == (data.action is None):
-            raise InvalidInput("simulate either a purchase or an action", field="purchase")
-        if data.rules is not None:
-            check_points_in_range(data.rules)
-            version, rules = 0, data.rules
-        else:
-            current = await current_rules(conn)
-            version, rules = current.version, current.rules
-        programme = services.programme
-        tz = programme.timezone
-        if data.purchase is not None:
-            p = data.purchase
-            facts = PurchaseFacts(
-                occurred_at=p.occurred_at or utc_now(), store_code=p.store_code, total=p.total,
-                lines=p.lines, redeem_points=p.redeem_points, first_purchase=p.first_purchase,
-                birth_date=p.birth_date,
-                birthday_bonus_year=(p.occurred_at or utc_now()).astimezone(tz).year
-                if p.birthday_bonus_given_this_year else None,
-                tier=next((t for t in rules.tiers.levels if t.code == p.tier), None),
-            )
-            earned = purchase_points(rules, version, facts, tz,
-                                     ceiling=programme.max_points_per_purchase)
-            return SimulationResult(points=earned.points, trace=earned.trace)
-        assert data.action is not None
-        a = data.action
-        award = action_points(rules, version, a.type, a.target,
-                              ActionCounts(a.today, a.this_month, a.for_target),
-                              ceiling=programme.max_points_per_action)
-        return SimulationResult(points=award.points, trace=award.trace, reason=award.reason)
+        return await simulate_earning(conn, data, services.programme, utc_now())
 
 
 def rule_change_policy(services: Services) -> RuleChangePolicy:

@@ -26,6 +26,7 @@ from console.member import (
 )
 from console.members import members_page
 from console.pages import Refused, cookie, render
+from console.rules import rules_diff_page, rules_editor, rules_page, save_rules, simulate_rules
 from console.services import AnyRequest, services
 from console.session import (
     CSRF_COOKIE,
@@ -38,6 +39,7 @@ from console.session import (
     end_session,
     sign_in,
 )
+from console.tiers import save_tiers, tiers_editor, tiers_page
 from loyalty.access.addresses import client_address
 from loyalty.access.sign_in import account_key, limit_address, verify_password
 from loyalty.access.staff import find_staff_login
@@ -189,6 +191,8 @@ router = Router(
         home, sign_in_page, sign_in_submit, sign_out, choose_language, members_page, dashboard_page,
         member_page, member_history, adjust_member_points, status_form, change_status,
         merge_comparison, merge,
+        rules_page, rules_editor, save_rules, simulate_rules, rules_diff_page,
+        tiers_page, tiers_editor, save_tiers,
         create_static_files_router(path="/static", directories=[STATIC], name="console:static",
                                    include_in_schema=False),
     ],

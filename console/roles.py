@@ -39,8 +39,8 @@ def _(message: str) -> str:
 PAGES = (
     Page("dashboard", _("Dashboard"), MARKETING_READERS, "/console/dashboard"),
     Page("members", _("Members"), PROFILE_READERS, "/console/members"),
-    Page("rules", _("Earning rules"), MARKETING_EDITORS),
-    Page("tiers", _("Tiers"), MARKETING_EDITORS),
+    Page("rules", _("Earning rules"), MARKETING_EDITORS, "/console/rules"),
+    Page("tiers", _("Tiers"), MARKETING_EDITORS, "/console/tiers"),
     Page("coupons", _("Coupons"), MARKETING_READERS),
     Page("events", _("Events"), MARKETING_READERS),
     Page("segments", _("Segments"), MARKETING_READERS),

@@ -21,7 +21,8 @@ from typing import get_args
 from zoneinfo import ZoneInfo
 
 from loyalty.core.errors import InvalidInput
-from schemas.points import Money, PurchaseLine
+from loyalty.core.programme import Programme
+from schemas.points import Money, PurchaseLine, Simulation, SimulationResult
 from schemas.rules import (
     WEEKDAYS,
     BirthdayMonth,
@@ -207,6 +208,34 @@ def action_points(
         steps.append(_ceiling_step(ceiling, points, "action"))
         points = ceiling
     return ActionAward(points, reason, Trace(rule_version=version, steps=steps))
+
+
+def simulate(rules: EarningRules, version: int, simulation: Simulation, programme: Programme,
+             now: dt.datetime) -> SimulationResult:
+    """Points and trace for the simulated purchase or action under ``rules`` (``version``),
+    as the till or the action endpoint would reckon them at ``now``; nothing is written."""
+    if (simulation.purchase is None) == (simulation.action is None):
+        raise InvalidInput("simulate either a purchase or an action", field="purchase")
+    if simulation.purchase is not None:
+        p = simulation.purchase
+        occurred_at = p.occurred_at or now
+        facts = PurchaseFacts(
+            occurred_at=occurred_at, store_code=p.store_code, total=p.total, lines=p.lines,
+            redeem_points=p.redeem_points, first_purchase=p.first_purchase,
+            birth_date=p.birth_date,
+            birthday_bonus_year=occurred_at.astimezone(programme.timezone).year
+            if p.birthday_bonus_given_this_year else None,
+            tier=next((t for t in rules.tiers.levels if t.code == p.tier), None),
+        )
+        earned = purchase_points(rules, version, facts, programme.timezone,
+                                 ceiling=programme.max_points_per_purchase)
+        return SimulationResult(points=earned.points, trace=earned.trace)
+    assert simulation.action is not None
+    a = simulation.action
+    award = action_points(rules, version, a.type, a.target,
+                          ActionCounts(a.today, a.this_month, a.for_target),
+                          ceiling=programme.max_points_per_action)
+    return SimulationResult(points=award.points, trace=award.trace, reason=award.reason)
 
 
 def worst_case_points(rules: EarningRules) -> int:

@@ -26,9 +26,16 @@ import msgspec.inspect as mi
 import schemas.base
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, InvalidInput, NotFound
-from loyalty.points.earning import PurchaseFacts, check_points_in_range, purchase_points
+from loyalty.core.programme import Programme
+from loyalty.core.settings import Settings
+from loyalty.points.earning import (
+    PurchaseFacts,
+    check_points_in_range,
+    purchase_points,
+    simulate,
+)
 from schemas.base import decode_edge
-from schemas.points import PurchaseLine
+from schemas.points import PurchaseLine, Simulation, SimulationResult
 from schemas.rules import EarningRules, RuleSet, Tier, TierProgramme
 
 
@@ -103,6 +110,42 @@ async def rule_history(conn: Connection) -> list[RuleSet]:
     return [_rule_set(row) for row in rows]
 
 
+@dataclass(frozen=True)
+class RuleVersionMade:
+    """Who made a version and when: the e-mail of the staff account (None for the defaults a
+    fresh install writes, or a version written by a job or the CLI)."""
+
+    version: int
+    created_at: dt.datetime
+    created_by: str | None
+
+
+async def rule_version_authors(conn: Connection) -> list[RuleVersionMade]:
+    """Every version's maker and time, newest first (the history ``rule_history`` reads)."""
+    await ensure_default_rules(conn)
+    rows = await conn.fetch(
+        """
+        select v.version, v.created_at, s.email as created_by
+          from earning_rule_versions v left join staff s on s.staff_id = v.created_by
+         order by v.version desc
+        """)
+    return [RuleVersionMade(row["version"], row["created_at"], row["created_by"])
+            for row in rows]
+
+
+async def simulate_earning(conn: Connection, simulation: Simulation, programme: Programme,
+                           now: dt.datetime) -> SimulationResult:
+    """What a purchase or an action would earn under the current rules, or under the rules
+    the simulation carries (checked as a change would be, and traced as version 0)."""
+    if simulation.rules is not None:
+        check_points_in_range(simulation.rules)
+        version, rules = 0, simulation.rules
+    else:
+        current = await current_rules(conn)
+        version, rules = current.version, current.rules
+    return simulate(rules, version, simulation, programme, now)
+
+
 def _rule_set(row: asyncpg.Record) -> RuleSet:
     return RuleSet(version=row["version"], rules=stored_rules(row["rules"]),
                    created_at=row["created_at"])
@@ -117,6 +160,12 @@ class RuleChangePolicy:
     timezone: ZoneInfo
     max_points_per_purchase: int
     confirm_factor: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RuleChangePolicy:
+        return cls(timezone=ZoneInfo(settings.timezone),
+                   max_points_per_purchase=settings.max_points_per_purchase,
+                   confirm_factor=settings.rule_change_confirm_factor)
 
 
 async def replace_rules(

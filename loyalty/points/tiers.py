@@ -167,6 +167,19 @@ async def evaluate_tiers(
 # -- reading ---------------------------------------------------------------------------------
 
 
+async def members_per_tier(conn: Connection) -> dict[str | None, int]:
+    """How many members hold each tier code now (None: no tier yet). Merged members are
+    counted in the member they were merged into, and erased ones are no longer counted."""
+    rows = await conn.fetch(
+        """
+        select b.tier, count(*) as members
+          from point_balances b join members m on m.member_id = b.member_id
+         where m.status not in ('merged', 'erased')
+         group by b.tier
+        """)
+    return {row["tier"]: int(row["members"]) for row in rows}
+
+
 async def check_tier_coupons(conn: Connection, tiers: TierProgramme) -> None:
     """Every coupon a tier grants must name an active template."""
     wanted = [level.coupon_template_id for level in tiers.levels if level.coupon_template_id]
