@@ -199,9 +199,9 @@ async def simulate_rules(request: AnyRequest) -> Response[str]:
         problem = problem_of(error)
     except LoyaltyError as error:
         problem = Problem(error.field or "", error.detail)
-    # htmx swaps only a 2xx answer in: the problem is shown where the trace would be; a
-    # browser without it gets the 400 page.
-    status = 400 if problem is not None and not partial else 200
+    # The problem is shown where the trace would be (htmx swaps a 4xx in: base.html), or on
+    # the whole page for a browser without htmx.
+    status = 400 if problem is not None else 200
     if partial:
         return render(request, "rules_simulation.html", session=session, status_code=status,
                       result=result, problem=problem, kind=fields.get("kind", "purchase"))
