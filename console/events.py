@@ -98,7 +98,7 @@ async def events_page(request: AnyRequest, cursor: Cursor = None) -> Response[st
         page = await list_events(conn, limit=PAGE_SIZE, cursor=cursor or None)
     template = "events_results.html" if request.headers.get("hx-request") else "events.html"
     return render(request, template, session=session, page=page,
-                  editor=session.role in MARKETING_EDITORS)
+                  editor=session.role in MARKETING_EDITORS, now=dt.datetime.now(dt.UTC))
 
 
 def _event_form(request: AnyRequest, form: EventForm, errors: dict[str, str], status_code: int,
@@ -163,7 +163,7 @@ async def _event_page(request: AnyRequest, event_id: UUID, *, session: Any,
     now = dt.datetime.now(dt.UTC)
     return render(request, "event.html", session=session, event=event, attendance=attendance,
                   guests=guests, names=names, editor=editor, segments=segments,
-                  errors=errors or {}, invited=invited, status_code=status_code,
+                  errors=errors or {}, invited=invited, status_code=status_code, now=now,
                   open=event.status == "scheduled" and event.ends_at > now)
 
 

@@ -25,6 +25,7 @@ from loyalty.promotions.store_events import create_event, invite_members
 from schemas.coupons import CouponTemplateCreate, FixedAmount
 from schemas.events import EventCreate
 from schemas.segments import SegmentCreate, StatusCondition
+from tests.factories import instant
 
 SEGMENT = "アクティブ会員"
 TEMPLATE = "冬のご優待 500円引き"
@@ -59,12 +60,13 @@ async def _seed(conn: Connection) -> Promotions:
         name=TEMPLATE, discount=FixedAmount(amount=500), min_spend=3000,
         description="3,000円以上のお買い上げで500円引き"), staff_id=staff_id)
     event = await create_event(conn, EventCreate(
-        name=EVENT, place="渋谷店 2階", starts_at=now - dt.timedelta(minutes=30),
-        ends_at=now + dt.timedelta(hours=3), capacity=20, points=100, store_code="SHIBUYA"),
+        name=EVENT, place="渋谷店 2階", starts_at=instant(now - dt.timedelta(minutes=30)),
+        ends_at=instant(now + dt.timedelta(hours=3)), capacity=20, points=100,
+        store_code="SHIBUYA"),
         staff_id=staff_id, now=now - dt.timedelta(days=7))
     later = await create_event(conn, EventCreate(
-        name=LATER_EVENT, place="渋谷店 3階", starts_at=now + dt.timedelta(days=30),
-        ends_at=now + dt.timedelta(days=30, hours=2), capacity=50, invitation_only=False),
+        name=LATER_EVENT, place="渋谷店 3階", starts_at=instant(now + dt.timedelta(days=30)),
+        ends_at=instant(now + dt.timedelta(days=30, hours=2)), capacity=50, invitation_only=False),
         staff_id=staff_id, now=now)
     members = [r["member_id"] for r in await conn.fetch(
         "select member_id from members order by member_id")]

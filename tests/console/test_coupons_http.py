@@ -14,8 +14,8 @@ import asyncpg
 import httpx
 import pytest
 
-from loyalty.promotions.codes import is_well_formed, normalize_code
 from loyalty.core.settings import Settings
+from loyalty.promotions.codes import is_well_formed, normalize_code
 from tests.console.promotions_seed import SEGMENT, TEMPLATE, Promotions, seed_promotions
 from tests.console.seed import seed
 from tests.console.test_console_http import csrf_of, sign_in
@@ -75,7 +75,8 @@ async def test_an_analyst_reads_but_gets_no_buttons_and_its_posts_are_refused(
     assert "/console/coupons/new" not in listing.text
     detail = await client.get(f"/console/coupons/{promotions.template_id}")
     assert detail.status_code == 200
-    assert "/batches\"" not in detail.text and "コードを発行" not in detail.text
+    assert "/batches\"" not in detail.text
+    assert "コードを発行" not in detail.text
     assert "セグメントに配布" not in detail.text
     assert (await client.get("/console/coupons/new")).status_code == 403
     tid = promotions.template_id
@@ -124,7 +125,8 @@ async def test_creating_a_template_saves_every_field_and_opens_its_page(
     discount = json.loads(row["discount"])
     assert (discount["type"], discount["percent"], discount["cap"]) == ("percent", 10, 1000)
     assert row["stores"] == ["SHIBUYA"]
-    assert row["per_member_limit"] == 1 and row["total_limit"] == 500
+    assert row["per_member_limit"] == 1
+    assert row["total_limit"] == 500
     # 2026-12-01 00:00 in Tokyo is 15:00 UTC the day before.
     assert row["valid_from"].isoformat() == "2026-11-30T15:00:00+00:00"
     assert audited == 1
@@ -283,7 +285,7 @@ async def test_a_batch_of_another_template_is_not_downloaded(
 async def test_issuing_to_a_segment_confirms_the_count_and_issues_once_under_a_double_submit(
     client: httpx.AsyncClient, promotions: Promotions, settings: Settings,
 ) -> None:
-    token = await sign_in(client, "marketer")
+    await sign_in(client, "marketer")
     page = await client.get(f"/console/coupons/{promotions.template_id}")
     assert SEGMENT in page.text
     confirm = await client.get(f"/console/coupons/{promotions.template_id}/issue",
@@ -334,9 +336,11 @@ async def test_the_next_page_of_templates_comes_as_rows_for_htmx(
     first = await client.get("/console/coupons")
     found = re.search(r'hx-get="/console/coupons\?cursor=([^"]+)"', first.text)
     assert found
-    assert "テンプレート25" in first.text and TEMPLATE not in first.text
+    assert "テンプレート25" in first.text
+    assert TEMPLATE not in first.text
     rows = await client.get(f"/console/coupons?cursor={found.group(1)}",
                             headers={"HX-Request": "true"})
     assert rows.status_code == 200
     assert "<html" not in rows.text
-    assert TEMPLATE in rows.text and "テンプレート00" in rows.text
+    assert TEMPLATE in rows.text
+    assert "テンプレート00" in rows.text
