@@ -27,6 +27,7 @@ from console.forms import (
     local_moment,
     may_edit,
     new_key,
+    problems,
     valid_key,
     whole_number,
     words,
@@ -116,6 +117,12 @@ _DISCOUNT_FIELDS = {"fixed_amount": {"amount": "amount"},
                     "points_multiplier": {"percent": "points_percent"}}
 
 
+# The form's fields each part of the body is read from (a part read from one of them that did
+# not read is not checked again).
+_FIELDS_OF = {"discount": ("amount", "percent", "cap", "points_percent", "discount_kind"),
+              "validity": ("valid_from", "valid_until", "days", "validity_kind")}
+
+
 def _field_of(path: list[str], form: TemplateForm) -> str:
     if not path:
         return "name"
@@ -182,6 +189,10 @@ def _read_template(form: TemplateForm, timezone: str
     data["stackable"] = form.stackable == "on"
     data["on_return"] = form.on_return
     data["public_code"] = form.public_code.strip() or None
+    readable = {k: v for k, v in data.items() if not any(
+        field in errors for field in _FIELDS_OF.get(k, (k,)))}
+    for path in problems(readable, CouponTemplateCreate):
+        errors.setdefault(_field_of(path, form), "invalid")
     if errors:
         return None, errors
     try:

@@ -23,6 +23,7 @@ from console.forms import (
     failed_path,
     local_moment,
     may_edit,
+    problems,
     whole_number,
 )
 from console.pages import render, staff_session
@@ -81,6 +82,8 @@ def _read_event(form: EventForm, timezone: str) -> tuple[EventCreate | None, dic
             data[field] = read()
         except Unreadable:
             errors[field] = "invalid"
+    for path in problems({k: v for k, v in data.items() if k not in errors}, EventCreate):
+        errors[path[0]] = "invalid"
     if errors:
         return None, errors
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
-from typing import Annotated, Any
+from typing import Annotated, Any, get_type_hints
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -18,7 +18,7 @@ from console.services import ConsoleServices
 from console.session import ConsoleSession
 from loyalty.core.db import Connection
 from loyalty.core.idempotency import Idempotency, claim, record_response, request_hash
-from schemas.base import SINGLE_LINE, json_encoder, whole
+from schemas.base import SINGLE_LINE, decode_edge, json_encoder, whole
 
 Cursor = Annotated[str | None, QueryParameter(max_length=200,
                                               pattern=whole(r"[A-Za-z0-9_-]*"))]
@@ -87,6 +87,19 @@ def failed_path(error: msgspec.ValidationError) -> list[str]:
     if not found:
         return []
     return [part for part in re.split(r"[.\[\]]", found.group(1)) if part and not part.isdigit()]
+
+
+def problems(data: dict[str, Any], struct: type[msgspec.Struct]) -> list[list[str]]:
+    """Every field of ``data`` that ``struct`` refuses, each as its path (``[discount,
+    amount]``): one field at a time, so the form shows all its mistakes at once."""
+    hints = get_type_hints(struct, include_extras=True)
+    found = []
+    for name, value in data.items():
+        try:
+            msgspec.convert(value, hints[name], dec_hook=decode_edge)
+        except msgspec.ValidationError as error:
+            found.append([name, *failed_path(error)])
+    return found
 
 
 def may_edit(session: ConsoleSession, editors: tuple[str, ...]) -> None:

@@ -344,3 +344,17 @@ async def test_the_next_page_of_templates_comes_as_rows_for_htmx(
     assert "<html" not in rows.text
     assert TEMPLATE in rows.text
     assert "テンプレート00" in rows.text
+
+
+async def test_every_mistake_on_the_template_form_is_shown_at_once(
+    client: httpx.AsyncClient, promotions: Promotions, settings: Settings,
+) -> None:
+    token = await sign_in(client, "marketer")
+    answer = await client.post("/console/coupons", data={
+        **TEMPLATE_FORM, "name": "", "percent": "0", "per_member_limit": "0",
+        "public_code": "!", "csrf_token": token})
+    assert answer.status_code == 400
+    for field in ("name", "percent", "per_member_limit", "public_code"):
+        assert f'id="{field}-error"' in answer.text
+    assert 'id="cap-error"' not in answer.text
+    assert await _count(settings, "select count(*) from coupon_templates") == 1

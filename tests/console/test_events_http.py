@@ -209,3 +209,17 @@ async def test_the_members_list_pages_by_cursor_for_htmx(
     assert len(shown_first) == 2
     assert len(shown_rest) == 1
     assert set(shown_first) | set(shown_rest) == set(names)
+
+
+async def test_every_mistake_on_the_form_is_shown_at_once(
+    client: httpx.AsyncClient, promotions: Promotions, settings: Settings,
+) -> None:
+    token = await sign_in(client, "marketer")
+    answer = await client.post("/console/events", data={
+        "name": "夏祭り", "place": "", "starts_at": "", "ends_at": "", "capacity": "0",
+        "points": "-1", "csrf_token": token})
+    assert answer.status_code == 400
+    for field in ("place", "starts_at", "ends_at", "capacity", "points"):
+        assert f'id="{field}-error"' in answer.text
+    assert 'id="name-error"' not in answer.text
+    assert await _count(settings, "select count(*) from events") == 2
