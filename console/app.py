@@ -13,7 +13,24 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from msgspec import Struct
 
+from console.coupons import (
+    confirm_issue,
+    coupon_page,
+    coupons_page,
+    create_coupon,
+    download_batch,
+    generate_batch,
+    issue_to_segment,
+    new_coupon_page,
+)
 from console.dashboard import dashboard_page
+from console.events import (
+    create_event_submit,
+    event_page,
+    events_page,
+    invite_segment,
+    new_event_page,
+)
 from console.i18n import LANGUAGES
 from console.member import (
     adjust_member_points,
@@ -193,6 +210,9 @@ router = Router(
         merge_comparison, merge,
         rules_page, rules_editor, save_rules, simulate_rules, rules_diff_page,
         tiers_page, tiers_editor, save_tiers,
+        coupons_page, new_coupon_page, create_coupon, coupon_page, generate_batch, download_batch,
+        confirm_issue, issue_to_segment,
+        events_page, new_event_page, create_event_submit, event_page, invite_segment,
         create_static_files_router(path="/static", directories=[STATIC], name="console:static",
                                    include_in_schema=False),
     ],

@@ -163,6 +163,16 @@ class CodeBatch(Output):
     created_at: dt.datetime
 
 
+class CodeBatchSummary(Output):
+    """A batch without its codes: what a template's page lists."""
+
+    batch_id: UUID
+    template_id: UUID
+    count: int
+    prefix: str
+    created_at: dt.datetime
+
+
 class IssueRequest(Input):
     """Exactly one of ``members`` or ``segment_id``."""
 

@@ -106,3 +106,23 @@ class CheckedIn(Output):
     points_earned: int
     balance: Balance
     action_id: UUID
+
+
+class EventGuest(Output):
+    """A member invited to, holding a seat at, or checked in at an event (staff's view: no
+    contact details)."""
+
+    member_id: UUID
+    member_number: str
+    name: str
+    invited_at: dt.datetime | None
+    reserved_at: dt.datetime | None
+    checked_in_at: dt.datetime | None
+
+
+class EventAttendance(Output):
+    """How many members an event invited, holds seats for and checked in."""
+
+    invited: int
+    reserved: int
+    checked_in: int

@@ -22,6 +22,7 @@ from loyalty.promotions.codes import display, generate_codes, normalize_code
 from schemas.base import Page
 from schemas.coupons import (
     CodeBatch,
+    CodeBatchSummary,
     CouponTemplate,
     CouponTemplateCreate,
     CouponTemplateUpdate,
@@ -243,6 +244,35 @@ with added as (
 )
 select count(*) from added
 """  # noqa: S608 - constant validity snippets filled with $n placeholders
+
+
+async def list_code_batches(
+    conn: Connection, template_id: UUID, *, limit: int, cursor: str | None,
+) -> Page[CodeBatchSummary]:
+    """The template's code batches, newest first, without their codes."""
+    rows = await conn.fetch(
+        """
+        select batch_id, template_id, count, prefix, created_at from coupon_code_batches
+         where template_id = $1 and ($2::uuid is null or batch_id < $2)
+         order by batch_id desc limit $3
+        """,
+        template_id, decode_cursor(cursor) if cursor else None, limit + 1)
+    items = [CodeBatchSummary(batch_id=r["batch_id"], template_id=r["template_id"],
+                              count=r["count"], prefix=r["prefix"], created_at=r["created_at"])
+             for r in rows[:limit]]
+    return Page(items=items, next_cursor=encode_cursor(items[-1].batch_id)
+                if len(rows) > limit else None)
+
+
+async def code_batch(conn: Connection, template_id: UUID, batch_id: UUID) -> CodeBatch:
+    """One batch of the template with its codes, as they were handed out when it was made."""
+    found = await conn.fetchval(
+        "select true from coupon_code_batches where batch_id = $1 and template_id = $2",
+        batch_id, template_id)
+    if not found:
+        raise NotFound("this template has no code batch with this id", field="batch_id",
+                       code="code_batch_not_found")
+    return await _batch(conn, batch_id)
 
 
 async def _batch(conn: Connection, batch_id: UUID) -> CodeBatch:

@@ -15,10 +15,16 @@ import msgspec
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, InvalidInput, NotFound
 from loyalty.core.normalize import normalize_text
-from loyalty.core.paging import decode_parts, encode_parts, invalid_cursor
+from loyalty.core.paging import (
+    decode_cursor,
+    decode_parts,
+    encode_cursor,
+    encode_parts,
+    invalid_cursor,
+)
 from loyalty.members.filter import REACHABLE, MemberFilter
 from schemas.base import Instant, Page, decode_edge
-from schemas.events import Event, EventCreate, EventUpdate
+from schemas.events import Event, EventAttendance, EventCreate, EventGuest, EventUpdate
 
 
 def event_not_found() -> NotFound:
@@ -182,6 +188,56 @@ async def update_event(
         values["status"], now,
     )
     return await get_event(conn, event_id)
+
+
+# -- who is coming -----------------------------------------------------------------------------
+
+_GUESTS = """
+with guests as (
+    select member_id from event_invitations where event_id = $1
+    union
+    select member_id from event_reservations where event_id = $1 and cancelled_at is null
+    union
+    select member_id from event_checkins where event_id = $1
+)
+select m.member_id, m.member_number, m.name, i.invited_at, r.reserved_at, c.checked_in_at
+  from guests g
+  join members m on m.member_id = g.member_id
+  left join event_invitations i on i.member_id = g.member_id and i.event_id = $1
+  left join event_reservations r on r.member_id = g.member_id and r.event_id = $1
+                                and r.cancelled_at is null
+  left join event_checkins c on c.member_id = g.member_id and c.event_id = $1
+ where $2::uuid is null or g.member_id > $2
+ order by g.member_id limit $3
+"""
+
+
+async def event_guests(
+    conn: Connection, event_id: UUID, *, limit: int = 50, cursor: str | None = None,
+) -> Page[EventGuest]:
+    """The members invited to, holding a seat at or checked in at the event, in member-id
+    order, one keyset page at a time, each with when they were invited, reserved, came."""
+    await get_event(conn, event_id)
+    rows = await conn.fetch(_GUESTS, event_id, decode_cursor(cursor) if cursor else None,
+                            limit + 1)
+    items = [msgspec.convert(dict(row), EventGuest) for row in rows[:limit]]
+    return Page(items=items, next_cursor=encode_cursor(items[-1].member_id)
+                if len(rows) > limit else None)
+
+
+async def event_attendance(conn: Connection, event_id: UUID) -> EventAttendance:
+    """How many members the event invited, holds seats for, and checked in."""
+    row = await conn.fetchrow(
+        """
+        select (select count(*) from event_invitations where event_id = $1) as invited,
+               e.reserved,
+               (select count(*) from event_checkins where event_id = $1) as checked_in
+          from events e where e.event_id = $1
+        """, event_id)
+    if row is None:
+        raise event_not_found()
+    return EventAttendance(invited=row["invited"], reserved=row["reserved"],
+                           checked_in=row["checked_in"])
 
 
 # -- invitations -----------------------------------------------------------------------------
