@@ -36,6 +36,14 @@ PAGES: tuple[tuple[str, str], ...] = (
     ("members: search by name", "/console/members?q={name}"),
     ("members: search by e-mail start", "/console/members?q={email}"),
     ("member page", "/console/members/{member_id}"),
+    ("earning rules", "/console/rules"),
+    ("earning rules: editor", "/console/rules/edit"),
+    ("tiers", "/console/tiers"),
+    ("tiers: editor", "/console/tiers/edit"),
+    ("coupons", "/console/coupons"),
+    ("coupons: new template", "/console/coupons/new"),
+    ("events", "/console/events"),
+    ("events: new event", "/console/events/new"),
 )
 
 
