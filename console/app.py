@@ -13,10 +13,28 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from msgspec import Struct
 
+from console.campaigns import (
+    campaign_page,
+    campaigns_page,
+    create_campaign_submit,
+    launch_page,
+    launch_submit,
+    new_campaign_page,
+    results_page,
+)
 from console.dashboard import dashboard_page
 from console.i18n import LANGUAGES
 from console.members import members_page
 from console.pages import Refused, cookie, render
+from console.segments import (
+    build_segment,
+    create_segment_submit,
+    new_segment_page,
+    preview_partial,
+    segment_page,
+    segments_page,
+    update_segment_submit,
+)
 from console.services import AnyRequest, services
 from console.session import (
     CSRF_COOKIE,
@@ -165,6 +183,10 @@ router = Router(
     path="/console",
     route_handlers=[
         home, sign_in_page, sign_in_submit, sign_out, choose_language, members_page, dashboard_page,
+        segments_page, new_segment_page, segment_page, preview_partial, build_segment,
+        create_segment_submit, update_segment_submit,
+        campaigns_page, new_campaign_page, create_campaign_submit, campaign_page, launch_page,
+        launch_submit, results_page,
         create_static_files_router(path="/static", directories=[STATIC], name="console:static",
                                    include_in_schema=False),
     ],

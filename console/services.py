@@ -14,7 +14,9 @@ from loyalty.access.ratelimit import RateLimiter
 from loyalty.access.revocation import Revocations
 from loyalty.access.tokens import TokenSigner
 from loyalty.core.db import Pool
+from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings
+from loyalty.points.rules import RuleBook
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -34,6 +36,10 @@ class ConsoleServices(Protocol):
     def limiter(self) -> RateLimiter: ...
     @property
     def revocations(self) -> Revocations: ...
+    @property
+    def rulebook(self) -> RuleBook: ...
+    @property
+    def programme(self) -> Programme: ...
 
 
 def services(request: AnyRequest) -> ConsoleServices:
