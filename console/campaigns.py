@@ -69,6 +69,8 @@ MESSAGES = (
     "Enter a date and time such as 2026-12-24 10:00.",
     "Choose a segment.",
     "Choose what the campaign does.",
+    "Choose the coupon template the treated members get.",
+    "Choose the event the treated members are invited to.",
 )
 OWN = frozenset(MESSAGES)
 _PATH = re.compile(r"\$\.(?:action\.)?(\w+)")
@@ -113,11 +115,15 @@ def campaign_of(form: dict[str, str], *, tz: ZoneInfo) -> CampaignCreate:
             if form.get("reason"):
                 action["reason"] = form["reason"]
         case "issue_coupon":
-            action["template_id"] = form.get("template_id") or None
+            if not form.get("template_id"):
+                raise _Bad("template_id", MESSAGES[4])
+            action["template_id"] = form["template_id"]
         case "points_multiplier":
             action["percent"] = _whole(form, "percent")
         case "event_invitation":
-            action["event_id"] = form.get("event_id") or None
+            if not form.get("event_id"):
+                raise _Bad("event_id", MESSAGES[5])
+            action["event_id"] = form["event_id"]
     if not form.get("segment_id"):
         raise _Bad("segment_id", MESSAGES[2])
     data: dict[str, Any] = {
@@ -168,8 +174,8 @@ async def new_campaign_page(request: AnyRequest, segment_id: SegmentParam = None
     session = await staff_session(request, MARKETING_EDITORS)
     values = {"segment_id": segment_id or "", "action": "bonus_points", "holdout_percent": "10",
               "reason": "Campaign bonus"}
-    return render(request, "campaign_new.html", session=session, own_messages=OWN, values=values, errors={},
-                  **await _choices(request))
+    return render(request, "campaign_new.html", session=session, own_messages=OWN,
+                  values=values, errors={}, **await _choices(request))
 
 
 @post("/campaigns/new", status_code=303)
@@ -189,11 +195,13 @@ async def create_campaign_submit(request: AnyRequest) -> Response[Any]:
                                action="campaign.create", subject_kind="campaign",
                                subject_id=campaign.campaign_id, details={"via": "console"})
     except _Bad as exc:
-        return render(request, "campaign_new.html", session=session, own_messages=OWN, values=values,
+        return render(request, "campaign_new.html", session=session, own_messages=OWN,
+                      values=values,
                       errors={exc.field: str(exc)}, status_code=400, **await _choices(request))
     except InvalidInput as exc:
         name = (exc.field or "name").removeprefix("action.")
-        return render(request, "campaign_new.html", session=session, own_messages=OWN, values=values,
+        return render(request, "campaign_new.html", session=session, own_messages=OWN,
+                      values=values,
                       errors={name if name in FIELDS else "name": exc.detail}, status_code=400,
                       **await _choices(request))
     return Redirect(f"/console/campaigns/{campaign.campaign_id}", status_code=303)

@@ -431,15 +431,18 @@ async def preview_partial(request: AnyRequest) -> Response[str]:
     builder = read_form(form)
     definition = definition_of(builder, tz=tz, scale=scale)
     if definition is None:
-        return render(request, "segment_preview.html", session=session, own_messages=OWN, preview=None,
+        return render(request, "segment_preview.html", session=session, own_messages=OWN,
+                      preview=None,
                       builder=builder, oob=True, status_code=400)
     try:
         preview = await _preview(request, session, definition)
     except InvalidInput as exc:
         builder.errors["conditions"] = exc.detail
-        return render(request, "segment_preview.html", session=session, own_messages=OWN, preview=None,
+        return render(request, "segment_preview.html", session=session, own_messages=OWN,
+                      preview=None,
                       builder=builder, oob=True, status_code=400)
-    return render(request, "segment_preview.html", session=session, own_messages=OWN, preview=preview,
+    return render(request, "segment_preview.html", session=session, own_messages=OWN,
+                      preview=preview,
                   builder=builder, oob=True)
 
 

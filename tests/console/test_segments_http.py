@@ -183,7 +183,8 @@ async def test_a_wrong_condition_is_a_400_naming_it_and_saves_nothing(
     # The message lands next to the second row (out of band), the first row's slot is empty.
     assert '<p class="error row-error" id="c0-error" hx-swap-oob="true"></p>' in preview.text
     second = re.search(r'id="c1-error" hx-swap-oob="true">([^<]+)</p>', preview.text)
-    assert second and message in second.group(1), preview.text
+    assert second, preview.text
+    assert message in second.group(1)
     saved = await client.post("/console/segments/new", data={
         "csrf_token": token, "name": "だめな定義", **rows(ACTIVE, condition)})
     assert saved.status_code == 400
