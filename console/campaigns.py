@@ -19,6 +19,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect
 
 from console.campaign_chart import UpliftChart, uplift_chart
+from console.i18n import translations
 from console.pages import language_of, render, staff_session
 from console.services import AnyRequest, services
 from console.session import check_csrf
@@ -71,6 +72,7 @@ MESSAGES = (
     "Choose what the campaign does.",
     "Choose the coupon template the treated members get.",
     "Choose the event the treated members are invited to.",
+    "Campaign bonus",
 )
 OWN = frozenset(MESSAGES)
 _PATH = re.compile(r"\$\.(?:action\.)?(\w+)")
@@ -172,8 +174,9 @@ async def new_campaign_page(request: AnyRequest, segment_id: SegmentParam = None
                             ) -> Response[str]:
     """The form, the segment chosen when one is named."""
     session = await staff_session(request, MARKETING_EDITORS)
+    reason = translations(language_of(request)).gettext("Campaign bonus")
     values = {"segment_id": segment_id or "", "action": "bonus_points", "holdout_percent": "10",
-              "reason": "Campaign bonus"}
+              "reason": reason}
     return render(request, "campaign_new.html", session=session, own_messages=OWN,
                   values=values, errors={}, **await _choices(request))
 

@@ -113,6 +113,7 @@ MESSAGES = (
     "Add at least one condition.",
     "A segment holds at most 49 conditions here: remove one before adding another.",
     "Give the segment a name.",
+    "Enter how many days back to look.",
 )
 _ROW = re.compile(r"c(\d{1,3})\.type")
 # Only these go through the catalogue: any other message is shown as text, escaped.
@@ -228,6 +229,8 @@ def row_condition(row: Row, *, tz: ZoneInfo, scale: int) -> Condition:
     InvalidInput (the API's message) when it cannot be."""
     v = row.value
     data: dict[str, Any] = {"type": row.kind}
+    if row.kind in ("spend", "purchase_count") and not v("days"):
+        raise FormProblem(MESSAGES[7])
     match row.kind:
         case "status":
             data["statuses"] = row.picks.get("statuses", [])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 
@@ -52,16 +52,17 @@ async def buy_after_launch(database_url: str, campaign_id: UUID, *, treated_shar
         launched = await conn.fetchval(
             "select launched_at from campaigns where campaign_id = $1", campaign_id)
         assert launched is not None, "the campaign has not been launched"
-        store, terminal = await conn.fetchrow(
+        till = await conn.fetchrow(
             "select s.store_id, t.terminal_id from stores s join terminals t using (store_id)"
             " where s.code = 'SHIBUYA'")
+        assert till is not None, "tests/console/seed.py makes the store and its till"
         buyers: list[UUID] = []
         for arm, share in (("treated", treated_share), ("control", control_share)):
             members = [r["member_id"] for r in await conn.fetch(
                 "select member_id from campaign_members where campaign_id = $1 and arm = $2"
                 " order by member_id", campaign_id, arm)]
             buyers += members[:round(len(members) * share)]
-        await _purchases(conn, buyers, store, terminal,
+        await _purchases(conn, buyers, till["store_id"], till["terminal_id"],
                          launched + dt.timedelta(milliseconds=1))
     finally:
         await conn.close()
@@ -76,4 +77,21 @@ async def _purchases(conn: Connection, members: Iterable[UUID], store: UUID, ter
                                    occurred_at, currency, total, lines, points_earned,
                                    points_redeemed, rule_version, recorded_at)
             values ($1, uuid_v7(), $2, $3, $4, $5, 'JPY', $6, '[]', 0, 0, 1, $5)
-            """, member_id, store, terminal, f"C-{member_id}", at, 1_500 + 250 * (n % 5))
+            """, member_id, store, terminal, f"C-{uuid4()}", at, 1_500 + 250 * (n % 5))
+
+
+async def buy_recently(database_url: str, count: int) -> None:
+    """The first ``count`` of the members more_members made buy once, ten days ago."""
+    conn = await connect(database_url)
+    try:
+        till = await conn.fetchrow(
+            "select s.store_id, t.terminal_id from stores s join terminals t using (store_id)"
+            " where s.code = 'SHIBUYA'")
+        assert till is not None, "tests/console/seed.py makes the store and its till"
+        members = [r["member_id"] for r in await conn.fetch(
+            "select member_id from members where name like '試験 %' order by name limit $1",
+            count)]
+        await _purchases(conn, members, till["store_id"], till["terminal_id"],
+                         dt.datetime.now(dt.UTC) - dt.timedelta(days=10))
+    finally:
+        await conn.close()

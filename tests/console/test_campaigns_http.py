@@ -6,14 +6,18 @@ CSRF token may not do."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, get_args
 from uuid import UUID
 
 import asyncpg
 import httpx
 import pytest
+from babel.messages.pofile import read_po
 
+from console import campaigns, segments
+from console.i18n import LANGUAGES, LOCALE
 from loyalty.core.settings import Settings
+from schemas.campaigns import CampaignStatus
 from tests.console.campaign_seed import BUYERS, NON_BUYERS, buy_after_launch, more_members
 from tests.console.seed import seed
 from tests.console.test_console_http import sign_in
@@ -245,3 +249,17 @@ async def test_a_later_start_is_scheduled_not_launched(
     page = await client.get(f"/console/campaigns/{campaign}?launched=1")
     assert "予約しました" in page.text
     assert await fetch(seeded, "select 1 from campaign_members") == []
+
+
+def test_the_pages_own_messages_are_in_both_catalogues() -> None:
+    """What the segments and campaigns modules say from Python (messages, condition types,
+    statuses, measures) is translated as the templates' messages are."""
+    said = set(segments.MESSAGES) | set(segments.KIND_LABELS.values()) | set(
+        campaigns.MESSAGES) | set(get_args(CampaignStatus)) | {
+        "Purchase rate", "Revenue per member"}
+    for language in LANGUAGES:
+        with (LOCALE / language / "LC_MESSAGES" / "console.po").open("rb") as po:
+            catalogue = {m.id: m.string for m in read_po(po) if m.id}
+        assert sorted(said - set(catalogue)) == [], language
+        if language == "ja":
+            assert [m for m in said if not catalogue[m]] == []

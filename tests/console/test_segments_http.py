@@ -115,7 +115,7 @@ async def test_a_marketer_builds_counts_and_saves_a_segment(
     assert await saved_segments(seeded) == ["購入なし"]
 
 
-EVERY_KIND = (
+EVERY_KIND: tuple[dict[str, Any], ...] = (
     {"type": "status", "statuses": ["active", "dormant"]},
     {"type": "tier", "codes": "GOLD, SILVER", "no_tier": "true"},
     {"type": "joined", "within_days": "365", "after": "2020-01-01"},
@@ -163,6 +163,7 @@ async def test_every_condition_type_counts_saves_and_comes_back(
 
 @pytest.mark.parametrize(("condition", "message"), [
     ({"type": "spend", "days": "90"}, "give at_least, at_most or both"),
+    ({"type": "spend", "days": "", "at_least": "100"}, "何日前までさかのぼるか"),
     ({"type": "purchase_count", "days": "0", "at_least": "1"}, "Expected `int` &gt;= 1"),
     ({"type": "purchase_count", "days": "九十", "at_least": "1"}, "整数"),
     ({"type": "joined", "after": "2026-13-01"}, "YYYY-MM-DD"),
