@@ -6,7 +6,7 @@ admins and marketers save, and the sample of members goes to IDENTIFIER_READERS 
 The builder is one flat list of conditions joined by "all" or "any", each of which may be
 negated: the top of every definition the form writes is an ``all`` or ``any`` node whose
 children are conditions or ``not`` conditions. A saved definition nested deeper (written
-through the API) is shown and may be renamed here, not rebuilt."""
+through the API) is shown with its count, not rebuilt: it is changed through the API."""
 
 from __future__ import annotations
 

@@ -86,6 +86,8 @@ def test_build_a_segment_then_launch_a_campaign_and_read_its_results(
     days.send_keys("0")
     wait.until(lambda b: "Expected `int` >= 1" in b.find_element(By.ID, "c1-error").text)
     assert not browser.find_elements(By.ID, "segment-count")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})",
+                           browser.find_element(By.ID, "c1-error"))
     photograph(browser, photos, "segment-builder-error")
     days.clear()
     days.send_keys("90")

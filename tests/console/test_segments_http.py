@@ -262,3 +262,45 @@ async def test_an_unknown_segment_is_a_page_saying_so(
     missing = await client.get("/console/segments/00000000-0000-7000-8000-000000000000")
     assert missing.status_code in (400, 404)
     assert "no such segment" in missing.text
+
+
+async def test_without_script_the_buttons_post_whole_pages(
+    client: httpx.AsyncClient, seeded: str,
+) -> None:
+    token = await sign_in(client, "marketer")
+    added = await client.post("/console/segments/build", data={
+        "csrf_token": token, "op": "add", "add_type": "stores", "name": "途中",
+        **rows(ACTIVE)})
+    assert added.status_code == 200
+    assert added.text.startswith("<!doctype html>")
+    assert 'name="c1.type" value="stores"' in added.text
+    assert 'value="途中"' in added.text  # what was typed stays
+    # The new stores row has no codes yet: said next to it, no count until it is filled in.
+    assert "Expected `array` of length &gt;= 1" in added.text
+    assert 'id="segment-count"' not in added.text
+    counted = await client.post("/console/segments/build", data={
+        "csrf_token": token, "op": "count", **rows(ACTIVE, BOUGHT)})
+    assert count_of(counted) == BUYERS
+
+
+async def test_a_nested_definition_is_shown_not_rebuilt(
+    client: httpx.AsyncClient, seeded: str,
+) -> None:
+    conn = await asyncpg.connect(seeded)
+    try:
+        segment_id = await conn.fetchval(
+            "insert into segments (name, description, definition, created_at, updated_at)"
+            " values ('入れ子', '', $1::text::jsonb, now(), now()) returning segment_id",
+            '{"type": "all", "conditions": [{"type": "any", "conditions": ['
+            '{"type": "status", "statuses": ["active"]},'
+            '{"type": "at_risk"}]}]}')
+    finally:
+        await conn.close()
+    await sign_in(client, "marketer")
+    page = await client.get(f"/console/segments/{segment_id}")
+    assert page.status_code == 200
+    assert "入れ子にしている" in page.text
+    assert "PATCH /v1/segments/{segment_id}" in page.text
+    assert count_of(page) == EVERYONE
+    assert "変更を保存" not in page.text
+    assert "hx-post=\"/console/segments/preview\"" not in page.text
