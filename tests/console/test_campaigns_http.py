@@ -263,3 +263,31 @@ def test_the_pages_own_messages_are_in_both_catalogues() -> None:
         assert sorted(said - set(catalogue)) == [], language
         if language == "ja":
             assert [m for m in said if not catalogue[m]] == []
+
+
+async def test_every_page_reads_in_english_too(
+    client: httpx.AsyncClient, seeded: str,
+) -> None:
+    token = await sign_in(client, "marketer")
+    await client.post("/console/language",
+                      data={"language": "en", "back": "/console", "csrf_token": token})
+    segment = await a_segment(client, token)
+    campaign = await a_campaign(client, token, segment, max_members="5")
+    expected = {
+        "/console/segments": "Saved segments, newest first",
+        "/console/segments/new": "Members matching now:",
+        f"/console/segments/{segment}": "Save changes",
+        "/console/campaigns": "Campaigns, newest first",
+        "/console/campaigns/new": "Control group: share of the audience held back (%)",
+        f"/console/campaigns/{campaign}": "at most 5 treated members",
+        f"/console/campaigns/{campaign}/launch": "(50%) are drawn at random",
+        f"/console/campaigns/{campaign}/results": "has not been launched",
+    }
+    for path, text in expected.items():
+        page = await client.get(path)
+        assert page.status_code == 200, path
+        assert text in page.text, path
+    await client.post(f"/console/campaigns/{campaign}/launch", data={"csrf_token": token})
+    results = await client.get(f"/console/campaigns/{campaign}/results")
+    assert "95% interval" in results.text
+    assert "Revenue per member" in results.text
