@@ -13,6 +13,15 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from msgspec import Struct
 
+from console.campaigns import (
+    campaign_page,
+    campaigns_page,
+    create_campaign_submit,
+    launch_page,
+    launch_submit,
+    new_campaign_page,
+    results_page,
+)
 from console.coupons import (
     confirm_issue,
     coupon_page,
@@ -44,6 +53,15 @@ from console.member import (
 from console.members import members_page
 from console.pages import Refused, cookie, render
 from console.rules import rules_diff_page, rules_editor, rules_page, save_rules, simulate_rules
+from console.segments import (
+    build_segment,
+    create_segment_submit,
+    new_segment_page,
+    preview_partial,
+    segment_page,
+    segments_page,
+    update_segment_submit,
+)
 from console.services import AnyRequest, services
 from console.session import (
     CSRF_COOKIE,
@@ -213,6 +231,10 @@ router = Router(
         coupons_page, new_coupon_page, create_coupon, coupon_page, generate_batch, download_batch,
         confirm_issue, issue_to_segment,
         events_page, new_event_page, create_event_submit, event_page, invite_segment,
+        segments_page, new_segment_page, segment_page, preview_partial, build_segment,
+        create_segment_submit, update_segment_submit,
+        campaigns_page, new_campaign_page, create_campaign_submit, campaign_page, launch_page,
+        launch_submit, results_page,
         create_static_files_router(path="/static", directories=[STATIC], name="console:static",
                                    include_in_schema=False),
     ],

@@ -84,7 +84,7 @@ LABELS = {
     "data_analysis": _("Data analysis"),
     # why a status changed (migration 0010)
     "staff": _("By staff"), "merge": _("Merged"), "dormancy": _("No activity"),
-    "activity": _("Active again"), "update": _("Updated"), "import": _("Import"),
+    "activity": _("Active again"), "update": _("Changed by staff"), "import": _("Import"),
     # coupon wallet
     "usable": _("Usable"), "upcoming": _("Not yet valid"), "used": _("Used"),
     "expired": _("Expired"),

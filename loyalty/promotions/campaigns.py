@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -126,6 +127,59 @@ async def list_campaigns(conn: Connection, *, limit: int, cursor: str | None) ->
     """Campaigns, newest first."""
     return await newest_first(conn, table="campaigns", key="campaign_id", columns=_COLUMNS,
                               item=_campaign, limit=limit, cursor=cursor)
+
+
+# -- reach -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """How many members a campaign acts on: ``eligible`` in its audience, of whom ``treated``
+    get the action and ``control`` are held out."""
+
+    eligible: int
+    treated: int
+    control: int
+
+
+# The plan of _ASSIGN without writing it: the audience counted, the budget cap's sample taken,
+# the holdout's share of it rounded as _ASSIGN rounds it.
+_REACH = """
+with plan as (
+    select count(*) as total,
+           case when $2::bigint is null then count(*)
+                else least(count(*), floor($2 * 100.0 / (100 - $1)))::bigint end as sample
+      from members m
+     where {audience}
+)
+select total as eligible, round(sample * $1 / 100.0)::bigint as control,
+       sample - round(sample * $1 / 100.0)::bigint as treated
+  from plan
+"""
+
+
+async def campaign_reach(conn: Connection, campaign_id: UUID, *, now: dt.datetime) -> Reach:
+    """The groups launching the campaign at ``now`` would make (its audience as a launch then
+    evaluates it: the segment's or the list's reachable members, the budget cap and the holdout
+    applied as the launch applies them); once launched, the groups it made."""
+    row = await conn.fetchrow(
+        "select status, segment_id, member_list, holdout_percent, max_members, eligible,"
+        " treated, control from campaigns where campaign_id = $1", campaign_id)
+    if row is None:
+        raise _not_found()
+    if row["status"] in ("launching", "launched"):
+        return Reach(eligible=row["eligible"] or 0, treated=row["treated"] or 0,
+                     control=row["control"] or 0)
+    if row["segment_id"] is not None:
+        audience = await segment_filter(conn, row["segment_id"], now=now)
+    else:
+        audience = MemberFilter.members(row["member_list"])
+    audience = audience & REACHABLE
+    counts = await conn.fetchrow(_REACH.format(audience=audience.render(3)),
+                                 row["holdout_percent"], row["max_members"], *audience.params)
+    assert counts is not None
+    return Reach(eligible=counts["eligible"], treated=counts["treated"],
+                 control=counts["control"])
 
 
 # -- launching -------------------------------------------------------------------------------
