@@ -52,6 +52,18 @@ def _date_formatter(language: Language) -> Callable[[dt.datetime, str], str]:
     return format_date
 
 
+def _word_translator(language: Language) -> Callable[..., str]:
+    def word(value: object, **values: object) -> str:
+        """A word the code or the data chose (a status, a kind, a label kept in a table), in
+        the staff member's language: plain text, escaped where it is written. (``_()`` marks
+        what it returns as safe HTML, which is right only for the catalogue's own messages, so
+        templates call ``_()`` with a literal only: tests/console/test_console_http.py.)"""
+        translated = translations(language).gettext(str(value))
+        return translated % values if values else translated
+
+    return word
+
+
 @cache
 def environment(language: Language) -> Environment:
     """Templates rendered in ``language``: one environment each, so no request swaps another's
@@ -65,4 +77,5 @@ def environment(language: Language) -> Environment:
     env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
     env.filters["moment"] = _date_formatter(language)
     env.globals["language"] = language
+    env.globals["word"] = _word_translator(language)
     return env

@@ -263,6 +263,21 @@ async def test_the_language_switch_keeps_the_choice(client: httpx.AsyncClient) -
     assert "会員" in (await client.get("/console/members")).text
 
 
+def test_templates_translate_only_literal_messages_with_underscore() -> None:
+    """``_()`` marks its result safe HTML (Jinja's new-style gettext), so a value from the code
+    or the data passed to it would be written unescaped: those go through ``word()``."""
+    found = [f"{path.name}: {call}" for path in TEMPLATES.glob("*.html")
+             for call in re.findall(r"\b_\((?!\s*[\"'])[^)]*\)", path.read_text())]
+    assert found == []
+
+
+async def test_a_word_from_the_data_is_escaped(app: Litestar) -> None:
+    from console.i18n import environment
+
+    template = environment("ja").from_string("{{ word(value) }}|{{ word('active') }}")
+    assert template.render(value="<b>x</b>") == "&lt;b&gt;x&lt;/b&gt;|有効"
+
+
 def test_every_message_has_a_japanese_translation() -> None:
     """Every message the templates and the navigation say is in both catalogues, and Japanese
     has a translation for each."""
