@@ -13,7 +13,7 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from msgspec import Struct
 
-from console.dashboard import dashboard_page
+from console.dashboard import dashboard_page, rfm_members_page
 from console.i18n import LANGUAGES
 from console.members import members_page
 from console.pages import Refused, cookie, render
@@ -165,6 +165,7 @@ router = Router(
     path="/console",
     route_handlers=[
         home, sign_in_page, sign_in_submit, sign_out, choose_language, members_page, dashboard_page,
+        rfm_members_page,
         create_static_files_router(path="/static", directories=[STATIC], name="console:static",
                                    include_in_schema=False),
     ],

@@ -38,5 +38,5 @@ async def test_a_segment_lists_its_members_a_page_at_a_time(db: Connection) -> N
 
 def test_a_segment_is_found_by_its_name_and_an_unknown_one_names_them_all() -> None:
     assert segment_named("at_risk") == "at_risk"
-    with pytest.raises(NotFound, match="the segments are champions, loyal, .*, lost"):
+    with pytest.raises(NotFound, match=r"the segments are champions, loyal, .*, lost"):
         segment_named("vip")
