@@ -45,7 +45,7 @@ PAGES = (
     Page("events", _("Events"), MARKETING_READERS),
     Page("segments", _("Segments"), MARKETING_READERS),
     Page("campaigns", _("Campaigns"), MARKETING_READERS),
-    Page("jobs", _("Jobs"), JOB_READERS),
+    Page("jobs", _("Jobs"), JOB_READERS, "/console/jobs"),
     Page("import", _("Import"), ADMINS),
     Page("staff", _("Staff"), ADMINS),
     Page("audit", _("Audit log"), ADMINS),

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from litestar import Request
 
+from jobs.definition import JobContext
 from loyalty.access.passwords import Passwords
 from loyalty.access.ratelimit import RateLimiter
 from loyalty.access.revocation import Revocations
@@ -34,6 +35,8 @@ class ConsoleServices(Protocol):
     def limiter(self) -> RateLimiter: ...
     @property
     def revocations(self) -> Revocations: ...
+    @property
+    def jobs(self) -> JobContext: ...
 
 
 def services(request: AnyRequest) -> ConsoleServices:
