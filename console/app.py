@@ -15,6 +15,13 @@ from msgspec import Struct
 
 from console.dashboard import dashboard_page, rfm_members_page
 from console.i18n import LANGUAGES
+from console.imports import (
+    import_page,
+    import_progress_partial,
+    import_rejects,
+    import_status_page,
+    import_upload,
+)
 from console.jobs import job_page, job_run, job_run_confirm, job_runs_partial, jobs_page
 from console.members import members_page
 from console.pages import Refused, cookie, render
@@ -167,6 +174,7 @@ router = Router(
     route_handlers=[
         home, sign_in_page, sign_in_submit, sign_out, choose_language, members_page, dashboard_page,
         rfm_members_page, jobs_page, job_page, job_runs_partial, job_run_confirm, job_run,
+        import_page, import_upload, import_status_page, import_progress_partial, import_rejects,
         create_static_files_router(path="/static", directories=[STATIC], name="console:static",
                                    include_in_schema=False),
     ],

@@ -46,7 +46,7 @@ PAGES = (
     Page("segments", _("Segments"), MARKETING_READERS),
     Page("campaigns", _("Campaigns"), MARKETING_READERS),
     Page("jobs", _("Jobs"), JOB_READERS, "/console/jobs"),
-    Page("import", _("Import"), ADMINS),
+    Page("import", _("Import"), ADMINS, "/console/import"),
     Page("staff", _("Staff"), ADMINS),
     Page("audit", _("Audit log"), ADMINS),
     Page("webhooks", _("Webhooks"), ADMINS),

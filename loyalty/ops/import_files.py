@@ -385,6 +385,25 @@ async def write_report(conn: Connection, source: Path, report: Path, header: lis
                         break
     return written
 
+def write_rejections(report: Path, out: Path) -> int:
+    """The report's rejected rows as ``row, field, reason`` (the file's line number, header
+    line 1; the column the reason is about, when it names one of the header's; the reason),
+    without the rows' contents: what a person fixing the file needs. How many rows."""
+    written = 0
+    with report.open(encoding="utf-8", newline="") as source, \
+            out.open("w", encoding="utf-8", newline="") as target:
+        rows = csv.reader(source)
+        header = next(rows, None) or ["line", "reason"]
+        names = {name.strip().lower() for name in header[2:] if name.strip()}
+        writer = csv.writer(target)
+        writer.writerow(["row", "field", "reason"])
+        for line, reason, *_ in rows:
+            first = re.split(r"[:\s]", reason, maxsplit=1)[0]
+            writer.writerow([line, first if first in names else "", reason])
+            written += 1
+    return written
+
+
 # -- the session --------------------------------------------------------------------------------
 
 
