@@ -50,6 +50,9 @@ UPLOAD_LIMIT = 20 * 1024 * 1024
 # How long an import's state and rejections are kept after it started.
 KEPT_SECONDS = 86_400
 REFRESH_SECONDS = 0.5
+# A running import's state not refreshed for this long: its process stopped (restarted,
+# killed) and the import with it.
+STALE_AFTER = dt.timedelta(seconds=60)
 _ID = r"[0-9a-f]{32}"
 
 # Imports running in this process, kept referenced until they finish.
@@ -63,6 +66,7 @@ class ImportState(msgspec.Struct):
     kind: str
     filename: str
     started_at: dt.datetime
+    updated_at: dt.datetime | None = None
     state: Literal["running", "done", "failed"] = "running"
     phase: str = "waiting"
     done: int = 0
@@ -96,6 +100,7 @@ def _folder(svc: ConsoleServices, import_id: str) -> Path:
 
 
 async def _save(svc: ConsoleServices, state: ImportState) -> None:
+    state.updated_at = dt.datetime.now(dt.UTC)
     await svc.redis.set(_key(state.import_id), msgspec.json.encode(state), ex=KEPT_SECONDS)
 
 
@@ -217,7 +222,14 @@ async def import_upload(
 
 
 async def _found(request: AnyRequest, import_id: str) -> ImportState | None:
-    return await _load(services(request), import_id)
+    """The import's state; one whose process stopped while it ran is shown as stopped (run
+    again, an import finishes what the stopped one began)."""
+    state = await _load(services(request), import_id)
+    if state is not None and state.state == "running" and state.updated_at is not None \
+            and dt.datetime.now(dt.UTC) - state.updated_at > STALE_AFTER:
+        state.state = "failed"
+        state.error = "the process running it stopped before it finished"
+    return state
 
 
 @get("/import/{import_id:str}")

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import datetime as dt
 import io
 import re
 from pathlib import Path
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
+import redis.asyncio as aioredis
 
-from console.imports import UPLOAD_LIMIT
+from console.imports import UPLOAD_LIMIT, ImportState
 from loyalty.core.settings import Settings
 from tests.console.seed import seed
 from tests.console.test_console_http import sign_in
@@ -195,3 +198,26 @@ async def test_an_unknown_import_is_a_404_saying_to_start_again(
         assert answer.status_code == 404, path
         assert "このアドレスの取り込みは見つかりません" in answer.text
 
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_an_import_whose_process_stopped_is_shown_stopped_not_polled_forever(
+    client: httpx.AsyncClient, settings: Settings,
+) -> None:
+    assert settings.redis_url
+    import_id = "f" * 32
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    state = ImportState(import_id=import_id, kind="members", filename="members.csv",
+                        started_at=long_ago, updated_at=long_ago, phase="writing", done=5,
+                        total=10)
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        await redis.set(f"console:import:{import_id}", msgspec.json.encode(state), ex=60)
+    finally:
+        await redis.aclose()
+    await sign_in(client, "admin")
+    partial = await client.get(f"/console/import/{import_id}/progress")
+    assert 'data-state="failed"' in partial.text
+    assert "hx-trigger" not in partial.text
+    assert "the process running it stopped before it finished" in partial.text
+    assert "取り込みが止まりました" in partial.text

@@ -107,6 +107,9 @@ async def test_an_admin_confirms_runs_a_job_now_and_follows_it_to_its_end(
     assert "<code>deleted</code>: 0" in partial.text
     (run,) = await _runs(settings)
     assert (run["run_id"], run["trigger"], run["outcome"]) == (run_id, "manual", "succeeded")
+    listed = await client.get("/console/jobs")
+    assert re.search(rf'(?s){JOB}</a></th>.*?<span class="badge succeeded">成功</span>.*?'
+                     r'<code>deleted</code>: 0', listed.text)
     shown = await client.get(started.headers["location"])
     assert f"実行 {run_id} を開始しました" in shown.text
     conn = await asyncpg.connect(settings.database_url)
