@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -58,6 +59,10 @@ def seeded_more() -> MoreSeed:
     return more
 
 
+# An element read while the page is replaced (a form sent, an htmx swap) goes stale: read again.
+STALE = (StaleElementReferenceException,)
+
+
 def _trend(browser: webdriver.Chrome) -> str:
     return browser.find_element(By.CSS_SELECTOR, "figure.trend path.line").get_attribute("d") \
         or ""
@@ -75,7 +80,7 @@ def test_the_dashboard_draws_its_trend_by_week_and_month_and_the_heatmap(
     photograph(browser, photos, "dashboard-week")
     Select(browser.find_element(By.ID, "grain")).select_by_value("month")
     browser.find_element(By.CSS_SELECTOR, "form.period button").click()
-    WebDriverWait(browser, 10).until(
+    WebDriverWait(browser, 10, ignored_exceptions=STALE).until(
         lambda b: b.find_element(By.CSS_SELECTOR, "figure.trend").get_attribute("data-grain")
         == "month")
     # The form keeps the period shown (twelve weeks): about four months of it.
@@ -141,7 +146,7 @@ def test_an_admin_sees_the_runs_and_runs_a_job_now(
     WebDriverWait(browser, 10).until(lambda b: "started=" in b.current_url)
     run_id = browser.current_url.rsplit("=", 1)[1]
     # The runs table follows the run (htmx) until it has ended.
-    WebDriverWait(browser, 20).until(
+    WebDriverWait(browser, 20, ignored_exceptions=STALE).until(
         lambda b: b.find_element(By.ID, f"run-{run_id}").get_attribute("data-outcome")
         == "succeeded")
     row = browser.find_element(By.ID, f"run-{run_id}").text
@@ -175,7 +180,7 @@ def test_an_admin_imports_members_follows_the_progress_and_downloads_the_refusal
     browser.find_element(By.ID, "file").send_keys(str(source))
     browser.find_element(By.CSS_SELECTOR, "form.upload button[type=submit]").click()
     WebDriverWait(browser, 10).until(lambda b: "/console/import/" in b.current_url)
-    WebDriverWait(browser, 30).until(
+    WebDriverWait(browser, 30, ignored_exceptions=STALE).until(
         lambda b: b.find_element(By.ID, "progress").get_attribute("data-state") == "done")
     progress = browser.find_element(By.ID, "progress")
     assert "2 行を取り込み" in progress.text
