@@ -7,8 +7,6 @@ scheduler's runs: while the job is running anywhere, starting it again is refuse
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Annotated
 
 from litestar import Controller, get, post
@@ -20,7 +18,7 @@ from api.idempotency import idempotent
 from api.params import Cursor, Limit
 from jobs.catalogue import job_named, job_statuses
 from jobs.definition import Job
-from jobs.runs import claim, execute, list_runs
+from jobs.runs import cancel_started_runs, list_runs, start_run
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import ADMINS, JOB_READERS
 from loyalty.core.errors import NotFound
@@ -29,19 +27,10 @@ from schemas.jobs import JobRun, JobStatus
 
 JobName = Annotated[str, FromPath]
 
-# Runs started here, kept referenced until they finish (the event loop holds tasks weakly).
-_background: set[asyncio.Task[JobRun]] = set()
-
 
 async def cancel_runs() -> None:
-    """At shutdown: stop the runs started here. Their rows stay ``running`` until the next run
-    of the job marks them abandoned (a scheduled tick is then run again; a run by hand is not,
-    start it again)."""
-    for task in list(_background):
-        task.cancel()
-    for task in list(_background):
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    """At shutdown: stop the runs started in this process (here or in the console)."""
+    await cancel_started_runs()
 
 
 def _job(name: str) -> Job:
@@ -75,13 +64,8 @@ class JobsController(Controller):
         """Run a job now, as of now; refused with 409 while it is running. Answers at once
         with the run (``running``); follow it under ``/v1/jobs/{name}/runs``."""
         job = _job(name)
-        claimed = await claim(services.jobs.dsn, job, as_of=utc_now(),
-                              started_by=staff.staff_id)
-        assert claimed is not None  # a run by hand is never for a tick already run
-        task = asyncio.create_task(execute(claimed, services.jobs))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        run = await start_run(services.jobs, job, as_of=utc_now(), started_by=staff.staff_id)
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id, action="jobs.run",
                            subject_kind="job", subject_id=None,
-                           details={"job": job.name, "run_id": claimed.run.run_id})
-        return claimed.run
+                           details={"job": job.name, "run_id": run.run_id})
+        return run

@@ -32,7 +32,7 @@ from console.coupons import (
     issue_to_segment,
     new_coupon_page,
 )
-from console.dashboard import dashboard_page
+from console.dashboard import dashboard_page, rfm_members_page
 from console.events import (
     create_event_submit,
     event_page,
@@ -41,6 +41,14 @@ from console.events import (
     new_event_page,
 )
 from console.i18n import LANGUAGES
+from console.imports import (
+    import_page,
+    import_progress_partial,
+    import_rejects,
+    import_status_page,
+    import_upload,
+)
+from console.jobs import job_page, job_run, job_run_confirm, job_runs_partial, jobs_page
 from console.member import (
     adjust_member_points,
     change_status,
@@ -235,6 +243,8 @@ router = Router(
         create_segment_submit, update_segment_submit,
         campaigns_page, new_campaign_page, create_campaign_submit, campaign_page, launch_page,
         launch_submit, results_page,
+        rfm_members_page, jobs_page, job_page, job_runs_partial, job_run_confirm, job_run,
+        import_page, import_upload, import_status_page, import_progress_partial, import_rejects,
         create_static_files_router(path="/static", directories=[STATIC], name="console:static",
                                    include_in_schema=False),
     ],

@@ -1,6 +1,9 @@
-"""Dashboard: the KPIs of a period against the period of the same length before it, and the
-period's sales day by day, through the functions behind GET /v1/analytics/kpis
-(loyalty.insights.kpis). Aggregates only, so analysts see it as marketers do."""
+"""Dashboard: the KPIs of a period against the period of the same length before it, the
+period's sales by day, week or month (loyalty.insights.kpis, as GET /v1/analytics/kpis), the
+retention of join cohorts as a heatmap (loyalty.insights.cohorts, as GET /v1/analytics/cohorts)
+and the named RFM segments with their counts (loyalty.insights.rfm, as GET /v1/analytics/rfm).
+Aggregates only, so analysts see it as marketers do; a segment's members are listed, to the
+roles that may read profiles, on /console/rfm/{segment}."""
 
 from __future__ import annotations
 
@@ -16,16 +19,25 @@ from babel.numbers import (
     get_currency_precision,
 )
 from litestar import Response, get
-from litestar.params import QueryParameter
+from litestar.params import FromPath, QueryParameter
 
-from console.chart import trend_path
+from console.chart import heat_level, trend_path
 from console.pages import language_of, render, staff_session
 from console.services import AnyRequest, services
-from loyalty.access.roles import MARKETING_READERS
-from loyalty.core.errors import InvalidInput
-from loyalty.insights.kpis import daily_sales, kpis
-from schemas.analytics import Kpis
-from schemas.base import SINGLE_LINE
+from loyalty.access.audit import record_audit
+from loyalty.access.roles import MARKETING_READERS, PROFILE_READERS
+from loyalty.core.db import transaction
+from loyalty.core.errors import InvalidInput, NotFound
+from loyalty.insights.cohorts import cohorts, month_index, month_of
+from loyalty.insights.kpis import GRAINS, Grain, kpis, sales_trend
+from loyalty.insights.rfm import (
+    RFM_SEGMENTS,
+    rfm_distribution,
+    rfm_segment_members,
+    segment_named,
+)
+from schemas.analytics import Cohorts, Kpis
+from schemas.base import SINGLE_LINE, whole
 
 DEFAULT_DAYS = 30
 CHART_WIDTH, CHART_HEIGHT = 800, 120
@@ -34,7 +46,14 @@ CHART_WIDTH, CHART_HEIGHT = 800, 120
 DayText = Annotated[str | None, QueryParameter(max_length=100, pattern=SINGLE_LINE)]
 FromText = Annotated[str | None, QueryParameter(name="from", max_length=100,
                                                 pattern=SINGLE_LINE)]
+GrainText = Annotated[str | None, QueryParameter(max_length=10, pattern=SINGLE_LINE)]
 Kind = Literal["count", "money", "rate", "number"]
+# The join cohorts the heatmap shows: the twelve months to the period's end, each followed
+# for up to twelve months.
+COHORT_MONTHS = 12
+RFM_PAGE_SIZE = 25
+Cursor = Annotated[str | None, QueryParameter(max_length=200,
+                                              pattern=whole(r"[A-Za-z0-9_-]*"))]
 
 
 # The cards, in order; the template translates each label through the catalogue.
@@ -76,6 +95,50 @@ def _day(text: str | None, field: str, default: dt.date) -> dt.date:
     except ValueError:
         raise InvalidInput(f"{field} must be a day written YYYY-MM-DD, not {text[:20]!r}",
                            field=field) from None
+
+
+def _grain(text: str | None) -> Grain:
+    for grain in GRAINS:
+        if (text or "day") == grain:
+            return grain
+    raise InvalidInput(f"grain must be one of {', '.join(GRAINS)}, not {text[:20]!r}"
+                       if text else "grain is required", field="grain")
+
+
+def _default_first(last: dt.date, grain: Grain) -> dt.date:
+    """The default period for a grain: 30 days, 12 weeks from a Monday or 12 months from a
+    first of the month, ending ``last``."""
+    if grain == "week":
+        return last - dt.timedelta(days=last.weekday() + 7 * 11)
+    if grain == "month":
+        return month_of(month_index(last) - 11)
+    return last - dt.timedelta(days=DEFAULT_DAYS - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class HeatCell:
+    text: str
+    level: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class HeatRow:
+    month: str
+    members: int
+    cells: list[HeatCell]
+
+
+def _heatmap(table: Cohorts, *, locale: str) -> list[HeatRow]:
+    """One row per join cohort, one cell per month since joining: the share active, written
+    as a percentage and shaded by it; an empty cell where the month has not come yet."""
+    rows = []
+    for cohort in table.cohorts:
+        cells = [HeatCell("—" if month.share_active is None else
+                          format_percent(month.share_active, "#,##0%", locale=locale),
+                          heat_level(month.share_active))
+                 for month in cohort.retention[:COHORT_MONTHS]]
+        rows.append(HeatRow(cohort.month, cohort.members, cells))
+    return rows
 
 
 def _cards(now: Kpis, before: Kpis, *, currency: str, locale: str) -> list[Card]:
@@ -122,17 +185,20 @@ async def dashboard_page(
     request: AnyRequest,
     from_: FromText = None,
     to: DayText = None,
+    grain: GrainText = None,
 ) -> Response[str]:
-    """The KPI cards and the trend chart for ``from`` to ``to`` (default: the last 30 business
-    days); a bad period is a 400 page that says what to fix, as the API's message says it."""
+    """The KPI cards, the trend chart by ``grain`` (day, week or month) for ``from`` to ``to``
+    (default: 30 days, 12 weeks or 12 months to today), the cohort heatmap and the RFM grid; a
+    bad period or grain is a 400 page that says what to fix, as the API's message says it."""
     svc = services(request)
     session = await staff_session(request, MARKETING_READERS)
     settings = svc.settings
     tz, currency = ZoneInfo(settings.timezone), settings.currency
     now = dt.datetime.now(dt.UTC)
     today = now.astimezone(tz).date()
+    chosen = _grain(grain)
     last = _day(to, "to", today)
-    first = _day(from_, "from", last - dt.timedelta(days=DEFAULT_DAYS - 1))
+    first = _day(from_, "from", _default_first(last, chosen))
     # As the API: a connection outside any transaction; each computation opens its own
     # repeatable-read view.
     async with svc.pool.acquire() as conn:
@@ -141,15 +207,49 @@ async def dashboard_page(
         span = dt.timedelta(days=current.days)
         previous = await kpis(conn, first=first - span, last=last - span, tz=tz, now=now,
                               margin=settings.ltv_margin, point_value=settings.point_value)
-        days = await daily_sales(conn, first=first, last=last, tz=tz, now=now)
-    sales = [amount for _, _, amount in days]
+        buckets = await sales_trend(conn, first=first, last=last, tz=tz, now=now, grain=chosen)
+        last_month = month_index(last)
+        retention = await cohorts(conn, first=month_of(last_month - COHORT_MONTHS + 1),
+                                  last=month_of(last_month), tz=tz, now=now)
+        rfm = await rfm_distribution(conn)
+    sales = [amount for _, _, amount in buckets]
     locale = language_of(request)
+    heatmap = _heatmap(retention, locale=locale)
     scale = 10 ** get_currency_precision(currency)
     return render(
         request, "dashboard.html", session=session, first=first.isoformat(),
-        last=last.isoformat(), current=current, previous=previous,
+        last=last.isoformat(), current=current, previous=previous, grain=chosen,
+        grains=GRAINS,
         cards=_cards(current, previous, currency=currency, locale=locale),
         path_d=trend_path(sales, width=CHART_WIDTH, height=CHART_HEIGHT),
-        width=CHART_WIDTH, height=CHART_HEIGHT,
+        width=CHART_WIDTH, height=CHART_HEIGHT, buckets=len(buckets),
         top=format_currency(max(sales, default=0) / scale, currency, locale=locale),
-        previous_first=(first - span).isoformat(), previous_last=(last - span).isoformat())
+        previous_first=(first - span).isoformat(), previous_last=(last - span).isoformat(),
+        heatmap=heatmap, heat_columns=max((len(row.cells) for row in heatmap), default=0),
+        rfm=rfm, rfm_links=session.role in PROFILE_READERS,
+        shares={segment.name: "—" if segment.share is None else
+                format_percent(segment.share, "#,##0%", locale=locale)
+                for segment in rfm.segments})
+
+
+@get("/rfm/{segment:str}")
+async def rfm_members_page(
+    request: AnyRequest, segment: FromPath[str], cursor: Cursor = None,
+) -> Response[str]:
+    """The members of a named RFM segment, a page at a time, to the roles that read profiles
+    (analysts see the counts only); an unknown name is a 404 page listing the names."""
+    svc = services(request)
+    session = await staff_session(request, PROFILE_READERS)
+    try:
+        name = segment_named(segment)
+    except NotFound:
+        return render(request, "rfm_members.html", session=session, status_code=404,
+                      unknown=segment[:40], segments=RFM_SEGMENTS, segment=None, page=None)
+    async with transaction(svc.pool) as conn:
+        page = await rfm_segment_members(conn, name, limit=RFM_PAGE_SIZE, cursor=cursor or None)
+        await record_audit(conn, actor_kind="staff", actor_id=session.principal.staff_id,
+                           action="members.rfm_segment", subject_kind="member", subject_id=None,
+                           details={"segment": name, "results": len(page.items),
+                                    "via": "console"})
+    return render(request, "rfm_members.html", session=session, segment=name, page=page,
+                  unknown=None, segments=RFM_SEGMENTS)

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from litestar import Request
 
+from jobs.definition import JobContext
 from loyalty.access.passwords import Passwords
 from loyalty.access.ratelimit import RateLimiter
 from loyalty.access.revocation import Revocations
@@ -40,6 +41,8 @@ class ConsoleServices(Protocol):
     def rulebook(self) -> RuleBook: ...
     @property
     def programme(self) -> Programme: ...
+    @property
+    def jobs(self) -> JobContext: ...
 
 
 def services(request: AnyRequest) -> ConsoleServices:

@@ -12,6 +12,7 @@ what the dead run started.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -160,6 +161,35 @@ async def execute(claim: Claim, ctx: JobContext) -> JobRun:
     finally:
         with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
             await claim.lock.close()
+
+
+# Runs started by hand in this process (the API's and the console's "run now"), kept referenced
+# until they finish (the event loop holds tasks weakly).
+_background: set[asyncio.Task[JobRun]] = set()
+
+
+async def start_run(ctx: JobContext, job: Job, *, as_of: dt.datetime,
+                    started_by: UUID | None) -> JobRun:
+    """Run ``job`` by hand as of ``as_of``, in the background of this process, under the same
+    lock as the scheduler's runs: the run as it starts (``running``); ``JobBusy`` while the job
+    is running anywhere. Follow it with ``list_runs``."""
+    claimed = await claim(ctx.dsn, job, as_of=as_of, started_by=started_by)
+    assert claimed is not None  # a run by hand is never for a tick already run
+    task = asyncio.create_task(execute(claimed, ctx))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return claimed.run
+
+
+async def cancel_started_runs() -> None:
+    """At shutdown: stop the runs ``start_run`` started here. Their rows stay ``running`` until
+    the next run of the job marks them abandoned (a scheduled tick is then run again; a run by
+    hand is not, start it again)."""
+    for task in list(_background):
+        task.cancel()
+    for task in list(_background):
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def run_once(

@@ -11,7 +11,11 @@ from typing import get_args
 from uuid import UUID
 
 from loyalty.core.db import Connection
+from loyalty.core.errors import NotFound
+from loyalty.core.paging import decode_cursor, encode_cursor
 from schemas.analytics import RfmCell, RfmDistribution, RfmSegment, RfmSegmentName
+from schemas.base import Page
+from schemas.segments import SegmentMember
 
 # Two refreshes at once would only repeat each other's work; the second waits for the first.
 RFM_LOCK_KEY = 0x52464D5F52454652  # "RFM_REFR"
@@ -205,3 +209,37 @@ async def member_rfm(conn: Connection, member_id: UUID) -> MemberRfm | None:
         return None
     return MemberRfm(segment=rfm_segment(row["recency_score"], row["frequency_score"]),
                      **dict(row))
+# $1 after this member id, $2 how many (one more, to know whether a page follows), $3 and $4
+# the recency and frequency scores of the segment's cells, pairwise.
+_SEGMENT_MEMBERS = """
+select m.member_id, m.member_number, m.name, m.status
+  from member_rfm r join members m on m.member_id = r.member_id
+ where r.member_id > $1
+   and (r.recency_score, r.frequency_score) in (
+           select * from unnest($3::smallint[], $4::smallint[]))
+ order by r.member_id
+ limit $2
+"""
+
+
+def segment_named(name: str) -> RfmSegmentName:
+    """``name`` as one of RFM_SEGMENTS, or NotFound naming them all."""
+    for segment in RFM_SEGMENTS:
+        if segment == name:
+            return segment
+    raise NotFound(f"no RFM segment is called {name[:40]!r}; the segments are "
+                   f"{', '.join(RFM_SEGMENTS)}", field="segment", code="rfm_segment_not_found")
+
+
+async def rfm_segment_members(conn: Connection, segment: RfmSegmentName, *, limit: int = 50,
+                              cursor: str | None = None) -> Page[SegmentMember]:
+    """The members the last RFM refresh put in the named ``segment`` (those its count in
+    ``rfm_distribution`` counts), in member-id order, one keyset page at a time."""
+    cells = [cell for cell, name in RFM_GRID.items() if name == segment]
+    after = decode_cursor(cursor) if cursor else UUID(int=0)
+    rows = await conn.fetch(_SEGMENT_MEMBERS, after, limit + 1, [r for r, _ in cells],
+                            [f for _, f in cells])
+    items = [SegmentMember(member_id=r["member_id"], member_number=r["member_number"],
+                           name=r["name"], status=r["status"]) for r in rows[:limit]]
+    next_cursor = encode_cursor(items[-1].member_id) if len(rows) > limit else None
+    return Page(items=items, next_cursor=next_cursor)

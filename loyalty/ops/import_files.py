@@ -100,10 +100,32 @@ def prepare_report(source: Path, report: Path | None) -> Path:
 # -- progress ---------------------------------------------------------------------------------
 
 
+class ImportProgress:
+    """Where an import run in the background (the console's) keeps how far it has got, for a
+    page to read: pass it as the import's ``progress`` stream. ``Progress`` records its phase
+    (reading, checking, writing), rows done and the phase's total here as it advances, and
+    writes nothing."""
+
+    def __init__(self) -> None:
+        self.phase = "waiting"
+        self.done = 0
+        self.total = 0
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
 class Progress:
     """Rows done out of a total on a stream (stderr): on a terminal, a bar redrawn in place at
     most five times a second; elsewhere (a log file, a pipe) a plain line every ten seconds.
-    Either way one last line when the phase ends."""
+    Either way one last line when the phase ends. An ``ImportProgress`` as the stream gets the
+    figures themselves, at every step."""
 
     def __init__(self, label: str, total: int, stream: TextIO | None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -115,9 +137,17 @@ class Progress:
         self.tty = stream is not None and stream.isatty()
         self.interval = 0.2 if self.tty else 10.0
         self.started = self.last = clock()
+        self.watch = stream if isinstance(stream, ImportProgress) else None
+        self._report()
+
+    def _report(self) -> None:
+        if self.watch is not None:
+            self.watch.phase, self.watch.done = self.label, self.done
+            self.watch.total = max(self.total, self.done)
 
     def advance(self, rows: int) -> None:
         self.done += rows
+        self._report()
         if self.stream is None:
             return
         now = self.clock()
@@ -129,6 +159,7 @@ class Progress:
         # The total of the reading phase is estimated from the file's lines: blank lines and
         # fields spanning lines make it a little high.
         self.total = self.done
+        self._report()
         if self.stream is not None:
             self._draw(self.clock(), final=True)
 
@@ -237,6 +268,16 @@ def _reason(exc: msgspec.ValidationError) -> str:
     return f"{where.rstrip('`')}: {message[:1].lower()}{message[1:]}"
 
 
+def check_header(source: Path, row_type: type[msgspec.Struct]) -> list[str]:
+    """The file's columns, read as an import reads them, or InvalidInput saying what to fix
+    (empty, not UTF-8 or not CSV, an unknown or missing column); reads only the header."""
+    with _records(source) as records:
+        first = next(records, None)
+        if first is None:
+            raise InvalidInput(f"{source.name} is empty: it needs a header", field="file")
+        return _header(first[1], row_type)
+
+
 @dataclass
 class Staged:
     """What the reading phase left: rows staged, rows rejected (their reasons are in
@@ -343,6 +384,25 @@ async def write_report(conn: Connection, source: Path, report: Path, header: lis
                     except StopAsyncIteration:
                         break
     return written
+
+def write_rejections(report: Path, out: Path) -> int:
+    """The report's rejected rows as ``row, field, reason`` (the file's line number, header
+    line 1; the column the reason is about, when it names one of the header's; the reason),
+    without the rows' contents: what a person fixing the file needs. How many rows."""
+    written = 0
+    with report.open(encoding="utf-8", newline="") as source, \
+            out.open("w", encoding="utf-8", newline="") as target:
+        rows = csv.reader(source)
+        header = next(rows, None) or ["line", "reason"]
+        names = {name.strip().lower() for name in header[2:] if name.strip()}
+        writer = csv.writer(target)
+        writer.writerow(["row", "field", "reason"])
+        for line, reason, *_ in rows:
+            first = re.split(r"[:\s]", reason, maxsplit=1)[0]
+            writer.writerow([line, first if first in names else "", reason])
+            written += 1
+    return written
+
 
 # -- the session --------------------------------------------------------------------------------
 

@@ -31,27 +31,45 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 import asyncpg
 
 from loyalty.core.db import init_connection, migrate
 from loyalty.core.errors import InvalidInput
-from loyalty.ops.import_files import DEFAULT_BATCH_SIZE, ImportSummary, prepare_report
-from loyalty.ops.import_members import import_members
-from loyalty.ops.import_purchases import import_purchases
+from loyalty.ops.import_files import (
+    DEFAULT_BATCH_SIZE,
+    ImportSummary,
+    check_header,
+    prepare_report,
+)
+from loyalty.ops.import_members import MemberRow, import_members
+from loyalty.ops.import_purchases import PurchaseRow, import_purchases
+
+ImportKind = Literal["members", "purchases"]
+IMPORT_KINDS: tuple[ImportKind, ...] = ("members", "purchases")
+
+
+def check_import_file(kind: ImportKind, source: Path) -> list[str]:
+    """Whether ``source`` can be imported as ``kind`` at all: its header, as the import reads
+    it, or InvalidInput saying what to fix. The rows are checked by the import itself."""
+    return check_header(source, MemberRow if kind == "members" else PurchaseRow)
 
 
 async def run_import(
-    dsn: str, kind: Literal["members", "purchases"], source: Path, *, report: Path | None,
+    dsn: str, kind: ImportKind, source: Path, *, report: Path | None,
     region: str, currency: str, create_stores: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE, show_progress: bool = True,
+    progress: TextIO | None = None,
 ) -> ImportSummary:
-    """What ``loyalty import`` runs: migrate, then import on a connection of its own."""
+    """What ``loyalty import`` (and the console's import page) runs: migrate, then import on a
+    connection of its own. Progress goes to ``progress`` if given (the console passes an
+    ``ImportProgress``), else to stderr when ``show_progress``."""
     if batch_size < 1:
         raise InvalidInput("--batch-size must be at least 1", field="batch_size")
     report = prepare_report(source, report)
-    progress = sys.stderr if show_progress else None
+    if progress is None and show_progress:
+        progress = sys.stderr
     await migrate(dsn)
     conn = await asyncpg.connect(dsn)
     try:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+import asyncpg
 import httpx
 import pytest
 
+from console import dashboard
 from loyalty.core.settings import Settings
+from loyalty.insights.rfm import RFM_SEGMENTS, refresh_rfm, rfm_distribution
 from tests.console.seed import seed
 from tests.console.test_console_http import sign_in
 
@@ -88,3 +91,145 @@ async def test_a_bad_period_is_a_400_page_saying_what_to_fix(
     assert page.status_code == 400, page.text
     assert "text/html" in page.headers["content-type"]
     assert message in page.text
+
+
+# -- trend by week and month, the cohort heatmap, the RFM grid and a segment's members ------
+
+async def _refresh_rfm(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await refresh_rfm(conn, now=dt.datetime.now(dt.UTC), window_days=365)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def scored(settings: Settings, seeded: None) -> dict[str, int]:
+    """The seed, RFM-scored: members by segment."""
+    assert settings.database_url
+    await _refresh_rfm(settings.database_url)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return {s.name: s.members for s in (await rfm_distribution(conn)).segments}
+    finally:
+        await conn.close()
+
+
+@pytest.mark.usefixtures("seeded")
+@pytest.mark.parametrize(("grain", "buckets", "caption"), [
+    ("week", 12, "週別売上"), ("month", 12, "月別売上"), ("day", 30, "日別売上")])
+async def test_the_trend_is_drawn_by_the_grain_chosen_over_its_default_period(
+    client: httpx.AsyncClient, grain: str, buckets: int, caption: str,
+) -> None:
+    await sign_in(client, "analyst")
+    page = await client.get("/console/dashboard", params={"grain": grain})
+    assert page.status_code == 200, page.text
+    assert f'data-grain="{grain}" data-buckets="{buckets}"' in page.text
+    found = PATH_D.search(page.text)
+    assert found
+    assert found.group(1).count("L") == buckets - 1
+    assert f'<option value="{grain}" selected>' in page.text
+    assert caption in page.text
+    # The period starts where the grain's buckets do: a Monday, the first of a month.
+    first = dt.date.fromisoformat(re.search(r'id="from" name="from" type="date" value="([^"]+)"',
+                                            page.text).group(1))  # type: ignore[union-attr]
+    assert {"week": first.weekday() == 0, "month": first.day == 1,
+            "day": True}[grain]
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_an_unknown_grain_is_a_400_page_saying_which_exist(
+    client: httpx.AsyncClient,
+) -> None:
+    await sign_in(client, "marketer")
+    page = await client.get("/console/dashboard", params={"grain": "year"})
+    assert page.status_code == 400
+    assert "grain must be one of day, week, month" in page.text
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_the_cohort_heatmap_writes_each_share_in_its_shaded_cell(
+    client: httpx.AsyncClient,
+) -> None:
+    await sign_in(client, "analyst")
+    page = await client.get("/console/dashboard")
+    assert "入会コホートの継続率" in page.text
+    # The seeded members joined 60 days ago, all still active: their cohort's row, 100%
+    # written in the darkest cells; months with no one who joined are dashes.
+    assert re.search(r'<td class="count">3</td>\s*<td class="heat heat-5">100%</td>', page.text)
+    assert '<td class="heat">—</td>' in page.text
+    assert len(re.findall(r'<th scope="row">\d{4}-\d{2}</th>', page.text)) == 12
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_without_rfm_scores_the_grid_says_how_to_get_them(
+    client: httpx.AsyncClient,
+) -> None:
+    await sign_in(client, "marketer")
+    page = await client.get("/console/dashboard")
+    assert "RFMスコアはまだありません" in page.text
+    assert "/console/rfm/" not in page.text
+
+
+async def test_the_rfm_grid_links_counts_for_profile_readers_only(
+    client: httpx.AsyncClient, scored: dict[str, int],
+) -> None:
+    await sign_in(client, "marketer")
+    page = await client.get("/console/dashboard")
+    for name, count in scored.items():
+        assert re.search(rf'<a href="/console/rfm/{name}" aria-label="[^"]*">{count}</a>',
+                         page.text), name
+    assert "優良顧客" in page.text
+    client.cookies.clear()
+    await sign_in(client, "analyst")
+    page = await client.get("/console/dashboard")
+    assert "/console/rfm/" not in page.text
+    assert "優良顧客" in page.text
+    refused = await client.get("/console/rfm/champions")
+    assert refused.status_code == 403
+
+
+@pytest.mark.parametrize("role", ["marketer", "support", "admin"])
+async def test_a_segment_lists_its_members_with_links_and_is_audited(
+    client: httpx.AsyncClient, scored: dict[str, int], settings: Settings, role: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    name = max(scored, key=lambda n: scored[n])
+    assert scored[name] >= 1
+    monkeypatch.setattr(dashboard, "RFM_PAGE_SIZE", 1)
+    await sign_in(client, role)
+    seen: list[str] = []
+    url = f"/console/rfm/{name}"
+    while True:
+        page = await client.get(url)
+        assert page.status_code == 200, page.text
+        rows = re.findall(r'<td><a href="/console/members/([0-9a-f-]{36})">(\d+)</a></td>',
+                          page.text)
+        assert len(rows) == 1
+        seen.append(rows[0][0])
+        more = re.search(r'<a href="(/console/rfm/[^"]+\?cursor=[^"]+)">', page.text)
+        if more is None:
+            break
+        url = more.group(1).replace("&amp;", "&")
+    assert len(seen) == len(set(seen)) == scored[name]
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        audited = await conn.fetchval(
+            "select count(*) from audit_log where action = 'members.rfm_segment'")
+    finally:
+        await conn.close()
+    assert audited == scored[name]
+
+
+@pytest.mark.usefixtures("scored")
+async def test_an_unknown_segment_is_a_404_page_naming_the_segments(
+    client: httpx.AsyncClient,
+) -> None:
+    await sign_in(client, "marketer")
+    page = await client.get("/console/rfm/vip")
+    assert page.status_code == 404
+    assert "「vip」というRFMセグメントはありません" in page.text
+    for name in RFM_SEGMENTS:
+        assert f'href="/console/rfm/{name}"' in page.text
+    bad = await client.get("/console/rfm/champions", params={"cursor": "!!"})
+    assert bad.status_code == 400
