@@ -4,7 +4,7 @@
     python -m bench.make_purchase_history --members 20000 --seed 17 --out /tmp/history
     loyalty import members /tmp/history/members.csv
     loyalty import purchases /tmp/history/purchases.csv --create-stores
-    loyalty analytics evaluate --calibration-end 2026-04-01T00:00:00+09:00 --horizon 90
+    loyalty analytics evaluate --calibration-end 2026-05-01 --horizon 90
 
 The process (defaults below): members join evenly over the first year (their first purchase
 is the day they join, at a random hour), then buy as BG/NBD assumes: while alive, a Poisson
@@ -37,7 +37,7 @@ import numpy as np
 from loyalty.insights.churn_model import BgNbd, GammaGamma, Summaries
 
 JST = dt.timezone(dt.timedelta(hours=9))
-END = dt.datetime(2026, 12, 31, 0, 0, tzinfo=JST)
+END = dt.datetime(2026, 11, 1, 0, 0, tzinfo=JST)
 DAYS = 730
 # Rates: mean r/α = 0.02 a day (about 7 purchases a year), widely spread; dropout after a
 # repeat purchase: mean a/(a+b) = 0.2. Spend: mean p γ / (q - 1) = 3,000 yen.

@@ -42,7 +42,7 @@ from loyalty.core.errors import ConfigurationError, LoyaltyError
 from loyalty.core.logs import configure_logging
 from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings, load_settings
-from loyalty.insights.churn_evaluation import Verdict
+from loyalty.insights.churn_evaluation import Evaluation
 from loyalty.insights.churn_evaluation import evaluate as evaluate_churn
 from loyalty.insights.rfm import refresh_rfm
 from loyalty.ops.demo import seed_demo
@@ -323,18 +323,19 @@ def _figure(value: float | None) -> str:
 
 def cmd_analytics_evaluate(settings: Settings, args: argparse.Namespace) -> None:
     calibration_end = _calibration_end(args.calibration_end, settings.timezone)
-    verdicts: list[Verdict] = _in_batches(settings, lambda conn: evaluate_churn(
+    result: Evaluation = _in_batches(settings, lambda conn: evaluate_churn(
         conn, calibration_end=calibration_end, horizon_days=args.horizon,
         now=dt.datetime.now(dt.UTC), at_risk_multiple=settings.at_risk_multiple,
         at_risk_min_purchases=settings.at_risk_min_purchases))
     if args.json:
         print(msgspec.json.encode(
             [{"method": v.method, "precision": v.precision, "recall": v.recall, "f1": v.f1,
-              "auc": v.auc} for v in verdicts]).decode())
+              "auc": v.auc} for v in result.verdicts]).decode())
         return
-    print(f"no purchase in the {args.horizon} days after {calibration_end.isoformat()}")
+    print(f"no purchase in the {args.horizon} days after {calibration_end.isoformat()}: "
+          f"{result.silent:,} of the {result.members:,} members who had bought by then")
     print(f"{'method':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'auc':>9}")
-    for v in verdicts:
+    for v in result.verdicts:
         print(f"{v.method:<16} {_figure(v.precision):>9} {_figure(v.recall):>9} "
               f"{_figure(v.f1):>9} {_figure(v.auc):>9}")
 

@@ -109,9 +109,16 @@ async def _buyers(conn: Connection, as_of: dt.datetime, until: dt.datetime) -> S
     return Summaries.join(parts)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    members: int  # judged: bought by the calibration end
+    silent: int  # of them, without a purchase in the horizon
+    verdicts: list[Verdict]
+
+
 async def evaluate(conn: Connection, *, calibration_end: dt.datetime, horizon_days: int,
                    now: dt.datetime, at_risk_multiple: float,
-                   at_risk_min_purchases: int) -> list[Verdict]:
+                   at_risk_min_purchases: int) -> Evaluation:
     """Precision, recall, F1 and ROC AUC of each method (module docstring). Writes nothing."""
     if horizon_days < 1:
         raise InvalidInput("the horizon must be at least one day", field="horizon")
@@ -130,9 +137,10 @@ async def evaluate(conn: Connection, *, calibration_end: dt.datetime, horizon_da
             "calibration end or a shorter horizon", field="calibration_end")
     # Judging: as of the calibration end, against the held-out horizon.
     judged = await _buyers(conn, calibration_end, calibration_end + horizon)
-    return compare_methods(inner, judged, horizon_days=horizon_days,
-                           at_risk_multiple=at_risk_multiple,
-                           at_risk_min_purchases=at_risk_min_purchases)
+    verdicts = compare_methods(inner, judged, horizon_days=horizon_days,
+                               at_risk_multiple=at_risk_multiple,
+                               at_risk_min_purchases=at_risk_min_purchases)
+    return Evaluation(len(judged.member_ids), int((~judged.bought_later).sum()), verdicts)
 
 
 def compare_methods(inner: Summaries, judged: Summaries, *, horizon_days: int,

@@ -6,16 +6,20 @@ model does not apply, a second run rewriting the same rows)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from math import gamma, log
+from typing import Any
 from uuid import UUID
 
+import asyncpg
 import numpy as np
 import pytest
 
 from bench.make_purchase_history import END, simulate, summarise
-from loyalty.core.db import Connection
+from cli import main as cli
+from loyalty.core.db import Connection, init_connection
 from loyalty.insights.churn_evaluation import best_threshold, compare_methods, judge, roc_auc
 from loyalty.insights.churn_model import (
     BgNbd,
@@ -237,3 +241,66 @@ async def test_the_job_scores_every_member_and_falls_back_to_cadence(db: Connect
     assert later["members"] == 60
     assert later["removed"] == 1
     assert members[5] not in await scores(db)
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def _on(dsn: str, work: Any) -> Any:
+    async def run() -> Any:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await init_connection(conn)
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def test_the_evaluate_command_prints_each_method_and_writes_nothing(
+        cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    history = simulate(300, 5)
+
+    async def seed(conn: Connection) -> None:
+        shop = await Shop(conn).open()
+        for member in history:
+            member_id = await shop.member(member.external_id)
+            for moment, total in member.purchases:
+                await shop.buy(member_id, moment, total)
+
+    _on(cli_env, seed)
+    end = (END - 180 * DAY).date().isoformat()
+    cli.main(["analytics", "evaluate", "--calibration-end", end, "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["method"] for row in rows][:2] == ["model", "cadence"]
+    assert rows[2]["method"].startswith("fixed ")
+    assert rows[2]["method"].endswith(" days")
+    assert all(set(row) == {"method", "precision", "recall", "f1", "auc"} for row in rows)
+    assert all(0 <= row[k] <= 1 for row in rows for k in ("precision", "recall", "f1", "auc"))
+    # The same figures as the function computes on the same summaries.
+    judged = summarise(history, END - 180 * DAY, END - 90 * DAY)
+    assert rows[0]["auc"] > 0.5
+    cli.main(["analytics", "evaluate", "--calibration-end", end, "--horizon", "90"])
+    text = capsys.readouterr().out.splitlines()
+    silent = int((~judged.bought_later).sum())
+    assert text[0] == (f"no purchase in the 90 days after {end}T00:00:00+09:00: "
+                       f"{silent:,} of the 300 members who had bought by then")
+    assert text[2].split()[0] == "model"
+    assert text[2].split()[-1] == f"{rows[0]['auc']:.3f}"
+    assert _on(cli_env, lambda conn: conn.fetchval(
+        "select (select count(*) from member_churn_scores)"
+        " + (select count(*) from churn_model_fits)")) == 0
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--calibration-end", "2026-13-01"], "is not a date"),
+    (["--calibration-end", "2026-05-01T00:00:00"], "time zone offset"),
+    (["--calibration-end", "2026-05-01", "--horizon", "0"], "at least one day"),
+    (["--calibration-end", "2999-01-01"], "after now"),
+    (["--calibration-end", "2001-01-01"], "no member bought"),
+])
+def test_the_evaluate_command_refuses_bad_arguments(cli_env: str, argv: list[str],
+                                                    message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        cli.main(["analytics", "evaluate", *argv])
