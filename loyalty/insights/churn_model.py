@@ -93,7 +93,10 @@ def fit_bgnbd(x: Floats, t_x: Floats, T: Floats) -> BgNbdFit:
 
     def objective(logs: Floats) -> float:
         r, alpha, a, b = np.exp(logs)
-        value = -float(np.mean(bgnbd_log_likelihood(BgNbd(r, alpha, a, b), x, t_x, T)))
+        # The optimiser may try parameters where a term overflows: that is a bad point, not
+        # an error.
+        with np.errstate(all="ignore"):
+            value = -float(np.mean(bgnbd_log_likelihood(BgNbd(r, alpha, a, b), x, t_x, T)))
         return value if math.isfinite(value) else 1e300
 
     # α is a time scale (days): start it at the mean age so the first steps are sensible.
@@ -120,14 +123,21 @@ def probability_alive(params: BgNbd, x: Floats, t_x: Floats, T: Floats) -> Float
 def expected_purchases(params: BgNbd, t: float, x: Floats, t_x: Floats, T: Floats) -> Floats:
     """Expected occasions in the next ``t`` days (FHL eq. 10):
 
-    E[Y(t)] = (a+b+x-1)/(a-1) · [1 - ((α+T)/(α+T+t))^(r+x) ₂F₁(r+x, b+x; a+b+x-1; t/(α+T+t))]
-              / (1 + [x > 0] a/(b+x-1) ((α+T)/(α+t_x))^(r+x))
+    E[Y(t)] = (a+b+x-1)/(a-1) · [1 - ((α+T)/(α+T+t))^(r+x) ₂F₁(r+x, b+x; a+b+x-1; z)]
+              / (1 + [x > 0] a/(b+x-1) ((α+T)/(α+t_x))^(r+x)),   z = t/(α+T+t)
+
+    ₂F₁ with r+x and b+x large (a weekly shopper of two years has x near 100) is beyond
+    scipy's series, so it is taken through Euler's transformation, ₂F₁(A, B; C; z) =
+    (1-z)^(C-A-B) ₂F₁(C-A, C-B; C; z), whose parameters C-A = a+b-1-r and C-B = a-1 do not
+    grow with x; and since 1-z = (α+T)/(α+T+t) the bracket becomes
+    1 - (1-z)^(a-1) ₂F₁(a+b-1-r, a-1; a+b+x-1; z).
     """
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
-    hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + T + t))
-    bracket = 1 - np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + t))) * hyp
+    z = t / (alpha + T + t)
+    hyp = special.hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
+    bracket = 1 - np.exp((a - 1) * np.log1p(-z)) * hyp
     value = (a + b + x - 1) / (a - 1) * bracket * probability_alive(params, x, t_x, T)
-    # ₂F₁ loses precision for members far out in the tail; nobody expects fewer than nothing.
+    # Nobody expects fewer than nothing; a value the special function could not give is none.
     return np.asarray(np.clip(np.nan_to_num(value, nan=0.0, posinf=0.0), 0.0, None),
                       dtype=np.float64)
 
@@ -188,7 +198,8 @@ def fit_gamma_gamma(n: Floats, m: Floats) -> GammaGamma | None:
 
     def objective(logs: Floats) -> float:
         p, q, g = np.exp(logs)
-        value = -float(np.mean(gamma_gamma_log_likelihood(GammaGamma(p, q, g), n, m)))
+        with np.errstate(all="ignore"):
+            value = -float(np.mean(gamma_gamma_log_likelihood(GammaGamma(p, q, g), n, m)))
         return value if math.isfinite(value) else 1e300
 
     start = np.log([1.0, 2.0, float(np.mean(m))])
