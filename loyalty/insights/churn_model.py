@@ -444,3 +444,27 @@ async def fit_and_score(conn: Connection, *, now: dt.datetime, margin: float,
         totals["cadence"] += int((~use_model).sum())
     totals["removed"] = int(await conn.fetchval(_DROP_STALE, now))
     return totals
+
+
+# -- Reading the scores -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChurnScore:
+    """A member's figures as the last run scored them; the model's are None where the method
+    is 'cadence' (read the at-risk flag there)."""
+
+    method: str
+    p_alive: float | None
+    expected_purchases_90d: float | None
+    predicted_value_12m: float | None
+    scored_at: dt.datetime
+
+
+async def churn_score(conn: Connection, member_id: UUID) -> ChurnScore | None:
+    """The member's latest churn scores (for the member page and export), None before the
+    first run or for a member merged or erased."""
+    row = await conn.fetchrow(
+        "select method, p_alive, expected_purchases_90d, predicted_value_12m, scored_at"
+        "  from member_churn_scores where member_id = $1", member_id)
+    return ChurnScore(**dict(row)) if row is not None else None

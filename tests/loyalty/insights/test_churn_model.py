@@ -25,6 +25,7 @@ from loyalty.insights.churn_model import (
     BgNbd,
     GammaGamma,
     bgnbd_log_likelihood,
+    churn_score,
     expected_purchases,
     expected_spend,
     fit_and_score,
@@ -212,6 +213,11 @@ async def test_the_job_scores_every_member_and_falls_back_to_cadence(db: Connect
     assert all(0 <= row["p_alive"] <= 1 for row in modelled)  # type: ignore[operator]
     assert all(row["expected_purchases_90d"] >= 0 for row in modelled)  # type: ignore[operator]
     assert all(row["predicted_value_12m"] >= 0 for row in modelled)  # type: ignore[operator]
+    read = await churn_score(db, survivor)
+    assert read is not None
+    assert (read.method, read.p_alive, read.scored_at) == (
+        "model", rows[survivor]["p_alive"], NOW)
+    assert await churn_score(db, merged) is None
     # The survivor's history includes the merged member's purchase two days ago.
     fitted = BgNbd(**params["bgnbd"])
     own = days_ago[survivor]
