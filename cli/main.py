@@ -1,7 +1,7 @@
 """``loyalty``: the API server and the commands operators and scheduled jobs run.
 
 Commands: serve, migrate, scheduler, jobs, staff, terminal, points, tiers, rfm, campaigns,
-import, seed-demo.
+import, analytics, seed-demo.
 
 Every command reads the same settings as ``serve`` and, with no URLs configured, joins (or
 starts) the same embedded servers under the data directory, so it works while ``make run`` runs.
@@ -42,6 +42,8 @@ from loyalty.core.errors import ConfigurationError, LoyaltyError
 from loyalty.core.logs import configure_logging
 from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings, load_settings
+from loyalty.insights.churn_evaluation import Evaluation
+from loyalty.insights.churn_evaluation import evaluate as evaluate_churn
 from loyalty.insights.rfm import refresh_rfm
 from loyalty.ops.demo import seed_demo
 from loyalty.ops.importing import run_import
@@ -299,6 +301,45 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
     print(summary)
 
 
+def _calibration_end(text: str, timezone: str) -> dt.datetime:
+    """A date (the start of that day in the business time zone) or a time with its offset."""
+    try:
+        if len(text) == 10:
+            return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(),
+                                       ZoneInfo(timezone))
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        sys.exit(f"loyalty: --calibration-end {text!r} is not a date (2026-04-01) or an ISO "
+                 "8601 time with its offset")
+    if moment.tzinfo is None:
+        sys.exit("loyalty: --calibration-end needs a time zone offset, e.g. "
+                 "2026-04-01T00:00:00+09:00, or give a date")
+    return moment
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def cmd_analytics_evaluate(settings: Settings, args: argparse.Namespace) -> None:
+    calibration_end = _calibration_end(args.calibration_end, settings.timezone)
+    result: Evaluation = _in_batches(settings, lambda conn: evaluate_churn(
+        conn, calibration_end=calibration_end, horizon_days=args.horizon,
+        now=dt.datetime.now(dt.UTC), at_risk_multiple=settings.at_risk_multiple,
+        at_risk_min_purchases=settings.at_risk_min_purchases))
+    if args.json:
+        print(msgspec.json.encode(
+            [{"method": v.method, "precision": v.precision, "recall": v.recall, "f1": v.f1,
+              "auc": v.auc} for v in result.verdicts]).decode())
+        return
+    print(f"no purchase in the {args.horizon} days after {calibration_end.isoformat()}: "
+          f"{result.silent:,} of the {result.members:,} members who had bought by then")
+    print(f"{'method':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'auc':>9}")
+    for v in result.verdicts:
+        print(f"{v.method:<16} {_figure(v.precision):>9} {_figure(v.recall):>9} "
+              f"{_figure(v.f1):>9} {_figure(v.auc):>9}")
+
+
 _ROLES = list(get_args(StaffRole))
 
 
@@ -401,6 +442,19 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--create-stores", action="store_true",
                                  help="create unknown stores from their code, not reject")
         command.set_defaults(run=cmd_import)
+
+    analytics = _group(commands, "analytics", "analytics work (docs/analytics.md)")
+    evaluate = analytics.add_parser(
+        "evaluate", help="judge the churn model, the at-risk rule and the best fixed N-day rule "
+                         "on the purchases after a calibration end (writes nothing)")
+    evaluate.add_argument("--calibration-end", required=True,
+                          help="the purchases after it are held out (a date in the business "
+                               "time zone, or an ISO 8601 time with its offset)")
+    evaluate.add_argument("--horizon", type=int, default=90,
+                          help="days after the calibration end judged (default 90)")
+    evaluate.add_argument("--json", action="store_true",
+                          help="print a JSON list of {method, precision, recall, f1, auc}")
+    evaluate.set_defaults(run=cmd_analytics_evaluate)
 
     commands.add_parser("seed-demo", help="a few stores, staff and members to try the API").\
         set_defaults(run=cmd_seed_demo)

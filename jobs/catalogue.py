@@ -18,6 +18,7 @@ from loyalty.core.errors import ConfigurationError
 from loyalty.core.idempotency import IDEMPOTENCY_KEPT, delete_old_idempotency_keys
 from loyalty.core.settings import Settings
 from loyalty.insights.at_risk import flag_at_risk
+from loyalty.insights.churn_model import fit_and_score
 from loyalty.insights.dormancy import flag_dormant, hand_over_dormant
 from loyalty.insights.kpis import snapshot_kpis
 from loyalty.insights.rfm import refresh_rfm
@@ -64,6 +65,11 @@ async def _at_risk(ctx: JobContext, now: dt.datetime) -> Counts:
     async with ctx.pool.acquire() as conn:
         return await flag_at_risk(conn, now=now, multiple=ctx.settings.at_risk_multiple,
                                   min_purchases=ctx.settings.at_risk_min_purchases)
+
+
+async def _churn_model(ctx: JobContext, now: dt.datetime) -> Counts:
+    async with ctx.pool.acquire() as conn:
+        return await fit_and_score(conn, now=now, margin=ctx.settings.ltv_margin)
 
 
 async def _birthday_rewards(ctx: JobContext, now: dt.datetime) -> Counts:
@@ -124,6 +130,8 @@ JOBS: tuple[Job, ...] = (
     Job("reactivation", "30 3 * * *", "newly dormant members are handed to a wave of the "
         "reactivation campaign", _reactivation),
     Job("rfm_refresh", "0 4 * * *", "RFM scores of every member are recomputed", _rfm_refresh),
+    Job("churn_model", "0 5 * * 1", "BG/NBD and Gamma-Gamma are refitted on the purchase "
+        "history and every member's churn scores recomputed (weekly)", _churn_model),
     Job("idempotency_cleanup", "30 4 * * *", "idempotency keys older than 72 hours are deleted",
         _idempotency_cleanup),
     Job("member_skeletons", "*/15 * * * *", "members without look-alike keys (from before "

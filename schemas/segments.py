@@ -108,6 +108,15 @@ class AtRiskCondition(_Condition, tag="at_risk"):
     flagged: bool = True
 
 
+class ChurnRiskCondition(_Condition, tag="churn_risk"):
+    """The churn model gives the member a probability of still being a customer below
+    ``p_alive_below``, as the last run of the weekly ``churn_model`` job scored them. Where the
+    model does not apply (no purchase yet, a fit that did not converge, or no run yet) the
+    at-risk flag decides, as the ``at_risk`` condition reads it."""
+
+    p_alive_below: Annotated[float, Meta(gt=0, le=1)]
+
+
 class _AttributeTest(Input, tag_field="op", omit_defaults=True):
     """What an attribute's value must be; comparisons are exact in type (the string "34" is not
     the number 34)."""
@@ -205,7 +214,8 @@ class Not(_Condition, tag="not"):
 
 Condition: TypeAlias = (
     StatusCondition | TierCondition | JoinedCondition | LastActivityCondition | SpendCondition
-    | PurchaseCountCondition | RfmCondition | AtRiskCondition | AttributeCondition
+    | PurchaseCountCondition | RfmCondition | AtRiskCondition | ChurnRiskCondition
+    | AttributeCondition
     | ConsentCondition | StoresCondition | AllOf | AnyOf | Not
 )
 

@@ -37,6 +37,7 @@ from schemas.segments import (
     AttributeLess,
     AttributeMissing,
     AttributeTest,
+    ChurnRiskCondition,
     Condition,
     ConsentCondition,
     JoinedCondition,
@@ -199,6 +200,8 @@ def _compile(node: Condition, now: dt.datetime) -> MemberFilter:
             return _rfm(node)
         case AtRiskCondition(flagged=flagged):
             return _AT_RISK if flagged else _NOT_AT_RISK
+        case ChurnRiskCondition(p_alive_below=below):
+            return MemberFilter(_CHURN_RISK, (below,))
         case AttributeCondition(key=key, test=test):
             return _attribute(key, test)
         case ConsentCondition(purpose=purpose, granted=granted):
@@ -272,6 +275,13 @@ def _rfm(node: RfmCondition) -> MemberFilter:
 _AT_RISK = MemberFilter("m.status = 'active' and exists (select 1 from member_at_risk r"
                         " where r.member_id = m.member_id)")
 _NOT_AT_RISK = MemberFilter(f"not ({_AT_RISK.sql})")
+
+
+# The model's score where it applies; elsewhere (a 'cadence' row, or no row yet) the subquery
+# gives null and the at-risk flag decides.
+_CHURN_RISK = f"""coalesce((select s.p_alive < $?::float8 from member_churn_scores s
+                            where s.member_id = m.member_id and s.method = 'model'),
+                           {_AT_RISK.sql})"""  # noqa: S608 - a constant snippet; values fill $? slots
 
 
 def _json(value: Any) -> str:
