@@ -30,6 +30,7 @@ from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, NotFound, ServiceUnavailable
 from loyalty.core.idempotency import Idempotency, StoredResponse, check_same_request
 from loyalty.core.metrics import count_entries
+from loyalty.core.outbox import API_VERSION
 from loyalty.core.sql import Statement, named
 from loyalty.points.posting import Lot, MemberLedger, Posting
 
@@ -217,6 +218,13 @@ with idem as (
     select :member, a.*
       from unnest(:drawn_entry_ids::uuid[], :drawn_lot_ids::uuid[], :drawn_points::int8[]) as a
      where exists (select 1 from bal)
+), outbox_events as (
+    insert into outbox (type, occurred_at, api_version, member_id, data)
+    select o.type, :now, :api_version, :member, o.data
+      from unnest(:outbox_types::text[], :outbox_data::jsonb[]) with ordinality
+           as o(type, data, n)
+     where exists (select 1 from bal)
+     order by o.n
 ){event}
 select (select open from gate) as keyed,
        (select version from bal) as version,
@@ -310,6 +318,7 @@ def posting_values(
     """The values of the posting statement's own parameters."""
     p, key = posting, idempotency
     entries, lots, drawn = p.entries, p.new_lots, p.drawn
+    events = p.events()
     changes: dict[UUID, list[Any]] = {}
     for d in drawn:
         changes.setdefault(d.lot_id, [0, False])[0] += d.points
@@ -349,6 +358,10 @@ def posting_values(
         "key_principal_id": key.principal_id if key else None, "key": key.key if key else None,
         "key_request_hash": key.request_hash if key else None,
         "response_status": status, "response_body": body,
+        # The posting's events, written by the same statement: only if the posting is.
+        "outbox_types": [type_ for type_, _ in events],
+        "outbox_data": [data for _, data in events],
+        "api_version": API_VERSION,
     }
 
 
