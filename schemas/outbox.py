@@ -361,6 +361,6 @@ def envelope_type(type_: str) -> type[msgspec.Struct]:
     name = "".join(part.title() for part in type_.replace("_", ".").split(".")) + "Event"
     return msgspec.defstruct(
         name,
-        [("id", UUID), ("type", Literal[type_]), ("occurred_at", dt.datetime),  # type: ignore[valid-type]
+        [("id", UUID), ("type", Literal[type_]), ("occurred_at", dt.datetime),
          ("api_version", str), ("data", payload)],
         bases=(Output,), kw_only=True, module=__name__)

@@ -121,6 +121,7 @@ async def register_member(
         try:
             async with conn.transaction():
                 row = await conn.fetchrow(_REGISTER, *values)
+                assert row is not None
                 await emit(conn, "member.registered", msgspec.convert(
                     dict(row), MemberRegisteredData, from_attributes=False),
                     member_id=row["member_id"], occurred_at=row["joined_at"])

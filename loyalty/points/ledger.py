@@ -218,14 +218,16 @@ with idem as (
     select :member, a.*
       from unnest(:drawn_entry_ids::uuid[], :drawn_lot_ids::uuid[], :drawn_points::int8[]) as a
      where exists (select 1 from bal)
-), outbox_events as (
+){event}, outbox_events as (
+    -- The posting's events, in the order of writing (the order a receiver gets them in).
     insert into outbox (type, occurred_at, api_version, member_id, data)
     select o.type, :now, :api_version, :member, o.data
-      from unnest(:outbox_types::text[], :outbox_data::jsonb[]) with ordinality
-           as o(type, data, n)
+      from (select e.n, e.type, e.data
+              from unnest(:outbox_types::text[], :outbox_data::jsonb[]) with ordinality
+                   as e(type, data, n){events}) o
      where exists (select 1 from bal)
      order by o.n
-){event}
+)
 select (select open from gate) as keyed,
        (select version from bal) as version,
        case when (select open from gate) and not exists (select 1 from bal)
@@ -260,17 +262,20 @@ class PostingStatement:
     locked: Statement
 
 
-def posting_statement(event: str = "", *, check: str = "") -> PostingStatement:
+def posting_statement(event: str = "", *, check: str = "", events: str = "") -> PostingStatement:
     """The posting statement with an optional ``event``: more CTEs (``, name as (...)``) that
     write the business record in the same statement, gated on ``exists (select 1 from bal)``;
     and an optional ``check``, an expression over those CTEs evaluated last that may raise
     SQLSTATE LY410 (``coupon_refused``: a coupon taken in the meantime) to undo everything.
 
     The event may use the posting's ``:member`` and ``:now``; its other parameters are its own,
-    named apart from the posting's. Built once, from constant text only."""
+    named apart from the posting's. ``events``: more outbox events known only in the statement
+    (``union all select n, type, data ...`` over the event's CTEs, ``n`` ordering them after
+    the posting's own, which are numbered from 1), written with the posting's. Built once,
+    from constant text only."""
     def build(idempotency: str) -> Statement:
         return named(_POSTING_SQL.format(idempotency=idempotency, event=event,
-                                          check=check or "null"))
+                                          check=check or "null", events=events))
 
     return PostingStatement(optimistic=build(_INSERT_KEY), locked=build(_COMPLETE_KEY))
 

@@ -328,33 +328,32 @@ PURCHASE_EVENT = """
     select :member, :tier_change_id, :from_tier, :to_tier, 'purchase reached the threshold',
            :tier_measure, :purchase_id, :now, (select coupon_id from tier_coupon)
      where :to_tier::text is not null and exists (select 1 from bal)
-), tier_events as (
-    -- Whether the tier's coupon was issued is known here only (its template may be withdrawn).
-    insert into outbox (type, occurred_at, api_version, member_id, data)
-    select e.type, :now, :api_version, :member, e.data
-      from (select 1 as n, 'tier.changed' as type, jsonb_build_object(
-                   'member_id', :member, 'member_number', :member_number::text,
-                   'change_id', :tier_change_id, 'from_tier', :from_tier::text,
-                   'to_tier', :to_tier::text, 'reason', 'purchase reached the threshold',
-                   'measure', :tier_measure::bigint,
-                   'coupon_id', (select coupon_id from tier_coupon)) as data
-             where :to_tier::text is not null
-            union all
-            select 2, 'coupon.issued', jsonb_build_object(
-                   'member_id', :member, 'member_number', :member_number::text,
-                   'coupon_id', c.coupon_id, 'template_id', c.template_id,
-                   'issue_id', :tier_change_id, 'source', 'tier', 'campaign_id', null,
-                   'valid_from', c.valid_from, 'valid_until', c.valid_until)
-              from tier_coupon c) e
-     where exists (select 1 from bal)
-     order by e.n
 )"""
 
-PURCHASE_POSTING = posting_statement(PURCHASE_EVENT)
+# Whether the tier's coupon was issued is known in the statement only (its template may have
+# been withdrawn): tier.changed and coupon.issued come from its CTEs, after the posting's
+# events (``posting_statement``'s ``events``).
+TIER_EVENTS = """
+     union all
+    select 1000001, 'tier.changed', jsonb_build_object(
+           'member_id', :member, 'member_number', :member_number::text,
+           'change_id', :tier_change_id, 'from_tier', :from_tier::text, 'to_tier', :to_tier::text,
+           'reason', 'purchase reached the threshold', 'measure', :tier_measure::bigint,
+           'coupon_id', (select coupon_id from tier_coupon))
+     where :to_tier::text is not null
+     union all
+    select 1000002, 'coupon.issued', jsonb_build_object(
+           'member_id', :member, 'member_number', :member_number::text,
+           'coupon_id', c.coupon_id, 'template_id', c.template_id, 'issue_id', :tier_change_id,
+           'source', 'tier', 'campaign_id', null, 'valid_from', c.valid_from,
+           'valid_until', c.valid_until)
+      from tier_coupon c"""
+
+PURCHASE_POSTING = posting_statement(PURCHASE_EVENT, events=TIER_EVENTS)
 # With coupons: the redemptions join the same statement, and their check undoes the purchase
 # if any coupon was taken in the meantime.
 PURCHASE_WITH_COUPONS_POSTING = posting_statement(PURCHASE_EVENT + REDEEM_COUPONS,
-                                                   check=COUPONS_CLAIMED)
+                                                   check=COUPONS_CLAIMED, events=TIER_EVENTS)
 
 
 async def record_purchase(

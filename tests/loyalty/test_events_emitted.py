@@ -24,6 +24,8 @@ from loyalty.core.settings import Settings
 from loyalty.insights.dormancy import flag_dormant
 from loyalty.members.profiles import update_member
 from loyalty.points.expiry import expire_points, remind_expiring_points
+from loyalty.points.rules import RuleBook
+from loyalty.points.tiers import evaluate_tiers
 from schemas.members import StaffMemberUpdate
 from schemas.outbox import EVENT_TYPES, envelope_type
 from tests.factories import TOKYO, Actors, bearer, make_members, purchase_body
@@ -117,10 +119,13 @@ async def test_a_profile_change_writes_member_updated_and_a_status_change_its_ow
     member = await actors.member()
     admin = bearer(await actors.staff("admin"))
     seq = await last_seq(database)
-    changed = await client.patch(f"/v1/members/{member.member_id}",
-                                 json={"postal_code": "150-0001", "status": "suspended"},
-                                 headers={**admin, **key()})
+    headers = {**admin, **key()}
+    body = {"postal_code": "150-0001", "status": "suspended"}
+    changed = await client.patch(f"/v1/members/{member.member_id}", json=body, headers=headers)
     assert changed.status_code == 200, changed.text
+    replayed = await client.patch(f"/v1/members/{member.member_id}", json=body,
+                                  headers=headers)
+    assert replayed.headers.get("Idempotent-Replayed") == "true"
     events = await outbox_since(database, seq)
     assert sorted(e.type for e in events) == ["member.status_changed", "member.updated"]
     [updated] = of_type(events, "member.updated")
@@ -346,6 +351,48 @@ async def test_a_reservation_and_a_check_in_write_event_rsvp_and_event_checked_i
     assert events[2].data["source"] == "action"
 
 
+async def test_a_tier_reached_at_the_till_and_lost_at_evaluation_writes_tier_changed(
+        client: Client, actors: Actors, database: str, till: dict[str, str]) -> None:
+    marketer = bearer(await actors.staff("marketer"))
+    template = await client.post("/v1/coupon-templates", headers=marketer, json={
+        "name": "Silver welcome", "discount": {"type": "fixed_amount", "amount": 10}})
+    template_id = template.json()["template_id"]
+    tiers = await client.put("/v1/tiers", headers=marketer, json={"levels": [
+        {"code": "SILVER", "name": "Silver", "threshold": 10_000, "multiplier_percent": 150,
+         "coupon_template_id": template_id}]})
+    assert tiers.status_code == 200, tiers.text
+    member = await actors.member()
+    bought_at = dt.datetime.now(dt.UTC)
+    seq = await last_seq(database)
+    bought = await client.post("/v1/pos/purchases", headers={**till, **key()},
+                               json=purchase_body(member.member_id, 12_000,
+                                                  occurred_at=bought_at))
+    assert bought.json()["tier_reached"] == "SILVER", bought.text
+    events = await outbox_since(database, seq)
+    assert [e.type for e in events] == ["purchase.recorded", "points.earned", "tier.changed",
+                                        "coupon.issued"]
+    changed, issued = events[2:]
+    assert (changed.data["from_tier"], changed.data["to_tier"]) == (None, "SILVER")
+    assert changed.data["coupon_id"] == issued.data["coupon_id"]
+    assert (issued.data["source"], issued.data["template_id"]) == ("tier", template_id)
+
+    # Two years on, the rolling window holds nothing: down to no tier, set-based.
+    seq = await last_seq(database)
+    conn = await asyncpg.connect(database)
+    try:
+        await init_connection(conn)
+        result = await evaluate_tiers(conn, rulebook=RuleBook(),
+                                      now=bought_at + dt.timedelta(days=730), tz=TOKYO)
+    finally:
+        await conn.close()
+    assert result["changed"] == 1
+    [down] = await outbox_since(database, seq)
+    assert down.type == "tier.changed"
+    assert (down.member_id, down.data["from_tier"], down.data["to_tier"],
+            down.data["reason"]) == (member.member_uuid, "SILVER", None,
+                                     "period-end evaluation")
+
+
 # -- set-based jobs ---------------------------------------------------------------------------
 
 
@@ -359,7 +406,7 @@ async def test_a_bulk_grant_writes_one_points_earned_per_member(
     assert granted.status_code == 201, granted.text
     events = await outbox_since(database, seq)
     assert [e.type for e in events] == ["points.earned"] * 3
-    assert sorted(e.member_id for e in events) == sorted(m.member_uuid for m in members)
+    assert sorted(str(e.member_id) for e in events) == sorted(m.member_id for m in members)
     assert {(e.data["points"], e.data["reason"]) for e in events} == {
         (7, "sorry for the wait")}
     assert all(e.data["balance"] == {"available": 7, "pending": 0} for e in events)
@@ -377,10 +424,11 @@ async def test_expiry_writes_one_points_expired_per_member(database: str) -> Non
         again = await expire_points(conn, now=dt.datetime.now(dt.UTC))
     finally:
         await conn.close()
-    assert totals["members"] == 3 and again["members"] == 0
+    assert totals["members"] == 3
+    assert again["members"] == 0
     events = await outbox_since(database, seq)
     assert [e.type for e in events] == ["points.expired"] * 3
-    assert sorted(e.member_id for e in events) == sorted(members)
+    assert sorted(str(e.member_id) for e in events) == sorted(map(str, members))
     assert all(e.data["points"] == 15 for e in events)
     assert all(e.data["balance"] == {"available": 0, "pending": 0} for e in events)
 
@@ -406,7 +454,7 @@ async def test_dormancy_writes_one_status_change_per_member_and_reactivation_its
     events = await outbox_since(database, seq)
     assert [e.type for e in events] == ["member.status_changed"] * 5
     dormancies, [back] = events[:4], events[4:]
-    assert sorted(e.member_id for e in dormancies) == sorted(members[:4])
+    assert {e.member_id for e in dormancies} == set(members[:4])
     assert {(e.data["to_status"], e.data["reason"]) for e in dormancies} == {
         ("dormant", "inactivity")}
     assert (back.member_id, back.data["from_status"], back.data["to_status"],
@@ -420,7 +468,8 @@ async def test_expiring_soon_is_written_once_per_member_and_expiry_day(database:
     day = dt.timedelta(days=1)
     # Member 0: two lots expiring on 5 December (one reminder of both), one on 6 December
     # (another); member 1: a lot expiring after the window (none yet); member 2: nothing.
-    await _give_lots(database, members[:1], [(10, now + 4 * day), (5, now + 4 * day + dt.timedelta(hours=1)),
+    await _give_lots(database, members[:1], [(10, now + 4 * day),
+                                            (5, now + 4 * day + dt.timedelta(hours=1)),
                                             (3, now + 5 * day)])
     await _give_lots(database, members[1:2], [(8, now + 20 * day)])
     seq = await last_seq(database)
