@@ -24,11 +24,22 @@ from loyalty.core.settings import Settings
 from loyalty.insights.dormancy import flag_dormant
 from loyalty.members.profiles import update_member
 from loyalty.points.expiry import expire_points, remind_expiring_points
-from loyalty.points.rules import RuleBook
+from loyalty.points.rules import RuleBook, ensure_default_rules
 from loyalty.points.tiers import evaluate_tiers
+from loyalty.promotions.birthdays import give_birthday_rewards
+from loyalty.promotions.coupon_templates import create_template
+from schemas.coupons import CouponTemplateCreate, FixedAmount
 from schemas.members import StaffMemberUpdate
 from schemas.outbox import EVENT_TYPES, envelope_type
-from tests.factories import TOKYO, Actors, bearer, make_members, purchase_body
+from tests.factories import (
+    PROGRAMME,
+    TOKYO,
+    Actors,
+    bearer,
+    insert_member,
+    make_members,
+    purchase_body,
+)
 
 Client = httpx.AsyncClient
 _keys = itertools.count()
@@ -486,6 +497,34 @@ async def test_expiring_soon_is_written_once_per_member_and_expiry_day(database:
     assert {e.member_id for e in events} == {members[0]}
     assert sorted((e.data["expires_on"], e.data["points"]) for e in events) == [
         ("2026-12-05", 15), ("2026-12-06", 3)]
+
+
+async def test_birthday_rewards_write_points_earned_and_coupon_issued_per_member(
+        fresh_database: str) -> None:
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await init_connection(conn)
+        await ensure_default_rules(conn)
+        born = [await insert_member(conn, f"Birthday {n}", birth_date=dt.date(1990, 3, 10),
+                                    joined_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+                for n in range(2)]
+        await insert_member(conn, "Not today", birth_date=dt.date(1990, 6, 1))
+        template = await create_template(conn, CouponTemplateCreate(
+            name="Happy birthday", discount=FixedAmount(amount=500)), staff_id=None)
+        now = dt.datetime(2026, 3, 10, 0, 30, tzinfo=TOKYO)
+        for _ in range(2):
+            await give_birthday_rewards(conn, now=now, tz=TOKYO, points=100,
+                                        coupon_template_id=template.template_id,
+                                        rulebook=RuleBook(), programme=PROGRAMME, batch_size=1)
+    finally:
+        await conn.close()
+    events = await outbox_since(fresh_database)
+    assert Counter((e.type, e.member_id) for e in events) == {
+        **{("points.earned", m): 1 for m in born}, **{("coupon.issued", m): 1 for m in born}}
+    earned = of_type(events, "points.earned")
+    assert {(e.data["points"], e.data["source"], e.data["reason"]) for e in earned} == {
+        (100, "birthday", "birthday reward 2026")}
+    assert {e.data["source"] for e in of_type(events, "coupon.issued")} == {"birthday"}
 
 
 async def _give_lots(database: str, members: list[UUID],
