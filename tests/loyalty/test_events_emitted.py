@@ -6,6 +6,7 @@ into its payload Struct from the registry (``outbox_since``): the property the O
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import json
@@ -219,6 +220,29 @@ async def test_a_purchase_writes_purchase_recorded_and_points_earned_once_per_ke
     assert earned.data["source"] == "purchase"
     assert earned.data["balance"] == first.json()["balance"]
     assert {e.member_id for e in events} == {member.member_uuid}
+
+
+async def test_racing_purchases_write_one_pair_each_and_a_racing_key_one_pair(
+        client: Client, actors: Actors, database: str, till: dict[str, str]) -> None:
+    member = await actors.member()
+    seq = await last_seq(database)
+    # Ten purchases at once for one member: most find the ledger moved and go again under
+    # the lock; each writes its events once, with the posting that lands.
+    answers = await asyncio.gather(*(
+        client.post("/v1/pos/purchases", json=purchase_body(member.member_id, 1_000),
+                    headers={**till, **key()}) for _ in range(10)))
+    assert [a.status_code for a in answers] == [201] * 10
+    # The same key five times at once: one purchase, one pair of events.
+    same = {**till, **key()}
+    body = purchase_body(member.member_id, 2_000)
+    replays = await asyncio.gather(*(
+        client.post("/v1/pos/purchases", json=body, headers=same) for _ in range(5)))
+    assert {r.status_code for r in replays} <= {201, 409}
+    events = await outbox_since(database, seq)
+    assert Counter(e.type for e in events) == {"purchase.recorded": 11, "points.earned": 11}
+    recorded = {e.data["purchase_id"] for e in of_type(events, "purchase.recorded")}
+    assert recorded == {a.json()["purchase_id"] for a in answers} | {
+        r.json()["purchase_id"] for r in replays if r.status_code == 201}
 
 
 async def test_redeeming_and_returning_write_their_events(
