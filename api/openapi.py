@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+import msgspec.inspect
 from litestar import Litestar
 from litestar._openapi.schema_generation import SchemaCreator
 from litestar.datastructures import CacheControlHeader
@@ -28,6 +29,7 @@ from api.auth import members_only, terminals_only
 from api.deps import AnyRequest
 from schemas import base
 from schemas.base import EDGE_TYPES, BirthDate, Day, Instant
+from schemas.outbox import EVENT_TYPES, envelope_type
 
 DOCS_PATH = "/schema"
 ASSETS_PATH = "/schema/assets"
@@ -136,8 +138,61 @@ def complete(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
         _problems(operation, handler, route)
     _close_inputs(components["schemas"])
     _exactly_one(components["schemas"])
+    _webhooks(document)
     _numbers_may_be_integers(document)
     return document
+
+
+_TIME_FORMATS = {msgspec.inspect.DateTimeType: "date-time", msgspec.inspect.DateType: "date"}
+
+
+def _time_formats(components: dict[str, Any], structs: list[type[msgspec.Struct]]) -> None:
+    """msgspec's schema leaves dates and times as bare strings: they get their ``format``."""
+    for struct in structs:
+        info = msgspec.inspect.type_info(struct)
+        assert isinstance(info, msgspec.inspect.StructType)
+        schema = components.get(struct.__name__)
+        if schema is None:
+            continue
+        for field in info.fields:
+            kinds = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) \
+                else (field.type,)
+            formats = [_TIME_FORMATS[type(k)] for k in kinds if type(k) in _TIME_FORMATS]
+            if not formats:
+                continue
+            prop = schema["properties"][field.encode_name]
+            for node in prop.get("anyOf", [prop]):
+                if node.get("type") == "string":
+                    node["format"] = formats[0]
+
+
+def _webhooks(document: dict[str, Any]) -> None:
+    """OpenAPI 3.1's ``webhooks``: every event type the programme sends, as the POST a receiver
+    gets, its body the envelope with ``data`` typed as the event's payload (schemas/outbox.py).
+    litestar's ``OpenAPIConfig(webhooks=...)`` wants its own PathItem and Schema objects, built
+    by hand; msgspec writes the payloads' JSON Schema (2020-12, as 3.1 uses) from the Structs
+    themselves, so the document cannot drift from what is sent."""
+    envelopes = {type_: envelope_type(type_) for type_ in EVENT_TYPES}
+    (refs, components) = msgspec.json.schema_components(
+        list(envelopes.values()), ref_template="#/components/schemas/{name}")
+    _time_formats(components, [*envelopes.values(), *EVENT_TYPES.values()])
+    schemas = document["components"]["schemas"]
+    for name, schema in components.items():
+        if name in schemas:
+            raise AssertionError(f"an event schema's name {name} is taken by the API's")
+        schemas[name] = schema
+    document["webhooks"] = {
+        type_: {"post": {
+            "operationId": "event_" + type_.replace(".", "_"),
+            "summary": type_,
+            "description": (EVENT_TYPES[type_].__doc__ or "").strip(),
+            "tags": ["Webhooks"],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": ref}}},
+            "responses": {"2XX": {"description": "Received; any other answer is retried."}},
+        }}
+        for (type_, _), ref in zip(envelopes.items(), refs, strict=True)
+    }
 
 
 def _operations(document: dict[str, Any], app: Litestar) -> Iterator[tuple[dict[str, Any], Any,

@@ -20,6 +20,7 @@ from asyncpg.connection import LoggedQuery
 from bench.harness import DATABASE, Result, say
 from loyalty.core.db import Connection, init_connection, with_database
 from loyalty.core.ids import uuid7
+from loyalty.core.outbox import API_VERSION
 from loyalty.core.programme import Programme
 from loyalty.insights.dormancy import dormancy_cutoff, flag_dormant
 from loyalty.points.expiry import EXPIRE_LOTS, expire_points
@@ -73,7 +74,7 @@ async def expiry_scenario(server_url: str) -> Result:
         try:
             started = time.perf_counter()
             members = [row["member_id"] for row in await conn.fetch(_DUE_MEMBERS, now)]
-            bare = await conn.fetchrow(statement, members, now)
+            bare = await conn.fetchrow(statement, members, now, API_VERSION)
             bare_seconds = time.perf_counter() - started
         finally:
             await conn.close()

@@ -23,7 +23,7 @@ from loyalty.insights.dormancy import flag_dormant, hand_over_dormant
 from loyalty.insights.kpis import snapshot_kpis
 from loyalty.insights.rfm import refresh_rfm
 from loyalty.members.profiles import fill_member_skeletons
-from loyalty.points.expiry import expire_points, release_points
+from loyalty.points.expiry import expire_points, release_points, remind_expiring_points
 from loyalty.points.tiers import evaluate_tiers
 from loyalty.promotions.birthdays import give_birthday_rewards
 from loyalty.promotions.campaigns import launch_due_campaigns
@@ -44,6 +44,12 @@ async def _reactivation(ctx: JobContext, now: dt.datetime) -> Counts:
 async def _points_expiry(ctx: JobContext, now: dt.datetime) -> Counts:
     async with ctx.pool.acquire() as conn:
         return await expire_points(conn, now=now)
+
+
+async def _expiring_soon(ctx: JobContext, now: dt.datetime) -> Counts:
+    async with ctx.pool.acquire() as conn:
+        return await remind_expiring_points(conn, now=now, tz=ctx.tz,
+                                            days_ahead=ctx.settings.expiring_soon_days)
 
 
 async def _points_release(ctx: JobContext, now: dt.datetime) -> Counts:
@@ -119,6 +125,8 @@ JOBS: tuple[Job, ...] = (
     Job("birthday_rewards", "0 0 * * *", "members whose birthday it is get the birthday points "
         "and coupon, once a year", _birthday_rewards),
     Job("points_expiry", "5 0 * * *", "lots past their expiry date expire", _points_expiry),
+    Job("expiring_soon", "10 0 * * *", "members are told once of points expiring within "
+        "LOYALTY_EXPIRING_SOON_DAYS days (points.expiring_soon)", _expiring_soon),
     Job("tier_evaluation", "20 0 * * *", "every member is moved to the tier they qualify for "
         "(at period end, and anyone a return or expiry moved)", _tier_evaluation),
     Job("kpi_snapshot", "45 0 * * *", "the figures of the day that has ended are stored",

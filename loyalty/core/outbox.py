@@ -12,7 +12,7 @@ import msgspec
 
 from loyalty.core.db import Connection
 
-# The version of the event payloads (schemas/events.py) a receiver is sent, in the envelope.
+# The version of the event payloads (schemas/outbox.py) a receiver is sent, in the envelope.
 API_VERSION = "2026-12-01"
 
 

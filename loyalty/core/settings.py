@@ -114,6 +114,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     job_schedules: str | None = None
     # A member with no purchase or engagement for this many business days becomes dormant.
     dormancy_days: Annotated[int, Meta(ge=1, le=3650)] = 180
+    # points.expiring_soon (issue 15): members are told of points expiring within this many
+    # days, once per member and expiry day (the expiring_soon job).
+    expiring_soon_days: Annotated[int, Meta(ge=1, le=365)] = 7
     # A draft campaign whose action and holdout the reactivation job copies for each wave of
     # newly dormant members; none, and nobody is handed over.
     reactivation_campaign: UUID | None = None

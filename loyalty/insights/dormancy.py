@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 from loyalty.core.db import Connection
 from loyalty.core.errors import InvalidInput
 from loyalty.core.ids import uuid7
+from loyalty.core.outbox import API_VERSION
 from loyalty.core.programme import Programme
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.campaigns import launch_campaign
@@ -52,8 +53,9 @@ def dormancy_cutoff(now: dt.datetime, tz: ZoneInfo, days: int) -> dt.datetime:
 # $1 the last member id of the previous batch, $2 batch size, $3 now, $4 the cutoff. The batch
 # is a range of the primary key, found first and then updated by a range scan: joining the
 # batch's ids to members instead had the planner hash the whole table for every batch (a run
-# quadratic in the members; bench `dormancy`). The history rows are written here, set-based;
-# the setting loyalty.status_recorded tells the trigger so.
+# quadratic in the members; bench `dormancy`). The history rows and the member.status_changed
+# events ($5 the outbox's API_VERSION) are written here, set-based; the setting
+# loyalty.status_recorded tells the trigger so.
 _FLAG = """
 with batch as materialized (
     select member_id from members where member_id > $1 order by member_id limit $2
@@ -65,10 +67,18 @@ with batch as materialized (
     update members m set status = 'dormant', status_changed_at = $3, updated_at = $3
      where m.member_id > $1 and m.member_id <= (select last from bounds)
        and m.status = 'active' and m.last_activity_at < $4
-    returning m.member_id
+    returning m.member_id, m.member_number
 ), recorded as (
     insert into member_status_changes (member_id, changed_at, from_status, to_status, reason)
     select member_id, $3, 'active', 'dormant', 'inactivity' from flipped
+), events as (
+    insert into outbox (type, occurred_at, api_version, member_id, data)
+    select 'member.status_changed', $3, $5, member_id,
+           jsonb_build_object('member_id', member_id, 'member_number', member_number,
+                              'from_status', 'active', 'to_status', 'dormant',
+                              'reason', 'inactivity', 'changed_at', $3::timestamptz,
+                              'campaign_id', null)
+      from flipped order by member_id
 )
 select (select last from bounds) as last, (select scanned from bounds) as scanned,
        (select count(*) from flipped) as flagged
@@ -90,7 +100,7 @@ async def flag_dormant(
     while True:
         async with conn.transaction():
             await conn.execute("set local loyalty.status_recorded = 'on'")
-            row = await conn.fetchrow(_FLAG, after, batch_size, now, cutoff)
+            row = await conn.fetchrow(_FLAG, after, batch_size, now, cutoff, API_VERSION)
         assert row is not None
         scanned += row["scanned"]
         flagged += row["flagged"]

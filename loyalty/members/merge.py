@@ -21,6 +21,7 @@ from loyalty.members.profiles import MEMBER_COLUMNS, get_member
 from loyalty.points.ledger import apply_posting, read_member_ledger
 from loyalty.points.posting import Links, Posting
 from schemas.members import DuplicateGroup, Member
+from schemas.outbox import EventBalance, MemberMergedData
 
 # Which members look like the same person, and why. Contacts are unique already; these catch
 # the same person registered twice with different contacts.
@@ -194,6 +195,11 @@ async def merge_members(
         incoming.redeemed += merged.lifetime_redeemed
         incoming.expired += merged.lifetime_expired + outgoing.expired
         incoming.purchases += merged.purchase_count
+        incoming.emit("member.merged", MemberMergedData(
+            member_id=survivor_id, member_number=survivor.member_number,
+            merged_member_id=merged_id, merged_member_number=merged.member_number,
+            points_moved=total,
+            balance=EventBalance(available=incoming.available, pending=incoming.pending)))
         await apply_posting(conn, outgoing)
         await apply_posting(conn, incoming)
 

@@ -25,6 +25,7 @@ from loyalty.core.normalize import (
     search_key,
     skeleton,
 )
+from loyalty.core.outbox import emit
 from loyalty.core.paging import decode_cursor, encode_cursor
 from schemas.base import Page
 from schemas.members import (
@@ -35,6 +36,7 @@ from schemas.members import (
     MemberProfileUpdate,
     MemberRegistration,
 )
+from schemas.outbox import MemberRegisteredData, MemberUpdatedData
 
 MEMBER_COLUMNS = """
     member_id, member_number, name, name_kana, email, phone, birth_date, postal_code,
@@ -120,6 +122,10 @@ async def register_member(
         try:
             async with conn.transaction():
                 row = await conn.fetchrow(_REGISTER, *values)
+                assert row is not None
+                await emit(conn, "member.registered", msgspec.convert(
+                    dict(row), MemberRegisteredData, from_attributes=False),
+                    member_id=row["member_id"], occurred_at=row["joined_at"])
             break
         except asyncpg.UniqueViolationError as exc:
             # Another sign-up drew the same random member number at the same moment.
@@ -210,6 +216,13 @@ async def update_member(
             if row is not None and row["no_contact"]:
                 raise InvalidInput("a member keeps an e-mail address or a phone number",
                                    field="email")
+            changed = [field for field in changes.__struct_fields__
+                       if field != "status" and getattr(changes, field) is not msgspec.UNSET]
+            if row is not None and changed:
+                # A status change is member.status_changed, written by the status trigger.
+                await emit(conn, "member.updated", msgspec.convert(
+                    {**dict(row), "changed": changed}, MemberUpdatedData,
+                    from_attributes=False), member_id=member_id)
     except asyncpg.UniqueViolationError as exc:
         _raise_taken(exc)
     if row is None:

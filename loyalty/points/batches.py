@@ -42,4 +42,27 @@ def credit_lots_and_balances(*, due: str, members: str, points: str, now: str,
        set available = b.available + {points}, lifetime_earned = b.lifetime_earned + {points},
            version = b.version + 1, updated_at = {now}
       from {due} d where b.member_id = d.member_id and b.member_id = any({members})
+    returning b.member_id, b.available, b.pending
 )"""  # noqa: S608 - slots take CTE names and $n placeholders from the callers
+
+
+def earned_events(*, due: str, points: str, now: str, expires: str, source: str, reason: str,
+                  api_version: str) -> str:
+    """The CTE ``earned_events`` of a batch credit (after ``credit_lots_and_balances``): one
+    points.earned event per row of ``due`` credited, with the balance the credit left, written
+    by the statement that credits the points. The arguments are SQL (placeholders, CTE names,
+    expressions over ``d``, the row of ``due``), never values."""
+    return f"""
+, earned_events as (
+    insert into outbox (type, occurred_at, api_version, member_id, data)
+    select 'points.earned', {now}, {api_version}, d.member_id,
+           jsonb_build_object('member_id', d.member_id, 'member_number', m.member_number,
+                              'entry_id', d.entry_id, 'points', {points}, 'source', {source},
+                              'reason', {reason}, 'available_at', {now}, 'expires_at', {expires},
+                              'balance', jsonb_build_object('available', b.available,
+                                                            'pending', b.pending))
+      from {due} d
+      join balances b on b.member_id = d.member_id
+      join members m on m.member_id = d.member_id
+     order by d.member_id
+)"""  # noqa: S608 - slots take CTE names, expressions and $n placeholders from the callers

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from loyalty.core.db import Connection
 from loyalty.core.metrics import POINTS
+from loyalty.core.outbox import API_VERSION
 from loyalty.points.batches import lock_balances
 
 # Batches are the next members, in id order, who have something due: found without locks, then
@@ -29,7 +31,8 @@ select distinct member_id from point_lots
 """
 
 # Public: bench/scenarios.py runs this very statement bare, as the reference the job is
-# measured against.
+# measured against. $1 the members, $2 now, $3 the outbox's API_VERSION: one points.expired
+# event per member, written by the statement that expires the points.
 EXPIRE_LOTS = """
 with due as materialized (
     select l.member_id, l.lot_id, l.remaining, l.released_at is not null as released
@@ -60,6 +63,18 @@ with due as materialized (
            version = b.version + 1,
            updated_at = $2
       from per_member p where b.member_id = p.member_id
+    returning b.member_id, b.available, b.pending
+), events as (
+    insert into outbox (type, occurred_at, api_version, member_id, data)
+    select 'points.expired', $2, $3, p.member_id,
+           jsonb_build_object('member_id', p.member_id, 'member_number', m.member_number,
+                              'entry_id', p.entry_id, 'points', p.total,
+                              'balance', jsonb_build_object('available', b.available,
+                                                            'pending', b.pending))
+      from per_member p
+      join balances b on b.member_id = p.member_id
+      join members m on m.member_id = p.member_id
+     order by p.member_id
 )
 select coalesce(sum(lots), 0) as lots, coalesce(sum(total), 0) as points, count(*) as members
   from per_member
@@ -89,6 +104,7 @@ select coalesce(sum(lots), 0) as lots, coalesce(sum(points), 0) as points, count
 
 async def _in_member_batches(
     conn: Connection, pick_sql: str, write_sql: str, now: dt.datetime, batch_size: int,
+    *more: object,
 ) -> dict[str, int]:
     totals = {"lots": 0, "points": 0, "members": 0}
     after = UUID(int=0)
@@ -98,7 +114,7 @@ async def _in_member_batches(
             return totals
         async with conn.transaction():
             await lock_balances(conn, members)
-            row = await conn.fetchrow(write_sql, members, now)
+            row = await conn.fetchrow(write_sql, members, now, *more)
             assert row is not None
             for name in totals:
                 totals[name] += int(row[name])
@@ -110,7 +126,8 @@ async def expire_points(
 ) -> dict[str, int]:
     """Expire every lot past its expiry: one entry per member, allocations per lot. Batched by
     member id, each batch one transaction; running it again finds nothing left to do."""
-    totals = await _in_member_batches(conn, _EXPIRE_PICK, EXPIRE_LOTS, now, batch_size)
+    totals = await _in_member_batches(conn, _EXPIRE_PICK, EXPIRE_LOTS, now, batch_size,
+                                      API_VERSION)
     POINTS.labels("expire").inc(totals["points"])
     return totals
 
@@ -120,3 +137,55 @@ async def release_points(
 ) -> dict[str, int]:
     """Make pending points available once their return window has passed."""
     return await _in_member_batches(conn, _RELEASE_PICK, _RELEASE, now, batch_size)
+
+
+# $1 now, $2 the business time zone, $3 the last expiry day to remind of, $4 the outbox's
+# API_VERSION, $5 today (reminders of days before it are done with). A member's points that
+# expire on one business day are one reminder, claimed in expiry_reminders by the statement that
+# writes its event: a second run the same day (or the next, while the day is still ahead) finds
+# the claim and writes nothing.
+_REMIND_EXPIRING = """
+with due as (
+    select l.member_id, (l.expires_at at time zone $2)::date as expires_on,
+           min(l.expires_at) as expires_at, sum(l.remaining) as points
+      from point_lots l
+     where l.remaining > 0 and l.expires_at > $1 and (l.expires_at at time zone $2)::date <= $3
+     group by 1, 2
+), claimed as (
+    insert into expiry_reminders (member_id, expires_on, sent_at)
+    select d.member_id, d.expires_on, $1
+      from due d join members m on m.member_id = d.member_id
+     where m.status in ('active', 'dormant', 'suspended')
+     order by d.member_id, d.expires_on
+    on conflict do nothing
+    returning member_id, expires_on
+), events as (
+    insert into outbox (type, occurred_at, api_version, member_id, data)
+    select 'points.expiring_soon', $1, $4, d.member_id,
+           jsonb_build_object('member_id', d.member_id, 'member_number', m.member_number,
+                              'points', d.points, 'expires_on', d.expires_on,
+                              'expires_at', d.expires_at, 'available', b.available)
+      from claimed c
+      join due d on d.member_id = c.member_id and d.expires_on = c.expires_on
+      join members m on m.member_id = d.member_id
+      join point_balances b on b.member_id = d.member_id
+     order by d.member_id, d.expires_on
+    returning 1
+), done as (
+    delete from expiry_reminders where expires_on < $5
+)
+select (select count(*) from events) as reminded, (select count(*) from due) as due
+"""
+
+
+async def remind_expiring_points(
+    conn: Connection, *, now: dt.datetime, tz: ZoneInfo, days_ahead: int,
+) -> dict[str, int]:
+    """One ``points.expiring_soon`` event per member and business day on which some of their
+    points expire, from today up to ``days_ahead`` days ahead; once each, however often it
+    runs. Returns the reminders written and the (member, day) pairs due."""
+    today = now.astimezone(tz).date()
+    row = await conn.fetchrow(_REMIND_EXPIRING, now, tz.key,
+                              today + dt.timedelta(days=days_ahead), API_VERSION, today)
+    assert row is not None
+    return {"reminded": int(row["reminded"]), "due": int(row["due"])}

@@ -30,10 +30,11 @@ from loyalty.core.errors import InvalidInput, NotFound
 from loyalty.core.idempotency import Idempotency, check_same_request
 from loyalty.core.ids import uuid7
 from loyalty.core.normalize import normalize_text
+from loyalty.core.outbox import API_VERSION
 from loyalty.core.paging import newest_first
 from loyalty.core.programme import Programme
 from loyalty.members.filter import REACHABLE, MemberFilter
-from loyalty.points.batches import credit_lots_and_balances, lock_balances
+from loyalty.points.batches import credit_lots_and_balances, earned_events, lock_balances
 from loyalty.points.earning import expires_at
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.segments import segment_filter
@@ -144,7 +145,7 @@ _GRANT_BATCH = f"""
 with due as materialized (
     select m.member_id, uuid_v7() as entry_id, uuid_v7() as lot_id
       from members m
-     where m.member_id = any($1::uuid[]) and ({REACHABLE.render(11)})
+     where m.member_id = any($1::uuid[]) and ({REACHABLE.render(12)})
        and not exists (select 1 from point_entries e
                         where e.member_id = m.member_id and e.grant_id = $2)
 ), entries as (
@@ -152,7 +153,10 @@ with due as materialized (
                                rule_version, grant_id, created_at)
     select member_id, entry_id, 'earn', $3, $4, $5, $6, $7, $2, $9 from due
 ){credit_lots_and_balances(due="due", members="$1::uuid[]", points="$3", now="$9",
-                           expires="$8")}, counted as (
+                           expires="$8")}{earned_events(due="due", points="$3::int8", now="$9",
+                                                        expires="$8::timestamptz",
+                                                        source="$5::text", reason="$4::text",
+                                                        api_version="$11")}, counted as (
     select count(*) as members from due
 ), progress as (
     update point_grants g
@@ -206,7 +210,7 @@ async def run_grant(
             await conn.execute(
                 _GRANT_BATCH, locked, grant_id, grant["points"], grant["reason"],
                 grant["source"], grant["staff_id"], grant["rule_version"], grant["expires_at"],
-                now, members[-1], *REACHABLE.params)
+                now, members[-1], API_VERSION, *REACHABLE.params)
         batches += 1
     return False
 

@@ -30,6 +30,7 @@ from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, NotFound, ServiceUnavailable
 from loyalty.core.idempotency import Idempotency, StoredResponse, check_same_request
 from loyalty.core.metrics import count_entries
+from loyalty.core.outbox import API_VERSION
 from loyalty.core.sql import Statement, named
 from loyalty.points.posting import Lot, MemberLedger, Posting
 
@@ -217,7 +218,16 @@ with idem as (
     select :member, a.*
       from unnest(:drawn_entry_ids::uuid[], :drawn_lot_ids::uuid[], :drawn_points::int8[]) as a
      where exists (select 1 from bal)
-){event}
+){event}, outbox_events as (
+    -- The posting's events, in the order of writing (the order a receiver gets them in).
+    insert into outbox (type, occurred_at, api_version, member_id, data)
+    select o.type, :now, :api_version, :member, o.data
+      from (select e.n, e.type, e.data
+              from unnest(:outbox_types::text[], :outbox_data::jsonb[]) with ordinality
+                   as e(type, data, n){events}) o
+     where exists (select 1 from bal)
+     order by o.n
+)
 select (select open from gate) as keyed,
        (select version from bal) as version,
        case when (select open from gate) and not exists (select 1 from bal)
@@ -252,17 +262,20 @@ class PostingStatement:
     locked: Statement
 
 
-def posting_statement(event: str = "", *, check: str = "") -> PostingStatement:
+def posting_statement(event: str = "", *, check: str = "", events: str = "") -> PostingStatement:
     """The posting statement with an optional ``event``: more CTEs (``, name as (...)``) that
     write the business record in the same statement, gated on ``exists (select 1 from bal)``;
     and an optional ``check``, an expression over those CTEs evaluated last that may raise
     SQLSTATE LY410 (``coupon_refused``: a coupon taken in the meantime) to undo everything.
 
     The event may use the posting's ``:member`` and ``:now``; its other parameters are its own,
-    named apart from the posting's. Built once, from constant text only."""
+    named apart from the posting's. ``events``: more outbox events known only in the statement
+    (``union all select n, type, data ...`` over the event's CTEs, ``n`` ordering them after
+    the posting's own, which are numbered from 1), written with the posting's. Built once,
+    from constant text only."""
     def build(idempotency: str) -> Statement:
         return named(_POSTING_SQL.format(idempotency=idempotency, event=event,
-                                          check=check or "null"))
+                                          check=check or "null", events=events))
 
     return PostingStatement(optimistic=build(_INSERT_KEY), locked=build(_COMPLETE_KEY))
 
@@ -310,6 +323,7 @@ def posting_values(
     """The values of the posting statement's own parameters."""
     p, key = posting, idempotency
     entries, lots, drawn = p.entries, p.new_lots, p.drawn
+    events = p.events()
     changes: dict[UUID, list[Any]] = {}
     for d in drawn:
         changes.setdefault(d.lot_id, [0, False])[0] += d.points
@@ -349,6 +363,10 @@ def posting_values(
         "key_principal_id": key.principal_id if key else None, "key": key.key if key else None,
         "key_request_hash": key.request_hash if key else None,
         "response_status": status, "response_body": body,
+        # The posting's events, written by the same statement: only if the posting is.
+        "outbox_types": [type_ for type_, _ in events],
+        "outbox_data": [data for _, data in events],
+        "api_version": API_VERSION,
     }
 
 

@@ -13,9 +13,19 @@ from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
 
+import msgspec
+
 from loyalty.core.errors import InsufficientPoints
 from loyalty.core.idempotency import StoredResponse
 from loyalty.core.ids import uuid7
+from schemas.outbox import (
+    EventBalance,
+    PointsAdjustedData,
+    PointsEarnedData,
+    PointsExpiredData,
+    PointsRedeemedData,
+    PointsReversedData,
+)
 from schemas.rules import Trace
 
 EntryKind = Literal["earn", "redeem", "expire", "adjust", "reverse", "transfer"]
@@ -138,7 +148,58 @@ class Posting:
         self.new_lots: list[NewLot] = []
         self.drawn: list[Drawn] = []
         self.released: set[UUID] = set()
+        # The events of the use case (purchase.recorded, tier.changed, ...), written with the
+        # posting in its statement; the points.* events follow from the entries (see
+        # ``events``).
+        self.business_events: list[tuple[str, msgspec.Struct]] = []
         self._settle()
+
+    def emit(self, type_: str, data: msgspec.Struct) -> None:
+        """An event written into the outbox by the posting's statement, so only if it
+        commits."""
+        self.business_events.append((type_, data))
+
+    def events(self) -> list[tuple[str, msgspec.Struct]]:
+        """Every event the posting writes: the use case's, then one points.* event per entry
+        (transfers excepted: a merge says member.merged), each with the balance after the
+        whole posting."""
+        return self.business_events + [event for entry in self.entries
+                                       if (event := self._entry_event(entry)) is not None]
+
+    def _entry_event(self, entry: NewEntry) -> tuple[str, msgspec.Struct] | None:
+        member = self.ledger.member_id, self.ledger.member_number
+        balance = EventBalance(available=self.available, pending=self.pending)
+        links = entry.links
+        lot = next((lot for lot in self.new_lots if lot.entry_id == entry.entry_id), None)
+        match entry.kind:
+            case "earn":
+                assert lot is not None
+                return "points.earned", PointsEarnedData(
+                    member_id=member[0], member_number=member[1], entry_id=entry.entry_id,
+                    points=entry.amount, source=entry.source, reason=entry.reason,
+                    purchase_id=links.purchase_id, action_id=links.action_id,
+                    available_at=lot.available_at, expires_at=lot.expires_at, balance=balance)
+            case "redeem":
+                return "points.redeemed", PointsRedeemedData(
+                    member_id=member[0], member_number=member[1], entry_id=entry.entry_id,
+                    points=-entry.amount, reason=entry.reason, purchase_id=links.purchase_id,
+                    balance=balance)
+            case "reverse":
+                return "points.reversed", PointsReversedData(
+                    member_id=member[0], member_number=member[1], entry_id=entry.entry_id,
+                    points=entry.amount, reason=entry.reason, purchase_id=links.purchase_id,
+                    return_id=links.return_id, balance=balance)
+            case "adjust":
+                return "points.adjusted", PointsAdjustedData(
+                    member_id=member[0], member_number=member[1], entry_id=entry.entry_id,
+                    points=entry.amount, reason=entry.reason, staff_id=links.staff_id,
+                    expires_at=lot.expires_at if lot is not None else None, balance=balance)
+            case "expire":
+                return "points.expired", PointsExpiredData(
+                    member_id=member[0], member_number=member[1], entry_id=entry.entry_id,
+                    points=-entry.amount, balance=balance)
+            case _:
+                return None
 
     def _settle(self) -> None:
         due = [lot for lot in self.lots.values() if lot.remaining > 0 and lot.expired(self.now)]

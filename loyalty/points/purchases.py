@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -62,6 +63,7 @@ from loyalty.promotions.coupon_redemption import (
 )
 from schemas.base import json_encoder
 from schemas.coupons import CouponValidation, CouponValidationResult
+from schemas.outbox import CouponRedeemedData, EventLine, PurchaseRecordedData
 from schemas.points import (
     Balance,
     CouponRef,
@@ -319,7 +321,7 @@ PURCHASE_EVENT = """
       from coupon_templates t
      where t.template_id = :tier_coupon_template_id::uuid and t.active
        and :to_tier::text is not null and exists (select 1 from bal)
-    returning coupon_id
+    returning coupon_id, template_id, valid_from, valid_until
 ), tier_change as (
     insert into member_tiers (member_id, change_id, from_tier, to_tier, reason, measure,
                               purchase_id, changed_at, coupon_id)
@@ -328,11 +330,30 @@ PURCHASE_EVENT = """
      where :to_tier::text is not null and exists (select 1 from bal)
 )"""
 
-PURCHASE_POSTING = posting_statement(PURCHASE_EVENT)
+# Whether the tier's coupon was issued is known in the statement only (its template may have
+# been withdrawn): tier.changed and coupon.issued come from its CTEs, after the posting's
+# events (``posting_statement``'s ``events``).
+TIER_EVENTS = """
+     union all
+    select 1000001, 'tier.changed', jsonb_build_object(
+           'member_id', :member, 'member_number', :member_number::text,
+           'change_id', :tier_change_id, 'from_tier', :from_tier::text, 'to_tier', :to_tier::text,
+           'reason', 'purchase reached the threshold', 'measure', :tier_measure::bigint,
+           'coupon_id', (select coupon_id from tier_coupon))
+     where :to_tier::text is not null
+     union all
+    select 1000002, 'coupon.issued', jsonb_build_object(
+           'member_id', :member, 'member_number', :member_number::text,
+           'coupon_id', c.coupon_id, 'template_id', c.template_id, 'issue_id', :tier_change_id,
+           'source', 'tier', 'campaign_id', null, 'valid_from', c.valid_from,
+           'valid_until', c.valid_until)
+      from tier_coupon c"""
+
+PURCHASE_POSTING = posting_statement(PURCHASE_EVENT, events=TIER_EVENTS)
 # With coupons: the redemptions join the same statement, and their check undoes the purchase
 # if any coupon was taken in the meantime.
 PURCHASE_WITH_COUPONS_POSTING = posting_statement(PURCHASE_EVENT + REDEEM_COUPONS,
-                                                   check=COUPONS_CLAIMED)
+                                                   check=COUPONS_CLAIMED, events=TIER_EVENTS)
 
 
 async def record_purchase(
@@ -409,7 +430,11 @@ async def record_purchase(
             coupons=[c.check for c in checked],
             discount=sum(c.check.discount for c in checked),
         )
+        coupons = redemption_values(checked) if checked else {}
+        _emit_purchase_events(posting, ledger, purchase, purchase_id, terminal.store_code,
+                              evaluation.points, checked, coupons)
         values = {
+            "member_number": ledger.member_number,
             "purchase_id": purchase_id, "store_id": terminal.store_id,
             "terminal_id": terminal.terminal_id, "receipt_id": purchase.receipt_id,
             "occurred_at": purchase.occurred_at, "currency": purchase.currency,
@@ -423,7 +448,7 @@ async def record_purchase(
         if not checked:
             return Planned(posting, 201, _encode(recorded), PURCHASE_POSTING, values)
         return Planned(posting, 201, _encode(recorded), PURCHASE_WITH_COUPONS_POSTING,
-                       values | redemption_values(checked))
+                       values | coupons)
 
     try:
         outcome = await post(conn, read=read, build=build, idempotency=idempotency)
@@ -440,6 +465,34 @@ async def record_purchase(
         PURCHASES.inc()
         COUPON_REDEMPTIONS.inc(len(refs))
     return outcome
+
+
+def _emit_purchase_events(
+    posting: Posting, ledger: MemberLedger, purchase: Purchase, purchase_id: UUID,
+    store_code: str, points: int, checked: Sequence[Checked], coupons: dict[str, Any],
+) -> None:
+    """purchase.recorded and a coupon.redeemed per coupon, written by the posting's statement
+    (points.* follow from its entries; tier.changed and its coupon from ``tier_events``)."""
+    member_id, number = ledger.member_id, ledger.member_number
+    posting.emit("purchase.recorded", PurchaseRecordedData(
+        member_id=member_id, member_number=number, purchase_id=purchase_id,
+        store_code=store_code, receipt_id=purchase.receipt_id,
+        occurred_at=purchase.occurred_at, currency=purchase.currency, total=purchase.total,
+        discount=purchase.discount,
+        lines=[EventLine(sku=line.sku, unit_price=line.unit_price, category=line.category,
+                         quantity=line.quantity) for line in purchase.lines],
+        points_earned=points, points_redeemed=purchase.redeem_points, coupons=len(checked)))
+    if not coupons:
+        return
+    for redemption in zip(coupons["redemption_ids"], coupons["redemption_templates"],
+                          coupons["redemption_coupons"], coupons["redemption_codes"],
+                          coupons["redemption_discounts"], coupons["redemption_campaigns"],
+                          strict=True):
+        redemption_id, template_id, coupon_id, code, discount, campaign_id = redemption
+        posting.emit("coupon.redeemed", CouponRedeemedData(
+            member_id=member_id, member_number=number, redemption_id=redemption_id,
+            template_id=template_id, coupon_id=coupon_id, code=code, purchase_id=purchase_id,
+            discount=discount, campaign_id=campaign_id))
 
 
 @dataclass(frozen=True)

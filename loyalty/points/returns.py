@@ -27,6 +27,7 @@ from loyalty.points.ledger import (
 from loyalty.points.posting import Links, MemberLedger, Posting
 from loyalty.promotions.coupon_redemption import REINSTATABLE, REINSTATE_COUPONS
 from schemas.base import json_encoder
+from schemas.outbox import CouponReinstatedData, PurchaseReturnedData
 from schemas.points import (
     Balance,
     PurchaseLine,
@@ -281,6 +282,17 @@ async def record_return(
             coupons_reinstated=[ReinstatedCoupon(template_id=c.template_id, code=c.code,
                                                  coupon_id=c.coupon_id) for c in reinstated],
         )
+        posting.emit("purchase.returned", PurchaseReturnedData(
+            member_id=ledger.member_id, member_number=ledger.member_number,
+            purchase_id=bought.purchase_id, return_id=return_id, amount=amount,
+            points_reversed=reversed_points, points_restored=restored,
+            coupons_reinstated=len(reinstated)))
+        for coupon in reinstated:
+            posting.emit("coupon.reinstated", CouponReinstatedData(
+                member_id=ledger.member_id, member_number=ledger.member_number,
+                redemption_id=coupon.redemption_id, template_id=coupon.template_id,
+                coupon_id=coupon.coupon_id, code=coupon.code, purchase_id=bought.purchase_id,
+                return_id=return_id))
         returned = [{"line": li.line, "quantity": li.quantity} for li in request.lines or ()]
         return Planned(posting, 201, _encode(body), RETURN_POSTING, {
             "purchase_member_id": bought.member_id, "return_id": return_id,

@@ -17,6 +17,7 @@ import msgspec
 
 from loyalty.core.db import Connection
 from loyalty.core.errors import InvalidInput
+from loyalty.core.outbox import API_VERSION
 from loyalty.points.earning import add_months, business_date, midnight
 from loyalty.points.ledger import read_member_ledger
 from loyalty.points.rules import RuleBook
@@ -125,6 +126,16 @@ with batch as (
                               changed_at)
     select member_id, uuid_v7(), from_tier, to_tier, 'period-end evaluation', measure, $6
       from changed
+    returning member_id, change_id, from_tier, to_tier, reason, measure
+), events as (
+    insert into outbox (type, occurred_at, api_version, member_id, data)
+    select 'tier.changed', $6, $7, h.member_id,
+           jsonb_build_object('member_id', h.member_id, 'member_number', m.member_number,
+                              'change_id', h.change_id, 'from_tier', h.from_tier,
+                              'to_tier', h.to_tier, 'reason', h.reason, 'measure', h.measure,
+                              'coupon_id', null)
+      from history h join members m on m.member_id = h.member_id
+     order by h.member_id
 )
 select count(*) as changed from changed
 """
@@ -145,7 +156,7 @@ async def evaluate_tiers(
     previous = previous_period(tiers, now, tz)
     sql = _EVALUATE.format(
         current=measure_sql(tiers, "batch.member_id", "$2", "$3"),
-        previous=measure_sql(tiers, "batch.member_id", "$7", "$8") if previous else "0",
+        previous=measure_sql(tiers, "batch.member_id", "$8", "$9") if previous else "0",
     )
     codes = [level.code for level in tiers.levels]
     thresholds = [level.threshold for level in tiers.levels]
@@ -158,7 +169,7 @@ async def evaluate_tiers(
             if not members:
                 return totals
             changed = await conn.fetchval(sql, members, start, now, codes, thresholds, now,
-                                          *previous_args)
+                                          API_VERSION, *previous_args)
         totals["members"] += len(members)
         totals["changed"] += int(changed)
         after = members[-1]

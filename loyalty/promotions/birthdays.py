@@ -41,9 +41,10 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from loyalty.core.db import Connection
+from loyalty.core.outbox import API_VERSION
 from loyalty.core.programme import Programme
 from loyalty.members.filter import MemberFilter
-from loyalty.points.batches import credit_lots_and_balances, lock_balances
+from loyalty.points.batches import credit_lots_and_balances, earned_events, lock_balances
 from loyalty.points.earning import business_date, expires_at
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.coupon_wallet import issue_to_members
@@ -112,8 +113,9 @@ select m.member_id from members m join days d on {_BIRTHDAY} = d.birthday
 """  # noqa: S608 - constant snippets of this module
 
 # $1 the batch's members whose balance is locked, $6 now, $7 points (0: none), $8 the rule
-# version, $9 when the lots expire. A member rewarded meanwhile for that year is left out by the
-# primary key, and gets no points either: only the rows inserted here are written to.
+# version, $9 when the lots expire, $10 the outbox's API_VERSION (points.earned per member
+# credited). A member rewarded meanwhile for that year is left out by the primary key, and gets
+# no points either: only the rows inserted here are written to.
 _REWARD = _DAYS + f"""
 , due as materialized (
     select m.member_id, d.year, d.celebrated_on, uuid_v7() as entry_id, uuid_v7() as lot_id
@@ -137,7 +139,11 @@ _REWARD = _DAYS + f"""
     select member_id, entry_id, 'earn', $7, 'birthday reward ' || year, 'system', $8, $6
       from credited
 ){credit_lots_and_balances(due="credited", members="$1::uuid[]", points="$7", now="$6",
-                           expires="$9")}
+                           expires="$9")}{earned_events(due="credited", points="$7::int8",
+                                                        now="$6", expires="$9::timestamptz",
+                                                        source="'birthday'",
+                                                        reason="'birthday reward ' || d.year",
+                                                        api_version="$10::text")}
 select member_id, year from rewarded order by member_id
 """  # noqa: S608 - constant snippets and batch SQL, values as parameters
 
@@ -186,7 +192,8 @@ async def give_birthday_rewards(
             return totals
         async with conn.transaction():
             locked = await lock_balances(conn, picked)
-            rewarded = await conn.fetch(_REWARD, locked, *days, now, points, version, expiry)
+            rewarded = await conn.fetch(_REWARD, locked, *days, now, points, version, expiry,
+                                        API_VERSION)
             totals["members"] += len(rewarded)
             totals["points"] += points * len(rewarded)
             if coupon_template_id is not None and rewarded:

@@ -22,6 +22,7 @@ import msgspec
 
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, InvalidInput, NotFound
+from loyalty.core.outbox import API_VERSION
 from loyalty.core.paging import newest_first
 from loyalty.core.programme import Programme
 from loyalty.members.filter import REACHABLE, MemberFilter
@@ -270,15 +271,29 @@ async def launch_campaign(
         await conn.execute(_MESSAGED, campaign_id, campaign.channel)
     await _act(conn, campaign, rulebook=rulebook, programme=programme, now=now)
     kind = msgspec.to_builtins(campaign.action)["type"]
+    # campaign.launched is written by the statement that marks the launch done, once: a launch
+    # resumed after another finished it changes nothing.
     await conn.execute(
         f"""
-        update campaigns
-           set status = 'launched',
-               messaged = (select count(*) from campaign_members
-                            where campaign_id = $1 and messaged),
-               actioned = ({_ACTIONED[kind]})
-         where campaign_id = $1
-        """, campaign_id)  # noqa: S608 - one of this module's constant counting queries, by action kind
+        with launched as (
+            update campaigns
+               set status = 'launched',
+                   messaged = (select count(*) from campaign_members
+                                where campaign_id = $1 and messaged),
+                   actioned = ({_ACTIONED[kind]})
+             where campaign_id = $1 and status <> 'launched'
+            returning campaign_id, name, action->>'type' as action, channel, starts_at, ends_at,
+                      treated, control, launched_at
+        )
+        insert into outbox (type, occurred_at, api_version, data)
+        select 'campaign.launched', $2, $3,
+               jsonb_build_object('campaign_id', campaign_id, 'name', name, 'action', action,
+                                  'channel', channel, 'starts_at', starts_at,
+                                  'ends_at', ends_at, 'treated', coalesce(treated, 0),
+                                  'holdout', coalesce(control, 0),
+                                  'launched_at', coalesce(launched_at, $2))
+          from launched
+        """, campaign_id, now, API_VERSION)  # noqa: S608 - one of this module's constant counting queries, by action kind
     return await get_campaign(conn, campaign_id)
 
 

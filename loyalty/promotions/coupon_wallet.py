@@ -11,6 +11,7 @@ import msgspec
 
 from loyalty.core.db import Connection
 from loyalty.core.ids import uuid7
+from loyalty.core.outbox import API_VERSION
 from loyalty.core.paging import decode_cursor, encode_cursor
 from loyalty.members.filter import REACHABLE, MemberFilter
 from loyalty.promotions.coupon_templates import VALID_FROM_SQL, VALID_UNTIL_SQL, active_template
@@ -39,7 +40,18 @@ with t as (
            < t.per_member_limit
      order by c.member_id
     on conflict (member_id, issue_id) do nothing
-    returning 1
+    returning member_id, coupon_id, template_id, valid_from, valid_until
+), events as (
+    -- coupon.issued per coupon added ($7 the outbox's API_VERSION), by this statement.
+    insert into outbox (type, occurred_at, api_version, member_id, data)
+    select 'coupon.issued', $5, $7, a.member_id,
+           jsonb_build_object('member_id', a.member_id, 'member_number', m.member_number,
+                              'coupon_id', a.coupon_id, 'template_id', a.template_id,
+                              'issue_id', $2::uuid, 'source', $3::text,
+                              'campaign_id', $4::uuid, 'valid_from', a.valid_from,
+                              'valid_until', a.valid_until)
+      from added a join members m on m.member_id = a.member_id
+     order by a.member_id
 )
 select (select count(*) from added) as issued, (select count(*) from candidates) as matched
 """
@@ -54,10 +66,11 @@ async def issue_to_members(
     (issued, matched). Issuing again under the same ``issue_id`` adds nothing."""
     await active_template(conn, template_id)
     target = member_filter & REACHABLE
-    sql = _ISSUE.format(filter=target.render(7),
+    sql = _ISSUE.format(filter=target.render(8),
                         valid_from=VALID_FROM_SQL.format(now="$5"),
                         valid_until=VALID_UNTIL_SQL.format(now="$5", tz="$6"))
     row = await conn.fetchrow(sql, template_id, issue_id, source, campaign_id, now, tz,
+                              API_VERSION,
                               *target.params)
     assert row is not None
     return int(row["issued"]), int(row["matched"])

@@ -22,6 +22,7 @@ from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, NotFound, PermissionDenied
 from loyalty.core.idempotency import Idempotency
 from loyalty.core.ids import uuid7
+from loyalty.core.outbox import emit
 from loyalty.core.paging import decode_parts, encode_parts, invalid_cursor
 from loyalty.core.programme import Programme
 from loyalty.points.earning import business_date, expires_at
@@ -45,6 +46,7 @@ from loyalty.promotions.store_events import (
 )
 from schemas.base import Page, json_encoder
 from schemas.events import CheckedIn, MyEvent, Reservation
+from schemas.outbox import EventCheckedInData, EventRsvpData
 from schemas.points import Balance
 from schemas.rules import Trace, TraceStep
 
@@ -123,7 +125,8 @@ _MAY_RESERVE = """
 select e.status, e.ends_at, e.invitation_only,
        exists (select 1 from event_invitations i
                 where i.member_id = $2 and i.event_id = e.event_id) as invited,
-       (select m.status from members m where m.member_id = $2) as member_status
+       (select m.status from members m where m.member_id = $2) as member_status,
+       (select m.member_number from members m where m.member_id = $2) as member_number
   from events e where e.event_id = $1
 """
 
@@ -188,6 +191,10 @@ async def reserve_seat(
             # Raising rolls the reservation row back with the transaction.
             await raise_if_closed(conn, event_id, now)
             raise Conflict("every seat is taken", field="event_id", code="event_full")
+        await emit(conn, "event.rsvp", EventRsvpData(
+            member_id=member_id, member_number=check["member_number"], event_id=event_id,
+            reserved_at=reserved_at, seats_left=seats_left), member_id=member_id,
+            occurred_at=now)
     return Reserved(Reservation(event_id=event_id, member_id=member_id, reserved_at=reserved_at,
                                 seats_left=seats_left), new=True)
 
@@ -334,6 +341,9 @@ async def check_in(
                     TraceStep(rule=ATTENDANCE_ACTION, detail=reason, points=points)]))
         # With no points the posting still bumps the ledger version and carries the check-in
         # and the key, so "once" holds the same way.
+        posting.emit("event.checked_in", EventCheckedInData(
+            member_id=ledger.member_id, member_number=ledger.member_number, event_id=event_id,
+            checked_in_at=now, store_code=terminal.store_code, points_earned=points))
         result = CheckedIn(event_id=event_id, member_id=ledger.member_id, checked_in_at=now,
                            points_earned=points, action_id=action_id,
                            balance=Balance(available=posting.available,
