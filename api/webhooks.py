@@ -110,6 +110,9 @@ class WebhookEndpointsController(Controller):
     async def test(self, endpoint_id: FromPath[UUID], staff: Staff, conn: Db) -> TestSent:
         """Send a ``webhook.test`` event to this endpoint; follow it in its deliveries."""
         event_id, delivery_id = await send_test_event(conn, endpoint_id)
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="webhooks.test", subject_kind="webhook_endpoint",
+                           subject_id=endpoint_id, details={"event_id": str(event_id)})
         return TestSent(event_id=event_id, delivery_id=delivery_id)
 
     @get("/{endpoint_id:uuid}/deliveries", operation_id="listWebhookDeliveries")

@@ -84,7 +84,7 @@ class Attempt(Output):
     attempted_at: dt.datetime
     latency_ms: int
     # Null when no answer came (refused address, connection error, timeout).
-    status_code: int | None = None
+    http_status: int | None = None
     error: str | None = None
     # The first bytes of the answer, as text.
     response_head: str = ""

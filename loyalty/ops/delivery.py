@@ -505,7 +505,7 @@ async def _deliveries(conn: Connection, endpoint_id: UUID, *, only: UUID | None,
     logs: dict[UUID, list[Attempt]] = {}
     for a in attempts:
         logs.setdefault(a["delivery_id"], []).append(Attempt(
-            attempted_at=a["attempted_at"], status_code=a["status_code"],
+            attempted_at=a["attempted_at"], http_status=a["status_code"],
             latency_ms=a["latency_ms"], error=a["error"], response_head=a["response_head"]))
     items = [Delivery(
         delivery_id=row["delivery_id"], event_id=row["event_id"], event_type=row["type"],

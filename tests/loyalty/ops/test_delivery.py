@@ -151,8 +151,8 @@ async def test_receiver_down_then_up_every_event_arrives_and_the_log_shows_each_
         assert delivery.status == "delivered"
         failures, last = delivery.log[:-1], delivery.log[-1]
         assert len(failures) >= 2, delivery
-        assert all(a.status_code is None and a.error for a in failures)
-        assert last.status_code == 200
+        assert all(a.http_status is None and a.error for a in failures)
+        assert last.http_status == 200
         assert last.error is None
         assert last.response_head == "ok"
         assert delivery.attempts == len(delivery.log)
@@ -229,7 +229,7 @@ async def test_a_redirect_is_not_followed(conn: Connection, settings_for: Any) -
     page = await list_deliveries(conn, hook.endpoint_id, limit=10, cursor=None)
     [delivery] = page.items
     assert delivery.status == "pending"
-    assert delivery.log[0].status_code == 302
+    assert delivery.log[0].http_status == 302
     assert delivery.log[0].error is not None
     assert "not followed" in delivery.log[0].error
 
