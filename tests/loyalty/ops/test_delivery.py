@@ -16,11 +16,17 @@ from uuid import UUID, uuid4
 import asyncpg
 import msgspec
 import pytest
+from prometheus_client import REGISTRY
 
 from loyalty.core.db import Connection, init_connection
 from loyalty.core.outbox import emit
 from loyalty.core.settings import Settings
-from loyalty.ops.delivery import delete_old_events, list_deliveries, run_delivery_worker
+from loyalty.ops.delivery import (
+    delete_old_events,
+    list_deliveries,
+    refresh_metrics,
+    run_delivery_worker,
+)
 from loyalty.ops.webhooks import create_endpoint, rotate_secret
 from schemas.webhooks import ENDPOINT_DISABLED_TYPE, EndpointCreate, EndpointWithSecret
 from tests.conftest import make_settings
@@ -334,3 +340,30 @@ async def test_retention_removes_old_delivered_and_unsubscribed_events_only(
     assert nobody not in left
     assert await conn.fetchval("select count(*) from webhook_deliveries where endpoint_id = $1",
                                hook.endpoint_id) == 1
+
+
+async def test_metrics_count_outcomes_and_show_each_endpoints_oldest_waiting_event(
+    conn: Connection, settings_for: Any,
+) -> None:
+    def sample(name: str, **labels: str) -> float:
+        value = REGISTRY.get_sample_value(name, labels)
+        return value or 0.0
+
+    delivered_before = sample("loyalty_webhook_deliveries_total", outcome="delivered")
+    async with receiving() as receiver:
+        await endpoint(conn, receiver.url)
+        await earn(conn, 3)
+        async with worker(settings_for()):
+            await receiver.wait_for(lambda got: len(got) >= 3)
+            await asyncio.sleep(0.3)
+    assert sample("loyalty_webhook_deliveries_total", outcome="delivered") \
+        == delivered_before + 3
+    waiting = await endpoint(conn, "https://93.184.216.34/later")
+    async with conn.transaction():
+        await emit(conn, "points.earned", Earned("m", 1, 0),
+                   occurred_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+    await refresh_metrics(conn, dt.datetime.now(dt.UTC))
+    age = sample("loyalty_webhook_oldest_undelivered_seconds",
+                 endpoint=str(waiting.endpoint_id))
+    assert 7100 < age < 7300
+    assert sample("loyalty_outbox_last_seq") == await conn.fetchval("select max(seq) from outbox")
