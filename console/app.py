@@ -29,6 +29,7 @@ from console.session import (
     end_session,
     sign_in,
 )
+from console.webhooks import ROUTES as WEBHOOK_ROUTES
 from loyalty.access.staff import find_staff_login
 from loyalty.core.db import transaction
 from loyalty.core.errors import LoyaltyError, PermissionDenied
@@ -165,6 +166,7 @@ router = Router(
     path="/console",
     route_handlers=[
         home, sign_in_page, sign_in_submit, sign_out, choose_language, members_page, dashboard_page,
+        *WEBHOOK_ROUTES,
         create_static_files_router(path="/static", directories=[STATIC], name="console:static",
                                    include_in_schema=False),
     ],
