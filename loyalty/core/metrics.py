@@ -25,7 +25,8 @@ OUTBOX_LAST_SEQ = Gauge("loyalty_outbox_last_seq",
                         "The latest seq of the outbox: events written, as a running number")
 WEBHOOK_DELIVERIES = Counter(
     "loyalty_webhook_deliveries_total",
-    "Webhook delivery attempts, by outcome (delivered, failed: to be retried, gave_up)",
+    "Webhook delivery attempts, by outcome (delivered, failed: to be retried, gave_up, gone:"
+    " its endpoint deleted meanwhile)",
     ["outcome"])
 WEBHOOK_OLDEST_UNDELIVERED = Gauge(
     "loyalty_webhook_oldest_undelivered_seconds",

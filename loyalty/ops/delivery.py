@@ -228,13 +228,19 @@ async def record_outcome(conn: Connection, claimed: Claimed, outcome: Outcome,
     event says so. The outcome's name, for the metrics."""
     now = outcome.attempted_at
     async with conn.transaction():
-        await conn.execute(
+        # Nothing to record when the endpoint (or the event) was deleted meanwhile.
+        logged = await conn.fetchval(
             """
             insert into webhook_attempts (delivery_id, attempted_at, status_code, latency_ms,
                                           error, response_head)
-            values ($1, $2, $3, $4, $5, $6)
+            select delivery_id, $2, $3, $4, $5, $6 from webhook_deliveries
+             where delivery_id = $1
+               for update
+            returning attempt_id
             """, claimed.delivery_id, now, outcome.status_code, outcome.latency_ms,
             outcome.error, outcome.head.replace("\x00", ""))
+        if logged is None:
+            return "gone"
         if outcome.delivered:
             await conn.execute(
                 """

@@ -22,12 +22,15 @@ from loyalty.core.db import Connection, init_connection
 from loyalty.core.outbox import emit
 from loyalty.core.settings import Settings
 from loyalty.ops.delivery import (
+    Outcome,
+    claim_due,
     delete_old_events,
     list_deliveries,
+    record_outcome,
     refresh_metrics,
     run_delivery_worker,
 )
-from loyalty.ops.webhooks import create_endpoint, rotate_secret
+from loyalty.ops.webhooks import create_endpoint, delete_endpoint, rotate_secret
 from schemas.webhooks import ENDPOINT_DISABLED_TYPE, EndpointCreate, EndpointWithSecret
 from tests.conftest import make_settings
 from tests.loyalty.ops.receiver import Answer, Received, receiving, verify
@@ -367,3 +370,16 @@ async def test_metrics_count_outcomes_and_show_each_endpoints_oldest_waiting_eve
                  endpoint=str(waiting.endpoint_id))
     assert 7100 < age < 7300
     assert sample("loyalty_outbox_last_seq") == await conn.fetchval("select max(seq) from outbox")
+
+
+async def test_an_endpoint_deleted_during_an_attempt_leaves_nothing_to_record(
+    conn: Connection, settings_for: Any,
+) -> None:
+    hook = await endpoint(conn, "https://93.184.216.34/hook")
+    await earn(conn, 1)
+    [claimed] = await claim_due(conn, now=dt.datetime.now(dt.UTC),
+                                lease=dt.timedelta(seconds=60))
+    await delete_endpoint(conn, hook.endpoint_id)
+    outcome = Outcome(attempted_at=dt.datetime.now(dt.UTC), latency_ms=5, status_code=200)
+    assert await record_outcome(conn, claimed, outcome, settings_for()) == "gone"
+    assert await conn.fetchval("select count(*) from webhook_attempts") == 0
