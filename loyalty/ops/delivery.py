@@ -388,14 +388,12 @@ async def run_delivery_worker(settings: Settings, dsn: str, *,
             wait = settings.webhooks_poll_seconds
             if due is not None:
                 wait = min(wait, max((due - dt.datetime.now(dt.UTC)).total_seconds(), 0.01))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    stopping = asyncio.ensure_future(stop.wait())
-                    try:
-                        await asyncio.wait([stopping, asyncio.ensure_future(wake.wait())],
-                                           return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        stopping.cancel()
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
     finally:
         if listener is not None and not listener.is_closed():
             with contextlib.suppress(Exception):
