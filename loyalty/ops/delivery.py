@@ -51,7 +51,7 @@ CHANNEL = "loyalty_webhooks"
 TIMEOUT_SECONDS = 10.0
 # The first bytes of a receiver's answer kept in the log.
 RESPONSE_HEAD_BYTES = 512
-BATCH = 50
+BATCH = 100
 _encode = msgspec.json.Encoder().encode
 
 
@@ -226,55 +226,60 @@ async def record_outcome(conn: Connection, claimed: Claimed, outcome: Outcome,
     """Log the attempt and move the delivery on: delivered, retried later, or given up; an
     endpoint failing for longer than allowed is disabled and a ``webhook.endpoint_disabled``
     event says so. The outcome's name, for the metrics."""
-    now = outcome.attempted_at
     async with conn.transaction():
-        # Nothing to record when the endpoint (or the event) was deleted meanwhile.
-        logged = await conn.fetchval(
-            """
-            insert into webhook_attempts (delivery_id, attempted_at, status_code, latency_ms,
-                                          error, response_head)
-            select delivery_id, $2, $3, $4, $5, $6 from webhook_deliveries
-             where delivery_id = $1
-               for update
-            returning attempt_id
-            """, claimed.delivery_id, now, outcome.status_code, outcome.latency_ms,
-            outcome.error, outcome.head.replace("\x00", ""))
-        if logged is None:
-            return "gone"
-        if outcome.delivered:
-            await conn.execute(
-                """
-                update webhook_deliveries
-                   set status = 'delivered', delivered_at = $2, last_error = null
-                 where delivery_id = $1
-                """, claimed.delivery_id, now)
-            await conn.execute(
-                """
-                update webhook_endpoints set failing_since = null
-                 where endpoint_id = $1 and failing_since is not null
-                """, claimed.endpoint_id)
-            return "delivered"
-        attempts = await conn.fetchval(
-            "select attempts from webhook_deliveries where delivery_id = $1",
-            claimed.delivery_id)
-        delay = retry_delay(attempts or 1, base=settings.webhooks_retry_base_seconds,
-                            cap=settings.webhooks_retry_max_seconds)
-        status = await conn.fetchval(
+        return await _record(conn, claimed, outcome, settings)
+
+
+async def _record(conn: Connection, claimed: Claimed, outcome: Outcome,
+                  settings: Settings) -> str:
+    now = outcome.attempted_at
+    # Nothing to record when the endpoint (or the event) was deleted meanwhile.
+    logged = await conn.fetchval(
+        """
+        insert into webhook_attempts (delivery_id, attempted_at, status_code, latency_ms,
+                                      error, response_head)
+        select delivery_id, $2, $3, $4, $5, $6 from webhook_deliveries
+         where delivery_id = $1
+           for update
+        returning attempt_id
+        """, claimed.delivery_id, now, outcome.status_code, outcome.latency_ms,
+        outcome.error, outcome.head.replace("\x00", ""))
+    if logged is None:
+        return "gone"
+    if outcome.delivered:
+        await conn.execute(
             """
             update webhook_deliveries
-               set last_error = $2,
-                   status = case when $3::timestamptz + $4::interval
-                                      > retrying_since + $5::interval
-                                 then 'failed' else 'pending' end,
-                   next_attempt_at = $3::timestamptz + $4::interval
+               set status = 'delivered', delivered_at = $2, last_error = null
              where delivery_id = $1
-            returning status
-            """, claimed.delivery_id, outcome.error, now, delay,
-            dt.timedelta(seconds=settings.webhooks_retry_for_seconds))
-        await _note_failure(conn, claimed.endpoint_id, now=now,
-                            disable_after=dt.timedelta(
-                                seconds=settings.webhooks_disable_after_seconds))
-        return "gave_up" if status == "failed" else "failed"
+            """, claimed.delivery_id, now)
+        await conn.execute(
+            """
+            update webhook_endpoints set failing_since = null
+             where endpoint_id = $1 and failing_since is not null
+            """, claimed.endpoint_id)
+        return "delivered"
+    attempts = await conn.fetchval(
+        "select attempts from webhook_deliveries where delivery_id = $1",
+        claimed.delivery_id)
+    delay = retry_delay(attempts or 1, base=settings.webhooks_retry_base_seconds,
+                        cap=settings.webhooks_retry_max_seconds)
+    status = await conn.fetchval(
+        """
+        update webhook_deliveries
+           set last_error = $2,
+               status = case when $3::timestamptz + $4::interval
+                                  > retrying_since + $5::interval
+                             then 'failed' else 'pending' end,
+               next_attempt_at = $3::timestamptz + $4::interval
+         where delivery_id = $1
+        returning status
+        """, claimed.delivery_id, outcome.error, now, delay,
+        dt.timedelta(seconds=settings.webhooks_retry_for_seconds))
+    await _note_failure(conn, claimed.endpoint_id, now=now,
+                        disable_after=dt.timedelta(
+                            seconds=settings.webhooks_disable_after_seconds))
+    return "gave_up" if status == "failed" else "failed"
 
 
 async def _note_failure(conn: Connection, endpoint_id: UUID, *, now: dt.datetime,
@@ -308,14 +313,57 @@ async def deliver_due(pool: Pool, client: httpx.AsyncClient, settings: Settings)
     if not claimed:
         return 0
 
-    async def one(item: Claimed) -> None:
-        outcome = await send(client, item, allow_private=settings.webhooks_allow_private)
-        async with pool.acquire() as conn:
-            name = await record_outcome(conn, item, outcome, settings)
+    outcomes = await asyncio.gather(*(
+        send(client, item, allow_private=settings.webhooks_allow_private) for item in claimed))
+    # One transaction records the round: a commit per attempt would cost more than the
+    # attempts. A worker dying before it commits sends the round again (at least once).
+    # Endpoint by endpoint, so that two workers lock the endpoints' rows in one order.
+    done = sorted(zip(claimed, outcomes, strict=True), key=lambda pair: pair[0].endpoint_id)
+    succeeded = [(item, outcome) for item, outcome in done if outcome.delivered]
+    async with pool.acquire() as conn, conn.transaction():
+        names = [await _record(conn, item, outcome, settings)
+                 for item, outcome in done if not outcome.delivered]
+        delivered = await _record_delivered(conn, succeeded) if succeeded else 0
+    names += ["delivered"] * delivered + ["gone"] * (len(succeeded) - delivered)
+    for name in names:
         WEBHOOK_DELIVERIES.labels(name).inc()
-
-    await asyncio.gather(*(one(item) for item in claimed))
     return len(claimed)
+
+
+async def _record_delivered(conn: Connection, done: list[tuple[Claimed, Outcome]]) -> int:
+    """The successes of a round in one statement (the common case, and the worker's pace);
+    how many still had their delivery."""
+    count: int = await conn.fetchval(
+        """
+        with done as (
+            select * from unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::int[],
+                                 $5::text[])
+                       as t (delivery_id, attempted_at, status_code, latency_ms, head)
+        ),
+        marked as (
+            update webhook_deliveries d
+               set status = 'delivered', delivered_at = done.attempted_at, last_error = null
+              from done
+             where d.delivery_id = done.delivery_id
+            returning d.delivery_id, d.endpoint_id
+        ),
+        logged as (
+            insert into webhook_attempts (delivery_id, attempted_at, status_code, latency_ms,
+                                          response_head)
+            select done.delivery_id, done.attempted_at, done.status_code, done.latency_ms,
+                   done.head
+              from done join marked on marked.delivery_id = done.delivery_id
+        ),
+        recovered as (
+            update webhook_endpoints set failing_since = null
+             where endpoint_id in (select endpoint_id from marked) and failing_since is not null
+        )
+        select count(*) from marked
+        """,
+        [item.delivery_id for item, _ in done], [o.attempted_at for _, o in done],
+        [o.status_code for _, o in done], [o.latency_ms for _, o in done],
+        [o.head.replace("\x00", "") for _, o in done])
+    return count
 
 
 async def next_due(conn: Connection) -> dt.datetime | None:
