@@ -34,6 +34,7 @@ from api.rules import EarningRulesController
 from api.segments import SegmentsController
 from api.sessions import SessionController
 from api.tiers import TiersController
+from api.webhooks import WebhookEndpointsController
 from console.app import router as console_router
 from jobs.catalogue import schedules
 from jobs.definition import make_context
@@ -47,6 +48,7 @@ from loyalty.core.db import create_pool
 from loyalty.core.logs import configure_logging
 from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings, load_settings
+from loyalty.ops.delivery import run_delivery_worker
 from loyalty.points.rules import RuleBook
 from schemas.base import EDGE_TYPES, decode_edge
 
@@ -76,6 +78,7 @@ CONTROLLERS = [
     TerminalsController,
     StaffController,
     StoresController,
+    WebhookEndpointsController,
 ]
 
 
@@ -109,6 +112,12 @@ def _report_scheduler_end(task: asyncio.Task[None]) -> None:
     """The embedded scheduler ends only when the app stops; if it fails, say so loudly."""
     if not task.cancelled() and task.exception() is not None:
         log.error("the embedded scheduler stopped: this process no longer runs jobs",
+                  exc_info=task.exception())
+
+
+def _report_worker_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the embedded webhook worker stopped: this process no longer delivers",
                   exc_info=task.exception())
 
 
@@ -155,10 +164,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if settings.scheduler == "embedded" else None
         if scheduler is not None:
             scheduler.add_done_callback(_report_scheduler_end)
+        # Delivery workers share the work (FOR UPDATE SKIP LOCKED): one per process.
+        stop_worker = asyncio.Event()
+        worker = asyncio.create_task(run_delivery_worker(settings, settings.database_url,
+                                                         stop=stop_worker)) \
+            if settings.webhooks_worker == "embedded" else None
+        if worker is not None:
+            worker.add_done_callback(_report_worker_end)
         try:
             async with app.state.services.revocations.listening(settings.database_url):
                 yield
         finally:
+            if worker is not None:
+                stop_worker.set()
+                with contextlib.suppress(Exception):  # reported by _report_worker_end
+                    await worker
             if scheduler is not None:
                 stop_scheduler.set()
                 with contextlib.suppress(Exception):  # reported by _report_scheduler_end

@@ -1,6 +1,6 @@
 """``loyalty``: the API server and the commands operators and scheduled jobs run.
 
-Commands: serve, migrate, scheduler, jobs, staff, terminal, points, tiers, rfm, campaigns,
+Commands: serve, migrate, scheduler, worker, jobs, staff, terminal, points, tiers, rfm, campaigns,
 import, analytics, seed-demo.
 
 Every command reads the same settings as ``serve`` and, with no URLs configured, joins (or
@@ -45,6 +45,7 @@ from loyalty.core.settings import Settings, load_settings
 from loyalty.insights.churn_evaluation import Evaluation
 from loyalty.insights.churn_evaluation import evaluate as evaluate_churn
 from loyalty.insights.rfm import refresh_rfm
+from loyalty.ops.delivery import run_delivery_worker
 from loyalty.ops.demo import seed_demo
 from loyalty.ops.importing import run_import
 from loyalty.points.expiry import expire_points, release_points
@@ -157,6 +158,14 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> None:
         if settings.migrate_on_start:
             asyncio.run(migrate(urls.database_url))
         asyncio.run(run_scheduler(settings, urls.database_url))
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    with _services(settings, need_redis=False) as urls:
+        if settings.migrate_on_start:
+            asyncio.run(migrate(urls.database_url))
+        log.info("delivering webhooks")
+        asyncio.run(run_delivery_worker(settings, urls.database_url))
 
 
 def cmd_jobs_list(settings: Settings, args: argparse.Namespace) -> None:
@@ -370,6 +379,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="apply pending migrations").set_defaults(run=cmd_migrate)
     commands.add_parser("scheduler", help="run the job scheduler on its own").set_defaults(
         run=cmd_scheduler)
+    commands.add_parser("worker", help="run a webhook delivery worker on its own").set_defaults(
+        run=cmd_worker)
 
     jobs = _group(commands, "jobs", "scheduled jobs (docs/jobs.md)")
     jobs.add_parser("list", help="each job's schedule, next run and last run").set_defaults(

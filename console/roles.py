@@ -49,7 +49,7 @@ PAGES = (
     Page("import", _("Import"), ADMINS, "/console/import"),
     Page("staff", _("Staff"), ADMINS),
     Page("audit", _("Audit log"), ADMINS),
-    Page("webhooks", _("Webhooks"), ADMINS),
+    Page("webhooks", _("Webhooks"), ADMINS, "/console/webhooks"),
 )
 
 

@@ -23,6 +23,7 @@ from loyalty.insights.dormancy import flag_dormant, hand_over_dormant
 from loyalty.insights.kpis import snapshot_kpis
 from loyalty.insights.rfm import refresh_rfm
 from loyalty.members.profiles import fill_member_skeletons
+from loyalty.ops.delivery import delete_old_events
 from loyalty.points.expiry import expire_points, release_points, remind_expiring_points
 from loyalty.points.tiers import evaluate_tiers
 from loyalty.promotions.birthdays import give_birthday_rewards
@@ -116,6 +117,12 @@ async def _run_history_cleanup(ctx: JobContext, now: dt.datetime) -> Counts:
         return await delete_old_runs(conn, before=now - RUNS_KEPT)
 
 
+async def _webhook_retention(ctx: JobContext, now: dt.datetime) -> Counts:
+    async with ctx.pool.acquire() as conn:
+        return await delete_old_events(
+            conn, before=now - dt.timedelta(days=ctx.settings.webhooks_retention_days))
+
+
 # In running order within a night: flags before the hand-over, scores after the flags.
 JOBS: tuple[Job, ...] = (
     Job("points_release", "10 * * * *", "pending points whose return window has passed become "
@@ -146,6 +153,9 @@ JOBS: tuple[Job, ...] = (
         "migration 0016, or imported) get them, for the duplicates list", _member_skeletons),
     Job("run_history_cleanup", "40 4 * * *", "job runs older than 90 days are deleted (each "
         "job's latest tick is kept)", _run_history_cleanup),
+    Job("webhook_retention", "50 4 * * *", "outbox events older than "
+        "LOYALTY_WEBHOOKS_RETENTION_DAYS that wait for no delivery are deleted, with their "
+        "delivery log", _webhook_retention),
 )
 
 

@@ -282,6 +282,8 @@ def make_settings(database: str, redis: str, data_dir: Path, **overrides: object
         "rate_limit_per_minute": 100_000,
         # Jobs run where a test runs them; tests/jobs/test_scheduler*.py run schedulers.
         "scheduler": "off",
+        # Webhooks are delivered where a test runs a worker (tests/loyalty/ops/test_delivery*).
+        "webhooks_worker": "off",
     }
     values.update(overrides)
     return load_settings({}, **values)

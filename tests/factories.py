@@ -473,6 +473,17 @@ async def make_world(client: httpx.AsyncClient, actors: Actors) -> World:
                              (events[1], member_a)):
         reserved = await client.post(f"/v1/me/events/{event_id}/rsvp", headers=member.headers)
         assert reserved.status_code == 201, reserved.text
+    # Two webhook endpoints (one to delete) and a delivery of a test event to the first.
+    hooks = []
+    for description in ("world", "spare"):
+        created = await client.post("/v1/webhooks/endpoints", headers=headers["admin"], json={
+            "url": "https://93.184.216.34/hooks", "event_types": ["points.earned"],
+            "description": description})
+        assert created.status_code == 201, created.text
+        hooks.append(created.json()["endpoint_id"])
+    tested = await client.post(f"/v1/webhooks/endpoints/{hooks[0]}/test",
+                               headers=headers["admin"])
+    assert tested.status_code == 202, tested.text
     return World(headers, member_a.member_id, spare_terminal, client, actors, {
         "login_email": "a@example.com", "staff_email": "login@staff.example",
         "refresh_tokens": refresh_tokens, "spare_members": spare_members,
@@ -481,4 +492,6 @@ async def make_world(client: httpx.AsyncClient, actors: Actors) -> World:
         "entry_id": history.json()["items"][0]["entry_id"], "template_id": template_id,
         "segment_id": segment_id, "grant_id": grant_id, "campaign_id": campaign_id,
         "event_id": events[0], "checkin_event_id": events[1],
+        "webhook_endpoint_id": hooks[0], "spare_webhook_endpoint_id": hooks[1],
+        "webhook_delivery_id": tested.json()["delivery_id"],
     })

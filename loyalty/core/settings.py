@@ -133,6 +133,29 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ltv_margin: Annotated[float, Meta(gt=0, le=1)] = 0.3
     point_value: Annotated[float, Meta(ge=0, le=1_000_000)] = 1.0
 
+    # Webhooks (docs/decisions/0014-webhook-delivery.md). Endpoint URLs must be https and
+    # resolve only to global addresses; this allows http and private, loopback and link-local
+    # addresses too (never the cloud metadata addresses), for development and tests.
+    webhooks_allow_private: bool = False
+    # ``serve`` runs a delivery worker too unless this is off (``loyalty worker`` runs one alone).
+    webhooks_worker: Literal["embedded", "off"] = "embedded"
+    # The worker is woken by NOTIFY; it also looks for due deliveries this often.
+    webhooks_poll_seconds: Annotated[float, Meta(gt=0, le=300)] = 5.0
+    # Retries: after the n-th failure, base × 2^(n-1) seconds (at most max), ±20 % jitter,
+    # for as long as ``retry_for`` after the delivery was written (about three days).
+    webhooks_retry_base_seconds: Annotated[float, Meta(gt=0, le=3600)] = 5.0
+    webhooks_retry_max_seconds: Annotated[float, Meta(gt=0, le=86_400)] = 6 * 3600.0
+    webhooks_retry_for_seconds: Annotated[int, Meta(ge=1, le=30 * 86_400)] = 3 * 86_400
+    # An endpoint failing without one success for this long is disabled.
+    webhooks_disable_after_seconds: Annotated[int, Meta(ge=1, le=90 * 86_400)] = 5 * 86_400
+    # A claimed delivery is someone's for this long: a worker that dies mid-attempt hands it
+    # back after it. Longer than the 10 s request timeout.
+    webhooks_lease_seconds: Annotated[int, Meta(ge=15, le=3600)] = 60
+    # After a rotation the previous secret still signs, beside the new one, this long.
+    webhooks_secret_grace_seconds: Annotated[int, Meta(ge=0, le=30 * 86_400)] = 86_400
+    # Delivered events (and events nobody subscribes to) are deleted after this many days.
+    webhooks_retention_days: Annotated[int, Meta(ge=1, le=3650)] = 7
+
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).resolve() if self.data_dir else default_data_dir()

@@ -92,6 +92,7 @@ _template_path = _at("/v1/coupon-templates/{template_id}")
 _campaign_path = _at("/v1/campaigns/{campaign_id}")
 _event_path = _at("/v1/events/{event_id}")
 _rsvp_path = _at("/v1/me/events/{event_id}/rsvp")
+_hook_path = _at("/v1/webhooks/endpoints/{webhook_endpoint_id}")
 
 
 def _coupon_campaign(world: World) -> dict[str, Any]:
@@ -250,6 +251,27 @@ MATRIX: dict[tuple[str, str], Rule] = {
         {"admin", "analyst"}, path=lambda _: "/v1/jobs/dormancy/runs"),
     ("POST", "/v1/jobs/{name:str}/run"): Rule(
         {"admin"}, 202, path=lambda _: "/v1/jobs/idempotency_cleanup/run"),
+    # webhooks
+    ("POST", "/v1/webhooks/endpoints"): Rule({"admin"}, 201, lambda _: {
+        "url": "https://93.184.216.34/matrix", "event_types": ["points.earned"]}),
+    ("GET", "/v1/webhooks/endpoints"): Rule({"admin"}),
+    ("GET", "/v1/webhooks/endpoints/{endpoint_id:uuid}"): Rule({"admin"}, path=_hook_path),
+    ("PATCH", "/v1/webhooks/endpoints/{endpoint_id:uuid}"): Rule(
+        {"admin"}, body=lambda _: {"description": "Renamed"}, path=_hook_path),
+    ("DELETE", "/v1/webhooks/endpoints/{endpoint_id:uuid}"): Rule(
+        {"admin"}, 204, path=_at("/v1/webhooks/endpoints/{spare_webhook_endpoint_id}")),
+    ("POST", "/v1/webhooks/endpoints/{endpoint_id:uuid}/rotate-secret"): Rule(
+        {"admin"}, path=lambda w: f"{_hook_path(w)}/rotate-secret"),
+    ("POST", "/v1/webhooks/endpoints/{endpoint_id:uuid}/test"): Rule(
+        {"admin"}, 202, path=lambda w: f"{_hook_path(w)}/test"),
+    ("GET", "/v1/webhooks/endpoints/{endpoint_id:uuid}/deliveries"): Rule(
+        {"admin"}, path=lambda w: f"{_hook_path(w)}/deliveries"),
+    ("POST", "/v1/webhooks/endpoints/{endpoint_id:uuid}/deliveries/{delivery_id:uuid}/retry"):
+        Rule({"admin"}, 202, path=_at("/v1/webhooks/endpoints/{webhook_endpoint_id}/deliveries/"
+                                      "{webhook_delivery_id}/retry")),
+    ("POST", "/v1/webhooks/endpoints/{endpoint_id:uuid}/replay"): Rule(
+        {"admin"}, 202, lambda _: {"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"},
+        path=lambda w: f"{_hook_path(w)}/replay"),
 }
 
 

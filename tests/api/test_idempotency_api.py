@@ -351,6 +351,10 @@ def _purchase_for(member_id: str) -> dict[str, Any]:
 # -- every write replays ----------------------------------------------------------------------
 
 
+def webhook_path(world: World) -> str:
+    return f"/v1/webhooks/endpoints/{world.extra['webhook_endpoint_id']}"
+
+
 @dataclass(frozen=True)
 class Write:
     caller: str
@@ -437,6 +441,20 @@ WRITES: dict[tuple[str, str], Write] = {
         "admin", 204, path=lambda w: f"/v1/terminals/{w.spare_terminal_id}"),
     ("POST", "/v1/jobs/{name:str}/run"): Write(
         "admin", 202, path=lambda _: "/v1/jobs/idempotency_cleanup/run"),
+    # webhooks
+    ("PATCH", "/v1/webhooks/endpoints/{endpoint_id:uuid}"): Write(
+        "admin", body=lambda _: {"description": "Replayed"}, path=webhook_path),
+    ("DELETE", "/v1/webhooks/endpoints/{endpoint_id:uuid}"): Write(
+        "admin", 204,
+        path=lambda w: f"/v1/webhooks/endpoints/{w.extra['spare_webhook_endpoint_id']}"),
+    ("POST", "/v1/webhooks/endpoints/{endpoint_id:uuid}/test"): Write(
+        "admin", 202, path=lambda w: f"{webhook_path(w)}/test"),
+    ("POST", "/v1/webhooks/endpoints/{endpoint_id:uuid}/deliveries/{delivery_id:uuid}/retry"):
+        Write("admin", 202, path=lambda w: f"{webhook_path(w)}/deliveries/"
+                                           f"{w.extra['webhook_delivery_id']}/retry"),
+    ("POST", "/v1/webhooks/endpoints/{endpoint_id:uuid}/replay"): Write(
+        "admin", 202, lambda _: {"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"},
+        path=lambda w: f"{webhook_path(w)}/replay"),
 }
 
 # Writes that take no key, and why (docs/decisions/0012-idempotency-for-every-write.md): their
@@ -446,6 +464,9 @@ NOT_KEYED = {
     ("POST", "/v1/auth/member/register"), ("POST", "/v1/auth/member/login"),
     ("POST", "/v1/auth/staff/login"), ("POST", "/v1/auth/refresh"),
     ("POST", "/v1/auth/logout"), ("POST", "/v1/terminals"),
+    # A webhook endpoint's signing secret, shown once (api/webhooks.py).
+    ("POST", "/v1/webhooks/endpoints"),
+    ("POST", "/v1/webhooks/endpoints/{endpoint_id:uuid}/rotate-secret"),
 }
 # POSTs that write nothing.
 READS = {
