@@ -9,16 +9,32 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.console.seed import PASSWORD, staff_email
 from tests.processes import free_port, wait_until_ready
+
+T = TypeVar("T")
+# Long enough for a page on a machine busy with the rest of the suite; a wait ends as soon as
+# its condition holds.
+WAIT_SECONDS = 20
+
+
+def until(browser: webdriver.Chrome, condition: Callable[[webdriver.Chrome], T],
+          seconds: float = WAIT_SECONDS) -> T:
+    """Waits until ``condition(browser)`` is truthy and returns it. An element that a page load
+    or an htmx swap replaced while the condition read it only means: look again."""
+    waiting = WebDriverWait(browser, seconds, ignored_exceptions=(
+        NoSuchElementException, StaleElementReferenceException))
+    return waiting.until(condition)
 
 
 @contextmanager
@@ -55,4 +71,4 @@ def sign_in(browser: webdriver.Chrome, base: str, role: str) -> None:
     browser.find_element(By.ID, "email").send_keys(staff_email(role))
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: staff_email(role) in b.page_source)
+    until(browser, lambda b: staff_email(role) in b.page_source)

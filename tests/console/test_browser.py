@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
-from tests.console.browsing import photograph, sign_in
+from tests.console.browsing import photograph, sign_in, until
 from tests.console.seed import staff_email
 
 pytestmark = pytest.mark.browser
@@ -26,14 +26,13 @@ def test_sign_in_and_find_a_member_by_a_full_width_phone_number(
     assert "サポート" in browser.find_element(By.CSS_SELECTOR, ".who").text
     photograph(browser, photos, "home")
     browser.find_element(By.LINK_TEXT, "会員").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "q"))
+    until(browser, lambda b: b.find_elements(By.ID, "q"))
     photograph(browser, photos, "members-empty")
     search = browser.find_element(By.ID, "q")
     search.send_keys("０８０－２３４５－６７８９")
     browser.find_element(By.CSS_SELECTOR, "form.search button").click()
     # htmx swaps the results in and pushes the URL.
-    WebDriverWait(browser, 10).until(
-        lambda b: "佐藤 花子" in b.find_element(By.ID, "results").text)
+    until(browser, lambda b: "佐藤 花子" in b.find_element(By.ID, "results").text)
     results = browser.find_element(By.ID, "results").text
     assert "hanako.sato@example.jp" in results
     assert "山田 太郎" not in results
@@ -43,8 +42,7 @@ def test_sign_in_and_find_a_member_by_a_full_width_phone_number(
     search.clear()
     search.send_keys("存在しない名前")
     browser.find_element(By.CSS_SELECTOR, "form.search button").click()
-    WebDriverWait(browser, 10).until(
-        lambda b: "一致する会員はいません" in b.find_element(By.ID, "results").text)
+    until(browser, lambda b: "一致する会員はいません" in b.find_element(By.ID, "results").text)
     photograph(browser, photos, "members-none")
 
 
@@ -55,7 +53,7 @@ def test_a_form_posted_without_its_csrf_token_is_refused(
     browser.execute_script(
         "document.querySelector('.who form input[name=csrf_token]').remove()")
     browser.find_element(By.CSS_SELECTOR, ".who form button").click()
-    WebDriverWait(browser, 10).until(lambda b: "このフォームは無効です" in b.page_source)
+    until(browser, lambda b: "このフォームは無効です" in b.page_source)
     assert "セキュリティトークン" in browser.find_element(By.TAG_NAME, "main").text
     photograph(browser, photos, "csrf-refused")
     # The refused sign-out did nothing: still signed in.
@@ -69,13 +67,13 @@ def test_switch_to_english_and_back(
     sign_in(browser, console, "marketer")
     Select(browser.find_element(By.ID, "language")).select_by_value("en")
     browser.find_element(By.CSS_SELECTOR, "form.language button").click()
-    WebDriverWait(browser, 10).until(lambda b: "Sign out" in b.page_source)
+    until(browser, lambda b: "Sign out" in b.page_source)
     assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
     assert browser.find_element(By.LINK_TEXT, "Members")
     photograph(browser, photos, "home-english")
     Select(browser.find_element(By.ID, "language")).select_by_value("ja")
     browser.find_element(By.CSS_SELECTOR, "form.language button").click()
-    WebDriverWait(browser, 10).until(lambda b: "サインアウト" in b.page_source)
+    until(browser, lambda b: "サインアウト" in b.page_source)
     assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "ja"
 
 
@@ -96,7 +94,7 @@ def test_an_analyst_opens_the_dashboard_and_sees_the_chart_drawn(
 ) -> None:
     sign_in(browser, console, "analyst")
     browser.find_element(By.LINK_TEXT, "ダッシュボード").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".cards"))
+    until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".cards"))
     line = browser.find_element(By.CSS_SELECTOR, "figure.trend svg path.line")
     d = line.get_attribute("d") or ""
     assert d.startswith("M")

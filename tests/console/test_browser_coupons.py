@@ -14,11 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
-from tests.console.browsing import photograph, sign_in
+from tests.console.browsing import photograph, sign_in, until
 from tests.console.conftest import MoreSeed
 from tests.console.promotions_seed import EVENT, SEGMENT, TEMPLATE, seed_promotions
 
@@ -46,8 +45,7 @@ def whole_page(browser: webdriver.Chrome) -> Iterator[None]:
 
 def _wait_for(browser: webdriver.Chrome, text: str) -> None:
     """Until the page's main part says ``text`` (the previous page may be going away)."""
-    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
-        lambda b: text in b.find_element(By.TAG_NAME, "main").text)
+    until(browser, lambda b: text in b.find_element(By.TAG_NAME, "main").text)
 
 
 def test_a_marketer_makes_a_coupon_codes_and_an_issue_then_opens_events(
@@ -78,8 +76,7 @@ def test_a_marketer_makes_a_coupon_codes_and_an_issue_then_opens_events(
     Select(browser.find_element(By.ID, "validity_kind")).select_by_value("days_after_issue")
     browser.find_element(By.ID, "days").send_keys("30")
     browser.find_element(By.CSS_SELECTOR, "form.coupon-form button[type=submit]").click()
-    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
-        lambda b: b.find_element(By.TAG_NAME, "h1").text == "年末感謝 1,000円引き")
+    until(browser, lambda b: b.find_element(By.TAG_NAME, "h1").text == "年末感謝 1,000円引き")
     main = browser.find_element(By.TAG_NAME, "main").text
     assert "配布から30日間" in main
     assert "このテンプレートのコードはまだ発行されていません" in main
@@ -135,8 +132,7 @@ def test_a_marketer_makes_a_coupon_codes_and_an_issue_then_opens_events(
     browser.find_element(By.LINK_TEXT, "イベント").click()
     _wait_for(browser, EVENT)
     browser.find_element(By.LINK_TEXT, EVENT).click()
-    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
-        lambda b: b.find_element(By.TAG_NAME, "h1").text == EVENT)
+    until(browser, lambda b: b.find_element(By.TAG_NAME, "h1").text == EVENT)
     values = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".card .value")]
     assert values == ["3", "2 / 20", "1"]
     guests = browser.find_element(By.ID, "guest-list").text

@@ -14,16 +14,15 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from jobs.catalogue import job_named
 from jobs.definition import make_context
 from jobs.runs import run_once
 from loyalty.core.db import create_pool
 from tests.conftest import make_settings
-from tests.console.browsing import photograph, sign_in
+from tests.console.browsing import photograph, sign_in, until
 from tests.console.conftest import MoreSeed
 
 pytestmark = pytest.mark.browser
@@ -59,10 +58,6 @@ def seeded_more() -> MoreSeed:
     return more
 
 
-# An element read while the page is replaced (a form sent, an htmx swap) goes stale: read again.
-STALE = (StaleElementReferenceException,)
-
-
 def _trend(browser: webdriver.Chrome) -> str:
     return browser.find_element(By.CSS_SELECTOR, "figure.trend path.line").get_attribute("d") \
         or ""
@@ -80,9 +75,8 @@ def test_the_dashboard_draws_its_trend_by_week_and_month_and_the_heatmap(
     photograph(browser, photos, "dashboard-week")
     Select(browser.find_element(By.ID, "grain")).select_by_value("month")
     browser.find_element(By.CSS_SELECTOR, "form.period button").click()
-    WebDriverWait(browser, 10, ignored_exceptions=STALE).until(
-        lambda b: b.find_element(By.CSS_SELECTOR, "figure.trend").get_attribute("data-grain")
-        == "month")
+    until(browser, lambda b: b.find_element(
+        By.CSS_SELECTOR, "figure.trend").get_attribute("data-grain") == "month")
     # The form keeps the period shown (twelve weeks): about four months of it.
     buckets = int(browser.find_element(By.CSS_SELECTOR, "figure.trend")
                   .get_attribute("data-buckets") or 0)
@@ -112,7 +106,7 @@ def test_the_rfm_grid_leads_a_marketer_to_a_segments_members(
     counted = next(link for link in links if link.text != "0")
     count = int(counted.text)
     counted.click()
-    WebDriverWait(browser, 10).until(lambda b: "/console/rfm/" in b.current_url)
+    until(browser, lambda b: "/console/rfm/" in b.current_url)
     rows = browser.find_elements(By.CSS_SELECTOR, "main tbody tr")
     assert len(rows) == count
     member = rows[0].find_element(By.CSS_SELECTOR, "a")
@@ -129,25 +123,24 @@ def test_an_admin_sees_the_runs_and_runs_a_job_now(
 ) -> None:
     sign_in(browser, console, "admin")
     browser.find_element(By.LINK_TEXT, "ジョブ").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".jobs-table"))
+    until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".jobs-table"))
     table = browser.find_element(By.CSS_SELECTOR, ".jobs-table").text
     for shown in ("rfm_refresh", "成功", "未実行"):
         assert shown in table
     photograph(browser, photos, "jobs")
     browser.find_element(By.LINK_TEXT, "rfm_refresh").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".runs-table"))
+    until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".runs-table"))
     assert "定期" in browser.find_element(By.CSS_SELECTOR, ".runs-table").text
     browser.find_element(By.LINK_TEXT, "今すぐ実行…").click()
-    WebDriverWait(browser, 10).until(lambda b: "/run" in b.current_url)
+    until(browser, lambda b: "/run" in b.current_url)
     assert "全会員のRFMスコアを計算し直します。" in browser.find_element(By.CSS_SELECTOR,
                                                                   ".confirm").text
     photograph(browser, photos, "job-confirm")
     browser.find_element(By.CSS_SELECTOR, ".confirm button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: "started=" in b.current_url)
+    until(browser, lambda b: "started=" in b.current_url)
     run_id = browser.current_url.rsplit("=", 1)[1]
     # The runs table follows the run (htmx) until it has ended.
-    WebDriverWait(browser, 20, ignored_exceptions=STALE).until(
-        lambda b: b.find_element(By.ID, f"run-{run_id}").get_attribute("data-outcome")
+    until(browser, lambda b: b.find_element(By.ID, f"run-{run_id}").get_attribute("data-outcome")
         == "succeeded")
     row = browser.find_element(By.ID, f"run-{run_id}").text
     assert "手動" in row
@@ -169,19 +162,19 @@ def test_an_admin_imports_members_follows_the_progress_and_downloads_the_refusal
     source.write_text(MEMBERS_CSV, encoding="utf-8")
     sign_in(browser, console, "admin")
     browser.find_element(By.LINK_TEXT, "取り込み").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "file"))
+    until(browser, lambda b: b.find_elements(By.ID, "file"))
     photograph(browser, photos, "import-form")
     # A file that cannot be imported: the form again, saying what to fix.
     browser.find_element(By.ID, "file").send_keys(str(empty))
     browser.find_element(By.CSS_SELECTOR, "form.upload button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "file-error"))
+    until(browser, lambda b: b.find_elements(By.ID, "file-error"))
     assert "空.csv is empty" in browser.find_element(By.ID, "file-error").text
     photograph(browser, photos, "import-bad-file")
     browser.find_element(By.ID, "file").send_keys(str(source))
     browser.find_element(By.CSS_SELECTOR, "form.upload button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: "/console/import/" in b.current_url)
-    WebDriverWait(browser, 30, ignored_exceptions=STALE).until(
-        lambda b: b.find_element(By.ID, "progress").get_attribute("data-state") == "done")
+    until(browser, lambda b: "/console/import/" in b.current_url)
+    until(browser, lambda b: b.find_element(By.ID, "progress").get_attribute("data-state")
+          == "done", seconds=30)
     progress = browser.find_element(By.ID, "progress")
     assert "2 行を取り込み" in progress.text
     assert progress.find_element(By.TAG_NAME, "progress").get_attribute("value") == "100"

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.console.browsing import photograph, sign_in
+from tests.console.browsing import photograph, sign_in, until
 from tests.console.conftest import MoreSeed
 from tests.console.member_seed import COUPON, Seeded, seed_member_page
 from tests.console.seed import MEMBERS
@@ -59,9 +58,9 @@ def test_support_finds_a_member_and_adjusts_their_points_with_a_reason(
     browser.find_element(By.ID, "q").send_keys("山田")
     browser.find_element(By.CSS_SELECTOR, "form.search button").click()
     link = f'#results a[href="/console/members/{ids.yamada}"]'
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, link))
+    until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, link))
     browser.find_elements(By.CSS_SELECTOR, link)[-1].click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "adjust-points"))
+    until(browser, lambda b: b.find_elements(By.ID, "adjust-points"))
     main = browser.find_element(By.TAG_NAME, "main").text
     assert MEMBERS[0][2] in main
     assert COUPON in main
@@ -75,7 +74,7 @@ def test_support_finds_a_member_and_adjusts_their_points_with_a_reason(
     browser.find_element(By.ID, "adjust-points").send_keys("250")
     browser.find_element(By.ID, "adjust-reason").send_keys("誕生日キャンペーンの付与漏れ")
     browser.find_element(By.CSS_SELECTOR, "form.adjust button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: "ポイントを調整しました" in b.page_source)
+    until(browser, lambda b: "ポイントを調整しました" in b.page_source)
     newest = browser.find_element(By.CSS_SELECTOR, "#history-rows tr").text
     assert "誕生日キャンペーンの付与漏れ" in newest
     assert "+250" in newest
@@ -88,7 +87,7 @@ def test_a_wrong_adjustment_shows_the_message_by_the_field(
     browser.get(f"{console}/console/members/{ids.yamada}")
     browser.find_element(By.ID, "adjust-points").send_keys("0")
     browser.find_element(By.CSS_SELECTOR, "form.adjust button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "adjust-points-error"))
+    until(browser, lambda b: b.find_elements(By.ID, "adjust-points-error"))
     assert "0 ポイントの調整" in browser.find_element(By.ID, "adjust-points-error").text
     assert "3文字以上" in browser.find_element(By.ID, "adjust-reason-error").text
     form = browser.find_element(By.ID, "adjust-h")
@@ -103,7 +102,7 @@ def test_the_merge_comparison_says_who_stays(
     sign_in(browser, console, "support")
     browser.get(f"{console}/console/members/{ids.yamada}")
     browser.find_element(By.CSS_SELECTOR, f'a[href$="/merge/{ids.twin}"]').click()
-    WebDriverWait(browser, 10).until(lambda b: "会員の統合" in b.title)
+    until(browser, lambda b: "会員の統合" in b.title)
     lead = browser.find_element(By.CSS_SELECTOR, "main .lead").text
     assert "が残ります" in lead
     assert len(browser.find_elements(By.CSS_SELECTOR, ".compare section")) == 2
@@ -116,7 +115,7 @@ def test_a_marketer_sees_no_e_mail_address_and_no_actions(
     browser = tall
     sign_in(browser, console, "marketer")
     browser.get(f"{console}/console/members/{ids.yamada}")
-    WebDriverWait(browser, 10).until(lambda b: MEMBERS[0][0] in b.title)
+    until(browser, lambda b: MEMBERS[0][0] in b.title)
     assert "@" not in browser.page_source.replace("marketer@staff.example", "")
     assert browser.find_elements(By.ID, "adjust-points") == []
     assert browser.find_elements(By.CSS_SELECTOR, "form.adjust, a.button") == []

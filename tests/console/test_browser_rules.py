@@ -13,7 +13,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from loyalty.core.db import init_connection
 from loyalty.points.rules import current_rules, save_rules
@@ -26,7 +26,7 @@ from schemas.rules import (
     TierProgramme,
     WeekdayIs,
 )
-from tests.console.browsing import photograph, sign_in
+from tests.console.browsing import photograph, sign_in, until
 from tests.console.conftest import MoreSeed
 
 pytestmark = pytest.mark.browser
@@ -84,7 +84,7 @@ def test_a_marketer_edits_simulates_and_compares_the_rules(
 ) -> None:
     sign_in(browser, console, "marketer")
     browser.find_element(By.LINK_TEXT, "ポイント付与ルール").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "base-title"))
+    until(browser, lambda b: b.find_elements(By.ID, "base-title"))
     page = _main(browser)
     assert "バージョン 2" in page
     assert "週末の食品2倍" in page
@@ -94,12 +94,12 @@ def test_a_marketer_edits_simulates_and_compares_the_rules(
 
     # An invalid edit: shown again with the field named, nothing saved.
     browser.find_element(By.LINK_TEXT, "ルールを編集").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "rules"))
+    until(browser, lambda b: b.find_elements(By.ID, "rules"))
     browser.execute_script(
         "const t = document.getElementById('rules');"
         "t.value = t.value.replace('\"per_amount\": 100', '\"per_amount\": 0');")
     browser.find_element(By.CSS_SELECTOR, ".rules-editor button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "rules-problem"))
+    until(browser, lambda b: b.find_elements(By.ID, "rules-problem"))
     problem = browser.find_element(By.ID, "rules-problem").text
     assert "保存されていません" in problem
     assert "base.per_amount" in problem
@@ -114,7 +114,7 @@ def test_a_marketer_edits_simulates_and_compares_the_rules(
         "const t = document.getElementById('rules');"
         "t.value = t.value.replace('\"per_amount\": 0', '\"per_amount\": 50');")
     browser.find_element(By.CSS_SELECTOR, ".rules-editor button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: "バージョン 3 を保存しました" in _main(b))
+    until(browser, lambda b: "バージョン 3 を保存しました" in _main(b))
     assert "支払額 ￥50 ごとに 1 ポイント" in _main(browser)
 
     # Simulate a purchase of coffee at the gold tier: the trace the API returns.
@@ -128,8 +128,7 @@ def test_a_marketer_edits_simulates_and_compares_the_rules(
     for cell, value in zip(cells, ["BEAN-01", "coffee", "2", "1500"], strict=True):
         cell.send_keys(value)
     browser.find_element(By.XPATH, "//button[text()='購買をシミュレーション']").click()
-    WebDriverWait(browser, 10).until(
-        lambda b: "計算過程" in b.find_element(By.ID, "simulation").text)
+    until(browser, lambda b: "計算過程" in b.find_element(By.ID, "simulation").text)
     trace = browser.find_element(By.ID, "simulation").text
     # 3000 / 50 = 60 at 150% (coffee) = 90, gold ×1.5 = 135.
     assert "135 ポイント" in trace
@@ -143,7 +142,7 @@ def test_a_marketer_edits_simulates_and_compares_the_rules(
     _show(browser, history)
     assert "marketer@staff.example" in browser.find_element(By.CSS_SELECTOR, ".history").text
     browser.find_element(By.LINK_TEXT, "バージョン 2 と比較").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, "table.diff"))
+    until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "table.diff"))
     assert "バージョン 2 から 3 への変更点" in _main(browser)
     removed = browser.find_elements(By.CSS_SELECTOR, "table.diff tr.removed")
     added = browser.find_elements(By.CSS_SELECTOR, "table.diff tr.added")
@@ -161,7 +160,7 @@ def test_a_marketer_reads_the_tiers_and_a_bad_threshold_is_shown_by_its_field(
 ) -> None:
     sign_in(browser, console, "marketer")
     browser.find_element(By.LINK_TEXT, "ランク").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, "table.tiers"))
+    until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "table.tiers"))
     rows = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "table.tiers tbody tr")]
     assert len(rows) == 3
     assert rows[1].startswith("シルバー silver ￥30,000 基本の 120%")
@@ -170,12 +169,12 @@ def test_a_marketer_reads_the_tiers_and_a_bad_threshold_is_shown_by_its_field(
     photograph(browser, photos, "tiers")
 
     browser.find_element(By.LINK_TEXT, "ランクを編集").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "threshold-2"))
+    until(browser, lambda b: b.find_elements(By.ID, "threshold-2"))
     threshold = browser.find_element(By.ID, "threshold-2")
     threshold.clear()
     threshold.send_keys("10万")
     browser.find_element(By.CSS_SELECTOR, ".tiers-editor button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "threshold-2-problem"))
+    until(browser, lambda b: b.find_elements(By.ID, "threshold-2-problem"))
     assert "Expected `int`, got `str`" in browser.find_element(By.ID, "threshold-2-problem").text
     assert browser.find_element(By.ID, "threshold-2").get_attribute("value") == "10万"
     photograph(browser, photos, "tiers-edit-error")

@@ -15,9 +15,9 @@ from uuid import UUID
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
-from tests.console.browsing import photograph, sign_in
+from tests.console.browsing import photograph, sign_in, until
 from tests.console.campaign_seed import (
     BUYERS,
     NON_BUYERS,
@@ -54,27 +54,26 @@ def count(browser: webdriver.Chrome) -> str:
 def test_build_a_segment_then_launch_a_campaign_and_read_its_results(
     browser: webdriver.Chrome, console: str, photos: Path,
 ) -> None:
-    wait = WebDriverWait(browser, 10)
     sign_in(browser, console, "marketer")
     browser.find_element(By.LINK_TEXT, "セグメント").click()
-    wait.until(lambda b: "まだ保存されたセグメントはありません" in b.page_source)
+    until(browser, lambda b: "まだ保存されたセグメントはありません" in b.page_source)
     browser.find_element(By.LINK_TEXT, "新しいセグメント").click()
-    wait.until(lambda b: b.find_elements(By.ID, "segment-count"))
+    until(browser, lambda b: b.find_elements(By.ID, "segment-count"))
     assert count(browser) == str(EVERYONE)
 
     # Adding a purchase condition: the builder comes back with it, and the count narrows.
     Select(browser.find_element(By.ID, "add_type")).select_by_value("purchase_count")
     browser.find_element(By.CSS_SELECTOR, "button[value=add]").click()
-    wait.until(lambda b: b.find_elements(By.ID, "c1-at_least"))
-    wait.until(lambda b: count(b) == str(BOUGHT))
+    until(browser, lambda b: b.find_elements(By.ID, "c1-at_least"))
+    until(browser, lambda b: count(b) == str(BOUGHT))
     # Typing into a field counts again after a short pause, without a button.
     at_least = browser.find_element(By.ID, "c1-at_least")
     at_least.clear()
     at_least.send_keys("1000")
-    wait.until(lambda b: count(b) == "0")
+    until(browser, lambda b: count(b) == "0")
     at_least.clear()
     at_least.send_keys("1")
-    wait.until(lambda b: count(b) == str(BOUGHT))
+    until(browser, lambda b: count(b) == str(BOUGHT))
     browser.find_element(By.ID, "name").send_keys("最近買った会員")
     browser.find_element(By.ID, "description").send_keys("90日以内に1回以上購入した有効会員")
     browser.execute_script("window.scrollTo(0, 0)")
@@ -84,26 +83,26 @@ def test_build_a_segment_then_launch_a_campaign_and_read_its_results(
     days = browser.find_element(By.ID, "c1-days")
     days.clear()
     days.send_keys("0")
-    wait.until(lambda b: "Expected `int` >= 1" in b.find_element(By.ID, "c1-error").text)
+    until(browser, lambda b: "Expected `int` >= 1" in b.find_element(By.ID, "c1-error").text)
     assert not browser.find_elements(By.ID, "segment-count")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})",
                            browser.find_element(By.ID, "c1-error"))
     photograph(browser, photos, "segment-builder-error")
     days.clear()
     days.send_keys("90")
-    wait.until(lambda b: b.find_elements(By.ID, "segment-count"))
+    until(browser, lambda b: b.find_elements(By.ID, "segment-count"))
     assert browser.find_element(By.ID, "c1-error").text == ""
 
     browser.find_element(By.CSS_SELECTOR, "button[value=save]").click()
-    wait.until(lambda b: "保存しました" in b.page_source)
+    until(browser, lambda b: "保存しました" in b.page_source)
     assert count(browser) == str(BOUGHT)
     browser.find_element(By.LINK_TEXT, "セグメント一覧へ").click()
-    wait.until(lambda b: "最近買った会員" in b.page_source)
+    until(browser, lambda b: "最近買った会員" in b.page_source)
     photograph(browser, photos, "segments")
 
     # A campaign from it: half held back, 100 bonus points each.
     browser.find_element(By.LINK_TEXT, "新しいキャンペーン").click()
-    wait.until(lambda b: b.find_elements(By.ID, "points"))
+    until(browser, lambda b: b.find_elements(By.ID, "points"))
     browser.find_element(By.ID, "name").send_keys("冬のボーナス")
     browser.find_element(By.ID, "points").send_keys("100")
     holdout = browser.find_element(By.ID, "holdout_percent")
@@ -112,11 +111,11 @@ def test_build_a_segment_then_launch_a_campaign_and_read_its_results(
     browser.execute_script("window.scrollTo(0, 0)")
     photograph(browser, photos, "campaign-form")
     browser.find_element(By.CSS_SELECTOR, "form.campaign-form button[type=submit]").click()
-    wait.until(lambda b: "キャンペーン：冬のボーナス" in b.page_source)
+    until(browser, lambda b: "キャンペーン：冬のボーナス" in b.page_source)
     campaign = re.search(r"/console/campaigns/([0-9a-f-]{36})", browser.current_url)
     assert campaign
     browser.find_element(By.LINK_TEXT, "実施する…").click()
-    wait.until(lambda b: "を実施しますか" in b.page_source)
+    until(browser, lambda b: "を実施しますか" in b.page_source)
     reach = browser.find_element(By.CSS_SELECTOR, ".confirm").text
     # 13 buyers, 34% held back: 4 in control, 9 treated, 900 points.
     assert "現在の対象は 13 人です" in reach
@@ -124,13 +123,13 @@ def test_build_a_segment_then_launch_a_campaign_and_read_its_results(
     assert "合計 900 ポイント" in reach
     photograph(browser, photos, "campaign-launch")
     browser.find_element(By.XPATH, "//button[text()='今すぐ実施']").click()
-    wait.until(lambda b: "実施しました" in b.page_source)
+    until(browser, lambda b: "実施しました" in b.page_source)
     assert "実施済み" in browser.find_element(By.CSS_SELECTOR, ".facts").text
 
     asyncio.run(buy_after_launch(DATABASE["url"], UUID(campaign.group(1)),
                                  treated_share=0.67, control_share=0.25))
     browser.find_element(By.LINK_TEXT, "結果").click()
-    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "figure.uplift svg"))
+    until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "figure.uplift svg"))
     treated = browser.find_element(By.CSS_SELECTOR, "figure.uplift rect.treated")
     assert float(treated.get_attribute("width") or 0) > 0
     assert browser.find_element(By.CSS_SELECTOR, "figure.uplift rect.estimate")
@@ -142,7 +141,7 @@ def test_build_a_segment_then_launch_a_campaign_and_read_its_results(
     photograph(browser, photos, "campaign-results")
     browser.find_element(By.LINK_TEXT, "キャンペーンへ戻る").click()
     browser.find_element(By.LINK_TEXT, "キャンペーン一覧へ").click()
-    wait.until(lambda b: "冬のボーナス" in b.page_source)
+    until(browser, lambda b: "冬のボーナス" in b.page_source)
     photograph(browser, photos, "campaigns")
 
 
@@ -151,7 +150,7 @@ def test_an_analyst_counts_without_names_and_cannot_save(
 ) -> None:
     sign_in(browser, console, "analyst")
     browser.get(f"{console}/console/segments/new")
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "segment-count"))
+    until(browser, lambda b: b.find_elements(By.ID, "segment-count"))
     assert count(browser) == str(EVERYONE)
     assert not browser.find_elements(By.CSS_SELECTOR, "table.sample")
     assert not browser.find_elements(By.CSS_SELECTOR, "button[value=save]")

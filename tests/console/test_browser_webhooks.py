@@ -12,7 +12,6 @@ import msgspec
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 from loyalty.core.db import Connection, init_connection
 from loyalty.core.outbox import emit
@@ -20,7 +19,7 @@ from loyalty.core.settings import Settings
 from loyalty.ops.delivery import Outcome, claim_due, record_outcome
 from loyalty.ops.webhooks import create_endpoint
 from schemas.webhooks import EndpointCreate
-from tests.console.browsing import photograph, sign_in
+from tests.console.browsing import photograph, sign_in, until
 
 pytestmark = pytest.mark.browser
 
@@ -89,7 +88,7 @@ def seeded_more() -> object:
 
 def _endpoint_link(browser: webdriver.Chrome, url: str) -> None:
     browser.find_element(By.LINK_TEXT, url).click()
-    WebDriverWait(browser, 10).until(lambda b: "送信ログ" in b.page_source)
+    until(browser, lambda b: "送信ログ" in b.page_source)
 
 
 def test_admin_adds_an_endpoint_and_reads_the_delivery_log(
@@ -97,7 +96,7 @@ def test_admin_adds_an_endpoint_and_reads_the_delivery_log(
 ) -> None:
     sign_in(browser, console, "admin")
     browser.find_element(By.LINK_TEXT, "Webhook").click()
-    WebDriverWait(browser, 10).until(lambda b: "エンドポイントの追加" in b.page_source)
+    until(browser, lambda b: "エンドポイントの追加" in b.page_source)
     main = browser.find_element(By.TAG_NAME, "main").text
     assert CRM in main
     assert LINE in main
@@ -107,7 +106,7 @@ def test_admin_adds_an_endpoint_and_reads_the_delivery_log(
     browser.find_element(By.ID, "url").send_keys("https://10.0.0.1/hooks")
     browser.find_element(By.CSS_SELECTOR, 'input[value="points.earned"]').click()
     browser.find_element(By.CSS_SELECTOR, "form.webhook-form button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "url-error"))
+    until(browser, lambda b: b.find_elements(By.ID, "url-error"))
     assert "この URL は使えません" in browser.find_element(By.ID, "url-error").text
     assert browser.find_element(By.ID, "url").get_attribute("aria-invalid") == "true"
     photograph(browser, photos, "webhooks-refused")
@@ -117,7 +116,7 @@ def test_admin_adds_an_endpoint_and_reads_the_delivery_log(
     field.send_keys("https://93.184.216.34/hooks/mailer")
     browser.find_element(By.ID, "description").send_keys("メール配信")
     browser.find_element(By.CSS_SELECTOR, "form.webhook-form button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "secret"))
+    until(browser, lambda b: b.find_elements(By.ID, "secret"))
     secret = browser.find_element(By.ID, "secret").get_attribute("value")
     assert secret is not None
     assert secret.startswith("whsec_")
@@ -133,12 +132,12 @@ def test_admin_adds_an_endpoint_and_reads_the_delivery_log(
     photograph(browser, photos, "webhook-log")
 
     browser.find_element(By.XPATH, "//button[text()='テストイベントを送信']").click()
-    WebDriverWait(browser, 10).until(lambda b: "テストイベントを送信しました" in b.page_source)
+    until(browser, lambda b: "テストイベントを送信しました" in b.page_source)
     assert "webhook.test" in browser.find_element(By.ID, "deliveries").text
     photograph(browser, photos, "webhook-test-sent")
 
     browser.find_element(By.XPATH, "//button[text()='署名シークレットを更新']").click()
-    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "secret"))
+    until(browser, lambda b: b.find_elements(By.ID, "secret"))
     assert "新しい署名シークレット" in browser.page_source
     photograph(browser, photos, "webhook-rotated")
 
