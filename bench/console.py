@@ -33,6 +33,9 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 PAGES: tuple[tuple[str, str], ...] = (
     ("home", "/console"),
     ("dashboard", "/console/dashboard"),
+    ("dashboard: by week", "/console/dashboard?grain=week"),
+    ("dashboard: by month", "/console/dashboard?grain=month"),
+    ("RFM segment's members", "/console/rfm/champions"),
     ("members: search by name", "/console/members?q={name}"),
     ("members: search by e-mail start", "/console/members?q={email}"),
     ("member page", "/console/members/{member_id}"),
@@ -44,6 +47,14 @@ PAGES: tuple[tuple[str, str], ...] = (
     ("coupons: new template", "/console/coupons/new"),
     ("events", "/console/events"),
     ("events: new event", "/console/events/new"),
+    ("segments", "/console/segments"),
+    ("segments: builder", "/console/segments/new"),
+    ("campaigns", "/console/campaigns"),
+    ("campaigns: new", "/console/campaigns/new"),
+    ("jobs", "/console/jobs"),
+    ("jobs: one job's runs", "/console/jobs/rfm_refresh"),
+    ("import", "/console/import"),
+    ("webhooks", "/console/webhooks"),
 )
 
 
@@ -88,20 +99,25 @@ async def _measure(base: str, sample: dict[str, str]) -> dict[str, dict[str, Any
         await _signed_in(client)
         for name, template in PAGES:
             path = template.format(**sample)
-            times, statuses = [], set()
+            times, statuses, first = [], set(), 0.0
             for round_ in range(WARM_UP + ROUNDS):
                 started = time.perf_counter()
                 answer = await client.get(path)
                 elapsed = (time.perf_counter() - started) * 1000
                 statuses.add(answer.status_code)
+                if round_ == 0:
+                    first = elapsed
                 if round_ >= WARM_UP:
                     times.append(elapsed)
             times.sort()
-            pages[name] = {"path": template, "median_ms": round(statistics.median(times), 1),
+            # The first request of a page whose figures are kept (the dashboard's) computes
+            # them: reported, not judged against the budget (docs/console.md says why).
+            pages[name] = {"path": template, "first_ms": round(first, 1),
+                           "median_ms": round(statistics.median(times), 1),
                            "p95_ms": round(times[int(0.95 * (len(times) - 1))], 1),
                            "statuses": sorted(statuses)}
             say(f"console: {name}: median {pages[name]['median_ms']} ms, "
-                f"p95 {pages[name]['p95_ms']} ms")
+                f"p95 {pages[name]['p95_ms']} ms (first {pages[name]['first_ms']} ms)")
     return pages
 
 

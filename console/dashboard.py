@@ -28,11 +28,11 @@ from loyalty.access.audit import record_audit
 from loyalty.access.roles import MARKETING_READERS, PROFILE_READERS
 from loyalty.core.db import transaction
 from loyalty.core.errors import InvalidInput, NotFound
-from loyalty.insights.cohorts import cohorts, month_index, month_of
-from loyalty.insights.kpis import GRAINS, Grain, kpis, sales_trend
+from loyalty.insights.cohorts import month_index, month_of
+from loyalty.insights.dashboard import FRESH_SECONDS, kept_dashboard_figures
+from loyalty.insights.kpis import GRAINS, Grain
 from loyalty.insights.rfm import (
     RFM_SEGMENTS,
-    rfm_distribution,
     rfm_segment_members,
     segment_named,
 )
@@ -48,6 +48,8 @@ FromText = Annotated[str | None, QueryParameter(name="from", max_length=100,
                                                 pattern=SINGLE_LINE)]
 GrainText = Annotated[str | None, QueryParameter(max_length=10, pattern=SINGLE_LINE)]
 Kind = Literal["count", "money", "rate", "number"]
+# ``refresh=now`` computes the figures again instead of showing those kept.
+Refresh = Annotated[Literal["now"] | None, QueryParameter()]
 # The join cohorts the heatmap shows: the twelve months to the period's end, each followed
 # for up to twelve months.
 COHORT_MONTHS = 12
@@ -186,6 +188,7 @@ async def dashboard_page(
     from_: FromText = None,
     to: DayText = None,
     grain: GrainText = None,
+    refresh: Refresh = None,
 ) -> Response[str]:
     """The KPI cards, the trend chart by ``grain`` (day, week or month) for ``from`` to ``to``
     (default: 30 days, 12 weeks or 12 months to today), the cohort heatmap and the RFM grid; a
@@ -199,19 +202,17 @@ async def dashboard_page(
     chosen = _grain(grain)
     last = _day(to, "to", today)
     first = _day(from_, "from", _default_first(last, chosen))
-    # As the API: a connection outside any transaction; each computation opens its own
-    # repeatable-read view.
-    async with svc.pool.acquire() as conn:
-        current = await kpis(conn, first=first, last=last, tz=tz, now=now,
-                             margin=settings.ltv_margin, point_value=settings.point_value)
-        span = dt.timedelta(days=current.days)
-        previous = await kpis(conn, first=first - span, last=last - span, tz=tz, now=now,
-                              margin=settings.ltv_margin, point_value=settings.point_value)
-        buckets = await sales_trend(conn, first=first, last=last, tz=tz, now=now, grain=chosen)
-        last_month = month_index(last)
-        retention = await cohorts(conn, first=month_of(last_month - COHORT_MONTHS + 1),
-                                  last=month_of(last_month), tz=tz, now=now)
-        rfm = await rfm_distribution(conn)
+    # Kept a few minutes (loyalty/insights/dashboard.py): at 1,000,000 members they take
+    # seconds to compute, and the page says as of when they are.
+    kept = await kept_dashboard_figures(
+        svc.redis, svc.pool, first=first, last=last, grain=chosen,
+        cohorts_from=month_of(month_index(last) - COHORT_MONTHS + 1), tz=tz,
+        margin=settings.ltv_margin, point_value=settings.point_value,
+        refresh=refresh == "now")
+    figures = kept.value
+    current, previous, buckets = figures.current, figures.previous, figures.trend
+    retention, rfm = figures.cohorts, figures.rfm
+    span = dt.timedelta(days=current.days)
     sales = [amount for _, _, amount in buckets]
     locale = language_of(request)
     heatmap = _heatmap(retention, locale=locale)
@@ -225,6 +226,7 @@ async def dashboard_page(
         width=CHART_WIDTH, height=CHART_HEIGHT, buckets=len(buckets),
         top=format_currency(max(sales, default=0) / scale, currency, locale=locale),
         previous_first=(first - span).isoformat(), previous_last=(last - span).isoformat(),
+        computed_at=kept.computed_at, fresh_minutes=FRESH_SECONDS // 60,
         heatmap=heatmap, heat_columns=max((len(row.cells) for row in heatmap), default=0),
         rfm=rfm, rfm_links=session.role in PROFILE_READERS,
         shares={segment.name: "—" if segment.share is None else

@@ -1,10 +1,16 @@
 """Figures that take long to compute, kept in Redis for a while: a read-through cache keyed by
 what they were computed from. Only what may be recomputed at any time goes here (Redis may lose
 it), each entry says when it was computed, and Redis being down only means computing again
-(as the rate limits fail open, docs/decisions/0004-readiness-without-redis.md)."""
+(as the rate limits fail open, docs/decisions/0004-readiness-without-redis.md).
+
+An entry older than ``fresh_seconds`` is still answered at once, and computed again in the
+background (one process at a time, under a short Redis lock), so a page read often never waits
+for its figures after the first time; what it shows is at most a few minutes old and says as
+of when."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import logging
@@ -18,6 +24,10 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _PREFIX = "cache:"
+# Background refreshes under way, held so the event loop does not drop them.
+_REFRESHING: set[asyncio.Task[None]] = set()
+# How long one process may hold the right to refresh an entry.
+_LOCK_SECONDS = 120
 
 
 class Cached(msgspec.Struct, Generic[T]):
@@ -33,26 +43,71 @@ def cache_key(*parts: object) -> str:
     return _PREFIX + digest[:40]
 
 
-async def read_through(redis: aioredis.Redis, key: str, compute: Callable[[], Awaitable[T]],
-                       type_: type[T], *, ttl_seconds: int, refresh: bool = False) -> Cached[T]:
-    """The value kept under ``key`` when there is one (and ``refresh`` is not asked), else
-    ``compute()``'s, kept for ``ttl_seconds``."""
-    kind = Cached[type_]  # type: ignore[valid-type]
-    if not refresh:
-        try:
-            raw = await redis.get(key)
-        except RedisError:
-            log.warning("cache unreachable: computing %s", key)
-            raw = None
-        if raw is not None:
-            try:
-                found: Cached[T] = msgspec.json.decode(raw, type=kind)
-                return found
-            except msgspec.ValidationError:
-                pass  # written by another version of the code: computed again below
+async def _kept(redis: aioredis.Redis, key: str, type_: type[T]) -> Cached[T] | None:
+    try:
+        raw = await redis.get(key)
+    except RedisError:
+        log.warning("cache unreachable: computing %s", key)
+        return None
+    if raw is None:
+        return None
+    try:
+        found: Cached[T] = msgspec.json.decode(raw, type=Cached[type_])  # type: ignore[valid-type]
+    except msgspec.ValidationError:
+        return None  # written by another version of the code: computed again
+    return found
+
+
+def _age(cached: Cached[T]) -> float:
+    return (dt.datetime.now(dt.UTC) - cached.computed_at).total_seconds()
+
+
+async def _compute_and_keep(redis: aioredis.Redis, key: str,
+                            compute: Callable[[], Awaitable[T]], ttl_seconds: int) -> Cached[T]:
     fresh = Cached(value=await compute(), computed_at=dt.datetime.now(dt.UTC))
     try:
         await redis.set(key, msgspec.json.encode(fresh), ex=ttl_seconds)
     except RedisError:
         log.warning("cache unreachable: %s not kept", key)
     return fresh
+
+
+async def _refresh(redis: aioredis.Redis, key: str, compute: Callable[[], Awaitable[T]],
+                   type_: type[T], ttl_seconds: int, fresh_seconds: int) -> None:
+    lock = key + ":refreshing"
+    try:
+        if not await redis.set(lock, b"1", nx=True, ex=_LOCK_SECONDS):
+            return  # another process is at it
+        try:
+            kept = await _kept(redis, key, type_)
+            if kept is not None and _age(kept) <= fresh_seconds:
+                return  # refreshed by another while this one waited
+            await _compute_and_keep(redis, key, compute, ttl_seconds)
+        finally:
+            await redis.delete(lock)
+    except Exception:
+        log.exception("refreshing %s failed; the kept figures stay until it works", key)
+
+
+async def read_through(redis: aioredis.Redis, key: str, compute: Callable[[], Awaitable[T]],
+                       type_: type[T], *, ttl_seconds: int, fresh_seconds: int | None = None,
+                       refresh: bool = False) -> Cached[T]:
+    """The value kept under ``key`` when there is one (and ``refresh`` is not asked), else
+    ``compute()``'s, kept for ``ttl_seconds``. With ``fresh_seconds``, a kept value older than
+    that is answered and computed again in the background: ``compute`` must then not use a
+    connection its caller holds, since it runs after the caller has answered."""
+    found = None if refresh else await _kept(redis, key, type_)
+    if found is None:
+        return await _compute_and_keep(redis, key, compute, ttl_seconds)
+    if fresh_seconds is not None and _age(found) > fresh_seconds:
+        task = asyncio.create_task(
+            _refresh(redis, key, compute, type_, ttl_seconds, fresh_seconds))
+        _REFRESHING.add(task)
+        task.add_done_callback(_REFRESHING.discard)
+    return found
+
+
+async def refreshes_done() -> None:
+    """Waits for the background refreshes under way (tests; a graceful shutdown)."""
+    while _REFRESHING:
+        await asyncio.gather(*list(_REFRESHING), return_exceptions=True)

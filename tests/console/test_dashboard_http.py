@@ -233,3 +233,35 @@ async def test_an_unknown_segment_is_a_404_page_naming_the_segments(
         assert f'href="/console/rfm/{name}"' in page.text
     bad = await client.get("/console/rfm/champions", params={"cursor": "!!"})
     assert bad.status_code == 400
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_figures_are_kept_a_few_minutes_and_computed_again_on_demand(
+    client: httpx.AsyncClient, settings: Settings,
+) -> None:
+    """A new member is not counted by figures computed a moment ago (the page says as of when),
+    and is once the staff member asks for the figures again."""
+    await sign_in(client, "marketer")
+    first = await client.get("/console/dashboard")
+    assert "時点の数値です" in first.text
+    before = _members_card(first.text)
+    assert settings.database_url
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(
+            "insert into members (name, name_key, member_number) values ('新規', '新規', '999')")
+    finally:
+        await conn.close()
+    kept = await client.get("/console/dashboard")
+    assert _members_card(kept.text) == before
+    again = await client.get("/console/dashboard", params={"refresh": "now"})
+    assert again.status_code == 200
+    assert _members_card(again.text) == before + 1
+    refused = await client.get("/console/dashboard", params={"refresh": "later"})
+    assert refused.status_code == 400
+
+
+def _members_card(html: str) -> int:
+    found = re.search(r'<h2>会員</h2>\s*<p class="value">([\d,]+)</p>', html)
+    assert found, html
+    return int(found.group(1).replace(",", ""))

@@ -3,10 +3,12 @@ what is kept no longer decodes, and computed anyway when Redis is unreachable.""
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import redis.asyncio as aioredis
 
-from loyalty.core.cache import cache_key, read_through
+from loyalty.core.cache import cache_key, read_through, refreshes_done
 
 
 class Figures(msgspec.Struct):
@@ -68,5 +70,61 @@ async def test_redis_unreachable_means_computing_every_time() -> None:
             found = await read_through(redis, cache_key("down"), compute, Figures,
                                        ttl_seconds=5)
             assert found.value.total == expected
+    finally:
+        await redis.aclose()
+
+
+async def test_a_stale_value_is_answered_and_computed_again_behind(redis_url: str) -> None:
+    """Older than fresh_seconds: the kept figures come back at once, and the next read has the
+    ones computed in the background."""
+    redis = aioredis.from_url(redis_url)
+    calls: list[int] = []
+
+    async def compute() -> Figures:
+        calls.append(1)
+        return Figures(total=len(calls))
+
+    key = cache_key("stale")
+    try:
+        first = await read_through(redis, key, compute, Figures, ttl_seconds=60,
+                                   fresh_seconds=0)
+        assert first.value.total == 1
+        stale = await read_through(redis, key, compute, Figures, ttl_seconds=60,
+                                   fresh_seconds=0)
+        assert stale.value.total == 1  # answered without waiting
+        await refreshes_done()
+        assert len(calls) == 2
+        kept = await read_through(redis, key, compute, Figures, ttl_seconds=60,
+                                  fresh_seconds=3600)
+        assert kept.value.total == 2
+        assert kept.computed_at > first.computed_at
+    finally:
+        await redis.aclose()
+
+
+async def test_one_refresh_at_a_time(redis_url: str) -> None:
+    redis = aioredis.from_url(redis_url)
+    started = asyncio.Event()
+    release = asyncio.Event()
+    calls: list[int] = []
+
+    async def slow() -> Figures:
+        calls.append(1)
+        started.set()
+        await release.wait()
+        return Figures(total=len(calls))
+
+    key = cache_key("one at a time")
+    try:
+        await redis.set(key, msgspec.json.encode(
+            {"value": {"total": 0}, "computed_at": "2026-01-01T00:00:00Z"}))
+        for _ in range(5):
+            found = await read_through(redis, key, slow, Figures, ttl_seconds=60,
+                                       fresh_seconds=60)
+            assert found.value.total == 0
+        await started.wait()
+        release.set()
+        await refreshes_done()
+        assert len(calls) == 1
     finally:
         await redis.aclose()
