@@ -21,7 +21,7 @@ from loyalty.access.roles import MARKETING_EDITORS
 from loyalty.core.db import transaction
 from loyalty.core.errors import LoyaltyError
 from loyalty.points.rules import RuleChangePolicy, current_rules, replace_rules
-from loyalty.points.tiers import check_tier_coupons, members_per_tier
+from loyalty.points.tiers import check_tier_coupons, kept_members_per_tier
 from schemas.base import decode_edge
 from schemas.rules import TierProgramme, TierProgrammeChange
 
@@ -54,14 +54,15 @@ async def tiers_page(request: AnyRequest, saved: VersionParam = None) -> Respons
     session = await staff_session(request, MARKETING_EDITORS)
     async with transaction(svc.pool) as conn:
         current = await current_rules(conn)
-        counts = await members_per_tier(conn)
+    kept = await kept_members_per_tier(svc.redis, svc.pool)
+    counts = kept.value
     tiers = current.rules.tiers
     codes = {level.code for level in tiers.levels}
     locale = language_of(request)
     money = money_formatter(request)
     return render(
         request, "tiers.html", session=session, version=current.version, tiers=tiers,
-        counts=counts, without=counts.get(None, 0),
+        counts=counts, counted_at=kept.computed_at, without=counts.get(None, 0),
         elsewhere=sum(n for code, n in counts.items() if code is not None and code not in codes),
         saved=int(saved) if saved else None,
         threshold=money if tiers.measure == "spend" else

@@ -21,11 +21,17 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from loyalty.core.db import Pool
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _PREFIX = "cache:"
 # Background refreshes under way, held so the event loop does not drop them.
 _REFRESHING: set[asyncio.Task[None]] = set()
+# Each pool's scope, by the pool's identity (asyncpg's pools take no weak references); a
+# process has one pool, tests a few.
+_SCOPES: dict[int, tuple[Pool, str]] = {}
+_SCOPES_KEPT = 16
 # How long one process may hold the right to refresh an entry.
 _LOCK_SECONDS = 120
 
@@ -37,8 +43,28 @@ class Cached(msgspec.Struct, Generic[T]):
     computed_at: dt.datetime
 
 
+async def database_scope(pool: Pool) -> str:
+    """Which database a pool reads (its server and name), so that figures of two databases
+    sharing one Redis (two programmes, or tests) never answer for each other. Asked once per
+    pool."""
+    kept = _SCOPES.get(id(pool))
+    if kept is not None and kept[0] is pool:
+        return kept[1]
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "select inet_server_addr()::text as host, inet_server_port() as port,"
+            " current_database() as name")
+    assert row is not None
+    scope = f"{row['host']}:{row['port']}/{row['name']}"
+    while len(_SCOPES) >= _SCOPES_KEPT:
+        del _SCOPES[next(iter(_SCOPES))]
+    _SCOPES[id(pool)] = (pool, scope)
+    return scope
+
+
 def cache_key(*parts: object) -> str:
-    """A key naming everything the value depends on (each part's text, in order)."""
+    """A key naming everything the value depends on (each part's text, in order): the
+    database's scope first."""
     digest = hashlib.sha256("\x1f".join(str(part) for part in parts).encode()).hexdigest()
     return _PREFIX + digest[:40]
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 import redis.asyncio as aioredis
 
-from loyalty.core.cache import Cached, cache_key, read_through
+from loyalty.core.cache import Cached, cache_key, database_scope, read_through
 from loyalty.core.db import Pool
 from loyalty.insights.cohorts import cohorts
 from loyalty.insights.kpis import Grain, kpis, sales_trend
@@ -59,8 +59,8 @@ async def kept_dashboard_figures(redis: aioredis.Redis, pool: Pool, *, first: dt
                                  refresh: bool = False) -> Cached[DashboardFigures]:
     """The figures for these arguments as last computed (at most FRESH_SECONDS old, or being
     computed again), computing them now when none are kept or ``refresh`` asks."""
-    key = cache_key("dashboard", 1, first, last, grain, cohorts_from, tz.key, margin,
-                    point_value)
+    key = cache_key(await database_scope(pool), "dashboard", 1, first, last, grain,
+                    cohorts_from, tz.key, margin, point_value)
 
     async def compute() -> DashboardFigures:
         return await dashboard_figures(pool, first=first, last=last, grain=grain,

@@ -97,7 +97,8 @@ async def find_duplicates(
 
 
 # The rules of _DUPLICATES, for one member: who shares each with them. Each arm reads the
-# member's own keys first, so it looks up equal keys rather than grouping every member.
+# member's own keys first, so it looks up equal keys rather than grouping every member; each
+# condition is written as its index is (migrations 0016 and 0027), so each arm reads an index.
 _DUPLICATES_OF = """
 with me as (
     select * from members where member_id = $1
@@ -110,7 +111,7 @@ with me as (
     select 'same reading and birth date', m.member_id
       from members m, me
      where me.birth_date is not null and me.kana_key <> '' and m.birth_date = me.birth_date
-       and m.kana_key = me.kana_key
+       and m.kana_key <> '' and m.kana_key = me.kana_key
     union all
     select 'same name and postal code', m.member_id
       from members m, me

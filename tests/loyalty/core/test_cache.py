@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
-from loyalty.core.cache import cache_key, read_through, refreshes_done
+from loyalty.core.cache import cache_key, database_scope, read_through, refreshes_done
 
 
 class Figures(msgspec.Struct):
@@ -128,3 +129,19 @@ async def test_one_refresh_at_a_time(redis_url: str) -> None:
         assert len(calls) == 1
     finally:
         await redis.aclose()
+
+
+async def test_two_databases_have_scopes_of_their_own(
+    shared_database: str, fresh_database: str,
+) -> None:
+    """Figures of two databases sharing one Redis never answer for each other."""
+    first = await asyncpg.create_pool(shared_database, min_size=1, max_size=1)
+    second = await asyncpg.create_pool(fresh_database, min_size=1, max_size=1)
+    try:
+        one, other = await database_scope(first), await database_scope(second)
+        assert one != other
+        assert await database_scope(first) == one
+        assert cache_key(one, "figures") != cache_key(other, "figures")
+    finally:
+        await first.close()
+        await second.close()
