@@ -351,13 +351,19 @@ def lifetime_value(*, average_order_value: float | None, purchase_frequency: flo
 # in the programme's time zone; the first and last buckets hold only the period's days of them.
 # Nothing sold: a bucket of zeros, so a chart has a point for every bucket.
 _SALES_TREND = """
-with days as (
-    select d::date as day, count(p.total) as orders, coalesce(sum(p.total), 0) as sales
+with sold as (
+    -- One pass over the period's purchases, by business day (not a range per day: with the
+    -- purchases of a year to read, that was 365 scans, 26 s at 1,000,000 members).
+    select (p.occurred_at at time zone $3)::date as day, count(*) as orders,
+           sum(p.total) as sales
+      from purchases p
+     where p.occurred_at >= ($1::date::timestamp at time zone $3)
+       and p.occurred_at < (($2::date + 1)::timestamp at time zone $3)
+     group by 1
+), days as (
+    select d::date as day, coalesce(s.orders, 0) as orders, coalesce(s.sales, 0) as sales
       from generate_series($1::date, $2::date, interval '1 day') as d
-      left join purchases p
-        on p.occurred_at >= (d::date::timestamp at time zone $3)
-       and p.occurred_at < ((d::date + 1)::timestamp at time zone $3)
-     group by d
+      left join sold s on s.day = d::date
 )
 select date_trunc($4, day::timestamp)::date as bucket, sum(orders)::bigint as orders,
        sum(sales)::bigint as sales
