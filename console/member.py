@@ -41,6 +41,7 @@ from loyalty.core.errors import Conflict, InsufficientPoints, InvalidInput, Loya
 from loyalty.core.idempotency import Idempotency, claim, record_response, request_hash
 from loyalty.core.normalize import normalize_text
 from loyalty.insights.at_risk import member_at_risk
+from loyalty.insights.churn_model import churn_score
 from loyalty.insights.rfm import member_rfm
 from loyalty.members.merge import duplicates_of, merge_members
 from loyalty.members.profiles import get_consents, get_member, status_history, update_member
@@ -185,6 +186,7 @@ async def _page_context(conn: Connection, svc: ConsoleServices, session: Console
         "events": await my_events(conn, member_id, now=now, limit=SECTION_PAGE),
         "rfm": await member_rfm(conn, member_id),
         "at_risk": await member_at_risk(conn, member_id),
+        "churn": await churn_score(conn, member_id),
         "summary": None, "entries": [], "next_cursor": None, "duplicates": [],
     }
     if ledger:

@@ -355,3 +355,24 @@ async def test_odd_query_parameters_are_refused_not_failed(
                  f"/console/members/{members.yamada}/history?cursor=AAAA"):
         answer = await client.get(path)
         assert answer.status_code == 400, (path, answer.status_code)
+
+
+async def test_the_churn_models_scores_are_on_the_page(
+    client: httpx.AsyncClient, members: Seeded, db: asyncpg.Connection,
+) -> None:
+    """The weekly churn model's figures for the member, or what applies where it has none."""
+    fit = await db.fetchval(
+        "insert into churn_model_fits (fitted_at, as_of, parameters, members, converged)"
+        " values (now(), now(), '{}', 3, true) returning fit_id")
+    await db.execute(
+        "insert into member_churn_scores (member_id, method, p_alive, expected_purchases_90d,"
+        " predicted_value_12m, scored_at, fit_id) values ($1, 'model', 0.87, 1.24, 5400, now(),"
+        " $3), ($2, 'cadence', null, null, null, now(), $3)",
+        members.yamada, members.twin, fit)
+    await sign_in(client, "marketer")
+    scored = (await client.get(f"/console/members/{members.yamada}")).text
+    assert "顧客であり続ける見込み 87%" in scored
+    assert "今後90日の予想購買 1.2 回" in scored
+    assert "￥5,400" in scored
+    fallback = (await client.get(f"/console/members/{members.twin}")).text
+    assert "離反予測モデルはまだこの会員を評価していません" in fallback
