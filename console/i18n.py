@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+import phonenumbers
 from babel.dates import format_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -64,6 +65,20 @@ def _word_translator(language: Language) -> Callable[..., str]:
     return word
 
 
+def phone(number: str | None) -> str:
+    """A stored number (E.164) as staff write it: the national form for a Japanese number
+    (090-1234-5678), the international one for any other (+1 202-555-0142)."""
+    if not number:
+        return ""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return number
+    style = (phonenumbers.PhoneNumberFormat.NATIONAL if parsed.country_code == 81
+             else phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    return phonenumbers.format_number(parsed, style)
+
+
 @cache
 def environment(language: Language) -> Environment:
     """Templates rendered in ``language``: one environment each, so no request swaps another's
@@ -76,6 +91,7 @@ def environment(language: Language) -> Environment:
     )
     env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
     env.filters["moment"] = _date_formatter(language)
+    env.filters["phone"] = phone
     env.globals["language"] = language
     env.globals["word"] = _word_translator(language)
     return env

@@ -21,3 +21,4 @@ def test_one_value_is_a_level_line_and_none_an_empty_path() -> None:
 def test_negative_days_are_drawn_at_zero() -> None:
     # A day with more returns than sales: the chart shows sales, never below its axis.
     assert trend_path([-5, 10], width=10, height=10) == "M0.0,10.0 L10.0,0.0"
+
