@@ -270,6 +270,19 @@ async def snapshot_kpis(conn: Connection, *, day: dt.date, tz: ZoneInfo,
     return {**figures, "changed": 1 if written else 0}
 
 
+async def forget_snapshots(conn: Connection, since: dt.datetime | None, tz: ZoneInfo) -> int:
+    """Drop the ``kpi_daily`` rows of the business day of ``since`` and after: a write into the
+    past (an import) changed their figures, and the stocks of every later day. Those days are
+    computed live until the ``kpi_snapshot`` job stores them again. Returns the rows dropped."""
+    if since is None:
+        return 0
+    day = since.astimezone(tz).date()
+    dropped = await conn.fetchval(
+        "with gone as (delete from kpi_daily where day >= $1 returning 1)"
+        " select count(*) from gone", day)
+    return int(dropped)
+
+
 # Snapshots of days ``$1`` to ``$2`` taken after their day had ended ($3 the time zone): one
 # taken earlier holds part of a day, and the day is computed live instead.
 _SNAPSHOTS = """

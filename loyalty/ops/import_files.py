@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TextIO
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -33,6 +34,10 @@ IMPORT_LOCK_KEY = 0x4C4F59494D5054  # "LOYIMPT"
 # As at the till: a clock a little ahead is tolerated, a time further in the future is a mistake.
 CLOCK_SKEW = dt.timedelta(minutes=5)
 DEFAULT_BATCH_SIZE = 50_000
+# The programme's business time zone and dormancy days when a caller names none: the defaults
+# of LOYALTY_TIMEZONE and LOYALTY_DORMANCY_DAYS (``loyalty import`` passes the settings').
+DEFAULT_TIMEZONE = ZoneInfo("Asia/Tokyo")
+DEFAULT_DORMANCY_DAYS = 180
 
 ExternalId = Annotated[str, text(64, min_length=1)]
 
