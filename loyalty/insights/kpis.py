@@ -23,8 +23,10 @@ follows each member from the period's start to its end.
 
 A snapshot records what was known when it was taken: a purchase recorded late for a day already
 snapshotted counts once the job runs for that day again (which rewrites the row only if a figure
-changed). Returns count on the day they are recorded, not on the purchase's day, so a day's
-figures do not move when goods come back weeks later.
+changed). An import writes into the past wholesale: it drops the snapshots from its earliest
+day on (``loyalty.ops.import_files.forget_snapshots``), and those days are computed live.
+Returns count on the day they are recorded, not on the purchase's day, so a day's figures do
+not move when goods come back weeks later.
 """
 
 from __future__ import annotations
@@ -268,19 +270,6 @@ async def snapshot_kpis(conn: Connection, *, day: dt.date, tz: ZoneInfo,
         figures = {name: figures[name] for name in SNAPSHOT_FIGURES}
         written = await conn.fetchval(_UPSERT_SNAPSHOT, day, *figures.values())
     return {**figures, "changed": 1 if written else 0}
-
-
-async def forget_snapshots(conn: Connection, since: dt.datetime | None, tz: ZoneInfo) -> int:
-    """Drop the ``kpi_daily`` rows of the business day of ``since`` and after: a write into the
-    past (an import) changed their figures, and the stocks of every later day. Those days are
-    computed live until the ``kpi_snapshot`` job stores them again. Returns the rows dropped."""
-    if since is None:
-        return 0
-    day = since.astimezone(tz).date()
-    dropped = await conn.fetchval(
-        "with gone as (delete from kpi_daily where day >= $1 returning 1)"
-        " select count(*) from gone", day)
-    return int(dropped)
 
 
 # Snapshots of days ``$1`` to ``$2`` taken after their day had ended ($3 the time zone): one

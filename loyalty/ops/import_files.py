@@ -426,3 +426,16 @@ async def import_session(conn: Connection, staging: str) -> AsyncIterator[None]:
         tables = re.findall(r"create temporary table (\w+)", staging)
         await conn.execute(f"drop table if exists import_rejections, {', '.join(tables)}")
         await conn.execute("select pg_advisory_unlock($1)", IMPORT_LOCK_KEY)
+
+
+async def forget_snapshots(conn: Connection, since: dt.datetime | None, tz: ZoneInfo) -> int:
+    """Drop the ``kpi_daily`` rows of the business day of ``since`` and after: a write into the
+    past (an import) changed their figures, and the stocks of every later day. Those days are
+    computed live until the ``kpi_snapshot`` job stores them again. Returns the rows dropped."""
+    if since is None:
+        return 0
+    day = since.astimezone(tz).date()
+    dropped = await conn.fetchval(
+        "with gone as (delete from kpi_daily where day >= $1 returning 1)"
+        " select count(*) from gone", day)
+    return int(dropped)

@@ -24,9 +24,8 @@ from loyalty.core.normalize import (
     normalize_text,
     search_key,
 )
-from loyalty.insights.dormancy import rebuild_status_history
-from loyalty.insights.kpis import forget_snapshots
 from loyalty.members.profiles import fill_member_skeletons
+from loyalty.members.status_history import rebuild_status_history
 from loyalty.ops.import_files import (
     CLOCK_SKEW,
     DEFAULT_BATCH_SIZE,
@@ -35,6 +34,7 @@ from loyalty.ops.import_files import (
     ExternalId,
     ImportSummary,
     Progress,
+    forget_snapshots,
     import_session,
     prepare_report,
     record_rejections,

@@ -18,8 +18,7 @@ import msgspec
 from loyalty.core.db import Connection
 from loyalty.core.errors import InvalidInput
 from loyalty.core.normalize import normalize_text
-from loyalty.insights.dormancy import rebuild_status_history
-from loyalty.insights.kpis import forget_snapshots
+from loyalty.members.status_history import rebuild_status_history
 from loyalty.ops.import_files import (
     CLOCK_SKEW,
     DEFAULT_BATCH_SIZE,
@@ -28,6 +27,7 @@ from loyalty.ops.import_files import (
     ExternalId,
     ImportSummary,
     Progress,
+    forget_snapshots,
     import_session,
     prepare_report,
     record_rejections,

@@ -101,6 +101,7 @@ async def test_a_late_purchase_reactivates_at_its_own_time(fresh_database: str) 
                                    " where member_id = $1 order by change_id", member)
     finally:
         await conn.close()
+    assert row is not None
     assert tuple(row) == ("active", tokyo("2025-08-02T12:00"))
     assert [tuple(r) for r in changes] == [(tokyo("2025-08-01T03:00"), "dormant"),
                                            (tokyo("2025-08-02T12:00"), "active")]
