@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from loyalty.core.db import init_connection, migrate
+from loyalty.core.db import analyze, init_connection, migrate
 from loyalty.core.errors import InvalidInput
 from loyalty.ops.import_files import (
     DEFAULT_BATCH_SIZE,
@@ -53,17 +53,12 @@ ImportKind = Literal["members", "purchases"]
 IMPORT_KINDS: tuple[ImportKind, ...] = ("members", "purchases")
 
 
-# What each kind of import writes in bulk, for ANALYZE.
-_IMPORTED_TABLES: dict[ImportKind, tuple[str, ...]] = {
+# What each kind of import writes in bulk: analyzed at its end, whatever its size (a first
+# import grows these tables from nothing).
+IMPORTED_TABLES: dict[ImportKind, tuple[str, ...]] = {
     "members": ("members", "point_balances", "member_status_changes"),
     "purchases": ("purchases", "members", "point_balances", "member_status_changes", "stores"),
 }
-
-
-async def analyze_after_import(conn: asyncpg.Connection, kind: ImportKind) -> None:
-    """ANALYZE the tables an import of ``kind`` writes."""
-    for table in _IMPORTED_TABLES[kind]:
-        await conn.execute(f"analyze {table}")
 
 
 def check_import_file(kind: ImportKind, source: Path) -> list[str]:
@@ -106,7 +101,7 @@ async def run_import(
         # The planner's statistics of the tables an import has grown (many times over, on a
         # first import) are stale until autovacuum comes round: refresh them now, before the
         # first analytics query plans against an empty table's figures.
-        await analyze_after_import(conn, kind)
+        await analyze(conn, *IMPORTED_TABLES[kind])
         return summary
     finally:
         await conn.close()
