@@ -115,9 +115,10 @@ async def analyze(conn: Connection, *tables: str) -> None:
 
 
 async def analyze_after(conn: Connection, changed: int, *tables: str,
-                        threshold: int = ANALYZE_AFTER_ROWS) -> bool:
-    """ANALYZE ``tables`` if a job ``changed`` more than ``threshold`` rows; whether it did."""
-    if changed <= threshold:
+                        threshold: int | None = None) -> bool:
+    """ANALYZE ``tables`` if a job ``changed`` more than ``threshold`` (ANALYZE_AFTER_ROWS)
+    rows; whether it did."""
+    if changed <= (ANALYZE_AFTER_ROWS if threshold is None else threshold):
         return False
     await analyze(conn, *tables)
     return True
