@@ -12,7 +12,7 @@ import pytest
 
 import loyalty.core.db
 from jobs.catalogue import job_named
-from jobs.definition import JobContext, make_context
+from jobs.definition import Job, JobContext, make_context
 from jobs.runs import run_once
 from loyalty.core.db import create_pool
 from tests.conftest import make_settings
@@ -29,6 +29,12 @@ async def ctx(fresh_database: str, tmp_path: Path) -> AsyncIterator[JobContext]:
         yield make_context(fresh_database, pool, settings)
     finally:
         await pool.close()
+
+
+def _dormancy() -> Job:
+    job = job_named("dormancy")
+    assert job is not None
+    return job
 
 
 async def _analyses(dsn: str) -> int:
@@ -54,7 +60,7 @@ async def test_the_dormancy_job_analyzes_after_flagging_more_than_the_threshold(
     finally:
         await conn.close()
     before = await _analyses(ctx.dsn)
-    run = await run_once(ctx, job_named("dormancy"), as_of=NOW)
+    run = await run_once(ctx, _dormancy(), as_of=NOW)
     assert run is not None
     assert run.counts["flagged"] == 2
     assert await _analyses(ctx.dsn) == before
@@ -67,7 +73,7 @@ async def test_the_dormancy_job_analyzes_after_flagging_more_than_the_threshold(
                            NOW - dt.timedelta(days=365))
     finally:
         await conn.close()
-    run = await run_once(ctx, job_named("dormancy"), as_of=NOW + dt.timedelta(days=1))
+    run = await run_once(ctx, _dormancy(), as_of=NOW + dt.timedelta(days=1))
     assert run is not None
     assert run.counts["flagged"] == 4
     assert await _analyses(ctx.dsn) == before + 1
