@@ -306,7 +306,8 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
             urls.database_url, args.import_command, Path(args.file),
             report=Path(args.report) if args.report else None, region=settings.default_region,
             currency=settings.currency, create_stores=getattr(args, "create_stores", False),
-            batch_size=args.batch_size))
+            batch_size=args.batch_size, tz=ZoneInfo(settings.timezone),
+            dormancy_days=settings.dormancy_days))
     print(summary)
 
 

@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import msgspec
 from litestar import Response, get, post
@@ -119,7 +120,8 @@ async def _run(svc: ConsoleServices, state: ImportState, kind: ImportKind, sourc
     work = asyncio.create_task(run_import(
         svc.jobs.dsn, kind, source, report=report, region=svc.settings.default_region,
         currency=svc.settings.currency, show_progress=False,
-        progress=progress))  # type: ignore[arg-type]
+        progress=progress, tz=ZoneInfo(svc.settings.timezone),  # type: ignore[arg-type]
+        dormancy_days=svc.settings.dormancy_days))
     while not work.done():
         await asyncio.wait({work}, timeout=REFRESH_SECONDS)
         state.phase, state.done, state.total = progress.phase, progress.done, progress.total

@@ -13,7 +13,7 @@ import datetime as dt
 
 from jobs.definition import Counts, Job, JobContext, cron_trigger
 from jobs.runs import RUNS_KEPT, delete_old_runs, latest_runs, running_jobs
-from loyalty.core.db import Connection
+from loyalty.core.db import Connection, analyze_after
 from loyalty.core.errors import ConfigurationError
 from loyalty.core.idempotency import IDEMPOTENCY_KEPT, delete_old_idempotency_keys
 from loyalty.core.settings import Settings
@@ -33,7 +33,9 @@ from schemas.jobs import JobStatus
 
 async def _dormancy(ctx: JobContext, now: dt.datetime) -> Counts:
     async with ctx.pool.acquire() as conn:
-        return await flag_dormant(conn, now=now, tz=ctx.tz, days=ctx.settings.dormancy_days)
+        counts = await flag_dormant(conn, now=now, tz=ctx.tz, days=ctx.settings.dormancy_days)
+        await analyze_after(conn, counts["flagged"], "members", "member_status_changes")
+    return counts
 
 
 async def _reactivation(ctx: JobContext, now: dt.datetime) -> Counts:
@@ -44,7 +46,10 @@ async def _reactivation(ctx: JobContext, now: dt.datetime) -> Counts:
 
 async def _points_expiry(ctx: JobContext, now: dt.datetime) -> Counts:
     async with ctx.pool.acquire() as conn:
-        return await expire_points(conn, now=now)
+        counts = await expire_points(conn, now=now)
+        await analyze_after(conn, counts["lots"], "point_lots", "point_entries",
+                            "point_balances")
+    return counts
 
 
 async def _expiring_soon(ctx: JobContext, now: dt.datetime) -> Counts:
@@ -60,12 +65,16 @@ async def _points_release(ctx: JobContext, now: dt.datetime) -> Counts:
 
 async def _tier_evaluation(ctx: JobContext, now: dt.datetime) -> Counts:
     async with ctx.pool.acquire() as conn:
-        return await evaluate_tiers(conn, rulebook=ctx.rulebook, now=now, tz=ctx.tz)
+        counts = await evaluate_tiers(conn, rulebook=ctx.rulebook, now=now, tz=ctx.tz)
+        await analyze_after(conn, counts["changed"], "point_balances", "member_tiers")
+    return counts
 
 
 async def _rfm_refresh(ctx: JobContext, now: dt.datetime) -> Counts:
     async with ctx.pool.acquire() as conn:
-        return await refresh_rfm(conn, now=now, window_days=ctx.settings.rfm_window_days)
+        counts = await refresh_rfm(conn, now=now, window_days=ctx.settings.rfm_window_days)
+        await analyze_after(conn, counts["changed"] + counts["removed"], "member_rfm")
+    return counts
 
 
 async def _at_risk(ctx: JobContext, now: dt.datetime) -> Counts:

@@ -10,7 +10,9 @@ for the same moment finds nothing to do.
 
 The way back needs no job: the database's trigger on ``members`` (migration 0010) makes a dormant
 member active whenever a statement moves their last activity, and records the reactivation with
-the campaign credited for it.
+the campaign credited for it, dated at the activity (migration 0025). Activity that arrives after
+the fact (an import) has the history rebuilt as this job would have written it
+(``loyalty.members.status_history``).
 
 The ``reactivation`` job hands members who became dormant in the last week, and have not been
 handed over yet, to a wave: a campaign copied from the configured template (its action, holdout,

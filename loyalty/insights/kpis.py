@@ -23,8 +23,10 @@ follows each member from the period's start to its end.
 
 A snapshot records what was known when it was taken: a purchase recorded late for a day already
 snapshotted counts once the job runs for that day again (which rewrites the row only if a figure
-changed). Returns count on the day they are recorded, not on the purchase's day, so a day's
-figures do not move when goods come back weeks later.
+changed). An import writes into the past wholesale: it drops the snapshots from its earliest
+day on (``loyalty.ops.import_files.forget_snapshots``), and those days are computed live.
+Returns count on the day they are recorded, not on the purchase's day, so a day's figures do
+not move when goods come back weeks later.
 """
 
 from __future__ import annotations

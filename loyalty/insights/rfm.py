@@ -1,7 +1,20 @@
 """RFM scores: recency, frequency and monetary value of every member who has purchased, scored 1
-to 5 by quintile (5 the best), recomputed in one statement by the scheduled job and
-``loyalty rfm refresh``; segments select on the stored scores. The analytics read them as a
-distribution, by score and by named segment (docs/analytics.md)."""
+to 5 (5 the best), recomputed in one statement by the scheduled job and ``loyalty rfm
+refresh``; segments select on the stored scores. The analytics read them as a distribution, by
+score and by named segment (docs/analytics.md, with a worked example).
+
+Scoring. Members who bought in the window are scored among themselves, each measure by
+quantile thresholds over its distinct values: the values at the 20th, 40th, 60th and 80th
+percentiles of the members (``percentile_disc``), duplicates dropped, are the thresholds; a
+member above c of the d distinct thresholds scores 1 + round(4 c / d). Equal measures always
+score the same; a value held by many members takes one threshold, not several, so the scores
+above it are not skipped (ranking with ties at the lowest rank left F and M with the values 1,
+4 and 5 only), and the best values always score 5. Members who bought before the window and
+not in it are a group of their own: F = 1 and M = 1 (nothing in the window), and recency scored
+beyond the window: R = 2 if their last purchase is within two windows, else R = 1. So they are
+"hibernating" or "lost", never diluting the buyers' thresholds, and members who bought in the
+window but long ago in it can be "at risk" or "cannot lose them".
+"""
 
 from __future__ import annotations
 
@@ -20,15 +33,38 @@ from schemas.segments import SegmentMember
 # Two refreshes at once would only repeat each other's work; the second waits for the first.
 RFM_LOCK_KEY = 0x52464D5F52454652  # "RFM_REFR"
 
+def _quantiles(measure: str) -> str:
+    """The measure's values at the 20th to 80th percentiles of the buyers, and its range."""
+    return (f"percentile_disc(array[0.2, 0.4, 0.6, 0.8]) within group (order by {measure})"
+            f" as {measure}, min({measure}) as {measure}_min, max({measure}) as {measure}_max")
+
+
+def _thresholds(measure: str) -> str:
+    """The distinct quantiles below the best value (one equal to it separates no one from the
+    top); the lowest value alone when all of them are the best value but some members are
+    below it."""
+    m = measure
+    return (f"coalesce(nullif(array(select distinct t from unnest(q.{m}) t"  # noqa: S608 - a constant measure name
+            f" where t < q.{m}_max order by t), '{{}}'),"
+            f" case when q.{m}_min < q.{m}_max then array[q.{m}_min] end,"
+            f" array[]::bigint[]) as {m}")
+
+
+def _score(measure: str) -> str:
+    """1 + round(4 c / d) for a member above c of the d thresholds, in integers; 1 with none."""
+    c = f"(select count(*) from unnest(q.{measure}) t where t < b.{measure})"  # noqa: S608 - a constant measure name
+    d = f"cardinality(q.{measure})"
+    return (f"(case when {d} = 0 then 1 else 1 + (8 * {c} + {d}) / (2 * {d}) end)::smallint")
+
+
+
 # $1 now, $2 start of the window, $3 window in days.
 #
 # A purchase counts for the member it belongs to now: a merged member's for the member they were
 # merged into (as the tier measure counts them). Members qualify with a purchase up to ``now``,
-# ever, if active or dormant. Score of a measure ranked r (ties share the lowest rank) among n
-# members, ordered worst first: 1 + floor(5 (r - 1) / (n - 1)), at most 5 (the best alone would
-# be 6), in integers so equal measures always score the same and no float rounding moves a
-# boundary; a member alone scores 1.
-_REFRESH = """
+# ever, if active or dormant. Scores by the module docstring's rule; recency is scored on its
+# negation, so that a larger value is better for all three.
+_REFRESH = f"""
 with owned as (
     select coalesce(o.merged_into, o.member_id) as member_id, p.occurred_at,
            p.total - p.returned_amount as spend
@@ -46,21 +82,24 @@ with owned as (
            monetary::bigint as monetary,
            floor(extract(epoch from $1 - last_purchase_at) / 86400)::int as recency_days
       from measured
-), ranked as (
-    select *, count(*) over () as n,
-           rank() over (order by recency_days desc) as recency_rank,
-           rank() over (order by frequency) as frequency_rank,
-           rank() over (order by monetary) as monetary_rank
-      from aged
+), buyers as (
+    select *, -recency_days as recency from aged where frequency > 0
+), quantiles as (
+    select {_quantiles("recency")}, {_quantiles("frequency")}, {_quantiles("monetary")}
+      from buyers
+), thresholds as (
+    select {_thresholds("recency")}, {_thresholds("frequency")}, {_thresholds("monetary")}
+      from quantiles q
 ), scored as (
+    select b.member_id, b.last_purchase_at, b.recency_days, b.frequency, b.monetary,
+           {_score("recency")} as recency_score, {_score("frequency")} as frequency_score,
+           {_score("monetary")} as monetary_score
+      from buyers b cross join thresholds q
+    union all
     select member_id, last_purchase_at, recency_days, frequency, monetary,
-           least(5, case when n = 1 then 1 else 1 + 5 * (recency_rank - 1) / (n - 1) end)
-               ::smallint as recency_score,
-           least(5, case when n = 1 then 1 else 1 + 5 * (frequency_rank - 1) / (n - 1) end)
-               ::smallint as frequency_score,
-           least(5, case when n = 1 then 1 else 1 + 5 * (monetary_rank - 1) / (n - 1) end)
-               ::smallint as monetary_score
-      from ranked
+           (case when recency_days < 2 * $3 then 2 else 1 end)::smallint, 1::smallint,
+           1::smallint
+      from aged where frequency = 0
 ), upserted as (
     insert into member_rfm as r (member_id, last_purchase_at, recency_days, frequency, monetary,
                                  recency_score, frequency_score, monetary_score, window_days,
@@ -88,7 +127,7 @@ with owned as (
 )
 select (select count(*) from scored) as members, (select count(*) from upserted) as changed,
        (select count(*) from removed) as removed
-"""
+"""  # noqa: S608 - snippets built from the constant measure names above
 
 
 async def refresh_rfm(conn: Connection, *, now: dt.datetime, window_days: int) -> dict[str, int]:

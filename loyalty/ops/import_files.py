@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TextIO
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -33,6 +34,10 @@ IMPORT_LOCK_KEY = 0x4C4F59494D5054  # "LOYIMPT"
 # As at the till: a clock a little ahead is tolerated, a time further in the future is a mistake.
 CLOCK_SKEW = dt.timedelta(minutes=5)
 DEFAULT_BATCH_SIZE = 50_000
+# The programme's business time zone and dormancy days when a caller names none: the defaults
+# of LOYALTY_TIMEZONE and LOYALTY_DORMANCY_DAYS (``loyalty import`` passes the settings').
+DEFAULT_TIMEZONE = ZoneInfo("Asia/Tokyo")
+DEFAULT_DORMANCY_DAYS = 180
 
 ExternalId = Annotated[str, text(64, min_length=1)]
 
@@ -421,3 +426,16 @@ async def import_session(conn: Connection, staging: str) -> AsyncIterator[None]:
         tables = re.findall(r"create temporary table (\w+)", staging)
         await conn.execute(f"drop table if exists import_rejections, {', '.join(tables)}")
         await conn.execute("select pg_advisory_unlock($1)", IMPORT_LOCK_KEY)
+
+
+async def forget_snapshots(conn: Connection, since: dt.datetime | None, tz: ZoneInfo) -> int:
+    """Drop the ``kpi_daily`` rows of the business day of ``since`` and after: a write into the
+    past (an import) changed their figures, and the stocks of every later day. Those days are
+    computed live until the ``kpi_snapshot`` job stores them again. Returns the rows dropped."""
+    if since is None:
+        return 0
+    day = since.astimezone(tz).date()
+    dropped = await conn.fetchval(
+        "with gone as (delete from kpi_daily where day >= $1 returning 1)"
+        " select count(*) from gone", day)
+    return int(dropped)

@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -24,12 +25,16 @@ from loyalty.core.normalize import (
     search_key,
 )
 from loyalty.members.profiles import fill_member_skeletons
+from loyalty.members.status_history import rebuild_status_history
 from loyalty.ops.import_files import (
     CLOCK_SKEW,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_DORMANCY_DAYS,
+    DEFAULT_TIMEZONE,
     ExternalId,
     ImportSummary,
     Progress,
+    forget_snapshots,
     import_session,
     prepare_report,
     record_rejections,
@@ -132,7 +137,7 @@ with batch as (
      where reason is null and not present
      order by seq
     on conflict do nothing
-    returning member_id, external_id
+    returning member_id, external_id, joined_at
 ), balances as (
     insert into point_balances (member_id) select member_id from inserted
 ), raced as (
@@ -144,6 +149,10 @@ with batch as (
     returning line
 )
 select (select count(*) from inserted) as inserted,
+       (select coalesce(array_agg(member_id order by member_id), '{}') from inserted)
+           as member_ids,
+       (select coalesce(array_agg(joined_at order by member_id), '{}') from inserted)
+           as joined,
        (select count(*) from batch where present) as present,
        (select count(*) from raced) as raced
 """
@@ -173,9 +182,12 @@ def _member_record(region: str, now: dt.datetime) -> Callable[[MemberRow], tuple
 async def import_members(
     conn: Connection, source: Path, *, report: Path | None = None, region: str = "JP",
     now: dt.datetime | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: TextIO | None = None,
+    progress: TextIO | None = None, tz: ZoneInfo = DEFAULT_TIMEZONE,
+    dormancy_days: int = DEFAULT_DORMANCY_DAYS,
 ) -> ImportSummary:
-    """Add the members of a CSV file (docs/importing.md) not imported before; report the rest."""
+    """Add the members of a CSV file (docs/importing.md) not imported before, each with the
+    status history their join date gives (dormant ``dormancy_days`` business days in ``tz``
+    later, until a purchase is imported); report the rest."""
     now = now or dt.datetime.now(dt.UTC)
     report = prepare_report(source, report)
     async with import_session(conn, _MEMBER_STAGING):
@@ -196,7 +208,13 @@ async def import_members(
         for start in range(0, staged.staged, batch_size):
             async with conn.transaction():
                 row = await conn.fetchrow(_INSERT_MEMBERS, start, start + batch_size)
-            assert row is not None
+                assert row is not None
+                # Members who joined long ago went dormant long ago, unless their purchases
+                # (imported next) say otherwise; the KPIs of the days since change.
+                joined = dict(zip(row["member_ids"], row["joined"], strict=True))
+                await rebuild_status_history(conn, joined, now=now, tz=tz,
+                                             days=dormancy_days, reason="import")
+                await forget_snapshots(conn, min(joined.values(), default=None), tz)
             inserted += row["inserted"]
             present += row["present"]
             raced += row["raced"]

@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
@@ -17,12 +18,16 @@ import msgspec
 from loyalty.core.db import Connection
 from loyalty.core.errors import InvalidInput
 from loyalty.core.normalize import normalize_text
+from loyalty.members.status_history import rebuild_status_history
 from loyalty.ops.import_files import (
     CLOCK_SKEW,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_DORMANCY_DAYS,
+    DEFAULT_TIMEZONE,
     ExternalId,
     ImportSummary,
     Progress,
+    forget_snapshots,
     import_session,
     prepare_report,
     record_rejections,
@@ -82,6 +87,7 @@ create temporary table import_purchases_checked (
 );
 create temporary table import_touched (
     member_id  uuid primary key,
+    earliest   timestamptz not null,
     latest     timestamptz not null,
     purchases  bigint not null
 );
@@ -192,8 +198,9 @@ with batch as (
     on conflict do nothing
     returning member_id, occurred_at
 ), touched as (
-    insert into import_touched (member_id, latest, purchases)
-    select member_id, max(occurred_at), count(*) from inserted group by member_id
+    insert into import_touched (member_id, earliest, latest, purchases)
+    select member_id, min(occurred_at), max(occurred_at), count(*) from inserted
+     group by member_id
     returning purchases
 )
 select (select count(*) from batch) as candidates,
@@ -216,8 +223,9 @@ update point_balances b
  where b.member_id = t.member_id and b.member_id in (select member_id from locked)
 """
 
-# Last activity moves forward only. A dormant member whose last activity moves is active again
-# (the trigger of migration 0010 does it and records why).
+# Last activity moves forward only. The members' status history is then rebuilt from their
+# earliest imported purchase on (``rebuild_status_history``), so the trigger that would make a
+# dormant member active as of now is told to leave them (loyalty.status_recorded).
 _MOVE_ACTIVITY = """
 with locked as materialized (
     select m.member_id from members m join import_touched t using (member_id)
@@ -251,9 +259,12 @@ async def import_purchases(
     conn: Connection, source: Path, *, report: Path | None = None, currency: str = "JPY",
     create_stores: bool = False, now: dt.datetime | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE, progress: TextIO | None = None,
+    tz: ZoneInfo = DEFAULT_TIMEZONE, dormancy_days: int = DEFAULT_DORMANCY_DAYS,
 ) -> ImportSummary:
     """Add the purchases of a CSV file (docs/importing.md) not recorded before, earning no
-    points; report the rest. ``conn`` needs the jsonb codec (``init_connection``)."""
+    points; rebuild the status history of the members they touch as it happened (business
+    days in ``tz``, dormant after ``dormancy_days``); report the rest. ``conn`` needs the jsonb
+    codec (``init_connection``)."""
     now = now or dt.datetime.now(dt.UTC)
     report = prepare_report(source, report)
     async with import_session(conn, _PURCHASE_STAGING):
@@ -282,7 +293,7 @@ async def import_purchases(
         bar = Progress("writing", staged.staged, progress)
         for start in range(0, staged.staged, batch_size):
             batch = await _write_purchases(conn, start, start + batch_size, currency,
-                                           rule_version, now)
+                                           rule_version, now, tz, dormancy_days)
             candidates += batch[0]
             inserted += batch[1]
             bar.advance(min(batch_size, staged.staged - start))
@@ -294,7 +305,8 @@ async def import_purchases(
 
 
 async def _write_purchases(conn: Connection, start: int, end: int, currency: str,
-                           rule_version: int, now: dt.datetime) -> tuple[int, int]:
+                           rule_version: int, now: dt.datetime, tz: ZoneInfo,
+                           dormancy_days: int) -> tuple[int, int]:
     """One batch in one transaction. It is safe to run again, so a deadlock with another
     batch writer (the dormancy job updates members too) costs a retry, not the import."""
     for attempt in range(5):
@@ -305,8 +317,13 @@ async def _write_purchases(conn: Connection, start: int, end: int, currency: str
                 assert row is not None
                 await conn.execute(_COUNT_PURCHASES, now)
                 await conn.execute(
-                    "select set_config('loyalty.status_reason', 'imported purchase', true)")
+                    "select set_config('loyalty.status_recorded', 'on', true)")
                 await conn.execute(_MOVE_ACTIVITY)
+                since = {r["member_id"]: r["earliest"] for r in await conn.fetch(
+                    "select member_id, earliest from import_touched order by member_id")}
+                await rebuild_status_history(conn, since, now=now, tz=tz, days=dormancy_days,
+                                             reason="imported purchase")
+                await forget_snapshots(conn, min(since.values(), default=None), tz)
                 await conn.execute("truncate import_touched")
             return int(row["candidates"]), int(row["inserted"])
         except asyncpg.DeadlockDetectedError:

@@ -32,13 +32,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Literal, TextIO
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from loyalty.core.db import init_connection, migrate
+from loyalty.core.db import analyze, init_connection, migrate
 from loyalty.core.errors import InvalidInput
 from loyalty.ops.import_files import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_DORMANCY_DAYS,
+    DEFAULT_TIMEZONE,
     ImportSummary,
     check_header,
     prepare_report,
@@ -48,6 +51,14 @@ from loyalty.ops.import_purchases import PurchaseRow, import_purchases
 
 ImportKind = Literal["members", "purchases"]
 IMPORT_KINDS: tuple[ImportKind, ...] = ("members", "purchases")
+
+
+# What each kind of import writes in bulk: analyzed at its end, whatever its size (a first
+# import grows these tables from nothing).
+IMPORTED_TABLES: dict[ImportKind, tuple[str, ...]] = {
+    "members": ("members", "point_balances", "member_status_changes"),
+    "purchases": ("purchases", "members", "point_balances", "member_status_changes", "stores"),
+}
 
 
 def check_import_file(kind: ImportKind, source: Path) -> list[str]:
@@ -60,7 +71,8 @@ async def run_import(
     dsn: str, kind: ImportKind, source: Path, *, report: Path | None,
     region: str, currency: str, create_stores: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE, show_progress: bool = True,
-    progress: TextIO | None = None,
+    progress: TextIO | None = None, tz: ZoneInfo = DEFAULT_TIMEZONE,
+    dormancy_days: int = DEFAULT_DORMANCY_DAYS,
 ) -> ImportSummary:
     """What ``loyalty import`` (and the console's import page) runs: migrate, then import on a
     connection of its own. Progress goes to ``progress`` if given (the console passes an
@@ -78,10 +90,18 @@ async def run_import(
         # temporary tables: in memory rather than on disk, on this connection of its own.
         await conn.execute("set work_mem = '256MB'; set temp_buffers = '256MB'")
         if kind == "members":
-            return await import_members(conn, source, report=report, region=region,
-                                        batch_size=batch_size, progress=progress)
-        return await import_purchases(conn, source, report=report, currency=currency,
-                                      create_stores=create_stores, batch_size=batch_size,
-                                      progress=progress)
+            summary = await import_members(conn, source, report=report, region=region,
+                                           batch_size=batch_size, progress=progress, tz=tz,
+                                           dormancy_days=dormancy_days)
+        else:
+            summary = await import_purchases(conn, source, report=report, currency=currency,
+                                             create_stores=create_stores, batch_size=batch_size,
+                                             progress=progress, tz=tz,
+                                             dormancy_days=dormancy_days)
+        # The planner's statistics of the tables an import has grown (many times over, on a
+        # first import) are stale until autovacuum comes round: refresh them now, before the
+        # first analytics query plans against an empty table's figures.
+        await analyze(conn, *IMPORTED_TABLES[kind])
+        return summary
     finally:
         await conn.close()

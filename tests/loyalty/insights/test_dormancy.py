@@ -81,3 +81,27 @@ async def test_a_dormant_member_active_again_is_recorded_once_by_the_trigger(
     assert status == "active"
     assert [tuple(r) for r in rows] == [("active", "dormant", "inactivity"),
                                         ("dormant", "active", "activity")]
+
+
+async def test_a_late_purchase_reactivates_at_its_own_time(fresh_database: str) -> None:
+    # Flagged on 1 August; a purchase made on 2 August reaches the database later (an offline
+    # till, an import): the member is active again from the purchase, not from its recording.
+    [member] = await make_members(fresh_database, 1)
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await conn.execute("update members set last_activity_at = $2 where member_id = $1",
+                           member, tokyo("2025-01-01T12:00"))
+        await flag_dormant(conn, now=tokyo("2025-08-01T03:00"), tz=TOKYO, days=180)
+        # The statement a till's purchase runs (loyalty/points/purchases.py).
+        await conn.execute("update members set last_activity_at = greatest(last_activity_at, $2)"
+                           " where member_id = $1", member, tokyo("2025-08-02T12:00"))
+        row = await conn.fetchrow("select status, status_changed_at from members"
+                                  " where member_id = $1", member)
+        changes = await conn.fetch("select changed_at, to_status from member_status_changes"
+                                   " where member_id = $1 order by change_id", member)
+    finally:
+        await conn.close()
+    assert row is not None
+    assert tuple(row) == ("active", tokyo("2025-08-02T12:00"))
+    assert [tuple(r) for r in changes] == [(tokyo("2025-08-01T03:00"), "dormant"),
+                                           (tokyo("2025-08-02T12:00"), "active")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 from typing import Any
 from uuid import UUID
 
@@ -32,8 +33,8 @@ async def rows(conn: Connection) -> list[dict[str, Any]]:
 
 
 async def hand_scored(conn: Connection) -> dict[str, UUID]:
-    """Six members qualify as of NOW over 365 days. With n = 6, a score is
-    1 + floor(5 (rank - 1) / 5) = rank, at most 5; equal measures share the lowest rank.
+    """Six members qualify as of NOW over 365 days: five bought in the window, eve only
+    before it. The worked example of docs/analytics.md.
 
     member  last purchase  in the window                      R days  F  M
     ann     1 day ago      3,000 + 2,000 + 5,000                   1  3  10,000
@@ -43,10 +44,16 @@ async def hand_scored(conn: Connection) -> dict[str, UUID]:
     eve     500 days ago   nothing                               500  0       0
     gus     5 days ago     1,000 (60 days ago) + fay's 8,000       5  2   9,000
 
-    Recency, worst first: eve 500, dee 200, cal 30, gus 5, ann = ben 1  -> 1 2 3 4 5 5
-    Frequency: eve 0, ben = dee 1 (rank 2), cal = gus 2 (rank 4), ann 3 -> eve 1, ben 2,
-        dee 2, cal 4, gus 4, ann 5 (rank 6, capped)
-    Monetary: eve 0, cal 2,000, ben 6,000, gus 9,000, ann 10,000, dee 20,000 -> 1 2 3 4 5 5
+    The five buyers' thresholds: the values at the 20th, 40th, 60th and 80th percentiles,
+    distinct, below the best value; a member above c of d thresholds scores 1 + round(4c/d).
+    Recency (days, fewer is better): 200, 30, 5, 1, 1 -> thresholds 200, 30, 5 (1 is the
+        best) -> dee 1, cal 2 (c = 1: 1 + round(1.33)), gus 4 (1 + round(2.67)), ann = ben 5
+    Frequency: 1, 1, 2, 2, 3 -> percentiles 1, 1, 2, 2 -> thresholds 1, 2 -> ben = dee 1,
+        cal = gus 3, ann 5
+    Monetary: 2,000, 6,000, 9,000, 10,000, 20,000 -> thresholds 2,000 .. 10,000 -> cal 1,
+        ben 2, gus 3, ann 4, dee 5
+    eve, no purchase in the window: F 1, M 1, and R 2 (her last purchase is within two
+        windows; R 1 beyond).
 
     Never scored: fay (merged into gus: her purchase is his), hal (erased), ivy (no purchase),
     jon (his only purchase is after NOW), kim (suspended).
@@ -82,12 +89,12 @@ async def test_hand_computed_scores_with_ties_scored_equal(db: Connection) -> No
                if (score := (await scores(db)).get(member_id)) is not None}
     assert by_name == {
         #       R days  F  M       R  F  M scores
-        "ann": (1, 3, 10_000, 5, 5, 5),
-        "ben": (1, 1, 6_000, 5, 2, 3),
-        "cal": (30, 2, 2_000, 3, 4, 2),
-        "dee": (200, 1, 20_000, 2, 2, 5),
-        "eve": (500, 0, 0, 1, 1, 1),
-        "gus": (5, 2, 9_000, 4, 4, 4),
+        "ann": (1, 3, 10_000, 5, 5, 4),
+        "ben": (1, 1, 6_000, 5, 1, 2),
+        "cal": (30, 2, 2_000, 2, 3, 1),
+        "dee": (200, 1, 20_000, 1, 1, 5),
+        "eve": (500, 0, 0, 2, 1, 1),
+        "gus": (5, 2, 9_000, 4, 3, 3),
     }
     row = await db.fetchrow("select * from member_rfm where member_id = $1", people["gus"])
     assert row is not None
@@ -115,8 +122,9 @@ async def test_members_who_stop_qualifying_lose_their_row_and_the_rest_are_resco
     assert (result["members"], result["removed"]) == (5, 1)
     after = await scores(db)
     assert people["ann"] not in after
-    # n = 5: score = 1 + floor(5 (rank - 1) / 4). Recency: eve, dee, cal, gus, ben ranks 1-5.
-    assert [after[people[n]][3] for n in ("eve", "dee", "cal", "gus", "ben")] == [1, 2, 3, 4, 5]
+    # Four buyers left: recency thresholds 200, 30 and 5 days (1, ben's, is the best) score
+    # dee 1, cal 2, gus 4, ben 5; eve, who bought before the window only, stays at 2.
+    assert [after[people[n]][3] for n in ("eve", "dee", "cal", "gus", "ben")] == [2, 1, 2, 4, 5]
 
 
 async def test_a_later_refresh_ages_recency_and_moves_the_window(db: Connection) -> None:
@@ -159,18 +167,29 @@ async def test_equal_measures_always_score_equal_and_better_never_scores_lower(
         """, shop.store_id, shop.terminal_id, NOW)
     assert (await refresh_rfm(db, now=NOW, window_days=365))["members"] == 203
     measured = list((await scores(db)).values())
-    n = len(measured)
     for measure, score in ((0, 3), (1, 4), (2, 5)):
         # Worse first: more days since the last purchase, fewer purchases, less spent.
         def worth(s: tuple[int, ...], measure: int = measure) -> int:
             return -s[measure] if measure == 0 else s[measure]
 
+        values = sorted(worth(s) for s in measured)
+        cuts = sorted({t for t in _percentiles(values) if t < values[-1]}) \
+            or ([values[0]] if values[0] < values[-1] else [])
         for s in measured:
-            rank = 1 + sum(1 for other in measured if worth(other) < worth(s))
-            assert s[score] == min(5, 1 + 5 * (rank - 1) // (n - 1)), (measure, s)
+            above = sum(1 for t in cuts if t < worth(s))
+            expected = 1 + (8 * above + len(cuts)) // (2 * len(cuts)) if cuts else 1
+            assert s[score] == expected, (measure, s)
         ordered = [s[score] for s in sorted(measured, key=worth)]
         assert ordered == sorted(ordered)
-        assert ordered[0] == 1
+        assert (ordered[0], ordered[-1]) == (1, 5)
+        # Each threshold separates two groups that score differently: as many scores as
+        # groups, however many members share a value.
+        assert len(set(ordered)) == len(cuts) + 1, (measure, cuts, sorted(set(ordered)))
+
+
+def _percentiles(values: list[int]) -> list[int]:
+    """percentile_disc at 0.2 .. 0.8 of sorted ``values``: the first value at or past each."""
+    return [values[max(0, math.ceil(p * len(values)) - 1)] for p in (0.2, 0.4, 0.6, 0.8)]
 
 
 async def test_the_rfm_condition_selects_members_by_their_stored_scores(db: Connection) -> None:
@@ -185,11 +204,11 @@ async def test_the_rfm_condition_selects_members_by_their_stored_scores(db: Conn
             *member_filter.params)
         return {names[r["member_id"]] for r in found}
 
-    assert await selected(RfmCondition(recency=[5], frequency=[2])) == {"ben"}
-    assert await selected(RfmCondition(monetary=[5])) == {"ann", "dee"}
-    assert await selected(RfmCondition(recency=[1, 2], monetary=[1, 5])) == {"dee", "eve"}
-    assert await selected(RfmCondition(frequency=[4])) == {"cal", "gus"}
-    assert await selected(RfmCondition(frequency=[3])) == set()
+    assert await selected(RfmCondition(recency=[5], frequency=[1])) == {"ben"}
+    assert await selected(RfmCondition(monetary=[5])) == {"dee"}
+    assert await selected(RfmCondition(recency=[1, 2], monetary=[1, 5])) == {"cal", "dee", "eve"}
+    assert await selected(RfmCondition(frequency=[3])) == {"cal", "gus"}
+    assert await selected(RfmCondition(frequency=[2])) == set()
     assert await selected(RfmCondition()) == {"ann", "ben", "cal", "dee", "eve", "gus"}
     # Members never scored are outside every rfm condition, and inside its negation.
     assert await selected(Not(condition=RfmCondition())) == {"ivy", "jon", "kim"}

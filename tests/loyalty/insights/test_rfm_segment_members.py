@@ -18,7 +18,11 @@ from tests.loyalty.insights.test_rfm import NOW, hand_scored
 async def test_a_segment_lists_its_members_a_page_at_a_time(db: Connection) -> None:
     people = await hand_scored(db)
     await refresh_rfm(db, now=NOW, window_days=365)
-    # cal (R3 F4) and gus (R4 F4) are loyal.
+    # ben (R5 F1) is new and ann (R5 F5) a champion; dee (R1 F1) and eve (R2 F1), lost and
+    # hibernating; gus (R4 F3) a potential loyalist; cal (R2 F3) at risk.
+    await db.execute("update member_rfm set recency_score = 4, frequency_score = 4"
+                     " where member_id = any($1::uuid[])", [people["cal"], people["gus"]])
+    # Moved by hand to R4 F4, cal and gus are loyal.
     first = await rfm_segment_members(db, "loyal", limit=1)
     assert len(first.items) == 1
     assert first.next_cursor is not None

@@ -17,12 +17,14 @@ import pytest
 from cli import main as cli
 from loyalty.core.db import Connection, init_connection
 from loyalty.core.errors import Conflict, InvalidInput
+from loyalty.insights.dormancy import flag_dormant
+from loyalty.insights.kpis import kpis, snapshot_kpis
 from loyalty.members.profiles import register_member
 from loyalty.ops.import_files import IMPORT_LOCK_KEY, Progress
 from loyalty.ops.import_members import import_members
 from loyalty.ops.import_purchases import import_purchases
 from schemas.members import MemberRegistration
-from tests.factories import query
+from tests.factories import TOKYO, query
 
 NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.UTC)
 MEMBERS_HEADER = "external_id,email,phone,name,name_kana,birth_date,postal_code,joined_at\n"
@@ -87,6 +89,17 @@ async def test_members_are_imported_normalised_with_their_join_date(
     summary = await import_members(conn, source, now=NOW)
 
     assert (summary.read, summary.inserted, summary.present, summary.rejected) == (2, 2, 0, 0)
+    # Joined years ago with nothing since: dormant from the start of business day
+    # join + 180 + 1 (Tokyo), as the nightly job would have flagged them.
+    history = await conn.fetch(
+        """
+        select m.external_id, c.changed_at, c.from_status, c.to_status, c.reason
+          from member_status_changes c join members m using (member_id) order by 1
+        """)
+    assert [tuple(r) for r in history] == [
+        ("K-001", dt.datetime(2019, 9, 1, tzinfo=TOKYO), "active", "dormant", "inactivity"),
+        ("K-002", dt.datetime(2020, 6, 30, tzinfo=TOKYO), "active", "dormant", "inactivity"),
+    ]
     rows = await conn.fetch(
         """
         select m.external_id, m.email, m.phone, m.name, m.name_kana, m.name_key, m.kana_key,
@@ -99,13 +112,13 @@ async def test_members_are_imported_normalised_with_their_join_date(
          "name": "山田 太郎", "name_kana": "ヤマダ タロウ", "name_key": "山田太郎",
          "kana_key": "ヤマダタロウ", "birth_date": dt.date(1990, 5, 6), "postal_code": "100-0001",
          "joined_at": dt.datetime(2019, 3, 4, 0, 0, tzinfo=dt.UTC),
-         "last_activity_at": dt.datetime(2019, 3, 4, 0, 0, tzinfo=dt.UTC), "status": "active",
+         "last_activity_at": dt.datetime(2019, 3, 4, 0, 0, tzinfo=dt.UTC), "status": "dormant",
          "password_hash": None, "purchase_count": 0},
         {"external_id": "K-002", "email": None, "phone": "+818011112222",
          "name": "サトウ ハナコ", "name_kana": "サトウ ハナコ", "name_key": "サトウハナコ",
          "kana_key": "サトウハナコ", "birth_date": None, "postal_code": None,
          "joined_at": dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
-         "last_activity_at": dt.datetime(2020, 1, 1, tzinfo=dt.UTC), "status": "active",
+         "last_activity_at": dt.datetime(2020, 1, 1, tzinfo=dt.UTC), "status": "dormant",
          "password_hash": None, "purchase_count": 0},
     ]
     numbers = await conn.fetchval(
@@ -359,23 +372,44 @@ async def test_a_dormant_member_with_a_later_imported_purchase_is_active_again(
     conn: Connection, tmp_path: Path
 ) -> None:
     await import_two_members(conn, tmp_path)
-    await conn.execute(
-        "update members set status = 'dormant', last_activity_at = '2022-01-01T00:00:00Z'")
+    # Both last active on 1 January 2026 and flagged dormant by the job on 1 August.
+    await conn.execute("update members set last_activity_at = '2026-01-01T00:00:00Z'")
+    await conn.execute("delete from member_status_changes")
+    await conn.execute("update members set status = 'active'")
+    await conn.execute("delete from member_status_changes")
+    await flag_dormant(conn, now=dt.datetime(2026, 8, 1, tzinfo=TOKYO), tz=TOKYO, days=180)
     source = write(tmp_path / "purchases.csv", PURCHASES_HEADER
-                   + "A1,S1,R1,2023-06-01T12:00:00+09:00,1000,\n"
-                   + "B2,S1,R2,2021-06-01T12:00:00+09:00,1000,\n")
+                   + "A1,S1,R1,2026-11-10T12:00:00+09:00,1000,\n"
+                   + "B2,S1,R2,2025-12-01T12:00:00+09:00,1000,\n")
 
     await import_purchases(conn, source, create_stores=True, now=NOW)
 
-    statuses = await conn.fetch("select external_id, status from members order by 1")
-    assert [tuple(r) for r in statuses] == [("A1", "active"), ("B2", "dormant")]
+    statuses = await conn.fetch(
+        "select external_id, status, status_changed_at from members order by 1")
+    assert [tuple(r) for r in statuses] == [
+        ("A1", "active", dt.datetime(2026, 11, 10, 12, 0, tzinfo=TOKYO)),
+        ("B2", "dormant", dt.datetime(2026, 7, 1, tzinfo=TOKYO)),
+    ]
+    # A1 is active again at the purchase, not at the import; B2's older receipt wakes no one,
+    # and B2 went quiet on 1 July (181 business days after 1 January), as a nightly job would
+    # have seen, not on the day the job happened to run.
     changes = await conn.fetch(
         """
-        select m.external_id, c.from_status, c.to_status, c.reason
+        select m.external_id, c.changed_at, c.from_status, c.to_status, c.reason
           from member_status_changes c join members m using (member_id)
-         where c.to_status = 'active'
+         order by m.external_id, c.changed_at, c.change_id
         """)
-    assert [tuple(r) for r in changes] == [("A1", "dormant", "active", "imported purchase")]
+    assert [tuple(r) for r in changes] == [
+        ("A1", dt.datetime(2026, 8, 1, tzinfo=TOKYO), "active", "dormant", "inactivity"),
+        ("A1", dt.datetime(2026, 11, 10, 12, 0, tzinfo=TOKYO), "dormant", "active",
+         "imported purchase"),
+        ("B2", dt.datetime(2026, 7, 1, tzinfo=TOKYO), "active", "dormant", "inactivity"),
+    ]
+    events = await conn.fetch(
+        "select data->>'to_status' as to_status, occurred_at from outbox"
+        " where type = 'member.status_changed' and occurred_at > '2026-10-01' order by 2")
+    assert [tuple(r) for r in events] == [
+        ("active", dt.datetime(2026, 11, 10, 12, 0, tzinfo=TOKYO))]
 
 
 async def test_purchases_of_a_merged_member_go_to_the_survivor(
@@ -487,3 +521,32 @@ def test_loyalty_import_refuses_a_report_it_cannot_write_before_importing(
                   str(tmp_path / "no" / "such" / "dir.csv")])
     imported = asyncio.run(query(cli_env, "select count(*) from members"))
     assert imported[0]["count"] == 0
+
+
+# -- what an import leaves for the analytics ---------------------------------------------------
+
+
+async def test_kpis_right_after_a_members_import_count_the_imported_members(
+    conn: Connection, tmp_path: Path
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    yesterday = now.astimezone(TOKYO).date() - dt.timedelta(days=1)
+    long_ago = dt.date(2025, 12, 30)
+    # The nightly snapshots of two days, taken before the import: no members yet.
+    for day in (long_ago, yesterday):
+        await snapshot_kpis(conn, day=day, tz=TOKYO, point_value=1.0)
+    source = write(tmp_path / "members.csv", MEMBERS_HEADER
+                   + "A1,a1@example.com,,Aoi,,,,2026-01-01T10:00:00+09:00\n"
+                   + "B2,b2@example.com,,Ben,,,,2026-01-02T10:00:00+09:00\n")
+
+    await import_members(conn, source, now=now)
+    figures = await kpis(conn, first=yesterday, last=yesterday, tz=TOKYO, now=now,
+                         margin=0.3, point_value=1.0)
+
+    # Without the stale snapshot the day reads from history: both members, dormant since
+    # July (180 days after joining, nothing since).
+    assert (figures.members.total, figures.members.dormant, figures.members.active_at_start) \
+        == (2, 2, 0)
+    assert figures.snapshot_days == 0
+    # Days before anyone imported had joined keep theirs.
+    assert [r["day"] for r in await conn.fetch("select day from kpi_daily")] == [long_ago]
