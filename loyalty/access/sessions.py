@@ -70,7 +70,8 @@ async def rotate_refresh_token(
         select t.family_id, t.member_id, t.staff_id, t.used_at, t.revoked_at,
                t.session_started_at,
                t.expires_at > now() and t.session_started_at + $2::interval > now() as live,
-               extract(epoch from t.session_started_at + $2::interval - now())::int
+               -- Whole seconds left, rounded down: a token never outlives its session.
+               floor(extract(epoch from t.session_started_at + $2::interval - now()))::int
                    as seconds_left,
                coalesce(m.status in ('active', 'dormant'), s.active) as subject_ok
           from refresh_tokens t
