@@ -82,6 +82,7 @@ from console.session import (
     end_session,
     sign_in,
 )
+from console.staff import ROUTES as STAFF_ROUTES
 from console.tiers import save_tiers, tiers_editor, tiers_page
 from console.webhooks import ROUTES as WEBHOOK_ROUTES
 from loyalty.access.addresses import client_address
@@ -246,7 +247,7 @@ router = Router(
         launch_submit, results_page,
         rfm_members_page, jobs_page, job_page, job_runs_partial, job_run_confirm, job_run,
         import_page, import_upload, import_status_page, import_progress_partial, import_rejects,
-        *WEBHOOK_ROUTES,
+        *WEBHOOK_ROUTES, *STAFF_ROUTES,
         create_static_files_router(path="/static", directories=[STATIC], name="console:static",
                                    include_in_schema=False),
     ],
