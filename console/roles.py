@@ -48,7 +48,7 @@ PAGES = (
     Page("jobs", _("Jobs"), JOB_READERS, "/console/jobs"),
     Page("import", _("Import"), ADMINS, "/console/import"),
     Page("staff", _("Staff"), ADMINS, "/console/staff"),
-    Page("audit", _("Audit log"), ADMINS),
+    Page("audit", _("Audit log"), ADMINS, "/console/audit"),
     Page("webhooks", _("Webhooks"), ADMINS, "/console/webhooks"),
 )
 

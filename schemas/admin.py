@@ -77,7 +77,7 @@ class WhoAmI(Output):
 
 class AuditEntry(Output):
     """One audit row: who (a staff account, a terminal, a member, or the system) did or read
-    what, to whom, when. ``details`` never holds a contact value (docs/security.md)."""
+    what, to whom, when, with what the action recorded in ``details``."""
 
     audit_id: UUID
     recorded_at: dt.datetime
@@ -87,3 +87,4 @@ class AuditEntry(Output):
     subject_kind: str
     subject_id: UUID | None
     details: dict[str, Any]
+    actor_email: str | None = None  # a staff actor's sign-in address

@@ -56,15 +56,16 @@ async def list_audit(
             raise invalid_cursor() from None
     rows = await conn.fetch(
         """
-        select audit_id, recorded_at, actor_kind, actor_id, action, subject_kind, subject_id,
-               details
-          from audit_log
-         where ($1::uuid is null or actor_id = $1) and ($2::uuid is null or subject_id = $2)
-           and ($3::text is null or action = $3)
-           and ($4::timestamptz is null or recorded_at >= $4)
-           and ($5::timestamptz is null or recorded_at < $5)
-           and ($6::timestamptz is null or (recorded_at, audit_id) < ($6, $7::uuid))
-         order by recorded_at desc, audit_id desc
+        select a.audit_id, a.recorded_at, a.actor_kind, a.actor_id, s.email as actor_email,
+               a.action, a.subject_kind, a.subject_id, a.details
+          from audit_log a
+          left join staff s on a.actor_kind = 'staff' and s.staff_id = a.actor_id
+         where ($1::uuid is null or a.actor_id = $1) and ($2::uuid is null or a.subject_id = $2)
+           and ($3::text is null or a.action = $3)
+           and ($4::timestamptz is null or a.recorded_at >= $4)
+           and ($5::timestamptz is null or a.recorded_at < $5)
+           and ($6::timestamptz is null or (a.recorded_at, a.audit_id) < ($6, $7::uuid))
+         order by a.recorded_at desc, a.audit_id desc
          limit $8
         """,
         actor_id, subject_id, action, recorded_from, recorded_to, after_at, after_id, limit + 1)

@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 
 from loyalty.core.db import Connection, fetch_returning
-from loyalty.core.errors import Conflict, NotFound
+from loyalty.core.errors import Conflict, InvalidInput, NotFound
 from loyalty.core.normalize import normalize_email, normalize_text
 from loyalty.core.paging import decode_parts, encode_parts
 from schemas.admin import StaffAccount
@@ -63,19 +63,24 @@ async def staff_role(conn: Connection, staff_id: UUID) -> str | None:
 
 async def deactivate_staff(conn: Connection, email: str) -> StaffAccount:
     """Stop an account from signing in; its sessions and access tokens end."""
-    changed = await update_staff(conn, await _staff_id_by_email(conn, email), active=False)
+    changed = await update_staff(conn, await staff_id_by_email(conn, email), active=False)
     return changed.account
 
 
 async def set_staff_role(conn: Connection, email: str, role: str) -> StaffAccount:
     """Give an account another role; its sessions end, so its next sign-in carries the role."""
-    changed = await update_staff(conn, await _staff_id_by_email(conn, email), role=role)
+    changed = await update_staff(conn, await staff_id_by_email(conn, email), role=role)
     return changed.account
 
 
-async def _staff_id_by_email(conn: Connection, email: str) -> UUID:
-    staff_id: UUID | None = await conn.fetchval(
-        "select staff_id from staff where email = $1", normalize_email(email))
+async def staff_id_by_email(conn: Connection, email: str) -> UUID:
+    """The id of the account that signs in with ``email`` (active or not); NotFound if none."""
+    try:
+        normalized = normalize_email(email)
+    except InvalidInput:
+        normalized = None
+    staff_id: UUID | None = None if normalized is None else await conn.fetchval(
+        "select staff_id from staff where email = $1", normalized)
     if staff_id is None:
         raise NotFound(f"no staff account has the e-mail address {email}: check it is the "
                        "address the account signs in with", field="email")
