@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, delete, get, post
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar import Controller, delete, get, patch, post
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from api.auth import staff_with
 from api.deps import STAFF_DEPENDENCIES, Db, Staff, Svc
 from api.idempotency import idempotent
-from loyalty.access.audit import record_audit
+from api.params import Cursor, Limit, Since
+from loyalty.access.audit import list_audit, record_audit
 from loyalty.access.roles import ADMINS, STORE_READERS
-from loyalty.access.staff import create_staff
+from loyalty.access.staff import create_staff, get_staff, list_staff, update_staff
 from loyalty.access.stores import (
     create_store,
     create_terminal,
@@ -22,16 +24,23 @@ from loyalty.access.stores import (
     revoke_terminal,
 )
 from schemas.admin import (
+    AuditEntry,
     StaffAccount,
     StaffCreate,
+    StaffRole,
+    StaffUpdate,
     Store,
     StoreCreate,
     Terminal,
     TerminalCreate,
     TerminalCreated,
 )
+from schemas.base import Instant, Page, whole
 
 ADMIN = staff_with(*ADMINS)
+AuditAction = Annotated[str | None, QueryParameter(
+    min_length=1, max_length=64, pattern=whole(r"[a-z_]+(\.[a-z_]+)*"),
+    description="an action, e.g. members.read or pos.members.lookup")]
 ANY_STAFF = staff_with(*STORE_READERS)
 
 
@@ -93,6 +102,32 @@ class StaffController(Controller):
                            subject_id=account.staff_id, details={"role": data.role})
         return account
 
+    @get("", operation_id="listStaff")
+    async def list(
+        self, conn: Db, active: FromQuery[bool | None] = None,
+        role: FromQuery[StaffRole | None] = None, limit: Limit = 50, cursor: Cursor = None,
+    ) -> Page[StaffAccount]:
+        """Staff accounts by e-mail address; ``active`` and ``role`` narrow the list."""
+        return await list_staff(conn, active=active, role=role, limit=limit, cursor=cursor)
+
+    @get("/{staff_id:uuid}", operation_id="getStaff")
+    async def read(self, staff_id: FromPath[UUID], conn: Db) -> StaffAccount:
+        return await get_staff(conn, staff_id)
+
+    @patch("/{staff_id:uuid}", operation_id="updateStaff")
+    @idempotent
+    async def update(self, staff_id: FromPath[UUID], data: JSONBody[StaffUpdate],
+                     staff: Staff, conn: Db) -> StaffAccount:
+        """Change the role or display name, deactivate (``active: false``) or reactivate.
+        A new role or deactivation ends the account's sessions and tokens within a second;
+        the last active admin cannot be deactivated or given another role (409 last_admin)."""
+        changed = await update_staff(conn, staff_id, role=data.role,
+                                     display_name=data.display_name, active=data.active)
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="staff.update", subject_kind="staff", subject_id=staff_id,
+                           details=changed.changes)
+        return changed.account
+
 
 class StoresController(Controller):
     path = "/v1/stores"
@@ -113,3 +148,25 @@ class StoresController(Controller):
                            action="stores.create", subject_kind="store",
                            subject_id=store.store_id)
         return store
+
+
+class AuditController(Controller):
+    path = "/v1/audit"
+    tags = ["administration"]
+    guards = [ADMIN]
+    dependencies = STAFF_DEPENDENCIES
+
+    @get("", operation_id="listAudit")
+    async def list(
+        self, conn: Db, actor: FromQuery[UUID | None] = None,
+        subject: FromQuery[UUID | None] = None, action: AuditAction = None,
+        from_: Annotated[Instant | None, QueryParameter(
+            name="from", description="RFC 3339 with its UTC offset")] = None,
+        to: Since = None, limit: Limit = 50, cursor: Cursor = None,
+    ) -> Page[AuditEntry]:
+        """The audit trail, newest first: staff actions, staff reads of members' data, till
+        look-ups. ``actor`` is a staff account's or terminal's id, ``subject`` a member's (or
+        another object's) id; ``from`` inclusive, ``to`` exclusive."""
+        return await list_audit(conn, actor_id=actor, subject_id=subject, action=action,
+                                recorded_from=from_, recorded_to=to, limit=limit,
+                                cursor=cursor)

@@ -13,7 +13,7 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 
-from api.admin import StaffController, StoresController, TerminalsController
+from api.admin import AuditController, StaffController, StoresController, TerminalsController
 from api.analytics import AnalyticsController
 from api.auth import AuthenticationMiddleware
 from api.body import StrictJSONRequest
@@ -79,6 +79,7 @@ CONTROLLERS = [
     StaffController,
     StoresController,
     WebhookEndpointsController,
+    AuditController,
 ]
 
 

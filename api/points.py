@@ -11,6 +11,7 @@ from api.auth import members_only, staff_with
 from api.deps import MEMBER_DEPENDENCIES, STAFF_DEPENDENCIES, Db, Ledger, Me, Staff, Svc, utc_now
 from api.idempotency import idempotent, respond, stored_as
 from api.params import Cursor, Limit
+from loyalty.access.audit import record_audit
 from loyalty.access.roles import LEDGER_READERS, POINTS_ADJUSTERS
 from loyalty.core.idempotency import Idempotency
 from loyalty.members.cards import issue_card
@@ -95,22 +96,33 @@ class StaffPointsController(Controller):
     @get("/points", operation_id="getMemberPoints")
     async def points(self, member_id: FromPath[UUID], staff: Staff, conn: Db,
                      services: Svc) -> PointsSummary:
-        """A member's balance as the member sees it."""
-        return await points_summary(conn, member_id, rulebook=services.rulebook,
-                                    programme=services.programme, now=utc_now())
+        """A member's balance as the member sees it; the read is audited."""
+        summary = await points_summary(conn, member_id, rulebook=services.rulebook,
+                                       programme=services.programme, now=utc_now())
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="points.read", subject_kind="member", subject_id=member_id)
+        return summary
 
     @get("/points/history", operation_id="getMemberPointsHistory")
     async def history(self, member_id: FromPath[UUID], staff: Staff, conn: Db,
                       limit: Limit = 50, cursor: Cursor = None) -> Page[Entry]:
-        """A member's entries, newest first."""
-        return await points_history(conn, member_id, limit=limit, cursor=cursor)
+        """A member's entries, newest first; the read is audited."""
+        page = await points_history(conn, member_id, limit=limit, cursor=cursor)
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="points.history", subject_kind="member", subject_id=member_id,
+                           details={"results": len(page.items)})
+        return page
 
     @get("/tier", operation_id="getMemberTier")
     async def tier(self, member_id: FromPath[UUID], staff: Staff, ledger: Ledger,
                    services: Svc) -> MemberTier:
-        """A member's tier as the member sees it, with the history of changes."""
-        return await member_tier(ledger, member_id, rulebook=services.rulebook,
+        """A member's tier as the member sees it, with the history of changes; the read is
+        audited."""
+        tier = await member_tier(ledger, member_id, rulebook=services.rulebook,
                                  tz=services.programme.timezone, now=utc_now())
+        await record_audit(ledger, actor_kind="staff", actor_id=staff.staff_id,
+                           action="members.tier", subject_kind="member", subject_id=member_id)
+        return tier
 
     @post("/adjustments", operation_id="adjustMemberPoints", status_code=201,
           guards=[staff_with(*ADJUSTERS)], responses={201: stored_as(AdjustmentRecorded)})

@@ -14,7 +14,7 @@ from api.auth import terminals_only
 from api.deps import TERMINAL_DEPENDENCIES, Db, Ledger, Svc, Till, utc_now
 from api.idempotency import idempotent, respond, stored_as
 from api.params import CardParam, NumberParam, PhoneParam
-from loyalty.access.audit import record_till_lookup
+from loyalty.access.audit import record_audit, record_till_lookup
 from loyalty.access.stores import get_terminal
 from loyalty.core.errors import InvalidInput, NotFound, RateLimited
 from loyalty.core.idempotency import Idempotency
@@ -116,10 +116,14 @@ class PosController(Controller):
     @post("/quotes", operation_id="posQuote", status_code=200)
     async def quote(self, data: JSONBody[Purchase], terminal: Till, conn: Db,
                     services: Svc) -> Quote:
-        """What the purchase would earn and may redeem, with the trace; nothing is written."""
-        return await quote_purchase(
+        """What the purchase would earn and may redeem, with the trace; nothing is written but
+        the audit row of the till's read of the member's points."""
+        quote = await quote_purchase(
             conn, member=_member(data.member, services), purchase=data, terminal=terminal,
             rulebook=services.rulebook, programme=services.programme, now=utc_now())
+        await record_audit(conn, actor_kind="terminal", actor_id=terminal.terminal_id,
+                           action="pos.quote", subject_kind="member", subject_id=quote.member_id)
+        return quote
 
     @post("/coupons/validate", operation_id="posValidateCoupons", status_code=200)
     async def validate_coupons(self, data: JSONBody[CouponValidation], terminal: Till,
@@ -127,8 +131,14 @@ class PosController(Controller):
         """Would these coupons apply to this basket here? Each valid with its discount, or
         invalid with a reason code; nothing is written."""
         member = _member(data.member, services) if data.member is not None else None
-        return await validate_coupons(conn, data, member=member, terminal=terminal,
-                                      now=utc_now())
+        result = await validate_coupons(conn, data, member=member, terminal=terminal,
+                                        now=utc_now())
+        if member is not None:  # the till read that member's wallet
+            await record_audit(conn, actor_kind="terminal", actor_id=terminal.terminal_id,
+                               action="pos.coupons.validate", subject_kind="member",
+                               subject_id=member if isinstance(member, UUID) else None,
+                               details={} if isinstance(member, UUID) else {"by": "number"})
+        return result
 
     @post("/purchases", operation_id="posRecordPurchase", status_code=201,
           responses={201: stored_as(PurchaseRecorded)})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, get, patch, post
 from litestar.params import FromPath, JSONBody
 from msgspec import UNSET
@@ -63,9 +64,17 @@ class SegmentsController(Controller):
         the count for analysts, who work on aggregates)."""
         if staff.role not in IDENTIFIER_READERS:
             counted = await preview_segment(conn, data.definition, sample_size=0, now=utc_now())
-            return SegmentPreview(count=counted.count)
-        return await preview_segment(conn, data.definition, sample_size=data.sample_size,
-                                     now=utc_now())
+            preview = SegmentPreview(count=counted.count)
+        else:
+            preview = await preview_segment(conn, data.definition, sample_size=data.sample_size,
+                                            now=utc_now())
+        # Audited like a list of a segment's members: the sample names members.
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="segments.preview", subject_kind="segment", subject_id=None,
+                           details={"count": preview.count,
+                                    "sample": 0 if isinstance(preview.sample, msgspec.UnsetType)
+                                    else len(preview.sample)})
+        return preview
 
     @get("/{segment_id:uuid}", operation_id="getSegment")
     async def read(self, segment_id: FromPath[UUID], conn: Db) -> Segment:

@@ -13,6 +13,7 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from msgspec import Struct
 
+from console.audit import ROUTES as AUDIT_ROUTES
 from console.campaigns import (
     campaign_page,
     campaigns_page,
@@ -82,6 +83,7 @@ from console.session import (
     end_session,
     sign_in,
 )
+from console.staff import ROUTES as STAFF_ROUTES
 from console.tiers import save_tiers, tiers_editor, tiers_page
 from console.webhooks import ROUTES as WEBHOOK_ROUTES
 from loyalty.access.addresses import client_address
@@ -246,7 +248,7 @@ router = Router(
         launch_submit, results_page,
         rfm_members_page, jobs_page, job_page, job_runs_partial, job_run_confirm, job_run,
         import_page, import_upload, import_status_page, import_progress_partial, import_rejects,
-        *WEBHOOK_ROUTES,
+        *WEBHOOK_ROUTES, *STAFF_ROUTES, *AUDIT_ROUTES,
         create_static_files_router(path="/static", directories=[STATIC], name="console:static",
                                    include_in_schema=False),
     ],

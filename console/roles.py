@@ -47,8 +47,8 @@ PAGES = (
     Page("campaigns", _("Campaigns"), MARKETING_READERS, "/console/campaigns"),
     Page("jobs", _("Jobs"), JOB_READERS, "/console/jobs"),
     Page("import", _("Import"), ADMINS, "/console/import"),
-    Page("staff", _("Staff"), ADMINS),
-    Page("audit", _("Audit log"), ADMINS),
+    Page("staff", _("Staff"), ADMINS, "/console/staff"),
+    Page("audit", _("Audit log"), ADMINS, "/console/audit"),
     Page("webhooks", _("Webhooks"), ADMINS, "/console/webhooks"),
 )
 

@@ -363,6 +363,13 @@ async def _preview(request: AnyRequest, session: ConsoleSession,
     async with transaction(services(request).pool) as conn:
         preview = await preview_segment(conn, definition, sample_size=sample,
                                         now=dt.datetime.now(dt.UTC))
+        # Audited as the API's preview is: the sample names members.
+        await record_audit(conn, actor_kind="staff", actor_id=session.principal.staff_id,
+                           action="segments.preview", subject_kind="segment", subject_id=None,
+                           details={"count": preview.count,
+                                    "sample": len(preview.sample) if sample
+                                    and not isinstance(preview.sample, msgspec.UnsetType)
+                                    else 0, "via": "console"})
     return preview if sample else SegmentPreview(count=preview.count)
 
 

@@ -13,6 +13,7 @@ import datetime as dt
 
 from jobs.definition import Counts, Job, JobContext, cron_trigger
 from jobs.runs import RUNS_KEPT, delete_old_runs, latest_runs, running_jobs
+from loyalty.access.audit import delete_old_audit_rows
 from loyalty.core.db import Connection, analyze_after
 from loyalty.core.errors import ConfigurationError
 from loyalty.core.idempotency import IDEMPOTENCY_KEPT, delete_old_idempotency_keys
@@ -132,6 +133,12 @@ async def _webhook_retention(ctx: JobContext, now: dt.datetime) -> Counts:
             conn, before=now - dt.timedelta(days=ctx.settings.webhooks_retention_days))
 
 
+async def _audit_retention(ctx: JobContext, now: dt.datetime) -> Counts:
+    async with ctx.pool.acquire() as conn:
+        return await delete_old_audit_rows(
+            conn, retention_days=ctx.settings.audit_retention_days, now=now)
+
+
 # In running order within a night: flags before the hand-over, scores after the flags.
 JOBS: tuple[Job, ...] = (
     Job("points_release", "10 * * * *", "pending points whose return window has passed become "
@@ -165,6 +172,9 @@ JOBS: tuple[Job, ...] = (
     Job("webhook_retention", "50 4 * * *", "outbox events older than "
         "LOYALTY_WEBHOOKS_RETENTION_DAYS that wait for no delivery are deleted, with their "
         "delivery log", _webhook_retention),
+    Job("audit_retention", "55 4 * * *", "audit rows of days older than "
+        "LOYALTY_AUDIT_RETENTION_DAYS are deleted, whole days at a time (0, the default: "
+        "kept for ever)", _audit_retention),
 )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from schemas.base import Code, Email, Input, Name, Output, Password, ShortText
@@ -39,6 +39,15 @@ class StaffAccount(Output):
     created_at: dt.datetime
 
 
+class StaffUpdate(Input):
+    """What changes; a field left out stays as it is. ``active: false`` deactivates the
+    account, ``true`` reactivates it; a new role or deactivation ends its sessions at once."""
+
+    role: StaffRole | None = None
+    display_name: ShortText | None = None
+    active: bool | None = None
+
+
 class TerminalCreate(Input):
     store_code: Code
     name: ShortText = ""
@@ -64,3 +73,18 @@ class WhoAmI(Output):
     terminal_id: UUID
     name: str
     store: Store
+
+
+class AuditEntry(Output):
+    """One audit row: who (a staff account, a terminal, a member, or the system) did or read
+    what, to whom, when, with what the action recorded in ``details``."""
+
+    audit_id: UUID
+    recorded_at: dt.datetime
+    actor_kind: str
+    actor_id: UUID | None
+    action: str
+    subject_kind: str
+    subject_id: UUID | None
+    details: dict[str, Any]
+    actor_email: str | None = None  # a staff actor's sign-in address

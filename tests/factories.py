@@ -430,6 +430,9 @@ async def make_world(client: httpx.AsyncClient, actors: Actors) -> World:
     for role in sorted(STAFF):
         headers[role] = bearer(await actors.staff(role))
     await actors.staff("support", email="login@staff.example")
+    assert actors.settings.database_url is not None
+    login_staff = await query(actors.settings.database_url,
+                              "select staff_id from staff where email = 'login@staff.example'")
     refresh_tokens = [(await actors.member()).refresh_token for _ in range(len(CALLERS))]
     spare_members = [(await actors.member()).member_id for _ in range(len(CALLERS))]
     bought = await client.post(
@@ -486,6 +489,7 @@ async def make_world(client: httpx.AsyncClient, actors: Actors) -> World:
     assert tested.status_code == 202, tested.text
     return World(headers, member_a.member_id, spare_terminal, client, actors, {
         "login_email": "a@example.com", "staff_email": "login@staff.example",
+        "login_staff_id": str(login_staff[0]["staff_id"]),
         "refresh_tokens": refresh_tokens, "spare_members": spare_members,
         "number": member_a.member["member_number"], "purchase_id": bought.json()["purchase_id"],
         "a_contact": [member_a.member[f] for f in A_CONTACT],

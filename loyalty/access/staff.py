@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -9,9 +10,11 @@ import asyncpg
 import msgspec
 
 from loyalty.core.db import Connection, fetch_returning
-from loyalty.core.errors import Conflict, NotFound
+from loyalty.core.errors import Conflict, InvalidInput, NotFound
 from loyalty.core.normalize import normalize_email, normalize_text
+from loyalty.core.paging import decode_parts, encode_parts
 from schemas.admin import StaffAccount
+from schemas.base import Page
 
 _COLUMNS = "staff_id, email, role, display_name, active, created_at"
 
@@ -60,19 +63,107 @@ async def staff_role(conn: Connection, staff_id: UUID) -> str | None:
 
 async def deactivate_staff(conn: Connection, email: str) -> StaffAccount:
     """Stop an account from signing in; its sessions and access tokens end."""
-    return await _change_staff(conn, email, "update staff set active = false where email = $1"  # noqa: S608 - a module constant column list
-                               f" returning {_COLUMNS}")
+    changed = await update_staff(conn, await staff_id_by_email(conn, email), active=False)
+    return changed.account
 
 
 async def set_staff_role(conn: Connection, email: str, role: str) -> StaffAccount:
     """Give an account another role; its sessions end, so its next sign-in carries the role."""
-    return await _change_staff(conn, email, "update staff set role = $2 where email = $1"  # noqa: S608 - a module constant column list
-                               f" returning {_COLUMNS}", role)
+    changed = await update_staff(conn, await staff_id_by_email(conn, email), role=role)
+    return changed.account
 
 
-async def _change_staff(conn: Connection, email: str, sql: str, *args: object) -> StaffAccount:
-    row = await conn.fetchrow(sql, normalize_email(email), *args)
-    if row is None:
+async def staff_id_by_email(conn: Connection, email: str) -> UUID:
+    """The id of the account that signs in with ``email`` (active or not); NotFound if none."""
+    try:
+        normalized = normalize_email(email)
+    except InvalidInput:
+        normalized = None
+    staff_id: UUID | None = None if normalized is None else await conn.fetchval(
+        "select staff_id from staff where email = $1", normalized)
+    if staff_id is None:
         raise NotFound(f"no staff account has the e-mail address {email}: check it is the "
                        "address the account signs in with", field="email")
+    return staff_id
+
+
+# Taken by every change that could leave no active admin, for the rest of its transaction:
+# two admins switching each other off at once are then told apart, not both let through.
+_ADMINS_LOCK = "loyalty.staff.active_admins"
+
+
+@dataclass(frozen=True, slots=True)
+class StaffChanged:
+    """An account as an update left it, and what the update changed, ``{field: [from, to]}``
+    (for the audit log; empty when nothing did)."""
+
+    account: StaffAccount
+    changes: dict[str, list[object]]
+
+
+async def update_staff(
+    conn: Connection, staff_id: UUID, *, role: str | None = None,
+    display_name: str | None = None, active: bool | None = None,
+) -> StaffChanged:
+    """Change an account's role, display name or whether it may sign in (None: as it is).
+    Deactivating or demoting the last active admin is refused (409 ``last_admin``)."""
+    async with conn.transaction():
+        current = await conn.fetchrow(
+            f"select {_COLUMNS} from staff where staff_id = $1 for update",  # noqa: S608 - a module constant column list
+            staff_id)
+        if current is None:
+            raise NotFound("no staff account has this id: reload the list of staff",
+                           field="staff_id")
+        stays_admin = ((role if role is not None else current["role"]) == "admin"
+                       and (active if active is not None else current["active"]))
+        if current["role"] == "admin" and current["active"] and not stays_admin:
+            await conn.execute("select pg_advisory_xact_lock(hashtext($1))", _ADMINS_LOCK)
+            others = await conn.fetchval(
+                "select count(*) from staff where role = 'admin' and active and staff_id <> $1",
+                staff_id)
+            if others == 0:
+                raise Conflict("this is the last active admin: make another account an admin "
+                               "first, then change this one", code="last_admin",
+                               field="active" if active is False else "role")
+        row = await fetch_returning(
+            conn,
+            f"""
+            update staff set role = coalesce($2, role),
+                             display_name = coalesce($3, display_name),
+                             active = coalesce($4, active)
+             where staff_id = $1 returning {_COLUMNS}
+            """,  # noqa: S608 - a module constant column list
+            staff_id, role, None if display_name is None else normalize_text(display_name),
+            active)
+    changes = {name: [current[name], row[name]] for name in ("role", "display_name", "active")
+               if current[name] != row[name]}
+    return StaffChanged(msgspec.convert(dict(row), StaffAccount), changes)
+
+
+async def get_staff(conn: Connection, staff_id: UUID) -> StaffAccount:
+    row = await conn.fetchrow(
+        f"select {_COLUMNS} from staff where staff_id = $1", staff_id)  # noqa: S608 - a module constant column list
+    if row is None:
+        raise NotFound("no staff account has this id: reload the list of staff",
+                       field="staff_id")
     return msgspec.convert(dict(row), StaffAccount)
+
+
+async def list_staff(
+    conn: Connection, *, active: bool | None = None, role: str | None = None,
+    limit: int = 50, cursor: str | None = None,
+) -> Page[StaffAccount]:
+    """Staff accounts by e-mail address, a page at a time, optionally only active (or
+    inactive) ones, or one role's."""
+    after = decode_parts(cursor, 1)[0] if cursor else None
+    rows = await conn.fetch(
+        f"""
+        select {_COLUMNS} from staff
+         where ($1::boolean is null or active = $1) and ($2::text is null or role = $2)
+           and ($3::text is null or email > $3)
+         order by email limit $4
+        """,  # noqa: S608 - a module constant column list
+        active, role, after, limit + 1)
+    next_cursor = encode_parts(rows[limit - 1]["email"]) if len(rows) > limit else None
+    return Page(items=[msgspec.convert(dict(r), StaffAccount) for r in rows[:limit]],
+                next_cursor=next_cursor)

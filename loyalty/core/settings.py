@@ -155,6 +155,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     webhooks_secret_grace_seconds: Annotated[int, Meta(ge=0, le=30 * 86_400)] = 86_400
     # Delivered events (and events nobody subscribes to) are deleted after this many days.
     webhooks_retention_days: Annotated[int, Meta(ge=1, le=3650)] = 7
+    # Audit rows older than this many days are deleted by the audit_retention job, whole days
+    # at a time; 0 keeps them for ever (the default).
+    audit_retention_days: Annotated[int, Meta(ge=0, le=36_500)] = 0
 
     @property
     def data_path(self) -> Path:

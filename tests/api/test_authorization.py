@@ -143,6 +143,12 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/terminals"): Rule({"admin"}, 201, lambda _: {"store_code": "STORE-X"}),
     ("DELETE", "/v1/terminals/{terminal_id:uuid}"): Rule({"admin"}, 204, path=_terminal_path),
     ("POST", "/v1/staff"): Rule({"admin"}, 201, new_staff),
+    ("GET", "/v1/staff"): Rule({"admin"}),
+    ("GET", "/v1/staff/{staff_id:uuid}"): Rule({"admin"}, path=_at("/v1/staff/{login_staff_id}")),
+    ("PATCH", "/v1/staff/{staff_id:uuid}"): Rule(
+        {"admin"}, body=lambda _: {"display_name": "Matrix"},
+        path=_at("/v1/staff/{login_staff_id}")),
+    ("GET", "/v1/audit"): Rule({"admin"}),
     ("GET", "/v1/stores"): Rule(STAFF),
     ("POST", "/v1/stores"): Rule({"admin"}, 201, new_store),
     # points

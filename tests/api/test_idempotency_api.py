@@ -437,6 +437,9 @@ WRITES: dict[tuple[str, str], Write] = {
     # administration
     ("POST", "/v1/stores"): Write("admin", 201, new_store),
     ("POST", "/v1/staff"): Write("admin", 201, new_staff),
+    ("PATCH", "/v1/staff/{staff_id:uuid}"): Write(
+        "admin", body=lambda _: {"display_name": "Replayed"},
+        path=lambda w: f"/v1/staff/{w.extra['login_staff_id']}"),
     ("DELETE", "/v1/terminals/{terminal_id:uuid}"): Write(
         "admin", 204, path=lambda w: f"/v1/terminals/{w.spare_terminal_id}"),
     ("POST", "/v1/jobs/{name:str}/run"): Write(

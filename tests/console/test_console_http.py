@@ -278,6 +278,18 @@ async def test_a_word_from_the_data_is_escaped(app: Litestar) -> None:
     assert template.render(value="<b>x</b>") == "&lt;b&gt;x&lt;/b&gt;|有効"
 
 
+def test_the_catalogues_are_well_formed() -> None:
+    """Each message once, each with one msgstr (what msgfmt -c checks; Babel would read past a
+    stray line, and a merge of two pages' additions can leave one)."""
+    for language in LANGUAGES:
+        lines = (LOCALE / language / "LC_MESSAGES" / "console.po").read_text().splitlines()
+        keywords = [line.split(" ", 1)[0] for line in lines
+                    if line.startswith(("msgid ", "msgstr "))]
+        assert keywords == ["msgid", "msgstr"] * (len(keywords) // 2), language
+        ids = [line for line in lines if line.startswith("msgid ")]
+        assert len(ids) == len(set(ids)), [i for i in ids if ids.count(i) > 1]
+
+
 def test_every_message_has_a_japanese_translation() -> None:
     """Every message the templates and the navigation say is in both catalogues, and Japanese
     has a translation for each."""
