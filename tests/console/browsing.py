@@ -1,6 +1,6 @@
 """What the console's browser tests share: the service served as `make run` serves it, signing
 in through the form, and the screenshots every page leaves (Japanese, seeded data) in
-LOYALTY_CONSOLE_SCREENSHOTS when set (docs/console.md: `docs/console`), else in the test's
+LOYALTY_TEST_SCREENSHOTS when set (docs/console.md: `docs/console`), else in the test's
 temporary directory. The fixtures that use these live in tests/console/conftest.py."""
 
 from __future__ import annotations

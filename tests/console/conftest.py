@@ -76,7 +76,7 @@ def browser(chromium: webdriver.Chrome, console: str) -> webdriver.Chrome:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    configured = os.environ.get("LOYALTY_CONSOLE_SCREENSHOTS")
+    configured = os.environ.get("LOYALTY_TEST_SCREENSHOTS")
     folder = Path(configured) if configured else tmp_path_factory.mktemp("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
