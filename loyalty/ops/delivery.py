@@ -450,6 +450,22 @@ async def refresh_metrics(conn: Connection, now: dt.datetime) -> None:
 
 
 METRICS_EVERY = dt.timedelta(seconds=15)
+# Held (shared) by every busy worker; the fan-out trigger notifies only when it can take it
+# exclusively (migration 0025).
+BUSY_LOCK = "select pg_advisory_lock_shared(hashtext('loyalty_webhooks_busy'))"
+IDLE_AGAIN = "select pg_advisory_unlock_shared(hashtext('loyalty_webhooks_busy'))"
+
+
+async def _hold_busy(listener: asyncpg.Connection | None, holding: bool, busy: bool) -> bool:
+    """Take or give back the busy lock on the listening connection (none: nobody listens, and
+    notifications cost nothing worth saving); whether it is now held."""
+    if listener is None or listener.is_closed():
+        return False
+    if busy and not holding:
+        await listener.execute(BUSY_LOCK)
+    elif holding and not busy:
+        await listener.execute(IDLE_AGAIN)
+    return busy
 
 
 async def run_delivery_worker(settings: Settings, dsn: str, *,
@@ -462,6 +478,7 @@ async def run_delivery_worker(settings: Settings, dsn: str, *,
     client = delivery_client(allow_private=settings.webhooks_allow_private)
     listener: asyncpg.Connection | None = None
     metrics_at = dt.datetime.min.replace(tzinfo=dt.UTC)
+    holding = False
 
     def woken(*_: object) -> None:
         wake.set()
@@ -469,6 +486,7 @@ async def run_delivery_worker(settings: Settings, dsn: str, *,
     try:
         while not stop.is_set():
             if listener is None or listener.is_closed():
+                holding = False  # a session's advisory locks end with it
                 try:
                     listener = await asyncpg.connect(dsn)
                     await listener.add_listener(CHANNEL, woken)
@@ -477,8 +495,17 @@ async def run_delivery_worker(settings: Settings, dsn: str, *,
                     listener = None
             wake.clear()
             try:
-                while await deliver_due(pool, client, settings) == BATCH and not stop.is_set():
-                    pass
+                # Busy: transactions do not notify meanwhile (migration 0025: a NOTIFY
+                # serialises commits). Idle again: one more look, for what was written while
+                # the lock was held.
+                while True:
+                    holding = await _hold_busy(listener, holding, True)
+                    while (await deliver_due(pool, client, settings) == BATCH
+                           and not stop.is_set()):
+                        pass
+                    holding = await _hold_busy(listener, holding, False)
+                    if stop.is_set() or await deliver_due(pool, client, settings) == 0:
+                        break
                 async with pool.acquire() as conn:
                     due = await next_due(conn)
                     now = dt.datetime.now(dt.UTC)
@@ -488,6 +515,8 @@ async def run_delivery_worker(settings: Settings, dsn: str, *,
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("webhooks: delivery round failed (%s); trying again", exc)
                 due = None
+                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    holding = await _hold_busy(listener, holding, False)
             wait = settings.webhooks_poll_seconds
             if due is not None:
                 wait = min(wait, max((due - dt.datetime.now(dt.UTC)).total_seconds(), 0.01))
