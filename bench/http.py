@@ -71,8 +71,10 @@ def running_service(dsn: str, redis_url: str, workers: int, pool: int) -> Any:
         # One terminal and a few members send everything: the limits must not be what is
         # measured. They are still counted (one Redis call a request), as in production.
         LOYALTY_RATE_LIMIT_PER_MINUTE="1000000000",
-        # Measured work only: no job runs under a scenario.
-        LOYALTY_SCHEDULER="off",
+        # Measured work only: no job runs under a scenario, and webhooks are delivered only
+        # by the worker the webhooks scenario starts (bench/webhooks.py), one for the service.
+        LOYALTY_SCHEDULER="off", LOYALTY_WEBHOOKS_WORKER="off",
+        LOYALTY_WEBHOOKS_ALLOW_PRIVATE="true",
     )
     process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], cwd=ROOT,
                                env=env)

@@ -13,7 +13,8 @@ from bench.harness import RESULTS, ROOT, Result
 _FILE_NAMES = {"earn": "earn", "earn latency at half load (p99)": "latency",
                "member read": "read", "retry storm": "storm", "expiry": "expiry",
                "launch": "launch", "dormancy": "dormancy",
-               "console pages": "console"}
+               "console pages": "console", "webhooks: one worker's drain": "webhooks-drain",
+               "webhooks: earn ratio on": "webhooks-earn"}
 
 
 def report(results: list[Result]) -> None:

@@ -17,6 +17,8 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import select
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,10 +54,57 @@ TIMEOUT_SECONDS = 10.0
 # The first bytes of a receiver's answer kept in the log.
 RESPONSE_HEAD_BYTES = 512
 BATCH = 100
+# Requests a worker has in flight at once, and the connections its pool keeps open (HTTP/1.1
+# keep-alive). httpcore's pool looks at every connection it holds for each request it assigns,
+# asking each idle one's socket whether it was closed: with 100 connections that was 70 % of
+# a worker's time and it delivered about 260 events/s to a local receiver; with 10, about 750
+# (docs/performance.md). What it costs: one worker waits on at most 10 answers at once, so a
+# receiver taking 100 ms gets at most ~100 events/s from each worker.
+IN_FLIGHT = 10
 _encode = msgspec.json.Encoder().encode
 
 
 # -- sending ----------------------------------------------------------------------------------
+
+
+def _readable(sock: socket.socket | None) -> bool:
+    """Whether a read would return at once: an idle keep-alive connection that is readable was
+    closed by the receiver (or sent what it should not), and is not used again."""
+    if sock is None or sock.fileno() < 0:
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _Stream(httpcore.AsyncNetworkStream):
+    """A connection's stream that answers the pool's "is it readable?" from the socket it keeps.
+    The pool asks it of every idle connection for each request it assigns, and anyio's stream
+    builds all of its attributes again for each question (getpeername and all): a fifth of a
+    worker's time (docs/performance.md)."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._socket: socket.socket | None = inner.get_extra_info("socket")
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109 - httpcore's signature
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109 - httpcore's signature
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
+                        ) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            return _readable(self._socket)
+        return self._inner.get_extra_info(info)
 
 
 class _CheckedAddressBackend(httpcore.AsyncNetworkBackend):
@@ -76,9 +125,9 @@ class _CheckedAddressBackend(httpcore.AsyncNetworkBackend):
         failure: Exception | None = None
         for address in addresses:
             try:
-                return await self._inner.connect_tcp(
+                return _Stream(await self._inner.connect_tcp(
                     str(address), port, timeout=timeout, local_address=local_address,
-                    socket_options=socket_options)
+                    socket_options=socket_options))
             except httpcore.ConnectError as exc:
                 failure = exc
         assert failure is not None
@@ -93,8 +142,8 @@ def delivery_client(*, allow_private: bool) -> httpx.AsyncClient:
     to an address checked when it is made."""
     transport = httpx.AsyncHTTPTransport()
     transport._pool = httpcore.AsyncConnectionPool(  # httpx has no parameter for a network backend
-        ssl_context=httpx.create_ssl_context(), max_connections=100,
-        max_keepalive_connections=20, keepalive_expiry=5.0,
+        ssl_context=httpx.create_ssl_context(), max_connections=IN_FLIGHT,
+        max_keepalive_connections=IN_FLIGHT, keepalive_expiry=5.0,
         network_backend=_CheckedAddressBackend(allow_private=allow_private))
     return httpx.AsyncClient(transport=transport, timeout=TIMEOUT_SECONDS,
                              follow_redirects=False)
@@ -313,8 +362,14 @@ async def deliver_due(pool: Pool, client: httpx.AsyncClient, settings: Settings)
     if not claimed:
         return 0
 
-    outcomes = await asyncio.gather(*(
-        send(client, item, allow_private=settings.webhooks_allow_private) for item in claimed))
+    # At most IN_FLIGHT at once: the pool's queue stays short (it is scanned per request too).
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def gated(item: Claimed) -> Outcome:
+        async with gate:
+            return await send(client, item, allow_private=settings.webhooks_allow_private)
+
+    outcomes = await asyncio.gather(*(gated(item) for item in claimed))
     # One transaction records the round: a commit per attempt would cost more than the
     # attempts. A worker dying before it commits sends the round again (at least once).
     # Endpoint by endpoint, so that two workers lock the endpoints' rows in one order.
@@ -395,6 +450,22 @@ async def refresh_metrics(conn: Connection, now: dt.datetime) -> None:
 
 
 METRICS_EVERY = dt.timedelta(seconds=15)
+# Held (shared) by every busy worker; the fan-out trigger notifies only when it can take it
+# exclusively (migration 0025).
+BUSY_LOCK = "select pg_advisory_lock_shared(hashtext('loyalty_webhooks_busy'))"
+IDLE_AGAIN = "select pg_advisory_unlock_shared(hashtext('loyalty_webhooks_busy'))"
+
+
+async def _hold_busy(listener: asyncpg.Connection | None, holding: bool, busy: bool) -> bool:
+    """Take or give back the busy lock on the listening connection (none: nobody listens, and
+    notifications cost nothing worth saving); whether it is now held."""
+    if listener is None or listener.is_closed():
+        return False
+    if busy and not holding:
+        await listener.execute(BUSY_LOCK)
+    elif holding and not busy:
+        await listener.execute(IDLE_AGAIN)
+    return busy
 
 
 async def run_delivery_worker(settings: Settings, dsn: str, *,
@@ -407,6 +478,7 @@ async def run_delivery_worker(settings: Settings, dsn: str, *,
     client = delivery_client(allow_private=settings.webhooks_allow_private)
     listener: asyncpg.Connection | None = None
     metrics_at = dt.datetime.min.replace(tzinfo=dt.UTC)
+    holding = False
 
     def woken(*_: object) -> None:
         wake.set()
@@ -414,6 +486,7 @@ async def run_delivery_worker(settings: Settings, dsn: str, *,
     try:
         while not stop.is_set():
             if listener is None or listener.is_closed():
+                holding = False  # a session's advisory locks end with it
                 try:
                     listener = await asyncpg.connect(dsn)
                     await listener.add_listener(CHANNEL, woken)
@@ -422,8 +495,17 @@ async def run_delivery_worker(settings: Settings, dsn: str, *,
                     listener = None
             wake.clear()
             try:
-                while await deliver_due(pool, client, settings) == BATCH and not stop.is_set():
-                    pass
+                # Busy: transactions do not notify meanwhile (migration 0025: a NOTIFY
+                # serialises commits). Idle again: one more look, for what was written while
+                # the lock was held.
+                while True:
+                    holding = await _hold_busy(listener, holding, True)
+                    while (await deliver_due(pool, client, settings) == BATCH
+                           and not stop.is_set()):
+                        pass
+                    holding = await _hold_busy(listener, holding, False)
+                    if stop.is_set() or await deliver_due(pool, client, settings) == 0:
+                        break
                 async with pool.acquire() as conn:
                     due = await next_due(conn)
                     now = dt.datetime.now(dt.UTC)
@@ -433,6 +515,8 @@ async def run_delivery_worker(settings: Settings, dsn: str, *,
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("webhooks: delivery round failed (%s); trying again", exc)
                 due = None
+                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    holding = await _hold_busy(listener, holding, False)
             wait = settings.webhooks_poll_seconds
             if due is not None:
                 wait = min(wait, max((due - dt.datetime.now(dt.UTC)).total_seconds(), 0.01))
