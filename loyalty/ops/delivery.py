@@ -451,7 +451,7 @@ async def refresh_metrics(conn: Connection, now: dt.datetime) -> None:
 
 METRICS_EVERY = dt.timedelta(seconds=15)
 # Held (shared) by every busy worker; the fan-out trigger notifies only when it can take it
-# exclusively (migration 0025).
+# exclusively (migration 0028).
 BUSY_LOCK = "select pg_advisory_lock_shared(hashtext('loyalty_webhooks_busy'))"
 IDLE_AGAIN = "select pg_advisory_unlock_shared(hashtext('loyalty_webhooks_busy'))"
 
@@ -495,7 +495,7 @@ async def run_delivery_worker(settings: Settings, dsn: str, *,
                     listener = None
             wake.clear()
             try:
-                # Busy: transactions do not notify meanwhile (migration 0025: a NOTIFY
+                # Busy: transactions do not notify meanwhile (migration 0028: a NOTIFY
                 # serialises commits). Idle again: one more look, for what was written while
                 # the lock was held.
                 while True:

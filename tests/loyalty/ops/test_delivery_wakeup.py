@@ -1,4 +1,4 @@
-"""Waking delivery workers (migration 0025): a transaction that fans an event out notifies only
+"""Waking delivery workers (migration 0028): a transaction that fans an event out notifies only
 when no worker is busy (a NOTIFY serialises commits), and an idle worker is still woken at once,
 not at its next poll."""
 
