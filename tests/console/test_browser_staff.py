@@ -28,12 +28,12 @@ def seeded_more() -> object:
         try:
             await init_connection(conn)
             hashed = await conn.fetchval("select password_hash from staff limit 1")
-            for email, role, name in (("sato@staff.example", "marketer", "佐藤 花子"),
-                                      ("kato@staff.example", "support", "加藤 次郎")):
+            for email, role, name in (("campaigns@staff.example", "marketer", "キャンペーン企画"),
+                                      ("helpdesk@staff.example", "support", "旧ヘルプデスク")):
                 await create_staff(conn, email=email, password_hash=hashed, role=role,
                                    display_name=name)
-            kato = await staff_id_by_email(conn, "kato@staff.example")
-            await update_staff(conn, kato, active=False)
+            retired = await staff_id_by_email(conn, "helpdesk@staff.example")
+            await update_staff(conn, retired, active=False)
             support = await staff_id_by_email(conn, "support@staff.example")
             members = [r["member_id"] for r in await conn.fetch(
                 "select member_id from members order by member_id")]
@@ -57,7 +57,7 @@ def test_admin_manages_staff_accounts(
     browser.find_element(By.LINK_TEXT, "スタッフ").click()
     until(browser, lambda b: "新しいアカウント" in b.page_source)
     listed = browser.find_element(By.ID, "staff-results").text
-    assert "sato@staff.example" in listed
+    assert "campaigns@staff.example" in listed
     assert "停止中" in listed
     photograph(browser, photos, "staff")
 
@@ -80,7 +80,7 @@ def test_admin_manages_staff_accounts(
     until(browser, lambda b: "アカウントを作成しました" in b.page_source)
     assert "suzuki@staff.example" in browser.find_element(By.ID, "staff-results").text
 
-    browser.find_element(By.LINK_TEXT, "sato@staff.example").click()
+    browser.find_element(By.LINK_TEXT, "campaigns@staff.example").click()
     until(browser, lambda b: "表示名を保存" in b.page_source)
     photograph(browser, photos, "staff-account")
     browser.find_element(By.XPATH, "//button[text()='停止…']").click()
@@ -125,4 +125,4 @@ def test_other_roles_see_no_link(browser: webdriver.Chrome, console: str) -> Non
     assert not browser.find_elements(By.LINK_TEXT, "スタッフ")
     assert not browser.find_elements(By.LINK_TEXT, "監査ログ")
     browser.get(f"{console}/console/staff")
-    assert "sato@staff.example" not in browser.page_source
+    assert "campaigns@staff.example" not in browser.page_source
