@@ -146,9 +146,13 @@ async def load(
             await conn.execute(definition)
         timings["indexes"] = time.perf_counter() - started
         started = time.perf_counter()
-        progress("analyze")
-        await conn.execute("analyze")
-        timings["analyze"] = time.perf_counter() - started
+        # What autovacuum does to freshly loaded tables within minutes in production (inserts
+        # alone trigger it since PostgreSQL 13): statistics, and the visibility map that lets a
+        # count read an index alone. Without it, the console's segment count at 1,000,000
+        # members took 340 ms instead of 65.
+        progress("vacuum analyze")
+        await conn.execute("vacuum (analyze)")
+        timings["vacuum_analyze"] = time.perf_counter() - started
     finally:
         await conn.close()
     return timings

@@ -53,9 +53,11 @@ async def database_scope(pool: Pool) -> str:
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
             "select inet_server_addr()::text as host, inet_server_port() as port,"
-            " current_database() as name")
+            " current_database() as name,"
+            " (select oid from pg_database where datname = current_database()) as oid")
     assert row is not None
-    scope = f"{row['host']}:{row['port']}/{row['name']}"
+    # The oid too: a database dropped and made again under its name is another database.
+    scope = f"{row['host']}:{row['port']}/{row['name']}#{row['oid']}"
     while len(_SCOPES) >= _SCOPES_KEPT:
         del _SCOPES[next(iter(_SCOPES))]
     _SCOPES[id(pool)] = (pool, scope)
