@@ -55,6 +55,8 @@ PAGES: tuple[tuple[str, str], ...] = (
     ("jobs: one job's runs", "/console/jobs/rfm_refresh"),
     ("import", "/console/import"),
     ("webhooks", "/console/webhooks"),
+    ("staff", "/console/staff"),
+    ("audit log", "/console/audit"),
 )
 
 
