@@ -27,6 +27,8 @@ class Page:
     label: str
     roles: tuple[str, ...]
     href: str | None = None
+    # What the page is for, in a line (the start page lists the pages with it).
+    description: str = ""
 
 
 def _(message: str) -> str:
@@ -34,22 +36,36 @@ def _(message: str) -> str:
     return message
 
 
-# Every page issue 14 lists, in its order. A page a role may not open is not shown to it; one
-# not built yet is shown as coming, so staff learn where it will be.
+# Every page issue 14 lists, in its order. A page a role may not open is not shown to it (a page
+# without ``href`` would be shown as coming, so staff learn where it will be).
 PAGES = (
-    Page("dashboard", _("Dashboard"), MARKETING_READERS, "/console/dashboard"),
-    Page("members", _("Members"), PROFILE_READERS, "/console/members"),
-    Page("rules", _("Earning rules"), MARKETING_EDITORS, "/console/rules"),
-    Page("tiers", _("Tiers"), MARKETING_EDITORS, "/console/tiers"),
-    Page("coupons", _("Coupons"), MARKETING_READERS, "/console/coupons"),
-    Page("events", _("Events"), MARKETING_READERS, "/console/events"),
-    Page("segments", _("Segments"), MARKETING_READERS, "/console/segments"),
-    Page("campaigns", _("Campaigns"), MARKETING_READERS, "/console/campaigns"),
-    Page("jobs", _("Jobs"), JOB_READERS, "/console/jobs"),
-    Page("import", _("Import"), ADMINS, "/console/import"),
-    Page("staff", _("Staff"), ADMINS, "/console/staff"),
-    Page("audit", _("Audit log"), ADMINS, "/console/audit"),
-    Page("webhooks", _("Webhooks"), ADMINS, "/console/webhooks"),
+    Page("dashboard", _("Dashboard"), MARKETING_READERS, "/console/dashboard",
+         _("The programme's figures for a period against the one before, trends, cohorts and"
+           " RFM segments.")),
+    Page("members", _("Members"), PROFILE_READERS, "/console/members",
+         _("Find a member by name, kana, e-mail, phone or number, and see everything about them.")),
+    Page("rules", _("Earning rules"), MARKETING_EDITORS, "/console/rules",
+         _("The earning rules in force, their editor, a simulation and every version.")),
+    Page("tiers", _("Tiers"), MARKETING_EDITORS, "/console/tiers",
+         _("The tiers, their thresholds and benefits, and how many members hold each.")),
+    Page("coupons", _("Coupons"), MARKETING_READERS, "/console/coupons",
+         _("Coupon templates, batches of codes to download, and issuing to a segment.")),
+    Page("events", _("Events"), MARKETING_READERS, "/console/events",
+         _("Store events: capacity, invitations, reservations and check-ins.")),
+    Page("segments", _("Segments"), MARKETING_READERS, "/console/segments",
+         _("Groups of members by conditions, with a live count.")),
+    Page("campaigns", _("Campaigns"), MARKETING_READERS, "/console/campaigns",
+         _("Campaigns to a segment, their launch and their results against a control group.")),
+    Page("jobs", _("Jobs"), JOB_READERS, "/console/jobs",
+         _("The scheduled jobs, their runs, and running one now.")),
+    Page("import", _("Import"), ADMINS, "/console/import",
+         _("Members or purchases from a CSV file, with the rows refused and why.")),
+    Page("staff", _("Staff"), ADMINS, "/console/staff",
+         _("The staff accounts, their roles, and switching one off.")),
+    Page("audit", _("Audit log"), ADMINS, "/console/audit",
+         _("Who on the staff did or read what, and every till look-up.")),
+    Page("webhooks", _("Webhooks"), ADMINS, "/console/webhooks",
+         _("Where events are sent, their deliveries, and secret rotation.")),
 )
 
 

@@ -296,6 +296,7 @@ def test_every_message_has_a_japanese_translation() -> None:
     said = set(re.findall(r'_\(\s*"([^"]+)"', "".join(
         path.read_text() for path in TEMPLATES.glob("*.html"))))
     said |= {page.label for page in roles.PAGES} | set(roles.STAFF_ROLES)
+    said |= {page.description for page in roles.PAGES}
     said |= set(get_args(MemberStatus)) | set(dashboard.CARD_LABELS)
     for language in LANGUAGES:
         with (LOCALE / language / "LC_MESSAGES" / "console.po").open("rb") as po:
