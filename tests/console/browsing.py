@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -34,7 +38,20 @@ def until(browser: webdriver.Chrome, condition: Callable[[webdriver.Chrome], T],
     or an htmx swap replaced while the condition read it only means: look again."""
     waiting = WebDriverWait(browser, seconds, ignored_exceptions=(
         NoSuchElementException, StaleElementReferenceException))
-    return waiting.until(condition)
+    found: T = waiting.until(lambda b: _replaced_means_not_yet(condition, b))  # type: ignore[assignment]
+    return found
+
+
+def _replaced_means_not_yet(condition: Callable[[webdriver.Chrome], T],
+                            browser: webdriver.Chrome) -> T | bool:
+    """Chromium reports an element whose page went away mid-read as a node that "does not
+    belong to the document", a plain WebDriverException rather than a stale element."""
+    try:
+        return condition(browser)
+    except WebDriverException as error:
+        if "does not belong to the document" in str(error):
+            return False
+        raise
 
 
 @contextmanager
