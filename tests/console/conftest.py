@@ -16,9 +16,11 @@ from selenium.webdriver.chrome.service import Service
 
 from loyalty.core.db import with_database
 from loyalty.core.embedded import ServiceUrls
+from loyalty.core.settings import Settings
 from tests.conftest import clone_database
 from tests.console.browsing import serving
 from tests.console.plugin import CHROMEDRIVER, CHROMIUM, browser_missing
+from tests.console.promotions_seed import Promotions, seed_promotions
 from tests.console.seed import seed
 
 # What a module adds to the common seed, given the database's URL (none by default).
@@ -80,3 +82,12 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = Path(configured) if configured else tmp_path_factory.mktemp("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture
+async def promotions(settings: Settings) -> Promotions:
+    """The console's seed, and the promotions of tests/console/promotions_seed.py on it (the
+    coupons and events pages' tests)."""
+    assert settings.database_url
+    await seed(settings.database_url)
+    return await seed_promotions(settings.database_url)

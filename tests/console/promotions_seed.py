@@ -16,6 +16,7 @@ from loyalty.access.principals import TerminalPrincipal
 from loyalty.core.db import Connection, init_connection
 from loyalty.core.idempotency import Idempotency
 from loyalty.core.programme import Programme
+from loyalty.core.settings import Settings
 from loyalty.members.filter import MemberFilter
 from loyalty.points.rules import RuleBook
 from loyalty.promotions.coupon_templates import create_template
@@ -88,3 +89,13 @@ async def _seed(conn: Connection) -> Promotions:
         now=now)
     return Promotions(segment.segment_id, template.template_id, event.event_id,
                       later.event_id)
+
+
+async def count_rows(settings: Settings, sql: str, *args: object) -> int:
+    """``sql``'s one number, on the test's database."""
+    assert settings.database_url
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return int(await conn.fetchval(sql, *args))
+    finally:
+        await conn.close()

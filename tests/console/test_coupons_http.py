@@ -16,27 +16,17 @@ import pytest
 
 from loyalty.core.settings import Settings
 from loyalty.promotions.codes import is_well_formed, normalize_code
-from tests.console.promotions_seed import SEGMENT, TEMPLATE, Promotions, seed_promotions
-from tests.console.seed import seed
+from tests.console.promotions_seed import (
+    SEGMENT,
+    TEMPLATE,
+    Promotions,
+    count_rows,
+)
 from tests.console.test_console_http import csrf_of, sign_in
 
 KEY = re.compile(r'name="key" value="([^"]+)"')
 
 
-@pytest.fixture
-async def promotions(settings: Settings) -> Promotions:
-    assert settings.database_url
-    await seed(settings.database_url)
-    return await seed_promotions(settings.database_url)
-
-
-async def _count(settings: Settings, sql: str, *args: object) -> int:
-    assert settings.database_url
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        return int(await conn.fetchval(sql, *args))
-    finally:
-        await conn.close()
 
 
 def _key_of(page: httpx.Response) -> str:
@@ -92,9 +82,9 @@ async def test_an_analyst_reads_but_gets_no_buttons_and_its_posts_are_refused(
                          params={"segment_id": str(promotions.segment_id)}),
     ]
     assert [r.status_code for r in refused] == [403, 403, 403, 403]
-    assert await _count(settings, "select count(*) from coupon_templates") == 1
-    assert await _count(settings, "select count(*) from coupon_code_batches") == 0
-    assert await _count(settings, "select count(*) from member_coupons") == 0
+    assert await count_rows(settings, "select count(*) from coupon_templates") == 1
+    assert await count_rows(settings, "select count(*) from coupon_code_batches") == 0
+    assert await count_rows(settings, "select count(*) from member_coupons") == 0
 
 
 async def test_support_may_not_open_coupons(client: httpx.AsyncClient,
@@ -157,7 +147,7 @@ async def test_bad_input_shows_the_form_again_with_the_message_and_saves_nothing
     assert f'id="{field}-error"' in answer.text
     assert message in answer.text
     assert "テンプレートは保存されていません" in answer.text
-    assert await _count(settings, "select count(*) from coupon_templates") == 1
+    assert await count_rows(settings, "select count(*) from coupon_templates") == 1
 
 
 async def test_a_taken_public_code_is_shown_next_to_its_field(
@@ -169,7 +159,7 @@ async def test_a_taken_public_code_is_shown_next_to_its_field(
     again = await client.post("/console/coupons", data=form)
     assert again.status_code == 400
     assert "この公開コードはすでに使われています" in again.text
-    assert await _count(settings, "select count(*) from coupon_templates") == 2
+    assert await count_rows(settings, "select count(*) from coupon_templates") == 2
 
 
 async def test_posts_without_the_csrf_token_change_nothing(
@@ -187,9 +177,9 @@ async def test_posts_without_the_csrf_token_change_nothing(
     ]
     assert [a.status_code for a in answers] == [403, 403, 403]
     assert "セキュリティトークン" in answers[0].text
-    assert await _count(settings, "select count(*) from coupon_templates") == 1
-    assert await _count(settings, "select count(*) from coupon_code_batches") == 0
-    assert await _count(settings, "select count(*) from member_coupons") == 0
+    assert await count_rows(settings, "select count(*) from coupon_templates") == 1
+    assert await count_rows(settings, "select count(*) from coupon_code_batches") == 0
+    assert await count_rows(settings, "select count(*) from member_coupons") == 0
 
 
 async def test_a_batch_is_made_once_per_form_and_downloads_as_csv_for_excel(
@@ -203,8 +193,8 @@ async def test_a_batch_is_made_once_per_form_and_downloads_as_csv_for_excel(
     second = await client.post(f"/console/coupons/{promotions.template_id}/batches", data=form)
     assert first.status_code == second.status_code == 303
     assert first.headers["location"] == second.headers["location"]
-    assert await _count(settings, "select count(*) from coupon_code_batches") == 1
-    assert await _count(settings, "select count(*) from coupon_codes") == 25
+    assert await count_rows(settings, "select count(*) from coupon_code_batches") == 1
+    assert await count_rows(settings, "select count(*) from coupon_codes") == 25
     shown = await client.get(first.headers["location"])
     assert "コードを発行しました" in shown.text
     link = re.search(r'href="(/console/coupons/[^"]+/codes\.csv)"', shown.text)
@@ -268,7 +258,7 @@ async def test_a_bad_batch_form_is_a_400_next_to_the_field_and_makes_nothing(
         "count": count, "prefix": prefix, "key": _key_of(page), "csrf_token": token})
     assert answer.status_code == 400
     assert f'id="{field}-error"' in answer.text
-    assert await _count(settings, "select count(*) from coupon_code_batches") == 0
+    assert await count_rows(settings, "select count(*) from coupon_code_batches") == 0
 
 
 async def test_a_batch_of_another_template_is_not_downloaded(
@@ -301,8 +291,8 @@ async def test_issuing_to_a_segment_confirms_the_count_and_issues_once_under_a_d
     for answer in (first, second):
         assert "クーポンを3枚配布しました" in answer.text
     assert sum("送信済み" in answer.text for answer in (first, second)) == 1
-    assert await _count(settings, "select count(*) from member_coupons") == 3
-    assert await _count(settings, "select count(*) from coupon_issues") == 1
+    assert await count_rows(settings, "select count(*) from member_coupons") == 3
+    assert await count_rows(settings, "select count(*) from coupon_issues") == 1
     # A new confirmation is a new key: issuing again is a second issue.
     again = await client.get(url, params={"segment_id": str(promotions.segment_id)})
     assert _key_of(again) != form["key"]
@@ -323,7 +313,7 @@ async def test_issuing_to_an_unknown_segment_is_a_400_and_issues_nothing(
     bad_key = await client.post(url, data={
         "segment_id": str(promotions.segment_id), "key": "x", "csrf_token": token})
     assert bad_key.status_code == 400
-    assert await _count(settings, "select count(*) from member_coupons") == 0
+    assert await count_rows(settings, "select count(*) from member_coupons") == 0
 
 
 async def test_the_next_page_of_templates_comes_as_rows_for_htmx(
@@ -357,4 +347,4 @@ async def test_every_mistake_on_the_template_form_is_shown_at_once(
     for field in ("name", "percent", "per_member_limit", "public_code"):
         assert f'id="{field}-error"' in answer.text
     assert 'id="cap-error"' not in answer.text
-    assert await _count(settings, "select count(*) from coupon_templates") == 1
+    assert await count_rows(settings, "select count(*) from coupon_templates") == 1

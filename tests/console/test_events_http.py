@@ -12,8 +12,14 @@ import pytest
 
 from console import events
 from loyalty.core.settings import Settings
-from tests.console.promotions_seed import EVENT, LATER_EVENT, SEGMENT, Promotions, seed_promotions
-from tests.console.seed import MEMBERS, seed
+from tests.console.promotions_seed import (
+    EVENT,
+    LATER_EVENT,
+    SEGMENT,
+    Promotions,
+    count_rows,
+)
+from tests.console.seed import MEMBERS
 from tests.console.test_console_http import sign_in
 
 EVENT_FORM = {"name": "夏祭り", "place": "渋谷店 屋上", "starts_at": "2027-07-20T18:00",
@@ -21,20 +27,6 @@ EVENT_FORM = {"name": "夏祭り", "place": "渋谷店 屋上", "starts_at": "20
               "store_code": "SHIBUYA", "invitation_only": "on"}
 
 
-@pytest.fixture
-async def promotions(settings: Settings) -> Promotions:
-    assert settings.database_url
-    await seed(settings.database_url)
-    return await seed_promotions(settings.database_url)
-
-
-async def _count(settings: Settings, sql: str, *args: object) -> int:
-    assert settings.database_url
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        return int(await conn.fetchval(sql, *args))
-    finally:
-        await conn.close()
 
 
 async def test_the_list_shows_capacity_seats_taken_and_check_ins(
@@ -69,8 +61,9 @@ async def test_an_event_page_shows_counts_and_the_members_for_a_marketer_without
         assert email not in page.text
         assert phone not in page.text
     assert SEGMENT in page.text  # the invite form offers the saved segment
-    assert await _count(settings, "select count(*) from audit_log where action = 'events.guests'"
-                        " and subject_id = $1", promotions.event_id) == 1
+    assert await count_rows(
+        settings, "select count(*) from audit_log where action = 'events.guests'"
+        " and subject_id = $1", promotions.event_id) == 1
 
 
 async def test_an_analyst_sees_counts_but_no_names_no_buttons_and_its_posts_are_refused(
@@ -95,8 +88,8 @@ async def test_an_analyst_sees_counts_but_no_names_no_buttons_and_its_posts_are_
                           data={"segment_id": str(promotions.segment_id), "csrf_token": token}),
     ]
     assert [r.status_code for r in refused] == [403, 403]
-    assert await _count(settings, "select count(*) from events") == 2
-    assert await _count(settings, "select count(*) from event_invitations") == 3
+    assert await count_rows(settings, "select count(*) from events") == 2
+    assert await count_rows(settings, "select count(*) from event_invitations") == 3
 
 
 async def test_creating_an_event_saves_it_in_the_business_time_zone(
@@ -139,7 +132,7 @@ async def test_bad_input_shows_the_form_again_with_the_message_and_saves_nothing
     assert answer.status_code == 400
     assert f'id="{field}-error"' in answer.text
     assert message in answer.text
-    assert await _count(settings, "select count(*) from events") == 2
+    assert await count_rows(settings, "select count(*) from events") == 2
 
 
 async def test_posts_without_the_csrf_token_change_nothing(
@@ -152,8 +145,8 @@ async def test_posts_without_the_csrf_token_change_nothing(
                           data={"segment_id": str(promotions.segment_id)}),
     ]
     assert [a.status_code for a in answers] == [403, 403]
-    assert await _count(settings, "select count(*) from events") == 2
-    assert await _count(settings, "select count(*) from event_invitations") == 3
+    assert await count_rows(settings, "select count(*) from events") == 2
+    assert await count_rows(settings, "select count(*) from event_invitations") == 3
 
 
 async def test_inviting_a_segment_invites_each_member_once(
@@ -168,7 +161,7 @@ async def test_inviting_a_segment_invites_each_member_once(
     assert "3人を新たに招待しました" in shown.text
     again = await client.post(url, data=form)
     assert (await client.get(again.headers["location"])).text.count("0人を新たに招待") == 1
-    assert await _count(settings, "select count(*) from event_invitations where event_id = $1",
+    assert await count_rows(settings, "select count(*) from event_invitations where event_id = $1",
                         promotions.later_event_id) == 3
 
 
@@ -181,7 +174,7 @@ async def test_inviting_an_unknown_segment_is_a_400_and_invites_nobody(
         answer = await client.post(url, data={"segment_id": segment, "csrf_token": token})
         assert answer.status_code == 400
         assert 'id="segment-error"' in answer.text
-    assert await _count(settings, "select count(*) from event_invitations where event_id = $1",
+    assert await count_rows(settings, "select count(*) from event_invitations where event_id = $1",
                         promotions.later_event_id) == 0
 
 
@@ -222,4 +215,4 @@ async def test_every_mistake_on_the_form_is_shown_at_once(
     for field in ("place", "starts_at", "ends_at", "capacity", "points"):
         assert f'id="{field}-error"' in answer.text
     assert 'id="name-error"' not in answer.text
-    assert await _count(settings, "select count(*) from events") == 2
+    assert await count_rows(settings, "select count(*) from events") == 2
