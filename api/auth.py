@@ -18,6 +18,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import services_of
 from loyalty.access.addresses import client_address
+from loyalty.access.audit import REQUEST_ADDRESS
 from loyalty.access.principals import MemberPrincipal, Principal, StaffPrincipal, TerminalPrincipal
 from loyalty.access.terminal_keys import is_api_key
 from loyalty.core.errors import AuthenticationFailed, PermissionDenied, RateLimited
@@ -68,15 +69,20 @@ class AuthenticationMiddleware(ASGIMiddleware):
                 principal = services.signer.principal(credential)
                 await services.revocations.check(principal)
         scope["user"] = principal
+        address = client_address(scope, services.settings.trusted_proxies)
         if opt.get("rate_limit", True):
-            address = client_address(scope, services.settings.trusted_proxies)
             wait = await services.limiter.hit(
                 rate_limit_key(principal, address),
                 limit=services.settings.rate_limit_per_minute, period_seconds=60,
             )
             if wait:
                 raise RateLimited("too many requests", retry_after=wait)
-        await next_app(scope, receive, send)
+        # Every audit row the request writes says where it came from.
+        token = REQUEST_ADDRESS.set(address)
+        try:
+            await next_app(scope, receive, send)
+        finally:
+            REQUEST_ADDRESS.reset(token)
 
 
 def _principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:

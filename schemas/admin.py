@@ -88,3 +88,4 @@ class AuditEntry(Output):
     subject_id: UUID | None
     details: dict[str, Any]
     actor_email: str | None = None  # a staff actor's sign-in address
+    address: str | None = None  # where the request came from; none for jobs and the CLI

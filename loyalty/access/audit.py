@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from contextvars import ContextVar
 from typing import Any, Literal
 from uuid import UUID
 
@@ -13,6 +14,11 @@ from loyalty.core.paging import decode_parts, encode_parts, invalid_cursor
 from schemas.admin import AuditEntry
 from schemas.base import Page
 
+# The client's address of the request being served: set by the API's middleware around every
+# request (console pages included), written with each audit row as where it came from. None
+# outside a request (jobs, the CLI).
+REQUEST_ADDRESS: ContextVar[str | None] = ContextVar("request_address", default=None)
+
 
 async def record_audit(
     conn: Connection, *, actor_kind: str, actor_id: UUID | None, action: str,
@@ -21,10 +27,12 @@ async def record_audit(
     """Written in the caller's transaction, so an action and its audit row commit together."""
     await conn.execute(
         """
-        insert into audit_log (actor_kind, actor_id, action, subject_kind, subject_id, details)
-        values ($1, $2, $3, $4, $5, $6)
+        insert into audit_log (actor_kind, actor_id, action, subject_kind, subject_id, details,
+                               address)
+        values ($1, $2, $3, $4, $5, $6, $7)
         """,
         actor_kind, actor_id, action, subject_kind, subject_id, details or {},
+        REQUEST_ADDRESS.get(),
     )
 
 
@@ -57,7 +65,7 @@ async def list_audit(
     rows = await conn.fetch(
         """
         select a.audit_id, a.recorded_at, a.actor_kind, a.actor_id, s.email as actor_email,
-               a.action, a.subject_kind, a.subject_id, a.details
+               a.action, a.subject_kind, a.subject_id, a.details, a.address
           from audit_log a
           left join staff s on a.actor_kind = 'staff' and s.staff_id = a.actor_id
          where ($1::uuid is null or a.actor_id = $1) and ($2::uuid is null or a.subject_id = $2)

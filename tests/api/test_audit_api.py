@@ -16,7 +16,7 @@ import pytest
 from litestar import Litestar
 
 from loyalty.access.audit import delete_old_audit_rows, record_audit
-from loyalty.core.db import Connection
+from loyalty.core.db import Connection, init_connection
 from loyalty.core.settings import Settings
 from tests.conftest import AppWith
 from tests.factories import (
@@ -285,3 +285,30 @@ async def test_the_trail_is_filtered_by_actor_subject_action_and_time_and_paged(
         assert refused.status_code == 400, (bad, refused.text)
         assert refused.headers["content-type"].startswith("application/problem+json")
     assert (await client.get("/v1/audit", headers=support)).status_code == 403
+
+
+
+async def test_an_audit_row_says_where_the_request_came_from(app_with: AppWith) -> None:
+    """Who, which member, what, when, and from where: the client's address as the rate limits
+    read it (loyalty/access/addresses.py, behind trusted proxies the nearest untrusted hop;
+    tested there); none for what no request did."""
+    async with app_with() as (client, actors):
+        member = await actors.member()
+        database = actors.settings.database_url
+        assert database
+        read = await client.get(f"/v1/members/{member.member_id}",
+                                headers=bearer(await actors.staff("support")))
+        assert read.status_code == 200, read.text
+        listed = await client.get("/v1/audit", params={"action": "members.read"},
+                                  headers=bearer(await actors.staff("admin")))
+        # The test client's peer is named "testclient" (tests/conftest.py asgi_transport).
+        assert [item["address"] for item in listed.json()["items"]] == ["testclient"]
+        conn = await asyncpg.connect(database)
+        try:
+            await init_connection(conn)
+            await record_audit(conn, actor_kind="system", actor_id=None, action="jobs.test",
+                               subject_kind="job", subject_id=None)
+        finally:
+            await conn.close()
+        rows = await query(database, "select address from audit_log where action = 'jobs.test'")
+        assert [row["address"] for row in rows] == [None]

@@ -54,6 +54,9 @@ async def test_reads_show_up_with_who_and_about_whom_and_filter(
     assert mine.status_code == 200
     assert mine.text.count("<code>members.read</code>") == 1
     assert f"/console/members/{second}" in mine.text
+    # Where the read came from: the test client's peer (tests/conftest.py asgi_transport).
+    assert "接続元" in mine.text
+    assert '<td class="audit-id">testclient</td>' in mine.text
     assert f"/console/members/{first}" not in mine.text
     nobody = await client.get("/console/audit", params={"actor": staff_email("analyst")})
     assert "この条件に合う記録はありません" in nobody.text
