@@ -26,7 +26,7 @@ from loyalty.promotions.store_events import create_event, invite_members
 from schemas.coupons import CouponTemplateCreate, FixedAmount
 from schemas.events import EventCreate
 from schemas.segments import SegmentCreate, StatusCondition
-from tests.factories import instant
+from tests.factories import instant, query
 
 SEGMENT = "アクティブ会員"
 TEMPLATE = "冬のご優待 500円引き"
@@ -94,8 +94,5 @@ async def _seed(conn: Connection) -> Promotions:
 async def count_rows(settings: Settings, sql: str, *args: object) -> int:
     """``sql``'s one number, on the test's database."""
     assert settings.database_url
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        return int(await conn.fetchval(sql, *args))
-    finally:
-        await conn.close()
+    rows = await query(settings.database_url, sql, *args)
+    return int(rows[0][0])
