@@ -17,17 +17,12 @@ import contextlib
 import datetime as dt
 import logging
 import random
-import select
-import socket
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import asyncpg
-import httpcore
-import httpx
 import msgspec
 
 from loyalty.core.db import Connection, Pool, create_pool, repeat_in_batches
@@ -36,7 +31,8 @@ from loyalty.core.metrics import OUTBOX_LAST_SEQ, WEBHOOK_DELIVERIES, WEBHOOK_OL
 from loyalty.core.outbox import emit
 from loyalty.core.paging import decode_cursor, encode_cursor
 from loyalty.core.settings import Settings
-from loyalty.ops.webhooks import UnsafeUrl, check_url_form, resolve_checked, sign
+from loyalty.ops.webhook_http import DeliveryClient, ReceiverError
+from loyalty.ops.webhooks import UnsafeUrl, sign
 from schemas.base import Page
 from schemas.webhooks import (
     ENDPOINT_DISABLED_TYPE,
@@ -51,102 +47,25 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "loyalty_webhooks"
 TIMEOUT_SECONDS = 10.0
-# The first bytes of a receiver's answer kept in the log.
-RESPONSE_HEAD_BYTES = 512
+# Answers that send the client elsewhere, which a delivery never follows.
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 BATCH = 100
-# Requests a worker has in flight at once, and the connections its pool keeps open (HTTP/1.1
-# keep-alive). httpcore's pool looks at every connection it holds for each request it assigns,
-# asking each idle one's socket whether it was closed: with 100 connections that was 70 % of
-# a worker's time and it delivered about 260 events/s to a local receiver; with 10, about 750
-# (docs/performance.md). What it costs: one worker waits on at most 10 answers at once, so a
-# receiver taking 100 ms gets at most ~100 events/s from each worker.
-IN_FLIGHT = 10
+# Requests a worker has in flight at once, and the keep-alive connections it keeps per receiver.
+# What it costs: one worker waits on at most 32 answers at once, so a receiver taking 100 ms
+# gets at most ~320 events/s from each worker; more workers share the work. (With httpx the
+# pool scanned every connection per request, which held this to 10: docs/performance.md.)
+IN_FLIGHT = 32
 _encode = msgspec.json.Encoder().encode
 
 
 # -- sending ----------------------------------------------------------------------------------
 
 
-def _readable(sock: socket.socket | None) -> bool:
-    """Whether a read would return at once: an idle keep-alive connection that is readable was
-    closed by the receiver (or sent what it should not), and is not used again."""
-    if sock is None or sock.fileno() < 0:
-        return True
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
-class _Stream(httpcore.AsyncNetworkStream):
-    """A connection's stream that answers the pool's "is it readable?" from the socket it keeps.
-    The pool asks it of every idle connection for each request it assigns, and anyio's stream
-    builds all of its attributes again for each question (getpeername and all): a fifth of a
-    worker's time (docs/performance.md)."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._socket: socket.socket | None = inner.get_extra_info("socket")
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109 - httpcore's signature
-        return await self._inner.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109 - httpcore's signature
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
-                        ) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            return _readable(self._socket)
-        return self._inner.get_extra_info(info)
-
-
-class _CheckedAddressBackend(httpcore.AsyncNetworkBackend):
-    """Resolves the host itself, refuses it unless every address is allowed, and connects to
-    a checked address: a name that answers a public address to the check and a private one to
-    the connection (DNS rebinding) cannot reach the private one. The TLS server name and the
-    Host header stay the URL's host (httpcore passes them on separately)."""
-
-    def __init__(self, *, allow_private: bool) -> None:
-        self._inner = httpcore.AnyIOBackend()
-        self._allow_private = allow_private
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None,
-                          ) -> httpcore.AsyncNetworkStream:
-        addresses = await resolve_checked(host, port, allow_private=self._allow_private)
-        failure: Exception | None = None
-        for address in addresses:
-            try:
-                return _Stream(await self._inner.connect_tcp(
-                    str(address), port, timeout=timeout, local_address=local_address,
-                    socket_options=socket_options))
-            except httpcore.ConnectError as exc:
-                failure = exc
-        assert failure is not None
-        raise failure
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-def delivery_client(*, allow_private: bool) -> httpx.AsyncClient:
-    """One pooled client per worker: 10 s timeout, redirects never followed, every connection
-    to an address checked when it is made."""
-    transport = httpx.AsyncHTTPTransport()
-    transport._pool = httpcore.AsyncConnectionPool(  # httpx has no parameter for a network backend
-        ssl_context=httpx.create_ssl_context(), max_connections=IN_FLIGHT,
-        max_keepalive_connections=IN_FLIGHT, keepalive_expiry=5.0,
-        network_backend=_CheckedAddressBackend(allow_private=allow_private))
-    return httpx.AsyncClient(transport=transport, timeout=TIMEOUT_SECONDS,
-                             follow_redirects=False)
+def delivery_client(*, allow_private: bool) -> DeliveryClient:
+    """One client per worker: keep-alive connections (as many as requests in flight), each to
+    an address checked when it is made, redirects never followed (loyalty/ops/webhook_http.py).
+    """
+    return DeliveryClient(allow_private=allow_private, keep=IN_FLIGHT)
 
 
 @dataclass(frozen=True)
@@ -179,7 +98,7 @@ def envelope(row: Any) -> bytes:
                     "api_version": row["api_version"], "data": row["data"]})
 
 
-async def send(client: httpx.AsyncClient, claimed: Claimed, *, allow_private: bool) -> Outcome:
+async def send(client: DeliveryClient, claimed: Claimed, *, allow_private: bool) -> Outcome:
     """One attempt: POST the signed body; what came back, or why nothing did."""
     attempted_at = dt.datetime.now(dt.UTC)
     started = time.monotonic()
@@ -190,38 +109,29 @@ async def send(client: httpx.AsyncClient, claimed: Claimed, *, allow_private: bo
 
     timestamp = int(time.time())
     message_id = str(claimed.event_id)
-    headers = {
-        "content-type": "application/json",
-        "user-agent": "loyalty-webhooks/1",
-        "webhook-id": message_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(claimed.secrets, message_id, timestamp, claimed.body),
-    }
+    headers = (
+        ("content-type", "application/json"),
+        ("webhook-id", message_id),
+        ("webhook-timestamp", str(timestamp)),
+        ("webhook-signature", sign(claimed.secrets, message_id, timestamp, claimed.body)),
+    )
     try:
-        check_url_form(claimed.url, allow_private=allow_private)
-        async with asyncio.timeout(TIMEOUT_SECONDS), \
-                client.stream("POST", claimed.url, content=claimed.body,
-                              headers=headers) as response:
-            head = b""
-            async for chunk in response.aiter_raw():
-                head += chunk
-                if len(head) >= RESPONSE_HEAD_BYTES:
-                    break
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            answer = await client.post(claimed.url, headers, claimed.body)
     except UnsafeUrl as exc:
         return outcome(error=f"refused: {exc.detail}")
-    except (TimeoutError, httpx.TimeoutException):
+    except TimeoutError:
         return outcome(error=f"no answer within {TIMEOUT_SECONDS:.0f} s")
-    except httpx.HTTPError as exc:
-        return outcome(error=f"{type(exc).__name__}: {exc}"[:500])
-    text = head[:RESPONSE_HEAD_BYTES].decode("utf-8", errors="replace")
+    except (ReceiverError, OSError) as exc:
+        return outcome(error=str(exc)[:500])
+    text = answer.head.decode("utf-8", errors="replace")
     error = None
-    if response.is_redirect:
-        error = (f"answered {response.status_code}, a redirect to "
-                 f"{response.headers.get('location', '?')[:200]}, not followed: give the"
-                 " endpoint's final URL")
-    elif not 200 <= response.status_code < 300:
-        error = f"answered {response.status_code}"
-    return outcome(status_code=response.status_code, error=error, head=text)
+    if answer.status in _REDIRECTS and answer.location is not None:
+        error = (f"answered {answer.status}, a redirect to {answer.location[:200]}, not"
+                 " followed: give the endpoint's final URL")
+    elif not 200 <= answer.status < 300:
+        error = f"answered {answer.status}"
+    return outcome(status_code=answer.status, error=error, head=text)
 
 
 # -- claiming and recording -------------------------------------------------------------------
@@ -354,7 +264,7 @@ async def _note_failure(conn: Connection, endpoint_id: UUID, *, now: dt.datetime
                 row["failing_since"].isoformat())
 
 
-async def deliver_due(pool: Pool, client: httpx.AsyncClient, settings: Settings) -> int:
+async def deliver_due(pool: Pool, client: DeliveryClient, settings: Settings) -> int:
     """Claim one batch, send it (side by side), record each outcome; how many were claimed."""
     async with pool.acquire() as conn:
         claimed = await claim_due(conn, now=dt.datetime.now(dt.UTC), lease=dt.timedelta(
@@ -362,7 +272,7 @@ async def deliver_due(pool: Pool, client: httpx.AsyncClient, settings: Settings)
     if not claimed:
         return 0
 
-    # At most IN_FLIGHT at once: the pool's queue stays short (it is scanned per request too).
+    # At most IN_FLIGHT at once, each on a connection of its own.
     gate = asyncio.Semaphore(IN_FLIGHT)
 
     async def gated(item: Claimed) -> Outcome:
