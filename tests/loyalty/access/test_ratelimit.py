@@ -79,3 +79,28 @@ async def test_a_limit_far_above_one_per_millisecond_still_counts(
     # the fast key still exists proves nothing: its lifetime is a millisecond.)
     assert await limiter.hit("slow", limit=1, period_seconds=60) == 0
     assert await limiter.hit("slow", limit=1, period_seconds=60) > 0
+
+
+async def test_requests_that_arrive_together_are_checked_in_one_call_in_order(
+    redis_client: aioredis.Redis, limiter: RateLimiter
+) -> None:
+    """Side by side checks go to Redis as one script call, counted as if one by one: the same
+    key twice counts twice, and each gets its own answer."""
+    import asyncio
+
+    await limiter.hit("warm", limit=1, period_seconds=60)  # the script loaded, from now EVALSHA
+    calls_before = (await redis_client.info("commandstats")).get("cmdstat_evalsha", {})
+    waits = await asyncio.gather(
+        limiter.hit("a", limit=2, period_seconds=60),
+        limiter.hit("b", limit=1, period_seconds=60),
+        limiter.hit("a", limit=2, period_seconds=60),
+        limiter.hit("a", limit=2, period_seconds=60),
+        limiter.peek("b", limit=1, period_seconds=60),
+        limiter.hit("c", limit=5, period_seconds=60),
+    )
+    assert waits[0] == waits[1] == waits[2] == waits[5] == 0
+    assert waits[3] > 0
+    assert waits[4] > 0
+    calls_after = (await redis_client.info("commandstats")).get("cmdstat_evalsha", {})
+    assert calls_after["calls"] - calls_before.get("calls", 0) == 1
+    assert await redis_client.exists("rl:a", "rl:b", "rl:c") == 3
