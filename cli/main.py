@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -164,6 +165,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     with _services(settings, need_redis=False) as urls:
         if settings.migrate_on_start:
             asyncio.run(migrate(urls.database_url))
+        if settings.webhooks_worker_nice:
+            os.nice(settings.webhooks_worker_nice)
         log.info("delivering webhooks")
         asyncio.run(run_delivery_worker(settings, urls.database_url))
 

@@ -139,6 +139,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     webhooks_allow_private: bool = False
     # ``serve`` runs a delivery worker too unless this is off (``loyalty worker`` runs one alone).
     webhooks_worker: Literal["embedded", "off"] = "embedded"
+    # ``loyalty worker`` lowers its CPU priority by this much (os.nice): on a machine it shares
+    # with the API, the tills come first and deliveries take the CPU left over; alone on a
+    # machine it makes no difference. 0 keeps the priority it was started with.
+    webhooks_worker_nice: Annotated[int, Meta(ge=0, le=19)] = 10
     # The worker is woken by NOTIFY; it also looks for due deliveries this often.
     webhooks_poll_seconds: Annotated[float, Meta(gt=0, le=300)] = 5.0
     # Retries: after the n-th failure, base × 2^(n-1) seconds (at most max), ±20 % jitter,

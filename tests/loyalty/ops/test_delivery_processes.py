@@ -19,8 +19,8 @@ from tests.loyalty.ops.receiver import Answer, Received, receiving, verify
 from tests.loyalty.ops.test_delivery import earn, endpoint
 
 
-def _worker(log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "LOYALTY_WEBHOOKS_ALLOW_PRIVATE": "true",
+def _worker(log: Path, **settings: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings, "LOYALTY_WEBHOOKS_ALLOW_PRIVATE": "true",
            "LOYALTY_WEBHOOKS_POLL_SECONDS": "0.3", "LOYALTY_WEBHOOKS_LEASE_SECONDS": "15",
            "LOYALTY_WEBHOOKS_RETRY_BASE_SECONDS": "0.2",
            "LOYALTY_WEBHOOKS_RETRY_MAX_SECONDS": "0.5"}
@@ -70,3 +70,20 @@ async def test_a_worker_killed_mid_delivery_delivers_again_after_restart(
         assert rows[0]["attempts"] == 2
     finally:
         await conn.close()
+
+
+async def test_a_worker_gives_the_tills_the_cpu_first(cli_env: str, tmp_path: Path) -> None:
+    """``loyalty worker`` lowers its priority by LOYALTY_WEBHOOKS_WORKER_NICE once started, so
+    on a machine it shares with the API, requests are served first."""
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    worker = _worker(tmp_path / "worker.log", LOYALTY_WEBHOOKS_WORKER_NICE="7")
+    try:
+        for _ in range(300):
+            if os.getpriority(os.PRIO_PROCESS, worker.pid) != ours:
+                break
+            await asyncio.sleep(0.1)
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(ours + 7, 19)
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+    finally:
+        worker.kill()
+        worker.wait(10)
