@@ -103,6 +103,8 @@ class Verdict:
 
 
 def judge(touches: Sequence[Touch], known: Sequence[Known] = KNOWN) -> Verdict:
+    """Each statement on one shard: every scan of a member-owned table in one partition unless
+    a known exception excuses it, every table written in one partition, one remainder."""
     failures: list[str] = []
     excused: set[str] = set()
     written: set[str] = set()
@@ -183,8 +185,8 @@ async def rehearsal(maintenance: asyncpg.Connection, template_db: str,
         terminal = TerminalPrincipal(created.terminal.terminal_id, store.store_id, store.code)
         templates = [
             await create_template(conn, CouponTemplateCreate(
-                name=name, discount=FixedAmount(amount=100), stackable=True), staff_id=None)
-            for name in ("Wallet 100", "Code 100")]
+                name=title, discount=FixedAmount(amount=100), stackable=True), staff_id=None)
+            for title in ("Wallet 100", "Code 100")]
         # A crowd in every partition, so that a statement that prunes has something to skip.
         for n in range(4 * PARTITIONS):
             await insert_member(conn, f"Crowd {n}")
@@ -368,14 +370,16 @@ async def test_an_engagement_action_touches_the_members_shard_only(rehearsal: Re
         outcome = await record_action(
             cast(Connection, observed), member_id=member, action="sns_share",
             target="https://example.com/tea", rulebook=RuleBook(), programme=PROGRAMME,
-            now=rehearsal.now)
+            now=rehearsal.now,
+            # The app's key is the member's own: idempotency_keys by principal is by member.
+            idempotency=Idempotency(member, f"a-{uuid7()}", b"\0" * 32))
         assert msgspec.json.decode(outcome.body)["points"] > 0
 
     verdict = judge(observed.touches)
     _assert_one_shard(verdict)
     assert {"member_actions", "point_entries", "point_lots", "members"} <= verdict.written
     assert verdict.excused == set()
-    assert verdict.other_written == {"outbox"}
+    assert verdict.other_written == {"idempotency_keys", "outbox"}
 
 
 async def test_a_statement_without_a_member_to_prune_by_fails_the_rehearsal(
