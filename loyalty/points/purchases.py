@@ -255,12 +255,17 @@ def _coupon_usage(member: str) -> str:
     return f"""
 case when cardinality(:template_ids::uuid[]) = 0 then '{{}}'::jsonb else (
     select coalesce(jsonb_object_agg(u.template_id, u.n), '{{}}') from (
-        select r.template_id, count(*) as n from coupon_redemptions r
-         where r.member_id = any(array(
-                   select {member}::uuid union all
-                   select mm.member_id from members mm where mm.merged_into = {member}))
-           and r.template_id = any(:template_ids::uuid[]) and r.reinstated_at is null
-         group by r.template_id) u) end"""  # noqa: S608 - the member expression is one of two constants named at import
+        select used.template_id, sum(used.n)::bigint as n
+          from (select {member}::uuid union all
+                select mm.member_id from members mm where mm.merged_into = {member})
+               as family (member_id),
+               -- Member by member of the family: each one's rows by their own member_id.
+               lateral (select r.template_id, count(*) as n from coupon_redemptions r
+                         where r.member_id = family.member_id
+                           and r.template_id = any(:template_ids::uuid[])
+                           and r.reinstated_at is null
+                         group by r.template_id) used
+         group by used.template_id) u) end"""  # noqa: S608 - the member expression is one of two constants named at import
 
 
 _BOOSTS = named("select " + _campaign_boosts(":member::uuid"))

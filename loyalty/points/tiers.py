@@ -66,24 +66,29 @@ def rank(tiers: TierProgramme, code: str | None) -> int:
 
 # -- measures in SQL -------------------------------------------------------------------------
 
-# The qualifying measure of member $1 (and of members merged into them) from $2 to $3.
-# As one array, so each member's rows are found by index (an ``or`` of two conditions on
-# member_id would not be).
-_FAMILY = """any(array(select {member}::uuid union all
-                  select mm.member_id from members mm where mm.merged_into = {member}))"""
+# The qualifying measure of member $1 (and of members merged into them) from $2 to $3, summed
+# member by member of that family: each member's rows are found by index on their own
+# member_id (an ``or`` of two conditions on member_id would not be), and so in one partition or
+# shard of a table distributed by member_id (``= any(array(...))`` would ask every one;
+# docs/scaling.md, "Rehearsal: hash-partitioned by member_id").
+_FAMILY = """(select {member}::uuid union all
+                  select mm.member_id from members mm where mm.merged_into = {member})
+               as family (member_id)"""
 
 SPEND_SQL = """
-coalesce((select sum(p.total - p.returned_amount) from purchases p
-           where p.member_id = """ + _FAMILY + """
-             and p.occurred_at >= {start} and p.occurred_at < {end}), 0)"""  # noqa: S608 - format() slots take $n placeholders or column names from the callers
+coalesce((select sum(x.spend) from """ + _FAMILY + """, lateral (
+            select sum(p.total - p.returned_amount) as spend from purchases p
+             where p.member_id = family.member_id
+               and p.occurred_at >= {start} and p.occurred_at < {end}) x), 0)"""  # noqa: S608 - format() slots take $n placeholders or column names from the callers
 
 # Points earned by purchases and engagement; bulk grants (campaign bonuses, goodwill) are
 # given, not earned, and do not qualify.
 POINTS_SQL = """
-coalesce((select sum(e.amount) from point_entries e
-           where e.member_id = """ + _FAMILY + """
-             and e.created_at >= {start} and e.created_at < {end} and e.grant_id is null
-             and (e.kind = 'earn' or (e.kind = 'reverse' and e.amount < 0))), 0)"""  # noqa: S608 - format() slots take $n placeholders or column names from the callers
+coalesce((select sum(x.points) from """ + _FAMILY + """, lateral (
+            select sum(e.amount) as points from point_entries e
+             where e.member_id = family.member_id
+               and e.created_at >= {start} and e.created_at < {end} and e.grant_id is null
+               and (e.kind = 'earn' or (e.kind = 'reverse' and e.amount < 0))) x), 0)"""  # noqa: S608 - format() slots take $n placeholders or column names from the callers
 
 
 def measure_sql(tiers: TierProgramme, member: str, start: str, end: str) -> str:
