@@ -6,7 +6,6 @@ the pure carry-forward rule. Times are Tokyo business time, the programme's defa
 from __future__ import annotations
 
 import datetime as dt
-from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -21,7 +20,7 @@ from loyalty.insights.liability import (
     project,
 )
 from schemas.analytics import LiabilityAge
-from tests.factories import insert_member
+from tests.factories import insert_lot, insert_member
 
 TZ = ZoneInfo("Asia/Tokyo")
 POINT_VALUE = 0.5
@@ -33,43 +32,6 @@ def at(day: str) -> dt.datetime:
 
 
 NOW = at("2026-06-15")
-
-
-async def lot(conn: Connection, member_id: UUID, earned: dt.datetime, points: int, *,
-              expires: dt.datetime | None = None,
-              outcomes: tuple[tuple[dt.datetime, str, int], ...] = (),
-              origin_lot_id: UUID | None = None) -> UUID:
-    """A lot as the ledger writes it: the entry that earned it, the lot, and for each outcome
-    (when, entry kind, points) an entry drawing on it with its allocation; the member's balance
-    kept equal to the sum of their entries."""
-    kind = "earn" if origin_lot_id is None else "transfer"
-    entry_id = await conn.fetchval(
-        "insert into point_entries (member_id, entry_id, kind, amount, reason, source,"
-        " created_at) values ($1, uuid_v7(), $2, $3, 'test', 'system', $4) returning entry_id",
-        member_id, kind, points, earned)
-    taken = sum(p for _, _, p in outcomes)
-    lot_id: UUID = await conn.fetchval(
-        "insert into point_lots (member_id, lot_id, entry_id, points, remaining, earned_at,"
-        " available_at, released_at, expires_at, origin_lot_id)"
-        " values ($1, uuid_v7(), $2, $3, $4, $5, $5, $5, $6, $7) returning lot_id",
-        member_id, entry_id, points, points - taken, earned, expires, origin_lot_id)
-    for when, outcome, drawn in outcomes:
-        await conn.execute(
-            """
-            with e as (
-                insert into point_entries (member_id, entry_id, kind, amount, reason, source,
-                                           created_at)
-                values ($1, uuid_v7(), $3, -$4::bigint, 'test', 'system', $5)
-                returning entry_id
-            )
-            insert into point_allocations (member_id, entry_id, lot_id, points)
-            select $1, entry_id, $2, -$4::bigint from e
-            """, member_id, lot_id, outcome, drawn, when)
-    await conn.execute(
-        "update point_balances set available ="
-        " (select sum(amount) from point_entries where member_id = $1) where member_id = $1",
-        member_id)
-    return lot_id
 
 
 async def forecast_now(conn: Connection, months: int = 12) -> dict:  # type: ignore[type-arg]
@@ -103,12 +65,12 @@ async def test_young_lots_are_forecast_to_go_the_way_old_lots_went(db: Connectio
     """
     old = await insert_member(db, "old")
     for _ in range(4):
-        await lot(db, old, at("2024-06-15"), 100, expires=at("2025-06-15"), outcomes=(
+        await insert_lot(db, old, at("2024-06-15"), 100, expires=at("2025-06-15"), outcomes=(
             (at("2024-07-20"), "redeem", 30), (at("2024-09-20"), "redeem", 20),
             (at("2025-06-15"), "expire", 50)))
     young = await insert_member(db, "young")
-    await lot(db, young, at("2026-05-15"), 200, expires=at("2027-05-15"))
-    await lot(db, young, at("2026-06-05"), 10)
+    await insert_lot(db, young, at("2026-05-15"), 200, expires=at("2027-05-15"))
+    await insert_lot(db, young, at("2026-06-05"), 10)
 
     result = await forecast_now(db)
 
@@ -160,10 +122,10 @@ async def test_points_taken_back_leave_the_curve_and_a_merge_keeps_a_lot_at_its_
       shares: redeemed 0.5, then 0.5 + 0.5 x 0.25 = 0.625; outstanding 0.375.
     """
     merged, survivor = await insert_member(db, "merged"), await insert_member(db, "survivor")
-    first = await lot(db, merged, at("2026-03-15"), 100, outcomes=(
+    first = await insert_lot(db, merged, at("2026-03-15"), 100, outcomes=(
         (at("2026-03-20"), "reverse", 20), (at("2026-04-20"), "redeem", 40),
         (at("2026-05-16"), "transfer", 40)))
-    await lot(db, survivor, at("2026-03-15"), 40, origin_lot_id=first,
+    await insert_lot(db, survivor, at("2026-03-15"), 40, origin_lot_id=first,
               outcomes=((at("2026-05-20"), "redeem", 10),))
 
     result = await forecast_now(db)
@@ -194,7 +156,7 @@ async def test_points_younger_than_a_month_are_outstanding_without_a_forecast(
     db: Connection,
 ) -> None:
     member = await insert_member(db, "new")
-    await lot(db, member, at("2026-06-01"), 80, expires=at("2027-06-01"),
+    await insert_lot(db, member, at("2026-06-01"), 80, expires=at("2027-06-01"),
               outcomes=((at("2026-06-10"), "redeem", 30),))
     result = await forecast_now(db)
     assert (result["outstanding_points"], result["history_months"]) == (50, 0)
