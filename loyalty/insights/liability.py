@@ -1,17 +1,18 @@
 """The liability forecast: what will become of the points outstanding now, read from what became
 of the programme's own past lots at each age (docs/analytics.md, "Liability forecast").
 
-The curve. A lot's age is the whole months since it was earned (business calendar, SQL
-``whole_months``). For each age k, the points still in lots at the start of their month k, among
-the lots that have lived all of month k by now (so a young lot counts only for the ages it has
-finished), are the exposure; what was redeemed from them and what expired during month k, over
-the exposure, are the month's redemption and expiry rates. Chained, the rates give the share of
-issued points redeemed, expired and still outstanding at each age: an actuarial life table,
-which uses every lot for as long as it has been watched instead of waiting for a cohort to close.
-Points taken back (earned points reversed on a return, a staff deduction) leave the exposure
-without being an outcome: the curve is the fate of points that stayed with their member. A
-merge's transfer moves a lot to another member with its own dates, so it is neither: the moved
-lot goes on counting at the same age, its points counted once, where they were first earned.
+The curve. A lot's age is the whole months from the business day it was earned (SQL
+``whole_months``: earned on 10 January, one month old from 10 February). For each age k, the
+points still in lots at the start of their month k, among the lots that have lived all of month
+k by now (so a young lot counts only for the ages it has finished), are the exposure; what was
+redeemed from them and what expired during month k, over the exposure, are the month's
+redemption and expiry rates. Chained, the rates give the share of issued points redeemed,
+expired and still outstanding at each age: an actuarial life table, which uses every lot for as
+long as it has been watched instead of waiting for a cohort to close. Points taken back (earned
+points reversed on a return, a staff deduction) leave the exposure without being an outcome: the
+curve is the fate of points that stayed with their member. A merge's transfer moves a lot to
+another member with its own dates, so it is neither: the moved lot goes on counting at the same
+age, its points counted once, where they were first earned.
 
 The forecast. Each outstanding lot, by its age now (rounded to the nearest month) and the month
 in which its own expiry date falls, is carried forward month by month: the curve's redemption
@@ -22,8 +23,9 @@ expiry rates, so a change of the expiry policy shows at once. Ages beyond the ol
 has measured take the oldest age's rate. Points without an expiry that the rates have not
 exhausted after ``LIMIT_MONTHS`` are reported as unresolved, not guessed at.
 
-The queries read every lot and every allocation once, grouped by ages: a few thousand rows
-whatever the size of the programme; the life table and the forecast are pure code below.
+The queries read every lot and every allocation once, summed by business days and then by ages:
+a few hundred rows back whatever the size of the programme; the life table and the forecast
+are pure code below.
 """
 
 from __future__ import annotations
@@ -52,8 +54,11 @@ MAX_MONTHS = 60
 # How far the ultimate outcome is followed: ten years is past any expiry policy in use; points
 # without an expiry left after it are unresolved.
 LIMIT_MONTHS = 120
-# Nobody writes a programme's whole history in one statement: a batch read, like the snapshot.
+# The history is a batch read of every lot and allocation, like the KPI snapshot: the pool's
+# statement timeout (meant for interactive queries) would cut it off on a large programme, and
+# its hash joins would spill to disk within the default work_mem.
 _FORECAST_TIMEOUT = "set local statement_timeout = '15min'"
+_FORECAST_MEMORY = "set local work_mem = '64MB'"
 
 
 # -- the curve -------------------------------------------------------------------------------
@@ -189,39 +194,63 @@ def _month_start(now: dt.datetime, months: int, tz: ZoneInfo) -> dt.date:
 # $1 now, $2 the time zone. Points first issued (lots not carried over by a merge) by elapsed
 # months, and the points each outcome took from lots by (elapsed, age at the entry): redeemed
 # (redeem entries), expired (expire entries), withdrawn (any other entry that drew on a lot:
-# reversals on returns, staff deductions); transfers are neither (the module docstring).
+# reversals on returns, staff deductions); transfers are neither (the module docstring). Rows
+# are summed by business days first, and ages computed on those few thousand sums.
 _HISTORY = """
-with lots as materialized (
-    select member_id, lot_id, points, origin_lot_id is null as first_issued, earned_at,
-           whole_months(earned_at, $1, $2) as elapsed
+with issued as (
+    select (earned_at at time zone $2)::date as earned, sum(points) as points
       from point_lots
-     where earned_at <= $1
+     where earned_at <= $1 and origin_lot_id is null
+     group by 1
+), taken as (
+    select (l.earned_at at time zone $2)::date as earned,
+           (e.created_at at time zone $2)::date as taken,
+           case e.kind when 'redeem' then 'redeemed' when 'expire' then 'expired'
+                       else 'withdrawn' end as outcome,
+           -sum(a.points) as points
+      from point_allocations a
+      join point_entries e on e.member_id = a.member_id and e.entry_id = a.entry_id
+      join point_lots l on l.member_id = a.member_id and l.lot_id = a.lot_id
+     -- Only entries below zero draw on lots (a give-back on a return is a new lot).
+     where e.amount < 0 and e.kind <> 'transfer' and e.created_at <= $1 and l.earned_at <= $1
+     group by 1, 2, 3
+), today as (
+    select ($1::timestamptz at time zone $2)::date as day
 )
-select elapsed, 0 as age, 'issued' as outcome, sum(points)::bigint as points
-  from lots where first_issued group by elapsed
+select whole_months(earned, today.day) as elapsed, 0 as age, 'issued' as outcome,
+       sum(points)::bigint as points
+  from issued, today
+ group by 1
 union all
-select l.elapsed, least(whole_months(l.earned_at, e.created_at, $2), l.elapsed) as age,
-       case e.kind when 'redeem' then 'redeemed' when 'expire' then 'expired'
-                   else 'withdrawn' end as outcome,
-       -sum(a.points)::bigint as points
-  from point_allocations a
-  join point_entries e on e.member_id = a.member_id and e.entry_id = a.entry_id
-  join lots l on l.member_id = a.member_id and l.lot_id = a.lot_id
- where e.kind <> 'transfer' and e.created_at <= $1
+-- An entry a clock skew put before its lot is of age 0.
+select whole_months(earned, today.day) as elapsed,
+       greatest(least(whole_months(earned, taken), whole_months(earned, today.day)), 0) as age,
+       outcome, sum(points)::bigint as points
+  from taken, today
  group by 1, 2, 3
 """
 
 # $1 now, $2 the time zone. The outstanding lots by age now (rounded to the nearest month: a
 # lot's age half a month on, the middle of the first forecast month) and the forecast month
-# their expiry falls in (month m runs from m - 1 whole months after now to m).
+# their expiry falls in (month m runs from m - 1 whole months after today to m), summed by
+# business days first.
 _OUTSTANDING_LOTS = """
-select whole_months(earned_at, $1::timestamptz + interval '15 days', $2) as age,
-       case when expires_at is null then null
-            when expires_at <= $1 then 0
-            else 1 + whole_months($1::timestamptz, expires_at, $2) end as expires_in,
-       sum(remaining)::bigint as points, count(*) as lots
-  from point_lots
- where remaining > 0
+with open as (
+    select (earned_at at time zone $2)::date as earned,
+           (expires_at at time zone $2)::date as expires, expires_at <= $1 as past,
+           sum(remaining) as points, count(*) as lots
+      from point_lots
+     where remaining > 0
+     group by 1, 2, 3
+), today as (
+    select ($1::timestamptz at time zone $2)::date as day
+)
+select greatest(whole_months(earned, today.day + 15), 0) as age,
+       case when expires is null then null
+            when past then 0
+            else 1 + whole_months(today.day, expires) end as expires_in,
+       sum(points)::bigint as points, sum(lots)::bigint as lots
+  from open, today
  group by 1, 2
 """
 
@@ -266,6 +295,7 @@ async def liability_forecast(conn: Connection, *, now: dt.datetime, tz: ZoneInfo
     check_months(months)
     async with one_view(conn):
         await conn.execute(_FORECAST_TIMEOUT)
+        await conn.execute(_FORECAST_MEMORY)
         history = await lot_history(conn, now=now, tz=tz)
         lots = await outstanding_lots(conn, now=now, tz=tz)
     curve = life_table(history)
