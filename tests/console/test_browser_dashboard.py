@@ -144,6 +144,8 @@ def test_the_dashboard_forecasts_the_points_liability_and_the_predicted_value(
     assert "￥46,500" in predicted.text
     assert "￥15,500" in predicted.text
     photograph(browser, photos, "dashboard-liability")
+    predicted.location_once_scrolled_into_view  # noqa: B018
+    photograph(browser, photos, "dashboard-predicted")
 
 
 def test_the_rfm_grid_leads_a_marketer_to_a_segments_members(
