@@ -195,7 +195,7 @@ def _month_start(now: dt.datetime, months: int, tz: ZoneInfo) -> dt.date:
 # months, and the points each outcome took from lots by (elapsed, age at the entry): redeemed
 # (redeem entries), expired (expire entries), withdrawn (any other entry that drew on a lot:
 # reversals on returns, staff deductions); transfers are neither (the module docstring). Rows
-# are summed by business days first, and ages computed on those few thousand sums.
+# are summed by business days first, and ages computed on those sums.
 _HISTORY = """
 with issued as (
     select (earned_at at time zone $2)::date as earned, sum(points) as points
@@ -274,12 +274,14 @@ async def lot_history(conn: Connection, *, now: dt.datetime, tz: ZoneInfo) -> Lo
 
 async def outstanding_lots(conn: Connection, *, now: dt.datetime,
                            tz: ZoneInfo) -> list[OutstandingLots]:
+    """The points outstanding at ``now`` by age and forecast month of expiry."""
     return [OutstandingLots(age=int(row["age"]), expires_in=row["expires_in"],
                             points=int(row["points"]), lots=int(row["lots"]))
             for row in await conn.fetch(_OUTSTANDING_LOTS, now, tz.key)]
 
 
 def check_months(months: int) -> int:
+    """``months`` of forecast to list, or InvalidInput naming the bounds."""
     if not 1 <= months <= MAX_MONTHS:
         raise InvalidInput(f"months must be between 1 and {MAX_MONTHS}, not {months}",
                            field="months")
