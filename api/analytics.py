@@ -1,6 +1,6 @@
 """Analytics for the staff who steer the programme (admin, marketer, analyst): KPIs over a
-period, the RFM distribution and join cohorts. Aggregates only, so analysts may read them: no
-member is named or counted out singly."""
+period, the RFM distribution, join cohorts and the forecast of the points liability.
+Aggregates only, so analysts may read them: no member is named or counted out singly."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from api.params import BusinessDay
 from loyalty.access.roles import MARKETING_READERS
 from loyalty.insights.cohorts import cohorts, parse_month
 from loyalty.insights.kpis import kpis
+from loyalty.insights.liability import DEFAULT_MONTHS, MAX_MONTHS, liability_forecast
 from loyalty.insights.rfm import rfm_distribution
-from schemas.analytics import Cohorts, Kpis, RfmDistribution
+from schemas.analytics import Cohorts, Kpis, LiabilityForecast, RfmDistribution
 from schemas.base import Day, whole
 
 MONTH = whole(r"[1-9][0-9]{3}-(0[1-9]|1[0-2])")
@@ -60,3 +61,16 @@ class AnalyticsController(Controller):
         return await cohorts(conn, first=parse_month(from_, "from"),
                              last=parse_month(to, "to"),
                              tz=services.programme.timezone, now=utc_now())
+
+    @get("/liability", operation_id="getLiabilityForecast")
+    async def liability(self, conn: Db, services: Svc,
+                        months: Annotated[int, QueryParameter(
+                            ge=1, le=MAX_MONTHS,
+                            description="Forecast months to list, 1 to 60")] = DEFAULT_MONTHS,
+                        ) -> LiabilityForecast:
+        """Expected redemption and breakage of the points outstanding now, for each of the
+        coming ``months`` and in all, in points and in the currency, from what became of the
+        programme's past lots at each age (the curve, also returned)."""
+        return await liability_forecast(conn, now=utc_now(), tz=services.programme.timezone,
+                                        point_value=services.settings.point_value,
+                                        months=months)

@@ -1,7 +1,9 @@
 """Dashboard: the KPIs of a period against the period of the same length before it, the
 period's sales by day, week or month (loyalty.insights.kpis, as GET /v1/analytics/kpis), the
 retention of join cohorts as a heatmap (loyalty.insights.cohorts, as GET /v1/analytics/cohorts)
-and the named RFM segments with their counts (loyalty.insights.rfm, as GET /v1/analytics/rfm).
+the named RFM segments with their counts (loyalty.insights.rfm, as GET /v1/analytics/rfm), and
+the forecast of the points liability (loyalty.insights.liability, as GET
+/v1/analytics/liability) beside the churn model's predicted value of the next twelve months.
 Aggregates only, so analysts see it as marketers do; a segment's members are listed, to the
 roles that may read profiles, on /console/rfm/{segment}."""
 
@@ -36,7 +38,7 @@ from loyalty.insights.rfm import (
     rfm_segment_members,
     segment_named,
 )
-from schemas.analytics import Cohorts, Kpis
+from schemas.analytics import Cohorts, Kpis, LiabilityForecast, PredictedLtv
 from schemas.base import SINGLE_LINE, whole
 
 DEFAULT_DAYS = 30
@@ -143,6 +145,68 @@ def _heatmap(table: Cohorts, *, locale: str) -> list[HeatRow]:
     return rows
 
 
+@dataclass(frozen=True, slots=True)
+class ForecastRow:
+    starts: str
+    redeemed: str
+    breakage: str
+    redeemed_value: str
+    breakage_value: str
+    outstanding: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastSummary:
+    """The forecast as the section writes it: the outstanding points and their value, the
+    months measured, the rows of the coming months and the outcome in the end (empty strings
+    where there is no history to forecast from)."""
+
+    points: str
+    value: str
+    history_months: int
+    rows: list[ForecastRow]
+    redeemed: str
+    breakage: str
+    breakage_rate: str
+    unresolved: str
+
+
+def _forecast(forecast: LiabilityForecast, *, currency: str, locale: str) -> ForecastSummary:
+    scale = 10 ** get_currency_precision(currency)
+
+    def count(value: int) -> str:
+        return format_decimal(value, locale=locale)
+
+    def money(value: int) -> str:
+        return format_currency(value / scale, currency, locale=locale)
+
+    rows = [ForecastRow(month.starts.isoformat(), count(month.redeemed_points),
+                        count(month.breakage_points), money(month.redeemed_value),
+                        money(month.breakage_value), count(month.outstanding_points))
+            for month in forecast.months]
+    end = forecast.ultimate
+    return ForecastSummary(
+        points=count(forecast.outstanding_points), value=money(forecast.outstanding_value),
+        history_months=forecast.history_months, rows=rows,
+        redeemed=count(end.redeemed_points) if end else "",
+        breakage=count(end.breakage_points) if end else "",
+        breakage_rate="—" if end is None or end.breakage_rate is None else
+        format_percent(end.breakage_rate, "#,##0.0%", locale=locale),
+        unresolved=count(end.unresolved_points) if end and end.unresolved_points else "")
+
+
+def _predicted(predicted: PredictedLtv, *, currency: str, locale: str) -> dict[str, str]:
+    """The churn model's predicted 12-month value, total and per scored member, as written."""
+    scale = 10 ** get_currency_precision(currency)
+
+    def money(value: float | None) -> str:
+        return "—" if value is None else format_currency(value / scale, currency, locale=locale)
+
+    return {"total": money(predicted.total), "average": money(predicted.average),
+            "members": format_decimal(predicted.members, locale=locale),
+            "unscored": format_decimal(predicted.unscored, locale=locale)}
+
+
 def _cards(now: Kpis, before: Kpis, *, currency: str, locale: str) -> list[Card]:
     scale = 10 ** get_currency_precision(currency)
 
@@ -229,6 +293,9 @@ async def dashboard_page(
         computed_at=kept.computed_at, fresh_minutes=FRESH_SECONDS // 60,
         heatmap=heatmap, heat_columns=max((len(row.cells) for row in heatmap), default=0),
         rfm=rfm, rfm_links=session.role in PROFILE_READERS,
+        forecast=_forecast(figures.liability, currency=currency, locale=locale),
+        predicted=current.predicted_ltv,
+        predicted_text=_predicted(current.predicted_ltv, currency=currency, locale=locale),
         shares={segment.name: "—" if segment.share is None else
                 format_percent(segment.share, "#,##0%", locale=locale)
                 for segment in rfm.segments})

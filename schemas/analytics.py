@@ -79,6 +79,24 @@ class PointKpis(Output):
     breakage_rate: float | None
 
 
+class PredictedLtv(Output):
+    """Predicted value over the next ``horizon_days`` from the churn model's latest scores
+    (loyalty/insights/churn_model.py: expected purchases × expected spend per purchase ×
+    margin): ``total`` and ``average`` of the predicted 12-month value over the ``members``
+    the model scored, that is members (not merged, not erased) with at least one purchase,
+    scored when the weekly fit converged. The ``unscored`` members are left to the cadence rule
+    (no purchase yet, or a fit that did not converge) and not counted. The scores are as of
+    ``scored_at`` (the last run of the churn_model job), whatever the period; all null and 0
+    before the first run."""
+
+    members: int
+    unscored: int
+    total: float | None
+    average: float | None
+    scored_at: dt.datetime | None
+    horizon_days: int
+
+
 class Kpis(Output):
     """The figures of ``from`` to ``to``, business days inclusive. ``snapshot_days`` of them were
     read from daily snapshots, ``live_days`` computed now (today, and past days without one)."""
@@ -92,6 +110,7 @@ class Kpis(Output):
     members: MemberKpis
     purchases: PurchaseKpis
     ltv: LtvKpis
+    predicted_ltv: PredictedLtv
     points: PointKpis
 
 
@@ -144,3 +163,66 @@ class Cohorts(Output):
     to: str
     as_of: dt.datetime
     cohorts: list[Cohort]
+
+
+class LiabilityAge(Output):
+    """Month ``age_months`` of a lot's life, measured on the lots that have lived all of it:
+    ``exposure`` points were still in them at its start, ``redeemed`` and ``expired`` of them
+    went during it; the rates are those over the exposure (null: no exposure at that age). The
+    shares are of the points issued, at the month's end, chained from the rates:
+    redeemed + expired + outstanding = 1."""
+
+    age_months: int
+    exposure: int
+    redeemed: int
+    expired: int
+    redemption_rate: float | None
+    expiry_rate: float | None
+    redeemed_share: float
+    expired_share: float
+    outstanding_share: float
+
+
+class LiabilityMonth(Output):
+    """Forecast month ``month`` (1: the month from now), beginning on business day ``starts``:
+    expected points redeemed and expired unredeemed (breakage), their value in minor units of
+    the currency, and the points expected still outstanding at its end."""
+
+    month: int
+    starts: dt.date
+    redeemed_points: int
+    breakage_points: int
+    redeemed_value: int
+    breakage_value: int
+    outstanding_points: int
+
+
+class LiabilityOutcome(Output):
+    """What becomes of the outstanding points in the end (followed up to ten years): expected
+    redeemed and broken, their value, the points without an expiry still unresolved after ten
+    years, and ``breakage_rate`` = breakage / (redeemed + breakage)."""
+
+    redeemed_points: int
+    breakage_points: int
+    unresolved_points: int
+    redeemed_value: int
+    breakage_value: int
+    breakage_rate: float | None
+
+
+class LiabilityForecast(Output):
+    """Expected redemption and breakage of the points outstanding ``as_of`` (available and
+    pending, in ``outstanding_lots`` lots), from the ``curve`` of what became of the
+    programme's past lots at each age (``history_months`` ages measured), each point worth
+    ``point_value`` minor units. With no lot a full month old yet there is no curve to read:
+    ``months`` is empty and ``ultimate`` null. Method and limits: docs/analytics.md."""
+
+    as_of: dt.datetime
+    point_value: float
+    outstanding_points: int
+    outstanding_value: int
+    outstanding_lots: int
+    history_months: int
+    curve: list[LiabilityAge]
+    months: list[LiabilityMonth]
+    ultimate: LiabilityOutcome | None

@@ -2,10 +2,10 @@
 
 Principals signed up through the API (``Actors``), and a marketer and a till to act through
 (``Staffed``); rows written directly when the API would only be slow (``make_members``,
-``insert_member``, ``Shop``) and read beside the API (``query``); the time zone and programme
-the tests run under (``TOKYO``, ``PROGRAMME``); request bodies (``purchase_body``), keys, and
-the populated world of the authorization matrix (``World``). Test modules import from here,
-never from one another.
+``insert_member``, ``insert_lot``, ``Shop``) and read beside the API (``query``); the time zone
+and programme the tests run under (``TOKYO``, ``PROGRAMME``); request bodies
+(``purchase_body``), keys, and the populated world of the authorization matrix (``World``).
+Test modules import from here, never from one another.
 """
 
 from __future__ import annotations
@@ -190,6 +190,44 @@ async def insert_member(conn: Connection, name: str, **columns: object) -> UUID:
         insert into point_balances (member_id) select member_id from m returning member_id
         """, name, *columns.values())  # noqa: S608 - column names from the test's own keyword arguments
     return member_id
+
+
+async def insert_lot(conn: Connection, member_id: UUID, earned: dt.datetime, points: int, *,
+                     expires: dt.datetime | None = None,
+                     outcomes: tuple[tuple[dt.datetime, str, int], ...] = (),
+                     origin_lot_id: UUID | None = None) -> UUID:
+    """A lot as the ledger writes it, written directly: the entry that earned it (a transfer
+    when it continues ``origin_lot_id``), the lot, and for each outcome (when, entry kind,
+    points) an entry drawing on it with its allocation; the member's balance kept equal to the
+    sum of their entries."""
+    kind = "earn" if origin_lot_id is None else "transfer"
+    entry_id = await conn.fetchval(
+        "insert into point_entries (member_id, entry_id, kind, amount, reason, source,"
+        " created_at) values ($1, uuid_v7(), $2, $3, 'test', 'system', $4) returning entry_id",
+        member_id, kind, points, earned)
+    taken = sum(p for _, _, p in outcomes)
+    lot_id: UUID = await conn.fetchval(
+        "insert into point_lots (member_id, lot_id, entry_id, points, remaining, earned_at,"
+        " available_at, released_at, expires_at, origin_lot_id)"
+        " values ($1, uuid_v7(), $2, $3, $4, $5, $5, $5, $6, $7) returning lot_id",
+        member_id, entry_id, points, points - taken, earned, expires, origin_lot_id)
+    for when, outcome, drawn in outcomes:
+        await conn.execute(
+            """
+            with e as (
+                insert into point_entries (member_id, entry_id, kind, amount, reason, source,
+                                           created_at)
+                values ($1, uuid_v7(), $3, -$4::bigint, 'test', 'system', $5)
+                returning entry_id
+            )
+            insert into point_allocations (member_id, entry_id, lot_id, points)
+            select $1, entry_id, $2, -$4::bigint from e
+            """, member_id, lot_id, outcome, drawn, when)
+    await conn.execute(
+        "update point_balances set available ="
+        " (select sum(amount) from point_entries where member_id = $1) where member_id = $1",
+        member_id)
+    return lot_id
 
 
 _shop_receipts = itertools.count()

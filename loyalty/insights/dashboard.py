@@ -1,8 +1,8 @@
 """The console dashboard's figures, computed together and kept a few minutes (loyalty.core.cache):
 the KPIs of a period and of the one before it, sales by day, week or month, the join cohorts'
-retention and the RFM segments. Each is the function the API's analytics endpoints call; at
-1,000,000 members they take seconds together, which a page read many times a day should not
-wait for each time (docs/console.md)."""
+retention, the RFM segments and the forecast of the points liability. Each is the function the
+API's analytics endpoints call; at 1,000,000 members they take seconds together, which a page
+read many times a day should not wait for each time (docs/console.md)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from loyalty.core.cache import Cached, cache_key, database_scope, read_through
 from loyalty.core.db import Pool
 from loyalty.insights.cohorts import cohorts
 from loyalty.insights.kpis import Grain, kpis, sales_trend
+from loyalty.insights.liability import liability_forecast
 from loyalty.insights.rfm import rfm_distribution
-from schemas.analytics import Cohorts, Kpis, RfmDistribution
+from schemas.analytics import Cohorts, Kpis, LiabilityForecast, RfmDistribution
 
 # Figures older than this are answered and computed again behind; kept a day at most.
 FRESH_SECONDS = 300
@@ -31,6 +32,7 @@ class DashboardFigures(msgspec.Struct):
     trend: list[tuple[dt.date, int, int]]
     cohorts: Cohorts
     rfm: RfmDistribution
+    liability: LiabilityForecast
 
 
 async def dashboard_figures(pool: Pool, *, first: dt.date, last: dt.date, grain: Grain,
@@ -49,8 +51,9 @@ async def dashboard_figures(pool: Pool, *, first: dt.date, last: dt.date, grain:
         retention = await cohorts(conn, first=cohorts_from, last=last.replace(day=1), tz=tz,
                                   now=now)
         rfm = await rfm_distribution(conn)
+        liability = await liability_forecast(conn, now=now, tz=tz, point_value=point_value)
     return DashboardFigures(current=current, previous=previous, trend=trend,
-                            cohorts=retention, rfm=rfm)
+                            cohorts=retention, rfm=rfm, liability=liability)
 
 
 async def kept_dashboard_figures(redis: aioredis.Redis, pool: Pool, *, first: dt.date,
@@ -59,7 +62,7 @@ async def kept_dashboard_figures(redis: aioredis.Redis, pool: Pool, *, first: dt
                                  refresh: bool = False) -> Cached[DashboardFigures]:
     """The figures for these arguments as last computed (at most FRESH_SECONDS old, or being
     computed again), computing them now when none are kept or ``refresh`` asks."""
-    key = cache_key(await database_scope(pool), "dashboard", 1, first, last, grain,
+    key = cache_key(await database_scope(pool), "dashboard", 2, first, last, grain,
                     cohorts_from, tz.key, margin, point_value)
 
     async def compute() -> DashboardFigures:

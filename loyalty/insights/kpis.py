@@ -41,11 +41,13 @@ from asyncpg.transaction import Transaction
 
 from loyalty.core.db import Connection
 from loyalty.core.errors import InvalidInput
+from loyalty.insights.churn_model import VALUE_HORIZON_DAYS
 from schemas.analytics import (
     Kpis,
     LtvKpis,
     MemberKpis,
     PointKpis,
+    PredictedLtv,
     PurchaseKpis,
 )
 
@@ -206,6 +208,32 @@ select (select coalesce(sum(available + pending), 0) from point_balances)
 """
 
 
+# The churn model's latest scores (loyalty/insights/churn_model.py) of members still scored: a
+# member merged or erased since the last run keeps a row until the next one drops it.
+_PREDICTED = """
+select count(*) filter (where s.method = 'model' and s.predicted_value_12m is not null)
+           as members,
+       count(*) filter (where s.method <> 'model' or s.predicted_value_12m is null) as unscored,
+       sum(s.predicted_value_12m) filter (where s.method = 'model') as total,
+       max(s.scored_at) as scored_at
+  from member_churn_scores s
+  join members m on m.member_id = s.member_id
+ where m.merged_into is null and m.status <> 'erased'
+"""
+
+
+async def predicted_ltv(conn: Connection) -> PredictedLtv:
+    """The sum and average of the predicted 12-month value over the members the churn model
+    scored, as of its last run."""
+    row = await conn.fetchrow(_PREDICTED)
+    assert row is not None
+    members = int(row["members"])
+    total = float(row["total"]) if members else None
+    return PredictedLtv(members=members, unscored=int(row["unscored"]), total=total,
+                        average=None if total is None else total / members,
+                        scored_at=row["scored_at"], horizon_days=VALUE_HORIZON_DAYS)
+
+
 async def _flows(conn: Connection, start: dt.datetime, end: dt.datetime, tz: ZoneInfo,
                  skip: Iterable[dt.date] = ()) -> dict[str, int]:
     row = await conn.fetchrow(_FLOWS, start, end, tz.key, list(skip))
@@ -304,6 +332,7 @@ async def kpis(conn: Connection, *, first: dt.date, last: dt.date, tz: ZoneInfo,
             stocks.update({name: int(snapshots[last][name]) for name in STOCK_FIGURES})
         buyers = await conn.fetchrow(_PURCHASERS, start, end)
         assert buyers is not None
+        predicted = await predicted_ltv(conn)
     purchasers, repeaters = int(buyers["purchasers"]), int(buyers["repeat_purchasers"])
     orders, revenue = flows["orders"], flows["sales"] - flows["returns"]
     churn = ratio(stocks["churned"], stocks["active_at_start"])
@@ -325,6 +354,7 @@ async def kpis(conn: Connection, *, first: dt.date, last: dt.date, tz: ZoneInfo,
             purchase_frequency=frequency),
         ltv=lifetime_value(average_order_value=aov, purchase_frequency=frequency,
                            churn_rate=churn, days=days, margin=margin),
+        predicted_ltv=predicted,
         points=PointKpis(
             issued=flows["points_issued"], redeemed=redeemed, expired=expired,
             outstanding=stocks["points_outstanding"],

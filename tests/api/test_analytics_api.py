@@ -158,7 +158,7 @@ async def test_rfm_and_cohorts_over_http(client: Client, actors: Actors,
 
 
 ROUTES = ["/v1/analytics/kpis?from=2025-01-01&to=2025-01-31", "/v1/analytics/rfm",
-          "/v1/analytics/cohorts?from=2025-01&to=2025-03"]
+          "/v1/analytics/cohorts?from=2025-01&to=2025-03", "/v1/analytics/liability"]
 
 
 async def test_only_analysts_marketers_and_admins_read_analytics(client: Client,
@@ -224,6 +224,32 @@ async def test_bad_cohort_months_are_refused(client: Client, actors: Actors, par
     analyst = bearer(await actors.staff("analyst"))
     response = await client.get("/v1/analytics/cohorts", params=params, headers=analyst)
     assert_problem(response, status, field)
+
+
+async def test_the_liability_forecast_of_points_just_earned_is_outstanding_only(
+    client: Client, actors: Actors,
+) -> None:
+    """Points earned at the till today: outstanding, worth 1 each, but no lot is a month old,
+    so there is no curve to forecast from (a clear empty answer, not an error)."""
+    marketer = bearer(await actors.staff("marketer"))
+    key, _ = await actors.terminal()
+    earned = await buy(client, key, await actors.member(), 10_000)
+    response = await client.get("/v1/analytics/liability", headers=marketer)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["outstanding_points"], body["outstanding_value"], body["outstanding_lots"]) \
+        == (earned, earned, 1)
+    assert (body["history_months"], body["curve"], body["months"], body["ultimate"]) == \
+        (0, [], [], None)
+
+
+@pytest.mark.parametrize("months", ["0", "61", "-1", "twelve", "1.5", "9" * 30, ""])
+async def test_bad_forecast_months_are_refused(client: Client, actors: Actors,
+                                               months: str) -> None:
+    analyst = bearer(await actors.staff("analyst"))
+    response = await client.get("/v1/analytics/liability", params={"months": months},
+                                headers=analyst)
+    assert_problem(response, 400)
 
 
 @pytest.fixture

@@ -101,6 +101,7 @@ NOT_PERSONAL: dict[tuple[str, str], str] = {
     ("GET", "/v1/analytics/kpis"): "aggregates",
     ("GET", "/v1/analytics/rfm"): "aggregates",
     ("GET", "/v1/analytics/cohorts"): "aggregates",
+    ("GET", "/v1/analytics/liability"): "aggregates",
     ("GET", "/v1/jobs"): "operations",
     ("GET", "/v1/jobs/{name:str}/runs"): "operations",
     ("GET", "/v1/webhooks/endpoints"): "configuration",

@@ -251,6 +251,7 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/analytics/rfm"): Rule(MARKETING_READERS),
     ("GET", "/v1/analytics/cohorts"): Rule(
         MARKETING_READERS, path=lambda _: "/v1/analytics/cohorts?from=2025-01&to=2025-03"),
+    ("GET", "/v1/analytics/liability"): Rule(MARKETING_READERS),
     # scheduled jobs
     ("GET", "/v1/jobs"): Rule({"admin", "analyst"}),
     ("GET", "/v1/jobs/{name:str}/runs"): Rule(

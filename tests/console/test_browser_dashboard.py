@@ -1,8 +1,9 @@
 """The dashboard's additions, the jobs page and the import page in a real headless Chromium, on
-seeded data (tests/console/seed.py, with RFM scores and job runs added by ``seeded_more``): the
-trend by week and by month, the cohort heatmap, the RFM grid leading a marketer to a segment's
-members, an admin running a job now and following the run, and an admin importing a members
-file with one bad row, following it to its end and downloading the refused row."""
+seeded data (tests/console/seed.py, with RFM scores, job runs, a year and a half of point lots
+and churn scores added by ``seeded_more``): the trend by week and by month, the cohort heatmap,
+the RFM grid leading a marketer to a segment's members, the points liability forecast, an admin
+running a job now and following the run, and an admin importing a members file with one bad row,
+following it to its end and downloading the refused row."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from selenium.webdriver.support.ui import Select
 from jobs.catalogue import job_named
 from jobs.definition import make_context
 from jobs.runs import run_once
-from loyalty.core.db import create_pool
+from loyalty.core.db import Connection, create_pool
 from tests.conftest import make_settings
 from tests.console.browsing import photograph, sign_in, until
 from tests.console.conftest import MoreSeed
+from tests.factories import insert_lot
 
 pytestmark = pytest.mark.browser
 
@@ -52,10 +54,40 @@ def seeded_more() -> MoreSeed:
                 tick = (today - dt.timedelta(days=1)).replace(hour=hour, minute=45 if hour == 0
                                                               else 0)
                 await run_once(ctx, job, tick=tick)
+            async with pool.acquire() as conn:
+                await _points_and_scores(conn, dt.datetime.now(dt.UTC))
         finally:
             await pool.close()
 
     return more
+
+
+async def _points_and_scores(conn: Connection, now: dt.datetime) -> None:
+    """Eighteen months of lots for each seeded member, 100 points a month: 30 to 40 redeemed
+    in their second month, 20 in their fourth, the rest expiring after a year; and the churn
+    model's scores of the seeded members."""
+    day = dt.timedelta(days=1)
+    members = [row["member_id"] for row in await conn.fetch(
+        "select member_id from members order by member_number")]
+    for n, member in enumerate(members):
+        for months_ago in range(1, 19):
+            earned = now - (months_ago * 30.5 + 3 * n) * day
+            expires = earned + 366 * day
+            outcomes = [(when, "redeem", points) for when, points in (
+                (earned + 40 * day, 30 + 5 * n), (earned + 100 * day, 20)) if when < now]
+            if expires < now:
+                outcomes.append((expires, "expire", 100 - sum(p for _, _, p in outcomes)))
+            await insert_lot(conn, member, earned, 100, expires=expires,
+                             outcomes=tuple(outcomes))
+    fit = await conn.fetchval(
+        "insert into churn_model_fits (fitted_at, as_of, parameters, members, converged)"
+        " values ($1, $1, '{}', $2, true) returning fit_id", now, len(members))
+    for n, member in enumerate(members):
+        await conn.execute(
+            "insert into member_churn_scores (member_id, method, p_alive,"
+            " expected_purchases_90d, predicted_value_12m, scored_at, fit_id)"
+            " values ($1, 'model', 0.8, 4, $2, $3, $4)", member, 12_000.0 + 3_500 * n, now,
+            fit)
 
 
 def _trend(browser: webdriver.Chrome) -> str:
@@ -94,6 +126,26 @@ def test_the_dashboard_draws_its_trend_by_week_and_month_and_the_heatmap(
     photograph(browser, photos, "dashboard-cohorts")
     browser.find_element(By.ID, "rfm-title").location_once_scrolled_into_view  # noqa: B018
     photograph(browser, photos, "dashboard-rfm")
+
+
+def test_the_dashboard_forecasts_the_points_liability_and_the_predicted_value(
+    browser: webdriver.Chrome, console: str, photos: Path,
+) -> None:
+    sign_in(browser, console, "analyst")
+    browser.get(f"{console}/console/dashboard")
+    section = browser.find_element(By.CSS_SELECTOR, "section.liability")
+    section.location_once_scrolled_into_view  # noqa: B018
+    assert "ポイント負債の予測" in section.text
+    rows = section.find_elements(By.CSS_SELECTOR, "table.forecast tbody tr")
+    assert len(rows) == 12
+    assert "最終的には" in section.find_element(By.CSS_SELECTOR, ".ultimate").text
+    predicted = browser.find_element(By.CSS_SELECTOR, "section.predicted")
+    # 12,000 + 15,500 + 19,000 yen over the three scored members.
+    assert "￥46,500" in predicted.text
+    assert "￥15,500" in predicted.text
+    photograph(browser, photos, "dashboard-liability")
+    predicted.location_once_scrolled_into_view  # noqa: B018
+    photograph(browser, photos, "dashboard-predicted")
 
 
 def test_the_rfm_grid_leads_a_marketer_to_a_segments_members(

@@ -15,6 +15,7 @@ from loyalty.core.settings import Settings
 from loyalty.insights.rfm import RFM_SEGMENTS, refresh_rfm, rfm_distribution
 from tests.console.seed import seed
 from tests.console.test_console_http import sign_in
+from tests.factories import insert_lot
 
 PATH_D = re.compile(r'<path class="line" d="([^"]*)"')
 
@@ -265,3 +266,63 @@ def _members_card(html: str) -> int:
     found = re.search(r'<h2>会員</h2>\s*<p class="value">([\d,]+)</p>', html)
     assert found, html
     return int(found.group(1).replace(",", ""))
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_without_a_month_of_points_or_model_scores_the_sections_say_what_comes(
+    client: httpx.AsyncClient,
+) -> None:
+    await sign_in(client, "analyst")
+    page = await client.get("/console/dashboard")
+    assert "ポイント負債の予測" in page.text
+    assert "付与から1か月たったポイントがまだないため" in page.text
+    assert '<table class="forecast">' not in page.text
+    assert "離反予測モデルのスコアはまだありません" in page.text
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_the_liability_forecast_and_the_predicted_value_are_on_the_dashboard(
+    client: httpx.AsyncClient, settings: Settings,
+) -> None:
+    """An old lot of 100 (two years ago): 50 redeemed in its second month, 50 expired in its
+    thirteenth; a lot of 200 earned 40 days ago, expiring in 325 days (forecast month 11).
+    Redemption at age 1 is a half: 100 of the 200 in the first month, the other 100 expire:
+    breakage 50%. The churn model scored two members, 1,000.5 and 2,000.25 yen."""
+    assert settings.database_url
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        now = dt.datetime.now(dt.UTC)
+        day = dt.timedelta(days=1)
+        yamada, sato = [row["member_id"] for row in await conn.fetch(
+            "select member_id from members order by member_number limit 2")]
+        old = now - 730 * day
+        await insert_lot(conn, yamada, old, 100, expires=old + 380 * day,
+                         outcomes=((old + 40 * day, "redeem", 50),
+                                   (old + 380 * day, "expire", 50)))
+        await insert_lot(conn, sato, now - 40 * day, 200, expires=now + 325 * day)
+        fit = await conn.fetchval(
+            "insert into churn_model_fits (fitted_at, as_of, parameters, members, converged)"
+            " values (now(), now(), '{}', 2, true) returning fit_id")
+        await conn.execute(
+            "insert into member_churn_scores (member_id, method, p_alive,"
+            " expected_purchases_90d, predicted_value_12m, scored_at, fit_id)"
+            " values ($1, 'model', 0.9, 2, 1000.5, now(), $3),"
+            " ($2, 'model', 0.8, 3, 2000.25, now(), $3)", yamada, sato, fit)
+    finally:
+        await conn.close()
+    await sign_in(client, "marketer")
+    page = await client.get("/console/dashboard")
+    assert page.status_code == 200, page.text
+    assert "いま残っている200ポイント（￥200相当）" in page.text
+    rows = re.findall(r'<tr>\s*<th scope="row">(\d{4}-\d{2}-\d{2})</th>\s*'
+                      r'<td>([\d,]+)</td>\s*<td>([\d,]+)</td>', page.text)
+    assert len(rows) == 12
+    assert (rows[0][1], rows[0][2]) == ("100", "0")
+    assert (rows[10][1], rows[10][2]) == ("0", "100")
+    assert "最終的には100ポイントが利用され、100ポイントが使われずに失効する見込みです" \
+           "（失効率50.0%）" in page.text
+    assert re.search(r"<h3>12か月の予測価値（合計）</h3>\s*<p class=\"value\">￥3,001</p>",
+                     page.text)
+    assert re.search(r"<h3>評価済み会員1人あたり</h3>\s*<p class=\"value\">￥1,500</p>",
+                     page.text)
+    assert "購買のある会員2人" in page.text
