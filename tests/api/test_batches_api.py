@@ -367,3 +367,57 @@ async def test_a_batch_interleaved_with_live_purchases_keeps_the_ledger_whole(
     assert all(a["outcome"] == "replayed" for a in again.json()["items"]
                if a["status"] == 201)
     check_invariants(await ledger_rows(settings.database_url))
+
+
+# -- no item makes a 500 ---------------------------------------------------------------------
+
+_members = st.sampled_from([{"number": "0000000000"},
+                            {"id": "00000000-0000-7000-8000-000000000000"},
+                            {"card": "x" * 20}])
+_purchases = st.fixed_dictionaries({
+    "member": _members,
+    "receipt_id": st.sampled_from(["FZ-1", "FZ-2", "FZ-3"]),
+    "occurred_at": st.sampled_from(["2026-01-05T10:00:00+09:00", "2099-12-31T00:00:00Z"]),
+    "total": st.integers(min_value=0, max_value=10_000_000_000),
+    "currency": st.sampled_from(["JPY", "USD"]),
+    "lines": st.lists(st.fixed_dictionaries({
+        "sku": st.just("S"), "unit_price": st.integers(min_value=0, max_value=10_000_000),
+        "quantity": st.integers(min_value=1, max_value=100)}), min_size=1, max_size=3),
+    "redeem_points": st.integers(min_value=0, max_value=100_000_000),
+    "discount": st.integers(min_value=0, max_value=10_000_000_000),
+})
+_items = st.lists(st.one_of(
+    st.fixed_dictionaries({"kind": st.just("purchase"), "purchase": _purchases}),
+    st.fixed_dictionaries({
+        "kind": st.just("return"),
+        "receipt_id": st.sampled_from(["FZ-1", "FZ-2", "NONE"]),
+        "returned": st.one_of(
+            st.fixed_dictionaries({"amount": st.integers(min_value=1,
+                                                         max_value=10_000_000_000)}),
+            st.fixed_dictionaries({"lines": st.lists(st.fixed_dictionaries({
+                "line": st.integers(min_value=0, max_value=499),
+                "quantity": st.integers(min_value=1, max_value=100_000)}),
+                min_size=1, max_size=2)}))}),
+), min_size=1, max_size=6)
+
+
+@hypothesis_settings(max_examples=40, deadline=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=_items)
+async def test_no_item_makes_a_500(
+    client: Client, actors: Actors, till: dict[str, str], items: list[dict[str, Any]],
+) -> None:
+    member = await actors.member()
+    for item in items:
+        item["idempotency_key"] = fresh_key()
+        if item["kind"] == "purchase" and "number" in item["purchase"]["member"]:
+            # A real member, and a total that adds up: items that get as far as the ledger.
+            purchase = item["purchase"]
+            purchase["member"] = {"id": member.member_id}
+            purchase["discount"] = purchase["redeem_points"] = 0
+            purchase["total"] = sum(li["unit_price"] * li["quantity"] for li in purchase["lines"])
+    response = await client.post("/v1/pos/batches", json={"items": items}, headers=till)
+    assert response.status_code == 200, response.text
+    for answer in response.json()["items"]:
+        assert answer["status"] in (201, 404, 409, 422), answer
+        assert (answer["outcome"] == "refused") == ("problem" in answer), answer
