@@ -316,10 +316,10 @@ class PosController(Controller):
         """An offline till's queue, uploaded when it is back: up to 1,000 purchases and
         returns in the order they were rung up, each written exactly as its single request
         would be, once by its own ``idempotency_key``, with its own answer (``created``,
-        ``replayed`` or ``refused`` with its problem). A refused item stops nothing after it;
-        the whole batch sent again writes nothing more and answers every written item as a
-        replay. A redemption the balance no longer covers is refused with
-        ``insufficient_points`` (docs/decisions/0016-offline-tills.md)."""
+        ``replayed`` or ``refused`` with its problem). A refused item stops nothing after it,
+        and its refusal is final under its key: the whole batch sent again writes nothing more
+        and answers every item as it did. A redemption the balance no longer covers is refused
+        with ``insufficient_points`` (docs/offline-tills.md, docs/decisions/0016)."""
         check_distinct_keys(data)
         answers: list[bytes] = []
         counts = {"created": 0, "replayed": 0, "refused": 0}
