@@ -7,33 +7,49 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 from uuid import UUID
 
+import asyncpg
+import msgspec
 from litestar import Controller, Response, get, post
+from litestar.enums import MediaType
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from api.auth import terminals_only
 from api.deps import TERMINAL_DEPENDENCIES, Db, Ledger, Svc, Till, utc_now
+from api.errors import to_problem
 from api.idempotency import idempotent, respond, stored_as
 from api.params import CardParam, NumberParam, PhoneParam
 from loyalty.access.audit import record_audit, record_till_lookup
 from loyalty.access.stores import get_terminal
-from loyalty.core.errors import InvalidInput, NotFound, RateLimited
-from loyalty.core.idempotency import Idempotency
+from loyalty.core.errors import (
+    InsufficientPoints,
+    InvalidInput,
+    LoyaltyError,
+    NotFound,
+    RateLimited,
+)
+from loyalty.core.idempotency import Idempotency, record_refusal, request_hash
 from loyalty.core.normalize import normalize_phone
 from loyalty.members.cards import CardExpired, member_from_card
 from loyalty.members.profiles import find_member_at_till
 from loyalty.points.history import till_member
 from loyalty.points.ledger import Outcome, recorded_outcome
 from loyalty.points.purchases import quote_purchase, record_purchase, validate_coupons
-from loyalty.points.returns import record_return
+from loyalty.points.returns import purchase_by_receipt, record_return
 from schemas.admin import WhoAmI
 from schemas.coupons import CouponValidation, CouponValidationResult
 from schemas.points import (
+    BatchItem,
+    BatchPurchase,
+    BatchReturn,
     MemberRef,
     Purchase,
     PurchaseRecorded,
     Quote,
     ReturnRecorded,
     ReturnRequest,
+    TillBatch,
+    TillBatchResult,
     TillMember,
 )
 
@@ -45,14 +61,38 @@ async def written_once(
     """A terminal's write for the member ``ref`` names, exactly once per key. A retry naming
     the member by a card that has expired since the first attempt still gets that first
     response back."""
+    return respond(await _once_for(ref, services, ledger, idempotency, write))
+
+
+async def _once_for(
+    ref: MemberRef, services: Svc, ledger: Ledger, idempotency: Idempotency,
+    write: Callable[[UUID | str], Awaitable[Outcome]],
+) -> Outcome:
     try:
         member = _member(ref, services)
     except CardExpired:
         replay = await recorded_outcome(ledger, idempotency)
         if replay is None:
             raise
-        return respond(replay)
-    return respond(await write(member))
+        return replay
+    return await write(member)
+
+
+async def _purchase_once(data: Purchase, terminal: Till, ledger: Ledger, services: Svc,
+                         idempotency: Idempotency) -> Outcome:
+    """``POST /v1/pos/purchases``, alone or as an item of a batch."""
+    return await _once_for(
+        data.member, services, ledger, idempotency,
+        lambda member: record_purchase(
+            ledger, member=member, purchase=data, terminal=terminal, idempotency=idempotency,
+            rulebook=services.rulebook, programme=services.programme, now=utc_now()))
+
+
+async def _return_once(purchase_id: UUID, data: ReturnRequest, terminal: Till, ledger: Ledger,
+                       idempotency: Idempotency) -> Outcome:
+    """``POST /v1/pos/purchases/{purchase_id}/returns``, alone or as an item of a batch."""
+    return await record_return(ledger, purchase_id=purchase_id, request=data,
+                               terminal=terminal, idempotency=idempotency, now=utc_now())
 
 
 def _member(ref: MemberRef, services: Svc) -> UUID | str:
@@ -72,6 +112,113 @@ async def _limit_lookups(terminal: Till, services: Svc) -> None:
         raise RateLimited("this till has looked up too many members by number or phone in the"
                           " last minute; scan the member's card, or try again after the time in"
                           " Retry-After", retry_after=wait)
+
+
+# A batch of 1,000 purchases of a few lines each is about 500 KB of JSON: more than the API's
+# usual body limit allows.
+BATCH_BODY_LIMIT = 8 * 1024 * 1024
+
+# What refuses one item of a batch and lets the next go on: what a single request is answered
+# with a 4xx (or a retryable 503) for while its connection stays good. A lost connection ends
+# the batch with 503: what was written stays written, and the batch sent again replays it.
+_ITEM_REFUSALS = (LoyaltyError, asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
+                  asyncpg.QueryCanceledError)
+
+
+class _Answer(msgspec.Struct, omit_defaults=True):
+    """``BatchItemResult`` as it is sent: a written item's first answer as it was stored."""
+
+    index: int
+    idempotency_key: str
+    outcome: str
+    status: int
+    purchase: msgspec.Raw | None = None
+    returned: msgspec.Raw | None = None
+    problem: msgspec.Raw | None = None
+
+
+_encode_answer = msgspec.json.Encoder().encode
+_encode_problem = msgspec.json.Encoder().encode
+
+
+def check_distinct_keys(batch: TillBatch) -> None:
+    """Two items under one key would be one write answered twice: refused before anything
+    is written."""
+    seen: dict[str, int] = {}
+    for index, item in enumerate(batch.items):
+        first = seen.setdefault(item.idempotency_key, index)
+        if first != index:
+            raise InvalidInput(
+                f"items {first} and {index} have the same idempotency_key "
+                f"{item.idempotency_key!r}: give each sale or return a key of its own",
+                field=f"items[{index}].idempotency_key", code="duplicate_idempotency_key")
+
+
+async def _batch_item(index: int, item: BatchItem, terminal: Till, ledger: Ledger,
+                      services: Svc) -> _Answer:
+    """One item of a batch through its single request's own path, hashed as that request
+    is, so the same key sent alone or in a batch is the same write."""
+    key = item.idempotency_key
+    idempotency: Idempotency | None = None
+    try:
+        match item:
+            case BatchPurchase(purchase=purchase):
+                idempotency = Idempotency(terminal.terminal_id, key, request_hash(
+                    "POST", "/v1/pos/purchases", purchase))
+                outcome = await _purchase_once(purchase, terminal, ledger, services,
+                                               idempotency)
+            case BatchReturn(purchase_id=purchase_id, receipt_id=receipt_id):
+                if purchase_id is None:
+                    assert receipt_id is not None  # one of the two: BatchReturn is a OneOf
+                    purchase_id = await purchase_by_receipt(ledger, terminal.store_id,
+                                                            receipt_id)
+                idempotency = Idempotency(terminal.terminal_id, key, request_hash(
+                    "POST", f"/v1/pos/purchases/{purchase_id}/returns", item.returned))
+                outcome = await _return_once(purchase_id, item.returned, terminal, ledger,
+                                             idempotency)
+    except _ITEM_REFUSALS as refused:
+        return await _refused(index, key, _for_the_till(refused), ledger, idempotency)
+    raw = msgspec.Raw(outcome.body)
+    if outcome.status >= 400:  # refused before, and kept under its key: refused again
+        return _Answer(index, key, "refused", outcome.status, problem=raw)
+    return _Answer(index, key, "replayed" if outcome.replayed else "created", outcome.status,
+                   purchase=raw if isinstance(item, BatchPurchase) else None,
+                   returned=raw if isinstance(item, BatchReturn) else None)
+
+
+def _for_the_till(refusal: Exception) -> Exception:
+    """The overdraft policy's refusal says what the till does next (decision 0016)."""
+    if not isinstance(refusal, InsufficientPoints):
+        return refusal
+    return InsufficientPoints(
+        f"the member's points do not cover this redemption now ({refusal.detail}): spent "
+        "elsewhere since the sale, or never there; nothing of this purchase is recorded. "
+        "Settle the difference with the member, then send the purchase again without "
+        "redeem_points under a new key to record what it earns",
+        field="purchase.redeem_points")
+
+
+# Refusals that a later try may see otherwise: the key is another request's or in use, the
+# service was busy (every 5xx passes too).
+_PASSING = {"idempotency_key_reused", "idempotency_key_in_flight", "rate_limited"}
+
+
+async def _refused(index: int, key: str, refusal: Exception, ledger: Ledger,
+                   idempotency: Idempotency | None) -> _Answer:
+    """The item's problem, kept under its key when it is final: the batch sent again is
+    answered the same, even where the member's balance has changed since."""
+    problem = to_problem(refusal)
+    status = problem.status_code
+    body = _encode_problem({
+        "type": problem.type_, "title": problem.title, "status": status,
+        "detail": problem.detail,
+        **(problem.extra if isinstance(problem.extra, dict) else {})})
+    if (idempotency is not None and 400 <= status < 500
+            and getattr(refusal, "code", None) not in _PASSING):
+        # False: the key was written meanwhile (the item sent alone at the same moment); its
+        # answer stands, and is what the batch sent again gets.
+        await record_refusal(ledger, idempotency, status, body)
+    return _Answer(index, key, "refused", status, problem=msgspec.Raw(body))
 
 
 class PosController(Controller):
@@ -148,12 +295,7 @@ class PosController(Controller):
         idempotency: Idempotency,
     ) -> Response[bytes]:
         """Record a purchase: earn and redeem in one transaction, exactly once per key."""
-        return await written_once(
-            data.member, services, ledger, idempotency,
-            lambda member: record_purchase(
-                ledger, member=member, purchase=data, terminal=terminal,
-                idempotency=idempotency, rulebook=services.rulebook,
-                programme=services.programme, now=utc_now()))
+        return respond(await _purchase_once(data, terminal, ledger, services, idempotency))
 
     @post("/purchases/{purchase_id:uuid}/returns", operation_id="posRecordReturn",
           status_code=201, responses={201: stored_as(ReturnRecorded)})
@@ -163,7 +305,29 @@ class PosController(Controller):
         ledger: Ledger, idempotency: Idempotency,
     ) -> Response[bytes]:
         """Return lines or an amount of a purchase made at this store, exactly once per key."""
-        outcome = await record_return(ledger, purchase_id=purchase_id, request=data,
-                                      terminal=terminal, idempotency=idempotency, now=utc_now())
-        return respond(outcome)
+        return respond(await _return_once(purchase_id, data, terminal, ledger, idempotency))
+
+    @post("/batches", operation_id="posRecordBatch", status_code=200,
+          request_max_body_size=BATCH_BODY_LIMIT,
+          responses={200: ResponseSpec(data_container=TillBatchResult,
+                                       description="Each item's own answer, in order")})
+    async def batch(self, data: JSONBody[TillBatch], terminal: Till, ledger: Ledger,
+                    services: Svc) -> Response[bytes]:
+        """An offline till's queue, uploaded when it is back: up to 1,000 purchases and
+        returns in the order they were rung up, each written exactly as its single request
+        would be, once by its own ``idempotency_key``, with its own answer (``created``,
+        ``replayed`` or ``refused`` with its problem). A refused item stops nothing after it,
+        and its refusal is final under its key: the whole batch sent again writes nothing more
+        and answers every item as it did. A redemption the balance no longer covers is refused
+        with ``insufficient_points`` (docs/offline-tills.md, docs/decisions/0016)."""
+        check_distinct_keys(data)
+        answers: list[bytes] = []
+        counts = {"created": 0, "replayed": 0, "refused": 0}
+        for index, item in enumerate(data.items):
+            answer = await _batch_item(index, item, terminal, ledger, services)
+            counts[answer.outcome] += 1
+            answers.append(_encode_answer(answer))
+        body = b'{"created":%d,"replayed":%d,"refused":%d,"items":[%b]}' % (
+            counts["created"], counts["replayed"], counts["refused"], b",".join(answers))
+        return Response(body, status_code=200, media_type=MediaType.JSON)
 

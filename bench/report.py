@@ -14,7 +14,7 @@ _FILE_NAMES = {"earn": "earn", "earn latency at half load (p99)": "latency",
                "member read": "read", "retry storm": "storm", "expiry": "expiry",
                "launch": "launch", "dormancy": "dormancy",
                "console pages": "console", "webhooks: one worker's drain": "webhooks-drain",
-               "webhooks: earn ratio on": "webhooks-earn"}
+               "webhooks: earn ratio on": "webhooks-earn", "batches": "batches"}
 
 
 def report(results: list[Result]) -> None:

@@ -4,7 +4,7 @@ and print each figure next to a reference measured in the same run on the same d
     python -m bench.run [--members N] [--scenarios earn,latency,read,storm,console,expiry,launch]
                         [--duration S]
 
-``dormancy`` and ``webhooks`` are run only when named in ``--scenarios``.
+``dormancy``, ``webhooks`` and ``batches`` are run only when named in ``--scenarios``.
 
 With ``LOYALTY_DATABASE_URL`` / ``LOYALTY_REDIS_URL`` set it uses those servers (a database
 ``loyalty_bench`` is created on the PostgreSQL server and dropped at the end); otherwise it
@@ -33,7 +33,12 @@ from bench.harness import DATA_DIR, DATABASE, WORK, Result, say
 from bench.http import find_pgbench, find_wrk, http_scenarios, running_service
 from bench.load import load
 from bench.report import report
-from bench.scenarios import dormancy_scenario, expiry_scenario, launch_scenario
+from bench.scenarios import (
+    batches_scenario,
+    dormancy_scenario,
+    expiry_scenario,
+    launch_scenario,
+)
 from bench.webhooks import webhooks_scenario
 from loyalty.access.sessions import start_session
 from loyalty.access.stores import create_terminal, ensure_store
@@ -47,8 +52,9 @@ from loyalty.core.settings import load_settings
 # functions on copies of the data set.
 HTTP_SCENARIOS = ("earn", "latency", "read", "storm", "console")
 SCENARIOS = (*HTTP_SCENARIOS, "expiry", "launch")
-# Run only when asked for (--scenarios dormancy,webhooks); the default stays the list above.
-OPTIONAL_SCENARIOS = ("dormancy", "webhooks")
+# Run only when asked for (--scenarios dormancy,webhooks,batches); the default stays the list
+# above.
+OPTIONAL_SCENARIOS = ("dormancy", "webhooks", "batches")
 SAMPLE = 100_000
 TOKENS = 2_000
 
@@ -111,7 +117,7 @@ def main() -> None:
     if unknown:
         sys.exit(f"bench: unknown scenarios {sorted(unknown)}; "
                  f"choose from {(*SCENARIOS, *OPTIONAL_SCENARIOS)}")
-    http = bool(set(chosen) & {*HTTP_SCENARIOS, "webhooks"})
+    http = bool(set(chosen) & {*HTTP_SCENARIOS, "webhooks", "batches"})
     wrk_binary = find_wrk() if http else ""
     pgbench_binary = find_pgbench()
     settings = load_settings()
@@ -135,6 +141,11 @@ def main() -> None:
                 connections=args.connections, threads=args.threads, common=common)
             if "console" in chosen:
                 results.append(console_scenario(base, dsn, common))
+            if "batches" in chosen:
+                results.append(batches_scenario(
+                    wrk_binary=wrk_binary, base=base, dsn=dsn, prepared=prepared,
+                    duration=args.duration, connections=args.connections,
+                    threads=args.threads, common=common))
             if "webhooks" in chosen:
                 results += webhooks_scenario(
                     wrk_binary=wrk_binary, pgbench_binary=pgbench_binary, base=base, dsn=dsn,

@@ -18,6 +18,7 @@ import msgspec
 from asyncpg.connection import LoggedQuery
 
 from bench.harness import DATABASE, Result, say
+from bench.http import storm_check, wrk
 from loyalty.core.db import Connection, init_connection, with_database
 from loyalty.core.ids import uuid7
 from loyalty.core.outbox import API_VERSION
@@ -421,3 +422,93 @@ async def dormancy_scenario(server_url: str) -> Result:
          "history_rows": fn["history"], "within_target": ratio <= DORMANCY_TARGET_RATIO,
          "copies_agree": agree, "checks": exact, "same_effect": same},
         passed=same)
+
+
+# -- offline tills: batches against single requests -------------------------------------------
+
+BATCH_SIZE = 100
+_WRITTEN = """
+select count(*) from purchases
+ where receipt_id like $1 and recorded_at >= $2 and recorded_at < $3
+"""
+
+
+async def _database_now(dsn: str) -> dt.datetime:
+    conn = await asyncpg.connect(dsn)
+    try:
+        now: dt.datetime = await conn.fetchval("select clock_timestamp()")
+        return now
+    finally:
+        await conn.close()
+
+
+async def _written(dsn: str, prefix: str, start: dt.datetime, end: dt.datetime) -> int:
+    """Purchases of the run ``prefix`` recorded between ``start`` and ``end``; waits first for
+    the batches still running after wrk stopped (their clients gone) to finish writing."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        last = -1
+        while (count := await conn.fetchval(
+                "select count(*) from purchases where receipt_id like $1", prefix + "-%")) \
+                != last:
+            last = count
+            await asyncio.sleep(2)
+        written: int = await conn.fetchval(_WRITTEN, prefix + "-%", start, end)
+        return written
+    finally:
+        await conn.close()
+
+
+def _measured(wrk_binary: str, base: str, dsn: str, script: str, prefix: str,
+              wrk_args: dict[str, Any], env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+    """Purchases per second that ``script`` had written in the database between the start and
+    the end of its run (a batch cut off by the end counts for the items it wrote in time),
+    and wrk's summary."""
+    start = asyncio.run(_database_now(dsn))
+    summary = wrk(wrk_binary, base, script, **wrk_args, env={**env, "BENCH_RUN": prefix})
+    end = asyncio.run(_database_now(dsn))
+    written = asyncio.run(_written(dsn, prefix, start, end))
+    return written / (end - start).total_seconds(), summary
+
+
+def batches_scenario(*, wrk_binary: str, base: str, dsn: str, prepared: dict[str, Any],
+                     duration: int, connections: int, threads: int,
+                     common: dict[str, Any]) -> Result:
+    """Purchases per second uploaded as offline tills do, ``POST /v1/pos/batches`` of 100,
+    against the same purchases sent one request each (``POST /v1/pos/purchases``), in the
+    same run through the same service; afterwards both are checked exactly once per key.
+    Singles run at ``connections``; batches at a quarter of them (each carries 100 purchases:
+    at 32 a batch would wait longer than wrk's timeout)."""
+    run_id = dt.datetime.now().strftime("%H%M%S")
+    env = {"BENCH_TERMINAL_KEY": prepared["terminal_key"], "BENCH_BATCH": str(BATCH_SIZE)}
+    wrk_args = {"seconds": duration, "connections": connections, "threads": threads}
+    batch_connections = max(threads, connections // 4)
+    say("batches: warming up")
+    wrk(wrk_binary, base, "earn.lua", **{**wrk_args, "seconds": 3},
+        env={**env, "BENCH_RUN": f"BW{run_id}"})
+    say(f"batches: POST /v1/pos/purchases for {duration}s at saturation")
+    single_rate, singles = _measured(wrk_binary, base, dsn, "earn.lua", f"BS{run_id}",
+                                     wrk_args, env)
+    say(f"batches: POST /v1/pos/batches of {BATCH_SIZE} for {duration}s at saturation, "
+        f"{batch_connections} connections")
+    batch_rate, batched = _measured(
+        wrk_binary, base, dsn, "batch.lua", f"BB{run_id}",
+        {**wrk_args, "connections": batch_connections}, env)
+    single_check = asyncio.run(storm_check(dsn, f"BS{run_id}"))
+    batch_check = asyncio.run(storm_check(dsn, f"BB{run_id}"))
+    # Every key answered is one purchase and one earn entry: none refused, none doubled.
+    exact = all(c["keys"] == c["purchases"] == c["earns"] and c["doubled"] == 0
+                for c in (single_check, batch_check))
+    say(f"batches: {batch_rate:,.0f} purchases/s in batches, {single_rate:,.0f} alone; "
+        + ("exactly once" if exact else "NOT exactly once"))
+    return Result(
+        "batches", batch_rate, single_rate, "purchases/s",
+        "POST /v1/pos/purchases, one purchase a request",
+        {**common, "batch": BATCH_SIZE, "batch_connections": batch_connections},
+        {"batch_requests_per_s": round(batched["rps"], 2),
+         "batch_p50_ms": batched["p50_us"] / 1000, "batch_p99_ms": batched["p99_us"] / 1000,
+         "batch_errors": batched["errors"], "batch_cpu_cores": batched["cpu_cores"],
+         "single_p50_ms": singles["p50_us"] / 1000, "single_p99_ms": singles["p99_us"] / 1000,
+         "single_errors": singles["errors"], "single_cpu_cores": singles["cpu_cores"],
+         "batch_check": batch_check, "single_check": single_check, "exactly_once": exact},
+        passed=exact and batched["errors"] == 0 and singles["errors"] == 0)

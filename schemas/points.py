@@ -294,3 +294,72 @@ class SimulationResult(Output):
     points: int
     trace: Trace
     reason: str = ""
+
+
+# -- offline tills: a queue of writes uploaded at once (docs/offline-tills.md) ---------------
+
+MAX_BATCH_ITEMS = 1000
+# The same as the Idempotency-Key header of a single write (api/idempotency.py).
+ItemKey = Annotated[str, Meta(min_length=1, max_length=255, pattern=whole(r"[\x21-\x7e]+"))]
+
+
+class BatchPurchase(Input, tag="purchase", tag_field="kind"):
+    """A purchase as ``POST /v1/pos/purchases`` takes it, with that request's
+    ``Idempotency-Key``: the same key and purchase sent alone or in a batch are one write."""
+
+    idempotency_key: ItemKey
+    purchase: Purchase
+
+
+class BatchReturn(OneOf, tag="return", tag_field="kind"):
+    """A return as ``POST /v1/pos/purchases/{purchase_id}/returns`` takes it, naming the
+    purchase by ``purchase_id``, or by its ``receipt_id`` at this store (a purchase the till
+    recorded offline itself, whose id it never learnt). Exactly one of the two."""
+
+    idempotency_key: ItemKey
+    returned: ReturnRequest
+    purchase_id: UUID | None = None
+    receipt_id: ReceiptId | None = None
+    one_of = ("purchase_id", "receipt_id")
+
+
+BatchItem = BatchPurchase | BatchReturn
+
+
+class TillBatch(Input):
+    """A till's queue in the order it rang the sales up: written in that order, each item once
+    by its own ``idempotency_key`` (distinct within the batch)."""
+
+    items: Annotated[list[BatchItem], Meta(min_length=1, max_length=MAX_BATCH_ITEMS)]
+
+
+class ItemProblem(Output):
+    """Why an item was refused: the problem+json its single request would have been answered
+    with."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+
+
+class BatchItemResult(Output):
+    """One item's answer, at the item's ``index`` in the batch. ``created``: written now
+    (``status`` 201); ``replayed``: written before under this key, the first answer again;
+    ``refused``: nothing written, ``problem`` says why (``status`` is its HTTP status)."""
+
+    index: int
+    idempotency_key: str
+    outcome: Literal["created", "replayed", "refused"]
+    status: int
+    purchase: PurchaseRecorded | None = None
+    returned: ReturnRecorded | None = None
+    problem: ItemProblem | None = None
+
+
+class TillBatchResult(Output):
+    created: int
+    replayed: int
+    refused: int
+    items: list[BatchItemResult]

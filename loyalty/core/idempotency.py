@@ -130,6 +130,22 @@ async def record_response(conn: Connection, idempotency: Idempotency, status: in
         idempotency.principal_id, idempotency.key, status, body)
 
 
+async def record_refusal(conn: Connection, idempotency: Idempotency, status: int,
+                         body: bytes) -> bool:
+    """In a statement of its own: keep a refusal under the key, as a write's answer is kept,
+    so the same request again is answered with it (an offline till's batch item: its
+    refusal is final, docs/decisions/0016-offline-tills.md). False when the key was taken
+    meanwhile: its own answer stands."""
+    kept: bool | None = await conn.fetchval(
+        """
+        insert into idempotency_keys (principal_id, idempotency_key, request_hash,
+                                      response_status, response_body)
+        values ($1, $2, $3, $4, $5) on conflict do nothing returning true
+        """,
+        idempotency.principal_id, idempotency.key, idempotency.request_hash, status, body)
+    return bool(kept)
+
+
 # -- keeping keys -------------------------------------------------------------------------------
 
 _DELETE_OLD_KEYS = """

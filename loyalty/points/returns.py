@@ -89,6 +89,19 @@ async def _find_purchase(conn: Connection, purchase_id: UUID, store_id: UUID) ->
     )
 
 
+async def purchase_by_receipt(conn: Connection, store_id: UUID, receipt_id: str) -> UUID:
+    """The purchase recorded at this store under ``receipt_id``: how a till that recorded it
+    offline, and never learnt its id, names it for a return."""
+    found: UUID | None = await conn.fetchval(
+        "select purchase_id from purchases where store_id = $1 and receipt_id = $2",
+        store_id, receipt_id)
+    if found is None:
+        raise NotFound(f"no purchase with receipt {receipt_id} at this store: record the "
+                       "purchase first (earlier in the batch), or name it by purchase_id",
+                       field="receipt_id", code="purchase_not_found")
+    return found
+
+
 class ReturnedLine(msgspec.Struct, frozen=True):
     line: int
     quantity: int

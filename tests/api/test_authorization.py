@@ -160,6 +160,9 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/pos/purchases/{purchase_id:uuid}/returns"): Rule(
         {"terminal_x"}, 201, lambda _: {"amount": 100}, headers=idempotency,
         path=lambda w: f"/v1/pos/purchases/{w.extra['purchase_id']}/returns"),
+    ("POST", "/v1/pos/batches"): Rule({"terminal_x"}, 200, lambda w: {"items": [
+        {"kind": "purchase", "idempotency_key": f"batch-{next(_unique)}",
+         "purchase": member_a_purchase(w)}]}),
     ("GET", "/v1/me/points"): Rule({"member_a", "member_b"}),
     ("GET", "/v1/me/points/history"): Rule({"member_a", "member_b"}),
     ("GET", "/v1/me/points/entries/{entry_id:uuid}"): Rule(

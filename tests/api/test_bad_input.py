@@ -160,7 +160,8 @@ field_names = st.sampled_from([
     "stores", "categories", "per_member_limit", "total_limit", "stackable", "on_return",
     "public_code", "count", "prefix", "members", "segment_id", "definition", "sample_size",
     "holdout_percent", "max_members", "starts_at", "ends_at", "capacity", "place",
-    "invitation_only", "description", "active", "coupon_id",
+    "invitation_only", "description", "active", "coupon_id", "items", "kind",
+    "idempotency_key", "returned", "purchase_id",
 ])
 bodies = st.one_of(json_values, st.dictionaries(field_names, json_values, max_size=6))
 
@@ -173,6 +174,7 @@ BODY_ROUTES = [
     ("POST", "/v1/stores", "admin"), ("POST", "/v1/pos/quotes", "terminal"),
     ("POST", "/v1/pos/purchases", "terminal"),
     ("POST", "/v1/pos/purchases/{purchase}/returns", "terminal"),
+    ("POST", "/v1/pos/batches", "terminal"),
     ("POST", "/v1/me/actions", "member"),
     ("POST", "/v1/members/{id}/adjustments", "keyed_admin"),
     ("POST", "/v1/members/{id}/merge", "keyed_admin"), ("PUT", "/v1/earning-rules", "admin"),
