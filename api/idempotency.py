@@ -206,5 +206,7 @@ def _rendered(request: AnyRequest, result: Any) -> tuple[int, bytes, dict[str, A
 def _response(status: int, body: bytes, *, replayed: bool = False,
               headers: dict[str, Any] | None = None) -> Response[Any]:
     headers = {**(headers or {}), **({REPLAYED: "true"} if replayed else {})}
-    return Response(body or None, status_code=status, media_type=MediaType.JSON,
+    # A kept refusal (an offline till's batch item, docs/decisions/0016) is a problem.
+    media_type = "application/problem+json" if status >= 400 else MediaType.JSON
+    return Response(body or None, status_code=status, media_type=media_type,
                     headers=headers)

@@ -283,6 +283,12 @@ async def test_an_offline_redemption_spent_elsewhere_meanwhile_is_refused_alone(
     assert "300 points asked for, 100 available" in problem["detail"]
     assert "without redeem_points under a new key" in problem["detail"]
     assert (after["outcome"], after["status"]) == ("created", 201)
+    # The refusal is the key's answer, sent alone too: a problem, as it was in the batch.
+    alone = await client.post("/v1/pos/purchases", json=over["purchase"],
+                              headers={**till, "Idempotency-Key": over["idempotency_key"]})
+    assert alone.status_code == 409
+    assert alone.headers["content-type"] == "application/problem+json"
+    assert alone.json() == problem
     rows = await ledger_rows(settings.database_url)
     assert len(rows.entries) == len(before.entries) + 1  # the second sale's earn only
     assert [b["available"] for b in rows.balances] == [100 + 20]
