@@ -61,3 +61,36 @@ class MemberFilter:
 SEGMENTABLE = MemberFilter("m.status in ('active', 'dormant', 'suspended')")
 # What a campaign or a grant acts on: suspended members cannot earn or spend.
 REACHABLE = MemberFilter("m.status in ('active', 'dormant')")
+
+
+# -- consent, as the statements that honour it read it (docs/privacy.md, "Consent") -----------
+
+# The member's latest choice for one purpose, NULL when never asked (index member_consents_current).
+_LATEST_CHOICE = """(select c.granted from member_consents c
+          where c.member_id = {member} and c.purpose = {purpose}
+          order by c.recorded_at desc, c.consent_id desc limit 1)"""
+
+
+def analysis_allowed(member: str) -> str:
+    """SQL: true unless the member ``member`` (an expression for a member id) has withdrawn
+    ``data_analysis``. Never asked counts as allowed: analysis is a purpose every member is told
+    of at joining, and withdrawing it is their objection (docs/privacy.md)."""
+    choice = _LATEST_CHOICE.format(member=member, purpose="'data_analysis'")
+    return f"coalesce({choice}, true)"
+
+
+def may_message(member: str) -> str:
+    """SQL: the jsonb ``{"marketing_email": bool, "push": bool}`` of the member ``member``'s
+    latest choice per messaging channel, never asked being no, as campaigns' ``messaged`` reads
+    it. Messaging events carry it (schemas/outbox.py ``MayMessage``)."""
+    email = _LATEST_CHOICE.format(member=member, purpose="'marketing_email'")
+    push = _LATEST_CHOICE.format(member=member, purpose="'push'")
+    return (f"jsonb_build_object('marketing_email', coalesce({email}, false),"
+            f" 'push', coalesce({push}, false))")
+
+
+# Who may be scored or targeted on a score: RFM, the at-risk flag, the churn model. The purpose
+# is a parameter, as every value is in a segment's SQL.
+ANALYSABLE = MemberFilter(
+    f"coalesce({_LATEST_CHOICE.format(member='m.member_id', purpose='$?::text')}, true)",
+    ("data_analysis",))
