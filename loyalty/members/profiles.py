@@ -314,6 +314,12 @@ async def get_consents(conn: Connection, member_id: UUID) -> Consents:
     return Consents(current=sorted(current.values(), key=lambda c: c.purpose), history=history)
 
 
+def analysis_allowed_by(consents: Consents) -> bool:
+    """Whether ``consents`` let the programme score the member: data_analysis not withdrawn
+    (never asked counts as allowed, as ``loyalty.members.filter.analysis_allowed`` reads it)."""
+    return next((c.granted for c in consents.current if c.purpose == "data_analysis"), True)
+
+
 @dataclass(frozen=True, slots=True)
 class StatusChange:
     """One change of a member's status, and why: ``staff``, ``merge``, ``dormancy``,
