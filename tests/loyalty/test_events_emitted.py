@@ -33,7 +33,7 @@ from loyalty.promotions.birthdays import give_birthday_rewards
 from loyalty.promotions.coupon_templates import create_template
 from loyalty.promotions.coupon_wallet import issue_to_members
 from schemas.coupons import CouponTemplateCreate, FixedAmount
-from schemas.members import ConsentChoice, StaffMemberUpdate
+from schemas.members import ConsentChoice, ConsentPurpose, StaffMemberUpdate
 from schemas.outbox import EVENT_TYPES, envelope_type
 from tests.factories import (
     PROGRAMME,
@@ -598,9 +598,10 @@ async def test_messaging_events_say_on_which_channels_the_member_may_be_messaged
         await init_connection(conn)
         # Member 0: e-mail yes, push withdrawn after being given; member 1: push only;
         # member 2: never asked.
-        for member, choices in ((members[0], {"marketing_email": True, "push": True}),
-                                (members[0], {"push": False}),
-                                (members[1], {"push": True})):
+        answers: list[tuple[UUID, dict[ConsentPurpose, bool]]] = [
+            (members[0], {"marketing_email": True, "push": True}), (members[0], {"push": False}),
+            (members[1], {"push": True})]
+        for member, choices in answers:
             await record_consents(conn, member, [
                 ConsentChoice(purpose=purpose, granted=granted, text_version="v1")
                 for purpose, granted in choices.items()], actor_kind="member", actor_id=member)

@@ -11,12 +11,23 @@ import datetime as dt
 from typing import Any
 from uuid import UUID
 
+from loyalty.access.staff import create_staff
 from loyalty.core.db import Connection
+from loyalty.core.programme import Programme
 from loyalty.insights.at_risk import flag_at_risk
 from loyalty.insights.churn_model import fit_and_score
-from loyalty.insights.rfm import member_rfm, refresh_rfm
+from loyalty.insights.rfm import member_rfm, refresh_rfm, rfm_segment_members
+from loyalty.members.merge import merge_members
 from loyalty.members.profiles import record_consents
-from loyalty.promotions.segments import compile_definition, preview_segment, profiles
+from loyalty.points.rules import RuleBook
+from loyalty.promotions.campaigns import campaign_reach, create_campaign, launch_campaign
+from loyalty.promotions.segments import (
+    compile_definition,
+    create_segment,
+    preview_segment,
+    profiles,
+)
+from schemas.campaigns import BonusPoints, CampaignCreate
 from schemas.members import ConsentChoice
 from schemas.segments import (
     AllOf,
@@ -25,9 +36,10 @@ from schemas.segments import (
     ConsentCondition,
     Not,
     RfmCondition,
+    SegmentCreate,
     StatusCondition,
 )
-from tests.factories import AT_RISK_NOW, Shop, hand_flagged
+from tests.factories import AT_RISK_NOW, TOKYO, Shop, hand_flagged
 from tests.loyalty.insights.test_rfm import NOW, hand_scored, scores
 
 
@@ -105,6 +117,8 @@ async def test_a_member_who_withdrew_is_removed_at_the_next_refresh_if_a_row_sli
         values ($1, $2, 1, 1, 6000, 5, 1, 2, 365, $2)
         """, people["ben"], NOW)
     assert "ben" not in await selected(db, people, RfmCondition(recency=[5]), NOW)
+    listed = await rfm_segment_members(db, "new")
+    assert people["ben"] not in {m.member_id for m in listed.items}
     result = await refresh_rfm(db, now=NOW, window_days=365)
     assert (result["members"], result["removed"]) == (5, 1)
     assert people["ben"] not in await scores(db)
@@ -185,8 +199,6 @@ async def test_a_merge_that_takes_over_a_withdrawal_takes_the_survivors_scores(
     await refresh_rfm(db, now=NOW, window_days=365)
     # ivy never bought and withdrew; merged into ann, who was never asked, her choice is
     # ann's now (loyalty.members.merge), and so is its effect.
-    from loyalty.members.merge import merge_members
-
     await choose(db, people["ivy"], False)
     assert await member_rfm(db, people["ann"]) is not None
     staff = await db.fetchval(
@@ -204,3 +216,26 @@ def test_only_definitions_on_scores_are_profiling() -> None:
     assert profiles(AtRiskCondition(flagged=False))
     assert not profiles(AllOf(conditions=[StatusCondition(statuses=["active"]),
                                           ConsentCondition(purpose="data_analysis")]))
+
+
+async def test_a_campaign_to_a_segment_on_scores_leaves_out_who_withdrew(db: Connection) -> None:
+    people = await hand_flagged(db)
+    await flag_at_risk(db, now=AT_RISK_NOW, multiple=2.0, min_purchases=3)
+    await choose(db, people["cal"], False)
+    staff_id = (await create_staff(db, email="consent@staff.example", password_hash="x",
+                                   role="marketer", display_name="consent")).staff_id
+    # A profiling condition anywhere in the definition makes the whole segment profiling.
+    segment = (await create_segment(db, SegmentCreate(
+        name="Win back", definition=AllOf(conditions=[
+            StatusCondition(statuses=["active"]), AtRiskCondition()])),
+        staff_id=staff_id, now=AT_RISK_NOW)).segment_id
+    campaign = await create_campaign(db, CampaignCreate(
+        name="Win back", action=BonusPoints(points=100), segment_id=segment,
+        channel="marketing_email"), staff_id=staff_id)
+    reach = await campaign_reach(db, campaign.campaign_id, now=AT_RISK_NOW)
+    assert (reach.eligible, reach.treated) == (3, 3)
+    await launch_campaign(db, campaign.campaign_id, rulebook=RuleBook(),
+                          programme=Programme(currency="JPY", timezone=TOKYO), now=AT_RISK_NOW)
+    treated = {r["member_id"] for r in await db.fetch(
+        "select member_id from campaign_members where campaign_id = $1", campaign.campaign_id)}
+    assert treated == {people[name] for name in ("ann", "gus", "jon")}
