@@ -31,7 +31,7 @@ from uuid import UUID
 from loyalty.core.db import Connection
 from loyalty.core.errors import NotFound
 from loyalty.core.paging import decode_cursor, encode_cursor
-from loyalty.members.filter import analysis_allowed
+from loyalty.members.filter import ANALYSIS_WITHDRAWN, analysis_allowed
 from schemas.analytics import RfmCell, RfmDistribution, RfmSegment, RfmSegmentName
 from schemas.base import Page
 from schemas.segments import SegmentMember
@@ -85,9 +85,9 @@ with owned as (
      group by w.member_id
 ), aged as (
     select member_id, last_purchase_at, frequency::int as frequency,
-           monetary::bigint as monetary, {analysis_allowed("measured.member_id")} as analysed,
+           monetary::bigint as monetary, x.member_id is null as analysed,
            floor(extract(epoch from $1 - last_purchase_at) / 86400)::int as recency_days
-      from measured
+      from measured left join {ANALYSIS_WITHDRAWN} x using (member_id)
 ), buyers as (
     select *, -recency_days as recency from aged where frequency > 0
 ), quantiles as (
