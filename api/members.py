@@ -95,7 +95,9 @@ class MeController(Controller):
     async def set_my_consents(
         self, me: Me, data: JSONBody[ConsentUpdate], conn: Db
     ) -> Consents:
-        """Give or withdraw consent per purpose, under the text version shown to the member."""
+        """Give or withdraw consent per purpose, under the text version shown to the member.
+        Withdrawing ``data_analysis`` deletes the member's RFM, at-risk and churn scores at once
+        (what each purpose gates: docs/privacy.md)."""
         return await record_consents(conn, me.member_id, data.consents, actor_kind="member",
                                      actor_id=me.member_id)
 

@@ -100,7 +100,8 @@ def summarise(history: list[Member], as_of: dt.datetime, until: dt.datetime) -> 
                      any(as_of < moment <= until for moment, _ in member.purchases)))
     columns = [np.array([row[i] for row in rows], dtype=np.float64) for i in range(6)]
     return Summaries([], columns[0], columns[1], columns[2], columns[3], columns[4], columns[5],
-                     np.array([row[6] for row in rows], dtype=np.bool_))
+                     np.array([row[6] for row in rows], dtype=np.bool_),
+                     np.ones(len(rows), dtype=np.bool_))  # a generated member allows analysis
 
 
 def write_csv(history: list[Member], out: Path, seed: int) -> tuple[Path, Path]:

@@ -44,7 +44,13 @@ from loyalty.insights.at_risk import member_at_risk
 from loyalty.insights.churn_model import churn_score
 from loyalty.insights.rfm import member_rfm
 from loyalty.members.merge import duplicates_of, merge_members
-from loyalty.members.profiles import get_consents, get_member, status_history, update_member
+from loyalty.members.profiles import (
+    analysis_allowed_by,
+    get_consents,
+    get_member,
+    status_history,
+    update_member,
+)
 from loyalty.points.adjustments import adjust_points
 from loyalty.points.history import entry_detail, points_history, points_summary
 from loyalty.points.tiers import member_tier
@@ -174,19 +180,22 @@ async def _page_context(conn: Connection, svc: ConsoleServices, session: Console
     # A merged member's ledger reads follow the merge to the survivor: their page points there.
     merged = member.merged_into is not None
     ledger = role in LEDGER_READERS and not merged
+    consents = await get_consents(conn, member_id)
+    # Without data_analysis there are no scores to show, only why (docs/privacy.md).
+    analysed = analysis_allowed_by(consents)
     context: dict[str, Any] = {
         "member": member, "contacts": role in CONTACT_READERS, "ledger": ledger,
         "may_adjust": role in POINTS_ADJUSTERS, "may_edit": role in MEMBER_EDITORS,
-        "consents": await get_consents(conn, member_id),
+        "consents": consents, "analysed": analysed,
         "statuses": await status_history(conn, member_id),
         "tier": None if merged else await member_tier(
             conn, member_id, rulebook=svc.rulebook, tz=svc.programme.timezone, now=now),
         "coupons": await wallet(conn, member_id, status=None, now=now, limit=SECTION_PAGE,
                                 cursor=None),
         "events": await my_events(conn, member_id, now=now, limit=SECTION_PAGE),
-        "rfm": await member_rfm(conn, member_id),
-        "at_risk": await member_at_risk(conn, member_id),
-        "churn": await churn_score(conn, member_id),
+        "rfm": await member_rfm(conn, member_id) if analysed else None,
+        "at_risk": await member_at_risk(conn, member_id) if analysed else None,
+        "churn": await churn_score(conn, member_id) if analysed else None,
         "summary": None, "entries": [], "next_cursor": None, "duplicates": [],
     }
     if ledger:

@@ -112,7 +112,8 @@ class ConsentUpdate(Input):
 
 
 class Consents(Output):
-    """Current choice per purpose (absent: never asked, treated as not granted) and history."""
+    """Current choice per purpose and history. Absent: never asked, treated as not granted,
+    except ``data_analysis``, treated as granted until withdrawn (docs/privacy.md)."""
 
     current: list[Consent]
     history: list[Consent]

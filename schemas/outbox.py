@@ -174,9 +174,21 @@ class PointsExpiredData(Output):
     balance: EventBalance
 
 
+class MayMessage(Output):
+    """Whether the member may be sent a marketing message on each channel: their latest choice
+    for that consent purpose when the event was written, never asked being no (as a campaign's
+    ``messaged`` reads it). Events a brand's mailer turns into messages carry it: the event goes
+    out either way (the points or the coupon are the member's), the mailer sends on a channel
+    only where it is true (docs/privacy.md, "Consent")."""
+
+    marketing_email: bool
+    push: bool
+
+
 class PointsExpiringSoonData(Output):
     """Points that expire on ``expires_on`` (the business day) unless spent: sent once per member
-    and expiry day, ``days_ahead`` days before (``LOYALTY_EXPIRING_SOON_DAYS``)."""
+    and expiry day, ``days_ahead`` days before (``LOYALTY_EXPIRING_SOON_DAYS``). A reminder to
+    send, on the channels ``may_message`` allows."""
 
     member_id: UUID
     member_number: str
@@ -184,6 +196,7 @@ class PointsExpiringSoonData(Output):
     expires_on: dt.date
     expires_at: dt.datetime
     available: int
+    may_message: MayMessage
 
 
 class TierChangedData(Output):
@@ -206,7 +219,9 @@ CouponSource = Literal["staff", "campaign", "tier", "birthday"]
 
 
 class CouponIssuedData(Output):
-    """A coupon put into a member's wallet."""
+    """A coupon put into a member's wallet; telling the member of it is a message, on the
+    channels ``may_message`` allows (a campaign's coupon: ``may_message`` for its channel is
+    what the campaign's ``messaged`` says)."""
 
     member_id: UUID
     member_number: str
@@ -217,6 +232,7 @@ class CouponIssuedData(Output):
     campaign_id: UUID | None
     valid_from: dt.datetime | None
     valid_until: dt.datetime | None
+    may_message: MayMessage
 
 
 class CouponRedeemedData(Output):

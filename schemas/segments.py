@@ -180,7 +180,8 @@ class AttributeCondition(_Condition, tag="attribute"):
 
 
 class ConsentCondition(_Condition, tag="consent"):
-    """The member's current choice for ``purpose`` (never asked counts as not granted)."""
+    """The member's current choice for ``purpose``: never asked counts as not granted, except for
+    ``data_analysis``, which counts as granted until withdrawn (docs/privacy.md)."""
 
     purpose: ConsentPurpose
     granted: bool = True

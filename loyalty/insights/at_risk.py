@@ -18,6 +18,9 @@ the reactivation campaign's hands, and suspended ones cannot buy. The flags live
 transaction that flags, updates and clears the members of its id range: a run that stops
 part-way leaves every row true as of the run that wrote it, and the next run, starting from the
 first member again, completes it; a second run for the same moment changes no row.
+
+A member who withdrew ``data_analysis`` is not flagged, and the run clears a flag an earlier run
+gave them (docs/privacy.md, "Consent").
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from loyalty.core.db import Connection
+from loyalty.members.filter import analysis_allowed
 
 _NO_MEMBER = UUID(int=0)
 
@@ -37,8 +41,9 @@ _NO_MEMBER = UUID(int=0)
 # flags in that range are exactly the batch's members at risk afterwards, so flags of members
 # who bought again, went dormant or were merged or erased are cleared by the batch that covers
 # them. Purchases are read by (member_id, occurred_at) for the batch's members and those merged
-# into them. Gaps are in days of 24 hours, as RFM's recency; days_since is whole days.
-_FLAG = """
+# into them. Gaps are in days of 24 hours, as RFM's recency; days_since is whole days. A member
+# who withdrew data_analysis is never flagged, so their batch clears their flag.
+_FLAG = f"""
 with batch as materialized (
     select member_id from members
      where status = 'active' and member_id > $1 order by member_id limit $2
@@ -69,7 +74,9 @@ with batch as materialized (
       from measured
      where purchases >= $5
 ), flagged as materialized (
-    select * from at_risk where days_since > $4::float8 * typical_interval_days
+    select * from at_risk a
+     where a.days_since > $4::float8 * a.typical_interval_days
+       and {analysis_allowed("a.member_id")}
 ), upserted as (
     insert into member_at_risk as r (member_id, flagged_at, last_purchase_at, purchases,
                                      typical_interval_days, days_since, as_of)
@@ -96,7 +103,7 @@ select (select last from span) as last,
          where not exists (select 1 from member_at_risk r where r.member_id = f.member_id))
            as flagged,
        (select count(*) from cleared) as cleared
-"""
+"""  # noqa: S608 - a constant consent test over the CTE's member id
 
 
 async def flag_at_risk(

@@ -24,6 +24,9 @@ should act on).
 The fit reads every member's summary in member-id batches (one set-based statement each), keeps
 only four numbers per member, and maximises the likelihood over the logs of the parameters (so
 they stay positive). Scoring reads the batches again and writes each with one statement.
+
+Consent: the fit counts every buyer, as the KPIs do (an aggregate of the population, no figure
+about anyone); members who withdrew ``data_analysis`` get no score row (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy.typing as npt
 from scipy import optimize, special
 
 from loyalty.core.db import Connection
+from loyalty.members.filter import analysis_allowed
 
 Floats = npt.NDArray[np.float64]
 
@@ -226,8 +230,9 @@ def expected_spend(params: GammaGamma, n: Floats, m: Floats) -> Floats:
 # count), $4 the end of a hold-out window after $3 (null: none). Members scored: not merged into
 # another, not erased. Per member: purchase occasions (a purchase less than a day after the
 # previous one is the same occasion), first and last purchase, net spend, the median days
-# between occasions (the cadence rule's habit) and whether any purchase falls in ($3, $4].
-_SUMMARIES = """
+# between occasions (the cadence rule's habit), whether any purchase falls in ($3, $4], and
+# whether they allow data analysis (the fit reads everyone; only those who allow it are scored).
+_SUMMARIES = f"""
 with batch as materialized (
     select member_id from members
      where merged_into is null and status <> 'erased' and member_id > $1
@@ -264,10 +269,11 @@ select b.member_id, coalesce(m.occasions, 0)::int as occasions,
        coalesce(extract(epoch from $3 - m.first_at)::float8 / 86400, 0) as age,
        coalesce(m.spend, 0) as spend, m.typical_interval_days,
        floor(extract(epoch from $3 - m.last_at) / 86400)::int as days_since,
-       exists (select 1 from later l where l.member_id = b.member_id) as bought_later
+       exists (select 1 from later l where l.member_id = b.member_id) as bought_later,
+       {analysis_allowed("b.member_id")} as analysed
   from batch b left join measured m on m.member_id = b.member_id
  order by b.member_id
-"""
+"""  # noqa: S608 - a constant consent test over the batch's member id
 
 
 @dataclass
@@ -282,6 +288,7 @@ class Summaries:
     typical_interval_days: Floats  # nan below two occasions
     days_since: Floats  # nan without a purchase
     bought_later: npt.NDArray[np.bool_]
+    analysed: npt.NDArray[np.bool_]  # false: withdrew data_analysis, not scored individually
 
     @property
     def x(self) -> Floats:
@@ -295,7 +302,7 @@ class Summaries:
         return Summaries([m for m, k in zip(self.member_ids, keep, strict=True) if k],
                          self.occasions[keep], self.t_x[keep], self.age[keep],
                          self.mean_spend[keep], self.typical_interval_days[keep],
-                         self.days_since[keep], self.bought_later[keep])
+                         self.days_since[keep], self.bought_later[keep], self.analysed[keep])
 
     @staticmethod
     def join(parts: list[Summaries]) -> Summaries:
@@ -306,7 +313,8 @@ class Summaries:
         return Summaries([m for part in parts for m in part.member_ids], glue("occasions"),
                          glue("t_x"), glue("age"), glue("mean_spend"),
                          glue("typical_interval_days"), glue("days_since"),
-                         np.asarray(glue("bought_later"), dtype=np.bool_))
+                         np.asarray(glue("bought_later"), dtype=np.bool_),
+                         np.asarray(glue("analysed"), dtype=np.bool_))
 
 
 async def summary_batches(conn: Connection, *, as_of: dt.datetime,
@@ -332,7 +340,8 @@ async def summary_batches(conn: Connection, *, as_of: dt.datetime,
                  else row["typical_interval_days"] for row in rows], dtype=np.float64),
             days_since=np.array([np.nan if row["days_since"] is None else row["days_since"]
                                  for row in rows], dtype=np.float64),
-            bought_later=np.array([row["bought_later"] for row in rows], dtype=np.bool_))
+            bought_later=np.array([row["bought_later"] for row in rows], dtype=np.bool_),
+            analysed=np.array([row["analysed"] for row in rows], dtype=np.bool_))
         if len(rows) < batch_size:
             return
         after = rows[-1]["member_id"]
@@ -394,7 +403,8 @@ on conflict (member_id) do update
        fit_id = excluded.fit_id
 """
 
-# Scores of members no longer scored (merged or erased since) go: $1 the moment scored.
+# Scores of members no longer scored (merged, erased or withdrew data_analysis since) go: $1 the
+# moment scored.
 _DROP_STALE = """
 with gone as (
     delete from member_churn_scores where scored_at < $1 returning 1
@@ -415,9 +425,9 @@ def _nullable(values: Floats, keep: npt.NDArray[np.bool_]) -> list[float | None]
 
 async def fit_and_score(conn: Connection, *, now: dt.datetime, margin: float,
                         batch_size: int = 50_000) -> dict[str, int]:
-    """The weekly job: fit as of ``now``, record the fit, score every member in batches (each
-    batch one read and one write, its own transaction), then drop the scores of members no
-    longer scored. ``conn`` should not be in a transaction."""
+    """The weekly job: fit as of ``now``, record the fit, score every member who allows data
+    analysis in batches (each batch one read and one write, its own transaction), then drop the
+    scores of members no longer scored. ``conn`` should not be in a transaction."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     fit = await fit_churn_model(conn, as_of=now, batch_size=batch_size)
@@ -429,7 +439,12 @@ async def fit_and_score(conn: Connection, *, now: dt.datetime, margin: float,
         fit.bgnbd.members, fit.bgnbd.converged)
     totals = {"members": 0, "model": 0, "cadence": 0, "converged": int(fit.bgnbd.converged),
               "removed": 0}
-    async for batch in summary_batches(conn, as_of=now, batch_size=batch_size):
+    async for everyone in summary_batches(conn, as_of=now, batch_size=batch_size):
+        # The fit above counted every buyer; a member who withdrew data_analysis gets no score
+        # of their own, and the stale-score sweep below drops the one they had.
+        batch = everyone.select(everyone.analysed)
+        if not batch.member_ids:
+            continue
         use_model = batch.bought & fit.bgnbd.converged
         with np.errstate(all="ignore"):
             scores = score(fit, batch, margin=margin)

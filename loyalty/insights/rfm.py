@@ -14,6 +14,11 @@ not in it are a group of their own: F = 1 and M = 1 (nothing in the window), and
 beyond the window: R = 2 if their last purchase is within two windows, else R = 1. So they are
 "hibernating" or "lost", never diluting the buyers' thresholds, and members who bought in the
 window but long ago in it can be "at risk" or "cannot lose them".
+
+Consent. A member who withdrew ``data_analysis`` is not scored: no row of theirs is written, and
+the refresh drops the one an earlier refresh wrote. Their purchases still shape the quantile
+thresholds the others are scored against, as they count in the KPIs: an aggregate of all
+buyers, not a judgement about them (docs/privacy.md, "Consent").
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from uuid import UUID
 from loyalty.core.db import Connection
 from loyalty.core.errors import NotFound
 from loyalty.core.paging import decode_cursor, encode_cursor
+from loyalty.members.filter import ANALYSIS_WITHDRAWN, analysis_allowed
 from schemas.analytics import RfmCell, RfmDistribution, RfmSegment, RfmSegmentName
 from schemas.base import Page
 from schemas.segments import SegmentMember
@@ -79,9 +85,9 @@ with owned as (
      group by w.member_id
 ), aged as (
     select member_id, last_purchase_at, frequency::int as frequency,
-           monetary::bigint as monetary,
+           monetary::bigint as monetary, x.member_id is null as analysed,
            floor(extract(epoch from $1 - last_purchase_at) / 86400)::int as recency_days
-      from measured
+      from measured left join {ANALYSIS_WITHDRAWN} x using (member_id)
 ), buyers as (
     select *, -recency_days as recency from aged where frequency > 0
 ), quantiles as (
@@ -95,11 +101,12 @@ with owned as (
            {_score("recency")} as recency_score, {_score("frequency")} as frequency_score,
            {_score("monetary")} as monetary_score
       from buyers b cross join thresholds q
+     where b.analysed
     union all
     select member_id, last_purchase_at, recency_days, frequency, monetary,
            (case when recency_days < 2 * $3 then 2 else 1 end)::smallint, 1::smallint,
            1::smallint
-      from aged where frequency = 0
+      from aged where frequency = 0 and analysed
 ), upserted as (
     insert into member_rfm as r (member_id, last_purchase_at, recency_days, frequency, monetary,
                                  recency_score, frequency_score, monetary_score, window_days,
@@ -132,8 +139,9 @@ select (select count(*) from scored) as members, (select count(*) from upserted)
 
 async def refresh_rfm(conn: Connection, *, now: dt.datetime, window_days: int) -> dict[str, int]:
     """Score every member who has purchased (active or dormant) as of ``now`` over the last
-    ``window_days`` days, and drop the rows of members who no longer qualify. Idempotent: run
-    twice with one ``now``, the second run changes no row."""
+    ``window_days`` days, and drop the rows of members who no longer qualify (or withdrew
+    ``data_analysis``). Idempotent: run twice with one ``now``, the second run changes no
+    row."""
     if window_days < 1:
         raise ValueError("window_days must be at least 1")
     start = now - dt.timedelta(days=window_days)
@@ -249,16 +257,18 @@ async def member_rfm(conn: Connection, member_id: UUID) -> MemberRfm | None:
     return MemberRfm(segment=rfm_segment(row["recency_score"], row["frequency_score"]),
                      **dict(row))
 # $1 after this member id, $2 how many (one more, to know whether a page follows), $3 and $4
-# the recency and frequency scores of the segment's cells, pairwise.
-_SEGMENT_MEMBERS = """
+# the recency and frequency scores of the segment's cells, pairwise. A row a refresh wrote just
+# before the member withdrew data_analysis is not listed (the next refresh deletes it).
+_SEGMENT_MEMBERS = f"""
 select m.member_id, m.member_number, m.name, m.status
   from member_rfm r join members m on m.member_id = r.member_id
  where r.member_id > $1
    and (r.recency_score, r.frequency_score) in (
            select * from unnest($3::smallint[], $4::smallint[]))
+   and {analysis_allowed("r.member_id")}
  order by r.member_id
  limit $2
-"""
+"""  # noqa: S608 - a constant consent test over the row's member id
 
 
 def segment_named(name: str) -> RfmSegmentName:

@@ -61,3 +61,41 @@ class MemberFilter:
 SEGMENTABLE = MemberFilter("m.status in ('active', 'dormant', 'suspended')")
 # What a campaign or a grant acts on: suspended members cannot earn or spend.
 REACHABLE = MemberFilter("m.status in ('active', 'dormant')")
+
+
+# -- consent, as the statements that honour it read it (docs/privacy.md, "Consent") -----------
+
+
+def analysis_allowed(member: str) -> str:
+    """SQL: true unless the member ``member`` (an expression for a member id) has withdrawn
+    ``data_analysis``. Never asked counts as allowed: analysis is a purpose every member is told
+    of at joining, and withdrawing it is their objection (migration 0033, docs/privacy.md)."""
+    return f"member_analysis_allowed({member})"
+
+
+# Who may be scored or targeted on a score: RFM, the at-risk flag, the churn model.
+ANALYSABLE = MemberFilter(analysis_allowed("m.member_id"))
+
+# The same rule for a statement over the whole population (the RFM refresh): the members whose
+# latest data_analysis choice is a withdrawal, to join against; one pass over the choices instead
+# of a probe per member (1,000,000 members, half with a choice: 1.1 s against 6.5 s).
+ANALYSIS_WITHDRAWN = """(select l.member_id
+   from (select distinct on (c.member_id) c.member_id, c.granted from member_consents c
+          where c.purpose = 'data_analysis'
+          order by c.member_id, c.recorded_at desc, c.consent_id desc) l
+  where not l.granted)"""
+
+# The member's latest choice for one purpose, NULL when never asked (member_consents_current).
+_LATEST_CHOICE = """(select c.granted from member_consents c
+          where c.member_id = {member} and c.purpose = '{purpose}'
+          order by c.recorded_at desc, c.consent_id desc limit 1)"""
+
+
+def may_message(member: str) -> str:
+    """SQL: the jsonb ``{"marketing_email": bool, "push": bool}`` of the member ``member``'s
+    latest choice per messaging channel, never asked being no, as campaigns' ``messaged`` reads
+    it. Messaging events carry it (schemas/outbox.py ``MayMessage``)."""
+    email = _LATEST_CHOICE.format(member=member, purpose="marketing_email")
+    push = _LATEST_CHOICE.format(member=member, purpose="push")
+    return (f"jsonb_build_object('marketing_email', coalesce({email}, false),"
+            f" 'push', coalesce({push}, false))")

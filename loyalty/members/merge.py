@@ -17,7 +17,7 @@ from loyalty.access.audit import record_audit
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, InvalidInput, NotFound
 from loyalty.core.ids import uuid7
-from loyalty.members.profiles import MEMBER_COLUMNS, get_member
+from loyalty.members.profiles import MEMBER_COLUMNS, forget_scores_if_withdrawn, get_member
 from loyalty.points.ledger import apply_posting, read_member_ledger
 from loyalty.points.posting import Links, Posting
 from schemas.members import DuplicateGroup, Member
@@ -226,6 +226,8 @@ async def merge_members(
                                 where s.member_id = $1 and s.purpose = c.purpose)
             """,
             survivor_id, merged_id, staff_id, now)
+        # A withdrawal of data_analysis taken over so is the survivor's now, scores and all.
+        await forget_scores_if_withdrawn(conn, survivor_id)
         # Unused wallet coupons move too, except a second one from an issue the survivor
         # already had a coupon of: one person, one coupon per issue.
         await conn.execute(

@@ -27,6 +27,7 @@ from loyalty.core.normalize import (
 )
 from loyalty.core.outbox import emit
 from loyalty.core.paging import decode_cursor, encode_cursor
+from loyalty.members.filter import analysis_allowed
 from schemas.base import Page
 from schemas.members import (
     Consent,
@@ -313,6 +314,12 @@ async def get_consents(conn: Connection, member_id: UUID) -> Consents:
     return Consents(current=sorted(current.values(), key=lambda c: c.purpose), history=history)
 
 
+def analysis_allowed_by(consents: Consents) -> bool:
+    """Whether ``consents`` let the programme score the member: data_analysis not withdrawn
+    (never asked counts as allowed, as ``loyalty.members.filter.analysis_allowed`` reads it)."""
+    return next((c.granted for c in consents.current if c.purpose == "data_analysis"), True)
+
+
 @dataclass(frozen=True, slots=True)
 class StatusChange:
     """One change of a member's status, and why: ``staff``, ``merge``, ``dormancy``,
@@ -377,7 +384,32 @@ async def record_consents(
          for c in choices], channels,
         actor_kind, actor_id,
     )
+    await forget_scores_if_withdrawn(conn, member_id)
     return await get_consents(conn, member_id)
+
+
+# What was computed about one member: RFM scores, the at-risk flag, the churn model's scores.
+# Their latest data_analysis choice, a withdrawal, takes them all away at once.
+_FORGET_SCORES = f"""
+with withdrawn as materialized (
+    select not {analysis_allowed("$1::uuid")} as yes
+), rfm as (
+    delete from member_rfm where member_id = $1 and (select yes from withdrawn) returning 1
+), at_risk as (
+    delete from member_at_risk where member_id = $1 and (select yes from withdrawn) returning 1
+), churn as (
+    delete from member_churn_scores where member_id = $1 and (select yes from withdrawn)
+    returning 1
+)
+select (select count(*) from rfm) + (select count(*) from at_risk) + (select count(*) from churn)
+"""  # noqa: S608 - a constant consent test over the parameter
+
+
+async def forget_scores_if_withdrawn(conn: Connection, member_id: UUID) -> int:
+    """Delete the member's scores when they have withdrawn data_analysis, in the caller's
+    transaction (the one that records the choice); the jobs score them no more until they grant
+    it again. Returns the rows deleted."""
+    return int(await conn.fetchval(_FORGET_SCORES, member_id))
 
 
 # -- staff search -----------------------------------------------------------------------------

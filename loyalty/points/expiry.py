@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from loyalty.core.db import Connection
 from loyalty.core.metrics import POINTS
 from loyalty.core.outbox import API_VERSION
+from loyalty.members.filter import may_message
 from loyalty.points.batches import lock_balances
 
 # Batches are the next members, in id order, who have something due: found without locks, then
@@ -144,7 +145,7 @@ async def release_points(
 # expire on one business day are one reminder, claimed in expiry_reminders by the statement that
 # writes its event: a second run the same day (or the next, while the day is still ahead) finds
 # the claim and writes nothing.
-_REMIND_EXPIRING = """
+_REMIND_EXPIRING = f"""
 with due as (
     select l.member_id, (l.expires_at at time zone $2)::date as expires_on,
            min(l.expires_at) as expires_at, sum(l.remaining) as points
@@ -164,7 +165,8 @@ with due as (
     select 'points.expiring_soon', $1, $4, d.member_id,
            jsonb_build_object('member_id', d.member_id, 'member_number', m.member_number,
                               'points', d.points, 'expires_on', d.expires_on,
-                              'expires_at', d.expires_at, 'available', b.available)
+                              'expires_at', d.expires_at, 'available', b.available,
+                              'may_message', {may_message("d.member_id")})
       from claimed c
       join due d on d.member_id = c.member_id and d.expires_on = c.expires_on
       join members m on m.member_id = d.member_id
@@ -175,7 +177,7 @@ with due as (
     delete from expiry_reminders where expires_on < $5
 )
 select (select count(*) from events) as reminded, (select count(*) from due) as due
-"""
+"""  # noqa: S608 - a constant consent reading over the CTE's member id
 
 
 async def remind_expiring_points(

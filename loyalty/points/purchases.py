@@ -26,6 +26,7 @@ from loyalty.core.ids import uuid7
 from loyalty.core.metrics import COUPON_REDEMPTIONS, PURCHASES
 from loyalty.core.programme import Programme
 from loyalty.core.sql import named
+from loyalty.members.filter import may_message
 from loyalty.points.earning import (
     PurchaseFacts,
     available_at,
@@ -338,7 +339,7 @@ PURCHASE_EVENT = """
 # Whether the tier's coupon was issued is known in the statement only (its template may have
 # been withdrawn): tier.changed and coupon.issued come from its CTEs, after the posting's
 # events (``posting_statement``'s ``events``).
-TIER_EVENTS = """
+TIER_EVENTS = f"""
      union all
     select 1000001, 'tier.changed', jsonb_build_object(
            'member_id', :member, 'member_number', :member_number::text,
@@ -351,8 +352,8 @@ TIER_EVENTS = """
            'member_id', :member, 'member_number', :member_number::text,
            'coupon_id', c.coupon_id, 'template_id', c.template_id, 'issue_id', :tier_change_id,
            'source', 'tier', 'campaign_id', null, 'valid_from', c.valid_from,
-           'valid_until', c.valid_until)
-      from tier_coupon c"""
+           'valid_until', c.valid_until, 'may_message', {may_message(":member::uuid")})
+      from tier_coupon c"""  # noqa: S608 - a constant consent reading of the member
 
 PURCHASE_POSTING = posting_statement(PURCHASE_EVENT, events=TIER_EVENTS)
 # With coupons: the redemptions join the same statement, and their check undoes the purchase

@@ -13,7 +13,7 @@ from loyalty.core.db import Connection
 from loyalty.core.ids import uuid7
 from loyalty.core.outbox import API_VERSION
 from loyalty.core.paging import decode_cursor, encode_cursor
-from loyalty.members.filter import REACHABLE, MemberFilter
+from loyalty.members.filter import REACHABLE, MemberFilter, may_message
 from loyalty.promotions.coupon_templates import VALID_FROM_SQL, VALID_UNTIL_SQL, active_template
 from schemas.base import Page
 from schemas.coupons import IssueResult, WalletCoupon, WalletStatus
@@ -49,7 +49,8 @@ with t as (
                               'coupon_id', a.coupon_id, 'template_id', a.template_id,
                               'issue_id', $2::uuid, 'source', $3::text,
                               'campaign_id', $4::uuid, 'valid_from', a.valid_from,
-                              'valid_until', a.valid_until)
+                              'valid_until', a.valid_until,
+                              'may_message', {may_message})
       from added a join members m on m.member_id = a.member_id
      order by a.member_id
 )
@@ -66,7 +67,7 @@ async def issue_to_members(
     (issued, matched). Issuing again under the same ``issue_id`` adds nothing."""
     await active_template(conn, template_id)
     target = member_filter & REACHABLE
-    sql = _ISSUE.format(filter=target.render(8),
+    sql = _ISSUE.format(filter=target.render(8), may_message=may_message("a.member_id"),
                         valid_from=VALID_FROM_SQL.format(now="$5"),
                         valid_until=VALID_UNTIL_SQL.format(now="$5", tz="$6"))
     row = await conn.fetchrow(sql, template_id, issue_id, source, campaign_id, now, tz,

@@ -20,7 +20,7 @@ from loyalty.core.db import Connection
 from loyalty.core.errors import InvalidInput, NotFound
 from loyalty.core.normalize import normalize_text
 from loyalty.core.paging import decode_cursor, encode_cursor, newest_first
-from loyalty.members.filter import SEGMENTABLE, MemberFilter
+from loyalty.members.filter import ANALYSABLE, SEGMENTABLE, MemberFilter
 from schemas.base import Page, decode_edge, json_encoder
 from schemas.segments import (
     AllOf,
@@ -155,9 +155,13 @@ _STORES = f"""exists (select 1 from purchases p
                          and p.store_id in (select s.store_id from stores s
                                              where s.code = any($?::text[])){{window}})"""  # noqa: S608 - a constant snippet; values fill $? slots
 
+# Never asked is no, except for data_analysis, which the programme honours as given until it is
+# withdrawn (loyalty.members.filter.analysis_allowed): the condition reads a choice as it is
+# honoured.
 _CONSENT = """coalesce((select c.granted from member_consents c
                         where c.member_id = m.member_id and c.purpose = $?::text
-                        order by c.recorded_at desc, c.consent_id desc limit 1), false)
+                        order by c.recorded_at desc, c.consent_id desc limit 1),
+                       $?::boolean)
               = $?::boolean"""
 
 _ATTRIBUTE = "(m.attributes -> $?::text)"
@@ -168,10 +172,31 @@ _COMPARISONS: dict[type[AttributeTest], str] = {
 
 def compile_definition(definition: Condition, *, now: dt.datetime) -> MemberFilter:
     """The members ``definition`` selects at ``now``, as a filter over ``members m``; erased and
-    merged members never match. Raises InvalidInput for a definition ``check_definition``
-    refuses."""
+    merged members never match, nor, when it reads a score (``profiles``), members who withdrew
+    data_analysis. Raises InvalidInput for a definition ``check_definition`` refuses."""
     check_definition(definition)
-    return SEGMENTABLE & _compile(definition, now)
+    compiled = _compile(definition, now)
+    return SEGMENTABLE & (ANALYSABLE & compiled if profiles(definition) else compiled)
+
+
+# Conditions on a member's scores: RFM, the at-risk flag, the churn model.
+_PROFILING = (RfmCondition, AtRiskCondition, ChurnRiskCondition)
+
+
+def profiles(definition: Condition) -> bool:
+    """Whether any condition of ``definition`` reads a score. A segment that does is profiling:
+    members who withdrew data_analysis are in none of it, under ``not`` as much as without (not
+    at risk is a judgement about them too), and so in no campaign to it (docs/privacy.md)."""
+    stack: list[Condition] = [definition]
+    while stack:
+        match stack.pop():
+            case AllOf(conditions=children) | AnyOf(conditions=children):
+                stack.extend(children)
+            case Not(condition=child):
+                stack.append(child)
+            case node if isinstance(node, _PROFILING):
+                return True
+    return False
 
 
 def _compile(node: Condition, now: dt.datetime) -> MemberFilter:
@@ -205,7 +230,7 @@ def _compile(node: Condition, now: dt.datetime) -> MemberFilter:
         case AttributeCondition(key=key, test=test):
             return _attribute(key, test)
         case ConsentCondition(purpose=purpose, granted=granted):
-            return MemberFilter(_CONSENT, (purpose, granted))
+            return MemberFilter(_CONSENT, (purpose, purpose == "data_analysis", granted))
         case StoresCondition():
             return _stores(node, now)
     raise AssertionError(f"no compiler for {type(node).__name__}")

@@ -376,3 +376,28 @@ async def test_the_churn_models_scores_are_on_the_page(
     assert "￥5,400" in scored
     fallback = (await client.get(f"/console/members/{members.twin}")).text
     assert "離反予測モデルはまだこの会員を評価していません" in fallback
+
+
+async def test_a_member_without_analysis_consent_shows_why_instead_of_scores(
+    client: httpx.AsyncClient, members: Seeded, db: asyncpg.Connection,
+) -> None:
+    """A row a job wrote before the withdrawal committed is not shown either: the page reads
+    the consent, as the segments do (docs/privacy.md)."""
+    fit = await db.fetchval(
+        "insert into churn_model_fits (fitted_at, as_of, parameters, members, converged)"
+        " values (now(), now(), '{}', 3, true) returning fit_id")
+    await db.execute(
+        "insert into member_consents (member_id, purpose, granted, text_version, channel,"
+        " actor_kind) values ($1, 'data_analysis', false, 'v1', 'app', 'member')",
+        members.yamada)
+    await db.execute(
+        "insert into member_churn_scores (member_id, method, p_alive, expected_purchases_90d,"
+        " predicted_value_12m, scored_at, fit_id) values ($1, 'model', 0.87, 1.24, 5400, now(),"
+        " $2)", members.yamada, fit)
+    await sign_in(client, "marketer")
+    page = (await client.get(f"/console/members/{members.yamada}")).text
+    assert "分析への同意なし" in page
+    assert "顧客であり続ける見込み" not in page
+    assert "離反リスクの判定はありません。" not in page
+    other = (await client.get(f"/console/members/{members.twin}")).text
+    assert "分析への同意なし" not in other

@@ -125,7 +125,8 @@ EVERY_KIND: tuple[dict[str, Any], ...] = (
     {"type": "rfm", "recency": ["1", "2", "3", "4", "5"], "not": "true"},
     {"type": "at_risk", "flagged": "false"},
     {"type": "attribute", "key": "favourite_store", "op": "not_exists", "kind": "text"},
-    {"type": "consent", "purpose": "data_analysis", "granted": "false"},
+    # Never asked counts as granted for data_analysis alone (docs/privacy.md, "Consent").
+    {"type": "consent", "purpose": "data_analysis", "granted": "true"},
     {"type": "stores", "codes": "NOWHERE", "within_days": "30", "not": "true"},
 )
 

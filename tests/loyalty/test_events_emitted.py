@@ -20,17 +20,20 @@ import msgspec
 import pytest
 
 from loyalty.core.db import init_connection
+from loyalty.core.ids import uuid7
 from loyalty.core.outbox import API_VERSION
 from loyalty.core.settings import Settings
 from loyalty.insights.dormancy import flag_dormant
-from loyalty.members.profiles import update_member
+from loyalty.members.filter import MemberFilter
+from loyalty.members.profiles import record_consents, update_member
 from loyalty.points.expiry import expire_points, remind_expiring_points
 from loyalty.points.rules import RuleBook, ensure_default_rules
 from loyalty.points.tiers import evaluate_tiers
 from loyalty.promotions.birthdays import give_birthday_rewards
 from loyalty.promotions.coupon_templates import create_template
+from loyalty.promotions.coupon_wallet import issue_to_members
 from schemas.coupons import CouponTemplateCreate, FixedAmount
-from schemas.members import StaffMemberUpdate
+from schemas.members import ConsentChoice, ConsentPurpose, StaffMemberUpdate
 from schemas.outbox import EVENT_TYPES, envelope_type
 from tests.factories import (
     PROGRAMME,
@@ -580,3 +583,41 @@ async def _give_lots(database: str, members: list[UUID],
                     member, sum(points for points, _ in lots))
     finally:
         await conn.close()
+
+
+async def test_messaging_events_say_on_which_channels_the_member_may_be_messaged(
+        fresh_database: str) -> None:
+    """points.expiring_soon and coupon.issued go out for every member, each with the member's
+    marketing consent per channel as it stands in the transaction that writes it: never asked
+    is no, as a campaign's ``messaged`` reads it (docs/privacy.md, "Consent")."""
+    members = await make_members(fresh_database, 3)
+    now = dt.datetime(2026, 12, 1, 0, 10, tzinfo=TOKYO)
+    await _give_lots(fresh_database, members, [(10, now + dt.timedelta(days=2))])
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await init_connection(conn)
+        # Member 0: e-mail yes, push withdrawn after being given; member 1: push only;
+        # member 2: never asked.
+        answers: list[tuple[UUID, dict[ConsentPurpose, bool]]] = [
+            (members[0], {"marketing_email": True, "push": True}), (members[0], {"push": False}),
+            (members[1], {"push": True})]
+        for member, choices in answers:
+            await record_consents(conn, member, [
+                ConsentChoice(purpose=purpose, granted=granted, text_version="v1")
+                for purpose, granted in choices.items()], actor_kind="member", actor_id=member)
+        seq = await last_seq(fresh_database)
+        assert (await remind_expiring_points(conn, now=now, tz=TOKYO, days_ahead=7))[
+            "reminded"] == 3
+        template = await create_template(conn, CouponTemplateCreate(
+            name="Thank you", discount=FixedAmount(amount=300)), staff_id=None)
+        await issue_to_members(conn, template_id=template.template_id,
+                               member_filter=MemberFilter.members(members), issue_id=uuid7(),
+                               source="staff", campaign_id=None, now=now, tz=TOKYO.key)
+    finally:
+        await conn.close()
+    events = await outbox_since(fresh_database, seq)
+    expected = {members[0]: {"marketing_email": True, "push": False},
+                members[1]: {"marketing_email": False, "push": True},
+                members[2]: {"marketing_email": False, "push": False}}
+    for type_ in ("points.expiring_soon", "coupon.issued"):
+        assert {e.member_id: e.data["may_message"] for e in of_type(events, type_)} == expected
