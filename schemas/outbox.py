@@ -102,6 +102,35 @@ class MemberMergedData(Output):
     balance: EventBalance
 
 
+class MemberPasswordResetRequestedData(Output):
+    """A member asked to reset their password: the brand's mailer sends ``token`` to ``contact``
+    (the member's e-mail address or phone, as ``channel`` says), typically as a link to the app's
+    reset page, which sends it back with the new password to
+    ``POST /v1/auth/member/password-reset/confirm``. Works once, until ``expires_at``. A secret:
+    a receiver keeps it no longer than it takes to send it."""
+
+    member_id: UUID
+    member_number: str
+    channel: Literal["email", "phone"]
+    contact: str
+    token: str
+    expires_at: dt.datetime
+
+
+class MemberVerificationRequestedData(Output):
+    """A code to prove the member reads ``contact`` (their e-mail address or phone, as ``channel``
+    says): the brand's mailer sends ``code``; the member types it into the app, which sends it to
+    ``POST /v1/me/verify``. Works once, until ``expires_at``; a new request replaces it. Also
+    sent at sign-up and when the member changes the contact. A secret, as the reset token is."""
+
+    member_id: UUID
+    member_number: str
+    channel: Literal["email", "phone"]
+    contact: str
+    code: str
+    expires_at: dt.datetime
+
+
 # -- points ------------------------------------------------------------------------------------
 
 PointsSource = Literal["purchase", "return", "action", "staff", "system", "merge", "campaign",
@@ -325,6 +354,8 @@ EVENT_TYPES: dict[str, type[Output]] = {
     "member.updated": MemberUpdatedData,
     "member.status_changed": MemberStatusChangedData,
     "member.merged": MemberMergedData,
+    "member.password_reset_requested": MemberPasswordResetRequestedData,
+    "member.verification_requested": MemberVerificationRequestedData,
     "points.earned": PointsEarnedData,
     "points.redeemed": PointsRedeemedData,
     "points.reversed": PointsReversedData,

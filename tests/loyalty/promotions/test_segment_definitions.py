@@ -48,6 +48,7 @@ from schemas.segments import (
     StatusCondition,
     StoresCondition,
     TierCondition,
+    VerifiedCondition,
 )
 from tests.factories import instant
 
@@ -112,6 +113,8 @@ EVERY_CONDITION: list[Condition] = [
     AttributeCondition(key="age", test=AttributeAtMost(value=0)),
     ConsentCondition(purpose="marketing_email"),
     ConsentCondition(purpose="push", granted=False),
+    VerifiedCondition(channel="email"),
+    VerifiedCondition(channel="phone", verified=False),
     StoresCondition(codes=["TOKYO-1", "OSAKA-2"]),
     StoresCondition(codes=["TOKYO-1"], within_days=30),
     AllOf(conditions=[StatusCondition(statuses=["active"]), ConsentCondition(purpose="push")]),
@@ -237,6 +240,8 @@ leaves = st.one_of(
     st.builds(ConsentCondition, purpose=st.sampled_from(["marketing_email", "push",
                                                          "data_analysis"]),
               granted=st.booleans()),
+    st.builds(VerifiedCondition, channel=st.sampled_from(["email", "phone"]),
+              verified=st.booleans()),
     st.builds(StoresCondition, codes=st.lists(codes, min_size=1, max_size=3),
               within_days=st.none() | days),
 )
