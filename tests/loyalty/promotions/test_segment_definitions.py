@@ -60,11 +60,12 @@ decode = msgspec.json.Decoder(Condition, dec_hook=decode_edge).decode
 
 def strings_in(value: Any) -> list[str]:
     """Every string a definition carries as a value (codes, keys, attribute values); statuses
-    are left out, since the constant text names the statuses a segment may match at all."""
+    are left out, since the constant text names the statuses a segment may match at all, and so
+    are contact channels, each of which is a column of its own (``email_verified_at``)."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, msgspec.Struct):
-        return [s for name in value.__struct_fields__ if name != "statuses"
+        return [s for name in value.__struct_fields__ if name not in ("statuses", "channel")
                 for s in strings_in(getattr(value, name))]
     if isinstance(value, list):
         return [s for item in value for s in strings_in(item)]
