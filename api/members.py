@@ -30,10 +30,12 @@ from loyalty.access.sign_in import account_key
 from loyalty.core.db import transaction
 from loyalty.core.errors import RateLimited
 from loyalty.members.credentials import (
-    CODES_PER_HOUR,
+    CHANNELS,
     check_verification_code,
     code_refused,
+    count_code_request,
     member_password_hash,
+    send_codes_to_new_contacts,
     send_verification_code,
     set_member_password,
 )
@@ -94,11 +96,18 @@ class MeController(Controller):
     ) -> Member:
         """Change one's own profile; omitted fields stay as they are. Sending ``email`` or
         ``phone`` counts as a sign-in attempt from the client's address."""
-        if data.email is not UNSET or data.phone is not UNSET:
+        contact_change = data.email is not UNSET or data.phone is not UNSET
+        if contact_change:
             await _count_contact_change(request, services)
-        return await update_member(conn, me.member_id, data,
-                                   region=services.settings.default_region,
-                                   member_attributes=services.settings.member_attributes)
+            before = await get_member(conn, me.member_id)
+        member = await update_member(conn, me.member_id, data,
+                                     region=services.settings.default_region,
+                                     member_attributes=services.settings.member_attributes)
+        if contact_change:
+            await send_codes_to_new_contacts(conn, services.limiter, member, [
+                channel for channel in CHANNELS
+                if getattr(member, channel) != getattr(before, channel)])
+        return member
 
     @put("/password", operation_id="changeMyPassword", status_code=204)
     async def change_my_password(
@@ -122,8 +131,7 @@ class MeController(Controller):
     ) -> VerificationSent:
         """Send a six-digit code to one's e-mail or phone (event
         ``member.verification_requested``), to type into ``POST /v1/me/verify``."""
-        wait = await services.limiter.hit(f"verification:{me.member_id}:{data.channel}",
-                                          limit=CODES_PER_HOUR, period_seconds=3600)
+        wait = await count_code_request(services.limiter, me.member_id, data.channel)
         if wait:
             raise RateLimited("too many codes asked for: use the last one sent, or ask again "
                               "after the time in Retry-After", retry_after=wait)

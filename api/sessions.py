@@ -24,9 +24,11 @@ from loyalty.access.staff import find_staff_login, staff_role
 from loyalty.core.db import Connection, transaction
 from loyalty.core.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from loyalty.members.credentials import (
+    CHANNELS,
     RESETS_PER_CONTACT_PER_HOUR,
     confirm_password_reset,
     request_password_reset,
+    send_codes_to_new_contacts,
 )
 from loyalty.members.profiles import find_login, register_member
 from schemas.auth import (
@@ -105,6 +107,7 @@ class SessionController(Controller):
         member = await register_member(conn, data, password_hash=password_hash,
                                        region=services.settings.default_region,
                                        member_attributes=services.settings.member_attributes)
+        await send_codes_to_new_contacts(conn, services.limiter, member, list(CHANNELS))
         tokens = await _start_session(conn, services, member_id=member.member_id)
         return Registered(member=member, tokens=tokens)
 

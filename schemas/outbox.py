@@ -4,8 +4,9 @@ payload.
 
 Payloads carry ids and the figures a receiver needs to act without calling back (a balance after
 the change, the points and their expiry), and personal data only where the event is about it:
-``member.registered`` and ``member.updated`` carry the profile; every other event names the
-member by id and number only. A receiver that needs more asks the API, with its own rights.
+``member.registered`` and ``member.updated`` carry the profile, the reset and verification
+events the contact their secret goes to; every other event names the member by id and number
+only. A receiver that needs more asks the API, with its own rights.
 
 Events are written into the outbox (``loyalty/core/outbox.py``) in the transaction of their
 effect; set-based writers build the same shapes with ``jsonb_build_object``, which is why every

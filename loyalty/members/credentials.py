@@ -14,14 +14,17 @@ from typing import Literal
 from uuid import UUID
 
 from loyalty.access.principals import secret_digest
+from loyalty.access.ratelimit import RateLimiter
 from loyalty.access.sessions import end_sessions
 from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, InvalidInput, NotFound
 from loyalty.core.normalize import normalize_email, normalize_phone
 from loyalty.core.outbox import emit
+from schemas.members import Member
 from schemas.outbox import MemberPasswordResetRequestedData, MemberVerificationRequestedData
 
 Channel = Literal["email", "phone"]
+CHANNELS: tuple[Channel, ...] = ("email", "phone")
 
 # A reset link is for now, not for later: long enough to open the mail, short enough that a
 # mailbox read next month holds nothing that still works.
@@ -172,6 +175,25 @@ async def send_verification_code(conn: Connection, member_id: UUID, channel: Cha
         member_id=member_id, member_number=row["member_number"], channel=channel,
         contact=row["contact"], code=code, expires_at=expires_at), member_id=member_id)
     return CodeSent(channel, expires_at)
+
+
+async def count_code_request(limiter: RateLimiter, member_id: UUID, channel: Channel) -> int:
+    """Counts one code asked for; seconds to wait when past ``CODES_PER_HOUR``, else 0."""
+    return await limiter.hit(f"verification:{member_id}:{channel}", limit=CODES_PER_HOUR,
+                             period_seconds=3600)
+
+
+async def send_codes_to_new_contacts(conn: Connection, limiter: RateLimiter, member: Member,
+                                     channels: list[Channel]) -> None:
+    """A code for each of ``channels`` the member just gave (at sign-up, by a change) and has
+    not verified, under the limit of codes asked for: past it, the member asks later."""
+    for channel in channels:
+        verified = member.email_verified if channel == "email" else member.phone_verified
+        if getattr(member, channel) is None or verified:
+            continue
+        if await count_code_request(limiter, member.member_id, channel):
+            continue
+        await send_verification_code(conn, member.member_id, channel)
 
 
 @dataclass(frozen=True, slots=True)

@@ -411,8 +411,34 @@ async def test_asking_for_codes_is_limited_per_member_and_channel(
     client: Client, actors: Actors,
 ) -> None:
     member = await actors.member()
-    answers = [(await ask_code(client, member, "email")).status_code for _ in range(6)]
-    assert answers == [202] * 5 + [429]
+    # The code sent at sign-up counts: four more, then the limit.
+    answers = [(await ask_code(client, member, "email")).status_code for _ in range(5)]
+    assert answers == [202] * 4 + [429]
+    assert "Retry-After" in (await ask_code(client, member, "email")).json()["detail"]
+
+
+async def test_sign_up_and_a_contact_change_send_a_code_to_the_new_contact(
+    client: Client, actors: Actors, settings: Settings,
+) -> None:
+    member = await actors.member(email="signs.up@example.com", phone="090-7777-8888")
+    sent = await events(settings, "member.verification_requested", member.member_id)
+    assert [(e["channel"], e["contact"]) for e in sent] == [
+        ("email", "signs.up@example.com"), ("phone", "+819077778888")]
+    # Proven, then changed: the new address gets a code of its own, and the old one's is gone.
+    assert (await verify(client, member, "email", sent[0]["code"])).status_code == 200
+    unchanged = await client.patch("/v1/me", headers=member.headers,
+                                   json={"email": "signs.up@example.com", "name": "Renamed"})
+    assert unchanged.status_code == 200
+    assert unchanged.json()["email_verified"] is True
+    changed = await client.patch("/v1/me", headers=member.headers,
+                                 json={"email": "moved@example.com"})
+    assert changed.json()["email_verified"] is False
+    latest = await latest_code(settings, member)
+    assert (latest["channel"], latest["contact"]) == ("email", "moved@example.com")
+    assert len(await events(settings, "member.verification_requested", member.member_id)) == 3
+    assert (await verify(client, member, "email", latest["code"])).status_code == 200
+    # The phone's code from sign-up still works: only the e-mail changed.
+    assert (await verify(client, member, "phone", sent[1]["code"])).status_code == 200
 
 
 async def test_verified_contacts_are_a_segment_condition(
