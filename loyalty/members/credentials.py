@@ -37,6 +37,9 @@ CODES_PER_HOUR = 5
 RESETS_PER_CONTACT_PER_HOUR = 5
 
 _CHANNEL_NAMES = {"email": "e-mail address", "phone": "phone number"}
+# SQL names a channel's columns only through these: a channel is never text from a request.
+_CONTACT_COLUMN = {"email": "email", "phone": "phone"}
+_VERIFIED_COLUMN = {"email": "email_verified_at", "phone": "phone_verified_at"}
 
 
 # -- the password, changed or reset -------------------------------------------------------------
@@ -74,7 +77,7 @@ async def request_password_reset(conn: Connection, *, email: str | None, phone: 
         return False
     channel: Channel = "email" if email is not None else "phone"
     row = await conn.fetchrow(
-        f"select member_id, member_number from members where {channel} = $1"  # noqa: S608 - channel is one of two column names
+        f"select member_id, member_number from members where {_CONTACT_COLUMN[channel]} = $1"  # noqa: S608 - a module constant column name
         " and status in ('active', 'dormant')", contact)
     if row is None:
         return False
@@ -122,9 +125,10 @@ async def confirm_password_reset(conn: Connection, token: str, password_hash: st
         "update member_password_resets set used_at = now() where member_id = $1"
         " and used_at is null", member_id)
     # The reset reached the member through that contact: it is proven as well as a code would.
+    verified = _VERIFIED_COLUMN[row["channel"]]
     await conn.execute(
-        f"update members set {row['channel']}_verified_at = coalesce("  # noqa: S608 - channel is one of two column names
-        f"{row['channel']}_verified_at, now()) where member_id = $1", member_id)
+        f"update members set {verified} = coalesce({verified}, now()) where member_id = $1",  # noqa: S608 - a module constant column name
+        member_id)
     await set_member_password(conn, member_id, password_hash, keep_session=None)
     return member_id
 
@@ -150,7 +154,8 @@ async def send_verification_code(conn: Connection, member_id: UUID, channel: Cha
     """A new code for the member's current e-mail or phone, sent in
     ``member.verification_requested``; it replaces any code sent before."""
     row = await conn.fetchrow(
-        f"select member_number, {channel} as contact, {channel}_verified_at is not null as done"  # noqa: S608 - channel is one of two column names
+        f"select member_number, {_CONTACT_COLUMN[channel]} as contact,"  # noqa: S608 - module constant column names
+        f" {_VERIFIED_COLUMN[channel]} is not null as done"
         " from members where member_id = $1 and status in ('active', 'dormant')", member_id)
     if row is None:
         raise NotFound("no such member")
@@ -231,7 +236,7 @@ async def check_verification_code(conn: Connection, member_id: UUID, channel: Ch
         return CodeChecked("wrong", max(tries_left, 0))
     await _forget_code(conn, member_id, channel)
     await conn.execute(
-        f"update members set {channel}_verified_at = now(), updated_at = now()"  # noqa: S608 - channel is one of two column names
+        f"update members set {_VERIFIED_COLUMN[channel]} = now(), updated_at = now()"  # noqa: S608 - a module constant column name
         " where member_id = $1", member_id)
     return CodeChecked("verified")
 
@@ -246,8 +251,9 @@ def code_refused(checked: CodeChecked, channel: Channel) -> InvalidInput:
     contact = _CHANNEL_NAMES[channel]
     match checked.outcome:
         case "wrong" if checked.tries_left > 0:
+            tries = "1 try" if checked.tries_left == 1 else f"{checked.tries_left} tries"
             return InvalidInput(f"this is not the code sent to your {contact}: check it and "
-                                f"try again ({checked.tries_left} tries left)", field="code",
+                                f"try again ({tries} left)", field="code",
                                 code="verification_code_wrong")
         case "wrong":
             return InvalidInput(f"this is not the code sent to your {contact}, and that was "

@@ -368,11 +368,11 @@ async def test_wrong_codes_use_up_the_tries_and_then_the_code(
     member = await actors.member(phone="090-5555-6666")
     assert (await ask_code(client, member, "phone")).status_code == 202
     code = (await latest_code(settings, member))["code"]
-    for left in (4, 3, 2, 1):
+    for left in ("4 tries", "3 tries", "2 tries", "1 try"):
         refused = await verify(client, member, "phone", wrong(code))
         assert refused.status_code == 422, refused.text
         assert refused.json()["type"].endswith(":verification_code_wrong")
-        assert f"({left} tries left)" in refused.json()["detail"]
+        assert f"({left} left)" in refused.json()["detail"]
     last = await verify(client, member, "phone", wrong(code))
     assert "last try: ask for a new code" in last.json()["detail"]
     # The right code comes too late: the code is gone.
