@@ -5,16 +5,26 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, delete, get, patch, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from api.auth import staff_with
-from api.deps import STAFF_DEPENDENCIES, Db, Staff, Svc
+from api.deps import STAFF_DEPENDENCIES, AnyRequest, Db, Staff, Svc
 from api.idempotency import idempotent
 from api.params import Cursor, Limit, Since
+from api.sessions import check_current_password, limit_sign_in_address
 from loyalty.access.audit import list_audit, record_audit
+from loyalty.access.passwords import check_new_password
 from loyalty.access.roles import ADMINS, STORE_READERS
-from loyalty.access.staff import create_staff, get_staff, list_staff, update_staff
+from loyalty.access.sign_in import account_key
+from loyalty.access.staff import (
+    create_staff,
+    get_staff,
+    list_staff,
+    set_staff_password,
+    staff_password_hash,
+    update_staff,
+)
 from loyalty.access.stores import (
     create_store,
     create_terminal,
@@ -35,6 +45,7 @@ from schemas.admin import (
     TerminalCreate,
     TerminalCreated,
 )
+from schemas.auth import PasswordChange
 from schemas.base import Instant, Page, whole
 
 ADMIN = staff_with(*ADMINS)
@@ -93,6 +104,7 @@ class StaffController(Controller):
         self, data: JSONBody[StaffCreate], staff: Staff, conn: Db, services: Svc
     ) -> StaffAccount:
         """A staff account with one role."""
+        check_new_password(data.password)
         account = await create_staff(
             conn, email=data.email, password_hash=await services.passwords.hash(data.password),
             role=data.role, display_name=data.display_name,
@@ -127,6 +139,32 @@ class StaffController(Controller):
                            action="staff.update", subject_kind="staff", subject_id=staff_id,
                            details=changed.changes)
         return changed.account
+
+
+class MyStaffAccountController(Controller):
+    path = "/v1/staff/me"
+    tags = ["auth"]
+    guards = [ANY_STAFF]
+    dependencies = STAFF_DEPENDENCIES
+
+    @put("/password", operation_id="changeMyStaffPassword", status_code=204)
+    async def change_password(
+        self, request: AnyRequest, data: JSONBody[PasswordChange], staff: Staff, conn: Db,
+        services: Svc,
+    ) -> None:
+        """Change one's own password, giving the current one (counted like a sign-in). Every
+        other session ends, console sessions included; this one goes on. Audited."""
+        await limit_sign_in_address(request, services)
+        check_new_password(data.new_password, field="new_password")
+        await check_current_password(services, account_key("staff", staff.staff_id),
+                                     await staff_password_hash(conn, staff.staff_id),
+                                     data.current_password)
+        await set_staff_password(conn, staff.staff_id,
+                                 await services.passwords.hash(data.new_password),
+                                 keep_session=staff.session_id)
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="staff.password", subject_kind="staff",
+                           subject_id=staff.staff_id)
 
 
 class StoresController(Controller):

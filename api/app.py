@@ -13,7 +13,13 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 
-from api.admin import AuditController, StaffController, StoresController, TerminalsController
+from api.admin import (
+    AuditController,
+    MyStaffAccountController,
+    StaffController,
+    StoresController,
+    TerminalsController,
+)
 from api.analytics import AnalyticsController
 from api.auth import AuthenticationMiddleware
 from api.body import StrictJSONRequest
@@ -77,6 +83,7 @@ CONTROLLERS = [
     PosEventsController,
     TerminalsController,
     StaffController,
+    MyStaffAccountController,
     StoresController,
     WebhookEndpointsController,
     AuditController,

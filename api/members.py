@@ -22,10 +22,23 @@ from api.deps import (
 )
 from api.idempotency import idempotent
 from api.params import Cursor, Limit, SearchText, Since
-from api.sessions import limit_sign_in_address
+from api.sessions import check_current_password, limit_sign_in_address
 from loyalty.access.audit import record_audit
+from loyalty.access.passwords import check_new_password
 from loyalty.access.roles import CONTACT_READERS, MEMBER_EDITORS, PROFILE_READERS, as_seen_by
+from loyalty.access.sign_in import account_key
+from loyalty.core.db import transaction
 from loyalty.core.errors import RateLimited
+from loyalty.members.credentials import (
+    CHANNELS,
+    check_verification_code,
+    code_refused,
+    count_code_request,
+    member_password_hash,
+    send_codes_to_new_contacts,
+    send_verification_code,
+    set_member_password,
+)
 from loyalty.members.merge import find_duplicates, merge_members
 from loyalty.members.profiles import (
     get_consents,
@@ -34,6 +47,7 @@ from loyalty.members.profiles import (
     search_members,
     update_member,
 )
+from schemas.auth import PasswordChange
 from schemas.base import Page
 from schemas.members import (
     Consents,
@@ -44,6 +58,9 @@ from schemas.members import (
     MemberStatus,
     MergeRequest,
     StaffMemberUpdate,
+    VerificationAnswer,
+    VerificationRequest,
+    VerificationSent,
 )
 
 
@@ -79,11 +96,63 @@ class MeController(Controller):
     ) -> Member:
         """Change one's own profile; omitted fields stay as they are. Sending ``email`` or
         ``phone`` counts as a sign-in attempt from the client's address."""
-        if data.email is not UNSET or data.phone is not UNSET:
+        contact_change = data.email is not UNSET or data.phone is not UNSET
+        if contact_change:
             await _count_contact_change(request, services)
-        return await update_member(conn, me.member_id, data,
-                                   region=services.settings.default_region,
-                                   member_attributes=services.settings.member_attributes)
+            before = await get_member(conn, me.member_id)
+        member = await update_member(conn, me.member_id, data,
+                                     region=services.settings.default_region,
+                                     member_attributes=services.settings.member_attributes)
+        if contact_change:
+            await send_codes_to_new_contacts(conn, services.limiter, member, [
+                channel for channel in CHANNELS
+                if getattr(member, channel) != getattr(before, channel)])
+        return member
+
+    @put("/password", operation_id="changeMyPassword", status_code=204)
+    async def change_my_password(
+        self, request: AnyRequest, me: Me, data: JSONBody[PasswordChange], conn: Db,
+        services: Svc,
+    ) -> None:
+        """Change one's password, giving the current one (counted like a sign-in). Every other
+        session ends; this one goes on with its tokens as they are."""
+        await limit_sign_in_address(request, services)
+        check_new_password(data.new_password, field="new_password")
+        await check_current_password(services, account_key("member", me.member_id),
+                                     await member_password_hash(conn, me.member_id),
+                                     data.current_password)
+        await set_member_password(conn, me.member_id,
+                                  await services.passwords.hash(data.new_password),
+                                  keep_session=me.session_id)
+
+    @post("/verification", operation_id="requestContactVerification", status_code=202)
+    async def request_verification(
+        self, me: Me, data: JSONBody[VerificationRequest], conn: Db, services: Svc
+    ) -> VerificationSent:
+        """Send a six-digit code to one's e-mail or phone (event
+        ``member.verification_requested``), to type into ``POST /v1/me/verify``."""
+        wait = await count_code_request(services.limiter, me.member_id, data.channel)
+        if wait:
+            raise RateLimited("too many codes asked for: use the last one sent, or ask again "
+                              "after the time in Retry-After", retry_after=wait)
+        sent = await send_verification_code(conn, me.member_id, data.channel)
+        return VerificationSent(channel=sent.channel, expires_at=sent.expires_at)
+
+    @post("/verify", operation_id="verifyContact", status_code=200)
+    async def verify_contact(
+        self, me: Me, data: JSONBody[VerificationAnswer], services: Svc
+    ) -> Member:
+        """Prove one reads one's e-mail or phone with the code sent there; the profile then
+        says it is verified. A wrong code uses up one of a few tries."""
+        # Its own transaction, not the request's: a wrong try must count though the answer
+        # is a 422.
+        async with transaction(services.pool) as conn:
+            checked = await check_verification_code(conn, me.member_id, data.channel,
+                                                    data.code)
+            member = await get_member(conn, me.member_id)
+        if checked.outcome != "verified":
+            raise code_refused(checked, data.channel)
+        return member
 
     @get("/consents", operation_id="getMyConsents")
     async def get_my_consents(self, me: Me, conn: Db) -> Consents:

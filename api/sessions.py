@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from uuid import UUID
 
 from litestar import Controller, post
@@ -10,6 +12,7 @@ from litestar.params import JSONBody
 
 from api.deps import AnyRequest, Db, Services, Svc, provide_conn, provide_services
 from loyalty.access.addresses import client_address
+from loyalty.access.passwords import check_new_password
 from loyalty.access.sessions import (
     access_token,
     revoke_refresh_token_family,
@@ -19,9 +22,25 @@ from loyalty.access.sessions import (
 from loyalty.access.sign_in import account_key, limit_address, verify_password
 from loyalty.access.staff import find_staff_login, staff_role
 from loyalty.core.db import Connection, transaction
-from loyalty.core.errors import AuthenticationFailed
+from loyalty.core.errors import AuthenticationFailed, PermissionDenied, RateLimited
+from loyalty.members.credentials import (
+    CHANNELS,
+    RESETS_PER_CONTACT_PER_HOUR,
+    confirm_password_reset,
+    request_password_reset,
+    send_codes_to_new_contacts,
+)
 from loyalty.members.profiles import find_login, register_member
-from schemas.auth import LogoutRequest, MemberLogin, RefreshRequest, StaffLogin, Tokens
+from schemas.auth import (
+    LogoutRequest,
+    MemberLogin,
+    PasswordResetAccepted,
+    PasswordResetConfirm,
+    PasswordResetRequest,
+    RefreshRequest,
+    StaffLogin,
+    Tokens,
+)
 from schemas.members import MemberRegistration, Registered
 
 
@@ -39,6 +58,26 @@ async def _verify_password(services: Svc, key: str, stored_hash: str | None,
                            password: str) -> None:
     await verify_password(services.limiter, services.passwords, services.settings, key=key,
                           stored_hash=stored_hash, password=password)
+
+
+async def check_current_password(services: Svc, key: str, stored_hash: str | None,
+                                 password: str) -> None:
+    """A signed-in caller's current password, before it is changed: counted and limited like a
+    sign-in's, but wrong is a 403 (the token is fine; the password typed is not)."""
+    try:
+        await _verify_password(services, key, stored_hash, password)
+    except AuthenticationFailed:
+        raise PermissionDenied("the current password is wrong: type it again, or, if it is "
+                               "forgotten, sign out and reset it", field="current_password",
+                               code="wrong_password") from None
+
+
+# A reset request answers no sooner than this after it arrived, found or not: what a found
+# member costs (a token written, an event, a commit) hides inside it.
+RESET_ANSWER_SECONDS = 0.25
+RESET_ACCEPTED = ("if this e-mail address or phone number belongs to a member, a message with a "
+                  "link to choose a new password is on its way; the link works for 30 minutes. "
+                  "Nothing arrived? Check the address and ask again in a few minutes.")
 
 
 async def _start_session(
@@ -63,10 +102,12 @@ class SessionController(Controller):
     ) -> Registered:
         """Create a member account and sign it in."""
         await _limit_address(request, services)
+        check_new_password(data.password)
         password_hash = await services.passwords.hash(data.password)
         member = await register_member(conn, data, password_hash=password_hash,
                                        region=services.settings.default_region,
                                        member_attributes=services.settings.member_attributes)
+        await send_codes_to_new_contacts(conn, services.limiter, member, list(CHANNELS))
         tokens = await _start_session(conn, services, member_id=member.member_id)
         return Registered(member=member, tokens=tokens)
 
@@ -97,6 +138,44 @@ class SessionController(Controller):
         await _verify_password(services, key, row["password_hash"] if row else None,
                                data.password)
         return await _start_session(conn, services, staff=(row["staff_id"], row["role"]))
+
+    @post("/member/password-reset", operation_id="requestPasswordReset", status_code=202)
+    async def password_reset(
+        self, request: AnyRequest, data: JSONBody[PasswordResetRequest], services: Svc
+    ) -> PasswordResetAccepted:
+        """Send a member a single-use link (token) to choose a new password, through the event
+        ``member.password_reset_requested``. The same answer, after the same time, whether or
+        not the e-mail or phone belongs to a member."""
+        started = time.monotonic()
+        await _limit_address(request, services)
+        region = services.settings.default_region
+        # Counted per contact before anyone is looked up, so the 429 says nothing either.
+        contact = account_key("reset", None, email=data.email, phone=data.phone, region=region)
+        wait = await services.limiter.hit(contact, limit=RESETS_PER_CONTACT_PER_HOUR,
+                                          period_seconds=3600)
+        if wait:
+            raise RateLimited("too many password resets asked for this e-mail address or phone "
+                              "number: use the last link sent, or ask again after the time in "
+                              "Retry-After", retry_after=wait)
+        # Committed here, not after the answer, so the answer's time covers the commit.
+        async with transaction(services.pool) as conn:
+            await request_password_reset(conn, email=data.email, phone=data.phone,
+                                         region=region)
+        await asyncio.sleep(max(0.0, started + RESET_ANSWER_SECONDS - time.monotonic()))
+        return PasswordResetAccepted(detail=RESET_ACCEPTED)
+
+    @post("/member/password-reset/confirm", operation_id="confirmPasswordReset",
+          status_code=204)
+    async def password_reset_confirm(
+        self, request: AnyRequest, data: JSONBody[PasswordResetConfirm], services: Svc,
+        conn: Db,
+    ) -> None:
+        """Choose a new password with the token a reset sent: the token is spent, every
+        session of the member ends, and they sign in with the new password."""
+        await _limit_address(request, services)
+        check_new_password(data.new_password, field="new_password")
+        password_hash = await services.passwords.hash(data.new_password)
+        await confirm_password_reset(conn, data.token, password_hash)
 
     @post("/refresh", operation_id="refreshTokens", status_code=200)
     async def refresh(

@@ -33,13 +33,14 @@ from jobs.catalogue import job_named, job_statuses, schedules
 from jobs.definition import make_context
 from jobs.runs import run_once
 from jobs.scheduler import JOB_STATEMENT_TIMEOUT_SECONDS, run_scheduler
-from loyalty.access.passwords import Passwords
+from loyalty.access.audit import record_audit
+from loyalty.access.passwords import Passwords, check_new_password
 from loyalty.access.staff import create_staff, deactivate_staff, set_staff_role
 from loyalty.access.stores import create_terminal, ensure_store
 from loyalty.access.tokens import load_or_create_signing_key
 from loyalty.core.db import Connection, create_pool, init_connection, migrate, transaction
 from loyalty.core.embedded import ServiceUrls, export, service_urls
-from loyalty.core.errors import ConfigurationError, LoyaltyError
+from loyalty.core.errors import ConfigurationError, InvalidInput, LoyaltyError
 from loyalty.core.logs import configure_logging
 from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings, load_settings
@@ -218,11 +219,21 @@ def cmd_jobs_run(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_staff_create(settings: Settings, args: argparse.Namespace) -> None:
     data = msgspec.convert({"email": args.email, "password": args.password, "role": args.role,
                             "display_name": args.name or ""}, StaffCreate)
+    try:
+        check_new_password(data.password)
+    except InvalidInput as exc:
+        sys.exit(f"loyalty: --password: {exc.detail}")
     password_hash = asyncio.run(_passwords(settings).hash(data.password))
 
     async def work(conn: Connection) -> Any:
-        return await create_staff(conn, email=data.email, password_hash=password_hash,
-                                  role=data.role, display_name=data.display_name)
+        async with conn.transaction():
+            account = await create_staff(conn, email=data.email, password_hash=password_hash,
+                                         role=data.role, display_name=data.display_name)
+            # Whoever ran the command is not an account: the audit row says the CLI did it.
+            await record_audit(conn, actor_kind="cli", actor_id=None, action="staff.create",
+                               subject_kind="staff", subject_id=account.staff_id,
+                               details={"role": data.role, "via": "loyalty staff create"})
+        return account
 
     account = _with_connection(settings, work)
     print(f"staff {account.email} ({account.role}) created: {account.staff_id}")

@@ -19,6 +19,7 @@ from console.roles import STAFF_ROLES
 from console.services import AnyRequest, services
 from console.session import ConsoleSession, check_csrf
 from loyalty.access.audit import record_audit
+from loyalty.access.passwords import check_new_password
 from loyalty.access.roles import ADMINS
 from loyalty.access.staff import create_staff, get_staff, list_staff, update_staff
 from loyalty.core.db import transaction
@@ -86,6 +87,7 @@ async def staff_create(request: AnyRequest) -> Response[Any]:
         errors = errors or {"email": "invalid"}
     else:
         try:
+            check_new_password(data.password)
             async with transaction(svc.pool) as conn:
                 account = await create_staff(
                     conn, email=data.email, password_hash=await svc.passwords.hash(data.password),
@@ -96,8 +98,11 @@ async def staff_create(request: AnyRequest) -> Response[Any]:
                                    details={"role": data.role, "via": "console"})
         except Conflict:
             errors["email"] = "taken"
-        except InvalidInput:
-            errors["email"] = "invalid"
+        except InvalidInput as exc:
+            if exc.code == "common_password":
+                errors["password"] = "common"
+            else:
+                errors["email"] = "invalid"
     if errors:
         return await _list_page(request, session, form=values, errors=errors, status_code=400)
     return Redirect("/console/staff?done=created", status_code=303)

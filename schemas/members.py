@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
+from msgspec import Meta
 
 from schemas.auth import Tokens
 from schemas.base import (
@@ -20,11 +21,14 @@ from schemas.base import (
     Phone,
     PostalCode,
     ShortText,
+    whole,
 )
 
 MemberStatus = Literal["active", "dormant", "suspended", "erased", "merged"]
 ConsentPurpose = Literal["marketing_email", "push", "data_analysis"]
 ConsentChannel = Literal["app", "web", "store", "staff", "import"]
+# The contacts a member proves they read (a verification code) and a reset is sent to.
+ContactChannel = Literal["email", "phone"]
 # What a member's own request may say: the token tells a member from staff, not the app from
 # the web site. Staff's and the import's channels come from who writes, never from a body.
 MemberConsentChannel = Literal["app", "web"]
@@ -91,6 +95,10 @@ class Member(Output, kw_only=True):
     joined_at: dt.datetime
     last_activity_at: dt.datetime
     merged_into: UUID | None = None
+    # Whether the member proved they read their current e-mail or phone (POST /v1/me/verify);
+    # a changed contact is unproven again.
+    email_verified: bool = False
+    phone_verified: bool = False
 
 
 class Registered(Output):
@@ -117,6 +125,27 @@ class Consents(Output):
 
     current: list[Consent]
     history: list[Consent]
+
+
+class VerificationRequest(Input):
+    """Send a code to the member's e-mail address or phone."""
+
+    channel: ContactChannel
+
+
+class VerificationSent(Output):
+    """A code is on its way (event ``member.verification_requested``) to the contact of
+    ``channel``; it works until ``expires_at``, for a few tries."""
+
+    channel: ContactChannel
+    expires_at: dt.datetime
+
+
+class VerificationAnswer(Input):
+    """The six-digit code the member received on ``channel``."""
+
+    channel: ContactChannel
+    code: Annotated[str, Meta(min_length=6, max_length=6, pattern=whole("[0-9]{6}"))]
 
 
 class DuplicateGroup(Output):

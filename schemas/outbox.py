@@ -4,8 +4,9 @@ payload.
 
 Payloads carry ids and the figures a receiver needs to act without calling back (a balance after
 the change, the points and their expiry), and personal data only where the event is about it:
-``member.registered`` and ``member.updated`` carry the profile; every other event names the
-member by id and number only. A receiver that needs more asks the API, with its own rights.
+``member.registered`` and ``member.updated`` carry the profile, the reset and verification
+events the contact their secret goes to; every other event names the member by id and number
+only. A receiver that needs more asks the API, with its own rights.
 
 Events are written into the outbox (``loyalty/core/outbox.py``) in the transaction of their
 effect; set-based writers build the same shapes with ``jsonb_build_object``, which is why every
@@ -100,6 +101,35 @@ class MemberMergedData(Output):
     merged_member_number: str
     points_moved: int
     balance: EventBalance
+
+
+class MemberPasswordResetRequestedData(Output):
+    """A member asked to reset their password: the brand's mailer sends ``token`` to ``contact``
+    (the member's e-mail address or phone, as ``channel`` says), typically as a link to the app's
+    reset page, which sends it back with the new password to
+    ``POST /v1/auth/member/password-reset/confirm``. Works once, until ``expires_at``. A secret:
+    a receiver keeps it no longer than it takes to send it."""
+
+    member_id: UUID
+    member_number: str
+    channel: Literal["email", "phone"]
+    contact: str
+    token: str
+    expires_at: dt.datetime
+
+
+class MemberVerificationRequestedData(Output):
+    """A code to prove the member reads ``contact`` (their e-mail address or phone, as ``channel``
+    says): the brand's mailer sends ``code``; the member types it into the app, which sends it to
+    ``POST /v1/me/verify``. Works once, until ``expires_at``; a new request replaces it. Also
+    sent at sign-up and when the member changes the contact. A secret, as the reset token is."""
+
+    member_id: UUID
+    member_number: str
+    channel: Literal["email", "phone"]
+    contact: str
+    code: str
+    expires_at: dt.datetime
 
 
 # -- points ------------------------------------------------------------------------------------
@@ -341,6 +371,8 @@ EVENT_TYPES: dict[str, type[Output]] = {
     "member.updated": MemberUpdatedData,
     "member.status_changed": MemberStatusChangedData,
     "member.merged": MemberMergedData,
+    "member.password_reset_requested": MemberPasswordResetRequestedData,
+    "member.verification_requested": MemberVerificationRequestedData,
     "points.earned": PointsEarnedData,
     "points.redeemed": PointsRedeemedData,
     "points.reversed": PointsReversedData,

@@ -22,7 +22,7 @@ from schemas.base import (
     SafeInteger,
     text,
 )
-from schemas.members import ConsentPurpose
+from schemas.members import ConsentPurpose, ContactChannel
 
 SegmentableStatus = Literal["active", "dormant", "suspended"]
 Days = Annotated[int, Meta(ge=1, le=3650)]
@@ -187,6 +187,14 @@ class ConsentCondition(_Condition, tag="consent"):
     granted: bool = True
 
 
+class VerifiedCondition(_Condition, tag="verified"):
+    """The member proved they read their current e-mail address (``channel`` email) or phone
+    (``verified``, the default), or did not (members with none included)."""
+
+    channel: ContactChannel
+    verified: bool = True
+
+
 class StoresCondition(_Condition, tag="stores"):
     """The member purchased at any of these stores (in the last ``within_days`` days, if
     given)."""
@@ -217,7 +225,7 @@ Condition: TypeAlias = (
     StatusCondition | TierCondition | JoinedCondition | LastActivityCondition | SpendCondition
     | PurchaseCountCondition | RfmCondition | AtRiskCondition | ChurnRiskCondition
     | AttributeCondition
-    | ConsentCondition | StoresCondition | AllOf | AnyOf | Not
+    | ConsentCondition | VerifiedCondition | StoresCondition | AllOf | AnyOf | Not
 )
 
 

@@ -113,6 +113,20 @@ async def revoke_family(conn: Connection, family_id: UUID) -> None:
     )
 
 
+async def end_sessions(conn: Connection, *, member_id: UUID | None = None,
+                       staff_id: UUID | None = None, keep: UUID | None = None) -> int:
+    """End every session of a member or a staff account but ``keep`` (the one asking, after a
+    password change); how many tokens were revoked. Their access tokens end with them."""
+    status = await conn.execute(
+        """
+        update refresh_tokens set revoked_at = now()
+         where (member_id = $1 or staff_id = $2) and revoked_at is null
+           and ($3::uuid is null or family_id <> $3)
+        """,
+        member_id, staff_id, keep)
+    return int(status.split()[-1])
+
+
 async def revoke_refresh_token_family(conn: Connection, token: str) -> bool:
     """Log out: revoke the family ``token`` belongs to. False when the token is unknown."""
     family_id = await conn.fetchval(

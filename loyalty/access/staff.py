@@ -9,6 +9,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from loyalty.access.sessions import end_sessions
 from loyalty.core.db import Connection, fetch_returning
 from loyalty.core.errors import Conflict, InvalidInput, NotFound
 from loyalty.core.normalize import normalize_email, normalize_text
@@ -55,6 +56,24 @@ async def staff_role(conn: Connection, staff_id: UUID) -> str | None:
         "select role from staff where staff_id = $1 and active", staff_id
     )
     return role
+
+
+async def staff_password_hash(conn: Connection, staff_id: UUID) -> str | None:
+    """The stored hash of an active account, or None."""
+    stored: str | None = await conn.fetchval(
+        "select password_hash from staff where staff_id = $1 and active", staff_id)
+    return stored
+
+
+async def set_staff_password(conn: Connection, staff_id: UUID, password_hash: str, *,
+                             keep_session: UUID | None) -> None:
+    """Store an account's new password and end its other sessions (console ones included)."""
+    changed = await conn.execute(
+        "update staff set password_hash = $2 where staff_id = $1 and active", staff_id,
+        password_hash)
+    if changed.split()[-1] == "0":
+        raise NotFound("no active staff account has this id: sign in again", field="staff_id")
+    await end_sessions(conn, staff_id=staff_id, keep=keep_session)
 
 
 # Both end every session of the account, on every API instance within a second: the trigger

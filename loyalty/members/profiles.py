@@ -41,7 +41,8 @@ from schemas.outbox import MemberRegisteredData, MemberUpdatedData
 
 MEMBER_COLUMNS = """
     member_id, member_number, name, name_kana, email, phone, birth_date, postal_code,
-    attributes, status, joined_at, last_activity_at, merged_into
+    attributes, status, joined_at, last_activity_at, merged_into,
+    email_verified_at is not null as email_verified, phone_verified_at is not null as phone_verified
 """
 # Unique indexes whose violation means "someone already has this".
 _TAKEN = {"members_email": ("email", "email_taken"), "members_phone": ("phone", "phone_taken")}

@@ -55,6 +55,7 @@ from schemas.segments import (
     StatusCondition,
     StoresCondition,
     TierCondition,
+    VerifiedCondition,
 )
 
 # Bounds on a definition: every condition is a correlated subquery or two per member, so the
@@ -164,6 +165,10 @@ _CONSENT = """coalesce((select c.granted from member_consents c
                        $?::boolean)
               = $?::boolean"""
 
+# Constant per channel, never NULL.
+_VERIFIED = {"email": "(m.email_verified_at is not null) = $?::boolean",
+             "phone": "(m.phone_verified_at is not null) = $?::boolean"}
+
 _ATTRIBUTE = "(m.attributes -> $?::text)"
 _COMPARISONS: dict[type[AttributeTest], str] = {
     AttributeGreater: ">", AttributeAtLeast: ">=", AttributeLess: "<", AttributeAtMost: "<=",
@@ -231,6 +236,8 @@ def _compile(node: Condition, now: dt.datetime) -> MemberFilter:
             return _attribute(key, test)
         case ConsentCondition(purpose=purpose, granted=granted):
             return MemberFilter(_CONSENT, (purpose, purpose == "data_analysis", granted))
+        case VerifiedCondition(channel=channel, verified=verified):
+            return MemberFilter(_VERIFIED[channel], (verified,))
         case StoresCondition():
             return _stores(node, now)
     raise AssertionError(f"no compiler for {type(node).__name__}")

@@ -130,6 +130,21 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/auth/refresh"): Rule(EVERYONE, 200, _refresh),
     ("POST", "/v1/auth/logout"): Rule(EVERYONE, 204,
                                       lambda _: {"refresh_token": "x" * 43}),
+    # Anyone may ask; the answer is the same for every address (a fresh one each time, under
+    # the per-contact limit).
+    ("POST", "/v1/auth/member/password-reset"): Rule(
+        EVERYONE, 202, lambda _: {"email": f"reset{next(_unique)}@example.com"}),
+    # The token decides, not the caller: an unknown one is 422 for everyone.
+    ("POST", "/v1/auth/member/password-reset/confirm"): Rule(
+        EVERYONE, 422, lambda _: {"token": "x" * 43, "new_password": "a new passphrase"}),
+    ("PUT", "/v1/me/password"): Rule(MEMBERS, 204, lambda _: {
+        "current_password": PASSWORD, "new_password": "a new passphrase"}),
+    ("POST", "/v1/me/verification"): Rule(MEMBERS, 202, lambda _: {"channel": "email"}),
+    # Past the guard a made-up code is wrong (422); the right one is in the event only.
+    ("POST", "/v1/me/verify"): Rule(MEMBERS, 422,
+                                    lambda _: {"channel": "email", "code": "000000"}),
+    ("PUT", "/v1/staff/me/password"): Rule(STAFF, 204, lambda _: {
+        "current_password": PASSWORD, "new_password": "a new passphrase"}),
     ("GET", "/v1/me"): Rule({"member_a", "member_b"}),
     ("PATCH", "/v1/me"): Rule({"member_a", "member_b"}, body=lambda _: {}),
     ("GET", "/v1/me/consents"): Rule({"member_a", "member_b"}),

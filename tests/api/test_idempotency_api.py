@@ -473,6 +473,13 @@ NOT_KEYED = {
     # An offline till's queue: each item carries its own key, and is written and replayed as
     # its single request would be (tests/api/test_batches_api.py).
     ("POST", "/v1/pos/batches"),
+    # Their bodies are passwords, reset tokens and codes, which decision 0003 keeps only hashed;
+    # a retry is harmless (the new password is set again, a spent token or code is refused).
+    ("PUT", "/v1/me/password"), ("PUT", "/v1/staff/me/password"),
+    ("POST", "/v1/auth/member/password-reset/confirm"), ("POST", "/v1/me/verify"),
+    # The answer is the same for everyone, and a retry asks for one more mail, counted by its
+    # per-contact limit; for a code, the newest replaces the one before.
+    ("POST", "/v1/auth/member/password-reset"), ("POST", "/v1/me/verification"),
 }
 # POSTs that write nothing.
 READS = {

@@ -52,6 +52,26 @@ def test_staff_create_refuses_a_duplicate_and_a_weak_password(
                   "--role", "admin"])
 
 
+def test_staff_create_is_audited_as_the_cli_and_refuses_a_common_password(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from tests.factories import query
+
+    with pytest.raises(SystemExit, match="most common passwords"):
+        cli.main(["staff", "create", "--email", "lazy@example.com", "--password", "Password123",
+                  "--role", "admin"])
+    cli.main(["staff", "create", "--email", "first@example.com", "--password", "long enough pw",
+              "--role", "admin"])
+    staff_id = capsys.readouterr().out.strip().rsplit(" ", 1)[-1]
+    [row] = asyncio.run(query(cli_env, "select actor_kind, actor_id, action, subject_id, details"
+                                       " from audit_log"))
+    assert (row["actor_kind"], row["actor_id"], row["action"]) == ("cli", None, "staff.create")
+    assert str(row["subject_id"]) == staff_id
+    assert row["details"] == {"role": "admin", "via": "loyalty staff create"}
+
+
 def test_staff_deactivate_and_set_role_end_the_accounts_sessions(
     cli_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -121,6 +121,7 @@ async def test_an_admin_creates_an_account_that_signs_in_with_the_typed_password
     ({"email": "not-an-address"}, "email", "のようなメールアドレスを入力してください"),
     ({"email": staff_email("support")}, "email", "このメールアドレスのアカウントはすでにあります"),
     ({"password": "short"}, "password", "8〜128 文字のパスワードを入力して"),
+    ({"password": "Password123"}, "password", "よく使われるパスワードの一つで"),
     ({"role": "owner"}, "role", "一覧からロールを選んでください"),
     ({"display_name": "x" * 101}, "display_name", "表示名は 1 行、100 文字以内に"),
 ])

@@ -48,6 +48,7 @@ from schemas.segments import (
     StatusCondition,
     StoresCondition,
     TierCondition,
+    VerifiedCondition,
 )
 from tests.factories import instant
 
@@ -59,11 +60,12 @@ decode = msgspec.json.Decoder(Condition, dec_hook=decode_edge).decode
 
 def strings_in(value: Any) -> list[str]:
     """Every string a definition carries as a value (codes, keys, attribute values); statuses
-    are left out, since the constant text names the statuses a segment may match at all."""
+    are left out, since the constant text names the statuses a segment may match at all, and so
+    are contact channels, each of which is a column of its own (``email_verified_at``)."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, msgspec.Struct):
-        return [s for name in value.__struct_fields__ if name != "statuses"
+        return [s for name in value.__struct_fields__ if name not in ("statuses", "channel")
                 for s in strings_in(getattr(value, name))]
     if isinstance(value, list):
         return [s for item in value for s in strings_in(item)]
@@ -112,6 +114,8 @@ EVERY_CONDITION: list[Condition] = [
     AttributeCondition(key="age", test=AttributeAtMost(value=0)),
     ConsentCondition(purpose="marketing_email"),
     ConsentCondition(purpose="push", granted=False),
+    VerifiedCondition(channel="email"),
+    VerifiedCondition(channel="phone", verified=False),
     StoresCondition(codes=["TOKYO-1", "OSAKA-2"]),
     StoresCondition(codes=["TOKYO-1"], within_days=30),
     AllOf(conditions=[StatusCondition(statuses=["active"]), ConsentCondition(purpose="push")]),
@@ -237,6 +241,8 @@ leaves = st.one_of(
     st.builds(ConsentCondition, purpose=st.sampled_from(["marketing_email", "push",
                                                          "data_analysis"]),
               granted=st.booleans()),
+    st.builds(VerifiedCondition, channel=st.sampled_from(["email", "phone"]),
+              verified=st.booleans()),
     st.builds(StoresCondition, codes=st.lists(codes, min_size=1, max_size=3),
               within_days=st.none() | days),
 )
