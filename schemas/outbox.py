@@ -102,6 +102,15 @@ class MemberMergedData(Output):
     balance: EventBalance
 
 
+class MemberErasedData(Output):
+    """A member's personal data was erased (their request, staff acting on one, or the retention
+    of inactive members): a receiver erases its copy too (GDPR art. 17(2), 19). Only the
+    pseudonymous id remains, with the ledger kept for accounting."""
+
+    member_id: UUID
+    erased_at: dt.datetime
+
+
 # -- points ------------------------------------------------------------------------------------
 
 PointsSource = Literal["purchase", "return", "action", "staff", "system", "merge", "campaign",
@@ -325,6 +334,7 @@ EVENT_TYPES: dict[str, type[Output]] = {
     "member.updated": MemberUpdatedData,
     "member.status_changed": MemberStatusChangedData,
     "member.merged": MemberMergedData,
+    "member.erased": MemberErasedData,
     "points.earned": PointsEarnedData,
     "points.redeemed": PointsRedeemedData,
     "points.reversed": PointsReversedData,
