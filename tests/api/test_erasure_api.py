@@ -109,7 +109,8 @@ async def _busy_member(client: Client, actors: Actors) -> tuple[Any, list[str]]:
     assert consents.status_code == 200, consents.text
     for q in (PROFILE["email"], PROFILE["phone"], "Erasable"):
         searched = await client.get("/v1/members", params={"q": q}, headers=support)
-        assert searched.status_code == 200 and searched.json()["items"], searched.text
+        assert searched.status_code == 200, searched.text
+        assert searched.json()["items"], q
     assert (await client.get(f"/v1/members/{member.member_id}",
                              headers=support)).status_code == 200
     till, _ = await actors.terminal("ERASE-1")
@@ -250,7 +251,8 @@ async def test_grace_period_the_member_cancels_and_the_job_erases_when_due_and_n
                                      json={"reason": "letter received"})
         assert by_staff.status_code == 202, by_staff.text
         undone = await client.post(f"{path}/cancel", headers=keyed(support))
-        assert undone.status_code == 200 and undone.json()["state"] == "cancelled"
+        assert undone.status_code == 200
+        assert undone.json()["state"] == "cancelled"
         actions = await query(fresh_database, "select action from audit_log where subject_id = $1"
                               " order by recorded_at", member.member_uuid)
         assert [r["action"] for r in actions] == ["members.erase", "members.erase_cancel"]
@@ -265,13 +267,16 @@ async def test_grace_period_the_member_cancels_and_the_job_erases_when_due_and_n
         job = job_named("erasure")
         assert job is not None
         early = await run_once(ctx, job, as_of=due - dt.timedelta(seconds=1))
-        assert early is not None and early.counts == {"erased": 0}
+        assert early is not None
+        assert early.counts == {"erased": 0}
         assert (await query(fresh_database, "select status from members where member_id = $1",
                             member.member_uuid))[0][0] == "active"
         when_due = await run_once(ctx, job, as_of=due)
-        assert when_due is not None and when_due.counts == {"erased": 1}
+        assert when_due is not None
+        assert when_due.counts == {"erased": 1}
         rerun = await run_once(ctx, job, as_of=due + dt.timedelta(hours=1))
-        assert rerun is not None and rerun.counts == {"erased": 0}
+        assert rerun is not None
+        assert rerun.counts == {"erased": 0}
     finally:
         await pool.close()
     row = (await query(fresh_database, "select status, email from members where member_id = $1",
