@@ -227,6 +227,11 @@ async def erase_member(conn: Connection, member_id: UUID, *, now: dt.datetime,
         await conn.fetchval("select erase_from_audit_log($1::text[])", values)
         await emit(conn, "member.erased", MemberErasedData(member_id=member_id, erased_at=now),
                    member_id=member_id, occurred_at=now)
+        # Records merged into this one are the same person's earlier profiles.
+        for merged in await conn.fetch(
+                "select member_id from members where merged_into = $1 and status = 'merged'"
+                " order by member_id", member_id):
+            await erase_member(conn, merged["member_id"], now=now, reason=reason)
 
 
 async def erase_due_members(pool: Pool, *, now: dt.datetime, batch_size: int = 100

@@ -195,6 +195,13 @@ async def test_support_erases_with_a_reason_and_the_row_is_audited_without_the_c
     async with app_with(erasure_grace_days=0) as (client, actors):
         member, values = await _busy_member(client, actors)
         support = bearer(await actors.staff("support"))
+        # An earlier record of the same person, merged into this one, goes with it.
+        earlier = await actors.member(email="e.tanaka.old@example.com", name="E. Tanaka")
+        merged = await client.post(f"/v1/members/{member.member_id}/merge",
+                                   headers=keyed(support),
+                                   json={"from_member_id": earlier.member_id})
+        assert merged.status_code == 200, merged.text
+        values += ["e.tanaka.old@example.com", "E. Tanaka"]
         reason = f"Letter of 3 March from {PROFILE['email']} asking to be forgotten"
         erased = await client.post(f"/v1/members/{member.member_id}/erasure",
                                    headers=keyed(support), json={"reason": reason})
@@ -215,6 +222,11 @@ async def test_support_erases_with_a_reason_and_the_row_is_audited_without_the_c
         assert [r["details"]["q_kind"] for r in searches] == ["email", "phone", "name"]
         assert all(r["details"]["found"] == [member.member_id] for r in searches)
         assert await personal_values_left(fresh_database, values) == []
+        statuses = await query(fresh_database, "select status from members"
+                               " where member_id = any($1::uuid[]) order by status",
+                               [member.member_uuid, earlier.member_uuid])
+        assert [r["status"] for r in statuses] == ["erased", "erased"]
+        check_invariants(await ledger_rows(fresh_database))
 
 
 async def test_grace_period_the_member_cancels_and_the_job_erases_when_due_and_not_before(
