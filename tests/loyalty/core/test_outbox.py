@@ -20,6 +20,8 @@ ISSUE_TYPES = {
     "points.expiring_soon", "tier.changed", "coupon.issued", "coupon.redeemed",
     "coupon.reinstated", "purchase.recorded", "purchase.returned", "campaign.launched",
     "event.rsvp", "event.checked_in",
+    # issue 16
+    "member.erased",
 }
 
 
