@@ -182,13 +182,15 @@ update webhook_attempts set response_head = '', error = null
  where delivery_id in (select delivery_id from deliveries)
 """
 
-# Stored answers that echo the profile: the member's own keys, and any other principal's
-# (staff correcting the profile) whose stored body holds one of the values.
+# Stored answers that echo the profile: the member's own keys, and staff's (correcting the
+# profile) whose stored body holds one of the values. Tills' answers name a member by id and
+# number only, and are most of the keys: they are not read.
 _FORGET_REPLAYS = """
 delete from idempotency_keys
  where principal_id = $1
-    or exists (select 1 from unnest($2::text[]) v
-                where position(convert_to(v, 'UTF8') in response_body) > 0)
+    or (principal_id in (select staff_id from staff)
+        and exists (select 1 from unnest($2::text[]) v
+                     where position(convert_to(v, 'UTF8') in response_body) > 0))
 """
 
 
@@ -224,7 +226,7 @@ async def erase_member(conn: Connection, member_id: UUID, *, now: dt.datetime,
         await conn.execute(_BLANK_EVENTS, member_id)
         await conn.execute(_FORGET_ANSWERS, member_id)
         await conn.execute(_FORGET_REPLAYS, member_id, values)
-        await conn.fetchval("select erase_from_audit_log($1::text[])", values)
+        await conn.fetchval("select erase_from_audit_log($1, $2::text[])", member_id, values)
         await emit(conn, "member.erased", MemberErasedData(member_id=member_id, erased_at=now),
                    member_id=member_id, occurred_at=now)
         # Records merged into this one are the same person's earlier profiles.

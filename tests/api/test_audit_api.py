@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from uuid import uuid4
 
 import asyncpg
 import httpx
@@ -211,17 +212,22 @@ async def test_erasure_removes_a_members_values_from_row_text_and_nothing_else(
     connections: list[Connection],
 ) -> None:
     conn = connections[0]
-    await record_audit(conn, actor_kind="staff", actor_id=None, action="members.erase",
-                       subject_kind="member", subject_id=None,
-                       details={"reason": "letter from taro@example.com", "n": 1,
-                                "list": ["+819012345678", "kept"]})
-    changed = await conn.fetchval("select erase_from_audit_log($1::text[])",
+    taro, other = uuid4(), uuid4()
+    for subject in (taro, other):
+        await record_audit(conn, actor_kind="staff", actor_id=None, action="members.erase",
+                           subject_kind="member", subject_id=subject,
+                           details={"reason": "letter from taro@example.com", "n": 1,
+                                    "list": ["+819012345678", "kept"]})
+    changed = await conn.fetchval("select erase_from_audit_log($1, $2::text[])", taro,
                                   ["taro@example.com", "+819012345678", "absent"])
     assert changed == 1
-    row = await conn.fetchrow("select action, details from audit_log")
-    assert row is not None
-    assert (row["action"], row["details"]) == ("members.erase", {
-        "reason": "letter from [erased]", "n": 1, "list": ["[erased]", "kept"]})
+    rows = await conn.fetch("select subject_id, action, details from audit_log")
+    assert {r["subject_id"]: (r["action"], r["details"]) for r in rows} == {
+        taro: ("members.erase", {"reason": "letter from [erased]", "n": 1,
+                                 "list": ["[erased]", "kept"]}),
+        # Rows about others are theirs.
+        other: ("members.erase", {"reason": "letter from taro@example.com", "n": 1,
+                                  "list": ["+819012345678", "kept"]})}
     # The setting is cleared again: ordinary updates are refused as before.
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
         await conn.execute("update audit_log set details = '{}'")
