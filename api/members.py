@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, get, patch, post, put
+from litestar import Controller, Response, delete, get, patch, post, put
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import UNSET
 
@@ -26,9 +28,9 @@ from api.sessions import check_current_password, limit_sign_in_address
 from loyalty.access.audit import record_audit
 from loyalty.access.passwords import check_new_password
 from loyalty.access.roles import CONTACT_READERS, MEMBER_EDITORS, PROFILE_READERS, as_seen_by
-from loyalty.access.sign_in import account_key
+from loyalty.access.sign_in import account_key, verify_password
 from loyalty.core.db import transaction
-from loyalty.core.errors import RateLimited
+from loyalty.core.errors import AuthenticationFailed, InvalidInput, RateLimited
 from loyalty.members.credentials import (
     CHANNELS,
     check_verification_code,
@@ -39,11 +41,13 @@ from loyalty.members.credentials import (
     send_verification_code,
     set_member_password,
 )
+from loyalty.members.erasure import cancel_erasure, erasure_status, request_erasure
 from loyalty.members.merge import find_duplicates, merge_members
 from loyalty.members.profiles import (
     get_consents,
     get_member,
     record_consents,
+    search_kind,
     search_members,
     update_member,
 )
@@ -53,10 +57,13 @@ from schemas.members import (
     Consents,
     ConsentUpdate,
     DuplicatePage,
+    Erasure,
     Member,
     MemberProfileUpdate,
     MemberStatus,
     MergeRequest,
+    MyErasureRequest,
+    StaffErasureRequest,
     StaffMemberUpdate,
     VerificationAnswer,
     VerificationRequest,
@@ -171,6 +178,44 @@ class MeController(Controller):
                                      actor_id=me.member_id)
 
 
+    @delete("", operation_id="eraseMe", status_code=202,
+            responses={200: ResponseSpec(data_container=Erasure,
+                                         description="Erased at once (no grace period)")})
+    async def erase_me(self, me: Me, data: JSONBody[MyErasureRequest], conn: Db,
+                       services: Svc) -> Response[Erasure]:
+        """Erase my personal data (the password again): 202 with ``due_at``, the end of the
+        grace period (``LOYALTY_ERASURE_GRACE_DAYS``) during which I may sign in and cancel;
+        200 when the programme erases at once. Purchases and points stay for accounting under
+        an id that no longer names me. No idempotency key: the body is a password, which is
+        never kept, even hashed; asking again answers the erasure already pending."""
+        stored = await conn.fetchval(
+            "select password_hash from members where member_id = $1", me.member_id)
+        try:
+            await verify_password(services.limiter, services.passwords, services.settings,
+                                  key=account_key("member", me.member_id),
+                                  stored_hash=stored, password=data.password)
+        except AuthenticationFailed:
+            raise InvalidInput("the password is wrong: type the password you sign in with",
+                               field="password", code="wrong_password") from None
+        erasure = await request_erasure(
+            conn, me.member_id, by="member", by_id=me.member_id, now=utc_now(),
+            grace=dt.timedelta(days=services.settings.erasure_grace_days))
+        return Response(erasure, status_code=200 if erasure.state == "erased" else 202)
+
+    @get("/erasure", operation_id="getMyErasure")
+    async def get_my_erasure(self, me: Me, conn: Db) -> Erasure:
+        """Whether an erasure of my data is pending, and when it is due."""
+        return await erasure_status(conn, me.member_id)
+
+    @post("/erasure/cancel", operation_id="cancelMyErasure", status_code=200)
+    @idempotent
+    async def cancel_my_erasure(self, me: Me, conn: Db) -> Erasure:
+        """Keep my data after all: cancels the pending erasure (with none pending, says where
+        the latest stands)."""
+        return await cancel_erasure(conn, me.member_id, by="member", by_id=me.member_id,
+                                    now=utc_now())
+
+
 class StaffMembersController(Controller):
     path = "/v1/members"
     tags = ["members (staff)"]
@@ -200,7 +245,9 @@ class StaffMembersController(Controller):
                         next_cursor=page.next_cursor)
         await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
                            action="members.search", subject_kind="member", subject_id=None,
-                           details={"q": q, "status": status, "results": len(page.items)})
+                           details={"q_kind": search_kind(q), "status": status,
+                                    "results": len(page.items),
+                                    "found": [str(m.member_id) for m in page.items]})
         return page
 
     @get("/duplicates", operation_id="findDuplicateMembers",
@@ -253,3 +300,35 @@ class StaffMembersController(Controller):
                            action="members.update", subject_kind="member", subject_id=member_id,
                            details={"fields": changed})
         return member
+
+    @post("/{member_id:uuid}/erasure", operation_id="eraseMember", status_code=202,
+          guards=[staff_with(*MEMBER_EDITORS)],
+          responses={200: ResponseSpec(data_container=Erasure,
+                                       description="Erased at once (no grace period)")})
+    @idempotent
+    async def erase(self, member_id: FromPath[UUID], data: JSONBody[StaffErasureRequest],
+                    staff: Staff, conn: Db, services: Svc) -> Response[Erasure]:
+        """Erase a member's personal data at their request, received by support: as ``DELETE
+        /v1/me`` (the grace period, during which the member or staff may cancel). Audited with
+        the reason; 409 ``already_erased``."""
+        # Written first, so an erasure done at once also erases its own values from the reason.
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="members.erase", subject_kind="member", subject_id=member_id,
+                           details={"reason": data.reason})
+        erasure = await request_erasure(
+            conn, member_id, by="staff", by_id=staff.staff_id, now=utc_now(),
+            grace=dt.timedelta(days=services.settings.erasure_grace_days))
+        return Response(erasure, status_code=200 if erasure.state == "erased" else 202)
+
+    @post("/{member_id:uuid}/erasure/cancel", operation_id="cancelMemberErasure",
+          status_code=200, guards=[staff_with(*MEMBER_EDITORS)])
+    @idempotent
+    async def cancel_erasure(self, member_id: FromPath[UUID], staff: Staff,
+                             conn: Db) -> Erasure:
+        """Cancel a member's pending erasure (the member changed their mind); audited."""
+        erasure = await cancel_erasure(conn, member_id, by="staff", by_id=staff.staff_id,
+                                       now=utc_now())
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="members.erase_cancel", subject_kind="member",
+                           subject_id=member_id, details={"state": erasure.state})
+        return erasure

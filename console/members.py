@@ -13,7 +13,7 @@ from console.services import AnyRequest, services
 from loyalty.access.audit import record_audit
 from loyalty.access.roles import CONTACT_READERS, PROFILE_READERS
 from loyalty.core.db import transaction
-from loyalty.members.profiles import search_members
+from loyalty.members.profiles import search_kind, search_members
 from schemas.base import SINGLE_LINE, whole
 
 PAGE_SIZE = 25
@@ -42,7 +42,9 @@ async def members_page(
                                         region=svc.settings.default_region, by_contact=contacts)
             await record_audit(conn, actor_kind="staff", actor_id=session.principal.staff_id,
                                action="members.search", subject_kind="member", subject_id=None,
-                               details={"q": q, "status": None, "results": len(page.items),
+                               details={"q_kind": search_kind(q), "status": None,
+                                        "results": len(page.items),
+                                        "found": [str(m.member_id) for m in page.items],
                                         "via": "console"})
     template = "members_results.html" if request.headers.get("hx-request") else "members.html"
     return render(request, template, session=session, q=q or "", page=page,

@@ -23,6 +23,7 @@ from loyalty.insights.churn_model import fit_and_score
 from loyalty.insights.dormancy import flag_dormant, hand_over_dormant
 from loyalty.insights.kpis import snapshot_kpis
 from loyalty.insights.rfm import refresh_rfm
+from loyalty.members.erasure import erase_due_members, erase_inactive_members
 from loyalty.members.profiles import fill_member_skeletons
 from loyalty.ops.delivery import delete_old_events
 from loyalty.points.expiry import expire_points, release_points, remind_expiring_points
@@ -139,6 +140,15 @@ async def _audit_retention(ctx: JobContext, now: dt.datetime) -> Counts:
             conn, retention_days=ctx.settings.audit_retention_days, now=now)
 
 
+async def _erasure(ctx: JobContext, now: dt.datetime) -> Counts:
+    return await erase_due_members(ctx.pool, now=now)
+
+
+async def _member_retention(ctx: JobContext, now: dt.datetime) -> Counts:
+    return await erase_inactive_members(ctx.pool, years=ctx.settings.member_retention_years,
+                                        now=now)
+
+
 # In running order within a night: flags before the hand-over, scores after the flags.
 JOBS: tuple[Job, ...] = (
     Job("points_release", "10 * * * *", "pending points whose return window has passed become "
@@ -175,6 +185,10 @@ JOBS: tuple[Job, ...] = (
     Job("audit_retention", "55 4 * * *", "audit rows of days older than "
         "LOYALTY_AUDIT_RETENTION_DAYS are deleted, whole days at a time (0, the default: "
         "kept for ever)", _audit_retention),
+    Job("erasure", "35 * * * *", "members whose erasure was asked for at least "
+        "LOYALTY_ERASURE_GRACE_DAYS ago (and not cancelled) are erased", _erasure),
+    Job("member_retention", "40 4 * * *", "members without a purchase or engagement for "
+        "LOYALTY_MEMBER_RETENTION_YEARS are erased (0, the default: kept)", _member_retention),
 )
 
 

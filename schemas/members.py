@@ -21,6 +21,7 @@ from schemas.base import (
     Phone,
     PostalCode,
     ShortText,
+    text,
     whole,
 )
 
@@ -162,3 +163,33 @@ class DuplicatePage(Output):
 
 class MergeRequest(Input):
     from_member_id: UUID
+
+
+# -- erasure ------------------------------------------------------------------------------------
+
+ErasureState = Literal["none", "pending", "cancelled", "erased"]
+
+
+class MyErasureRequest(Input):
+    """A member's request to erase their own data: the password again, as for a sign-in."""
+
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class StaffErasureRequest(Input):
+    """Support erasing a member's data at their request (by letter, at the counter): why."""
+
+    reason: Annotated[str, text(500, min_length=1, multiline=True)]
+
+
+class Erasure(Output):
+    """Where a member's erasure stands: ``pending`` until ``due_at`` (the grace period, during
+    which the member may sign in and cancel), ``erased`` once done, ``cancelled``, or ``none``
+    (never asked)."""
+
+    member_id: UUID
+    state: ErasureState
+    requested_at: dt.datetime | None = None
+    due_at: dt.datetime | None = None
+    cancelled_at: dt.datetime | None = None
+    erased_at: dt.datetime | None = None

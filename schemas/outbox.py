@@ -132,6 +132,15 @@ class MemberVerificationRequestedData(Output):
     expires_at: dt.datetime
 
 
+class MemberErasedData(Output):
+    """A member's personal data was erased (their request, staff acting on one, or the retention
+    of inactive members): a receiver erases its copy too (GDPR art. 17(2), 19). Only the
+    pseudonymous id remains, with the ledger kept for accounting."""
+
+    member_id: UUID
+    erased_at: dt.datetime
+
+
 # -- points ------------------------------------------------------------------------------------
 
 PointsSource = Literal["purchase", "return", "action", "staff", "system", "merge", "campaign",
@@ -373,6 +382,7 @@ EVENT_TYPES: dict[str, type[Output]] = {
     "member.merged": MemberMergedData,
     "member.password_reset_requested": MemberPasswordResetRequestedData,
     "member.verification_requested": MemberVerificationRequestedData,
+    "member.erased": MemberErasedData,
     "points.earned": PointsEarnedData,
     "points.redeemed": PointsRedeemedData,
     "points.reversed": PointsReversedData,

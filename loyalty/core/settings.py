@@ -162,6 +162,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Audit rows older than this many days are deleted by the audit_retention job, whole days
     # at a time; 0 keeps them for ever (the default).
     audit_retention_days: Annotated[int, Meta(ge=0, le=36_500)] = 0
+    # An erasure a member (or staff for them) asks for is done this many days later; until
+    # then the member may sign in and cancel it. 0: at once. Two weeks catch a mistaken or
+    # hostile request (a stolen phone) and stay well inside GDPR's one month to act (art. 12(3)).
+    erasure_grace_days: Annotated[int, Meta(ge=0, le=30)] = 14
+    # Members without a purchase or engagement for this many years are erased by the
+    # member_retention job; 0 (the default) keeps them.
+    member_retention_years: Annotated[int, Meta(ge=0, le=100)] = 0
 
     @property
     def data_path(self) -> Path:

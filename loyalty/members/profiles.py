@@ -455,6 +455,22 @@ async def search_members(
     return Page(items=items, next_cursor=next_cursor)
 
 
+def search_kind(q: str | None) -> str | None:
+    """What a search text looks like (``email``, ``phone``, ``number`` or ``name``), for the
+    audit log, which keeps this instead of the text itself: a search for a member's e-mail or
+    phone kept verbatim would be one more copy of it (docs/decisions/0015-erasure.md)."""
+    text = normalize_text(q) if q is not None else ""
+    if not text:
+        return None
+    if "@" in text:
+        return "email"
+    if text.isdigit() and not text.startswith("0"):
+        return "number"
+    if looks_like_phone(text):
+        return "phone"
+    return "name"
+
+
 def _match_query(q: str, param: Any, region: str, by_contact: bool) -> str:
     # E-mail addresses are stored NFKC-normalised and lower-cased (normalize_email); ``q`` is
     # already NFKC. The start of an address finds it, as support staff type it ("taro" for

@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from uuid import uuid4
 
 import asyncpg
 import httpx
@@ -206,6 +207,53 @@ async def test_the_retention_setting_lets_only_deletes_through(
     # ``set local`` ended with its transaction: a later delete is refused again.
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await conn.execute("delete from audit_log")
+
+
+async def test_erasure_removes_a_members_values_from_row_text_and_nothing_else(
+    connections: list[Connection],
+) -> None:
+    conn = connections[0]
+    taro, other = uuid4(), uuid4()
+    for subject in (taro, other):
+        await record_audit(conn, actor_kind="staff", actor_id=None, action="members.erase",
+                           subject_kind="member", subject_id=subject,
+                           details={"reason": "letter from taro@example.com", "n": 1,
+                                    "list": ["+819012345678", "kept"]})
+    changed = await conn.fetchval("select erase_from_audit_log($1, $2::text[])", taro,
+                                  ["taro@example.com", "+819012345678", "absent"])
+    assert changed == 1
+    rows = await conn.fetch("select subject_id, action, details from audit_log")
+    assert {r["subject_id"]: (r["action"], r["details"]) for r in rows} == {
+        taro: ("members.erase", {"reason": "letter from [erased]", "n": 1,
+                                 "list": ["[erased]", "kept"]}),
+        # Rows about others are theirs.
+        other: ("members.erase", {"reason": "letter from taro@example.com", "n": 1,
+                                  "list": ["+819012345678", "kept"]})}
+    # The setting is cleared again: ordinary updates are refused as before.
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        await conn.execute("update audit_log set details = '{}'")
+
+
+@pytest.mark.parametrize("statement", [
+    # Anything but the erasure of the values named is refused, even with the setting forged.
+    "update audit_log set action = 'edited'",
+    "update audit_log set details = '{}'",
+    """update audit_log set details = '{"reason": "rewritten"}'""",
+    "update audit_log set subject_id = gen_random_uuid(),"
+    " details = audit_details_erased(details, array['kept'])",
+])
+async def test_a_forged_erasure_setting_lets_no_other_change_through(
+    connections: list[Connection], statement: str,
+) -> None:
+    conn = connections[0]
+    await record_audit(conn, actor_kind="system", actor_id=None, action="test.row",
+                       subject_kind="member", subject_id=None, details={"reason": "kept"})
+    async with conn.transaction():
+        await conn.execute("""set local loyalty.audit_erasure = '["kept"]'""")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await conn.execute(statement)
+    rows = await conn.fetch("select action, details from audit_log")
+    assert [(r["action"], r["details"]) for r in rows] == [("test.row", {"reason": "kept"})]
 
 
 async def test_retention_deletes_whole_old_days_and_is_off_by_default(

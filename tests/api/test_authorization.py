@@ -149,6 +149,16 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("PATCH", "/v1/me"): Rule({"member_a", "member_b"}, body=lambda _: {}),
     ("GET", "/v1/me/consents"): Rule({"member_a", "member_b"}),
     ("PUT", "/v1/me/consents"): Rule({"member_a", "member_b"}, body=lambda _: {"consents": []}),
+    # Erasure: the grace period of the test settings (14 days) leaves both members as they
+    # are; each is pending until the cancels that sort after.
+    ("DELETE", "/v1/me"): Rule(MEMBERS, 202, body=lambda _: {"password": PASSWORD}),
+    ("GET", "/v1/me/erasure"): Rule(MEMBERS),
+    ("POST", "/v1/me/erasure/cancel"): Rule(MEMBERS),
+    ("POST", "/v1/members/{member_id:uuid}/erasure"): Rule(
+        {"admin", "support"}, 202, lambda _: {"reason": "a letter from the member"},
+        path=lambda w: f"{member_a_path(w)}/erasure"),
+    ("POST", "/v1/members/{member_id:uuid}/erasure/cancel"): Rule(
+        {"admin", "support"}, path=lambda w: f"{member_a_path(w)}/erasure/cancel"),
     ("GET", "/v1/members"): Rule(MEMBER_READERS),
     ("GET", "/v1/members/{member_id:uuid}"): Rule(MEMBER_READERS, path=member_a_path),
     ("PATCH", "/v1/members/{member_id:uuid}"): Rule({"admin", "support"}, body=lambda _: {},

@@ -119,7 +119,7 @@ async def test_bad_query_and_path_parameters_are_4xx(client: Client, actors: Act
 
 
 async def test_wrong_method_and_unknown_path_are_problems(client: Client) -> None:
-    assert_problem(await client.delete("/v1/me"), 405)
+    assert_problem(await client.put("/v1/me"), 405)
     assert_problem(await client.get("/v1/nothing-here"), 404)
 
 

@@ -19,6 +19,7 @@ from litestar import Litestar
 from tests.conftest import AppWith, held
 from tests.factories import (
     ACTIVE,
+    PASSWORD,
     Actors,
     SignedUp,
     World,
@@ -393,6 +394,7 @@ WRITES: dict[tuple[str, str], Write] = {
     ("POST", "/v1/pos/events/{event_id:uuid}/checkins"): Write(
         "terminal_x", 201, lambda w: {"member": {"id": w.member_a_id}}, required=True,
         path=lambda w: f"/v1/pos/events/{w.extra['checkin_event_id']}/checkins"),
+    ("POST", "/v1/me/erasure/cancel"): Write("member_b"),  # pending: replay_world
     # members, points and merges (staff)
     ("PATCH", "/v1/members/{member_id:uuid}"): Write(
         "support", body=lambda _: {"name": "Corrected"}, path=member_a_path),
@@ -402,6 +404,12 @@ WRITES: dict[tuple[str, str], Write] = {
     ("POST", "/v1/members/{member_id:uuid}/merge"): Write(
         "support", body=lambda w: {"from_member_id": w.extra["spare_members"][0]},
         required=True, path=lambda w: f"{member_a_path(w)}/merge"),
+    # a spare member's erasure, then its cancel (sorted after it)
+    ("POST", "/v1/members/{member_id:uuid}/erasure"): Write(
+        "support", 202, lambda _: {"reason": "by letter"},
+        path=lambda w: f"/v1/members/{w.extra['spare_members'][1]}/erasure"),
+    ("POST", "/v1/members/{member_id:uuid}/erasure/cancel"): Write(
+        "support", path=lambda w: f"/v1/members/{w.extra['spare_members'][1]}/erasure/cancel"),
     ("POST", "/v1/points/grants"): Write(
         "marketer", 201, lambda w: {"points": 5, "reason": "replayed grant",
                                     "members": [w.member_a_id]}, required=True),
@@ -480,6 +488,9 @@ NOT_KEYED = {
     # The answer is the same for everyone, and a retry asks for one more mail, counted by its
     # per-contact limit; for a code, the newest replaces the one before.
     ("POST", "/v1/auth/member/password-reset"), ("POST", "/v1/me/verification"),
+    # Its body is the member's password, which is never kept, not even as the body's hash (a
+    # fast hash of a password can be guessed offline); asking again answers the pending one.
+    ("DELETE", "/v1/me"),
 }
 # POSTs that write nothing.
 READS = {
@@ -497,7 +508,9 @@ select (select count(*) from audit_log) as audits,
        (select count(*) from event_reservations where cancelled_at is null) as seats,
        (select count(*) from job_runs) as job_runs,
        (select count(*) from earning_rule_versions) as rule_versions,
-       (select count(*) from coupon_codes) as codes
+       (select count(*) from coupon_codes) as codes,
+       (select count(*) from member_erasures) as erasures,
+       (select count(*) from member_erasures where cancelled_at is not null) as cancelled
 """
 
 
@@ -527,6 +540,9 @@ async def replay_world(world: World) -> World:
                                     json={**new_event(world), "invitation_only": False})
     assert spare.status_code == 201, spare.text
     world.extra["spare_event_id"] = spare.json()["event_id"]
+    asked = await world.client.request("DELETE", "/v1/me", headers=world.headers["member_b"],
+                                       json={"password": PASSWORD})
+    assert asked.status_code == 202, asked.text
     return world
 
 

@@ -20,6 +20,8 @@ ISSUE_TYPES = {
     "points.expiring_soon", "tier.changed", "coupon.issued", "coupon.redeemed",
     "coupon.reinstated", "purchase.recorded", "purchase.returned", "campaign.launched",
     "event.rsvp", "event.checked_in",
+    # issue 16
+    "member.erased",
 }
 # Issue 16's: a reset link and a verification code for the brand's mailer to send.
 ISSUE_16_TYPES = {"member.password_reset_requested", "member.verification_requested"}

@@ -6,8 +6,9 @@ with the dormancy job run every night (issue 17).
 The issue asks for 10,000 members; in `make test`, 500 members and their year of purchases
 (about 5,000) prove the same equality in a fraction of the time, every member going through
 joining, buying, going quiet and coming back. ``LOYALTY_TEST_IMPORT_MEMBERS=10000`` runs the
-same test at the issue's size (about 100,000 purchases recorded one by one: minutes). The dormancy threshold is 60 days so that a year holds
-many dormancies and reactivations, in the middle month as elsewhere.
+same test at the issue's size (about 100,000 purchases recorded one by one: minutes). The
+dormancy threshold is 60 days so that a year holds many dormancies and reactivations, in the
+middle month as elsewhere.
 """
 
 from __future__ import annotations
