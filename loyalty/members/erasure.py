@@ -5,10 +5,12 @@ An erasure is one transaction per member: the profile's personal fields are remo
 member row keeps its id, its member number (a random pseudonym, printed nowhere but the app's
 card) and status ``erased``; purchases, the ledger, lots and coupons stay for accounting,
 linked only to that id. Copies of the profile elsewhere go too: the payloads of the member's
-``member.registered`` and ``member.updated`` events, what webhook receivers answered to the
-member's events, idempotent replays that echo the profile, and any audit row text holding one of
-the member's values (through the database's one narrow door, migration 0031). Sessions and
-refresh tokens end. ``member.erased`` goes out through the outbox in the same transaction.
+``member.registered`` and ``member.updated`` events (and the contact and secret of its
+``member.password_reset_requested`` and ``member.verification_requested``), what webhook
+receivers answered to the member's events, idempotent replays that echo the profile, and any
+audit row text holding one of the member's values (through the database's one narrow door,
+migration 0031). Sessions and refresh tokens end. ``member.erased`` goes out through the outbox
+in the same transaction.
 """
 
 from __future__ import annotations
@@ -171,6 +173,15 @@ update outbox
  where member_id = $1 and type in ('member.registered', 'member.updated')
 """
 
+# The contact a reset link or a verification code was sent to, and the secret itself.
+_BLANK_MESSAGES = """
+update outbox
+   set data = data || jsonb_build_object('contact', '', 'token', '', 'code', '')
+         - (case when type = 'member.password_reset_requested' then 'code' else 'token' end)
+ where member_id = $1
+   and type in ('member.password_reset_requested', 'member.verification_requested')
+"""
+
 # What receivers answered to the member's events may echo them.
 _FORGET_ANSWERS = """
 with deliveries as (
@@ -224,6 +235,7 @@ async def erase_member(conn: Connection, member_id: UUID, *, now: dt.datetime,
         for table in ("member_rfm", "member_at_risk", "member_churn_scores"):
             await conn.execute(f"delete from {table} where member_id = $1", member_id)  # noqa: S608 - a constant table name
         await conn.execute(_BLANK_EVENTS, member_id)
+        await conn.execute(_BLANK_MESSAGES, member_id)
         await conn.execute(_FORGET_ANSWERS, member_id)
         await conn.execute(_FORGET_REPLAYS, member_id, values)
         await conn.fetchval("select erase_from_audit_log($1, $2::text[])", member_id, values)
