@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, get, patch, post, put
+from litestar import Controller, MediaType, get, patch, post, put
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.response import Stream
 from msgspec import UNSET
 
 from api.auth import members_only, staff_with
@@ -24,8 +28,16 @@ from api.idempotency import idempotent
 from api.params import Cursor, Limit, SearchText, Since
 from api.sessions import limit_sign_in_address
 from loyalty.access.audit import record_audit
-from loyalty.access.roles import CONTACT_READERS, MEMBER_EDITORS, PROFILE_READERS, as_seen_by
+from loyalty.access.roles import (
+    CONTACT_READERS,
+    MEMBER_EDITORS,
+    MEMBER_EXPORTERS,
+    PROFILE_READERS,
+    as_seen_by,
+)
+from loyalty.core.db import Pool
 from loyalty.core.errors import RateLimited
+from loyalty.members.export import export_member
 from loyalty.members.merge import find_duplicates, merge_members
 from loyalty.members.profiles import (
     get_consents,
@@ -40,6 +52,7 @@ from schemas.members import (
     ConsentUpdate,
     DuplicatePage,
     Member,
+    MemberExport,
     MemberProfileUpdate,
     MemberStatus,
     MergeRequest,
@@ -58,6 +71,29 @@ async def _count_contact_change(request: AnyRequest, services: Svc) -> None:
         raise RateLimited("too many e-mail or phone changes and sign-ins from this address;"
                           " try again after the time in Retry-After",
                           retry_after=limited.retry_after) from None
+
+
+# The document's shape for the OpenAPI: the handlers answer with a stream of its bytes.
+_EXPORT_RESPONSES = {200: ResponseSpec(
+    data_container=MemberExport,
+    description="The member's data as one JSON document (an attachment), streamed section by "
+                "section as it is read from one snapshot of the database.")}
+
+
+def _export(pool: Pool, member: Member, *, now: dt.datetime) -> Stream:
+    """The export of ``member`` as a streamed attachment, read on a connection of its own held
+    only while the document is sent (the request's transaction has committed by then)."""
+
+    async def document() -> AsyncIterator[bytes]:
+        async with pool.acquire() as conn:
+            async for piece in export_member(conn, member.member_id, now=now):
+                yield piece
+
+    filename = f"loyalty-export-{member.member_number}-{now:%Y%m%d}.json"
+    return Stream(document(), media_type=MediaType.JSON, headers={
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        # Personal data: kept by no cache on the way.
+        "Cache-Control": "no-store"})
 
 
 class MeController(Controller):
@@ -98,6 +134,15 @@ class MeController(Controller):
         """Give or withdraw consent per purpose, under the text version shown to the member."""
         return await record_consents(conn, me.member_id, data.consents, actor_kind="member",
                                      actor_id=me.member_id)
+
+    @get("/export", operation_id="exportMe", responses=_EXPORT_RESPONSES)
+    async def export_me(self, me: Me, conn: Db, services: Svc) -> Stream:
+        """Everything the programme holds about the signed-in member, as one JSON document
+        (``MemberExport``; docs/privacy.md): profile, consents and their history, points,
+        purchases, coupons, tiers, events, segments and campaigns, scores, sessions, and who
+        on the staff read their data."""
+        member = await get_member(conn, me.member_id)
+        return _export(services.pool, member, now=utc_now())
 
 
 class StaffMembersController(Controller):
@@ -157,6 +202,18 @@ class StaffMembersController(Controller):
         return await merge_members(conn, survivor_id=member_id,
                                    merged_id=data.from_member_id, staff_id=staff.staff_id,
                                    now=utc_now())
+
+    @post("/{member_id:uuid}/export", operation_id="exportMember", status_code=200,
+          guards=[staff_with(*MEMBER_EXPORTERS)], responses=_EXPORT_RESPONSES)
+    async def export(self, member_id: FromPath[UUID], staff: Staff, conn: Db,
+                     services: Svc) -> Stream:
+        """A member's data export (``MemberExport``), for their request received by customer
+        service: the document ``GET /v1/me/export`` gives the member. Audited
+        (``members.export``), and so listed in the member's next export."""
+        member = await get_member(conn, member_id)
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="members.export", subject_kind="member", subject_id=member_id)
+        return _export(services.pool, member, now=utc_now())
 
     @get("/{member_id:uuid}", operation_id="getMember")
     async def read(self, member_id: FromPath[UUID], staff: Staff, conn: Db) -> Member:
