@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, MediaType, get, patch, post, put
+from litestar.background_tasks import BackgroundTask
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Stream
@@ -84,16 +86,28 @@ def _export(pool: Pool, member: Member, *, now: dt.datetime) -> Stream:
     """The export of ``member`` as a streamed attachment, read on a connection of its own held
     only while the document is sent (the request's transaction has committed by then)."""
 
-    async def document() -> AsyncIterator[bytes]:
-        async with pool.acquire() as conn:
-            async for piece in export_member(conn, member.member_id, now=now):
+    async def document() -> AsyncGenerator[bytes, None]:
+        # Closed before the connection goes back: the export's transaction ends on this
+        # connection, not later on whichever request the pool has lent it to since.
+        async with pool.acquire() as conn, \
+                aclosing(export_member(conn, member.member_id, now=now)) as exported:
+            async for piece in exported:
                 yield piece
 
+    pieces = document()
+
+    async def close() -> None:  # a coroutine function: BackgroundTask awaits only those
+        await pieces.aclose()
+
     filename = f"loyalty-export-{member.member_number}-{now:%Y%m%d}.json"
-    return Stream(document(), media_type=MediaType.JSON, headers={
+    return Stream(pieces, media_type=MediaType.JSON, headers={
         "Content-Disposition": f'attachment; filename="{filename}"',
         # Personal data: kept by no cache on the way.
-        "Cache-Control": "no-store"})
+        "Cache-Control": "no-store"},
+        # A client that leaves mid-document stops the stream between two pieces: closing the
+        # generator then ends its transaction and returns its connection at once, rather than
+        # whenever the garbage collector finds it (a snapshot held open meanwhile).
+        background=BackgroundTask(close))
 
 
 class MeController(Controller):

@@ -15,7 +15,7 @@ holds the two against the database's catalogue.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -278,9 +278,11 @@ async def _write_part(conn: Connection, part: Part, member_id: UUID,
 
 
 async def export_member(conn: Connection, member_id: UUID, *,
-                        now: dt.datetime) -> AsyncIterator[bytes]:
+                        now: dt.datetime) -> AsyncGenerator[bytes, None]:
     """The member's export document as consecutive pieces of UTF-8 JSON, read in one snapshot
-    on ``conn`` (which must not be in a transaction: this opens its own)."""
+    on ``conn`` (which must not be in a transaction: this opens its own). A caller that stops
+    early closes it (``contextlib.aclosing``) before it lets the connection go, so that the
+    transaction ends there and then."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         header = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
                   "exported_at": now, "member_id": member_id}

@@ -367,35 +367,37 @@ async def test_a_member_exports_only_themselves(seeded: Seeded) -> None:
     assert staff.status_code == 403
 
 
-async def test_an_export_of_many_entries_is_streamed_in_pieces_and_has_every_entry(
-    app: Litestar, client: Client, actors: Actors, settings: Any,
-) -> None:
-    member = await actors.member()
-    await query(settings.database_url, """
+async def _with_entries(database_url: str, member: SignedUp, count: int) -> None:
+    """``count`` ledger entries of one point each, with their lots, written in one statement."""
+    await query(database_url, """
         with made as (
             insert into point_entries (member_id, entry_id, kind, amount, reason, source,
                                        created_at)
             select $1, uuid_v7(), 'adjust', 1, 'goodwill ' || n, 'staff',
                    now() - (n || ' seconds')::interval
-              from generate_series(1, 5000) as n
+              from generate_series(1, $2) as n
             returning entry_id
         )
         insert into point_lots (member_id, lot_id, entry_id, points, remaining, earned_at,
                                 available_at, released_at)
         select $1, uuid_v7(), entry_id, 1, 1, now(), now(), now() from made
-        """, member.member_uuid)
-    assert client  # the app's lifespan runs
+        """, member.member_uuid, count)
 
+
+async def _stream_export(app: Litestar, member: SignedUp, *,
+                         leave_after: int | None = None) -> list[bytes]:
+    """The pieces of the member's export as the app sends them to a server, called straight
+    through ASGI (httpx's test transport would gather them into one): the client stays until
+    the document ends, or leaves after ``leave_after`` pieces."""
     pieces: list[bytes] = []
-
     requested = asyncio.Event()
-    sent = asyncio.Event()
+    gone = asyncio.Event()
 
     async def receive() -> dict[str, Any]:
         if not requested.is_set():
             requested.set()
             return {"type": "http.request", "body": b"", "more_body": False}
-        await sent.wait()  # the client stays until the whole document is sent, as a server's
+        await gone.wait()
         return {"type": "http.disconnect"}
 
     async def send(message: Any) -> None:
@@ -404,26 +406,63 @@ async def test_an_export_of_many_entries_is_streamed_in_pieces_and_has_every_ent
         if message["type"] == "http.response.body":
             if message.get("body"):
                 pieces.append(bytes(message["body"]))
-            if not message.get("more_body"):
-                sent.set()
+            if not message.get("more_body") or len(pieces) == leave_after:
+                gone.set()
+                # A server's send after the client left: let the disconnect be received.
+                await asyncio.sleep(0.05)
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "GET", "scheme": "http", "path": "/v1/me/export", "raw_path":
-             b"/v1/me/export", "query_string": b"", "root_path": "",
+             "method": "GET", "scheme": "http", "path": "/v1/me/export",
+             "raw_path": b"/v1/me/export", "query_string": b"", "root_path": "",
              "headers": [(b"host", b"testserver.local"),
                          (b"authorization", f"Bearer {member.access_token}".encode())],
              "client": ("testclient", 50000), "server": ("testserver.local", 80),
              "state": {}}
     await app(scope, receive, send)  # type: ignore[arg-type]
+    return pieces
+
+
+async def test_an_export_of_many_entries_is_streamed_in_pieces_and_has_every_entry(
+    app: Litestar, client: Client, actors: Actors, settings: Any,
+) -> None:
+    assert client  # the app's lifespan runs
+    member = await actors.member()
+    await _with_entries(settings.database_url, member, 5_000)
+
+    pieces = await _stream_export(app, member)
 
     body = b"".join(pieces)
     document = msgspec.json.decode(body, type=MemberExport)
     entries = document.points.entries
-    assert len(entries) == 5000
-    assert {e["reason"] for e in entries} == {f"goodwill {n}" for n in range(1, 5001)}
-    assert len(document.points.lots) == 5000
+    assert len(entries) == 5_000
+    assert {e["reason"] for e in entries} == {f"goodwill {n}" for n in range(1, 5_001)}
+    assert len(document.points.lots) == 5_000
     # Sent as it was read: many pieces, none much more than a batch (an entry is far below
     # a kilobyte), rather than the whole document at once.
     assert len(body) > 4 * CHUNK_BYTES
     assert len(pieces) > len(body) // (CHUNK_BYTES + 1024)
     assert max(len(p) for p in pieces) < CHUNK_BYTES + 1024
+
+
+async def test_a_client_that_leaves_mid_export_leaves_no_transaction_open(
+    app: Litestar, client: Client, actors: Actors, settings: Any,
+) -> None:
+    assert client
+    member = await actors.member()
+    await _with_entries(settings.database_url, member, 5_000)
+
+    pieces = await _stream_export(app, member, leave_after=2)
+
+    assert len(pieces) <= 3
+    with pytest.raises(msgspec.DecodeError):
+        msgspec.json.decode(b"".join(pieces))
+    # The export's snapshot is not held for a client that is gone: its connection is back in
+    # the pool, out of its transaction, at once.
+    open_ = await query(settings.database_url, """
+        select count(*) as n, array_agg(query) as q from pg_stat_activity
+         where datname = current_database() and state like 'idle in transaction%'
+        """)
+    assert open_[0]["n"] == 0, open_[0]["q"]
+    # And the app serves the next export as before.
+    again = await client.get("/v1/me/export", headers=member.headers)
+    assert len(_document(again)["points"]["entries"]) == 5_000
