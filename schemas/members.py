@@ -208,6 +208,9 @@ class MemberExport(Output):
     profile: Annotated[dict[str, Any], _said(
         "The member's record: number, name, kana, contact details, birth date, postal code, "
         "attributes, external id, status, dates; ``has_password`` instead of the hash.")]
+    merged_records: Annotated[ExportRows, _said(
+        "Records of the same person merged into this one, as they were kept: each one's "
+        "profile, as ``profile``.")]
     consents: ExportConsents
     points: ExportPoints
     purchases: Annotated[ExportRows, _said(

@@ -70,13 +70,26 @@ async def _segments(conn: Connection, member_id: UUID,
             yield {"segment_id": segment["segment_id"], "name": segment["name"]}
 
 
+_PROFILE = """
+    member_id, member_number, name, name_kana, email, phone, birth_date, postal_code, attributes,
+    external_id, status, status_changed_at, joined_at, last_activity_at, updated_at, merged_into,
+    password_hash is not null as has_password
+"""
+
 EXPORT: tuple[Part | Group, ...] = (
-    Part("profile", ("members",), """
-        select member_id, member_number, name, name_kana, email, phone, birth_date, postal_code,
-               attributes, external_id, status, status_changed_at, joined_at, last_activity_at,
-               updated_at, merged_into, password_hash is not null as has_password
-          from members where member_id = $1
-        """, single=True),
+    Part("profile", ("members",), f"select {_PROFILE} from members where member_id = $1",  # noqa: S608 - a module constant column list
+         single=True),
+    # The same person's records merged into this one (and those merged into them), which keep
+    # their own contact details as a redirect does.
+    Part("merged_records", ("members",), f"""
+        with recursive merged as (
+            select member_id from members where merged_into = $1
+            union
+            select m.member_id from members m join merged on m.merged_into = merged.member_id
+        )
+        select {_PROFILE} from members where member_id in (select member_id from merged)
+         order by status_changed_at, member_id
+        """),  # noqa: S608 - a module constant column list
     Group("consents", (
         Part("current", ("member_consents",), """
             select distinct on (purpose) purpose, granted, text_version, channel, actor_kind,

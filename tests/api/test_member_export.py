@@ -121,6 +121,11 @@ async def seeded(client: Client, actors: Actors, settings: Any) -> Seeded:
     await _ok(await client_.get(f"/v1/members/{member.member_id}", headers=support))
     number = member.member["member_number"]
     await _ok(await client_.get(f"/v1/pos/members/lookup?number={number}", headers=till))
+    # An old record of the same person, merged into this one.
+    old = await actors.member(email="hana.old@example.com")
+    await _ok(await client_.post(f"/v1/members/{member.member_id}/merge",
+                                 headers={**support, **_key()},
+                                 json={"from_member_id": old.member_id}))
     # Signed in again after the suspension ended the first session.
     login = await _ok(await client_.post("/v1/auth/member/login", json={
         "email": "hana@example.com", "password": "correct horse battery"}))
@@ -219,6 +224,8 @@ async def test_a_member_exports_everything_held_about_them(seeded: Seeded) -> No
     assert profile["has_password"] is True
     assert "password_hash" not in profile
 
+    assert [(r["email"], r["status"]) for r in document["merged_records"]] == [
+        ("hana.old@example.com", "merged")]
     consents = document["consents"]
     assert [(c["purpose"], c["granted"]) for c in consents["history"]] == [
         ("marketing_email", True), ("marketing_email", False)]
