@@ -276,41 +276,45 @@ async def _write_part(conn: Connection, part: Part, member_id: UUID,
         record = await conn.fetchrow(part.sql, member_id)
         yield json_encoder.encode(dict(record) if record is not None else None)
         return
-    chunk = bytearray(b"[")
-    first = True
+    yield b"["
+    separator = b""
     async for row in _rows(conn, part, member_id, now):
-        if not first:
-            chunk += b","
-        first = False
-        chunk += json_encoder.encode(row)
-        if len(chunk) >= CHUNK_BYTES:
-            yield bytes(chunk)
-            chunk.clear()
-    chunk += b"]"
-    yield bytes(chunk)
+        yield separator + json_encoder.encode(row)
+        separator = b","
+    yield b"]"
+
+
+async def _document(conn: Connection, member_id: UUID,
+                    now: dt.datetime) -> AsyncIterator[bytes]:
+    header = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
+              "exported_at": now, "member_id": member_id}
+    yield json_encoder.encode(header)[:-1]
+    for section in EXPORT:
+        yield b"," + _key(section.key)
+        if isinstance(section, Part):
+            async for piece in _write_part(conn, section, member_id, now):
+                yield piece
+            continue
+        yield b"{"
+        for n, part in enumerate(section.parts):
+            yield (b"," if n else b"") + _key(part.key)
+            async for piece in _write_part(conn, part, member_id, now):
+                yield piece
+        yield b"}"
+    yield b"}"
 
 
 async def export_member(conn: Connection, member_id: UUID, *,
                         now: dt.datetime) -> AsyncGenerator[bytes, None]:
-    """The member's export document as consecutive pieces of UTF-8 JSON, read in one snapshot
-    on ``conn`` (which must not be in a transaction: this opens its own). A caller that stops
-    early closes it (``contextlib.aclosing``) before it lets the connection go, so that the
-    transaction ends there and then."""
+    """The member's export document as consecutive pieces of UTF-8 JSON of about
+    ``CHUNK_BYTES`` each, read in one snapshot on ``conn`` (which must not be in a transaction:
+    this opens its own). A caller that stops early closes it (``contextlib.aclosing``) before
+    it lets the connection go, so that the transaction ends there and then."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        header = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
-                  "exported_at": now, "member_id": member_id}
-        yield json_encoder.encode(header)[:-1]
-        for section in EXPORT:
-            yield b"," + _key(section.key)
-            if isinstance(section, Part):
-                async for piece in _write_part(conn, section, member_id, now):
-                    yield piece
-                continue
-            yield b"{"
-            for n, part in enumerate(section.parts):
-                yield (b"," if n else b"") + _key(part.key)
-                async for piece in _write_part(conn, part, member_id, now):
-                    yield piece
-            yield b"}"
-        yield b"}"
-
+        chunk = bytearray()
+        async for piece in _document(conn, member_id, now):
+            chunk += piece
+            if len(chunk) >= CHUNK_BYTES:
+                yield bytes(chunk)
+                chunk.clear()
+        yield bytes(chunk)
