@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, Response, delete, get, patch, post, put
+from litestar import Controller, MediaType, Response, delete, get, patch, post, put
+from litestar.background_tasks import BackgroundTask
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.response import Stream
 from msgspec import UNSET
 
 from api.auth import members_only, staff_with
@@ -27,9 +31,15 @@ from api.params import Cursor, Limit, SearchText, Since
 from api.sessions import check_current_password, limit_sign_in_address
 from loyalty.access.audit import record_audit
 from loyalty.access.passwords import check_new_password
-from loyalty.access.roles import CONTACT_READERS, MEMBER_EDITORS, PROFILE_READERS, as_seen_by
+from loyalty.access.roles import (
+    CONTACT_READERS,
+    MEMBER_EDITORS,
+    MEMBER_EXPORTERS,
+    PROFILE_READERS,
+    as_seen_by,
+)
 from loyalty.access.sign_in import account_key, verify_password
-from loyalty.core.db import transaction
+from loyalty.core.db import Pool, transaction
 from loyalty.core.errors import AuthenticationFailed, InvalidInput, RateLimited
 from loyalty.members.credentials import (
     CHANNELS,
@@ -42,6 +52,7 @@ from loyalty.members.credentials import (
     set_member_password,
 )
 from loyalty.members.erasure import cancel_erasure, erasure_status, request_erasure
+from loyalty.members.export import export_member
 from loyalty.members.merge import find_duplicates, merge_members
 from loyalty.members.profiles import (
     get_consents,
@@ -59,6 +70,7 @@ from schemas.members import (
     DuplicatePage,
     Erasure,
     Member,
+    MemberExport,
     MemberProfileUpdate,
     MemberStatus,
     MergeRequest,
@@ -82,6 +94,41 @@ async def _count_contact_change(request: AnyRequest, services: Svc) -> None:
         raise RateLimited("too many e-mail or phone changes and sign-ins from this address;"
                           " try again after the time in Retry-After",
                           retry_after=limited.retry_after) from None
+
+
+# The document's shape for the OpenAPI: the handlers answer with a stream of its bytes.
+_EXPORT_RESPONSES = {200: ResponseSpec(
+    data_container=MemberExport,
+    description="The member's data as one JSON document (an attachment), streamed section by "
+                "section as it is read from one snapshot of the database.")}
+
+
+def _export(pool: Pool, member: Member, *, now: dt.datetime) -> Stream:
+    """The export of ``member`` as a streamed attachment, read on a connection of its own held
+    only while the document is sent (the request's transaction has committed by then)."""
+
+    async def document() -> AsyncGenerator[bytes, None]:
+        # Closed before the connection goes back: the export's transaction ends on this
+        # connection, not later on whichever request the pool has lent it to since.
+        async with pool.acquire() as conn, \
+                aclosing(export_member(conn, member.member_id, now=now)) as exported:
+            async for piece in exported:
+                yield piece
+
+    pieces = document()
+
+    async def close() -> None:  # a coroutine function: BackgroundTask awaits only those
+        await pieces.aclose()
+
+    filename = f"loyalty-export-{member.member_number}-{now:%Y%m%d}.json"
+    return Stream(pieces, media_type=MediaType.JSON, headers={
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        # Personal data: kept by no cache on the way.
+        "Cache-Control": "no-store"},
+        # A client that leaves mid-document stops the stream between two pieces: closing the
+        # generator then ends its transaction and returns its connection at once, rather than
+        # whenever the garbage collector finds it (a snapshot held open meanwhile).
+        background=BackgroundTask(close))
 
 
 class MeController(Controller):
@@ -176,6 +223,15 @@ class MeController(Controller):
         (what each purpose gates: docs/privacy.md)."""
         return await record_consents(conn, me.member_id, data.consents, actor_kind="member",
                                      actor_id=me.member_id)
+
+    @get("/export", operation_id="exportMe", responses=_EXPORT_RESPONSES)
+    async def export_me(self, me: Me, conn: Db, services: Svc) -> Stream:
+        """Everything the programme holds about the signed-in member, as one JSON document
+        (``MemberExport``; docs/privacy.md): profile, consents and their history, points,
+        purchases, coupons, tiers, events, segments and campaigns, scores, sessions, and who
+        on the staff read their data."""
+        member = await get_member(conn, me.member_id)
+        return _export(services.pool, member, now=utc_now())
 
 
     @delete("", operation_id="eraseMe", status_code=202,
@@ -275,6 +331,18 @@ class StaffMembersController(Controller):
         return await merge_members(conn, survivor_id=member_id,
                                    merged_id=data.from_member_id, staff_id=staff.staff_id,
                                    now=utc_now())
+
+    @post("/{member_id:uuid}/export", operation_id="exportMember", status_code=200,
+          guards=[staff_with(*MEMBER_EXPORTERS)], responses=_EXPORT_RESPONSES)
+    async def export(self, member_id: FromPath[UUID], staff: Staff, conn: Db,
+                     services: Svc) -> Stream:
+        """A member's data export (``MemberExport``), for their request received by customer
+        service: the document ``GET /v1/me/export`` gives the member. Audited
+        (``members.export``), and so listed in the member's next export."""
+        member = await get_member(conn, member_id)
+        await record_audit(conn, actor_kind="staff", actor_id=staff.staff_id,
+                           action="members.export", subject_kind="member", subject_id=member_id)
+        return _export(services.pool, member, now=utc_now())
 
     @get("/{member_id:uuid}", operation_id="getMember")
     async def read(self, member_id: FromPath[UUID], staff: Staff, conn: Db) -> Member:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -193,3 +193,110 @@ class Erasure(Output):
     due_at: dt.datetime | None = None
     cancelled_at: dt.datetime | None = None
     erased_at: dt.datetime | None = None
+# -- the member's data export (GET /v1/me/export, POST /v1/members/{id}/export) ----------------
+
+EXPORT_FORMAT = "loyalty.member_export"
+EXPORT_FORMAT_VERSION = 1
+
+# A section's rows as stored, one JSON object each: the columns docs/privacy.md lists, with
+# times in UTC (RFC 3339), money and points as integers in minor units.
+ExportRows = list[dict[str, Any]]
+ExportRow = dict[str, Any] | None
+
+
+def _said(description: str) -> Any:
+    return msgspec.Meta(description=description)
+
+
+class ExportConsents(Output):
+    current: Annotated[ExportRows, _said("The latest choice per purpose.")]
+    history: Annotated[ExportRows, _said(
+        "Every choice ever recorded, oldest first: purpose, granted, text version shown, "
+        "channel, who recorded it (member, staff id, or the system) and when.")]
+
+
+class ExportPoints(Output):
+    balance: Annotated[ExportRow, _said(
+        "Available and pending points, lifetime totals, purchase count, current tier.")]
+    entries: Annotated[ExportRows, _said(
+        "Every ledger entry, oldest first, with its kind, amount, reason, source, the purchase, "
+        "return, action, grant or staff member it came from, and the trace of how it was "
+        "computed.")]
+    lots: Annotated[ExportRows, _said(
+        "Earned points as lots: points, remaining, when available, when they expire.")]
+    allocations: Annotated[ExportRows, _said(
+        "Which entry took or gave back how many points of which lot.")]
+    expiry_reminders: Annotated[ExportRows, _said(
+        "Reminders of points about to expire: the expiry day and when it was sent.")]
+
+
+class ExportCoupons(Output):
+    wallet: Annotated[ExportRows, _said(
+        "Coupons issued to the member, with the template's name, validity and use.")]
+    redemptions: Annotated[ExportRows, _said(
+        "Every coupon or code used on a purchase, its discount, and reinstatement on a return.")]
+    codes: Annotated[ExportRows, _said("Single-use codes the member redeemed.")]
+
+
+class ExportEvents(Output):
+    invitations: Annotated[ExportRows, _said("Store events the member was invited to.")]
+    reservations: Annotated[ExportRows, _said("Seats reserved (and given back).")]
+    checkins: Annotated[ExportRows, _said("Attendance checked in at a store.")]
+
+
+class ExportScores(Output):
+    rfm: Annotated[ExportRow, _said(
+        "Recency, frequency and monetary measures and their 1-5 scores, as last computed.")]
+    at_risk: Annotated[ExportRow, _said(
+        "Set while the member's silence is long for them: since when, and the measures.")]
+    churn: Annotated[ExportRow, _said(
+        "The churn model's latest figures: probability still active, expected purchases in 90 "
+        "days, predicted value over 12 months.")]
+
+
+class MemberExport(Output):
+    """Everything the programme holds about one member, as one JSON document (GDPR art. 15 and
+    20, APPI art. 33). Sent as a stream, section by section in this order, all read from one
+    snapshot of the database; a document cut short (a broken connection) does not parse, and
+    asking again makes a new one. docs/privacy.md lists every table and where its rows are."""
+
+    format: Literal["loyalty.member_export"]
+    format_version: Annotated[int, _said("Raised when a section changes incompatibly.")]
+    exported_at: dt.datetime
+    member_id: UUID
+    profile: Annotated[dict[str, Any], _said(
+        "The member's record: number, name, kana, contact details, birth date, postal code, "
+        "attributes, external id, status, dates; ``has_password`` instead of the hash.")]
+    merged_records: Annotated[ExportRows, _said(
+        "Records of the same person merged into this one, as they were kept: each one's "
+        "profile, as ``profile``.")]
+    consents: ExportConsents
+    points: ExportPoints
+    purchases: Annotated[ExportRows, _said(
+        "Purchases, oldest first, with their lines, total, points earned and redeemed.")]
+    returns: Annotated[ExportRows, _said(
+        "Returns of those purchases, with their lines and the points reversed and restored.")]
+    actions: Annotated[ExportRows, _said(
+        "Engagement that earned points: site visits, shares, check-ins, reviews.")]
+    coupons: ExportCoupons
+    tier_history: Annotated[ExportRows, _said(
+        "Every change of tier, with the measure that made it and the reason.")]
+    events: ExportEvents
+    segments: Annotated[ExportRows, _said(
+        "The saved segments (audiences) the member is in at the time of the export.")]
+    campaigns: Annotated[ExportRows, _said(
+        "Campaigns the member was assigned to, and to which group: ``treated`` (reached) or "
+        "``control`` (held out, to measure the campaign against).")]
+    scores: ExportScores
+    birthday_rewards: Annotated[ExportRows, _said("Birthday rewards, one per year.")]
+    status_history: Annotated[ExportRows, _said(
+        "Every change of status (active, dormant, suspended...), when and why.")]
+    sessions: Annotated[ExportRows, _said(
+        "Sign-in sessions: each refresh token's issue, expiry, use and revocation times "
+        "(never the token or its hash).")]
+    integration_events: Annotated[ExportRows, _said(
+        "Events about the member sent to the brand's other systems (webhooks): type, time, "
+        "payload.")]
+    staff_access: Annotated[ExportRows, _said(
+        "Who read or changed the member's data: each staff account (id and role) or store "
+        "terminal (id and store), the action, and when.")]

@@ -26,6 +26,9 @@ MEMBER_EDITORS = ("admin", "support")
 IDENTIFIER_READERS = ("admin", "support", "marketer")
 # "one member's ledger and history": points, entries, lots, tier history.
 LEDGER_READERS = ("admin", "support")
+# "contact details" and "one member's ledger and history" at once: a member's data export, for
+# a request received by customer service (GDPR art. 15 and 20).
+MEMBER_EXPORTERS = ("admin", "support")
 # "one member's ledger and history ... (and adjusts)": manual points adjustments.
 POINTS_ADJUSTERS = ("admin", "support")
 # "aggregates", and "configuration" read by analysts: KPIs, cohorts, RFM, campaign results;

@@ -61,6 +61,8 @@ PERSONAL_READS: dict[tuple[str, str], Read] = {
         "support", "points.history", _at("/v1/members/{a}/points/history")),
     ("GET", "/v1/members/{member_id:uuid}/tier"): Read(
         "support", "members.tier", _at("/v1/members/{a}/tier")),
+    ("POST", "/v1/members/{member_id:uuid}/export"): Read(
+        "support", "members.export", _at("/v1/members/{a}/export")),
     ("GET", "/v1/segments/{segment_id:uuid}/members"): Read(
         "marketer", "segments.members", _at("/v1/segments/{segment_id}/members"),
         member_subject=False),
@@ -112,7 +114,8 @@ NOT_PERSONAL: dict[tuple[str, str], str] = {
 }
 # POSTs that write nothing (tests/api/test_idempotency_api.py READS): reads for this test.
 POST_READS = {("POST", "/v1/pos/quotes"), ("POST", "/v1/pos/coupons/validate"),
-              ("POST", "/v1/segments/preview"), ("POST", "/v1/earning-rules/simulate")}
+              ("POST", "/v1/segments/preview"), ("POST", "/v1/earning-rules/simulate"),
+              ("POST", "/v1/members/{member_id:uuid}/export")}
 # Not staff or terminal routes: the member's own app, signing in, health and the schema.
 OUTSIDE = ("/v1/me/", "/v1/auth/", "/health/", "/schema", "/.well-known/", "/metrics")
 

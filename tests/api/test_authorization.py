@@ -159,10 +159,13 @@ MATRIX: dict[tuple[str, str], Rule] = {
         path=lambda w: f"{member_a_path(w)}/erasure"),
     ("POST", "/v1/members/{member_id:uuid}/erasure/cancel"): Rule(
         {"admin", "support"}, path=lambda w: f"{member_a_path(w)}/erasure/cancel"),
+    ("GET", "/v1/me/export"): Rule(MEMBERS),
     ("GET", "/v1/members"): Rule(MEMBER_READERS),
     ("GET", "/v1/members/{member_id:uuid}"): Rule(MEMBER_READERS, path=member_a_path),
     ("PATCH", "/v1/members/{member_id:uuid}"): Rule({"admin", "support"}, body=lambda _: {},
                                                     path=member_a_path),
+    ("POST", "/v1/members/{member_id:uuid}/export"): Rule(
+        {"admin", "support"}, path=lambda w: f"{member_a_path(w)}/export"),
     ("GET", "/v1/pos/whoami"): Rule({"terminal_x"}),
     ("GET", "/v1/terminals"): Rule({"admin"}),
     ("POST", "/v1/terminals"): Rule({"admin"}, 201, lambda _: {"store_code": "STORE-X"}),

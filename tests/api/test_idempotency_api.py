@@ -496,6 +496,9 @@ NOT_KEYED = {
 READS = {
     ("POST", "/v1/pos/quotes"), ("POST", "/v1/pos/coupons/validate"),
     ("POST", "/v1/segments/preview"), ("POST", "/v1/earning-rules/simulate"),
+    # A member's data export: its audit row is the only write, and a new document is made
+    # each time (tests/api/test_member_export.py).
+    ("POST", "/v1/members/{member_id:uuid}/export"),
 }
 
 # What any write leaves behind: a replay must leave all of it as it was.
