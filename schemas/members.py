@@ -294,6 +294,15 @@ class MemberExport(Output):
     sessions: Annotated[ExportRows, _said(
         "Sign-in sessions: each refresh token's issue, expiry, use and revocation times "
         "(never the token or its hash).")]
+    password_resets: Annotated[ExportRows, _said(
+        "Password resets asked for: the channel the link went to, when, until when it worked, "
+        "when it was used (never the token).")]
+    verification_codes: Annotated[ExportRows, _said(
+        "Contact verification codes outstanding: channel, tries, when sent, until when they "
+        "work (never the code).")]
+    erasure_requests: Annotated[ExportRows, _said(
+        "Requests to erase the member's data: when, by whom (the member, staff or the "
+        "retention of inactive members), when due, cancelled or done.")]
     integration_events: Annotated[ExportRows, _said(
         "Events about the member sent to the brand's other systems (webhooks): type, time, "
         "payload.")]

@@ -221,6 +221,20 @@ EXPORT: tuple[Part | Group, ...] = (
                revoked_at
           from refresh_tokens where member_id = $1 order by issued_at, family_id
         """),
+    # Never a token's or a code's hash: what was asked and when, not the secret.
+    Part("password_resets", ("member_password_resets",), """
+        select reset_id, channel, requested_at, expires_at, used_at
+          from member_password_resets where member_id = $1 order by requested_at, reset_id
+        """),
+    Part("verification_codes", ("member_verification_codes",), """
+        select channel, attempts, created_at, expires_at
+          from member_verification_codes where member_id = $1 order by channel
+        """),
+    Part("erasure_requests", ("member_erasures",), """
+        select erasure_id, requested_at, due_at, requested_by_kind, cancelled_at,
+               cancelled_by_kind, erased_at
+          from member_erasures where member_id = $1 order by requested_at, erasure_id
+        """),
     Part("integration_events", ("outbox",), """
         select event_id, type, occurred_at, data from outbox
          where member_id = $1 order by seq

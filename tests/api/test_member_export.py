@@ -20,7 +20,7 @@ from litestar import Litestar
 
 from loyalty.members.export import CHUNK_BYTES, EXPORTED_TABLES
 from schemas.members import MemberExport
-from tests.factories import Actors, SignedUp, bearer, purchase_body, query
+from tests.factories import PASSWORD, Actors, SignedUp, bearer, purchase_body, query
 
 Client = httpx.AsyncClient
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,6 +186,15 @@ async def seeded(client: Client, actors: Actors, settings: Any) -> Seeded:
         insert into event_invitations (member_id, event_id, campaign_id, invited_at)
         values ($1, $2, $3, now())
         """, m, event["event_id"], campaign["campaign_id"])
+    # A code to prove the phone, a password reset asked for, and an erasure asked for and
+    # thought better of.
+    assert (await client_.post("/v1/me/verification", headers=member.headers,
+                               json={"channel": "phone"})).status_code == 202
+    assert (await client_.post("/v1/auth/member/password-reset",
+                               json={"email": member.member["email"]})).status_code == 202
+    await _ok(await client_.request("DELETE", "/v1/me", headers=member.headers,
+                                    json={"password": PASSWORD}), 202)
+    await _ok(await client_.post("/v1/me/erasure/cancel", headers=member.headers))
     return Seeded(client, database_url, member, other, support, support_id, marketer, till, {
         "event": event["event_id"], "campaign": campaign["campaign_id"],
         "purchase": first["purchase_id"], "terminal": terminal_id})
