@@ -1,6 +1,6 @@
-"""The rule backtest in a real headless Chromium, as a marketer uses it: from the rules page to
-the backtest form, a draft with double points at one store, and the comparison per tier and per
-store (fixtures: tests/console/conftest.py)."""
+"""The rule backtest in a real headless Chromium, as a marketer uses it: a draft in the rules
+editor with double points at one store, taken unsaved to the backtest form, and the comparison
+per tier and per store (fixtures: tests/console/conftest.py)."""
 
 from __future__ import annotations
 
@@ -32,13 +32,18 @@ def test_a_marketer_backtests_double_points_at_one_store(
     sign_in(browser, console, "marketer")
     browser.find_element(By.LINK_TEXT, "ポイント付与ルール").click()
     until(browser, lambda b: b.find_elements(By.ID, "base-title"))
-    browser.find_element(By.LINK_TEXT, "過去の購買でルールを試す").click()
-    until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".backtest-form"))
-    # The draft: the rules in force with double points at Umeda.
+    assert browser.find_elements(By.LINK_TEXT, "過去の購買でルールを試す")
+    browser.find_element(By.LINK_TEXT, "ルールを編集").click()
+    until(browser, lambda b: b.find_elements(By.ID, "rules"))
+    # A draft in the editor, not saved: the rules in force with double points at Umeda.
     browser.execute_script(
         "const t = document.getElementById('rules');"
         "t.value = t.value.replace('\"multipliers\": []', arguments[0]);",
         f'"multipliers": [{json.dumps(DOUBLE_AT_UMEDA, ensure_ascii=False)}]')
+    browser.find_element(By.XPATH, "//button[text()='この下書きでバックテスト']").click()
+    until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".backtest-form"))
+    draft = browser.find_element(By.ID, "rules").get_attribute("value") or ""
+    assert "梅田店ポイント2倍" in draft
     photograph(browser, photos, "rules-backtest-form")
     browser.find_element(By.CSS_SELECTOR, ".backtest-form button[type=submit]").click()
     until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#backtest[data-state=done]"))
