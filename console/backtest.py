@@ -26,7 +26,7 @@ from loyalty.access.audit import record_audit
 from loyalty.access.roles import MARKETING_EDITORS
 from loyalty.core.db import transaction
 from loyalty.core.errors import LoyaltyError, NotFound
-from loyalty.insights.backtest import BacktestPolicy, get_backtest, start_backtest
+from loyalty.insights.backtest import MAX_DAYS, BacktestPolicy, get_backtest, start_backtest
 from loyalty.points.rules import current_rules
 from schemas.base import decode_edge
 from schemas.rules import Backtest, BacktestRequest, EarningRules
@@ -64,7 +64,7 @@ def _form(request: AnyRequest, session: Any, *, text: str, first: str, last: str
           problem: Problem | None = None, status_code: int = 200) -> Response[str]:
     return render(request, "rules_backtest.html", session=session, status_code=status_code,
                   text=text, first=first, last=last, problem=problem,
-                  max_days=366, today=_today(request).isoformat())
+                  max_days=MAX_DAYS, today=_today(request).isoformat())
 
 
 @get("/rules/backtest")
@@ -89,8 +89,8 @@ async def run_backtest(request: AnyRequest, data: URLEncodedBody[BacktestForm]) 
     session = await staff_session(request, MARKETING_EDITORS)
     check_csrf(request, session.csrf_token, data.csrf_token)
     last = _today(request)
-    first, to = data.from_ or (last - dt.timedelta(days=DEFAULT_DAYS - 1)).isoformat(), \
-        data.to or last.isoformat()
+    first = data.from_ or (last - dt.timedelta(days=DEFAULT_DAYS - 1)).isoformat()
+    to = data.to or last.isoformat()
     if data.step == "prepare":
         return _form(request, session, text=data.rules, first=first, last=to)
 
