@@ -54,6 +54,7 @@ from loyalty.core.db import create_pool
 from loyalty.core.logs import configure_logging
 from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings, load_settings
+from loyalty.insights.backtest import cancel_backtests
 from loyalty.ops.delivery import run_delivery_worker
 from loyalty.points.rules import RuleBook
 from schemas.base import EDGE_TYPES, decode_edge
@@ -193,6 +194,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     await scheduler
             await client.aclose()
             await cancel_runs()
+            await cancel_backtests()
             await job_pool.close()
             await pool.close()
 

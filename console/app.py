@@ -14,6 +14,7 @@ from litestar.static_files import create_static_files_router
 from msgspec import Struct
 
 from console.audit import ROUTES as AUDIT_ROUTES
+from console.backtest import BACKTEST_ROUTES
 from console.campaigns import (
     campaign_page,
     campaigns_page,
@@ -237,7 +238,7 @@ router = Router(
         home, sign_in_page, sign_in_submit, sign_out, choose_language, members_page, dashboard_page,
         member_page, member_history, adjust_member_points, status_form, change_status,
         merge_comparison, merge,
-        rules_page, rules_editor, save_rules, simulate_rules, rules_diff_page,
+        rules_page, rules_editor, save_rules, simulate_rules, rules_diff_page, *BACKTEST_ROUTES,
         tiers_page, tiers_editor, save_tiers,
         coupons_page, new_coupon_page, create_coupon, coupon_page, generate_batch, download_batch,
         confirm_issue, issue_to_segment,

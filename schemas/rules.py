@@ -13,7 +13,7 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from schemas.base import Code, Input, Instant, Output, ShortText, whole
+from schemas.base import Code, Day, Input, Instant, Output, ShortText, whole
 
 # Bounds no real programme comes near, that keep every figure a purchase can reach far from
 # what the ledger's bigint columns hold. Each number is bounded here; how they combine (a rate
@@ -307,3 +307,73 @@ class TierProgrammeSet(Output):
 
     version: int
     tiers: TierProgramme
+
+
+# -- backtest --------------------------------------------------------------------------------
+
+
+class BacktestRequest(Input):
+    """Re-earn the purchases that occurred from business day ``from`` to ``to`` (inclusive,
+    in the programme's time zone) under ``rules``, against what they earned."""
+
+    rules: EarningRules
+    from_: Day = msgspec.field(name="from")
+    to: Day
+
+
+class BacktestFigures(Output):
+    """Purchases re-earned, the points they earned (``actual``), would have earned under the
+    proposed rules (``proposed``), and ``difference`` = proposed - actual."""
+
+    purchases: int
+    actual: int
+    proposed: int
+    difference: int
+
+
+class BacktestTier(BacktestFigures):
+    """Purchases by the tier the member was in when they bought (null: no tier)."""
+
+    tier: str | None
+
+
+class BacktestStore(BacktestFigures):
+    store: str
+
+
+class BacktestLiability(Output):
+    """What the change would add to the points outstanding (``points``, negative when it
+    lowers them) and its worth (``value``, in minor units of ``currency`` at the programme's
+    point value), before any of those points would be redeemed or expire."""
+
+    points: int
+    value: int
+    currency: str
+
+
+class BacktestResult(Output):
+    """The comparison. ``skipped`` purchases have no lines to earn on (imported history, or
+    recorded under older bounds): left out of every figure, with the points they earned."""
+
+    totals: BacktestFigures
+    by_tier: list[BacktestTier]
+    by_store: list[BacktestStore]
+    liability: BacktestLiability
+    skipped: int
+    skipped_points: int
+
+
+class Backtest(Output):
+    """A backtest and how far it has got: ``done`` of ``total`` purchases read; ``result``
+    once ``state`` is ``done``; ``error`` if it ``failed``."""
+
+    backtest_id: UUID
+    state: Literal["running", "done", "failed"]
+    from_: dt.date = msgspec.field(name="from")
+    to: dt.date
+    total: int
+    done: int
+    created_at: dt.datetime
+    finished_at: dt.datetime | None = None
+    result: BacktestResult | None = None
+    error: str | None = None

@@ -525,6 +525,10 @@ async def make_world(client: httpx.AsyncClient, actors: Actors) -> World:
     tested = await client.post(f"/v1/webhooks/endpoints/{hooks[0]}/test",
                                headers=headers["admin"])
     assert tested.status_code == 202, tested.text
+    today = dt.datetime.now(ZoneInfo(actors.settings.timezone)).date().isoformat()
+    backtest = await client.post("/v1/earning-rules/backtest", headers=headers["marketer"],
+                                 json={"rules": {}, "from": today, "to": today})
+    assert backtest.status_code == 200, backtest.text
     return World(headers, member_a.member_id, spare_terminal, client, actors, {
         "login_email": "a@example.com", "staff_email": "login@staff.example",
         "login_staff_id": str(login_staff[0]["staff_id"]),
@@ -536,4 +540,5 @@ async def make_world(client: httpx.AsyncClient, actors: Actors) -> World:
         "event_id": events[0], "checkin_event_id": events[1],
         "webhook_endpoint_id": hooks[0], "spare_webhook_endpoint_id": hooks[1],
         "webhook_delivery_id": tested.json()["delivery_id"],
+        "backtest_id": backtest.json()["backtest_id"],
     })

@@ -106,6 +106,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # A change of earning rules or tiers that multiplies what the last purchases earn by more
     # than this is refused until it is sent again with "confirm": true.
     rule_change_confirm_factor: Annotated[float, Meta(ge=1, le=1_000_000)] = 10.0
+    # A rule backtest of a period with more purchases than this runs in the background (202,
+    # with its progress); one with fewer is answered at once.
+    backtest_sync_purchases: Annotated[int, Meta(ge=0, le=10_000_000)] = 5_000
 
     # Scheduled jobs. ``serve`` runs the scheduler too unless this is off (docker-compose runs
     # it as ``loyalty scheduler`` instead); one instance leads however many run.

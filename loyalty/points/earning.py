@@ -13,6 +13,7 @@ import calendar
 import datetime as dt
 import decimal
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -150,8 +151,7 @@ def purchase_points(
         points = with_tier
     for rule, name, boost in facts.boosts:
         extra = _round(exact * (boost - 100) / 100, rules.rounding)
-        steps.append(TraceStep(rule=rule, detail=f"{name}: {boost}% of the base",
-                               points=extra))
+        steps.append(TraceStep(rule=rule, detail=_boost_detail(name, boost), points=extra))
         points += extra
     birthday_year = None
     for bonus in rules.bonuses:
@@ -174,6 +174,41 @@ def purchase_points(
         points = ceiling
     return Earned(points, Trace(rule_version=version, steps=steps, lines=trace_lines),
                   birthday_year)
+
+
+def purchase_earning(
+    rules: EarningRules, version: int, facts: PurchaseFacts, tz: ZoneInfo, *, ceiling: int,
+    recorded_at: dt.datetime,
+) -> Earned:
+    """What the till credits for a purchase recorded at ``recorded_at``: its
+    ``purchase_points``, or none if they expired before it was recorded. The one evaluation
+    of a purchase, for the till and for the backtest of a rule set."""
+    earned = purchase_points(rules, version, facts, tz, ceiling=ceiling)
+    expiry = expires_at(rules.expiry, facts.occurred_at, tz)
+    if expiry is not None and expiry <= recorded_at:
+        earned = expired_on_arrival(earned, expiry, tz)
+    return earned
+
+
+# Campaigns and coupons that multiply a purchase's points are not part of the rules: the trace
+# says which did, and by how much, in a step of their own.
+BOOST_RULES = ("campaign", "coupon")
+_BOOST_DETAIL = re.compile(r"(?s)(.*): ([0-9]{1,9})% of the base")
+
+
+def _boost_detail(name: str, boost: int) -> str:
+    return f"{name}: {boost}% of the base"
+
+
+def recorded_boosts(trace: Trace) -> tuple[tuple[str, str, int], ...]:
+    """The campaign and coupon multipliers a purchase's trace records, as ``PurchaseFacts``
+    takes them."""
+    boosts = []
+    for step in trace.steps:
+        matched = _BOOST_DETAIL.fullmatch(step.detail) if step.rule in BOOST_RULES else None
+        if matched is not None:
+            boosts.append((step.rule, matched[1], int(matched[2])))
+    return tuple(boosts)
 
 
 def action_points(

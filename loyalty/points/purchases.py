@@ -30,9 +30,8 @@ from loyalty.members.filter import may_message
 from loyalty.points.earning import (
     PurchaseFacts,
     available_at,
-    expired_on_arrival,
     expires_at,
-    purchase_points,
+    purchase_earning,
     redeemable_points,
 )
 from loyalty.points.ledger import (
@@ -152,11 +151,9 @@ async def _evaluate(
         + tuple(("coupon", c.check.name or "coupon", c.check.points_percent)
                 for c in coupons if c.valid and c.check.points_percent),
     )
-    earned = purchase_points(rules, version, facts, programme.timezone,
-                             ceiling=programme.max_points_per_purchase)
+    earned = purchase_earning(rules, version, facts, programme.timezone,
+                              ceiling=programme.max_points_per_purchase, recorded_at=now)
     expiry = expires_at(rules.expiry, purchase.occurred_at, programme.timezone)
-    if expiry is not None and expiry <= now:
-        earned = expired_on_arrival(earned, expiry, programme.timezone)
     evaluation = _Evaluation(
         version, rules, earned.points, redeemable, earned.trace, earned.birthday_bonus_year,
         expiry, available_at(rules, purchase.occurred_at),

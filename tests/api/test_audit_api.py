@@ -90,6 +90,7 @@ NOT_PERSONAL: dict[tuple[str, str], str] = {
     ("GET", "/v1/earning-rules"): "configuration",
     ("GET", "/v1/earning-rules/versions"): "configuration",
     ("POST", "/v1/earning-rules/simulate"): "a made-up purchase, no member",
+    ("GET", "/v1/earning-rules/backtests/{backtest_id:uuid}"): "aggregates",
     ("GET", "/v1/coupon-templates"): "configuration",
     ("GET", "/v1/coupon-templates/{template_id:uuid}"): "configuration",
     ("GET", "/v1/segments"): "definitions, no members",

@@ -9,6 +9,7 @@ which only the callers docs/security.md names may see.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,6 +73,12 @@ def _staff_login(world: World) -> dict[str, Any]:
 
 def _refresh(world: World) -> dict[str, Any]:
     return {"refresh_token": world.extra["refresh_tokens"].pop()}
+
+
+def _backtest_today() -> dict[str, Any]:
+    # Today in UTC is today or yesterday in any business time zone east of it: never after.
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    return {"rules": {}, "from": today, "to": today}
 
 
 def _merge(world: World) -> dict[str, Any]:
@@ -220,6 +227,11 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("PUT", "/v1/earning-rules"): Rule({"admin", "marketer"}, 200, lambda _: {}),
     ("POST", "/v1/earning-rules/simulate"): Rule(
         {"admin", "marketer"}, 200, lambda _: {"action": {"type": "site_visit"}}),
+    ("POST", "/v1/earning-rules/backtest"): Rule(
+        {"admin", "marketer"}, 200, lambda _: _backtest_today()),
+    ("GET", "/v1/earning-rules/backtests/{backtest_id:uuid}"): Rule(
+        {"admin", "marketer"},
+        path=lambda w: f"/v1/earning-rules/backtests/{w.extra['backtest_id']}"),
     # coupons
     ("POST", "/v1/coupon-templates"): Rule(MARKETING, 201, lambda _: {
         "name": "Matrix", "discount": {"type": "fixed_amount", "amount": 10}}),

@@ -179,6 +179,7 @@ BODY_ROUTES = [
     ("POST", "/v1/members/{id}/adjustments", "keyed_admin"),
     ("POST", "/v1/members/{id}/merge", "keyed_admin"), ("PUT", "/v1/earning-rules", "admin"),
     ("POST", "/v1/earning-rules/simulate", "admin"), ("PUT", "/v1/tiers", "admin"),
+    ("POST", "/v1/earning-rules/backtest", "admin"),
     ("POST", "/v1/coupon-templates", "admin"),
     ("PATCH", "/v1/coupon-templates/{template}", "admin"),
     ("POST", "/v1/coupon-templates/{template}/codes", "admin"),

@@ -6,6 +6,7 @@ bounded time, then is told to come back. Real PostgreSQL, several connections at
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -373,6 +374,11 @@ async def _unlaunched_campaign(world: World) -> str:
     return str(response.json()["campaign_id"])
 
 
+def _utc_today() -> str:
+    """Today in UTC: today or yesterday in the business time zone, never after it."""
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
 def _consents(_: World) -> dict[str, Any]:
     return {"consents": [{"purpose": "marketing_email", "granted": True, "text_version": "v1"}]}
 
@@ -450,6 +456,9 @@ WRITES: dict[tuple[str, str], Write] = {
         path=lambda w: f"/v1/staff/{w.extra['login_staff_id']}"),
     ("DELETE", "/v1/terminals/{terminal_id:uuid}"): Write(
         "admin", 204, path=lambda w: f"/v1/terminals/{w.spare_terminal_id}"),
+    ("POST", "/v1/earning-rules/backtest"): Write(
+        "marketer", body=lambda _: {"rules": {"base": {"points": 2}},
+                                    "from": _utc_today(), "to": _utc_today()}),
     ("POST", "/v1/jobs/{name:str}/run"): Write(
         "admin", 202, path=lambda _: "/v1/jobs/idempotency_cleanup/run"),
     # webhooks
@@ -513,7 +522,8 @@ select (select count(*) from audit_log) as audits,
        (select count(*) from earning_rule_versions) as rule_versions,
        (select count(*) from coupon_codes) as codes,
        (select count(*) from member_erasures) as erasures,
-       (select count(*) from member_erasures where cancelled_at is not null) as cancelled
+       (select count(*) from member_erasures where cancelled_at is not null) as cancelled,
+       (select count(*) from rule_backtests) as backtests
 """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import itertools
 import math
 from fractions import Fraction
 from typing import Any
@@ -920,3 +921,26 @@ def test_the_worst_case_purchase_under_the_most_generous_rules_earns_the_ceiling
 
     assert earned.points == 1_000_000_000
     assert max(abs(step.points) for step in earned.trace.steps) < INT64_MAX // 200
+
+
+@given(data=st.data(), names=st.lists(st.text(
+    st.characters(blacklist_categories=("Cc", "Cs")), max_size=30), min_size=1, max_size=5))
+def test_the_trace_gives_back_the_campaign_and_coupon_multipliers_a_purchase_had(
+    data: st.DataObject, names: list[str]
+) -> None:
+    """What the backtest reads from a recorded purchase (loyalty/insights/backtest.py): every
+    multiplier besides the rules' that changed its points, whatever its name (colons and
+    percent signs included), so the same rules re-earn exactly what the trace says."""
+    rules = data.draw(rules_within_bounds())
+    facts = data.draw(any_purchase(rules))
+    boosts = tuple((rule, name, percent) for (rule, _, percent), name
+                   in zip(facts.boosts, itertools.cycle(names)))
+    facts = dataclasses.replace(facts, boosts=boosts)
+    earned = earning.purchase_points(rules, RULE_VERSION, facts, TOKYO, ceiling=10**18)
+
+    recorded = earning.recorded_boosts(earned.trace)
+
+    assert recorded == boosts
+    again = dataclasses.replace(facts, boosts=recorded)
+    assert earning.purchase_points(rules, RULE_VERSION, again, TOKYO,
+                                   ceiling=10**18).points == earned.points
