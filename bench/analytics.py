@@ -1,7 +1,7 @@
 """Time the analytics the staff read at 1,000,000 members: the KPIs of a month and of a year, the
-cohorts of a year, the sales trend and the RFM distribution, each under the statement timeout
-every request runs under (``LOYALTY_STATEMENT_TIMEOUT_SECONDS``, 60 s), and the RFM refresh, a
-nightly job, without it (as the scheduler runs jobs).
+cohorts of a year, the sales trend, the RFM distribution and the liability forecast, each under
+the statement timeout every request runs under (``LOYALTY_STATEMENT_TIMEOUT_SECONDS``, 60 s),
+and the RFM refresh, a nightly job, without it (as the scheduler runs jobs).
 
     LOYALTY_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \\
     LOYALTY_BENCH_DATABASE=loyalty_bench_analytics python -m bench.analytics --members 1000000
@@ -38,6 +38,7 @@ from loyalty.core.settings import load_settings
 from loyalty.insights.cohorts import cohorts
 from loyalty.insights.dormancy import flag_dormant
 from loyalty.insights.kpis import kpis, sales_trend
+from loyalty.insights.liability import liability_forecast
 from loyalty.insights.rfm import refresh_rfm, rfm_distribution
 
 TZ = ZoneInfo("Asia/Tokyo")
@@ -112,6 +113,8 @@ async def measure(server_url: str, members: int, keep: bool, statement_timeout: 
                 await _timed("RFM refresh (the nightly job)", lambda: _as_a_job(
                     conn, statement_timeout, refresh_rfm(conn, now=now, window_days=365))),
                 await _timed("RFM distribution", lambda: rfm_distribution(conn)),
+                await _timed("liability forecast, 12 months", lambda: liability_forecast(
+                    conn, now=now, tz=TZ, point_value=1.0)),
             ]
             changes = await conn.fetchval("select count(*) from member_status_changes")
         finally:
