@@ -291,18 +291,20 @@ async def erase_inactive_members(pool: Pool, *, years: int, now: dt.datetime,
         return {"erased": 0}
     before = _years_before(now, years)
     erased = 0
-    after: tuple[dt.datetime, UUID] | None = None
+    after: UUID | None = None
     while True:
         async with pool.acquire() as conn:
+            # In member-id order along the primary key: last_activity_at has no index (every
+            # purchase writes it; migration 0031), and one walk of the table is what a daily
+            # job may take.
             found = await conn.fetch(
                 """
-                select last_activity_at, member_id from members
+                select member_id from members
                  where status in ('active', 'dormant', 'suspended', 'merged')
                    and last_activity_at < $1
-                   and ($2::timestamptz is null
-                        or (last_activity_at, member_id) > ($2, $3::uuid))
-                 order by last_activity_at, member_id limit $4
-                """, before, *(after or (None, None)), batch_size)
+                   and ($2::uuid is null or member_id > $2)
+                 order by member_id limit $3
+                """, before, after, batch_size)
             for row in found:
                 async with conn.transaction():
                     # Read again under the row lock: a purchase may have come meanwhile.
@@ -328,7 +330,7 @@ async def erase_inactive_members(pool: Pool, *, years: int, now: dt.datetime,
                     erased += 1
         if len(found) < batch_size:
             return {"erased": erased}
-        after = (found[-1]["last_activity_at"], found[-1]["member_id"])
+        after = found[-1]["member_id"]
 
 
 def _years_before(moment: dt.datetime, years: int) -> dt.datetime:

@@ -28,9 +28,10 @@ create unique index member_erasures_pending on member_erasures (member_id)
 create index member_erasures_due on member_erasures (due_at)
     where cancelled_at is null and erased_at is null;
 
--- The retention job's look for members inactive for years.
-create index members_inactive on members (last_activity_at)
-    where status in ('active', 'dormant', 'suspended', 'merged');
+-- The retention job finds members inactive for years by walking members in id order, with no
+-- index on last_activity_at: every purchase updates that column, and an index on it would make
+-- each of those updates rewrite every index of members instead of staying a heap-only (HOT)
+-- update (the earn benchmark lost about a third with it).
 
 -- The audit log stays append-only (migration 0026). One kind of UPDATE gets through besides:
 -- the erasure of a member's personal data from the free text of rows (details), where it was
