@@ -29,10 +29,9 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from bench.harness import DATA_DIR, DATABASE, say
-from bench.load import load
+from bench.load import fresh_data_set
 from bench.scenarios import _SPREAD_ACTIVITY, DORMANCY_DAYS, DORMANT_PERCENT
-from loyalty.access.stores import create_terminal, ensure_store
-from loyalty.core.db import drop_database, init_connection, recreate_database
+from loyalty.core.db import drop_database, init_connection
 from loyalty.core.embedded import service_urls
 from loyalty.core.settings import load_settings
 from loyalty.insights.cohorts import cohorts
@@ -66,20 +65,8 @@ async def _as_a_job(conn: asyncpg.Connection, statement_timeout: int,
 
 
 async def measure(server_url: str, members: int, keep: bool, statement_timeout: int) -> None:
-    dsn = await recreate_database(server_url, DATABASE)
     try:
-        conn = await asyncpg.connect(dsn)
-        await init_connection(conn)
-        try:
-            store = await ensure_store(conn, code="BENCH", name="Benchmark store")
-            terminal = await create_terminal(conn, store=store, name="bench till")
-        finally:
-            await conn.close()
-        now = dt.datetime.now(dt.UTC)
-        say(f"loading {members:,} members")
-        timings = await load(dsn, members=members, store_id=store.store_id,
-                             terminal_id=terminal.terminal.terminal_id, now=now, progress=say)
-        say("loaded in " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+        dsn, now = await fresh_data_set(server_url, DATABASE, members=members, progress=say)
         # As the API's pool runs every request: under the statement timeout.
         conn = await asyncpg.connect(dsn, server_settings={
             "statement_timeout": f"{statement_timeout}s", "jit": "off"})

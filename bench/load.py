@@ -8,12 +8,14 @@ tables are dropped for the load and rebuilt after it, as one would for any bulk 
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 
 import asyncpg
 
-from loyalty.core.db import init_connection
+from loyalty.access.stores import create_terminal, ensure_store
+from loyalty.core.db import init_connection, recreate_database
 from loyalty.points.rules import ensure_default_rules
 
 CHUNK = 100_000
@@ -156,3 +158,23 @@ async def load(
     finally:
         await conn.close()
     return timings
+
+
+async def fresh_data_set(server_url: str, database: str, *, members: int,
+                         progress: Callable[[str], None]) -> tuple[str, dt.datetime]:
+    """``database`` made again on the server, migrated, given the bench store and till and
+    loaded with ``members`` as ``make bench`` loads them; its DSN and the load's now."""
+    dsn = await recreate_database(server_url, database)
+    conn = await asyncpg.connect(dsn)
+    await init_connection(conn)
+    try:
+        store = await ensure_store(conn, code="BENCH", name="Benchmark store")
+        terminal = await create_terminal(conn, store=store, name="bench till")
+    finally:
+        await conn.close()
+    now = dt.datetime.now(dt.UTC)
+    progress(f"loading {members:,} members")
+    timings = await load(dsn, members=members, store_id=store.store_id,
+                         terminal_id=terminal.terminal.terminal_id, now=now, progress=progress)
+    progress("loaded in " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    return dsn, now
