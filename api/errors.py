@@ -59,6 +59,12 @@ def _from_domain(exc: errors.LoyaltyError) -> ProblemDetailsException:
     return problem(status, exc.code, exc.detail, headers=headers, extra=extra)
 
 
+# What litestar says, as a 500 of its own, when the client goes away while its body is still
+# arriving: nothing failed here and nobody is left to answer, so it is neither logged nor
+# counted as a server error.
+_CLIENT_LEFT = "client disconnected prematurely"
+
+
 def _from_http(exc: HTTPException) -> ProblemDetailsException:
     if isinstance(exc, ProblemDetailsException):
         return exc
@@ -68,6 +74,10 @@ def _from_http(exc: HTTPException) -> ProblemDetailsException:
         detail = "; ".join(str(e.get("message")) for e in errors_ or [] if isinstance(e, Mapping))
         return problem(400, "validation_failed", detail or exc.detail,
                        extra={"errors": errors_} if errors_ else None)
+    if status == 500 and exc.detail == _CLIENT_LEFT:
+        log.info("the client left before its request body arrived whole")
+        return problem(400, "request_incomplete",
+                       "the request ended before its body arrived whole: send it again")
     if status >= 500:
         log.error("HTTP %s: %s", status, exc.detail)
         return problem(status, _HTTP_CODES.get(status, "internal_error"),
