@@ -137,8 +137,7 @@ class _Answer(msgspec.Struct, omit_defaults=True):
     problem: msgspec.Raw | None = None
 
 
-_encode_answer = msgspec.json.Encoder().encode
-_encode_problem = msgspec.json.Encoder().encode
+_encode = msgspec.json.Encoder().encode
 
 
 def check_distinct_keys(batch: TillBatch) -> None:
@@ -209,7 +208,7 @@ async def _refused(index: int, key: str, refusal: Exception, ledger: Ledger,
     answered the same, even where the member's balance has changed since."""
     problem = to_problem(refusal)
     status = problem.status_code
-    body = _encode_problem({
+    body = _encode({
         "type": problem.type_, "title": problem.title, "status": status,
         "detail": problem.detail,
         **(problem.extra if isinstance(problem.extra, dict) else {})})
@@ -326,7 +325,7 @@ class PosController(Controller):
         for index, item in enumerate(data.items):
             answer = await _batch_item(index, item, terminal, ledger, services)
             counts[answer.outcome] += 1
-            answers.append(_encode_answer(answer))
+            answers.append(_encode(answer))
         body = b'{"created":%d,"replayed":%d,"refused":%d,"items":[%b]}' % (
             counts["created"], counts["replayed"], counts["refused"], b",".join(answers))
         return Response(body, status_code=200, media_type=MediaType.JSON)

@@ -66,7 +66,8 @@ async def _as_a_job(conn: asyncpg.Connection, statement_timeout: int,
 
 async def measure(server_url: str, members: int, keep: bool, statement_timeout: int) -> None:
     try:
-        dsn, now = await fresh_data_set(server_url, DATABASE, members=members, progress=say)
+        loaded = await fresh_data_set(server_url, DATABASE, members=members, progress=say)
+        dsn, now = loaded.dsn, loaded.now
         # As the API's pool runs every request: under the statement timeout.
         conn = await asyncpg.connect(dsn, server_settings={
             "statement_timeout": f"{statement_timeout}s", "jit": "off"})

@@ -31,7 +31,8 @@ from schemas.rules import BaseRate, EarningRules
 
 async def measure(server_url: str, members: int, keep: bool) -> None:
     try:
-        dsn, now = await fresh_data_set(server_url, DATABASE, members=members, progress=say)
+        loaded = await fresh_data_set(server_url, DATABASE, members=members, progress=say)
+        dsn, now = loaded.dsn, loaded.now
         programme = Programme(currency="JPY", timezone=ZoneInfo("Asia/Tokyo"))
         today = now.astimezone(programme.timezone).date()
         period = backtest_period(today - dt.timedelta(days=365), today,

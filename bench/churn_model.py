@@ -28,7 +28,8 @@ from loyalty.insights.churn_model import fit_and_score, fit_churn_model
 
 async def measure(server_url: str, members: int, batch_size: int, keep: bool) -> None:
     try:
-        dsn, now = await fresh_data_set(server_url, DATABASE, members=members, progress=say)
+        loaded = await fresh_data_set(server_url, DATABASE, members=members, progress=say)
+        dsn, now = loaded.dsn, loaded.now
         conn = await asyncpg.connect(dsn)
         await init_connection(conn)
         try:

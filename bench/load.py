@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from uuid import UUID
 
 import asyncpg
 
@@ -160,10 +162,23 @@ async def load(
     return timings
 
 
+@dataclass(frozen=True)
+class DataSet:
+    """A loaded bench database: where it is, when it was loaded as of, its till, and how long
+    each step of the load took."""
+
+    dsn: str
+    now: dt.datetime
+    store_id: UUID
+    terminal_id: UUID
+    terminal_key: str
+    timings: dict[str, float]
+
+
 async def fresh_data_set(server_url: str, database: str, *, members: int,
-                         progress: Callable[[str], None]) -> tuple[str, dt.datetime]:
+                         progress: Callable[[str], None]) -> DataSet:
     """``database`` made again on the server, migrated, given the bench store and till and
-    loaded with ``members`` as ``make bench`` loads them; its DSN and the load's now."""
+    loaded with ``members`` as ``make bench`` loads them."""
     dsn = await recreate_database(server_url, database)
     conn = await asyncpg.connect(dsn)
     await init_connection(conn)
@@ -177,4 +192,5 @@ async def fresh_data_set(server_url: str, database: str, *, members: int,
     timings = await load(dsn, members=members, store_id=store.store_id,
                          terminal_id=terminal.terminal.terminal_id, now=now, progress=progress)
     progress("loaded in " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    return dsn, now
+    return DataSet(dsn, now, store.store_id, terminal.terminal.terminal_id, terminal.api_key,
+                   timings)

@@ -31,7 +31,7 @@ import asyncpg
 from bench.console import console_scenario
 from bench.harness import DATA_DIR, DATABASE, WORK, Result, say
 from bench.http import find_pgbench, find_wrk, http_scenarios, running_service
-from bench.load import load
+from bench.load import fresh_data_set
 from bench.report import report
 from bench.scenarios import (
     batches_scenario,
@@ -41,9 +41,8 @@ from bench.scenarios import (
 )
 from bench.webhooks import webhooks_scenario
 from loyalty.access.sessions import start_session
-from loyalty.access.stores import create_terminal, ensure_store
 from loyalty.access.tokens import TokenSigner, load_or_create_signing_key
-from loyalty.core.db import init_connection, recreate_database, with_database
+from loyalty.core.db import with_database
 from loyalty.core.embedded import service_urls
 from loyalty.core.programme import Programme
 from loyalty.core.settings import load_settings
@@ -64,19 +63,8 @@ TOKENS = 2_000
 
 async def prepare(server_url: str, members: int) -> dict[str, Any]:
     """A fresh ``loyalty_bench`` database, migrated and loaded; the sample files for wrk."""
-    dsn = await recreate_database(server_url, DATABASE)
-    conn = await asyncpg.connect(dsn)
-    await init_connection(conn)
-    try:
-        store = await ensure_store(conn, code="BENCH", name="Benchmark store")
-        terminal = await create_terminal(conn, store=store, name="bench till")
-    finally:
-        await conn.close()
-    say(f"loading {members:,} members")
-    timings = await load(dsn, members=members, store_id=store.store_id,
-                         terminal_id=terminal.terminal.terminal_id, now=dt.datetime.now(dt.UTC),
-                         progress=say)
-    say("loaded in " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    loaded = await fresh_data_set(server_url, DATABASE, members=members, progress=say)
+    dsn = loaded.dsn
 
     signer = TokenSigner(load_or_create_signing_key(DATA_DIR), issuer="loyalty",
                          access_ttl=3600)
@@ -94,8 +82,8 @@ async def prepare(server_url: str, members: int) -> dict[str, Any]:
     WORK.mkdir(parents=True, exist_ok=True)
     (WORK / "members.lua").write_text("return {" + ",".join(f'"{m}"' for m in sample) + "}\n")
     (WORK / "tokens.lua").write_text("return {" + ",".join(f'"{t}"' for t in tokens) + "}\n")
-    return {"dsn": dsn, "terminal_key": terminal.api_key, "store_id": str(store.store_id),
-            "terminal_id": str(terminal.terminal.terminal_id), "load_seconds": timings,
+    return {"dsn": dsn, "terminal_key": loaded.terminal_key, "store_id": str(loaded.store_id),
+            "terminal_id": str(loaded.terminal_id), "load_seconds": loaded.timings,
             "database_size": size}
 
 
