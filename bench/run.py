@@ -149,13 +149,13 @@ def main() -> None:
             # Last: it reshapes the members' activity in the loaded database before copying.
             results.append(asyncio.run(dormancy_scenario(urls.database_url)))
         if not args.keep:
-            asyncio.run(_drop(urls.database_url))
+            asyncio.run(drop_data_set(urls.database_url))
     report(results)
     if any(r.passed is False for r in results):
         sys.exit(1)
 
 
-async def _drop(server_url: str) -> None:
+async def drop_data_set(server_url: str) -> None:
     admin = await asyncpg.connect(with_database(server_url, "postgres"))
     try:
         await admin.execute(f"drop database if exists {DATABASE} with (force)")
