@@ -140,7 +140,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
                 log.info("migrated: %s", name)
         log.info("serving on http://%s:%d (OpenAPI at /schema)", settings.host, settings.port)
         uvicorn.run(
-            "api.app:create_app", factory=True, host=settings.host, port=settings.port,
+            "api.app:served_app", factory=True, host=settings.host, port=settings.port,
             workers=settings.workers, log_level=settings.log_level, access_log=False,
             loop="auto", http="auto", lifespan="on",
             # Client addresses come from api.auth.client_address and LOYALTY_TRUSTED_PROXIES

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import httpx
 
-from api.app import create_app
+from api.app import YOUNG_COLLECTION_EVERY, create_app
 from tests.conftest import make_settings, serve
 from tests.factories import PASSWORD
 
@@ -53,3 +54,20 @@ async def test_without_postgres_ready_is_503(redis_url: str, tmp_path: Path) -> 
         assert ready.status_code == 503
         assert ready.json()["checks"] == {"postgres": "unavailable", "redis": "ok"}
         assert (await client.get("/health/live")).status_code == 200
+
+
+async def test_a_served_worker_sets_its_startup_objects_aside_from_the_collector(
+    fresh_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(fresh_database, redis_url, tmp_path)
+    threshold = gc.get_threshold()
+    try:
+        async with serve(create_app(settings)):
+            assert gc.get_threshold() == threshold  # a test's app leaves the process alone
+        async with serve(create_app(settings, serving=True)) as client:
+            assert gc.get_freeze_count() > 0
+            assert gc.get_threshold()[0] == YOUNG_COLLECTION_EVERY
+            assert (await client.get("/health/live")).status_code == 200
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
