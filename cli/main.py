@@ -29,6 +29,7 @@ import asyncpg
 import msgspec
 import uvicorn
 
+from cli.http import OneWriteHttpTools
 from jobs.catalogue import job_named, job_statuses, schedules
 from jobs.definition import make_context
 from jobs.runs import run_once
@@ -142,7 +143,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         uvicorn.run(
             "api.app:served_app", factory=True, host=settings.host, port=settings.port,
             workers=settings.workers, log_level=settings.log_level, access_log=False,
-            loop="auto", http="auto", lifespan="on",
+            loop="auto", http=OneWriteHttpTools, lifespan="on",
             # Client addresses come from api.auth.client_address and LOYALTY_TRUSTED_PROXIES
             # only; uvicorn's own X-Forwarded-For handling would trust any local caller.
             proxy_headers=False,
