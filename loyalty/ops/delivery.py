@@ -3,8 +3,8 @@
 
 Migration 0022's trigger writes a pending delivery per subscribed endpoint in the event's own
 transaction. Workers (``run_delivery_worker``: in ``loyalty serve`` and ``loyalty worker``)
-claim due deliveries with ``FOR UPDATE SKIP LOCKED``, taking each on a lease (its next attempt
-moved ``LOYALTY_WEBHOOKS_LEASE_SECONDS`` ahead) in a short transaction, send it outside any
+claim due deliveries with ``FOR UPDATE SKIP LOCKED``, taking each on a lease (``leased_until``,
+``LOYALTY_WEBHOOKS_LEASE_SECONDS`` ahead) in a short transaction, send it outside any
 transaction, and record the attempt. A worker that dies mid-attempt leaves the lease to run
 out: the delivery is sent again, with the same ``webhook-id``. A delivery is not claimed while
 an earlier one (by outbox seq) of the same member to the same endpoint is pending.
@@ -140,7 +140,8 @@ async def send(client: DeliveryClient, claimed: Claimed, *, allow_private: bool)
 async def claim_due(conn: Connection, *, now: dt.datetime, lease: dt.timedelta,
                     limit: int = BATCH) -> list[Claimed]:
     """Up to ``limit`` due deliveries of enabled endpoints, each taken on a lease: none that
-    another worker holds, none behind a pending earlier delivery of its member."""
+    another worker holds, none behind a pending earlier delivery of its member. The lease is
+    ``leased_until``, which no index covers: a claim is a heap-only update (migration 0037)."""
     rows = await conn.fetch(
         """
         with due as (
@@ -148,6 +149,7 @@ async def claim_due(conn: Connection, *, now: dt.datetime, lease: dt.timedelta,
               from webhook_deliveries d
               join webhook_endpoints e on e.endpoint_id = d.endpoint_id and e.enabled
              where d.status = 'pending' and d.next_attempt_at <= $1
+               and (d.leased_until is null or d.leased_until <= $1)
                and (d.member_id is null or not exists (
                     select 1 from webhook_deliveries p
                      where p.endpoint_id = d.endpoint_id and p.member_id = d.member_id
@@ -157,7 +159,7 @@ async def claim_due(conn: Connection, *, now: dt.datetime, lease: dt.timedelta,
                for update of d skip locked
         )
         update webhook_deliveries d
-           set attempts = d.attempts + 1, next_attempt_at = $1::timestamptz + $2::interval
+           set attempts = d.attempts + 1, leased_until = $1::timestamptz + $2::interval
           from due, webhook_endpoints e, outbox o
          where d.endpoint_id = due.endpoint_id and d.event_id = due.event_id
            and e.endpoint_id = d.endpoint_id and o.event_id = d.event_id
@@ -230,7 +232,7 @@ async def _record(conn: Connection, claimed: Claimed, outcome: Outcome,
                status = case when $3::timestamptz + $4::interval
                                   > retrying_since + $5::interval
                              then 'failed' else 'pending' end,
-               next_attempt_at = $3::timestamptz + $4::interval
+               next_attempt_at = $3::timestamptz + $4::interval, leased_until = null
          where delivery_id = $1
         returning status
         """, claimed.delivery_id, outcome.error, now, delay,
@@ -332,10 +334,11 @@ async def _record_delivered(conn: Connection, done: list[tuple[Claimed, Outcome]
 
 
 async def next_due(conn: Connection) -> dt.datetime | None:
-    """When the earliest pending delivery of an enabled endpoint is due."""
+    """When the earliest pending delivery of an enabled endpoint is due (a leased one: when
+    its lease runs out)."""
     due: dt.datetime | None = await conn.fetchval(
         """
-        select min(d.next_attempt_at) from webhook_deliveries d
+        select min(greatest(d.next_attempt_at, d.leased_until)) from webhook_deliveries d
           join webhook_endpoints e on e.endpoint_id = d.endpoint_id and e.enabled
          where d.status = 'pending'
         """)
@@ -481,7 +484,8 @@ async def retry_delivery(conn: Connection, endpoint_id: UUID, delivery_id: UUID)
     updated = await conn.fetchval(
         """
         update webhook_deliveries
-           set status = 'pending', next_attempt_at = now(), retrying_since = now()
+           set status = 'pending', next_attempt_at = now(), leased_until = null,
+               retrying_since = now()
          where delivery_id = $1 and endpoint_id = $2
         returning delivery_id
         """, delivery_id, endpoint_id)
@@ -510,7 +514,8 @@ async def replay(conn: Connection, endpoint_id: UUID, *, start: dt.datetime,
               from outbox o join webhook_endpoints e on o.type = any (e.event_types)
              where e.endpoint_id = $1 and o.occurred_at >= $2 and o.occurred_at < $3
             on conflict (endpoint_id, event_id) do update
-               set status = 'pending', next_attempt_at = now(), retrying_since = now()
+               set status = 'pending', next_attempt_at = now(), leased_until = null,
+                   retrying_since = now()
             returning 1
         )
         select count(*) from sent
@@ -533,7 +538,8 @@ async def _deliveries(conn: Connection, endpoint_id: UUID, *, only: UUID | None,
                       before: UUID | None) -> Page[Delivery]:
     rows = await conn.fetch(
         """
-        select d.delivery_id, d.event_id, o.type, d.status, d.attempts, d.next_attempt_at,
+        select d.delivery_id, d.event_id, o.type, d.status, d.attempts,
+               greatest(d.next_attempt_at, d.leased_until) as next_attempt_at,
                d.last_error, d.created_at, d.delivered_at
           from webhook_deliveries d join outbox o on o.event_id = d.event_id
          where d.endpoint_id = $1 and ($2::uuid is null or d.delivery_id = $2)

@@ -26,6 +26,7 @@ from loyalty.ops.delivery import (
     claim_due,
     delete_old_events,
     list_deliveries,
+    next_due,
     record_outcome,
     refresh_metrics,
     run_delivery_worker,
@@ -383,3 +384,29 @@ async def test_an_endpoint_deleted_during_an_attempt_leaves_nothing_to_record(
     outcome = Outcome(attempted_at=dt.datetime.now(dt.UTC), latency_ms=5, status_code=200)
     assert await record_outcome(conn, claimed, outcome, settings_for()) == "gone"
     assert await conn.fetchval("select count(*) from webhook_attempts") == 0
+
+
+async def test_a_claim_is_a_heap_only_update_and_a_leased_delivery_waits_for_its_lease(
+    conn: Connection,
+) -> None:
+    await endpoint(conn, "https://93.184.216.34/hook")
+    await earn(conn, 20)
+    now = dt.datetime.now(dt.UTC)
+    async with conn.transaction():
+        claimed = await claim_due(conn, now=now, lease=dt.timedelta(seconds=60))
+        # This transaction's own counts: the claims touched no index (migration 0037).
+        hot, updated = await conn.fetchrow(
+            """
+            select n_tup_hot_upd, n_tup_upd from pg_stat_xact_user_tables
+             where relname = 'webhook_deliveries'
+            """)
+    assert len(claimed) == 20
+    assert hot == updated == 20
+    # Held: not claimed again until the lease runs out, and the worker knows when that is.
+    assert await claim_due(conn, now=now, lease=dt.timedelta(seconds=60)) == []
+    later = now + dt.timedelta(seconds=61)
+    assert await next_due(conn) == now + dt.timedelta(seconds=60)
+    again = await claim_due(conn, now=later, lease=dt.timedelta(seconds=60))
+    assert {c.delivery_id for c in again} == {c.delivery_id for c in claimed}
+    assert set(await conn.fetchval(
+        "select array_agg(distinct attempts) from webhook_deliveries")) == {2}
