@@ -53,7 +53,7 @@ class MyPointsController(Controller):
     # PointsSummary.
     @get("/points", operation_id="getMyPoints",
          responses={200: ResponseSpec(data_container=PointsSummary,
-                                      description="The member's points as of now")})
+                                      description="Request fulfilled, document follows")})
     async def points(self, me: Me, ledger: Ledger, services: Svc) -> Response[bytes]:
         """Available and pending points, release dates, what expires in the next 90 days."""
         body = await member_points(ledger, me.member_id, rulebook=services.rulebook,

@@ -22,7 +22,7 @@ import msgspec
 
 from loyalty.core.db import Connection
 from loyalty.core.programme import Programme
-from loyalty.points.history import EXPIRING_WINDOW, computed_summary
+from loyalty.points.history import EXPIRING_WINDOW, ComputedSummary, computed_summary
 from loyalty.points.ledger import MERGE_HOPS
 from loyalty.points.rules import RuleBook
 from schemas.base import json_encoder
@@ -102,6 +102,14 @@ async def fill_summary(
     it under the member whose ledger it is, and return it encoded."""
     computed = await computed_summary(conn, member_id, rulebook=rulebook, programme=programme,
                                       now=now)
+    return await store_summary(conn, computed, programme=programme, now=now)
+
+
+async def store_summary(
+    conn: Connection, computed: ComputedSummary, *, programme: Programme, now: dt.datetime,
+) -> bytes:
+    """Store a summary computed as of ``now`` unless one computed from a newer balance or newer
+    rules is there already; return it encoded."""
     body = json_encoder.encode(computed.summary)
     await conn.execute(_STORE, computed.summary.member_id, computed.balance_version,
                        computed.rules_version, summary_basis(programme.currency), now,
