@@ -47,11 +47,13 @@ select m.status, m.merged_into, s.body
 """
 
 # A fill never replaces a summary computed from a newer balance (or newer rules): two reads
-# racing a write may store in either order.
+# racing a write may store in either order. Nor does it store one for a member erased since
+# the ledger was read (the erasure deleted theirs).
 _STORE = """
 insert into point_summaries (member_id, balance_version, rules_version, basis, valid_from,
                              valid_until, body)
-values ($1, $2, $3, $4, $5, $6, $7)
+select $1, $2, $3, $4, $5, $6, $7
+  from members where member_id = $1 and status <> 'erased'
 on conflict (member_id) do update
    set balance_version = excluded.balance_version, rules_version = excluded.rules_version,
        basis = excluded.basis, valid_from = excluded.valid_from,
