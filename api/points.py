@@ -5,6 +5,8 @@ from __future__ import annotations
 from uuid import UUID
 
 from litestar import Controller, Response, get, post
+from litestar.enums import MediaType
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from api.auth import members_only, staff_with
@@ -18,6 +20,7 @@ from loyalty.members.cards import issue_card
 from loyalty.points.actions import record_action
 from loyalty.points.adjustments import adjust_points
 from loyalty.points.history import entry_detail, points_history, points_summary
+from loyalty.points.summaries import member_points
 from loyalty.points.tiers import member_tier
 from schemas.base import Page
 from schemas.points import (
@@ -45,11 +48,17 @@ class MyPointsController(Controller):
 
     # Reads are one statement each: no transaction around them (two round trips saved).
 
-    @get("/points", operation_id="getMyPoints")
-    async def points(self, me: Me, ledger: Ledger, services: Svc) -> PointsSummary:
+    # The member app's hottest read: the stored summary's bytes as they are (the read model,
+    # docs/decisions/0019), neither decoded nor encoded again here; the document still says
+    # PointsSummary.
+    @get("/points", operation_id="getMyPoints",
+         responses={200: ResponseSpec(data_container=PointsSummary,
+                                      description="Request fulfilled, document follows")})
+    async def points(self, me: Me, ledger: Ledger, services: Svc) -> Response[bytes]:
         """Available and pending points, release dates, what expires in the next 90 days."""
-        return await points_summary(ledger, me.member_id, rulebook=services.rulebook,
-                                    programme=services.programme, now=utc_now())
+        body = await member_points(ledger, me.member_id, rulebook=services.rulebook,
+                                   programme=services.programme, now=utc_now())
+        return Response(body, media_type=MediaType.JSON)
 
     @get("/points/history", operation_id="getMyPointsHistory")
     async def history(self, me: Me, ledger: Ledger, limit: Limit = 50,

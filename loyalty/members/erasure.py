@@ -231,8 +231,10 @@ async def erase_member(conn: Connection, member_id: UUID, *, now: dt.datetime,
         await conn.execute(
             "update member_actions set target = null where member_id = $1 and target is not null",
             member_id)
-        # Scores about the person, kept for nothing once they are gone.
-        for table in ("member_rfm", "member_at_risk", "member_churn_scores"):
+        # Scores about the person, kept for nothing once they are gone; and the read model of
+        # their points (derived from the ledger, which stays): nobody reads it again.
+        for table in ("member_rfm", "member_at_risk", "member_churn_scores",
+                      "point_summaries"):
             await conn.execute(f"delete from {table} where member_id = $1", member_id)  # noqa: S608 - a constant table name
         await conn.execute(_BLANK_EVENTS, member_id)
         await conn.execute(_BLANK_MESSAGES, member_id)

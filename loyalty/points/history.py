@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from dataclasses import dataclass
 from uuid import UUID
 
 import msgspec
@@ -36,8 +37,29 @@ async def points_summary(
     now: dt.datetime,
 ) -> PointsSummary:
     """Balance as of now, pending points with their release dates, what expires in 90 days."""
+    return (await computed_summary(conn, member_id, rulebook=rulebook, programme=programme,
+                                   now=now)).summary
+
+
+@dataclass(frozen=True)
+class ComputedSummary:
+    """A summary computed from the whole ledger, with what it was computed from: the balance
+    row's version, the rules version, and the first moment it changes by time alone (None:
+    never, until something is written)."""
+
+    summary: PointsSummary
+    balance_version: int
+    rules_version: int
+    valid_until: dt.datetime | None
+
+
+async def computed_summary(
+    conn: Connection, member_id: UUID, *, rulebook: RuleBook, programme: Programme,
+    now: dt.datetime,
+) -> ComputedSummary:
+    """The summary of ``points_summary`` with what it depends on (the read model stores it)."""
     ledger = await read_member_ledger(conn, member_id)
-    _, rules = await rulebook.at(conn, ledger.rules_version)
+    rules_version, rules = await rulebook.at(conn, ledger.rules_version)
     posting = Posting(ledger, now)
     pending: dict[dt.datetime, int] = defaultdict(int)
     expiring: dict[dt.datetime, int] = defaultdict(int)
@@ -48,7 +70,7 @@ async def points_summary(
             pending[lot.available_at] += lot.remaining
         if lot.expires_at is not None and lot.expires_at <= now + EXPIRING_WINDOW:
             expiring[lot.expires_at] += lot.remaining
-    return PointsSummary(
+    summary = PointsSummary(
         member_id=ledger.member_id, available=posting.available, pending=posting.pending,
         pending_release=[PendingPoints(points=p, available_at=t)
                          for t, p in sorted(pending.items())],
@@ -57,6 +79,30 @@ async def points_summary(
         lifetime_expired=ledger.lifetime_expired + posting.expired,
         point_value=rules.point_value, currency=programme.currency,
     )
+    return ComputedSummary(summary, ledger.version, rules_version,
+                           summary_changes_at(posting))
+
+
+def summary_changes_at(posting: Posting) -> dt.datetime | None:
+    """The first moment after ``posting.now`` at which the summary of the settled ledger
+    changes with nothing written: a pending lot is released (``available_at``), a lot with
+    points left expires (``expires_at``: its points leave the balance and count as expired), or
+    enters the expiring window (``expires_at - EXPIRING_WINDOW``). Each is the moment the
+    settling (``Posting``) and ``points_summary`` compare ``now`` against, inclusively. None
+    when no lot will change."""
+    moments: list[dt.datetime] = []
+    for lot in posting.lots.values():
+        if lot.remaining <= 0:
+            continue
+        # Settled as of now: an unreleased lot is released later, an unexpired one expires
+        # later; both are strictly after now.
+        if not lot.released:
+            moments.append(lot.available_at)
+        if lot.expires_at is not None:
+            moments.append(lot.expires_at)
+            if lot.expires_at - EXPIRING_WINDOW > posting.now:
+                moments.append(lot.expires_at - EXPIRING_WINDOW)
+    return min(moments, default=None)
 
 
 async def till_member(conn: Connection, member_id: UUID, *, now: dt.datetime) -> TillMember:

@@ -20,7 +20,7 @@ from api.app import create_app
 from cli import main as cli
 from loyalty.core.settings import Settings
 from tests.conftest import serve
-from tests.factories import PASSWORD, Actors, SignedUp, bearer, purchase_body
+from tests.factories import PASSWORD, Actors, SignedUp, bearer, purchase_body, query
 from tests.ledger_checks import check_invariants, ledger_rows
 
 Client = httpx.AsyncClient
@@ -553,3 +553,38 @@ def test_release_command_makes_pending_points_spendable(
     assert spent.status_code == 201, spent.text
     assert points["available"] == 70
     check_invariants(asyncio.run(ledger_rows(cli_env.database_url)))
+
+
+async def test_the_members_points_are_answered_from_the_read_model_as_the_staff_see_them(
+    client: Client, actors: Actors, till: dict[str, str], settings: Settings
+) -> None:
+    member = await actors.member()
+    assert (await buy(client, till, member, total=12_000)).status_code == 201
+    first = await client.get("/v1/me/points", headers=member.headers)
+    assert first.status_code == 200
+    assert first.headers["content-type"] == "application/json"
+    # Stored as answered, and answered again from the stored row.
+    assert settings.database_url is not None
+    [stored] = await query(settings.database_url,
+                           "select body from point_summaries where member_id = $1",
+                           member.member_id)
+    assert stored["body"] == first.content
+    again = await client.get("/v1/me/points", headers=member.headers)
+    assert again.content == first.content
+    assert again.json()["available"] == 120
+    support = await actors.staff("support")
+    staff = await client.get(f"/v1/members/{member.member_id}/points", headers=bearer(support))
+    assert staff.json() == first.json()
+    # A purchase moves the balance's version: the next read is computed again.
+    assert (await buy(client, till, member, total=3_000)).status_code == 201
+    after = await client.get("/v1/me/points", headers=member.headers)
+    assert after.json()["available"] == 150
+
+
+async def test_the_documented_answer_of_the_members_points_is_still_the_summary(
+    client: Client,
+) -> None:
+    document = (await client.get("/schema/openapi.json")).json()
+    answer = document["paths"]["/v1/me/points"]["get"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PointsSummary"}

@@ -33,8 +33,10 @@ from loyalty.points.history import points_history, points_summary, till_member
 from loyalty.points.purchases import record_purchase
 from loyalty.points.returns import record_return
 from loyalty.points.rules import RuleBook, save_rules
+from loyalty.points.summaries import member_points
 from loyalty.promotions.coupon_templates import create_template, generate_code_batch
 from loyalty.promotions.coupon_wallet import issue_to_members
+from schemas.base import json_encoder
 from schemas.coupons import CouponTemplateCreate, FixedAmount
 from schemas.points import CouponRef, MemberRef, Purchase, PurchaseLine, ReturnRequest
 from schemas.rules import EarningRules, Tier, TierProgramme
@@ -245,7 +247,7 @@ async def test_the_member_owned_tables_are_partitioned_and_lose_only_the_documen
 ) -> None:
     assert {"members", "point_balances", "point_entries", "point_lots", "point_allocations",
             "purchases", "purchase_returns", "member_actions", "member_coupons",
-            "coupon_redemptions"} <= rehearsal.partitioned.tables
+            "coupon_redemptions", "point_summaries"} <= rehearsal.partitioned.tables
     assert rehearsal.partitioned.not_unique == UNENFORCED_UNIQUE
     scaling = (ROOT / "docs" / "scaling.md").read_text("utf-8")
     for index in UNENFORCED_UNIQUE:
@@ -353,12 +355,20 @@ async def test_reading_points_and_history_touches_the_members_shard_only(
                                        now=rehearsal.now)
         page = await points_history(conn, member, limit=10)
         till = await till_member(conn, member, now=rehearsal.now)
+        # The member app's read: computed and stored the first time, the stored one after.
+        filled = await member_points(conn, member, rulebook=RuleBook(), programme=PROGRAMME,
+                                     now=rehearsal.now)
+        served = len(observed.touches)
+        stored = await member_points(conn, member, rulebook=RuleBook(), programme=PROGRAMME,
+                                     now=rehearsal.now)
 
     assert summary.available == till.available_points > 0
     assert page.items
+    assert stored == filled == json_encoder.encode(summary)
+    assert len(observed.touches) == served + 1
     verdict = judge(observed.touches)
     _assert_one_shard(verdict)
-    assert verdict.written == set()
+    assert verdict.written == {"point_summaries"}
     assert verdict.other_written == set()
     # The history includes the entries of members merged into this one.
     assert verdict.excused == {"members.merged_into"}
