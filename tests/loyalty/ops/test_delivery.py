@@ -395,11 +395,13 @@ async def test_a_claim_is_a_heap_only_update_and_a_leased_delivery_waits_for_its
     async with conn.transaction():
         claimed = await claim_due(conn, now=now, lease=dt.timedelta(seconds=60))
         # This transaction's own counts: the claims touched no index (migration 0037).
-        hot, updated = await conn.fetchrow(
+        counts = await conn.fetchrow(
             """
             select n_tup_hot_upd, n_tup_upd from pg_stat_xact_user_tables
              where relname = 'webhook_deliveries'
             """)
+    assert counts is not None
+    hot, updated = counts
     assert len(claimed) == 20
     assert hot == updated == 20
     # Held: not claimed again until the lease runs out, and the worker knows when that is.
