@@ -10,7 +10,19 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from api.auth import members_only, staff_with
-from api.deps import MEMBER_DEPENDENCIES, STAFF_DEPENDENCIES, Db, Ledger, Me, Staff, Svc, utc_now
+from api.deps import (
+    MEMBER_DEPENDENCIES,
+    STAFF_DEPENDENCIES,
+    AnyRequest,
+    Db,
+    Ledger,
+    Me,
+    Staff,
+    Svc,
+    member_of,
+    services_of,
+    utc_now,
+)
 from api.idempotency import idempotent, respond, stored_as
 from api.params import Cursor, Limit
 from loyalty.access.audit import record_audit
@@ -54,10 +66,13 @@ class MyPointsController(Controller):
     @get("/points", operation_id="getMyPoints",
          responses={200: ResponseSpec(data_container=PointsSummary,
                                       description="Request fulfilled, document follows")})
-    async def points(self, me: Me, ledger: Ledger, services: Svc) -> Response[bytes]:
+    async def points(self, request: AnyRequest, ledger: Ledger) -> Response[bytes]:
         """Available and pending points, release dates, what expires in the next 90 days."""
-        body = await member_points(ledger, me.member_id, rulebook=services.rulebook,
-                                   programme=services.programme, now=utc_now())
+        # The caller and the services from the request: one provider (api/deps.py).
+        services = services_of(request.app.state)
+        body = await member_points(ledger, member_of(request).member_id,
+                                   rulebook=services.rulebook, programme=services.programme,
+                                   now=utc_now())
         return Response(body, media_type=MediaType.JSON)
 
     @get("/points/history", operation_id="getMyPointsHistory")

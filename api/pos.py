@@ -15,7 +15,17 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from api.auth import terminals_only
-from api.deps import TERMINAL_DEPENDENCIES, Db, Ledger, Svc, Till, utc_now
+from api.deps import (
+    TERMINAL_DEPENDENCIES,
+    AnyRequest,
+    Db,
+    Ledger,
+    Svc,
+    Till,
+    services_of,
+    terminal_of,
+    utc_now,
+)
 from api.errors import to_problem
 from api.idempotency import idempotent, respond, stored_as
 from api.params import CardParam, NumberParam, PhoneParam
@@ -290,11 +300,13 @@ class PosController(Controller):
           responses={201: stored_as(PurchaseRecorded)})
     @idempotent(required=True, in_ledger=True)
     async def purchase(
-        self, data: JSONBody[Purchase], terminal: Till, ledger: Ledger, services: Svc,
+        self, data: JSONBody[Purchase], request: AnyRequest, ledger: Ledger,
         idempotency: Idempotency,
     ) -> Response[bytes]:
         """Record a purchase: earn and redeem in one transaction, exactly once per key."""
-        return respond(await _purchase_once(data, terminal, ledger, services, idempotency))
+        # The till and the services from the request: one provider (api/deps.py).
+        return respond(await _purchase_once(data, terminal_of(request), ledger,
+                                            services_of(request.app.state), idempotency))
 
     @post("/purchases/{purchase_id:uuid}/returns", operation_id="posRecordReturn",
           status_code=201, responses={201: stored_as(ReturnRecorded)})
