@@ -572,14 +572,19 @@ async def _deliveries(conn: Connection, endpoint_id: UUID, *, only: UUID | None,
 
 # -- retention --------------------------------------------------------------------------------
 
+# A pending delivery to an endpoint deleted meanwhile (migration 0038) waits for nothing.
 _DELETE_OLD_EVENTS = """
 with doomed as (
     select o.event_id from outbox o
      where o.occurred_at < $1
        and not exists (select 1 from webhook_deliveries d
+                         join webhook_endpoints e on e.endpoint_id = d.endpoint_id
                         where d.event_id = o.event_id and d.status = 'pending')
      order by o.occurred_at
      limit $2
+),
+deliveries as (
+    delete from webhook_deliveries where event_id in (select event_id from doomed)
 ),
 gone as (delete from outbox where event_id in (select event_id from doomed) returning 1)
 select count(*) from gone

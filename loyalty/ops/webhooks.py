@@ -238,12 +238,14 @@ async def update_endpoint(conn: Connection, endpoint_id: UUID, data: EndpointUpd
 
 
 async def delete_endpoint(conn: Connection, endpoint_id: UUID) -> None:
-    """The endpoint, its deliveries and their log; its events stay for other endpoints."""
+    """The endpoint, its deliveries and their log (the attempts go with their deliveries); its
+    events stay for other endpoints."""
     deleted = await conn.fetchval(
         "delete from webhook_endpoints where endpoint_id = $1 returning endpoint_id", endpoint_id)
     if deleted is None:
         raise NotFound("no such webhook endpoint", field="endpoint_id",
                        code="webhook_endpoint_not_found")
+    await conn.execute("delete from webhook_deliveries where endpoint_id = $1", endpoint_id)
 
 
 async def rotate_secret(conn: Connection, endpoint_id: UUID, *, grace: dt.timedelta,

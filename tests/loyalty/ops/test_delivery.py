@@ -412,3 +412,35 @@ async def test_a_claim_is_a_heap_only_update_and_a_leased_delivery_waits_for_its
     assert {c.delivery_id for c in again} == {c.delivery_id for c in claimed}
     assert set(await conn.fetchval(
         "select array_agg(distinct attempts) from webhook_deliveries")) == {2}
+
+
+async def test_an_event_written_while_its_endpoint_is_deleted_commits_and_goes_with_retention(
+    conn: Connection, fresh_database: str,
+) -> None:
+    hook = await endpoint(conn, "https://93.184.216.34/hook")
+    admin: Connection = await asyncpg.connect(fresh_database)
+    await init_connection(admin)
+    try:
+        deleting = admin.transaction()
+        await deleting.start()
+        await delete_endpoint(admin, hook.endpoint_id)
+
+        async def purchase_events() -> None:
+            # The till's transaction fans out to the endpoint its snapshot still shows.
+            async with conn.transaction():
+                await emit(conn, "points.earned", Earned("m", 1, 0))
+
+        till = asyncio.create_task(purchase_events())
+        await asyncio.sleep(0.3)  # a key to the endpoint would hold the till here
+        await deleting.commit()
+        await till  # and then fail it with a foreign key violation: it must commit
+    finally:
+        await admin.close()
+    # Never sent (no endpoint), and gone with its event: nothing waits for it.
+    assert await claim_due(conn, now=dt.datetime.now(dt.UTC),
+                           lease=dt.timedelta(seconds=60)) == []
+    assert await conn.fetchval("select count(*) from webhook_deliveries") == 1
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    assert await delete_old_events(conn, before=later) == {"events": 1}
+    assert await conn.fetchval("select count(*) from webhook_deliveries") == 0
+    assert await conn.fetchval("select count(*) from outbox") == 0
