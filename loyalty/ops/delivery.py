@@ -137,35 +137,39 @@ async def send(client: DeliveryClient, claimed: Claimed, *, allow_private: bool)
 # -- claiming and recording -------------------------------------------------------------------
 
 
+# $1 now, $2 the lease, $3 how many. Read in the order of webhook_deliveries_due (migration
+# 0039): a claim reads about as many pending deliveries as it takes, however many wait.
+CLAIM_DUE = """
+with due as (
+    select d.endpoint_id, d.event_id
+      from webhook_deliveries d
+      join webhook_endpoints e on e.endpoint_id = d.endpoint_id and e.enabled
+     where d.status = 'pending' and d.next_attempt_at <= $1
+       and (d.leased_until is null or d.leased_until <= $1)
+       and (d.member_id is null or not exists (
+            select 1 from webhook_deliveries p
+             where p.endpoint_id = d.endpoint_id and p.member_id = d.member_id
+               and p.status = 'pending' and p.seq < d.seq))
+     order by d.next_attempt_at, d.seq
+     limit $3
+       for update of d skip locked
+)
+update webhook_deliveries d
+   set attempts = d.attempts + 1, leased_until = $1::timestamptz + $2::interval
+  from due, webhook_endpoints e, outbox o
+ where d.endpoint_id = due.endpoint_id and d.event_id = due.event_id
+   and e.endpoint_id = d.endpoint_id and o.event_id = d.event_id
+returning d.delivery_id, d.endpoint_id, d.event_id, e.url, e.secret, e.previous_secret,
+          e.previous_secret_expires_at, o.type, o.occurred_at, o.api_version, o.data
+"""
+
+
 async def claim_due(conn: Connection, *, now: dt.datetime, lease: dt.timedelta,
                     limit: int = BATCH) -> list[Claimed]:
     """Up to ``limit`` due deliveries of enabled endpoints, each taken on a lease: none that
     another worker holds, none behind a pending earlier delivery of its member. The lease is
     ``leased_until``, which no index covers: a claim is a heap-only update (migration 0037)."""
-    rows = await conn.fetch(
-        """
-        with due as (
-            select d.endpoint_id, d.event_id
-              from webhook_deliveries d
-              join webhook_endpoints e on e.endpoint_id = d.endpoint_id and e.enabled
-             where d.status = 'pending' and d.next_attempt_at <= $1
-               and (d.leased_until is null or d.leased_until <= $1)
-               and (d.member_id is null or not exists (
-                    select 1 from webhook_deliveries p
-                     where p.endpoint_id = d.endpoint_id and p.member_id = d.member_id
-                       and p.status = 'pending' and p.seq < d.seq))
-             order by d.next_attempt_at, d.seq
-             limit $3
-               for update of d skip locked
-        )
-        update webhook_deliveries d
-           set attempts = d.attempts + 1, leased_until = $1::timestamptz + $2::interval
-          from due, webhook_endpoints e, outbox o
-         where d.endpoint_id = due.endpoint_id and d.event_id = due.event_id
-           and e.endpoint_id = d.endpoint_id and o.event_id = d.event_id
-        returning d.delivery_id, d.endpoint_id, d.event_id, e.url, e.secret, e.previous_secret,
-                  e.previous_secret_expires_at, o.type, o.occurred_at, o.api_version, o.data
-        """, now, lease, limit)
+    rows = await conn.fetch(CLAIM_DUE, now, lease, limit)
     return [Claimed(
         delivery_id=row["delivery_id"], endpoint_id=row["endpoint_id"],
         event_id=row["event_id"], url=row["url"],

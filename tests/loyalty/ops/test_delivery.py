@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from loyalty.core.db import Connection, init_connection
 from loyalty.core.outbox import emit
 from loyalty.core.settings import Settings
 from loyalty.ops.delivery import (
+    CLAIM_DUE,
     Outcome,
     claim_due,
     delete_old_events,
@@ -444,3 +446,38 @@ async def test_an_event_written_while_its_endpoint_is_deleted_commits_and_goes_w
     assert await delete_old_events(conn, before=later) == {"events": 1}
     assert await conn.fetchval("select count(*) from webhook_deliveries") == 0
     assert await conn.fetchval("select count(*) from outbox") == 0
+
+
+def _rows_read(plan: dict[str, Any], relation: str) -> int:
+    """Rows the plan's scans of ``relation`` returned, over all their loops."""
+    own = (plan.get("Actual Rows", 0) * plan.get("Actual Loops", 1)
+           if plan.get("Relation Name") == relation and "Scan" in plan["Node Type"] else 0)
+    return own + sum(_rows_read(child, relation) for child in plan.get("Plans", []))
+
+
+async def test_a_claim_reads_about_as_many_deliveries_as_it_takes_however_many_wait(
+    conn: Connection,
+) -> None:
+    await endpoint(conn, "https://93.184.216.34/hook", ["points.earned"])
+    # 3,000 waiting: one event each for 1,500 members, then a second for each (held back by
+    # the first until it is delivered).
+    members = [uuid4() for _ in range(1_500)]
+    for _ in range(2):
+        async with conn.transaction():
+            await conn.execute(
+                """
+                insert into outbox (type, api_version, member_id, data)
+                select 'points.earned', 'v1', m, '{}' from unnest($1::uuid[]) m
+                """, members)
+    await conn.execute("analyze webhook_deliveries")
+    claiming = conn.transaction()
+    await claiming.start()
+    try:
+        explained = await conn.fetchval(
+            "explain (analyze, format json) " + CLAIM_DUE,
+            dt.datetime.now(dt.UTC), dt.timedelta(seconds=60), 100)
+    finally:
+        await claiming.rollback()
+    [plan] = json.loads(explained) if isinstance(explained, str) else explained
+    # The 100 taken and the index entries beside them; not the 3,000 waiting.
+    assert _rows_read(plan["Plan"], "webhook_deliveries") <= 300
