@@ -71,13 +71,18 @@ class Leadership:
                 """,
                 LEADER_LOCK_KEY,
             )
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError,
+                asyncpg.InternalClientError):
+            # A session killed under the connection can leave asyncpg's protocol mid-operation
+            # ("cannot switch to state ..."): not leading either way, and the connection is
+            # dropped by release().
             return False
         return held
 
     async def release(self) -> None:
         if self._conn is not None and not self._conn.is_closed():
-            with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+            with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError,
+                                     asyncpg.InternalClientError):
                 await self._conn.close()
         self._conn = None
 
