@@ -1,8 +1,10 @@
 """What every part of the benchmark harness shares: where it keeps things, the database it
-loads, how it says what it is doing, and the one result each scenario returns."""
+loads, how it says what it is doing, how a timed run starts, and the one result each scenario
+returns."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -10,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -23,6 +27,15 @@ if not re.fullmatch(r"[a-z_][a-z0-9_]{0,50}", DATABASE):
     sys.exit(f"bench: LOYALTY_BENCH_DATABASE={DATABASE!r} is not a plain database name"
              " (lower-case letters, digits and _, at most 51)")
 STARTED = time.monotonic()
+
+
+async def checkpoint(conn: asyncpg.Connection) -> None:
+    """Start a timed run with no dirty pages left by what came before: the writes after a
+    checkpoint log whole pages, and one falling inside a single run made it the slowest
+    whatever it measured. Needs a superuser or pg_checkpoint; without, runs start where they
+    fall."""
+    with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+        await conn.execute("checkpoint")
 
 
 def say(message: str) -> None:

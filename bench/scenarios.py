@@ -17,7 +17,7 @@ import asyncpg
 import msgspec
 from asyncpg.connection import LoggedQuery
 
-from bench.harness import DATABASE, Result, say
+from bench.harness import DATABASE, Result, checkpoint, say
 from bench.http import storm_check, wrk
 from loyalty.core.db import Connection, init_connection, with_database
 from loyalty.core.ids import uuid7
@@ -218,12 +218,6 @@ async def _launch_check(conn: Connection, campaign_id: UUID) -> dict[str, Any]:
     return dict(row)
 
 
-async def _checkpoint(conn: Connection) -> None:
-    """Start each timed run with no dirty pages left by the copy or the setup."""
-    with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
-        await conn.execute("checkpoint")
-
-
 @contextlib.asynccontextmanager
 async def _connected(server_url: str, copy: str,
                      server_settings: dict[str, str]) -> AsyncIterator[asyncpg.Connection]:
@@ -253,7 +247,7 @@ async def launch_scenario(server_url: str, programme: Programme) -> Result:
         now = dt.datetime.now(dt.UTC)
         async with _connected(server_url, copies[0], server_settings) as conn:
             await _launch_setup(conn, ids, now)
-            await _checkpoint(conn)
+            await checkpoint(conn)
             conn.add_query_logger(log)
             say("launch: the project's launch_campaign")
             started = time.perf_counter()
@@ -265,7 +259,7 @@ async def launch_scenario(server_url: str, programme: Programme) -> Result:
             checks.append(await _launch_check(conn, ids["campaign"]))
         async with _connected(server_url, copies[1], server_settings) as conn:
             await _launch_setup(conn, ids, now)
-            await _checkpoint(conn)
+            await checkpoint(conn)
             say("launch: bare SQL")
             started = time.perf_counter()
             await conn.execute(_BARE_LAUNCH, ids["campaign"], HOLDOUT_PERCENT, ids["template"],
@@ -399,14 +393,14 @@ async def dormancy_scenario(server_url: str) -> Result:
     checks: list[dict[str, Any]] = []
     async with data_set_copies(server_url) as copies:
         async with _connected(server_url, copies[0], server_settings) as conn:
-            await _checkpoint(conn)
+            await checkpoint(conn)
             say(f"dormancy: the project's flag_dormant over {members:,} members")
             started = time.perf_counter()
             counts = await flag_dormant(conn, now=now, tz=tz, days=DORMANCY_DAYS)
             function_seconds = time.perf_counter() - started
             checks.append(await _dormancy_check(conn, now, cutoff))
         async with _connected(server_url, copies[1], server_settings) as conn:
-            await _checkpoint(conn)
+            await checkpoint(conn)
             say("dormancy: bare SQL")
             started = time.perf_counter()
             async with conn.transaction():

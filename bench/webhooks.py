@@ -37,7 +37,7 @@ from uuid import UUID
 
 import asyncpg
 
-from bench.harness import DATA_DIR, ROOT, Result, say
+from bench.harness import DATA_DIR, ROOT, Result, checkpoint, say
 from bench.http import pgbench, wrk
 from bench.receiver import Counts, receiving
 from loyalty.core.db import init_connection
@@ -96,15 +96,9 @@ async def _remove_endpoint(dsn: str, endpoint_id: UUID) -> None:
 
 
 async def _checkpoint(dsn: str) -> None:
-    """Start a measurement right after a checkpoint, as every other one does: the writes after
-    a checkpoint log whole pages, and one falling inside a single measurement made it the
-    slowest of the run whatever it measured. Needs a superuser or pg_checkpoint; without,
-    measurements start where they fall."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("checkpoint")
-    except asyncpg.InsufficientPrivilegeError:
-        pass
+        await checkpoint(conn)
     finally:
         await conn.close()
 
