@@ -164,12 +164,23 @@ returning d.delivery_id, d.endpoint_id, d.event_id, e.url, e.secret, e.previous_
 """
 
 
+# Set in the claim's transaction. The claim must read the due index in its order and stop when
+# the batch is full; the planner's other choice is to read every waiting delivery and sort
+# them, and it makes that choice when the table's statistics are missing or were taken while
+# it was nearly empty: a backlog grows from nothing in seconds, long before autovacuum
+# analyzes the table again. Sorted, a claim of 100 with 10,000 waiting took 30 ms instead of
+# 0.5 ms, at the service's priority, and the backlog made each claim slower.
+CLAIM_IN_INDEX_ORDER = "set local enable_sort = off"
+
+
 async def claim_due(conn: Connection, *, now: dt.datetime, lease: dt.timedelta,
                     limit: int = BATCH) -> list[Claimed]:
     """Up to ``limit`` due deliveries of enabled endpoints, each taken on a lease: none that
     another worker holds, none behind a pending earlier delivery of its member. The lease is
     ``leased_until``, which no index covers: a claim is a heap-only update (migration 0037)."""
-    rows = await conn.fetch(CLAIM_DUE, now, lease, limit)
+    async with conn.transaction():
+        await conn.execute(CLAIM_IN_INDEX_ORDER)
+        rows = await conn.fetch(CLAIM_DUE, now, lease, limit)
     return [Claimed(
         delivery_id=row["delivery_id"], endpoint_id=row["endpoint_id"],
         event_id=row["event_id"], url=row["url"],
