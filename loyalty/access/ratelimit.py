@@ -101,6 +101,12 @@ class RateLimiter:
     # After a failure Redis is left alone this long: an unreachable host would otherwise cost
     # every request a connect timeout.
     RETRY_AFTER_FAILURE_SECONDS = 5.0
+    # The shortest time tokens are held: enough for a client's requests in quick succession
+    # (an app's first calls, a till's scan and sale) to share them. Longer than the time they
+    # stand for only for a limit of more than ``allowance`` per 100 ms (4,800 a minute at 8),
+    # where the allowance - 1 tokens a process may then spend after Redis counted them back
+    # are fewer than the limit grants in those 100 ms anyway.
+    MIN_HOLD_SECONDS = 0.1
     # Past this many keys holding tokens the expired ones are dropped, and all of them if
     # most are not: dropping tokens only loses them, it never admits a request.
     HELD_KEYS_MAX = 4096
@@ -215,9 +221,11 @@ class RateLimiter:
                 if taken > 1:
                     # Good for as long as the tokens stand for at the key's rate: by then
                     # Redis has counted them back, so tokens left unused cost the client no
-                    # more time than has passed.
+                    # more time than has passed. At least MIN_HOLD_SECONDS, or a high limit's
+                    # tokens (microseconds each) would be gone before the next request.
+                    stand_for = taken * check.period_ms / check.limit / 1000
                     self._hold(check.key, taken - 1,
-                               sent_at + taken * check.period_ms / check.limit / 1000)
+                               sent_at + max(stand_for, self.MIN_HOLD_SECONDS))
             elif wait > 0 and check.cost == 1 and self._held and self._use_held(check.key, now):
                 # Refused by Redis, but an earlier check of this batch took tokens for the key.
                 wait = 0

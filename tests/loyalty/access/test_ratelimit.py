@@ -279,3 +279,13 @@ async def test_a_failed_call_holds_no_tokens(
     assert await limiter.hit("broken", **WIDE) == 0
     assert calls[0] == 1
     assert await redis_client.exists("rl:broken") == 1
+
+
+async def test_a_high_limits_tokens_are_held_for_the_shortest_hold(limiter: RateLimiter) -> None:
+    """A billion a minute: 8 tokens stand for half a microsecond, but are held 100 ms, long
+    enough for the requests that follow at once."""
+    window = dict(limit=1_000_000_000, period_seconds=60, allowance=8)
+    await limiter.hit("warm", limit=1, period_seconds=60)
+    calls = count_calls(limiter)
+    assert await admitted(limiter, "fast", 16, **window) == 16
+    assert calls[0] == 2
