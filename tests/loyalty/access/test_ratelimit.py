@@ -11,6 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from loyalty.access.ratelimit import RateLimiter, allowance_for
+from loyalty.access.sign_in import limit_address
+from loyalty.core.settings import Settings
 
 
 @pytest.fixture
@@ -289,3 +291,15 @@ async def test_a_high_limits_tokens_are_held_for_the_shortest_hold(limiter: Rate
     calls = count_calls(limiter)
     assert await admitted(limiter, "fast", 16, **window) == 16
     assert calls[0] == 2
+
+
+async def test_sign_in_attempts_are_counted_one_by_one_however_high_their_limit(
+    limiter: RateLimiter,
+) -> None:
+    """Only the per-principal limit asks for an allowance: sign-in attempts from an address
+    each call Redis, even under a limit wide enough to take one."""
+    settings = Settings(login_rate_limit_per_minute=1_000_000, rate_limit_allowance=8)
+    calls = count_calls(limiter)
+    for _ in range(5):
+        await limit_address(limiter, settings, "192.0.2.1")
+    assert calls[0] == 5
