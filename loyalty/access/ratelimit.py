@@ -227,7 +227,8 @@ class RateLimiter:
                     self._hold(check.key, taken - 1,
                                sent_at + max(stand_for, self.MIN_HOLD_SECONDS))
             elif wait > 0 and check.cost == 1 and self._held and self._use_held(check.key, now):
-                # Refused by Redis, but an earlier check of this batch took tokens for the key.
+                # Refused by Redis, but the process holds tokens for the key: an earlier check
+                # of this batch took the room for them (or one answered meanwhile).
                 wait = 0
             if not check.asked.done():
                 check.asked.set_result(wait)
