@@ -74,6 +74,7 @@ class AuthenticationMiddleware(ASGIMiddleware):
             wait = await services.limiter.hit(
                 rate_limit_key(principal, address),
                 limit=services.settings.rate_limit_per_minute, period_seconds=60,
+                allowance=services.settings.rate_limit_allowance,
             )
             if wait:
                 raise RateLimited("too many requests", retry_after=wait)

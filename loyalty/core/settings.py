@@ -55,6 +55,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     # Abuse limits, per minute; counted atomically in Redis.
     rate_limit_per_minute: Positive = 1200
+    # How many of a principal's requests one call to Redis may count at once, the process
+    # answering the next ones from the rest (docs/decisions/0020-rate-limit-allowance.md); taken
+    # only when the limit is at least 50 times it. 1: every request asks Redis.
+    rate_limit_allowance: Annotated[int, Meta(ge=1, le=100)] = 8
     login_rate_limit_per_minute: Positive = 20
     login_failures_per_account: Positive = 10
     login_failure_window_seconds: Positive = 900

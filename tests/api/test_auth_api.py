@@ -10,6 +10,8 @@ import time
 
 import httpx
 import jwt
+import pytest
+import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -206,6 +208,21 @@ async def test_a_burst_larger_than_the_redis_pool_is_still_counted(app_with: App
         statuses = await asyncio.gather(*(client.get("/v1/me") for _ in range(150)))
         codes = [response.status_code for response in statuses]
         assert (codes.count(401), codes.count(429)) == (100, 50)
+
+
+@pytest.mark.parametrize(("allowance", "tokens"), [(8, 8), (1, 1)])
+async def test_a_request_takes_the_allowance_of_tokens_from_redis(
+    app_with: AppWith, redis_url: str, allowance: int, tokens: int
+) -> None:
+    """400 a minute, a token every 150 ms: one request moves its key's TAT that many tokens
+    ahead (less the few ms the request took), 8 with the allowance, 1 without."""
+    async with app_with(rate_limit_per_minute=400, rate_limit_allowance=allowance) as (client, _):
+        await client.get("/v1/me")
+    redis = aioredis.from_url(redis_url)
+    keys = [key async for key in redis.scan_iter("rl:address:*")]
+    assert len(keys) == 1
+    assert (tokens - 1) * 150 < await redis.pttl(keys[0]) <= tokens * 150
+    await redis.aclose()
 
 
 

@@ -60,6 +60,7 @@ def test_overrides_win_over_the_environment() -> None:
         ("LOYALTY_CURRENCY", "yen"),
         ("LOYALTY_MIGRATE_ON_START", "maybe"),
         ("LOYALTY_ACCESS_TOKEN_TTL_SECONDS", "5"),
+        ("LOYALTY_RATE_LIMIT_ALLOWANCE", "0"),
     ],
 )
 def test_bad_value_fails_naming_its_variable(variable: str, value: str) -> None:
