@@ -164,13 +164,18 @@ returning d.delivery_id, d.endpoint_id, d.event_id, e.url, e.secret, e.previous_
 """
 
 
-# Set in the claim's transaction. The claim must read the due index in its order and stop when
-# the batch is full; the planner's other choice is to read every waiting delivery and sort
-# them, and it makes that choice when the table's statistics are missing or were taken while
-# it was nearly empty: a backlog grows from nothing in seconds, long before autovacuum
-# analyzes the table again. Sorted, a claim of 100 with 10,000 waiting took 30 ms instead of
-# 0.5 ms, at the service's priority, and the backlog made each claim slower.
-CLAIM_IN_INDEX_ORDER = "set local enable_sort = off"
+# Set in the claim's transaction, so that each claim is planned for the table as it is now, in
+# index order. The claim must read the due index in its order and stop when the batch is full:
+# - A cached plan. A worker claims on its connections for hours, and after five executions
+#   PostgreSQL may keep one plan for the prepared statement: made while nothing waited (an
+#   endpoint just made or disabled), it scanned the whole table for each candidate's earlier
+#   deliveries; with thousands waiting a claim of 100 took 250 ms to 3.5 s, at the service's
+#   priority, until the statement was prepared again (the bench's on phases took 100 s to
+#   catch up, or 2 s, by whether the plan was kept).
+# - A sort. With missing statistics, or those of a nearly empty table, the planner reads every
+#   waiting delivery and sorts them: 30 ms a claim with 10,000 waiting instead of 0.5 ms. A
+#   backlog grows from nothing in seconds, long before autovacuum analyzes the table again.
+CLAIM_IN_INDEX_ORDER = "set local plan_cache_mode = force_custom_plan; set local enable_sort = off"
 
 
 async def claim_due(conn: Connection, *, now: dt.datetime, lease: dt.timedelta,
