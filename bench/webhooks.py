@@ -5,18 +5,18 @@ In one run, on the loaded database, against the service (started with its own wo
 that exactly one worker delivers: ``loyalty worker``, as production runs it on its own) and a
 receiver answering 200 at once (bench/receiver.py):
 
-1. **Off**: earn at saturation with no endpoint, then pgbench's earn reference: the earn ratio
-   without webhooks.
-2. **On**: an endpoint subscribed to ``purchase.recorded`` and ``points.earned``, the worker
-   running; earn at saturation again (how many deliveries were written and how many delivered
-   meanwhile is recorded: whether one worker keeps up while the service takes the machine);
-   then the backlog left is drained (timed), and only then pgbench (so the worker's catch-up
-   does not slow the reference): the earn ratio with webhooks on.
-3. **Off again**: the endpoint disabled, earn and pgbench once more. The database grows from
-   run to run: off is the mean of the earn rates before and after on, so a steady drift
-   cancels out. pgbench writes no events, so its three measurements measure one thing: both
-   ratios use their mean. Every measurement starts right after a checkpoint.
-4. **Drain**: the worker stopped, earn for the same time makes a backlog; the worker started
+1. **Off and on, alternated**: earn at saturation with no endpoint enabled, then with an
+   endpoint subscribed to ``purchase.recorded`` and ``points.earned`` and the worker delivering,
+   ``BENCH_WEBHOOK_ROUNDS`` times, ending with off: off, on, off, on, …, off. Before each on
+   phase's end is taken, the backlog it left is drained, so no off phase pays for delivering.
+   The off phases bracket the on phases, so a steady drift of the machine or of the growing
+   database weighs on both means alike. Every measurement starts with a checkpoint and then
+   ``WARM_UP_SECONDS`` of the same load, not measured: right after a checkpoint each page
+   written is logged whole, and the on phase writes more distinct pages, so a measurement
+   starting at the checkpoint weighed that burst, not the steady cost. pgbench's earn
+   reference (it writes no events) runs at the start, in the middle and at the end: both
+   ratios use its mean.
+2. **Drain**: the worker stopped, earn for the same time makes a backlog; the worker started
    again delivers it alone. Its rate (events delivered per second, from the first attempt to
    the last delivery, as the database recorded them) against the events the earn scenario's
    rate writes per second (two per purchase): the ratio is ≥ 1 when one worker keeps up.
@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -49,6 +50,10 @@ TYPES = ["purchase.recorded", "points.earned"]
 # BENCH_WORKER_NICE=0 measures it competing with the service as an equal.
 WORKER_NICE = os.environ.get("BENCH_WORKER_NICE", "10")
 DRAIN_TIMEOUT_SECONDS = 300
+# On phases, each between two off phases (BENCH_WEBHOOK_ROUNDS), and the seconds of load after
+# each checkpoint before a phase is measured.
+ROUNDS = int(os.environ.get("BENCH_WEBHOOK_ROUNDS", "3"))
+WARM_UP_SECONDS = 5
 
 
 @contextlib.contextmanager
@@ -173,17 +178,19 @@ def webhooks_scenario(*, wrk_binary: str, pgbench_binary: str | None, base: str,
 
     def earn(prefix: str) -> dict[str, Any]:
         asyncio.run(_checkpoint(dsn))
+        wrk(wrk_binary, base, "earn.lua", seconds=WARM_UP_SECONDS, **wrk_args,
+            env={**earn_env, "BENCH_RUN": f"{prefix}W{run_id}"})
         return wrk(wrk_binary, base, "earn.lua", seconds=duration, **wrk_args,
                    env={**earn_env, "BENCH_RUN": f"{prefix}{run_id}"})
 
-    def reference() -> tuple[float, dict[str, float]]:
+    def reference() -> float:
         if pgbench_binary is None:
-            return 0.0, {}
+            return 0.0
         asyncio.run(_checkpoint(dsn))
         for _ in range(5):
             try:
                 return pgbench(pgbench_binary, dsn, seconds=duration, connections=connections,
-                               threads=threads, defines=defines)
+                               threads=threads, defines=defines)[0]
             except RuntimeError as exc:
                 # A server shared with other runs may be out of connections for a moment.
                 if "too many clients" not in str(exc):
@@ -195,30 +202,45 @@ def webhooks_scenario(*, wrk_binary: str, pgbench_binary: str | None, base: str,
     say("webhooks: warming up, no endpoint")
     wrk(wrk_binary, base, "earn.lua", seconds=3, **wrk_args,
         env={**earn_env, "BENCH_RUN": f"HW{run_id}"})
-    say(f"webhooks off: earn for {duration}s, then pgbench")
-    off = earn("HF")
-    off_tps, off_cpu = reference()
+    references = [reference()]
+    offs: list[dict[str, Any]] = []
+    ons: list[dict[str, Any]] = []
     receiver: Counts
     with receiving() as (url, receiver):
         endpoint_id = asyncio.run(_add_endpoint(dsn, url))
         try:
+            asyncio.run(_set_enabled(dsn, endpoint_id, False))
+
+            def on_phase(round_: int) -> dict[str, Any]:
+                """Earn with the endpoint on; what was written and delivered while it was
+                measured; the backlog drained before the next phase."""
+                before = asyncio.run(_counts(dsn, endpoint_id))
+                measured = earn(f"HN{round_}")
+                during = asyncio.run(_counts(dsn, endpoint_id))
+                catch_up, _ = _wait_drained(dsn, endpoint_id)
+                written = during["written"] - before["written"]
+                delivered = during["delivered"] - before["delivered"]
+                say(f"webhooks on: {written:,} deliveries written, {delivered:,} delivered"
+                    f" meanwhile (the warm-up's too); drained the rest in {catch_up:.1f}s")
+                return {**measured, "events_written": written, "events_delivered": delivered,
+                        "catch_up_s": round(catch_up, 2)}
+
             with delivery_worker(dsn):
                 time.sleep(1.5)  # the worker's start (imports, pool) is not what is measured
-                say(f"webhooks on: earn for {duration}s with one worker delivering to {url}")
-                on = earn("HN")
-                during = asyncio.run(_counts(dsn, endpoint_id))
-                say(f"webhooks on: {during['written']:,} deliveries written,"
-                    f" {during['delivered']:,} delivered meanwhile; draining the rest")
-                catch_up, after_on = _wait_drained(dsn, endpoint_id)
-                say(f"webhooks on: drained in {catch_up:.1f}s; pgbench")
-                on_tps, on_cpu = reference()
-            # Off again, the endpoint disabled: the database has grown by two runs since the
-            # first measurement (and vacuum and checkpoints come in their own time); the
-            # reference is the mean of the ratios before and after, so drift cancels out.
-            asyncio.run(_set_enabled(dsn, endpoint_id, False))
-            say(f"webhooks off again: earn for {duration}s, then pgbench")
-            off_again = earn("HG")
-            off_again_tps, off_again_cpu = reference()
+                for round_ in range(ROUNDS):
+                    say(f"webhooks round {round_ + 1} of {ROUNDS}, off: earn for {duration}s")
+                    offs.append(earn(f"HF{round_}"))
+                    asyncio.run(_set_enabled(dsn, endpoint_id, True))
+                    say(f"webhooks round {round_ + 1}, on: earn for {duration}s with one worker"
+                        f" delivering to {url}")
+                    ons.append(on_phase(round_))
+                    asyncio.run(_set_enabled(dsn, endpoint_id, False))
+                    if round_ == ROUNDS // 2:
+                        references.append(reference())
+                say(f"webhooks, off to end: earn for {duration}s")
+                offs.append(earn("HF-end"))
+            references.append(reference())
+            written_before = asyncio.run(_counts(dsn, endpoint_id))["written"]
             asyncio.run(_set_enabled(dsn, endpoint_id, True))
             say(f"webhooks drain: earn for {duration}s with no worker, then one worker alone")
             backlog_earn = earn("HD")
@@ -227,57 +249,53 @@ def webhooks_scenario(*, wrk_binary: str, pgbench_binary: str | None, base: str,
             with delivery_worker(dsn):
                 wall, drained = _wait_drained(dsn, endpoint_id)
             wall = time.monotonic() - started
-            rate = asyncio.run(_drain_rate(dsn, endpoint_id, after_on["written"]))
+            rate = asyncio.run(_drain_rate(dsn, endpoint_id, written_before))
         finally:
             asyncio.run(_remove_endpoint(dsn, endpoint_id))
         received = receiver.requests
 
-    def ratio(rps: float, tps: float) -> float:
-        return rps / tps if tps else float("nan")
-
     events_per_purchase = len(TYPES)
+    off_rps = statistics.fmean(o["rps"] for o in offs)
+    on_rps = statistics.fmean(o["rps"] for o in ons)
+    # Each on phase against the mean of the off phases either side of it.
+    per_round = [on["rps"] / ((offs[i]["rps"] + offs[i + 1]["rps"]) / 2)
+                 for i, on in enumerate(ons)]
     drain_eps = rate["delivered"] / rate["seconds"] if rate["seconds"] else 0.0
-    written_eps = off["rps"] * events_per_purchase
-    on_during = {"events_written": during["written"], "events_delivered": during["delivered"],
-                 "delivered_share": round(during["delivered"] / max(1, during["written"]), 3),
-                 "catch_up_s": round(catch_up, 2)}
+    written_eps = off_rps * events_per_purchase
     all_delivered = (drained["pending"] == 0 and drained["failed"] == 0
                      and drained["delivered"] == drained["written"]
                      and received == drained["attempts"])
     say(f"webhooks drain: {rate['delivered']:,} events in {rate['seconds']:.1f}s"
         f" ({drain_eps:.0f}/s; {wall:.1f}s with the worker's start); earn wrote"
         f" {written_eps:.0f} events/s; receiver got {received:,} requests")
+    settings = {**common, "event_types": TYPES, "worker_nice": int(WORKER_NICE),
+                "rounds": ROUNDS, "warm_up_s": WARM_UP_SECONDS}
     drain = Result(
         "webhooks: one worker's drain", drain_eps, written_eps, "events/s",
-        f"events/s earn writes ({events_per_purchase} a purchase)",
-        {**common, "event_types": TYPES, "worker_nice": int(WORKER_NICE)},
+        f"events/s earn writes ({events_per_purchase} a purchase)", settings,
         {"backlog": before["pending"], "delivered": rate["delivered"],
          "seconds": round(rate["seconds"], 2), "wall_s_with_start": round(wall, 2),
-         "events_per_s_per_purchase_per_s": round(drain_eps / off["rps"], 2)
-         if off["rps"] else None,
-         "earn_rps": round(off["rps"], 1), "backlog_earn_rps": round(backlog_earn["rps"], 1),
+         "earn_rps": round(off_rps, 1), "backlog_earn_rps": round(backlog_earn["rps"], 1),
          "received_requests": received, "deliveries": drained,
-         "while_earning": on_during, "all_delivered_once": all_delivered},
+         "all_delivered_once": all_delivered},
         passed=all_delivered and backlog_earn["errors"] == 0)
-    # pgbench runs the same writes in all three (its script writes no events): one reference,
-    # the mean of its three measurements, serves both ratios. Measured apart it varied by a
-    # quarter between consecutive runs, more than what is measured here.
-    tps = (off_tps + on_tps + off_again_tps) / 3
+    tps = statistics.fmean(references) if all(references) else 0.0
+
+    def phase(summary: dict[str, Any]) -> dict[str, Any]:
+        kept = ("events_written", "events_delivered", "catch_up_s")
+        return {"earn_rps": round(summary["rps"], 1), "cpu_cores": summary["cpu_cores"],
+                **{k: summary[k] for k in kept if k in summary}}
+
     cost = Result(
-        "webhooks: earn ratio on", ratio(on["rps"], tps),
-        ratio((off["rps"] + off_again["rps"]) / 2, tps),
-        "earn/pgbench", "earn/pgbench with no endpoint, before and after (mean)",
-        {**common, "event_types": TYPES, "worker_nice": int(WORKER_NICE)},
-        {"pgbench_tps_mean": round(tps, 1),
-         "earn_on_over_off": round(on["rps"] / ((off["rps"] + off_again["rps"]) / 2), 3),
-         "on": {"earn_rps": round(on["rps"], 1), "pgbench_tps": round(on_tps, 1),
-                "earn_cpu_cores": on["cpu_cores"], "pgbench_cpu_cores": on_cpu,
-                **on_during},
-         "off": {"earn_rps": round(off["rps"], 1), "pgbench_tps": round(off_tps, 1),
-                 "earn_cpu_cores": off["cpu_cores"], "pgbench_cpu_cores": off_cpu},
-         "off_again": {"earn_rps": round(off_again["rps"], 1),
-                       "pgbench_tps": round(off_again_tps, 1),
-                       "earn_cpu_cores": off_again["cpu_cores"],
-                       "pgbench_cpu_cores": off_again_cpu}},
-        passed=on["errors"] == 0 and off["errors"] == 0 and off_again["errors"] == 0)
+        "webhooks: earn ratio on", on_rps / tps if tps else float("nan"),
+        off_rps / tps if tps else float("nan"), "earn/pgbench",
+        f"earn/pgbench with no endpoint ({ROUNDS + 1} runs bracketing the {ROUNDS} on)",
+        settings,
+        {"pgbench_tps": [round(t, 1) for t in references],
+         "earn_on_over_off": round(on_rps / off_rps, 3),
+         "per_round_on_over_neighbours": [round(r, 3) for r in per_round],
+         "median_round": round(statistics.median(per_round), 3),
+         "phases_in_order": [phase(p) for pair in zip(offs, ons, strict=False) for p in pair]
+         + [phase(offs[-1])]},
+        passed=all(p["errors"] == 0 for p in (*offs, *ons)))
     return [drain, cost]
