@@ -69,13 +69,17 @@ def running_service(dsn: str, redis_url: str, workers: int, pool: int) -> Any:
         LOYALTY_MIGRATE_ON_START="false", LOYALTY_DB_POOL_MIN=str(pool),
         LOYALTY_DB_POOL_MAX=str(pool),
         # One terminal and a few members send everything: the limits must not be what is
-        # measured. They are still counted (one Redis call a request), as in production.
+        # measured. They are still counted in Redis, as in production, with production's
+        # allowance (decision 0020) unless BENCH_RATE_LIMIT_ALLOWANCE says otherwise (1: a
+        # Redis call for every request, as before it).
         LOYALTY_RATE_LIMIT_PER_MINUTE="1000000000",
         # Measured work only: no job runs under a scenario, and webhooks are delivered only
         # by the worker the webhooks scenario starts (bench/webhooks.py), one for the service.
         LOYALTY_SCHEDULER="off", LOYALTY_WEBHOOKS_WORKER="off",
         LOYALTY_WEBHOOKS_ALLOW_PRIVATE="true",
     )
+    if "BENCH_RATE_LIMIT_ALLOWANCE" in os.environ:
+        env["LOYALTY_RATE_LIMIT_ALLOWANCE"] = os.environ["BENCH_RATE_LIMIT_ALLOWANCE"]
     process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], cwd=ROOT,
                                env=env)
     base = f"http://127.0.0.1:{port}"
