@@ -146,10 +146,12 @@ async def _drain_rate(dsn: str, endpoint_id: UUID, since: int) -> dict[str, Any]
                 select delivery_id, delivered_at from webhook_deliveries
                  where endpoint_id = $1 order by seq offset $2
             )
+            -- A success is kept on its delivery (migration 0040), failures in the attempts.
             select count(*) as delivered,
                    extract(epoch from max(late.delivered_at)
-                           - (select min(a.attempted_at) from webhook_attempts a
-                               where a.delivery_id in (select delivery_id from late)))
+                           - least(min(late.delivered_at),
+                                   (select min(a.attempted_at) from webhook_attempts a
+                                     where a.delivery_id in (select delivery_id from late))))
                        as seconds
               from late
             """, endpoint_id, since)

@@ -185,7 +185,9 @@ update outbox
 # What receivers answered to the member's events may echo them.
 _FORGET_ANSWERS = """
 with deliveries as (
-    update webhook_deliveries set last_error = null
+    update webhook_deliveries
+       set last_error = null,
+           delivered_head = case when delivered_head is not null then '' end
      where member_id = $1
     returning delivery_id
 )

@@ -214,7 +214,26 @@ async def record_outcome(conn: Connection, claimed: Claimed, outcome: Outcome,
 async def _record(conn: Connection, claimed: Claimed, outcome: Outcome,
                   settings: Settings) -> str:
     now = outcome.attempted_at
+    head = outcome.head.replace("\x00", "")
     # Nothing to record when the endpoint (or the event) was deleted meanwhile.
+    if outcome.delivered:
+        # The success is kept on the delivery (migration 0040).
+        marked = await conn.fetchval(
+            """
+            update webhook_deliveries
+               set status = 'delivered', delivered_at = $2, last_error = null,
+                   delivered_status = $3, delivered_latency_ms = $4, delivered_head = $5
+             where delivery_id = $1
+            returning delivery_id
+            """, claimed.delivery_id, now, outcome.status_code, outcome.latency_ms, head)
+        if marked is None:
+            return "gone"
+        await conn.execute(
+            """
+            update webhook_endpoints set failing_since = null
+             where endpoint_id = $1 and failing_since is not null
+            """, claimed.endpoint_id)
+        return "delivered"
     logged = await conn.fetchval(
         """
         insert into webhook_attempts (delivery_id, attempted_at, status_code, latency_ms,
@@ -224,22 +243,9 @@ async def _record(conn: Connection, claimed: Claimed, outcome: Outcome,
            for update
         returning attempt_id
         """, claimed.delivery_id, now, outcome.status_code, outcome.latency_ms,
-        outcome.error, outcome.head.replace("\x00", ""))
+        outcome.error, head)
     if logged is None:
         return "gone"
-    if outcome.delivered:
-        await conn.execute(
-            """
-            update webhook_deliveries
-               set status = 'delivered', delivered_at = $2, last_error = null
-             where delivery_id = $1
-            """, claimed.delivery_id, now)
-        await conn.execute(
-            """
-            update webhook_endpoints set failing_since = null
-             where endpoint_id = $1 and failing_since is not null
-            """, claimed.endpoint_id)
-        return "delivered"
     attempts = await conn.fetchval(
         "select attempts from webhook_deliveries where delivery_id = $1",
         claimed.delivery_id)
@@ -318,8 +324,8 @@ async def deliver_due(pool: Pool, client: DeliveryClient, settings: Settings) ->
 
 
 async def _record_delivered(conn: Connection, done: list[tuple[Claimed, Outcome]]) -> int:
-    """The successes of a round in one statement (the common case, and the worker's pace);
-    how many still had their delivery."""
+    """The successes of a round in one statement (the common case, and the worker's pace),
+    each kept on its delivery (migration 0040); how many still had their delivery."""
     count: int = await conn.fetchval(
         """
         with done as (
@@ -329,17 +335,12 @@ async def _record_delivered(conn: Connection, done: list[tuple[Claimed, Outcome]
         ),
         marked as (
             update webhook_deliveries d
-               set status = 'delivered', delivered_at = done.attempted_at, last_error = null
+               set status = 'delivered', delivered_at = done.attempted_at, last_error = null,
+                   delivered_status = done.status_code,
+                   delivered_latency_ms = done.latency_ms, delivered_head = done.head
               from done
              where d.delivery_id = done.delivery_id
             returning d.delivery_id, d.endpoint_id
-        ),
-        logged as (
-            insert into webhook_attempts (delivery_id, attempted_at, status_code, latency_ms,
-                                          response_head)
-            select done.delivery_id, done.attempted_at, done.status_code, done.latency_ms,
-                   done.head
-              from done join marked on marked.delivery_id = done.delivery_id
         ),
         recovered as (
             update webhook_endpoints set failing_since = null
@@ -503,9 +504,20 @@ async def retry_delivery(conn: Connection, endpoint_id: UUID, delivery_id: UUID)
     """Send a delivery again now, whatever its state, with a new retry period."""
     updated = await conn.fetchval(
         """
+        with kept as (
+            -- A delivered delivery's success, kept on it (migration 0040), goes into the
+            -- attempts first, so that the log keeps it.
+            insert into webhook_attempts (delivery_id, attempted_at, status_code, latency_ms,
+                                          response_head)
+            select delivery_id, delivered_at, delivered_status, delivered_latency_ms,
+                   coalesce(delivered_head, '')
+              from webhook_deliveries
+             where delivery_id = $1 and endpoint_id = $2 and delivered_status is not null
+        )
         update webhook_deliveries
            set status = 'pending', next_attempt_at = now(), leased_until = null,
-               retrying_since = now()
+               retrying_since = now(), delivered_status = null, delivered_latency_ms = null,
+               delivered_head = null
          where delivery_id = $1 and endpoint_id = $2
         returning delivery_id
         """, delivery_id, endpoint_id)
@@ -526,20 +538,35 @@ async def replay(conn: Connection, endpoint_id: UUID, *, start: dt.datetime,
     if not await _endpoint_exists(conn, endpoint_id):
         raise NotFound("no such webhook endpoint", field="endpoint_id",
                        code="webhook_endpoint_not_found")
-    count: int = await conn.fetchval(
-        """
-        with sent as (
-            insert into webhook_deliveries (endpoint_id, event_id, seq, member_id)
-            select e.endpoint_id, o.event_id, o.seq, o.member_id
-              from outbox o join webhook_endpoints e on o.type = any (e.event_types)
-             where e.endpoint_id = $1 and o.occurred_at >= $2 and o.occurred_at < $3
-            on conflict (endpoint_id, event_id) do update
-               set status = 'pending', next_attempt_at = now(), leased_until = null,
-                   retrying_since = now()
-            returning 1
-        )
-        select count(*) from sent
-        """, endpoint_id, start, end)
+    async with conn.transaction():
+        await conn.execute(
+            """
+            -- The successes kept on delivered deliveries (migration 0040) go into the
+            -- attempts first, so that the log keeps them.
+            insert into webhook_attempts (delivery_id, attempted_at, status_code, latency_ms,
+                                          response_head)
+            select delivery_id, delivered_at, delivered_status, delivered_latency_ms,
+                   coalesce(delivered_head, '')
+              from webhook_deliveries
+             where endpoint_id = $1 and delivered_status is not null
+               and event_id in (select event_id from outbox
+                                 where occurred_at >= $2 and occurred_at < $3)
+            """, endpoint_id, start, end)
+        count: int = await conn.fetchval(
+            """
+            with sent as (
+                insert into webhook_deliveries (endpoint_id, event_id, seq, member_id)
+                select e.endpoint_id, o.event_id, o.seq, o.member_id
+                  from outbox o join webhook_endpoints e on o.type = any (e.event_types)
+                 where e.endpoint_id = $1 and o.occurred_at >= $2 and o.occurred_at < $3
+                on conflict (endpoint_id, event_id) do update
+                   set status = 'pending', next_attempt_at = now(), leased_until = null,
+                       retrying_since = now(), delivered_status = null,
+                       delivered_latency_ms = null, delivered_head = null
+                returning 1
+            )
+            select count(*) from sent
+            """, endpoint_id, start, end)
     await conn.execute("select pg_notify($1, '')", CHANNEL)
     return count
 
@@ -560,7 +587,8 @@ async def _deliveries(conn: Connection, endpoint_id: UUID, *, only: UUID | None,
         """
         select d.delivery_id, d.event_id, o.type, d.status, d.attempts,
                greatest(d.next_attempt_at, d.leased_until) as next_attempt_at,
-               d.last_error, d.created_at, d.delivered_at
+               d.last_error, d.created_at, d.delivered_at, d.delivered_status,
+               d.delivered_latency_ms, d.delivered_head
           from webhook_deliveries d join outbox o on o.event_id = d.event_id
          where d.endpoint_id = $1 and ($2::uuid is null or d.delivery_id = $2)
            and ($3::uuid is null or d.delivery_id < $3)
@@ -579,6 +607,12 @@ async def _deliveries(conn: Connection, endpoint_id: UUID, *, only: UUID | None,
         logs.setdefault(a["delivery_id"], []).append(Attempt(
             attempted_at=a["attempted_at"], http_status=a["status_code"],
             latency_ms=a["latency_ms"], error=a["error"], response_head=a["response_head"]))
+    for row in page:
+        if row["delivered_status"] is not None:  # the success, kept on the delivery
+            logs.setdefault(row["delivery_id"], []).append(Attempt(
+                attempted_at=row["delivered_at"], http_status=row["delivered_status"],
+                latency_ms=row["delivered_latency_ms"], error=None,
+                response_head=row["delivered_head"] or ""))
     items = [Delivery(
         delivery_id=row["delivery_id"], event_id=row["event_id"], event_type=row["type"],
         status=row["status"], attempts=row["attempts"],

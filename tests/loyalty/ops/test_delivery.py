@@ -32,6 +32,8 @@ from loyalty.ops.delivery import (
     next_due,
     record_outcome,
     refresh_metrics,
+    replay,
+    retry_delivery,
     run_delivery_worker,
 )
 from loyalty.ops.webhooks import create_endpoint, delete_endpoint, rotate_secret
@@ -531,3 +533,43 @@ async def test_a_claim_planned_while_nothing_waited_still_reads_only_what_it_tak
     # The 100 taken, their neighbours in the due index and the rows updated; not the 3,000
     # waiting, once per candidate.
     assert await rows_read() - before <= 400
+
+
+@pytest.mark.parametrize("again", ["retry", "replay"])
+async def test_a_success_is_kept_on_its_delivery_and_sending_it_again_keeps_it_in_the_log(
+    conn: Connection, settings_for: Any, again: str,
+) -> None:
+    """A success writes no attempt row (migration 0040): the log shows it from the delivery,
+    and a delivery sent again by an admin keeps its first success in the log."""
+    hook = await endpoint(conn, "https://93.184.216.34/hook")
+    await earn(conn, 1)
+    lease = dt.timedelta(seconds=60)
+
+    async def deliver(at: dt.datetime, latency: int, status: int, head: str) -> UUID:
+        [claimed] = await claim_due(conn, now=at, lease=lease)
+        outcome = Outcome(attempted_at=at, latency_ms=latency, status_code=status, head=head)
+        assert await record_outcome(conn, claimed, outcome, settings_for()) == "delivered"
+        return claimed.delivery_id
+
+    def log(delivery: Any) -> list[tuple[object, ...]]:
+        return [(a.http_status, a.latency_ms, a.response_head, a.error) for a in delivery.log]
+
+    first_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    delivery_id = await deliver(first_at, 7, 200, "first")
+    assert await conn.fetchval("select count(*) from webhook_attempts") == 0
+    [delivered] = (await list_deliveries(conn, hook.endpoint_id, limit=5, cursor=None)).items
+    assert (delivered.status, delivered.delivered_at) == ("delivered", first_at)
+    assert log(delivered) == [(200, 7, "first", None)]
+
+    if again == "retry":
+        await retry_delivery(conn, hook.endpoint_id, delivery_id)
+    else:
+        assert await replay(conn, hook.endpoint_id, start=first_at - dt.timedelta(days=1),
+                            end=first_at + dt.timedelta(days=1)) == 1
+    [pending] = (await list_deliveries(conn, hook.endpoint_id, limit=5, cursor=None)).items
+    assert pending.status == "pending"
+    assert log(pending) == [(200, 7, "first", None)]
+
+    await deliver(first_at + dt.timedelta(seconds=5), 9, 204, "second")
+    [twice] = (await list_deliveries(conn, hook.endpoint_id, limit=5, cursor=None)).items
+    assert log(twice) == [(200, 7, "first", None), (204, 9, "second", None)]
