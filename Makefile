@@ -15,6 +15,8 @@ MEMBERS ?= 1000000
 # Empty: the harness's own default list (bench/README.md).
 SCENARIOS ?=
 DURATION ?= 15
+# REUSE=1: the data set an earlier run kept (or left by failing), when it holds MEMBERS members.
+REUSE ?=
 # pytest-xdist workers for `make test`: one per core of a small machine. TEST_WORKERS=0 runs
 # the suite in one process.
 TEST_WORKERS ?= 2
@@ -43,7 +45,7 @@ ci:
 
 bench: $(READY)
 	$(BIN)/python -m bench.run --members $(MEMBERS) --duration $(DURATION) \
-		$(if $(SCENARIOS),--scenarios $(SCENARIOS))
+		$(if $(SCENARIOS),--scenarios $(SCENARIOS)) $(if $(REUSE),--reuse)
 
 $(READY): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed; this is " + sys.version.split()[0] + " (set PYTHON=...)") if sys.version_info < (3, 11) else None'

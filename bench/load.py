@@ -17,7 +17,7 @@ from uuid import UUID
 import asyncpg
 
 from loyalty.access.stores import create_terminal, ensure_store
-from loyalty.core.db import init_connection, recreate_database
+from loyalty.core.db import init_connection, migrate, recreate_database, with_database
 from loyalty.points.rules import ensure_default_rules
 
 CHUNK = 100_000
@@ -194,3 +194,33 @@ async def fresh_data_set(server_url: str, database: str, *, members: int,
     progress("loaded in " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return DataSet(dsn, now, store.store_id, terminal.terminal.terminal_id, terminal.api_key,
                    timings)
+
+
+async def reused_data_set(server_url: str, database: str, *, members: int,
+                          progress: Callable[[str], None]) -> DataSet | None:
+    """``database`` as an earlier run with ``--reuse`` (or one that failed) left it, when it
+    holds ``members`` loaded members: migrated to this checkout and given a new till (a till's
+    key is shown only when it is made). None when there is no such data set."""
+    dsn = with_database(server_url, database)
+    try:
+        conn = await asyncpg.connect(dsn)
+    except asyncpg.InvalidCatalogNameError:
+        return None
+    try:
+        has_members = await conn.fetchval("select to_regclass('bench_members') is not null")
+        loaded = await conn.fetchval("select count(*) from bench_members") if has_members else 0
+    finally:
+        await conn.close()
+    if loaded != members:
+        return None
+    progress(f"reusing {database}: {members:,} members loaded by an earlier run")
+    await migrate(dsn)
+    conn = await asyncpg.connect(dsn)
+    await init_connection(conn)
+    try:
+        store = await ensure_store(conn, code="BENCH", name="Benchmark store")
+        terminal = await create_terminal(conn, store=store, name="bench till")
+    finally:
+        await conn.close()
+    return DataSet(dsn, dt.datetime.now(dt.UTC), store.store_id,
+                   terminal.terminal.terminal_id, terminal.api_key, {})

@@ -31,7 +31,7 @@ import asyncpg
 from bench.console import console_scenario
 from bench.harness import DATA_DIR, DATABASE, WORK, Result, say
 from bench.http import find_pgbench, find_wrk, http_scenarios, running_service
-from bench.load import fresh_data_set
+from bench.load import fresh_data_set, reused_data_set
 from bench.report import report
 from bench.scenarios import (
     batches_scenario,
@@ -61,9 +61,13 @@ TOKENS = 2_000
 # -- preparing the data ----------------------------------------------------------------------
 
 
-async def prepare(server_url: str, members: int) -> dict[str, Any]:
-    """A fresh ``loyalty_bench`` database, migrated and loaded; the sample files for wrk."""
-    loaded = await fresh_data_set(server_url, DATABASE, members=members, progress=say)
+async def prepare(server_url: str, members: int, *, reuse: bool = False) -> dict[str, Any]:
+    """A fresh ``loyalty_bench`` database, migrated and loaded (with ``reuse``, the one an
+    earlier run left, when it holds as many members); the sample files for wrk."""
+    loaded = (await reused_data_set(server_url, DATABASE, members=members, progress=say)
+              if reuse else None)
+    if loaded is None:
+        loaded = await fresh_data_set(server_url, DATABASE, members=members, progress=say)
     dsn = loaded.dsn
 
     signer = TokenSigner(load_or_create_signing_key(DATA_DIR), issuer="loyalty",
@@ -99,6 +103,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--keep", action="store_true", help="keep the loyalty_bench database")
+    parser.add_argument("--reuse", action="store_true",
+                        help="use the loyalty_bench database an earlier run kept (or left by"
+                             " failing) when it holds --members members, and keep it")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(chosen) - set(SCENARIOS) - set(OPTIONAL_SCENARIOS)
@@ -116,7 +123,7 @@ def main() -> None:
     results: list[Result] = []
     with service_urls(settings.database_url, settings.redis_url, DATA_DIR,
                       need_redis=http) as urls:
-        prepared = asyncio.run(prepare(urls.database_url, args.members))
+        prepared = asyncio.run(prepare(urls.database_url, args.members, reuse=args.reuse))
         dsn = prepared["dsn"]
         common["database_size"] = prepared["database_size"]
         pool = max(4, args.connections // args.workers + 2)
@@ -148,7 +155,7 @@ def main() -> None:
         if "dormancy" in chosen:
             # Last: it reshapes the members' activity in the loaded database before copying.
             results.append(asyncio.run(dormancy_scenario(urls.database_url)))
-        if not args.keep:
+        if not (args.keep or args.reuse):
             asyncio.run(drop_data_set(urls.database_url))
     report(results)
     if any(r.passed is False for r in results):
