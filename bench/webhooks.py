@@ -40,7 +40,7 @@ import asyncpg
 
 from bench.harness import DATA_DIR, ROOT, Result, checkpoint, say
 from bench.http import pgbench, wrk
-from bench.receiver import Counts, receiving
+from bench.receiver import Counted, receiving
 from loyalty.core.db import init_connection
 from loyalty.ops.webhooks import create_endpoint, delete_endpoint
 from schemas.webhooks import EndpointCreate
@@ -207,7 +207,7 @@ def webhooks_scenario(*, wrk_binary: str, pgbench_binary: str | None, base: str,
     references = [reference()]
     offs: list[dict[str, Any]] = []
     ons: list[dict[str, Any]] = []
-    receiver: Counts
+    receiver: Counted
     with receiving() as (url, receiver):
         endpoint_id = asyncio.run(_add_endpoint(dsn, url))
         try:
