@@ -19,6 +19,7 @@ import asyncpg
 from loyalty.access.stores import create_terminal, ensure_store
 from loyalty.core.db import init_connection, migrate, recreate_database, with_database
 from loyalty.points.rules import ensure_default_rules
+from schemas.admin import Store, TerminalCreated
 
 CHUNK = 100_000
 
@@ -175,18 +176,23 @@ class DataSet:
     timings: dict[str, float]
 
 
+async def _bench_till(dsn: str) -> tuple[Store, TerminalCreated]:
+    """The bench store, and a new till in it (a till's key is shown only when it is made)."""
+    conn = await asyncpg.connect(dsn)
+    await init_connection(conn)
+    try:
+        store = await ensure_store(conn, code="BENCH", name="Benchmark store")
+        return store, await create_terminal(conn, store=store, name="bench till")
+    finally:
+        await conn.close()
+
+
 async def fresh_data_set(server_url: str, database: str, *, members: int,
                          progress: Callable[[str], None]) -> DataSet:
     """``database`` made again on the server, migrated, given the bench store and till and
     loaded with ``members`` as ``make bench`` loads them."""
     dsn = await recreate_database(server_url, database)
-    conn = await asyncpg.connect(dsn)
-    await init_connection(conn)
-    try:
-        store = await ensure_store(conn, code="BENCH", name="Benchmark store")
-        terminal = await create_terminal(conn, store=store, name="bench till")
-    finally:
-        await conn.close()
+    store, terminal = await _bench_till(dsn)
     now = dt.datetime.now(dt.UTC)
     progress(f"loading {members:,} members")
     timings = await load(dsn, members=members, store_id=store.store_id,
@@ -215,12 +221,6 @@ async def reused_data_set(server_url: str, database: str, *, members: int,
         return None
     progress(f"reusing {database}: {members:,} members loaded by an earlier run")
     await migrate(dsn)
-    conn = await asyncpg.connect(dsn)
-    await init_connection(conn)
-    try:
-        store = await ensure_store(conn, code="BENCH", name="Benchmark store")
-        terminal = await create_terminal(conn, store=store, name="bench till")
-    finally:
-        await conn.close()
+    store, terminal = await _bench_till(dsn)
     return DataSet(dsn, dt.datetime.now(dt.UTC), store.store_id,
                    terminal.terminal.terminal_id, terminal.api_key, {})

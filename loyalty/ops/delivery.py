@@ -500,27 +500,35 @@ async def send_test_event(conn: Connection, endpoint_id: UUID) -> tuple[UUID, UU
     return event_id, delivery_id
 
 
+# Before a delivered delivery is sent again, its success, kept on it (migration 0040), goes into
+# the attempts, so that the log keeps it. $1 the endpoint; $2 one delivery, or $3 and $4 the
+# period of the events whose deliveries are sent again.
+_KEEP_SUCCESSES = """
+insert into webhook_attempts (delivery_id, attempted_at, status_code, latency_ms, response_head)
+select delivery_id, delivered_at, delivered_status, delivered_latency_ms,
+       coalesce(delivered_head, '')
+  from webhook_deliveries
+ where endpoint_id = $1 and delivered_status is not null
+   and ($2::uuid is null or delivery_id = $2)
+   and ($3::timestamptz is null
+        or event_id in (select event_id from outbox
+                         where occurred_at >= $3 and occurred_at < $4::timestamptz))
+"""
+
+
 async def retry_delivery(conn: Connection, endpoint_id: UUID, delivery_id: UUID) -> Delivery:
     """Send a delivery again now, whatever its state, with a new retry period."""
-    updated = await conn.fetchval(
-        """
-        with kept as (
-            -- A delivered delivery's success, kept on it (migration 0040), goes into the
-            -- attempts first, so that the log keeps it.
-            insert into webhook_attempts (delivery_id, attempted_at, status_code, latency_ms,
-                                          response_head)
-            select delivery_id, delivered_at, delivered_status, delivered_latency_ms,
-                   coalesce(delivered_head, '')
-              from webhook_deliveries
-             where delivery_id = $1 and endpoint_id = $2 and delivered_status is not null
-        )
-        update webhook_deliveries
-           set status = 'pending', next_attempt_at = now(), leased_until = null,
-               retrying_since = now(), delivered_status = null, delivered_latency_ms = null,
-               delivered_head = null
-         where delivery_id = $1 and endpoint_id = $2
-        returning delivery_id
-        """, delivery_id, endpoint_id)
+    async with conn.transaction():
+        await conn.execute(_KEEP_SUCCESSES, endpoint_id, delivery_id, None, None)
+        updated = await conn.fetchval(
+            """
+            update webhook_deliveries
+               set status = 'pending', next_attempt_at = now(), leased_until = null,
+                   retrying_since = now(), delivered_status = null,
+                   delivered_latency_ms = null, delivered_head = null
+             where delivery_id = $1 and endpoint_id = $2
+            returning delivery_id
+            """, delivery_id, endpoint_id)
     if updated is None:
         raise NotFound("no such delivery for this endpoint", field="delivery_id",
                        code="webhook_delivery_not_found")
@@ -539,19 +547,7 @@ async def replay(conn: Connection, endpoint_id: UUID, *, start: dt.datetime,
         raise NotFound("no such webhook endpoint", field="endpoint_id",
                        code="webhook_endpoint_not_found")
     async with conn.transaction():
-        await conn.execute(
-            """
-            -- The successes kept on delivered deliveries (migration 0040) go into the
-            -- attempts first, so that the log keeps them.
-            insert into webhook_attempts (delivery_id, attempted_at, status_code, latency_ms,
-                                          response_head)
-            select delivery_id, delivered_at, delivered_status, delivered_latency_ms,
-                   coalesce(delivered_head, '')
-              from webhook_deliveries
-             where endpoint_id = $1 and delivered_status is not null
-               and event_id in (select event_id from outbox
-                                 where occurred_at >= $2 and occurred_at < $3)
-            """, endpoint_id, start, end)
+        await conn.execute(_KEEP_SUCCESSES, endpoint_id, None, start, end)
         count: int = await conn.fetchval(
             """
             with sent as (

@@ -458,6 +458,19 @@ def _rows_read(plan: dict[str, Any], relation: str) -> int:
     return own + sum(_rows_read(child, relation) for child in plan.get("Plans", []))
 
 
+async def three_thousand_waiting(conn: Connection) -> None:
+    """3,000 deliveries waiting: one event each for 1,500 members, then a second for each
+    (held back by the first until it is delivered)."""
+    members = [uuid4() for _ in range(1_500)]
+    for _ in range(2):
+        async with conn.transaction():
+            await conn.execute(
+                """
+                insert into outbox (type, api_version, member_id, data)
+                select 'points.earned', 'v1', m, '{}' from unnest($1::uuid[]) m
+                """, members)
+
+
 @pytest.mark.parametrize("statistics", ["current", "taken while empty", "none"])
 async def test_a_claim_reads_about_as_many_deliveries_as_it_takes_however_many_wait(
     conn: Connection, statistics: str,
@@ -469,16 +482,7 @@ async def test_a_claim_reads_about_as_many_deliveries_as_it_takes_however_many_w
     await endpoint(conn, "https://93.184.216.34/hook", ["points.earned"])
     if statistics == "taken while empty":
         await conn.execute("analyze webhook_deliveries")
-    # 3,000 waiting: one event each for 1,500 members, then a second for each (held back by
-    # the first until it is delivered).
-    members = [uuid4() for _ in range(1_500)]
-    for _ in range(2):
-        async with conn.transaction():
-            await conn.execute(
-                """
-                insert into outbox (type, api_version, member_id, data)
-                select 'points.earned', 'v1', m, '{}' from unnest($1::uuid[]) m
-                """, members)
+    await three_thousand_waiting(conn)
     if statistics == "current":
         await conn.execute("analyze webhook_deliveries")
     elif statistics == "none":
@@ -510,14 +514,7 @@ async def test_a_claim_planned_while_nothing_waited_still_reads_only_what_it_tak
     lease = dt.timedelta(seconds=60)
     for _ in range(8):
         assert await claim_due(conn, now=dt.datetime.now(dt.UTC), lease=lease) == []
-    members = [uuid4() for _ in range(1_500)]
-    for _ in range(2):
-        async with conn.transaction():
-            await conn.execute(
-                """
-                insert into outbox (type, api_version, member_id, data)
-                select 'points.earned', 'v1', m, '{}' from unnest($1::uuid[]) m
-                """, members)
+    await three_thousand_waiting(conn)
 
     async def rows_read() -> int:
         read: int = await conn.fetchval(
