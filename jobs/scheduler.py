@@ -184,6 +184,10 @@ def scheduled_jobs(settings: Settings) -> list[tuple[Job, str]]:
     return [(job, cron) for job in JOBS if (cron := chosen[job.name]) is not None]
 
 
+# Polls a leader whose session was lost waits before it competes for the lock again.
+LOST_LEADER_WAITS_POLLS = 3
+
+
 async def run_scheduler(
     settings: Settings, dsn: str, *, poll_seconds: float = 5.0, stop: asyncio.Event | None = None,
     jobs: list[tuple[Job, str]] | None = None, on_leading: Callable[[bool], None] | None = None,
@@ -219,6 +223,11 @@ async def run_scheduler(
                     if on_leading:
                         on_leading(False)
                     log.info("scheduler: no longer leading")
+                # Leadership lost with the session: the others, whose sessions held, take over
+                # first. Trying again at once, this instance won the lock back before a
+                # follower's next look about as often as not.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), LOST_LEADER_WAITS_POLLS * poll_seconds)
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), poll_seconds)

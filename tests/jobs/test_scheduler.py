@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -15,7 +16,14 @@ import pytest
 from jobs.catalogue import schedules
 from jobs.definition import Job, JobContext, cron_trigger, make_context
 from jobs.runs import RUNS_KEPT, JobBusy, claim, delete_old_runs, execute, run_once
-from jobs.scheduler import LEADER_LOCK_KEY, due_ticks, run_due, run_scheduler, ticks_between
+from jobs.scheduler import (
+    LEADER_LOCK_KEY,
+    LOST_LEADER_WAITS_POLLS,
+    due_ticks,
+    run_due,
+    run_scheduler,
+    ticks_between,
+)
 from loyalty.core.db import create_pool
 from loyalty.core.errors import ConfigurationError
 from loyalty.core.settings import Settings
@@ -250,6 +258,38 @@ async def test_one_leader_and_a_takeover_when_its_session_dies(
     stop_b.set()
     await asyncio.gather(a, b)
     assert leading == {"a": False, "b": False}
+
+
+async def test_a_leader_that_lost_its_session_lets_the_others_take_over_first(
+        fresh_database: str, job_settings: Settings) -> None:
+    """Alone, it leads again, but only after LOST_LEADER_WAITS_POLLS polls: trying at once, it
+    won the lock back before a follower's next look about as often as not, and the takeover
+    above failed in CI."""
+    changes: list[tuple[bool, float]] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_scheduler(
+        job_settings, fresh_database, poll_seconds=0.1, stop=stop, jobs=[],
+        on_leading=lambda now_leading: changes.append((now_leading, time.monotonic()))))
+    await _wait_for(lambda: bool(changes))
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await conn.execute(
+            """
+            select pg_terminate_backend(pid) from pg_locks
+             where locktype = 'advisory' and granted
+               and database = (select oid from pg_database where datname = current_database())
+               and (classid::bigint << 32 | objid::bigint) = $1
+            """,
+            LEADER_LOCK_KEY,
+        )
+    finally:
+        await conn.close()
+    await _wait_for(lambda: len(changes) >= 3)
+    stop.set()
+    await task
+    [(_, _), (lost, lost_at), (again, again_at), *_] = changes
+    assert (lost, again) == (False, True)
+    assert again_at - lost_at >= LOST_LEADER_WAITS_POLLS * 0.1
 
 
 async def test_the_leader_runs_a_due_job_when_it_starts_leading(
