@@ -132,6 +132,12 @@ class Revocations:
         self._warned_at = -math.inf
         self.reads = 0  # standings read from PostgreSQL, for tests and the report
 
+    @property
+    def proven_at(self) -> float:
+        """When (``time.monotonic``) the last beat heard was sent: every change committed before
+        then has been heard."""
+        return self._proven_at
+
     # -- the request path -----------------------------------------------------------------------
 
     async def check(self, principal: MemberPrincipal | StaffPrincipal) -> None:
