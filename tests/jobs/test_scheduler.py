@@ -220,6 +220,25 @@ async def test_a_run_whose_process_died_is_abandoned_and_its_tick_run_again(
 # -- leadership ------------------------------------------------------------------------------
 
 
+async def _kill_leaders_session(dsn: str) -> int:
+    """Terminate the session holding the leader lock, as when its machine vanishes; how many
+    sessions were terminated."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        killed: int = await conn.fetchval(
+            """
+            select count(pg_terminate_backend(pid)) from pg_locks
+             where locktype = 'advisory' and granted
+               and database = (select oid from pg_database where datname = current_database())
+               and (classid::bigint << 32 | objid::bigint) = $1
+            """,
+            LEADER_LOCK_KEY,
+        )
+    finally:
+        await conn.close()
+    return killed
+
+
 async def test_one_leader_and_a_takeover_when_its_session_dies(
         fresh_database: str, job_settings: Settings) -> None:
     leading: dict[str, bool] = {"a": False, "b": False}
@@ -237,20 +256,7 @@ async def test_one_leader_and_a_takeover_when_its_session_dies(
     assert leading == {"a": True, "b": False}
 
     # The leader's database session is killed, as when its machine vanishes.
-    conn = await asyncpg.connect(fresh_database)
-    try:
-        killed = await conn.fetchval(
-            """
-            select count(pg_terminate_backend(pid)) from pg_locks
-             where locktype = 'advisory' and granted
-               and database = (select oid from pg_database where datname = current_database())
-               and (classid::bigint << 32 | objid::bigint) = $1
-            """,
-            LEADER_LOCK_KEY,
-        )
-    finally:
-        await conn.close()
-    assert killed == 1
+    assert await _kill_leaders_session(fresh_database) == 1
     await _wait_for(lambda: leading["b"])
     assert leading["b"] is True
 
@@ -271,19 +277,7 @@ async def test_a_leader_that_lost_its_session_lets_the_others_take_over_first(
         job_settings, fresh_database, poll_seconds=0.1, stop=stop, jobs=[],
         on_leading=lambda now_leading: changes.append((now_leading, time.monotonic()))))
     await _wait_for(lambda: bool(changes))
-    conn = await asyncpg.connect(fresh_database)
-    try:
-        await conn.execute(
-            """
-            select pg_terminate_backend(pid) from pg_locks
-             where locktype = 'advisory' and granted
-               and database = (select oid from pg_database where datname = current_database())
-               and (classid::bigint << 32 | objid::bigint) = $1
-            """,
-            LEADER_LOCK_KEY,
-        )
-    finally:
-        await conn.close()
+    await _kill_leaders_session(fresh_database)
     await _wait_for(lambda: len(changes) >= 3)
     stop.set()
     await task
