@@ -57,6 +57,7 @@ from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings, load_settings
 from loyalty.insights.backtest import cancel_backtests
 from loyalty.ops.delivery import run_delivery_worker
+from loyalty.points.groups import PurchaseGroups
 from loyalty.points.rules import RuleBook
 from schemas.base import EDGE_TYPES, decode_edge
 
@@ -188,6 +189,9 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> Li
             terminal_keys=TerminalKeys(),
             revocations=Revocations(pool, access_ttl=settings.access_token_ttl_seconds),
             jobs=make_context(settings.database_url, job_pool, settings),
+            purchase_groups=PurchaseGroups(writers=settings.group_commit_writers,
+                                           most=settings.group_commit_most)
+            if settings.group_commit_writers else None,
         )
         # Every process is a candidate; the leader lock lets one act (jobs/scheduler.py).
         stop_scheduler = asyncio.Event()

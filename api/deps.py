@@ -22,6 +22,7 @@ from loyalty.access.tokens import TokenSigner
 from loyalty.core.db import Connection, Pool
 from loyalty.core.programme import Programme
 from loyalty.core.settings import Settings
+from loyalty.points.groups import PurchaseGroups
 from loyalty.points.rules import RuleBook
 
 
@@ -42,6 +43,8 @@ class Services:
     revocations: Revocations
     # Runs of jobs started from the API, on a pool of their own with the jobs' timeout.
     jobs: JobContext
+    # Purchases written together (LOYALTY_GROUP_COMMIT_WRITERS); None: each alone.
+    purchase_groups: PurchaseGroups | None = None
 
 
 # Any request, whatever its user, auth and state: handlers and the principal helpers read only

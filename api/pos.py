@@ -95,7 +95,8 @@ async def _purchase_once(data: Purchase, terminal: Till, ledger: Ledger, service
         data.member, services, ledger, idempotency,
         lambda member: record_purchase(
             ledger, member=member, purchase=data, terminal=terminal, idempotency=idempotency,
-            rulebook=services.rulebook, programme=services.programme, now=utc_now()))
+            rulebook=services.rulebook, programme=services.programme, now=utc_now(),
+            group=services.purchase_groups))
 
 
 async def _return_once(purchase_id: UUID, data: ReturnRequest, terminal: Till, ledger: Ledger,

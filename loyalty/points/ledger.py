@@ -18,6 +18,7 @@ A use case adds to both statements by name: the columns it reads beside the ledg
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -295,6 +296,8 @@ class Planned:
     body: bytes
     statement: PostingStatement = POSTING
     values: Mapping[str, Any] = field(default_factory=dict)
+    # The posting may be written in a group with other requests' (``post``'s ``group``).
+    groupable: bool = False
 
 
 @dataclass(frozen=True)
@@ -406,15 +409,33 @@ Reader = Callable[[Connection], Awaitable[tuple[MemberLedger, Extra]]]
 Builder = Callable[[MemberLedger, Extra], Awaitable[Planned]]
 
 
+class Grouped(enum.Enum):
+    """What became of a posting written in a group (docs/decisions/0022-group-commit.md)."""
+
+    WRITTEN = "written"
+    # The idempotency key was recorded by another request: its response is the answer.
+    TAKEN = "taken"
+    # The ledger moved since it was read: nothing was written; again under the row's lock.
+    STALE = "stale"
+    # The group could not decide this posting (the group failed as a whole): written alone.
+    ALONE = "alone"
+
+
+# Writes a groupable plan with other requests' in one statement: ``loyalty.points.groups``.
+GroupWrite = Callable[[Connection, Planned, Idempotency], Awaitable[Grouped]]
+
+
 async def post(
     conn: Connection, *, read: Reader[Extra], build: Builder[Extra],
-    idempotency: Idempotency | None = None,
+    idempotency: Idempotency | None = None, group: GroupWrite | None = None,
 ) -> Outcome:
     """Read, build, write: optimistically in two statements, and if the ledger moved in
     between, again inside a transaction holding the member's balance row.
 
     ``conn`` must not be inside a transaction: the optimistic write is its own transaction.
     A request whose idempotency key is already recorded gets the recorded response back.
+    With ``group``, a plan that says it is groupable is written by one statement with other
+    requests' plans; whatever the group cannot decide goes on as if there were none.
     """
     ledger, extra = await read(conn)
     if idempotency is not None and ledger.stored is not None:
@@ -422,6 +443,18 @@ async def post(
     plan = await build(ledger, extra)
     if plan.posting is None:
         return Outcome(plan.status, plan.body, replayed=False)
+    if group is not None and plan.groupable and idempotency is not None:
+        match await group(conn, plan, idempotency):
+            case Grouped.WRITTEN:
+                count_entries([(e.kind, e.amount) for e in plan.posting.entries])
+                return Outcome(plan.status, plan.body, replayed=False)
+            case Grouped.TAKEN:
+                return _replay(await stored_response(conn, idempotency), idempotency)
+            case Grouped.STALE:
+                return await _post_locked(conn, read=read, build=build,
+                                          idempotency=idempotency, member_id=ledger.member_id)
+            case Grouped.ALONE:
+                pass  # written alone, below: nothing of it was
     try:
         fresh = await apply_posting(conn, plan.posting, idempotency=idempotency,
                                     status=plan.status, body=plan.body,

@@ -34,6 +34,7 @@ from loyalty.points.earning import (
     purchase_earning,
     redeemable_points,
 )
+from loyalty.points.groups import PurchaseGroups
 from loyalty.points.ledger import (
     ClaimRefused,
     LedgerRead,
@@ -362,10 +363,13 @@ PURCHASE_WITH_COUPONS_POSTING = posting_statement(PURCHASE_EVENT + REDEEM_COUPON
 async def record_purchase(
     conn: Connection, *, member: UUID | str, purchase: Purchase, terminal: TerminalPrincipal,
     idempotency: Idempotency, rulebook: RuleBook, programme: Programme, now: dt.datetime,
+    group: PurchaseGroups | None = None,
 ) -> Outcome:
     """Earn and redeem for ``purchase``, its coupons included, in one statement, exactly once
     per idempotency key. A coupon that does not apply refuses the whole purchase (409, the
-    reason in the problem's type): the till drops it, or fixes the basket, and sends again."""
+    reason in the problem's type): the till drops it, or fixes the basket, and sends again.
+    With ``group``, a purchase with no coupons that reaches no tier may be written together
+    with other requests' (``loyalty/points/groups.py``)."""
     _check_purchase(purchase, programme, now)
     refs = normalized_refs(purchase.coupons)
     # Which coupons the till names is read once; whether they are still unused is decided by
@@ -449,12 +453,14 @@ async def record_purchase(
             "tier_coupon_id": uuid7(), "timezone": programme.timezone.key,
         }
         if not checked:
-            return Planned(posting, 201, _encode(recorded), PURCHASE_POSTING, values)
+            return Planned(posting, 201, _encode(recorded), PURCHASE_POSTING, values,
+                           groupable=posting.new_tier is None)
         return Planned(posting, 201, _encode(recorded), PURCHASE_WITH_COUPONS_POSTING,
                        values | coupons)
 
     try:
-        outcome = await post(conn, read=read, build=build, idempotency=idempotency)
+        outcome = await post(conn, read=read, build=build, idempotency=idempotency,
+                             group=group.write if group is not None else None)
     except ClaimRefused as refused:
         # Between the read and the write another purchase took the coupon, or its budget.
         raise coupon_refused(refused.reason, _CLAIM_DETAIL.get(refused.reason, ""),

@@ -1,6 +1,7 @@
 """Exactly once under concurrency, with many real connections at once: retries of one key,
 redemptions racing for one balance, actions racing for one daily cap. Each runs with Redis up,
-with Redis being flushed throughout, and with Redis gone: PostgreSQL is the truth."""
+with Redis being flushed throughout, and with Redis gone: PostgreSQL is the truth; and with
+purchases written in groups (docs/decisions/0022-group-commit.md)."""
 
 from __future__ import annotations
 
@@ -33,13 +34,16 @@ class Scene:
     till: dict[str, str]
 
 
-@pytest.fixture(params=["redis up", "redis flushed throughout", "redis down"])
+@pytest.fixture(params=["redis up", "redis flushed throughout", "redis down",
+                        "purchases grouped"])
 async def scene(
     request: pytest.FixtureRequest, fresh_database: str, redis_url: str, tmp_path: Path
 ) -> AsyncIterator[Scene]:
     mode = request.param
     redis = "redis://127.0.0.1:1/0" if mode == "redis down" else redis_url
-    settings = make_settings(fresh_database, redis, tmp_path, db_pool_max=30)
+    # Group commit (decision 0022) on: one writer, so that purchases gather behind it.
+    grouped = {"group_commit_writers": 1} if mode == "purchases grouped" else {}
+    settings = make_settings(fresh_database, redis, tmp_path, db_pool_max=30, **grouped)
     flusher = None
     stop = asyncio.Event()
     if mode == "redis flushed throughout":

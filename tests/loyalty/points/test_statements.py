@@ -8,7 +8,7 @@ import re
 import pytest
 
 from loyalty.core.sql import Statement
-from loyalty.points import actions, adjustments, ledger, purchases, returns
+from loyalty.points import actions, adjustments, groups, ledger, purchases, returns
 from loyalty.points.ledger import POSTING, PostingStatement
 
 POSTINGS = {
@@ -41,3 +41,7 @@ def test_the_ledger_reads_are_numbered() -> None:
     for read in (ledger.LEDGER, returns.RETURN_READ, actions.ACTION_READ):
         _numbered_only(read.by_id)
         _numbered_only(read.by_number)
+
+
+def test_the_group_commit_statement_is_numbered_once() -> None:
+    _numbered_only(groups._GROUP)
