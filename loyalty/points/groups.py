@@ -30,6 +30,7 @@ from loyalty.core.db import Connection
 from loyalty.core.idempotency import Idempotency
 from loyalty.core.sql import named
 from loyalty.points.ledger import Grouped, Planned, posting_values
+from schemas.base import json_encoder
 
 GROUP_SIZES = Histogram(
     "loyalty_purchase_group_size", "Purchases written by one statement (group commit)",
@@ -49,7 +50,8 @@ _ROW = (
     ("purchase_id", "uuid", "purchase_id"), ("store_id", "uuid", "store_id"),
     ("terminal_id", "uuid", "terminal_id"), ("receipt_id", "text", "receipt_id"),
     ("occurred_at", "timestamptz", "occurred_at"), ("currency", "text", "currency"),
-    ("total", "int8", "total"), ("lines", "jsonb", "lines"),
+    # Encoded here: a list of lists would reach PostgreSQL as a two-dimensional array.
+    ("total", "int8", "total"), ("lines", "text", "lines"),
     ("points_earned", "int8", "points_earned"), ("points_redeemed", "int8", "points_redeemed"),
     ("rule_version", "int4", "rule_version"),
 )
@@ -160,7 +162,7 @@ with input as materialized (
                            occurred_at, currency, total, lines, points_earned, points_redeemed,
                            rule_version, recorded_at)
     select b.member_id, i.purchase_id, i.store_id, i.terminal_id, i.receipt_id, i.occurred_at,
-           i.currency, i.total, i.lines, i.points_earned, i.points_redeemed, i.rule_version,
+           i.currency, i.total, i.lines::jsonb, i.points_earned, i.points_redeemed, i.rule_version,
            b.now
       from input i join bal b on b.n = i.n
 ), activity as (
@@ -202,6 +204,7 @@ def group_values(plans: list[tuple[Planned, Idempotency]]) -> dict[str, Any]:
         own = posting_values(plan.posting, idempotency, plan.status, plan.body)
         both = {**plan.values, **own}
         api_version = own["api_version"]
+        both["lines"] = json_encoder.encode(both["lines"]).decode()
         for column, _, source in _ROW:
             values[f"row_{column}"].append(both[source])
         for tag, names in _LISTS.items():
@@ -303,13 +306,18 @@ class PurchaseGroups:
         group = self._take(first)
         outcomes = [Grouped.ALONE] * len(group)
         try:
-            outcomes = await self._write(conn, group)
+            written = await self._write(conn, group)
+            if len(written) == len(group):
+                outcomes = written
         finally:
-            # Cancelled or failed, every request of the group is written alone.
-            for waiting, outcome in zip(group, outcomes, strict=True):
-                if not waiting.done.done():
-                    waiting.done.set_result(outcome)
-            self._pass_on()
+            # Cancelled or failed, every request of the group is written alone; and whatever
+            # happened, the place goes on, or every later purchase would wait for ever.
+            try:
+                for waiting, outcome in zip(group, outcomes, strict=True):
+                    if not waiting.done.done():
+                        waiting.done.set_result(outcome)
+            finally:
+                self._pass_on()
 
     async def _write(self, conn: Connection, group: list[_Waiting]) -> list[Grouped]:
         GROUP_SIZES.observe(len(group))

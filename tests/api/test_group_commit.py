@@ -74,9 +74,13 @@ async def test_two_hundred_purchases_of_forty_members_at_once_land_in_groups_exa
         seeded = await _buy(shop, member, 10_000)
         assert seeded.status_code == 201, seeded.text
     groups_before, grouped_before = _groups()
-    # Five each, one in five using points: the groups write draws on lots and allocations too.
+    # Five each, one in five using points: the groups write draws on lots and allocations too;
+    # the first of each is two lines, the others one.
+    two_lines = [{"sku": "A", "quantity": 1, "unit_price": 400},
+                 {"sku": "B", "quantity": 2, "unit_price": 300}]
     responses = await asyncio.gather(*(
-        _buy(shop, member, 1_000 * (n + 1), redeem_points=10 if n == 4 else 0)
+        _buy(shop, member, 1_000 * (n + 1), redeem_points=10 if n == 4 else 0,
+             lines=two_lines if n == 0 else None)
         for n in range(5) for member in members))
     assert [r.status_code for r in responses] == [201] * 200, \
         [r.text for r in responses if r.status_code != 201][:3]
@@ -100,6 +104,9 @@ async def test_two_hundred_purchases_of_forty_members_at_once_land_in_groups_exa
     kinds = Counter(e["kind"] for e in rows.entries)
     assert kinds == {"earn": 240, "redeem": 40}
     assert await _count(shop.database_url, "select count(*) from purchases") == 240
+    # Each purchase's lines as sent: 40 of two lines, the seeds and the rest of one.
+    assert await _count(shop.database_url, "select sum(jsonb_array_length(lines)) from purchases "
+                                           "where jsonb_typeof(lines) = 'array'") == 280
     assert await _count(shop.database_url, "select count(*) from idempotency_keys") == 240
     assert await _count(
         shop.database_url,

@@ -35,6 +35,7 @@ class Held(PurchaseGroups):
         self.releases: asyncio.Queue[asyncio.Event] = asyncio.Queue()
         # Cancelled the moment it is handed a writer's place, before it can run.
         self.cancel_when_handed: asyncio.Task[Grouped] | None = None
+        self.fail_next: Exception | None = None
 
     def _pass_on(self) -> None:
         following = self._waiting[0] if self._waiting else None
@@ -45,6 +46,9 @@ class Held(PurchaseGroups):
 
     async def _write(self, conn: Any, group: list[Any]) -> list[Grouped]:
         assert conn is CONNECTION
+        if self.fail_next is not None:
+            failure, self.fail_next = self.fail_next, None
+            raise failure
         names = {v: k for k, v in MEMBERS.items()}
         self.groups.append([names[w.member_id] for w in group])
         self.in_flight += 1
@@ -175,6 +179,22 @@ async def test_a_writer_cancelled_mid_write_leaves_its_group_to_be_written_alone
         await waiting[0]
     assert await waiting[1] == Grouped.ALONE
     later = await _write(held, "y")
+    await held.release_next()
+    assert await later == Grouped.WRITTEN
+
+
+async def test_a_write_that_fails_unexpectedly_sends_its_group_alone_and_frees_the_place(
+) -> None:
+    held = Held(writers=1, most=16)
+    first = await _write(held, "x")
+    waiting = [await _write(held, m) for m in ("y", "z")]
+    held.fail_next = ValueError("a bug in the group's write")
+    await held.release_next()
+    assert await first == Grouped.WRITTEN
+    with pytest.raises(ValueError, match="a bug"):
+        await waiting[0]  # the request that wrote the group: its error is its answer
+    assert await waiting[1] == Grouped.ALONE
+    later = await _write(held, "x")
     await held.release_next()
     assert await later == Grouped.WRITTEN
 
