@@ -40,7 +40,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Group commit (docs/decisions/0022-group-commit.md): purchases waiting while this many
     # group writes are in flight in a process go together, by one statement and one commit,
     # at most ``group_commit_most`` a group. 0: each purchase is written alone.
-    group_commit_writers: Annotated[int, Meta(ge=0, le=64)] = 0
+    group_commit_writers: Annotated[int, Meta(ge=0, le=64)] = 1
     group_commit_most: Annotated[int, Meta(ge=1, le=200)] = 16
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     migrate_on_start: bool = True
