@@ -454,7 +454,9 @@ async def post(
                 return await _post_locked(conn, read=read, build=build,
                                           idempotency=idempotency, member_id=ledger.member_id)
             case Grouped.ALONE:
-                pass  # written alone, below: nothing of it was
+                # Written alone, below; if the group's statement did commit it (a connection
+                # lost at the commit), the key is found taken and its answer replayed.
+                pass
     try:
         fresh = await apply_posting(conn, plan.posting, idempotency=idempotency,
                                     status=plan.status, body=plan.body,
