@@ -36,24 +36,19 @@ GROUP_SIZES = Histogram(
     "loyalty_purchase_group_size", "Purchases written by one statement (group commit)",
     buckets=(1, 2, 4, 8, 16, 32, 64))
 
-# Each row's values, by the name the statement's input gives them: (column, array type, where
-# the value comes from: the posting's own values or the purchase's).
+# Each row's values (column of the statement's input, array type), named as the posting's own
+# values and the purchase's name them (the member's id is the posting's ``member``).
 _ROW = (
-    ("member_id", "uuid", "member"), ("version", "int8", "version"),
-    ("now", "timestamptz", "now"), ("available_change", "int8", "available_change"),
-    ("pending_change", "int8", "pending_change"), ("earned", "int8", "earned"),
-    ("redeemed", "int8", "redeemed"), ("expired", "int8", "expired"),
-    ("purchases", "int8", "purchases"), ("birthday_bonus_year", "int4", "birthday_bonus_year"),
-    ("key_principal_id", "uuid", "key_principal_id"), ("key", "text", "key"),
-    ("key_request_hash", "bytea", "key_request_hash"),
-    ("response_status", "int4", "response_status"), ("response_body", "bytea", "response_body"),
-    ("purchase_id", "uuid", "purchase_id"), ("store_id", "uuid", "store_id"),
-    ("terminal_id", "uuid", "terminal_id"), ("receipt_id", "text", "receipt_id"),
-    ("occurred_at", "timestamptz", "occurred_at"), ("currency", "text", "currency"),
+    ("member_id", "uuid"), ("version", "int8"), ("now", "timestamptz"),
+    ("available_change", "int8"), ("pending_change", "int8"), ("earned", "int8"),
+    ("redeemed", "int8"), ("expired", "int8"), ("purchases", "int8"),
+    ("birthday_bonus_year", "int4"), ("key_principal_id", "uuid"), ("key", "text"),
+    ("key_request_hash", "bytea"), ("response_status", "int4"), ("response_body", "bytea"),
+    ("purchase_id", "uuid"), ("store_id", "uuid"), ("terminal_id", "uuid"),
+    ("receipt_id", "text"), ("occurred_at", "timestamptz"), ("currency", "text"),
     # Encoded here: a list of lists would reach PostgreSQL as a two-dimensional array.
-    ("total", "int8", "total"), ("lines", "text", "lines"),
-    ("points_earned", "int8", "points_earned"), ("points_redeemed", "int8", "points_redeemed"),
-    ("rule_version", "int4", "rule_version"),
+    ("total", "int8"), ("lines", "text"), ("points_earned", "int8"),
+    ("points_redeemed", "int8"), ("rule_version", "int4"),
 )
 # The posting's lists, each element tagged with its row (the names are posting_values').
 _LISTS = {
@@ -79,8 +74,8 @@ def _unnest(names: tuple[tuple[str, str], ...], tag: str) -> str:
     return f"unnest(:{tag}_rows::int8[], {arrays})"
 
 
-_INPUT = ", ".join(f":row_{column}::{type_}[]" for column, type_, _ in _ROW)
-_INPUT_NAMES = ", ".join(column for column, _, _ in _ROW)
+_INPUT = ", ".join(f":row_{column}::{type_}[]" for column, type_ in _ROW)
+_INPUT_NAMES = ", ".join(column for column, _ in _ROW)
 
 # One statement for the whole group. The order of its locks is the single posting's, so that
 # the two never wait on each other in a circle: every key first (in key order), then every
@@ -194,7 +189,7 @@ _GROUP = named(_GROUP_SQL)
 def group_values(plans: list[tuple[Planned, Idempotency]]) -> dict[str, Any]:
     """The group statement's parameters for ``plans``: one element per row in the row arrays,
     and the posting's lists flattened, each element tagged with its row (from 1)."""
-    values: dict[str, Any] = {f"row_{column}": [] for column, _, _ in _ROW}
+    values: dict[str, Any] = {f"row_{column}": [] for column, _ in _ROW}
     for tag, names in _LISTS.items():
         values[f"{tag}_rows"] = []
         values.update({name: [] for name, _ in names})
@@ -202,11 +197,11 @@ def group_values(plans: list[tuple[Planned, Idempotency]]) -> dict[str, Any]:
     for row, (plan, idempotency) in enumerate(plans, start=1):
         assert plan.posting is not None
         own = posting_values(plan.posting, idempotency, plan.status, plan.body)
-        both = {**plan.values, **own}
+        both = {**plan.values, **own, "member_id": own["member"],
+                "lines": json_encoder.encode(plan.values["lines"]).decode()}
         api_version = own["api_version"]
-        both["lines"] = json_encoder.encode(both["lines"]).decode()
-        for column, _, source in _ROW:
-            values[f"row_{column}"].append(both[source])
+        for column, _ in _ROW:
+            values[f"row_{column}"].append(both[column])
         for tag, names in _LISTS.items():
             values[f"{tag}_rows"].extend([row] * len(own[names[0][0]]))
             for name, _ in names:

@@ -208,4 +208,4 @@ def test_the_group_statement_asks_for_exactly_what_group_values_gives() -> None:
     values = group_values(plans)
     assert set(groups._GROUP.names) == set(values)
     assert values["row_member_id"] == [MEMBERS["x"], MEMBERS["y"]]
-    assert all(len(values[f"row_{c}"]) == 2 for c, _, _ in groups._ROW)
+    assert all(len(values[f"row_{c}"]) == 2 for c, _ in groups._ROW)
