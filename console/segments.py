@@ -32,10 +32,14 @@ from loyalty.access.roles import IDENTIFIER_READERS, MARKETING_EDITORS, MARKETIN
 from loyalty.core.db import transaction
 from loyalty.core.errors import InvalidInput
 from loyalty.promotions.segments import (
+    CountEstimate,
     check_definition,
     create_segment,
+    estimate_segment,
+    first_members,
     get_segment,
     list_segments,
+    member_rows,
     preview_segment,
     update_segment,
 )
@@ -45,9 +49,9 @@ from schemas.segments import (
     AnyOf,
     Condition,
     Not,
+    SampleMember,
     Segment,
     SegmentCreate,
-    SegmentPreview,
     SegmentUpdate,
 )
 
@@ -355,26 +359,47 @@ def _units(request: AnyRequest) -> tuple[ZoneInfo, int]:
     return ZoneInfo(settings.timezone), 10 ** get_currency_precision(settings.currency)
 
 
-async def _preview(request: AnyRequest, session: ConsoleSession,
-                   definition: Condition) -> SegmentPreview:
+@dataclass(frozen=True)
+class Counted:
+    """The builder's count: exact, or ``estimate``d from a sample on a large programme; and the
+    first few members, for identifier readers."""
+
+    count: int
+    sample: list[SampleMember]
+    estimate: CountEstimate | None = None
+
+
+async def _preview(request: AnyRequest, session: ConsoleSession, definition: Condition, *,
+                   exact: bool = False) -> Counted:
     """As POST /v1/segments/preview: the count for everyone, the sample for identifier
-    readers."""
+    readers. Past ``segment_exact_count_up_to`` members the count is an estimate unless
+    ``exact`` is asked for (docs/console.md, "Segments")."""
+    settings = services(request).settings
     sample = SAMPLE_SIZE if session.role in IDENTIFIER_READERS else 0
+    now = dt.datetime.now(dt.UTC)
+    estimate = None
     async with transaction(services(request).pool) as conn:
-        preview = await preview_segment(conn, definition, sample_size=sample,
-                                        now=dt.datetime.now(dt.UTC))
+        if not exact and await member_rows(conn) > settings.segment_exact_count_up_to:
+            estimate = await estimate_segment(conn, definition, now=now,
+                                              sample_members=settings.segment_sample_members)
+            counted = Counted(count=estimate.count, estimate=estimate,
+                              sample=await first_members(conn, definition, now=now,
+                                                         sample_size=sample))
+        else:
+            preview = await preview_segment(conn, definition, sample_size=sample, now=now)
+            counted = Counted(count=preview.count,
+                              sample=[] if isinstance(preview.sample, msgspec.UnsetType)
+                              else preview.sample)
         # Audited as the API's preview is: the sample names members.
         await record_audit(conn, actor_kind="staff", actor_id=session.principal.staff_id,
                            action="segments.preview", subject_kind="segment", subject_id=None,
-                           details={"count": preview.count,
-                                    "sample": len(preview.sample) if sample
-                                    and not isinstance(preview.sample, msgspec.UnsetType)
-                                    else 0, "via": "console"})
-    return preview if sample else SegmentPreview(count=preview.count)
+                           details={"count": counted.count, "estimated": estimate is not None,
+                                    "sample": len(counted.sample), "via": "console"})
+    return counted
 
 
 def _page(request: AnyRequest, session: ConsoleSession, builder: Builder, *,
-          segment_id: UUID | None, preview: SegmentPreview | None, status_code: int = 200,
+          segment_id: UUID | None, preview: Counted | None, status_code: int = 200,
           problem: str | None = None) -> Response[str]:
     template = ("segment_builder.html" if request.headers.get("hx-request")
                 else "segment_edit.html")
@@ -458,9 +483,10 @@ async def preview_partial(request: AnyRequest) -> Response[str]:
 
 @post("/segments/build", status_code=200)
 async def build_segment(request: AnyRequest) -> Response[str]:
-    """Add a condition (``op=add``, of type ``add_type``), remove one (``op=remove-N``) or
-    count (``op=count``): the builder again with its count. Changes nothing stored, so
-    analysts may use it too; without script it is where the form's buttons post."""
+    """Add a condition (``op=add``, of type ``add_type``), remove one (``op=remove-N``),
+    count (``op=count``) or count exactly past the estimate (``op=exact``): the builder again
+    with its count. Changes nothing stored, so analysts may use it too; without script it is
+    where the form's buttons post."""
     session, form = await _posted(request, MARKETING_READERS)
     tz, scale = _units(request)
     builder = read_form(form)
@@ -480,7 +506,7 @@ async def build_segment(request: AnyRequest) -> Response[str]:
     preview = None
     if definition is not None:
         try:
-            preview = await _preview(request, session, definition)
+            preview = await _preview(request, session, definition, exact=op == "exact")
         except InvalidInput as exc:
             builder.errors["conditions"] = exc.detail
     return _page(request, session, builder, segment_id=segment_id, preview=preview)

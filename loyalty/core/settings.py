@@ -93,6 +93,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     console_language: Literal["ja", "en"] = "ja"
     console_idle_timeout_seconds: Annotated[int, Meta(ge=60, le=86_400)] = 1800
     console_session_max_age_seconds: Annotated[int, Meta(ge=300, le=7 * 86_400)] = 43_200
+    # The segment builder counts exactly while the members table holds up to this many rows
+    # (PostgreSQL's estimate); above, it estimates from a sample of pages holding about
+    # ``segment_sample_members`` members, and counts exactly when asked.
+    segment_exact_count_up_to: Annotated[int, Meta(ge=0)] = 200_000
+    segment_sample_members: Annotated[int, Meta(ge=100, le=1_000_000)] = 20_000
 
     # The programme.
     default_region: Annotated[str, Meta(pattern=r"^[A-Z]{2}$")] = "JP"

@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -55,15 +55,18 @@ def _replaced_means_not_yet(condition: Callable[[webdriver.Chrome], T],
 
 
 @contextmanager
-def serving(database: str, redis: str, data_dir: Path) -> Iterator[str]:
-    """The service, as `make run` serves it, on ``database``: its base URL."""
+def serving(database: str, redis: str, data_dir: Path,
+            environment: Mapping[str, str] | None = None) -> Iterator[str]:
+    """The service, as `make run` serves it, on ``database``, with ``environment``'s settings
+    besides: its base URL."""
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")},
            "LOYALTY_DATABASE_URL": database, "LOYALTY_REDIS_URL": redis,
            "LOYALTY_DATA_DIR": str(data_dir), "LOYALTY_PORT": str(port),
            "LOYALTY_MIGRATE_ON_START": "false", "LOYALTY_SCHEDULER": "off",
            "LOYALTY_LOG_LEVEL": "error", "LOYALTY_ARGON2_TIME_COST": "1",
-           "LOYALTY_ARGON2_MEMORY_KIB": "8", "LOYALTY_ARGON2_PARALLELISM": "1"}
+           "LOYALTY_ARGON2_MEMORY_KIB": "8", "LOYALTY_ARGON2_PARALLELISM": "1",
+           **(environment or {})}
     server = subprocess.Popen(  # noqa: S603 - this environment's own `loyalty` command
         [str(Path(sys.executable).parent / "loyalty"), "serve"], env=env,
         start_new_session=True, stderr=subprocess.PIPE)

@@ -51,9 +51,16 @@ def seeded_more() -> MoreSeed | None:
 
 
 @pytest.fixture(scope="module")
+def console_environment() -> dict[str, str]:
+    """Overridden by a module that serves the console with other settings (``LOYALTY_*``)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 async def console(
     maintenance: asyncpg.Connection, template_db: str, servers: ServiceUrls,
     tmp_path_factory: pytest.TempPathFactory, seeded_more: MoreSeed | None,
+    console_environment: dict[str, str],
 ) -> AsyncIterator[str]:
     """The service on a seeded database of the module's own: the base URL."""
     name = await clone_database(maintenance, template_db)
@@ -62,7 +69,8 @@ async def console(
         await seed(url)
         if seeded_more is not None:
             await seeded_more(url)
-        with serving(url, servers.redis_url, tmp_path_factory.mktemp("console")) as base:
+        with serving(url, servers.redis_url, tmp_path_factory.mktemp("console"),
+                     console_environment) as base:
             yield base
     finally:
         await maintenance.execute(f'drop database if exists "{name}" with (force)')

@@ -12,9 +12,11 @@ import httpx
 import pytest
 
 from loyalty.core.settings import Settings
+from tests.conftest import AppWith
 from tests.console.campaign_seed import BUYERS, NON_BUYERS, more_members
 from tests.console.seed import seed
 from tests.console.test_console_http import sign_in
+from tests.factories import make_members, query
 
 COUNT = re.compile(r'<strong id="segment-count">([\d,]+)</strong>')
 HTMX = {"HX-Request": "true"}
@@ -305,3 +307,63 @@ async def test_a_nested_definition_is_shown_not_rebuilt(
     assert count_of(page) == EVERYONE
     assert "変更を保存" not in page.text
     assert "hx-post=\"/console/segments/preview\"" not in page.text
+
+
+# -- a large programme: an estimate, and an exact count when asked ---------------------------
+
+ESTIMATED = re.compile(r'<strong id="segment-count" data-estimated="true">約 ([\d,]+)</strong>')
+RANGE = re.compile(r"おそらく ([\d,]+)〜([\d,]+) 人")
+CROWD = 4000
+
+
+def number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+async def test_past_the_exact_count_limit_the_builder_estimates_and_counts_exactly_on_request(
+    app_with: AppWith, settings: Settings,
+) -> None:
+    assert settings.database_url
+    await seed(settings.database_url)
+    await more_members(settings.database_url)
+    await make_members(settings.database_url, CROWD)
+    await query(settings.database_url, "analyze members")
+    active = (await query(settings.database_url,
+                          "select count(*) from members where status = 'active'"))[0][0]
+    assert active > CROWD
+    async with app_with(segment_exact_count_up_to=1000, segment_sample_members=800) as (
+            client, _):
+        token = await sign_in(client, "marketer")
+        builder = await client.get("/console/segments/new")
+        assert builder.status_code == 200
+        shown = ESTIMATED.search(builder.text)
+        assert shown, builder.text
+        bounds = RANGE.search(builder.text)
+        assert bounds, builder.text
+        low, high = number(bounds.group(1)), number(bounds.group(2))
+        assert low <= number(shown.group(1)) <= high
+        assert low <= active <= high
+        assert "正確に数える" in builder.text
+        assert 'class="sample"' in builder.text  # the first members are still exact
+
+        # Asked for, the exact count: the builder again, counted.
+        counted = await client.post("/console/segments/build", headers=HTMX, data={
+            "csrf_token": token, "op": "exact", **rows(ACTIVE)})
+        assert counted.status_code == 200
+        assert count_of(counted) == active
+        assert 'data-estimated' not in counted.text
+        assert "正確に数える" not in counted.text
+
+        # A condition nobody in the sample meets: not "nobody matches", but fewer than.
+        none = await client.post("/console/segments/preview", headers=HTMX, data={
+            "csrf_token": token, **rows({"type": "status", "statuses": ["suspended"]})})
+        assert none.status_code == 200
+        assert re.search(r'data-estimated="true">\d+ 人未満</strong>', none.text), none.text
+        assert "抽出した会員" in none.text
+        assert "該当する会員はいません" not in none.text
+
+    audited = await query(settings.database_url,
+                          "select details from audit_log where action = 'segments.preview'"
+                          " order by audit_id")
+    assert [(d["estimated"], d["count"] == active) for d in (r[0] for r in audited)] == [
+        (True, False), (False, True), (True, False)]
