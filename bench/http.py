@@ -260,7 +260,8 @@ def http_scenarios(
         results.append(Result(
             "earn latency at half load (p99)", paced["p99_us"] / 1000,
             live["p99_us"] / 1000, "ms", "p99 of /health/live at the same pace",
-            {**common, "target_rps": round(rate), "delay_ms": delay},
+            {**common, "target_rps": round(rate), "delay_ms": delay,
+             "pacing": os.environ.get("BENCH_PACING", "fixed")},
             {"earn": _latency(paced), "live": _latency(live)},
             passed=paced["errors"] == 0))
     if "read" in chosen:

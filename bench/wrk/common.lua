@@ -20,6 +20,19 @@ function common.next()
   return id .. "-" .. counter, counter
 end
 
+-- The wait before a connection's next request, for a mean of ``pace`` ms: drawn from the
+-- exponential distribution when BENCH_PACING is "poisson" (each connection's requests, and so
+-- all of them together, arrive as a Poisson stream, as independent tills' do), else ``pace``
+-- exactly (connections that started together stay in step and arrive in bursts).
+local poisson = os.getenv("BENCH_PACING") == "poisson"
+
+function common.wait(pace)
+  if poisson then
+    return math.floor(-pace * math.log(1 - math.random()) + 0.5)
+  end
+  return pace
+end
+
 function common.load(name)
   return dofile(os.getenv("BENCH_WORK") .. "/" .. name .. ".lua")
 end

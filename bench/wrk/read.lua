@@ -21,6 +21,6 @@ end
 
 if pace > 0 then
   function delay()
-    return pace
+    return common.wait(pace)
   end
 end
