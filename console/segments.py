@@ -66,7 +66,7 @@ Cursor = Annotated[str | None, QueryParameter(max_length=200,
 # Every condition type the definition supports, in the builder's order; the template names
 # each through the catalogue (KIND_LABELS).
 KINDS = ("status", "tier", "joined", "last_activity", "spend", "purchase_count", "rfm",
-         "at_risk", "attribute", "consent", "stores")
+         "at_risk", "churn_risk", "attribute", "consent", "verified", "stores")
 KIND_LABELS = {
     "status": "Member status",
     "tier": "Tier",
@@ -76,8 +76,10 @@ KIND_LABELS = {
     "purchase_count": "Number of purchases",
     "rfm": "RFM scores",
     "at_risk": "At risk of leaving",
+    "churn_risk": "Churn model",
     "attribute": "Member attribute",
     "consent": "Consent",
+    "verified": "Verified contact",
     "stores": "Bought at stores",
 }
 # Per kind: the fields typed in one box, and the fields ticked (checkboxes, several values).
@@ -86,8 +88,9 @@ TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "joined": ("after", "before", "within_days", "more_than_days_ago"),
     "last_activity": ("after", "before", "within_days", "more_than_days_ago"),
     "spend": ("days", "at_least", "at_most"), "purchase_count": ("days", "at_least", "at_most"),
-    "rfm": (), "at_risk": ("flagged",), "attribute": ("key", "op", "kind", "value"),
-    "consent": ("purpose", "granted"), "stores": ("codes", "within_days"),
+    "rfm": (), "at_risk": ("flagged",), "churn_risk": ("p_alive_below",),
+    "attribute": ("key", "op", "kind", "value"), "consent": ("purpose", "granted"),
+    "verified": ("channel", "verified"), "stores": ("codes", "within_days"),
 }
 PICK_FIELDS: dict[str, tuple[str, ...]] = {
     "status": ("statuses",), "tier": ("no_tier",), "rfm": ("recency", "frequency", "monetary"),
@@ -102,8 +105,10 @@ DEFAULTS: dict[str, tuple[dict[str, str], dict[str, list[str]]]] = {
     "purchase_count": ({"days": "90", "at_least": "1"}, {}),
     "rfm": ({}, {"recency": ["4", "5"]}),
     "at_risk": ({"flagged": "true"}, {}),
+    "churn_risk": ({"p_alive_below": "30"}, {}),
     "attribute": ({"op": "exists", "kind": "text"}, {}),
     "consent": ({"purpose": "marketing_email", "granted": "true"}, {}),
+    "verified": ({"channel": "email", "verified": "true"}, {}),
     "stores": ({}, {}),
 }
 ATTRIBUTE_OPS = ("eq", "ne", "in", "exists", "not_exists", "gt", "gte", "lt", "lte")
@@ -118,6 +123,7 @@ MESSAGES = (
     "A segment holds at most 49 conditions here: remove one before adding another.",
     "Give the segment a name.",
     "Enter how many days back to look.",
+    "Enter a percentage above 0 and at most 100.",
 )
 _ROW = re.compile(r"c(\d{1,3})\.type")
 # Only these go through the catalogue: any other message is shown as text, escaped.
@@ -223,6 +229,17 @@ def _scalar(text: str, kind: str) -> Any:
     return text
 
 
+def _share(text: str) -> float:
+    """A percentage as typed (``30``, ``12.5``, ``30%``) as the share the API takes."""
+    try:
+        percent = float(text.strip().rstrip("%").replace(",", "."))
+    except ValueError:
+        raise FormProblem(MESSAGES[8]) from None
+    if not 0 < percent <= 100:
+        raise FormProblem(MESSAGES[8])
+    return percent / 100
+
+
 def _money(text: str, scale: int) -> int | None:
     amount = _whole(text)
     return None if amount is None else amount * scale
@@ -257,6 +274,8 @@ def row_condition(row: Row, *, tz: ZoneInfo, scale: int) -> Condition:
                 data[name] = picked or None
         case "at_risk":
             data["flagged"] = v("flagged") != "false"
+        case "churn_risk":
+            data["p_alive_below"] = _share(v("p_alive_below"))
         case "attribute":
             op = v("op") if v("op") in ATTRIBUTE_OPS else "eq"
             kind = "number" if op in NUMBER_OPS else v("kind")
@@ -268,6 +287,8 @@ def row_condition(row: Row, *, tz: ZoneInfo, scale: int) -> Condition:
             data |= {"key": v("key"), "test": test}
         case "consent":
             data |= {"purpose": v("purpose"), "granted": v("granted") != "false"}
+        case "verified":
+            data |= {"channel": v("channel"), "verified": v("verified") != "false"}
         case "stores":
             data |= {"codes": _words(v("codes")), "within_days": _whole(v("within_days"))}
     try:
@@ -310,6 +331,8 @@ def _row_of(condition: Condition, negate: bool, *, tz: ZoneInfo, scale: int) -> 
             row.values[name] = moment.astimezone(tz).date().isoformat()
         elif name in ("at_least", "at_most") and kind == "spend":
             row.values[name] = str(value // scale)
+        elif name == "p_alive_below":
+            row.values[name] = f"{value * 100:g}"
         elif name == "codes":
             row.values[name] = ", ".join(value)
         elif name == "test":
@@ -324,8 +347,10 @@ def _row_of(condition: Condition, negate: bool, *, tz: ZoneInfo, scale: int) -> 
             row.values[name] = "true" if value else "false"
         else:
             row.values[name] = "" if value is None else str(value)
-    if kind in ("at_risk", "consent"):
-        row.values.setdefault("flagged" if kind == "at_risk" else "granted", "true")
+    # Fields left out of a saved definition because they hold their default (true).
+    defaulted = {"at_risk": "flagged", "consent": "granted", "verified": "verified"}
+    if kind in defaulted:
+        row.values.setdefault(defaulted[kind], "true")
     return row
 
 

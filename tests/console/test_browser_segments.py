@@ -155,3 +155,44 @@ def test_an_analyst_counts_without_names_and_cannot_save(
     assert not browser.find_elements(By.CSS_SELECTOR, "table.sample")
     assert not browser.find_elements(By.CSS_SELECTOR, "button[value=save]")
     photograph(browser, photos, "segment-builder-analyst")
+
+
+def test_the_churn_model_and_verified_contacts_as_rows(
+    browser: webdriver.Chrome, console: str, photos: Path,
+) -> None:
+    sign_in(browser, console, "marketer")
+    browser.get(f"{console}/console/segments/new")
+    until(browser, lambda b: b.find_elements(By.ID, "segment-count"))
+    # Nobody of the seed proved a phone: "not verified" keeps everyone.
+    Select(browser.find_element(By.ID, "add_type")).select_by_value("verified")
+    browser.find_element(By.CSS_SELECTOR, "button[value=add]").click()
+    until(browser, lambda b: b.find_elements(By.ID, "c1-channel"))
+    Select(browser.find_element(By.ID, "c1-channel")).select_by_value("phone")
+    Select(browser.find_element(By.ID, "c1-verified")).select_by_value("false")
+    until(browser, lambda b: count(b) == str(EVERYONE))
+    # Proved phones only: nobody.
+    Select(browser.find_element(By.ID, "c1-verified")).select_by_value("true")
+    until(browser, lambda b: count(b) == "0")
+    Select(browser.find_element(By.ID, "c1-verified")).select_by_value("false")
+    until(browser, lambda b: count(b) == str(EVERYONE))
+
+    Select(browser.find_element(By.ID, "add_type")).select_by_value("churn_risk")
+    browser.find_element(By.CSS_SELECTOR, "button[value=add]").click()
+    until(browser, lambda b: b.find_elements(By.ID, "c2-p_alive_below"))
+    share = browser.find_element(By.ID, "c2-p_alive_below")
+    assert share.get_attribute("value") == "30"
+    share.clear()
+    share.send_keys("0")
+    until(browser, lambda b: "0 より大きく 100 以下" in b.find_element(By.ID, "c2-error").text)
+    assert not browser.find_elements(By.ID, "segment-count")
+    share.clear()
+    share.send_keys("30")
+    until(browser, lambda b: b.find_elements(By.ID, "segment-count"))
+    assert browser.find_element(By.ID, "c2-error").text == ""
+    # No model has run: the at-risk flag decides, and the seed flags nobody.
+    assert count(browser) == "0"
+    browser.find_element(By.CSS_SELECTOR, "input[name='c2.not']").click()
+    until(browser, lambda b: count(b) == str(EVERYONE))
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})",
+                           browser.find_element(By.ID, "c1-channel"))
+    photograph(browser, photos, "segment-builder-more-kinds")

@@ -130,6 +130,10 @@ EVERY_KIND: tuple[dict[str, Any], ...] = (
     # Never asked counts as granted for data_analysis alone (docs/privacy.md, "Consent").
     {"type": "consent", "purpose": "data_analysis", "granted": "true"},
     {"type": "stores", "codes": "NOWHERE", "within_days": "30", "not": "true"},
+    # No model run and nobody flagged: the at-risk flag decides, and nobody is at risk.
+    {"type": "churn_risk", "p_alive_below": "12.5", "not": "true"},
+    # Nobody proved a phone number (members without one included).
+    {"type": "verified", "channel": "phone", "verified": "false"},
 )
 
 
@@ -152,6 +156,11 @@ async def test_every_condition_type_counts_saves_and_comes_back(
     assert 'name="c2.after" type="date" value="2020-01-01"' in page.text
     assert 'name="c8.key" type="text" value="favourite_store"' in page.text
     assert 'value="data_analysis" selected' in page.text
+    assert 'name="c11.p_alive_below" type="number" value="12.5"' in page.text
+    assert 'name="c11.not" value="true" checked' in page.text
+    assert re.search(r'name="c12.channel">\s*<option value="email">[^<]*</option>'
+                     r'<option value="phone" selected>', page.text), page.text
+    assert '<option value="false" selected>未確認（登録なしを含む）</option>' in page.text
     assert count_of(page) == EVERYONE
     # An attribute compared as a number, and a value list.
     numbers = await client.post("/console/segments/preview", headers=HTMX, data={
@@ -176,6 +185,9 @@ async def test_every_condition_type_counts_saves_and_comes_back(
     ({"type": "attribute", "key": "", "op": "exists"}, "Expected `str` of length &gt;= 1"),
     ({"type": "attribute", "key": "age", "op": "gt", "value": "twenty"}, "数値"),
     ({"type": "stores", "codes": ""}, "Expected `array` of length &gt;= 1"),
+    ({"type": "churn_risk", "p_alive_below": "0"}, "0 より大きく 100 以下"),
+    ({"type": "churn_risk", "p_alive_below": "三割"}, "0 より大きく 100 以下"),
+    ({"type": "verified", "channel": "fax"}, "Invalid enum value &#39;fax&#39;"),
 ])
 async def test_a_wrong_condition_is_a_400_naming_it_and_saves_nothing(
     client: httpx.AsyncClient, seeded: str, condition: dict[str, Any], message: str,
