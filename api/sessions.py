@@ -171,11 +171,13 @@ class SessionController(Controller):
         conn: Db,
     ) -> None:
         """Choose a new password with the token a reset sent: the token is spent, every
-        session of the member ends, and they sign in with the new password."""
+        session of the member ends, and they sign in with the new password at once, even
+        when wrong guesses had locked the account (the token proves the member)."""
         await _limit_address(request, services)
         check_new_password(data.new_password, field="new_password")
         password_hash = await services.passwords.hash(data.new_password)
-        await confirm_password_reset(conn, data.token, password_hash)
+        member_id = await confirm_password_reset(conn, data.token, password_hash)
+        await services.limiter.forget(account_key("member", member_id))
 
     @post("/refresh", operation_id="refreshTokens", status_code=200)
     async def refresh(

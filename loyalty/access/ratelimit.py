@@ -159,6 +159,17 @@ class RateLimiter:
             return 0
         return await self.hit(key, limit=limit, period_seconds=period_seconds, cost=0)
 
+    async def forget(self, key: str) -> None:
+        """What was counted under ``key`` is forgotten: its next request starts a fresh
+        window (an account's wrong passwords, once its owner has proved themselves another
+        way). Redis unreachable: nothing is forgotten, and the caller is not failed for it."""
+        key = self._prefix + key
+        self._held.pop(key, None)
+        try:
+            await self._client.delete(key)
+        except (RedisError, OSError) as exc:
+            log.warning("a rate-limit count was not cleared, Redis failed: %s", exc)
+
     def _use_held(self, key: str, now: float) -> bool:
         """Takes one of the tokens held for ``key``, if one is still good."""
         held = self._held.get(key)

@@ -47,7 +47,10 @@ async def verify_password(limiter: RateLimiter, passwords: Passwords, settings: 
                   period_seconds=settings.login_failure_window_seconds)
     wait = await limiter.peek(key, **window)
     if wait:
-        raise RateLimited("too many failed attempts for this account", retry_after=wait)
+        raise RateLimited("too many wrong passwords for this account: try again after the time in"
+                          " Retry-After; a member may reset the password instead"
+                          " (POST /v1/auth/member/password-reset), which lets them in at once",
+                          retry_after=wait)
     if not await passwords.verify(stored_hash, password) or stored_hash is None:
         await limiter.hit(key, **window)
         raise AuthenticationFailed(WRONG, code="invalid_credentials")

@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
+from loyalty.access.ratelimit import RateLimiter
 from loyalty.core.settings import Settings
 from tests.api.test_revocation import refused_within
 from tests.factories import PASSWORD, Actors, SignedUp, bearer, query
@@ -223,6 +225,35 @@ async def test_a_reset_end_to_end_from_request_to_a_new_password(
     me = await client.get("/v1/me", headers=bearer(
         (await login(client, NEW_PASSWORD, email=email)).json()["access_token"]))
     assert me.json()["email_verified"] is True
+
+
+async def test_a_reset_lets_a_member_locked_out_by_wrong_guesses_in_at_once(
+    client: Client, actors: Actors, settings: Settings,
+) -> None:
+    """Wrong guesses (someone else's, or their own) lock the account for the window; the reset
+    link proves the member, so the new password signs in at once, and the count starts
+    again."""
+    member = await actors.member()
+    email = member.member["email"]
+    for _ in range(settings.login_failures_per_account):
+        assert (await login(client, "a wrong guess", email=email)).status_code == 401
+    locked = await login(client, PASSWORD, email=email)
+    assert locked.status_code == 429, locked.text
+    assert (await request_reset(client, email=email)).status_code == 202
+    [sent] = await events(settings, "member.password_reset_requested")
+    assert (await confirm_reset(client, sent["token"])).status_code == 204
+    signed_in = await login(client, NEW_PASSWORD, email=email)
+    assert signed_in.status_code == 200, signed_in.text
+    # A fresh window: the limit's worth of wrong guesses again before the next lock.
+    for _ in range(settings.login_failures_per_account):
+        assert (await login(client, "a wrong guess", email=email)).status_code == 401
+    assert (await login(client, NEW_PASSWORD, email=email)).status_code == 429
+
+
+async def test_forgetting_a_count_when_redis_is_down_fails_nobody() -> None:
+    """The limiter fails open: a count it cannot clear is logged, not raised."""
+    limiter = RateLimiter(aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2))
+    await limiter.forget("login:member:anyone")
 
 
 async def test_a_reset_goes_to_a_phone_too_and_the_newest_link_spends_the_others(
