@@ -404,8 +404,9 @@ async def _preview(request: AnyRequest, session: ConsoleSession, definition: Con
     now = dt.datetime.now(dt.UTC)
     estimate = None
     async with transaction(services(request).pool) as conn:
-        if not exact and await member_rows(conn) > settings.segment_exact_count_up_to:
-            estimate = await estimate_segment(conn, definition, now=now,
+        rows = 0 if exact else await member_rows(conn)
+        if rows > settings.segment_exact_count_up_to:
+            estimate = await estimate_segment(conn, definition, rows=rows, now=now,
                                               sample_members=settings.segment_sample_members)
             counted = Counted(count=estimate.count, estimate=estimate,
                               sample=await first_members(conn, definition, now=now,

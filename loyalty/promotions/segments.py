@@ -501,8 +501,8 @@ async def member_rows(conn: Connection) -> int:
     return int(rows or 0)
 
 
-async def estimate_segment(conn: Connection, definition: Condition, *, sample_members: int,
-                           now: dt.datetime) -> CountEstimate:
+async def estimate_segment(conn: Connection, definition: Condition, *, rows: int,
+                           sample_members: int, now: dt.datetime) -> CountEstimate:
     """How many members ``definition`` selects at ``now``, from a random sample of the members
     table's pages holding about ``sample_members`` of them (``tablesample system``): a cost that
     does not grow with the table, where an exact count reads every row (docs/console.md,
@@ -510,9 +510,9 @@ async def estimate_segment(conn: Connection, definition: Condition, *, sample_me
 
     The estimate is the table's pages times the mean matches per sampled page, with the sampling
     variance between pages; a page with no live member at all is never sampled, so a table
-    mostly emptied of members would count high (members are erased in place, not deleted)."""
+    mostly emptied of members would count high (members are erased in place, not deleted).
+    ``rows``: the table's size as ``member_rows`` reads it (which the caller has, to choose)."""
     member_filter = compile_definition(definition, now=now)
-    rows = await member_rows(conn)
     percent = min(100.0, 100.0 * sample_members / rows) if rows else 100.0
     first = len(member_filter.params) + 1
     row = await conn.fetchrow(
