@@ -84,6 +84,9 @@ def test_in_english_and_when_the_sample_finds_nobody(
     sign_in(browser, console, "analyst")
     Select(browser.find_element(By.ID, "language")).select_by_value("en")
     browser.find_element(By.CSS_SELECTOR, "form.language button").click()
+    # The choice's own page first: navigating away at once raced its answer in CI, and the
+    # builder came back as whatever page that answer redirected to.
+    until(browser, lambda b: "Sign out" in b.page_source)
     browser.get(f"{console}/console/segments/new")
     until(browser, lambda b: b.find_elements(By.ID, "segment-estimate"))
     assert browser.find_element(By.ID, "segment-count").text.startswith("about ")
@@ -102,3 +105,4 @@ def test_in_english_and_when_the_sample_finds_nobody(
     assert "No member matches" in browser.page_source
     Select(browser.find_element(By.ID, "language")).select_by_value("ja")
     browser.find_element(By.CSS_SELECTOR, "form.language button").click()
+    until(browser, lambda b: "サインアウト" in b.page_source)
