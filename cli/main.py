@@ -157,10 +157,17 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> None:
-    with _services(settings, need_redis=False) as urls:
+    # Redis too: the dashboard_figures job keeps its figures where the console reads them (the
+    # embedded Redis of the same data directory is joined, not started anew).
+    with _services(settings, need_redis=True) as urls:
         if settings.migrate_on_start:
             asyncio.run(migrate(urls.database_url))
-        asyncio.run(run_scheduler(settings, urls.database_url))
+        asyncio.run(run_scheduler(_with_redis(settings, urls), urls.database_url))
+
+
+def _with_redis(settings: Settings, urls: ServiceUrls) -> Settings:
+    """``settings`` with the Redis resolved (the embedded one's URL when none is set)."""
+    return msgspec.structs.replace(settings, redis_url=urls.redis_url or None)
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
@@ -205,11 +212,12 @@ def cmd_jobs_run(settings: Settings, args: argparse.Namespace) -> None:
         pool = await create_pool(dsn, min_size=1, max_size=2,
                                  statement_timeout_seconds=JOB_STATEMENT_TIMEOUT_SECONDS)
         try:
-            return await run_once(make_context(dsn, pool, settings), job, as_of=now)
+            return await run_once(make_context(dsn, pool, ready), job, as_of=now)
         finally:
             await pool.close()
 
-    with _services(settings, need_redis=False) as urls:
+    with _services(settings, need_redis=True) as urls:
+        ready = _with_redis(settings, urls)
         done = asyncio.run(run(urls.database_url))
     counts = ", ".join(f"{name} {value}" for name, value in done.counts.items())
     print(f"{job.name}: {done.outcome} (run {done.run_id}){': ' + counts if counts else ''}")

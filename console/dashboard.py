@@ -30,8 +30,12 @@ from loyalty.access.audit import record_audit
 from loyalty.access.roles import MARKETING_READERS, PROFILE_READERS
 from loyalty.core.db import transaction
 from loyalty.core.errors import InvalidInput, NotFound
-from loyalty.insights.cohorts import month_index, month_of
-from loyalty.insights.dashboard import FRESH_SECONDS, kept_dashboard_figures
+from loyalty.insights.dashboard import (
+    COHORT_MONTHS,
+    FRESH_SECONDS,
+    default_first,
+    kept_dashboard_figures,
+)
 from loyalty.insights.kpis import GRAINS, Grain
 from loyalty.insights.rfm import (
     RFM_SEGMENTS,
@@ -41,7 +45,6 @@ from loyalty.insights.rfm import (
 from schemas.analytics import Cohorts, Kpis, LiabilityForecast, PredictedLtv
 from schemas.base import SINGLE_LINE, whole
 
-DEFAULT_DAYS = 30
 CHART_WIDTH, CHART_HEIGHT = 800, 120
 # A day as typed into the form, bounded as every text parameter is (one line, 100 characters);
 # _day reads it, so a wrong day within those bounds is a page saying what to fix.
@@ -52,9 +55,6 @@ GrainText = Annotated[str | None, QueryParameter(max_length=10, pattern=SINGLE_L
 Kind = Literal["count", "money", "rate", "number"]
 # ``refresh=now`` computes the figures again instead of showing those kept.
 Refresh = Annotated[Literal["now"] | None, QueryParameter()]
-# The join cohorts the heatmap shows: the twelve months to the period's end, each followed
-# for up to twelve months.
-COHORT_MONTHS = 12
 RFM_PAGE_SIZE = 25
 Cursor = Annotated[str | None, QueryParameter(max_length=200,
                                               pattern=whole(r"[A-Za-z0-9_-]*"))]
@@ -107,16 +107,6 @@ def _grain(text: str | None) -> Grain:
             return grain
     raise InvalidInput(f"grain must be one of {', '.join(GRAINS)}, not {text[:20]!r}"
                        if text else "grain is required", field="grain")
-
-
-def _default_first(last: dt.date, grain: Grain) -> dt.date:
-    """The default period for a grain: 30 days, 12 weeks from a Monday or 12 months from a
-    first of the month, ending ``last``."""
-    if grain == "week":
-        return last - dt.timedelta(days=last.weekday() + 7 * 11)
-    if grain == "month":
-        return month_of(month_index(last) - 11)
-    return last - dt.timedelta(days=DEFAULT_DAYS - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,12 +255,12 @@ async def dashboard_page(
     today = now.astimezone(tz).date()
     chosen = _grain(grain)
     last = _day(to, "to", today)
-    first = _day(from_, "from", _default_first(last, chosen))
+    first = _day(from_, "from", default_first(last, chosen))
     # Kept a few minutes (loyalty/insights/dashboard.py): at 1,000,000 members they take
-    # seconds to compute, and the page says as of when they are.
+    # seconds to compute, and the page says as of when they are. The default views of the day
+    # are computed ahead by the dashboard_figures job.
     kept = await kept_dashboard_figures(
-        svc.redis, svc.pool, first=first, last=last, grain=chosen,
-        cohorts_from=month_of(month_index(last) - COHORT_MONTHS + 1), tz=tz,
+        svc.redis, svc.pool, first=first, last=last, grain=chosen, tz=tz,
         margin=settings.ltv_margin, point_value=settings.point_value,
         refresh=refresh == "now")
     figures = kept.value

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
 from jobs.definition import Counts, Job, JobContext, cron_trigger
 from jobs.runs import RUNS_KEPT, delete_old_runs, latest_runs, running_jobs
 from loyalty.access.audit import delete_old_audit_rows
 from loyalty.core.db import Connection, analyze_after
-from loyalty.core.errors import ConfigurationError
+from loyalty.core.errors import ConfigurationError, ServiceUnavailable
 from loyalty.core.idempotency import IDEMPOTENCY_KEPT, delete_old_idempotency_keys
 from loyalty.core.settings import Settings
 from loyalty.insights.at_risk import flag_at_risk
 from loyalty.insights.churn_model import fit_and_score
+from loyalty.insights.dashboard import prepare_default_views
 from loyalty.insights.dormancy import flag_dormant, hand_over_dormant
 from loyalty.insights.kpis import snapshot_kpis
 from loyalty.insights.rfm import refresh_rfm
@@ -106,6 +110,33 @@ async def _kpi_snapshot(ctx: JobContext, now: dt.datetime) -> Counts:
                                    point_value=ctx.settings.point_value)
 
 
+async def _dashboard_figures(ctx: JobContext, now: dt.datetime) -> Counts:
+    """The console dashboard's default views of the day of ``now``, kept in Redis, where the
+    page looks before computing them itself."""
+    if not ctx.settings.redis_url:
+        raise ConfigurationError(
+            "LOYALTY_REDIS_URL is not set for this process, so the dashboard's figures have"
+            " nowhere to be kept: set it to the Redis the console uses, or turn this job off"
+            " with LOYALTY_JOB_SCHEDULES=dashboard_figures=off")
+    client = aioredis.from_url(ctx.settings.redis_url, socket_timeout=10,
+                               socket_connect_timeout=5)
+    try:
+        try:
+            await client.ping()
+        except RedisError as exc:
+            # Before the minutes of computing: figures that cannot be kept are wasted work.
+            raise ServiceUnavailable(
+                f"Redis cannot be reached ({exc}), so the dashboard's figures cannot be kept;"
+                " the dashboard computes them at its first view until Redis is back. Run this"
+                " job again once it is") from None
+        views = await prepare_default_views(
+            client, ctx.pool, now=now, tz=ctx.tz, margin=ctx.settings.ltv_margin,
+            point_value=ctx.settings.point_value)
+    finally:
+        await client.aclose()
+    return {"views": views}
+
+
 async def _campaign_launch(ctx: JobContext, now: dt.datetime) -> Counts:
     async with ctx.pool.acquire() as conn:
         launched = await launch_due_campaigns(conn, rulebook=ctx.rulebook,
@@ -164,6 +195,9 @@ JOBS: tuple[Job, ...] = (
         "(at period end, and anyone a return or expiry moved)", _tier_evaluation),
     Job("kpi_snapshot", "45 0 * * *", "the figures of the day that has ended are stored",
         _kpi_snapshot),
+    Job("dashboard_figures", "50 0 * * *", "the console dashboard's figures for the new day "
+        "(by day, week and month) are computed ahead, so its first view does not wait",
+        _dashboard_figures),
     Job("dormancy", "0 3 * * *", "members without activity for LOYALTY_DORMANCY_DAYS become "
         "dormant", _dormancy),
     Job("at_risk", "15 3 * * *", "active members silent for longer than their own habit are "

@@ -90,11 +90,17 @@ def _age(cached: Cached[T]) -> float:
     return (dt.datetime.now(dt.UTC) - cached.computed_at).total_seconds()
 
 
+async def keep(redis: aioredis.Redis, key: str, value: Cached[T], *, ttl_seconds: int) -> None:
+    """Keeps ``value`` under ``key`` for ``ttl_seconds``, where ``read_through`` finds it
+    (figures computed ahead of their first reader). RedisError when Redis cannot."""
+    await redis.set(key, msgspec.json.encode(value), ex=ttl_seconds)
+
+
 async def _compute_and_keep(redis: aioredis.Redis, key: str,
                             compute: Callable[[], Awaitable[T]], ttl_seconds: int) -> Cached[T]:
     fresh = Cached(value=await compute(), computed_at=dt.datetime.now(dt.UTC))
     try:
-        await redis.set(key, msgspec.json.encode(fresh), ex=ttl_seconds)
+        await keep(redis, key, fresh, ttl_seconds=ttl_seconds)
     except RedisError:
         log.warning("cache unreachable: %s not kept", key)
     return fresh

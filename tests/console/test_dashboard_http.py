@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
+from babel.dates import format_datetime
 
 from console import dashboard
+from jobs.catalogue import job_named
+from jobs.definition import make_context
+from jobs.runs import run_once
+from loyalty.core.db import create_pool
 from loyalty.core.settings import Settings
 from loyalty.insights.rfm import RFM_SEGMENTS, refresh_rfm, rfm_distribution
 from tests.console.seed import seed
@@ -326,3 +333,67 @@ async def test_the_liability_forecast_and_the_predicted_value_are_on_the_dashboa
     assert re.search(r"<h3>評価済み会員1人あたり</h3>\s*<p class=\"value\">￥1,500</p>",
                      page.text)
     assert "購買のある会員2人" in page.text
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_the_days_default_views_are_computed_ahead_by_the_job(
+    client: httpx.AsyncClient, settings: Settings,
+) -> None:
+    """After the dashboard_figures job, each grain's default view shows the job's figures,
+    as of the job's moment, without computing them again (a member written since is not
+    counted until the figures are asked for again)."""
+    assert settings.database_url
+    job = job_named("dashboard_figures")
+    assert job is not None
+    pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        moment = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=1)
+        run = await run_once(make_context(settings.database_url, pool, settings), job,
+                             as_of=moment)
+    finally:
+        await pool.close()
+    assert run is not None
+    assert (run.outcome, run.error, run.counts) == ("succeeded", None, {"views": 3})
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        members = await conn.fetchval("select count(*) from members where status <> 'erased'")
+        await conn.execute(
+            "insert into members (name, name_key, member_number) values ('新規', '新規', '998')")
+    finally:
+        await conn.close()
+    await sign_in(client, "marketer")
+    shown = format_datetime(moment, "medium", tzinfo=ZoneInfo(settings.timezone), locale="ja")
+    for grain in ("day", "week", "month"):
+        page = await client.get("/console/dashboard", params={"grain": grain})
+        assert page.status_code == 200, page.text
+        assert f"{shown} 時点の数値です" in page.text, grain
+        assert _members_card(page.text) == members, grain
+    # Another period is not a default view: computed at its first view, as of then.
+    other = await client.get("/console/dashboard", params={"from": "2020-01-01",
+                                                          "to": "2020-01-31"})
+    assert other.status_code == 200, other.text
+    assert "時点の数値です" in other.text
+    assert f"{shown} 時点の数値です" not in other.text
+
+
+async def test_the_job_says_why_when_redis_cannot_keep_the_figures(
+    settings: Settings,
+) -> None:
+    assert settings.database_url
+    job = job_named("dashboard_figures")
+    assert job is not None
+    pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        for redis_url, says in (
+            ("redis://127.0.0.1:1/0", "Redis cannot be reached"),
+            (None, "LOYALTY_REDIS_URL is not set"),
+        ):
+            unreachable = msgspec.structs.replace(settings, redis_url=redis_url)
+            run = await run_once(make_context(settings.database_url, pool, unreachable), job,
+                                 as_of=dt.datetime.now(dt.UTC))
+            assert run is not None
+            assert run.outcome == "failed"
+            assert run.error is not None
+            assert says in run.error
+    finally:
+        await pool.close()

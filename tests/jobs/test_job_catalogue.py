@@ -22,9 +22,8 @@ NOW = dt.datetime(2027, 3, 1, 3, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-async def ctx(fresh_database: str, tmp_path: Path) -> AsyncIterator[JobContext]:
-    settings = make_settings(fresh_database, "redis://127.0.0.1:1/0", tmp_path,
-                             birthday_points=100)
+async def ctx(fresh_database: str, redis_url: str, tmp_path: Path) -> AsyncIterator[JobContext]:
+    settings = make_settings(fresh_database, redis_url, tmp_path, birthday_points=100)
     pool = await create_pool(fresh_database, min_size=1, max_size=4)
     try:
         yield make_context(fresh_database, pool, settings)
