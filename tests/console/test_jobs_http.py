@@ -45,6 +45,11 @@ async def test_job_readers_see_every_job_with_its_schedule_and_next_run(
     assert '<a href="/console/jobs" aria-current="page">' in page.text
     for job in JOBS:
         assert f'<a href="/console/jobs/{job.name}">{job.name}</a>' in page.text
+    # Each job's row says what it does, in the staff member's language (six said nothing).
+    summaries = re.findall(r'<td class="summary">([^<]*)</td>', page.text)
+    assert len(summaries) == len(JOBS)
+    assert all(re.search(r"[ぁ-んァ-ン一-龯]", text) for text in summaries), summaries
+    assert "新しい日のダッシュボードの数値を前もって計算し" in page.text
     assert "<code>30 4 * * *</code>" in page.text  # idempotency_cleanup's schedule
     assert "72時間より古い冪等キーを削除します。" in page.text
     assert "未実行" in page.text
