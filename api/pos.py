@@ -3,7 +3,9 @@ recording purchases and returns. Every write takes an ``Idempotency-Key``."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Literal
 from uuid import UUID
 
@@ -31,6 +33,7 @@ from api.idempotency import idempotent, respond, stored_as
 from api.params import CardParam, NumberParam, PhoneParam
 from loyalty.access.audit import record_audit, record_till_lookup
 from loyalty.access.stores import get_terminal
+from loyalty.core.db import Connection, Pool
 from loyalty.core.errors import (
     InsufficientPoints,
     InvalidInput,
@@ -41,8 +44,10 @@ from loyalty.core.errors import (
 from loyalty.core.idempotency import Idempotency, record_refusal, request_hash
 from loyalty.core.normalize import normalize_phone
 from loyalty.members.cards import CardExpired, member_from_card
+from loyalty.members.merge import survivors
 from loyalty.members.profiles import find_member_at_till
 from loyalty.points.history import till_member
+from loyalty.points.lanes import lanes
 from loyalty.points.ledger import Outcome, recorded_outcome
 from loyalty.points.purchases import quote_purchase, record_purchase, validate_coupons
 from loyalty.points.returns import purchase_by_receipt, record_return
@@ -231,6 +236,98 @@ async def _refused(index: int, key: str, refusal: Exception, ledger: Ledger,
     return _Answer(index, key, "refused", status, problem=msgspec.Raw(body))
 
 
+# A batch's lanes written side by side: on the batch's own connection and at most this many
+# less one from the pool, so that one till's upload shares group commits with itself without
+# taking a worker's pool from the live tills.
+BATCH_LANES = 4
+
+
+async def _write_batch(items: list[BatchItem], terminal: Till, ledger: Ledger,
+                       services: Svc) -> list[_Answer]:
+    """Every item's answer, in till order. The purchases between two returns go in lanes
+    (loyalty/points/lanes.py) written side by side; a return waits for everything before it
+    (its purchase may be in the batch) and everything after it waits for the return."""
+    answers: list[_Answer | None] = [None] * len(items)
+    returns = [n for n, item in enumerate(items) if isinstance(item, BatchReturn)]
+    start = 0
+    for end in [*returns, len(items)]:
+        if end > start:
+            await _purchases_side_by_side(list(range(start, end)), items, answers, terminal,
+                                          ledger, services)
+        if end < len(items):
+            answers[end] = await _batch_item(end, items[end], terminal, ledger, services)
+        start = end + 1
+    assert all(answer is not None for answer in answers)
+    return [answer for answer in answers if answer is not None]
+
+
+async def _purchases_side_by_side(
+    indices: list[int], items: list[BatchItem], answers: list[_Answer | None], terminal: Till,
+    ledger: Ledger, services: Svc,
+) -> None:
+    touched = await _touches([items[n] for n in indices], ledger, services)
+    queue = deque([[indices[n] for n in lane] for lane in lanes(touched)])
+
+    async def work(conn: Connection) -> None:
+        while queue:
+            for index in queue.popleft():
+                answers[index] = await _batch_item(index, items[index], terminal, conn,
+                                                   services)
+
+    holding: set[asyncio.Task[None]] = set()
+
+    async def pooled(pool: Pool) -> None:
+        async with pool.acquire() as conn:
+            task = asyncio.current_task()
+            assert task is not None
+            holding.add(task)
+            await work(conn)
+
+    helpers = [asyncio.create_task(pooled(services.pool))
+               for _ in range(min(BATCH_LANES, len(queue)) - 1)]
+    try:
+        await work(ledger)
+    except BaseException:
+        queue.clear()  # the helpers end with the lane they are writing
+        raise
+    finally:
+        # Helpers still waiting for a connection have nothing left to do; the others finish
+        # their lane. A helper's failure (a lost connection) fails the batch as one would.
+        for helper in helpers:
+            if helper not in holding:
+                helper.cancel()
+        ended = await asyncio.gather(*helpers, return_exceptions=True)
+    failed = [e for e in ended if isinstance(e, BaseException)
+              and not isinstance(e, asyncio.CancelledError)]
+    if failed:
+        raise failed[0]
+
+
+async def _touches(items: list[BatchItem], ledger: Ledger,
+                   services: Svc) -> list[list[Hashable]]:
+    """What each purchase writes to in common with others: its member (the one a merge left,
+    whether named by id, number or card), its receipt, and the coupons if it uses any."""
+    named: list[UUID | str | None] = []
+    for item in items:
+        assert isinstance(item, BatchPurchase)
+        try:
+            named.append(_member(item.purchase.member, services))
+        except LoyaltyError:
+            named.append(None)  # a card expired or forged: refused, or answered as recorded
+    found = await survivors(ledger, ids=[m for m in named if isinstance(m, UUID)],
+                            numbers=[m for m in named if isinstance(m, str)])
+    touched: list[list[Hashable]] = []
+    for item, member in zip(items, named, strict=True):
+        assert isinstance(item, BatchPurchase)
+        keys: list[Hashable] = [("receipt", item.purchase.receipt_id)]
+        if member is not None:
+            keys.append(("member", found.get(member, member)))
+        if item.purchase.coupons:
+            keys.append(("coupons",))
+        touched.append(keys)
+    return touched
+
+
 class PosController(Controller):
     path = "/v1/pos"
     tags = ["point of sale"]
@@ -328,15 +425,15 @@ class PosController(Controller):
         """An offline till's queue, uploaded when it is back: up to 1,000 purchases and
         returns in the order they were rung up, each written exactly as its single request
         would be, once by its own ``idempotency_key``, with its own answer (``created``,
-        ``replayed`` or ``refused`` with its problem). A refused item stops nothing after it,
+        ``replayed`` or ``refused`` with its problem), each member's items in till order
+        (items that share no member, receipt or coupon are written side by side). A refused item stops nothing after it,
         and its refusal is final under its key: the whole batch sent again writes nothing more
         and answers every item as it did. A redemption the balance no longer covers is refused
         with ``insufficient_points`` (docs/offline-tills.md, docs/decisions/0016)."""
         check_distinct_keys(data)
         answers: list[bytes] = []
         counts = {"created": 0, "replayed": 0, "refused": 0}
-        for index, item in enumerate(data.items):
-            answer = await _batch_item(index, item, terminal, ledger, services)
+        for answer in await _write_batch(data.items, terminal, ledger, services):
             counts[answer.outcome] += 1
             answers.append(_encode(answer))
         body = b'{"created":%d,"replayed":%d,"refused":%d,"items":[%b]}' % (

@@ -18,7 +18,7 @@ from loyalty.core.db import Connection
 from loyalty.core.errors import Conflict, InvalidInput, NotFound
 from loyalty.core.ids import uuid7
 from loyalty.members.profiles import MEMBER_COLUMNS, forget_scores_if_withdrawn, get_member
-from loyalty.points.ledger import apply_posting, read_member_ledger
+from loyalty.points.ledger import MERGE_HOPS, apply_posting, read_member_ledger
 from loyalty.points.posting import Links, Posting
 from schemas.members import DuplicateGroup, Member
 from schemas.outbox import EventBalance, MemberMergedData
@@ -74,6 +74,31 @@ select reason, ids from candidates
  where ids[1] in (select first from firsts)
  order by ids[1], reason
 """
+
+
+# Each member named, by id or number, and the member it stands for now: the last of its merges,
+# followed as far as the ledger reads follow them.
+_SURVIVORS = """
+with recursive chain (named, number, member_id, merged_into, hops) as (
+    select m.member_id, m.member_number, m.member_id, m.merged_into, 0 from members m
+     where m.member_id = any($1::uuid[]) or m.member_number = any($2::text[])
+    union all
+    select c.named, c.number, m.member_id, m.merged_into, c.hops + 1
+      from chain c join members m on m.member_id = c.merged_into
+     where c.hops < $3
+)
+select distinct on (named) named, number, member_id from chain order by named, hops desc
+"""
+
+
+async def survivors(conn: Connection, *, ids: list[UUID],
+                    numbers: list[str]) -> dict[UUID | str, UUID]:
+    """The member each of ``ids`` and ``numbers`` stands for now, by the id or number: itself,
+    or the member it was merged into. Ones that name no member are left out."""
+    found: dict[UUID | str, UUID] = {}
+    for row in await conn.fetch(_SURVIVORS, ids, numbers, MERGE_HOPS):
+        found[row["named"]] = found[row["number"]] = row["member_id"]
+    return found
 
 
 async def find_duplicates(

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from loyalty.core.settings import Settings
 from tests.factories import Actors, SignedUp, bearer, purchase_body, query
@@ -233,6 +234,75 @@ async def test_batches_are_for_tills_only(client: Client, actors: Actors) -> Non
     response = await client.post("/v1/pos/batches", headers=member.headers,
                                  json={"items": [bought(member.member_id, 100)]})
     assert response.status_code in (401, 403)
+
+
+# -- lanes: the items of different members written side by side -----------------------------
+
+
+def _groups() -> tuple[float, float]:
+    """Group commits written so far by this process, and the purchases they held."""
+    return (REGISTRY.get_sample_value("loyalty_purchase_group_size_count") or 0.0,
+            REGISTRY.get_sample_value("loyalty_purchase_group_size_sum") or 0.0)
+
+
+async def test_a_batchs_purchases_of_different_members_share_group_commits(
+    client: Client, actors: Actors, till: dict[str, str], settings: Settings,
+) -> None:
+    """Written one after the other, each of a batch's purchases was a group of one; in lanes,
+    the members' purchases gather in groups as live purchases do, each still exactly once."""
+    members = [await actors.member() for _ in range(24)]
+    items = [bought(members[i % 24].member_id, 1_000 + i) for i in range(240)]
+    groups_before, grouped_before = _groups()
+    answer = (await client.post("/v1/pos/batches", json={"items": items}, headers=till)).json()
+    assert (answer["created"], answer["replayed"], answer["refused"]) == (240, 0, 0)
+    groups_after, grouped_after = _groups()
+    groups, grouped = groups_after - groups_before, grouped_after - grouped_before
+    assert grouped == 240
+    assert groups < 240
+    database = settings.database_url
+    assert database is not None
+    check_invariants(await ledger_rows(database))
+    for n, member in enumerate(members):
+        assert await points(client, member) == sum((1_000 + i) // 100 for i in range(n, 240, 24))
+
+
+async def test_a_members_items_keep_their_order_however_the_member_is_named(
+    client: Client, actors: Actors, till: dict[str, str], settings: Settings,
+) -> None:
+    """Each member's first sale earns the points their second redeems: written out of order,
+    the redemption would be refused. The second names the member otherwise (by number, or by
+    a record since merged into them), and a receipt two members share is the first's."""
+    admin = bearer(await actors.staff("admin"))
+    members = [await actors.member() for _ in range(12)]
+    earlier = [await actors.member() for _ in range(4)]
+    for survivor, merged in zip(members, earlier, strict=False):
+        done = await client.post(f"/v1/members/{survivor.member_id}/merge",
+                                 headers={**admin, "Idempotency-Key": fresh_key()},
+                                 json={"from_member_id": merged.member_id})
+        assert done.status_code == 200, done.text
+    items: list[dict[str, Any]] = []
+    for n, member in enumerate(members):
+        # Side by side in the batch, so that two lanes would race: the second names the
+        # member by the record merged into them (the first four) or by number.
+        ref: dict[str, str] = {"id": earlier[n].member_id} if n < 4 else \
+            {"number": member.member["member_number"]}
+        second = bought(member.member_id, 1_000, redeem=400, minutes_ago=20)
+        second["purchase"]["member"] = ref
+        items += [bought(member.member_id, 50_000, minutes_ago=40), second]
+    items.append(bought(members[0].member_id, 2_000, receipt="SHARED-1"))
+    items.append(bought(members[1].member_id, 3_000, receipt="SHARED-1"))
+    answer = (await client.post("/v1/pos/batches", json={"items": items}, headers=till)).json()
+    outcomes = [(a["outcome"], a["status"]) for a in answer["items"]]
+    assert outcomes == [("created", 201)] * 25 + [("refused", 409)], answer
+    seconds = answer["items"][1:24:2]
+    assert {a["purchase"]["points_redeemed"] for a in seconds} == {400}
+    assert [a["purchase"]["member_id"] for a in seconds] == [m.member_id for m in members]
+    assert answer["items"][25]["problem"]["type"].endswith(":receipt_already_recorded")
+    assert [await points(client, m) for m in members] == [500 - 400 + 6 + 20] + \
+        [500 - 400 + 6] * 11
+    database = settings.database_url
+    assert database is not None
+    check_invariants(await ledger_rows(database))
 
 
 # -- the overdraft policy (docs/decisions/0016-offline-tills.md) ----------------------------
