@@ -53,7 +53,10 @@ from console.imports import (
 from console.jobs import job_page, job_run, job_run_confirm, job_runs_partial, jobs_page
 from console.member import (
     adjust_member_points,
+    cancel_member_erasure,
     change_status,
+    erase_member_data,
+    erasure_form,
     member_history,
     member_page,
     merge,
@@ -237,7 +240,7 @@ router = Router(
     route_handlers=[
         home, sign_in_page, sign_in_submit, sign_out, choose_language, members_page, dashboard_page,
         member_page, member_history, adjust_member_points, status_form, change_status,
-        merge_comparison, merge,
+        merge_comparison, merge, erasure_form, erase_member_data, cancel_member_erasure,
         rules_page, rules_editor, save_rules, simulate_rules, rules_diff_page, *BACKTEST_ROUTES,
         tiers_page, tiers_editor, save_tiers,
         coupons_page, new_coupon_page, create_coupon, coupon_page, generate_batch, download_batch,

@@ -1,6 +1,7 @@
 """One member's page: profile, status and consents with their history, tier, points and the
 ledger with each entry's rule trace, coupons, events, RFM segment, at-risk flag and look-alike
-members; and the actions on a member (adjust points, suspend or reinstate, merge a duplicate).
+members; and the actions on a member (adjust points, suspend or reinstate, merge a duplicate,
+erase their personal data at their request or cancel that).
 
 Each section is read through the function the API's handler for the same data calls
 (api/members.py, api/points.py, api/coupons.py, api/events.py), for the roles of
@@ -22,7 +23,7 @@ from babel.numbers import format_currency, format_decimal, get_currency_precisio
 from litestar import Response, get, post
 from litestar.params import FromPath, QueryParameter, URLEncodedBody
 from litestar.response import Redirect
-from msgspec import Struct
+from msgspec import Struct, ValidationError, convert
 
 from console.pages import language_of, render, staff_session
 from console.services import AnyRequest, ConsoleServices, services
@@ -43,6 +44,7 @@ from loyalty.core.normalize import normalize_text
 from loyalty.insights.at_risk import member_at_risk
 from loyalty.insights.churn_model import churn_score
 from loyalty.insights.rfm import member_rfm
+from loyalty.members.erasure import cancel_erasure, erasure_status, request_erasure
 from loyalty.members.merge import duplicates_of, merge_members
 from loyalty.members.profiles import (
     analysis_allowed_by,
@@ -57,17 +59,25 @@ from loyalty.points.tiers import member_tier
 from loyalty.promotions.coupon_wallet import wallet
 from loyalty.promotions.event_seats import my_events
 from schemas.base import json_encoder, whole
-from schemas.members import Member, MergeRequest, StaffMemberUpdate
+from schemas.members import (
+    Erasure,
+    Member,
+    MergeRequest,
+    StaffErasureRequest,
+    StaffMemberUpdate,
+)
 from schemas.points import Adjustment
 
 HISTORY_PAGE = 20
 SECTION_PAGE = 20
 POINTS_LIMIT = 100_000_000  # the API's bound on one adjustment (schemas.points.Adjustment)
 REASON_MAX = 500
+ERASURE_REASON_MAX = 500  # the API's bound on an erasure's reason (StaffErasureRequest)
 Cursor = Annotated[str | None, QueryParameter(max_length=200,
                                               pattern=whole(r"[A-Za-z0-9_-]*"))]
 # What the page says it has just done, after the redirect that follows an action.
-Done = Annotated[Literal["adjusted", "suspended", "reinstated", "merged"] | None,
+Done = Annotated[Literal["adjusted", "suspended", "reinstated", "merged", "erasure_requested",
+                         "erased", "erasure_cancelled"] | None,
                  QueryParameter()]
 Target = Annotated[Literal["active", "suspended"], QueryParameter()]
 # The key a form carries (new_key); another is replaced by a fresh one.
@@ -131,6 +141,17 @@ class MergeForm(Struct):
     csrf_token: str = ""
 
 
+class ErasureForm(Struct):
+    reason: str = ""
+    key: str = ""
+    csrf_token: str = ""
+
+
+class CancelErasureForm(Struct):
+    key: str = ""
+    csrf_token: str = ""
+
+
 def new_key() -> str:
     """An idempotency key for one rendering of a form."""
     return secrets.token_urlsafe(24)
@@ -179,7 +200,9 @@ async def _page_context(conn: Connection, svc: ConsoleServices, session: Console
     member = as_seen_by(role, await get_member(conn, member_id))
     # A merged member's ledger reads follow the merge to the survivor: their page points there.
     merged = member.merged_into is not None
-    ledger = role in LEDGER_READERS and not merged
+    # An erased member's ledger stays for accounting, but its reads refuse them (as the API's).
+    without_ledger = merged or member.status == "erased"
+    ledger = role in LEDGER_READERS and not without_ledger
     consents = await get_consents(conn, member_id)
     # Without data_analysis there are no scores to show, only why (docs/privacy.md).
     analysed = analysis_allowed_by(consents)
@@ -188,7 +211,7 @@ async def _page_context(conn: Connection, svc: ConsoleServices, session: Console
         "may_adjust": role in POINTS_ADJUSTERS, "may_edit": role in MEMBER_EDITORS,
         "consents": consents, "analysed": analysed,
         "statuses": await status_history(conn, member_id),
-        "tier": None if merged else await member_tier(
+        "tier": None if without_ledger else await member_tier(
             conn, member_id, rulebook=svc.rulebook, tz=svc.programme.timezone, now=now),
         "coupons": await wallet(conn, member_id, status=None, now=now, limit=SECTION_PAGE,
                                 cursor=None),
@@ -196,13 +219,14 @@ async def _page_context(conn: Connection, svc: ConsoleServices, session: Console
         "rfm": await member_rfm(conn, member_id) if analysed else None,
         "at_risk": await member_at_risk(conn, member_id) if analysed else None,
         "churn": await churn_score(conn, member_id) if analysed else None,
+        "erasure": await erasure_status(conn, member_id),
         "summary": None, "entries": [], "next_cursor": None, "duplicates": [],
     }
     if ledger:
         context["summary"] = await points_summary(conn, member_id, rulebook=svc.rulebook,
                                                   programme=svc.programme, now=now)
         context["entries"], context["next_cursor"] = await _history(conn, member_id, None)
-    if role in MEMBER_EDITORS and not merged:
+    if role in MEMBER_EDITORS and not without_ledger:
         context["duplicates"] = await duplicates_of(conn, member_id)
     await _audit_read(conn, session, member_id)
     return context
@@ -473,3 +497,124 @@ async def merge(request: AnyRequest, member_id: FromPath[UUID], other_id: FromPa
                                  status_code=409 if error == "already" else 400)
     return Redirect(f"/console/members/{member_id}?done=merged", status_code=303)
 
+
+def _erasure_reason(text: str) -> tuple[str, str | None]:
+    """The reason, trimmed, as the API's StaffErasureRequest takes it, or what is wrong with
+    it."""
+    reason = text.strip()
+    if not reason:
+        return reason, "empty"
+    try:
+        convert({"reason": reason}, StaffErasureRequest)
+    except ValidationError:
+        return reason, "long" if len(reason) > ERASURE_REASON_MAX else "control"
+    return reason, None
+
+
+@get("/members/{member_id:uuid}/erasure")
+async def erasure_form(request: AnyRequest, member_id: FromPath[UUID]) -> Response[str]:
+    """The confirmation step of an erasure at the member's request: what goes, what stays and
+    when, with the reason to give; or the pending erasure and its cancel button; or that the
+    data is already erased."""
+    session = await staff_session(request, MEMBER_EDITORS)
+    return await _erasure_page(request, session, member_id, reason="", error=None)
+
+
+async def _erasure_page(request: AnyRequest, session: ConsoleSession, member_id: UUID, *,
+                        reason: str, error: str | None,
+                        status_code: int = 200) -> Response[str]:
+    svc = services(request)
+    grace_days = svc.settings.erasure_grace_days
+    try:
+        async with transaction(svc.pool) as conn:
+            member = await get_member(conn, member_id)
+            erasure = await erasure_status(conn, member_id)
+            await _audit_read(conn, session, member_id, part="erasure")
+    except NotFound:
+        return _not_found(request, session)
+    return render(request, "member_erasure.html", session=session, member=member,
+                  erasure=erasure, grace_days=grace_days,
+                  due=dt.datetime.now(dt.UTC) + dt.timedelta(days=grace_days),
+                  reason=reason[:ERASURE_REASON_MAX], error=error, key=new_key(),
+                  status_code=status_code, **_formatters(request))
+
+
+@post("/members/{member_id:uuid}/erasure", status_code=303)
+async def erase_member_data(request: AnyRequest, member_id: FromPath[UUID],
+                            data: URLEncodedBody[ErasureForm]) -> Response[Any]:
+    """Erase the member's personal data at their request, as POST /v1/members/{id}/erasure
+    does: after the grace period, or at once when it is 0 days; audited as ``members.erase``
+    with the reason, once per form key."""
+    session = await staff_session(request, MEMBER_EDITORS)
+    check_csrf(request, session.csrf_token, data.csrf_token)
+    reason, error = _erasure_reason(data.reason)
+    if error:
+        return await _erasure_page(request, session, member_id, reason=data.reason,
+                                   error=error, status_code=400)
+    svc = services(request)
+    staff_id = session.principal.staff_id
+    key = data.key if _valid_key(data.key) else new_key()
+    idempotency = Idempotency(
+        staff_id, f"console:{key}",
+        request_hash("POST", request.url.path, StaffErasureRequest(reason=reason)))
+
+    async def write(conn: Connection) -> Erasure:
+        # Written first, as the API does, so an erasure done at once also erases its own
+        # values from the reason.
+        await record_audit(conn, actor_kind="staff", actor_id=staff_id,
+                           action="members.erase", subject_kind="member", subject_id=member_id,
+                           details={"reason": reason, "via": "console"})
+        return await request_erasure(
+            conn, member_id, by="staff", by_id=staff_id, now=dt.datetime.now(dt.UTC),
+            grace=dt.timedelta(days=svc.settings.erasure_grace_days))
+
+    try:
+        async with transaction(svc.pool) as conn:
+            await _once(conn, svc, idempotency, write)
+            erasure = await erasure_status(conn, member_id)
+    except NotFound:
+        return _not_found(request, session)
+    except Conflict as refused:
+        if refused.code != "already_erased":
+            raise
+        # Erased meanwhile (another tab, the member): the page says so.
+        return await _erasure_page(request, session, member_id, reason="", error=None,
+                                   status_code=409)
+    done = "erased" if erasure.state == "erased" else "erasure_requested"
+    return Redirect(f"/console/members/{member_id}?done={done}", status_code=303)
+
+
+@post("/members/{member_id:uuid}/erasure/cancel", status_code=303)
+async def cancel_member_erasure(request: AnyRequest, member_id: FromPath[UUID],
+                                data: URLEncodedBody[CancelErasureForm]) -> Response[Any]:
+    """Cancel the member's pending erasure, as POST /v1/members/{id}/erasure/cancel does
+    (audited as ``members.erase_cancel``), once per form key. An erasure already done is the
+    erasure page again, 409."""
+    session = await staff_session(request, MEMBER_EDITORS)
+    check_csrf(request, session.csrf_token, data.csrf_token)
+    svc = services(request)
+    staff_id = session.principal.staff_id
+    key = data.key if _valid_key(data.key) else new_key()
+    idempotency = Idempotency(staff_id, f"console:{key}",
+                              request_hash("POST", request.url.path, None))
+
+    async def write(conn: Connection) -> Erasure:
+        erasure = await cancel_erasure(conn, member_id, by="staff", by_id=staff_id,
+                                       now=dt.datetime.now(dt.UTC))
+        await record_audit(conn, actor_kind="staff", actor_id=staff_id,
+                           action="members.erase_cancel", subject_kind="member",
+                           subject_id=member_id,
+                           details={"state": erasure.state, "via": "console"})
+        return erasure
+
+    try:
+        async with transaction(svc.pool) as conn:
+            await _once(conn, svc, idempotency, write)
+            erasure = await erasure_status(conn, member_id)
+    except NotFound:
+        return _not_found(request, session)
+    if erasure.state == "erased":
+        return await _erasure_page(request, session, member_id, reason="", error=None,
+                                   status_code=409)
+    done = "?done=erasure_cancelled" if erasure.state == "cancelled" else ""
+    return Redirect(f"/console/members/{member_id}{done}", status_code=303)
