@@ -426,10 +426,11 @@ class PosController(Controller):
         returns in the order they were rung up, each written exactly as its single request
         would be, once by its own ``idempotency_key``, with its own answer (``created``,
         ``replayed`` or ``refused`` with its problem), each member's items in till order
-        (items that share no member, receipt or coupon are written side by side). A refused item stops nothing after it,
-        and its refusal is final under its key: the whole batch sent again writes nothing more
-        and answers every item as it did. A redemption the balance no longer covers is refused
-        with ``insufficient_points`` (docs/offline-tills.md, docs/decisions/0016)."""
+        (items that share no member, receipt or coupon are written side by side). A refused
+        item stops nothing after it, and its refusal is final under its key: the whole batch
+        sent again writes nothing more and answers every item as it did. A redemption the
+        balance no longer covers is refused with ``insufficient_points``
+        (docs/offline-tills.md, docs/decisions/0016 and 0023)."""
         check_distinct_keys(data)
         answers: list[bytes] = []
         counts = {"created": 0, "replayed": 0, "refused": 0}
