@@ -36,7 +36,6 @@ from loyalty.promotions.segments import (
     check_definition,
     create_segment,
     estimate_segment,
-    first_members,
     get_segment,
     list_segments,
     member_rows,
@@ -387,7 +386,7 @@ def _units(request: AnyRequest) -> tuple[ZoneInfo, int]:
 @dataclass(frozen=True)
 class Counted:
     """The builder's count: exact, or ``estimate``d from a sample on a large programme; and the
-    first few members, for identifier readers."""
+    first few members (of the sample, when estimated), for identifier readers."""
 
     count: int
     sample: list[SampleMember]
@@ -407,10 +406,9 @@ async def _preview(request: AnyRequest, session: ConsoleSession, definition: Con
         rows = 0 if exact else await member_rows(conn)
         if rows > settings.segment_exact_count_up_to:
             estimate = await estimate_segment(conn, definition, rows=rows, now=now,
-                                              sample_members=settings.segment_sample_members)
-            counted = Counted(count=estimate.count, estimate=estimate,
-                              sample=await first_members(conn, definition, now=now,
-                                                         sample_size=sample))
+                                              sample_members=settings.segment_sample_members,
+                                              examples=sample)
+            counted = Counted(count=estimate.count, estimate=estimate, sample=estimate.members)
         else:
             preview = await preview_segment(conn, definition, sample_size=sample, now=now)
             counted = Counted(count=preview.count,

@@ -473,12 +473,14 @@ async def preview_segment(conn: Connection, definition: Condition, *, sample_siz
 class CountEstimate(msgspec.Struct, frozen=True):
     """How many members a definition selects, estimated from a sample of the members table's
     pages: ``count`` rounded to what the sample can tell, ``low`` to ``high`` the range it
-    probably lies in (95 %), ``sampled`` the members looked at."""
+    probably lies in (95 %), ``sampled`` the members looked at; ``members``, the first few of
+    the sampled members it selects, by member id."""
 
     count: int
     low: int
     high: int
     sampled: int
+    members: list[SampleMember] = msgspec.field(default_factory=list)
 
 
 # Which pages the sample reads: the same ones on every count while the table keeps its size, so
@@ -502,7 +504,8 @@ async def member_rows(conn: Connection) -> int:
 
 
 async def estimate_segment(conn: Connection, definition: Condition, *, rows: int,
-                           sample_members: int, now: dt.datetime) -> CountEstimate:
+                           sample_members: int, now: dt.datetime,
+                           examples: int = 0) -> CountEstimate:
     """How many members ``definition`` selects at ``now``, from a random sample of the members
     table's pages holding about ``sample_members`` of them (``tablesample system``): a cost that
     does not grow with the table, where an exact count reads every row (docs/console.md,
@@ -511,31 +514,41 @@ async def estimate_segment(conn: Connection, definition: Condition, *, rows: int
     The estimate is the table's pages times the mean matches per sampled page, with the sampling
     variance between pages; a page with no live member at all is never sampled, so a table
     mostly emptied of members would count high (members are erased in place, not deleted).
-    ``rows``: the table's size as ``member_rows`` reads it (which the caller has, to choose)."""
+    ``rows``: the table's size as ``member_rows`` reads it (which the caller has, to choose).
+    ``examples``: how many of the sampled members it selects to name (the first by member id:
+    the first of the whole table could take a read of all of it to find, for a rare condition).
+    """
     member_filter = compile_definition(definition, now=now)
     percent = min(100.0, 100.0 * sample_members / rows) if rows else 100.0
     first = len(member_filter.params) + 1
     row = await conn.fetchrow(
         f"""
-        with sampled as (
-          select (m.ctid::text::point)[0] as page, count(*) as seen,
-                 count(*) filter (where {member_filter.render(1)}) as hits
+        with looked as materialized (
+          select m.member_id, m.member_number, (m.ctid::text::point)[0] as page,
+                 coalesce({member_filter.render(1)}, false) as hit
             from members m tablesample system (${first}) repeatable (${first + 1})
-           group by 1)
+        ), sampled as (
+          select page, count(*) as seen, count(*) filter (where hit) as hits
+            from looked group by page)
         select pg_relation_size('members') / current_setting('block_size')::int as pages,
                count(*) as sampled_pages, coalesce(sum(seen), 0)::bigint as seen,
                coalesce(sum(hits), 0)::bigint as hits,
-               coalesce(var_samp(hits), 0)::float8 as variance
+               coalesce(var_samp(hits), 0)::float8 as variance,
+               array(select (l.member_id, l.member_number) from looked l where l.hit
+                      order by l.member_id limit ${first + 2}) as examples
           from sampled
-        """,  # noqa: S608 - a MemberFilter rendered with $n slots; the percent and seed are $n
-        *member_filter.params, percent, _SAMPLE_SEED)
+        """,  # noqa: S608 - a MemberFilter rendered with $n slots; the percent, seed and limit are $n
+        *member_filter.params, percent, _SAMPLE_SEED, examples)
     assert row is not None
+    members = [SampleMember(member_id=member_id, member_number=number)
+               for member_id, number in row["examples"]]
     if percent >= 100.0:
         # A sample as large as the table is the table: its matches are the count.
         return CountEstimate(count=row["hits"], low=row["hits"], high=row["hits"],
-                             sampled=row["seen"])
-    return _estimate(pages=row["pages"], sampled_pages=row["sampled_pages"], seen=row["seen"],
-                     hits=row["hits"], variance=row["variance"])
+                             sampled=row["seen"], members=members)
+    found = _estimate(pages=row["pages"], sampled_pages=row["sampled_pages"], seen=row["seen"],
+                      hits=row["hits"], variance=row["variance"])
+    return msgspec.structs.replace(found, members=members)
 
 
 def _estimate(*, pages: int, sampled_pages: int, seen: int, hits: int,
@@ -557,22 +570,6 @@ def _estimate(*, pages: int, sampled_pages: int, seen: int, hits: int,
     high = math.ceil((estimate + _Z95 * error) / unit) * unit
     count = min(max(round(estimate / unit) * unit, low), high)
     return CountEstimate(count=count, low=low, high=high, sampled=seen)
-
-
-async def first_members(conn: Connection, definition: Condition, *, sample_size: int,
-                        now: dt.datetime) -> list[SampleMember]:
-    """The first ``sample_size`` members ``definition`` selects at ``now``, by member id."""
-    if sample_size == 0:
-        return []
-    member_filter = compile_definition(definition, now=now)
-    rows = await conn.fetch(
-        f"""
-        select m.member_id, m.member_number from members m
-         where {member_filter.render(1)} order by m.member_id limit ${len(member_filter.params) + 1}
-        """,  # noqa: S608 - a MemberFilter rendered with $n slots; the limit is a $n too
-        *member_filter.params, sample_size)
-    return [SampleMember(member_id=r["member_id"], member_number=r["member_number"])
-            for r in rows]
 
 
 async def segment_members(conn: Connection, segment_id: UUID, *, now: dt.datetime,
