@@ -42,6 +42,8 @@ PERSONAL_PAGES: dict[str, Read] = {
         "support", "members.read", lambda s: f"/console/members/{s.members[0]}/history"),
     "/console/members/{member_id:uuid}/status": Read(
         "support", "members.read", lambda s: f"/console/members/{s.members[0]}/status"),
+    "/console/members/{member_id:uuid}/erasure": Read(
+        "support", "members.read", lambda s: f"/console/members/{s.members[0]}/erasure"),
     "/console/members/{member_id:uuid}/merge/{other_id:uuid}": Read(
         "support", "members.read",
         lambda s: f"/console/members/{s.members[0]}/merge/{s.members[1]}", members=2),
