@@ -136,18 +136,15 @@ class StatusForm(Struct):
     csrf_token: str = ""
 
 
-class MergeForm(Struct):
+class ConfirmForm(Struct):
+    """A confirmation with nothing to fill in: a merge, cancelling an erasure."""
+
     key: str = ""
     csrf_token: str = ""
 
 
 class ErasureForm(Struct):
     reason: str = ""
-    key: str = ""
-    csrf_token: str = ""
-
-
-class CancelErasureForm(Struct):
     key: str = ""
     csrf_token: str = ""
 
@@ -469,7 +466,7 @@ async def merge_comparison(request: AnyRequest, member_id: FromPath[UUID],
 
 @post("/members/{member_id:uuid}/merge/{other_id:uuid}", status_code=303)
 async def merge(request: AnyRequest, member_id: FromPath[UUID], other_id: FromPath[UUID],
-                data: URLEncodedBody[MergeForm]) -> Response[Any]:
+                data: URLEncodedBody[ConfirmForm]) -> Response[Any]:
     """Merge ``other_id`` into ``member_id`` as POST /v1/members/{id}/merge does (audited,
     once per form key)."""
     session = await staff_session(request, MEMBER_EDITORS)
@@ -586,7 +583,7 @@ async def erase_member_data(request: AnyRequest, member_id: FromPath[UUID],
 
 @post("/members/{member_id:uuid}/erasure/cancel", status_code=303)
 async def cancel_member_erasure(request: AnyRequest, member_id: FromPath[UUID],
-                                data: URLEncodedBody[CancelErasureForm]) -> Response[Any]:
+                                data: URLEncodedBody[ConfirmForm]) -> Response[Any]:
     """Cancel the member's pending erasure, as POST /v1/members/{id}/erasure/cancel does
     (audited as ``members.erase_cancel``), once per form key. An erasure already done is the
     erasure page again, 409."""

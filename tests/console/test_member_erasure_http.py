@@ -6,7 +6,6 @@ API's is. A form without a reason, another role or a missing CSRF token writes n
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
@@ -23,8 +22,8 @@ from schemas.members import Member
 from tests.conftest import AppWith
 from tests.console.seed import MEMBERS, seed, staff_email
 from tests.console.test_console_http import sign_in
+from tests.console.test_member_http import key_of
 
-KEY = re.compile(r'name="key" value="([^"]+)"')
 REASON = "電話で受付、問い合わせ番号 123"
 GRACE = dt.timedelta(days=14)  # LOYALTY_ERASURE_GRACE_DAYS's default
 
@@ -42,12 +41,6 @@ async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     await init_connection(conn)
     yield conn
     await conn.close()
-
-
-def key_of(page: httpx.Response) -> str:
-    found = KEY.search(page.text)
-    assert found, page.text
-    return found.group(1)
 
 
 def day_of(moment: dt.datetime) -> str:
