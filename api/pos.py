@@ -291,16 +291,35 @@ async def _purchases_side_by_side(
         queue.clear()  # the helpers end with the lane they are writing
         raise
     finally:
-        # Helpers still waiting for a connection have nothing left to do; the others finish
-        # their lane. A helper's failure (a lost connection) fails the batch as one would.
+        # The helpers writing a lane finish it; one still waiting for a connection is let go
+        # (it takes one, finds no lane left and gives it back) rather than cancelled: a
+        # cancelled wait may be opening a connection, and asyncpg leaves that handshake's
+        # failure unobserved, logged as an error. A helper's failure (a lost connection)
+        # fails the batch, as one on the request's own connection does.
         for helper in helpers:
             if helper not in holding:
-                helper.cancel()
-        ended = await asyncio.gather(*helpers, return_exceptions=True)
-    failed = [e for e in ended if isinstance(e, BaseException)
-              and not isinstance(e, asyncio.CancelledError)]
+                _let_go(helper)
+        ended = await asyncio.gather(*(h for h in helpers if h in holding),
+                                     return_exceptions=True)
+    failed = [e for e in ended if isinstance(e, BaseException)]
     if failed:
         raise failed[0]
+
+
+# Helpers let go by batches that have answered, held until they have given their connection
+# back (the event loop holds tasks weakly).
+_LET_GO: set[asyncio.Task[None]] = set()
+
+
+def _let_go(helper: asyncio.Task[None]) -> None:
+    _LET_GO.add(helper)
+    helper.add_done_callback(_gone)
+
+
+def _gone(helper: asyncio.Task[None]) -> None:
+    _LET_GO.discard(helper)
+    if not helper.cancelled():
+        helper.exception()  # it had nothing to write: a failure to connect is no one's news
 
 
 async def _touches(items: list[BatchItem], ledger: Ledger,

@@ -48,6 +48,7 @@ async def test_killed_backends_answer_503_with_retry_after_never_500(
 ) -> None:
     async with app_with(db_pool_min=4) as (client, actors):
         member = await actors.member()
+        others = [await actors.member() for _ in range(2)]
         till_key, _ = await actors.terminal("KILL-01")
         till = bearer(till_key)
         staff = bearer(await actors.staff("support"))
@@ -57,8 +58,20 @@ async def test_killed_backends_answer_503_with_retry_after_never_500(
             body = purchase_body(member.member_id, 1000, receipt_id=f"K-{n}")
             return "POST", "/v1/pos/purchases", body, {**till, "Idempotency-Key": f"k-{n}"}
 
+        def batch() -> Call:
+            # Three members, three lanes: the batch's own connection and two of the pool's,
+            # any of which may be the one killed.
+            items = []
+            for buyer in (member, *others) * 3:
+                n = next(_n)
+                items.append({"kind": "purchase", "idempotency_key": f"k-{n}",
+                              "purchase": purchase_body(buyer.member_id, 500,
+                                                        receipt_id=f"K-{n}")})
+            return "POST", "/v1/pos/batches", {"items": items}, till
+
         calls: list[Callable[[], Call]] = [
             purchase,
+            batch,
             lambda: ("GET", "/v1/pos/whoami", None, till),
             lambda: ("GET", "/v1/me/points", None, member.headers),
             lambda: ("GET", "/v1/me/coupons", None, member.headers),
