@@ -35,8 +35,11 @@ class Shop:
 
 @pytest.fixture
 async def shop(fresh_database: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Shop]:
-    # One writer: purchases gather behind it, so groups of several form at once.
-    settings = make_settings(fresh_database, redis_url, tmp_path, db_pool_max=60,
+    # One writer: purchases gather behind it, so groups of several form at once. Forty
+    # connections race at a time (the rest wait for one): at sixty, this module and the batch
+    # tests on the other test worker took the server's last connections (100, three of them
+    # reserved), and whichever asked next was refused.
+    settings = make_settings(fresh_database, redis_url, tmp_path, db_pool_max=40,
                              group_commit_writers=1, group_commit_most=16)
     async for client in held(serve(create_app(settings))):
         actors = Actors(client, settings)
