@@ -21,7 +21,7 @@ from selenium.common.exceptions import (
     WebDriverException,
 )
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.console.seed import PASSWORD, staff_email
 from tests.processes import free_port, wait_until_ready
@@ -83,6 +83,15 @@ def serving(database: str, redis: str, data_dir: Path,
 def photograph(browser: webdriver.Chrome, photos: Path, name: str) -> None:
     """The page as the browser shows it now, saved as ``name``.png."""
     assert browser.save_screenshot(str(photos / f"{name}.png"))
+
+
+def choose_language(browser: webdriver.Chrome, language: str) -> None:
+    """Switches the console's language with the header's form, and waits for the page it
+    answers with: navigating away before that answer arrives races it (CI met the race)."""
+    Select(browser.find_element(By.ID, "language")).select_by_value(language)
+    browser.find_element(By.CSS_SELECTOR, "form.language button").click()
+    until(browser, lambda b: b.find_element(By.TAG_NAME, "html").get_attribute("lang")
+          == language)
 
 
 def sign_in(browser: webdriver.Chrome, base: str, role: str) -> None:

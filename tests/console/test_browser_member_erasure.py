@@ -11,9 +11,8 @@ from uuid import UUID
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
 
-from tests.console.browsing import photograph, sign_in, until
+from tests.console.browsing import choose_language, photograph, sign_in, until
 from tests.console.conftest import MoreSeed
 from tests.console.seed import MEMBERS
 from tests.factories import query
@@ -90,10 +89,7 @@ def test_the_confirmation_in_english(
 ) -> None:
     suzuki = ids[MEMBERS[2][0]]
     sign_in(browser, console, "support")
-    Select(browser.find_element(By.ID, "language")).select_by_value("en")
-    browser.find_element(By.CSS_SELECTOR, "form.language button").click()
-    # The choice's own answer first: navigating away at once races it.
-    until(browser, lambda b: "Sign out" in b.page_source)
+    choose_language(browser, "en")
     browser.get(f"{console}/console/members/{suzuki}/erasure")
     until(browser, lambda b: b.find_elements(By.ID, "erasure-reason"))
     main = browser.find_element(By.TAG_NAME, "main").text

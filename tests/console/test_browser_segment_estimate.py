@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
 
-from tests.console.browsing import photograph, sign_in, until
+from tests.console.browsing import choose_language, photograph, sign_in, until
 from tests.console.conftest import MoreSeed
 from tests.factories import make_members, query
 
@@ -82,11 +81,7 @@ def test_in_english_and_when_the_sample_finds_nobody(
     browser: webdriver.Chrome, console: str, photos: Path,
 ) -> None:
     sign_in(browser, console, "analyst")
-    Select(browser.find_element(By.ID, "language")).select_by_value("en")
-    browser.find_element(By.CSS_SELECTOR, "form.language button").click()
-    # The choice's own page first: navigating away at once raced its answer in CI, and the
-    # builder came back as whatever page that answer redirected to.
-    until(browser, lambda b: "Sign out" in b.page_source)
+    choose_language(browser, "en")
     browser.get(f"{console}/console/segments/new")
     until(browser, lambda b: b.find_elements(By.ID, "segment-estimate"))
     assert browser.find_element(By.ID, "segment-count").text.startswith("about ")
@@ -103,6 +98,4 @@ def test_in_english_and_when_the_sample_finds_nobody(
     until(browser, lambda b: not b.find_elements(By.ID, "segment-estimate"))
     assert browser.find_element(By.ID, "segment-count").text == "0"
     assert "No member matches" in browser.page_source
-    Select(browser.find_element(By.ID, "language")).select_by_value("ja")
-    browser.find_element(By.CSS_SELECTOR, "form.language button").click()
-    until(browser, lambda b: "サインアウト" in b.page_source)
+    choose_language(browser, "ja")
