@@ -4,6 +4,7 @@ recording purchases and returns. Every write takes an ``Idempotency-Key``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Literal
@@ -248,12 +249,14 @@ async def _write_batch(items: list[BatchItem], terminal: Till, ledger: Ledger,
     (loyalty/points/lanes.py) written side by side; a return waits for everything before it
     (its purchase may be in the batch) and everything after it waits for the return."""
     answers: list[_Answer | None] = [None] * len(items)
+    touched = await _touches(items, ledger, services)
     returns = [n for n, item in enumerate(items) if isinstance(item, BatchReturn)]
     start = 0
     for end in [*returns, len(items)]:
         if end > start:
-            await _purchases_side_by_side(list(range(start, end)), items, answers, terminal,
-                                          ledger, services)
+            indices = list(range(start, end))
+            await _purchases_side_by_side(indices, [touched[n] for n in indices], items,
+                                          answers, terminal, ledger, services)
         if end < len(items):
             answers[end] = await _batch_item(end, items[end], terminal, ledger, services)
         start = end + 1
@@ -262,10 +265,9 @@ async def _write_batch(items: list[BatchItem], terminal: Till, ledger: Ledger,
 
 
 async def _purchases_side_by_side(
-    indices: list[int], items: list[BatchItem], answers: list[_Answer | None], terminal: Till,
-    ledger: Ledger, services: Svc,
+    indices: list[int], touched: list[list[Hashable]], items: list[BatchItem],
+    answers: list[_Answer | None], terminal: Till, ledger: Ledger, services: Svc,
 ) -> None:
-    touched = await _touches([items[n] for n in indices], ledger, services)
     queue = deque([[indices[n] for n in lane] for lane in lanes(touched)])
 
     async def work(conn: Connection) -> None:
@@ -325,24 +327,28 @@ def _gone(helper: asyncio.Task[None]) -> None:
 async def _touches(items: list[BatchItem], ledger: Ledger,
                    services: Svc) -> list[list[Hashable]]:
     """What each purchase writes to in common with others: its member (the one a merge left,
-    whether named by id, number or card), its receipt, and the coupons if it uses any."""
+    whether named by id, number or card), its receipt, and the coupons if it uses any; one
+    read for the whole batch. A return touches nothing here: it is written alone."""
     named: list[UUID | str | None] = []
     for item in items:
-        assert isinstance(item, BatchPurchase)
-        try:
-            named.append(_member(item.purchase.member, services))
-        except LoyaltyError:
-            named.append(None)  # a card expired or forged: refused, or answered as recorded
+        member = None
+        # A card expired or forged names no one here: the item is refused, or answered as
+        # recorded.
+        if isinstance(item, BatchPurchase):
+            with contextlib.suppress(LoyaltyError):
+                member = _member(item.purchase.member, services)
+        named.append(member)
     found = await survivors(ledger, ids=[m for m in named if isinstance(m, UUID)],
                             numbers=[m for m in named if isinstance(m, str)])
     touched: list[list[Hashable]] = []
     for item, member in zip(items, named, strict=True):
-        assert isinstance(item, BatchPurchase)
-        keys: list[Hashable] = [("receipt", item.purchase.receipt_id)]
-        if member is not None:
-            keys.append(("member", found.get(member, member)))
-        if item.purchase.coupons:
-            keys.append(("coupons",))
+        keys: list[Hashable] = []
+        if isinstance(item, BatchPurchase):
+            keys.append(("receipt", item.purchase.receipt_id))
+            if member is not None:
+                keys.append(("member", found.get(member, member)))
+            if item.purchase.coupons:
+                keys.append(("coupons",))
         touched.append(keys)
     return touched
 
